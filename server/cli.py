@@ -1,0 +1,335 @@
+"""The ``companion`` command.
+
+Every failure a person can cause ends as one line on stderr and a non-zero
+exit status, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from manifests import MANIFEST_DIR
+from server.settings import Settings, SettingsError, load_settings
+from store.models import KeyKind, Plan, Role
+from tools.manifest import ManifestError
+
+log = logging.getLogger("companion")
+
+
+class CliError(Exception):
+    """A failure to report as one line."""
+
+
+def _choices(enum: type[Any]) -> list[str]:
+    return [member.value for member in enum]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="companion", description="Harmony Companion tool server.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="migrate the database, then serve MCP and the API over HTTP")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--demo", action="store_true", help="seed the demo workspace and print its keys")
+
+    commands.add_parser("mcp", help="serve MCP over stdio, as the key in COMPANION_API_KEY")
+
+    db = commands.add_parser("db", help="database schema").add_subparsers(dest="action", required=True)
+    db.add_parser("upgrade", help="migrate to the latest schema")
+
+    demo = commands.add_parser("demo", help="demo data").add_subparsers(dest="action", required=True)
+    seed = demo.add_parser("seed", help="create the acme demo workspace (idempotent)")
+    seed.add_argument("--json", action="store_true")
+
+    keys = commands.add_parser("keys", help="API keys").add_subparsers(dest="action", required=True)
+    create = keys.add_parser("create", help="issue a key; its plaintext is shown once")
+    create.add_argument("--workspace", required=True, metavar="SLUG")
+    create.add_argument("--user", required=True, metavar="EMAIL")
+    create.add_argument("--name", default="")
+    create.add_argument("--kind", choices=_choices(KeyKind), default=KeyKind.AGENT.value)
+    create.add_argument("--json", action="store_true")
+    listing = keys.add_parser("list", help="list a workspace's keys")
+    listing.add_argument("--workspace", required=True, metavar="SLUG")
+    listing.add_argument("--json", action="store_true")
+    revoke = keys.add_parser("revoke", help="revoke a key at once")
+    revoke.add_argument("key_id", metavar="KEY_ID")
+
+    workspace = commands.add_parser("workspace", help="workspaces").add_subparsers(dest="action", required=True)
+    ws_create = workspace.add_parser("create", help="create a workspace")
+    ws_create.add_argument("--slug", required=True)
+    ws_create.add_argument("--name", required=True)
+    ws_create.add_argument("--plan", choices=_choices(Plan), default=Plan.PLUS.value)
+
+    user = commands.add_parser("user", help="users").add_subparsers(dest="action", required=True)
+    user_add = user.add_parser("add", help="add a user to a workspace, or change their role")
+    user_add.add_argument("--workspace", required=True, metavar="SLUG")
+    user_add.add_argument("--email", required=True)
+    user_add.add_argument("--role", choices=_choices(Role), default=Role.MEMBER.value)
+    user_add.add_argument("--name", default="")
+
+    manifests = commands.add_parser("manifests", help="app manifests").add_subparsers(dest="action", required=True)
+    validate = manifests.add_parser("validate", help="check manifests and their adapters")
+    validate.add_argument("directory", nargs="?", type=Path, default=MANIFEST_DIR, metavar="DIR")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    logging.basicConfig(
+        level=os.environ.get("COMPANION_LOG_LEVEL", "WARNING"), format="%(levelname)s %(name)s: %(message)s"
+    )
+    args = _parser().parse_args(argv)
+    handler = HANDLERS[(args.command, getattr(args, "action", None))]
+    try:
+        handler(args)
+    except ManifestError as exc:
+        for problem in exc.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        sys.exit(1)
+    except (CliError, SettingsError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except SQLAlchemyError as exc:
+        print(
+            f"error: database: {exc.__class__.__name__}: {str(exc.orig if hasattr(exc, 'orig') else exc)[:300]}",
+            file=sys.stderr,
+        )
+        sys.exit(1)
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+def _run(coroutine: Callable[[Settings], Awaitable[None]]) -> None:
+    settings = load_settings()
+    asyncio.run(coroutine(settings))
+
+
+def _manifests_validate(args: argparse.Namespace) -> None:
+    from tools.registry import Registry
+
+    registry = Registry.load(args.directory)
+    tools = sum(len(m.tools) for m in registry.manifests.values())
+    print(f"ok: {len(registry.manifests)} apps, {tools} tools in {args.directory}")
+
+
+def _db_upgrade(args: argparse.Namespace) -> None:
+    from store.migrate import upgrade
+
+    settings = load_settings()
+    upgrade(settings.resolved_database_url)
+    print("ok: database is at the latest schema")
+
+
+async def _with_companion(settings: Settings, work: Callable[[Any], Awaitable[None]]) -> None:
+    from server.app import Companion
+    from store.migrate import schema_is_current
+
+    companion = Companion.build(settings)
+    try:
+        if not await schema_is_current(companion.db.engine):
+            raise CliError("database: the schema is missing or old; run `companion db upgrade` first")
+        await work(companion)
+    finally:
+        await companion.aclose()
+
+
+def _demo_seed(args: argparse.Namespace) -> None:
+    from server import demo
+    from store.migrate import upgrade
+
+    async def work(companion: Any) -> None:
+        async with companion.db.transaction() as session:
+            keys = await demo.seed(session, companion.registry, companion.box, companion.settings.encryption_keys()[0])
+        if args.json:
+            print(json.dumps(keys.as_json()))
+        else:
+            _print_demo_keys(keys, companion.settings.mcp_url)
+
+    settings = load_settings()
+    upgrade(settings.resolved_database_url)
+    asyncio.run(_with_companion(settings, work))
+
+
+def _print_demo_keys(keys: Any, mcp_url: str) -> None:
+    print(f"Demo workspace {keys.workspace!r} is ready.")
+    print(f"MCP endpoint: {mcp_url}")
+    for email, token in keys.keys.items():
+        print(f"  agent key for {email}: {token}")
+    for email, token in keys.user_keys.items():
+        print(f"  user key for {email}:  {token}")
+
+
+def _keys_create(args: argparse.Namespace) -> None:
+    from store import directory
+    from store.keys import create_key
+
+    async def work(companion: Any) -> None:
+        async with companion.db.transaction() as session:
+            workspace = await directory.workspace_by_slug(session, args.workspace)
+            user = await directory.user_by_email(session, args.user)
+            if not await _is_member(session, workspace.id, user.id):
+                raise CliError(f"user: {args.user} is not a member of workspace {args.workspace!r}")
+            issued = await create_key(
+                session, workspace_id=workspace.id, user_id=user.id, name=args.name, kind=KeyKind(args.kind)
+            )
+        if args.json:
+            print(
+                json.dumps(
+                    {
+                        "id": issued.key.id,
+                        "key": issued.token,
+                        "prefix": issued.key.prefix,
+                        "kind": issued.key.kind.value,
+                    }
+                )
+            )
+        else:
+            print(f"Created {issued.key.kind.value} key {issued.key.id} for {args.user} in {args.workspace}.")
+            print(f"  {issued.token}")
+            print("Copy it now: it is not shown again.")
+
+    _run(lambda settings: _with_companion(settings, work))
+
+
+async def _is_member(session: Any, workspace_id: str, user_id: str) -> bool:
+    from sqlalchemy import select
+
+    from store.models import Membership
+
+    found = await session.scalar(
+        select(Membership.id).where(Membership.workspace_id == workspace_id, Membership.user_id == user_id)
+    )
+    return found is not None
+
+
+def _keys_list(args: argparse.Namespace) -> None:
+    from store import directory
+    from store.keys import list_keys
+
+    async def work(companion: Any) -> None:
+        async with companion.db.session() as session:
+            workspace = await directory.workspace_by_slug(session, args.workspace)
+            rows = await list_keys(session, workspace.id)
+        records = [
+            {
+                "id": key.id,
+                "prefix": key.prefix,
+                "kind": key.kind.value,
+                "user": email,
+                "name": key.name,
+                "scopes": key.scopes,
+                "created_at": key.created_at.isoformat(),
+                "last_used_at": key.last_used_at.isoformat() if key.last_used_at else None,
+                "revoked_at": key.revoked_at.isoformat() if key.revoked_at else None,
+            }
+            for key, email in rows
+        ]
+        if args.json:
+            print(json.dumps(records))
+            return
+        for r in records:
+            state = f"revoked {r['revoked_at']}" if r["revoked_at"] else f"last used {r['last_used_at'] or 'never'}"
+            print(f"{r['id']}  {r['prefix']}…  {r['kind']:5}  {r['user']}  {r['name'] or '-'}  ({state})")
+        if not records:
+            print("no keys")
+
+    _run(lambda settings: _with_companion(settings, work))
+
+
+def _keys_revoke(args: argparse.Namespace) -> None:
+    from store.keys import revoke_key
+
+    async def work(companion: Any) -> None:
+        async with companion.db.transaction() as session:
+            if not await revoke_key(session, args.key_id):
+                raise CliError(f"key_id: no live key {args.key_id!r}")
+        print(f"Revoked {args.key_id}.")
+
+    _run(lambda settings: _with_companion(settings, work))
+
+
+def _workspace_create(args: argparse.Namespace) -> None:
+    from server import admin
+
+    async def work(companion: Any) -> None:
+        async with companion.db.transaction() as session:
+            workspace = await admin.create_workspace(
+                session, companion.registry, companion.box, slug=args.slug, name=args.name, plan=Plan(args.plan)
+            )
+        print(f"Created workspace {workspace.slug} ({workspace.id}) on the {workspace.plan.value} plan.")
+
+    _run(lambda settings: _with_companion(settings, work))
+
+
+def _user_add(args: argparse.Namespace) -> None:
+    from store import directory
+
+    async def work(companion: Any) -> None:
+        async with companion.db.transaction() as session:
+            workspace = await directory.workspace_by_slug(session, args.workspace)
+            user, membership = await directory.add_member(
+                session, workspace, email=args.email, role=Role(args.role), name=args.name
+            )
+        print(f"{user.email} is {membership.role.value} of {workspace.slug}.")
+
+    _run(lambda settings: _with_companion(settings, work))
+
+
+def _serve(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from server.app import Companion, create_app
+    from store.migrate import upgrade
+
+    settings = load_settings()
+    if "base_url" not in settings.model_fields_set:
+        settings = settings.model_copy(update={"base_url": f"http://{args.host}:{args.port}"})
+    upgrade(settings.resolved_database_url)
+    if args.demo:
+        from server import demo
+
+        async def seed(companion: Any) -> None:
+            async with companion.db.transaction() as session:
+                keys = await demo.seed(session, companion.registry, companion.box, settings.encryption_keys()[0])
+            _print_demo_keys(keys, settings.mcp_url)
+
+        asyncio.run(_with_companion(settings, seed))
+    app = create_app(Companion.build(settings))
+    print(f"Serving MCP at {settings.mcp_url} (health: {settings.base_url}/healthz)", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", lifespan="on")
+
+
+def _mcp_stdio(args: argparse.Namespace) -> None:
+    from server.stdio import serve_stdio
+
+    token = os.environ.get("COMPANION_API_KEY", "")
+    if not token:
+        raise CliError("COMPANION_API_KEY: set it to an agent API key to serve MCP over stdio")
+    asyncio.run(serve_stdio(load_settings(), token))
+
+
+HANDLERS: dict[tuple[str, str | None], Callable[[argparse.Namespace], None]] = {
+    ("serve", None): _serve,
+    ("mcp", None): _mcp_stdio,
+    ("db", "upgrade"): _db_upgrade,
+    ("demo", "seed"): _demo_seed,
+    ("keys", "create"): _keys_create,
+    ("keys", "list"): _keys_list,
+    ("keys", "revoke"): _keys_revoke,
+    ("workspace", "create"): _workspace_create,
+    ("user", "add"): _user_add,
+    ("manifests", "validate"): _manifests_validate,
+}

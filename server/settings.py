@@ -1,0 +1,133 @@
+"""Configuration, read once from the environment (prefix ``COMPANION_``).
+
+Every knob lives here so that a deployment is described by its environment alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+log = logging.getLogger(__name__)
+
+SECRET_KEY_FILE = "secret.key"
+
+
+class SettingsError(ValueError):
+    """The environment describes a deployment that cannot start."""
+
+
+def _split_list(value: object) -> object:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="COMPANION_", extra="ignore")
+
+    env: Literal["development", "production"] = "development"
+    data_dir: Path = Path(".companion")
+    database_url: str = ""
+    secret_key: SecretStr | None = None
+    old_secret_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    base_url: str = "http://127.0.0.1:8000"
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    authorization_servers: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    api_key_touch_seconds: int = Field(default=60, ge=0)
+
+    _split = field_validator(
+        "old_secret_keys", "allowed_hosts", "allowed_origins", "authorization_servers", mode="before"
+    )(_split_list)
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url_is_absolute(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an absolute http(s) URL, such as https://companion.example.com")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _production_needs_a_key(self) -> Settings:
+        if self.env == "production" and self.secret_key is None:
+            raise ValueError("COMPANION_SECRET_KEY is required when COMPANION_ENV=production")
+        return self
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The SQLAlchemy async URL, with the driver filled in for plain URLs."""
+        url = self.database_url or f"sqlite+aiosqlite:///{self.data_dir / 'companion.db'}"
+        if url.startswith("sqlite:///"):
+            return "sqlite+aiosqlite:///" + url.removeprefix("sqlite:///")
+        for plain in ("postgresql://", "postgres://"):
+            if url.startswith(plain):
+                return "postgresql+asyncpg://" + url.removeprefix(plain)
+        return url
+
+    @property
+    def mcp_url(self) -> str:
+        return f"{self.base_url}/mcp"
+
+    @cached_property
+    def host_allowlist(self) -> list[str]:
+        """Host headers the MCP endpoint accepts; the base URL's host is always among them."""
+        base = urlsplit(self.base_url)
+        hosts = {base.netloc, f"{base.hostname}:*"}
+        if base.hostname in ("127.0.0.1", "localhost"):
+            hosts |= {"127.0.0.1:*", "localhost:*", "127.0.0.1", "localhost"}
+        return sorted(hosts | set(self.allowed_hosts))
+
+    @cached_property
+    def origin_allowlist(self) -> list[str]:
+        base = urlsplit(self.base_url)
+        origins = {f"{base.scheme}://{base.netloc}"}
+        if base.hostname in ("127.0.0.1", "localhost"):
+            origins |= {"http://127.0.0.1:*", "http://localhost:*"}
+        return sorted(origins | set(self.allowed_origins))
+
+    def encryption_keys(self) -> list[bytes]:
+        """The current key first, then keys that still decrypt during a rotation.
+
+        In development a missing key is generated once and kept in the data directory,
+        so a restart can still read the credentials it stored.
+        """
+        current = self.secret_key.get_secret_value() if self.secret_key else self._dev_key()
+        return [current.encode()] + [key.get_secret_value().encode() for key in self.old_secret_keys]
+
+    def _dev_key(self) -> str:
+        path = self.data_dir / SECRET_KEY_FILE
+        if path.exists():
+            return path.read_text().strip()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_urlsafe(32)
+        path.write_text(key + "\n")
+        path.chmod(0o600)
+        log.warning(
+            "COMPANION_SECRET_KEY is not set: generated a development key in %s. "
+            "Set COMPANION_SECRET_KEY in production.",
+            path,
+        )
+        return key
+
+
+def load_settings() -> Settings:
+    """Read the environment, turning a validation failure into one readable line."""
+    from pydantic import ValidationError
+
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"COMPANION_{'_'.join(str(p) for p in err['loc']).upper() or 'SETTINGS'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise SettingsError(problems) from None

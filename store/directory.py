@@ -1,0 +1,68 @@
+"""Workspaces, users and their memberships."""
+
+from __future__ import annotations
+
+import re
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from store.models import Membership, Plan, Role, User, Workspace
+
+SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+class DirectoryError(ValueError):
+    """A request about workspaces or users that cannot be carried out; the message names the field."""
+
+
+async def workspace_by_slug(session: AsyncSession, slug: str) -> Workspace:
+    workspace = await session.scalar(select(Workspace).where(Workspace.slug == slug))
+    if workspace is None:
+        raise DirectoryError(f"workspace: no workspace with slug {slug!r}")
+    return workspace
+
+
+async def user_by_email(session: AsyncSession, email: str) -> User:
+    user = await session.scalar(select(User).where(User.email == email.lower()))
+    if user is None:
+        raise DirectoryError(f"user: no user with e-mail {email!r}")
+    return user
+
+
+async def create_workspace(session: AsyncSession, *, slug: str, name: str, plan: Plan = Plan.PLUS) -> Workspace:
+    if not SLUG.match(slug):
+        raise DirectoryError("slug: use 2-63 lowercase letters, digits and dashes, starting with a letter or digit")
+    if not name.strip():
+        raise DirectoryError("name: must not be empty")
+    if await session.scalar(select(Workspace.id).where(Workspace.slug == slug)):
+        raise DirectoryError(f"slug: a workspace {slug!r} already exists")
+    workspace = Workspace(slug=slug, name=name.strip(), plan=plan)
+    session.add(workspace)
+    await session.flush()
+    return workspace
+
+
+async def add_member(
+    session: AsyncSession, workspace: Workspace, *, email: str, role: Role, name: str = ""
+) -> tuple[User, Membership]:
+    """Add a user to a workspace, creating the user on first sight; an existing member gets the new role."""
+    email = email.strip().lower()
+    if not EMAIL.match(email):
+        raise DirectoryError(f"email: {email!r} is not an e-mail address")
+    user = await session.scalar(select(User).where(User.email == email))
+    if user is None:
+        user = User(email=email, name=name or email.split("@")[0].title())
+        session.add(user)
+        await session.flush()
+    membership = await session.scalar(
+        select(Membership).where(Membership.workspace_id == workspace.id, Membership.user_id == user.id)
+    )
+    if membership is None:
+        membership = Membership(workspace_id=workspace.id, user_id=user.id, role=role)
+        session.add(membership)
+    else:
+        membership.role = role
+    await session.flush()
+    return user, membership

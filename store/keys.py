@@ -1,0 +1,127 @@
+"""API keys: issued once in plaintext, kept only as a SHA-256 digest.
+
+Keys are long random strings, so a fast digest is enough to make a stolen
+table useless; a slow password hash would only slow every request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from store.models import ApiKey, KeyKind, Membership, User, Workspace, utcnow
+from store.principal import Principal
+
+TOKEN_PREFIX = "hck_"
+VISIBLE_CHARS = 12
+SCOPES = frozenset({"tools", "api"})
+DEFAULT_SCOPES = {KeyKind.AGENT: ["tools", "api"], KeyKind.USER: ["api"]}
+
+
+class KeyRequestError(ValueError):
+    """A key request that cannot be honoured (unknown scope, say)."""
+
+
+def new_token() -> str:
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    key: ApiKey
+    token: str
+
+
+async def create_key(
+    session: AsyncSession,
+    *,
+    workspace_id: str,
+    user_id: str,
+    name: str = "",
+    kind: KeyKind = KeyKind.AGENT,
+    scopes: list[str] | None = None,
+    token: str | None = None,
+) -> IssuedKey:
+    scopes = list(DEFAULT_SCOPES[kind] if scopes is None else scopes)
+    unknown = sorted(set(scopes) - SCOPES)
+    if unknown:
+        raise KeyRequestError(f"scopes: unknown scope {', '.join(unknown)} (known: {', '.join(sorted(SCOPES))})")
+    token = token or new_token()
+    key = ApiKey(
+        prefix=token[:VISIBLE_CHARS],
+        secret_hash=digest(token),
+        kind=kind,
+        workspace_id=workspace_id,
+        user_id=user_id,
+        name=name,
+        scopes=scopes,
+    )
+    session.add(key)
+    await session.flush()
+    return IssuedKey(key=key, token=token)
+
+
+async def authenticate(session: AsyncSession, token: str, *, touch_after: timedelta) -> Principal | None:
+    """The principal behind ``token``, or None for an unknown, revoked or orphaned key.
+
+    The user must still be a member of the key's workspace: removing someone
+    from a workspace disables their keys there at once.
+    """
+    if not token.startswith(TOKEN_PREFIX):
+        return None
+    row = (
+        await session.execute(
+            select(ApiKey, User.email, Workspace.slug, Membership.role)
+            .join(User, User.id == ApiKey.user_id)
+            .join(Workspace, Workspace.id == ApiKey.workspace_id)
+            .join(Membership, (Membership.user_id == ApiKey.user_id) & (Membership.workspace_id == ApiKey.workspace_id))
+            .where(ApiKey.secret_hash == digest(token), ApiKey.revoked_at.is_(None))
+        )
+    ).one_or_none()
+    if row is None:
+        return None
+    key, email, slug, role = row
+    now = utcnow()
+    # Writing on every request would turn each read into a write; a coarse
+    # last-used time is all a person needs to spot a stale key.
+    if key.last_used_at is None or now - key.last_used_at >= touch_after:
+        await session.execute(update(ApiKey).where(ApiKey.id == key.id).values(last_used_at=now))
+        await session.commit()
+    return Principal(
+        user_id=key.user_id,
+        email=email,
+        workspace_id=key.workspace_id,
+        workspace_slug=slug,
+        role=role,
+        key_id=key.id,
+        key_kind=key.kind,
+        scopes=frozenset(key.scopes),
+    )
+
+
+async def revoke_key(session: AsyncSession, key_id: str, *, at: datetime | None = None) -> bool:
+    """Revoke a key; False if there is no such live key."""
+    result = await session.execute(
+        update(ApiKey).where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None)).values(revoked_at=at or utcnow())
+    )
+    return bool(result.rowcount)
+
+
+async def list_keys(session: AsyncSession, workspace_id: str) -> list[tuple[ApiKey, str]]:
+    """The workspace's keys with their owners' e-mail, newest first."""
+    rows = await session.execute(
+        select(ApiKey, User.email)
+        .join(User, User.id == ApiKey.user_id)
+        .where(ApiKey.workspace_id == workspace_id)
+        .order_by(ApiKey.created_at.desc())
+    )
+    return [(key, email) for key, email in rows.tuples()]

@@ -1,0 +1,23 @@
+"""Who is calling: the identity a bearer credential resolves to."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from store.models import KeyKind, Role
+
+
+@dataclass(frozen=True)
+class Principal:
+    user_id: str
+    email: str
+    workspace_id: str
+    workspace_slug: str
+    role: Role
+    key_id: str
+    key_kind: KeyKind
+    scopes: frozenset[str]
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role in (Role.OWNER, Role.ADMIN)

@@ -1,0 +1,37 @@
+"""A small personal app used by the tests: notes kept in memory, with a call log to prove what ran."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from tools.context import ToolContext
+
+CALLS: list[tuple[str, str, dict[str, Any]]] = []
+
+
+class ListNotes(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    folder: str
+    limit: int = 10
+
+
+class AddNote(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    text: str = Field(min_length=1)
+
+
+async def list_notes(ctx: ToolContext, args: ListNotes) -> dict[str, Any]:
+    CALLS.append(("list_notes", ctx.connection.id, args.model_dump()))
+    return {
+        "folder": args.folder,
+        "owner": ctx.principal.email,
+        "has_api_key": bool(ctx.credentials.get("api_key")),
+        "notes": [f"note {i}" for i in range(min(args.limit, 3))],
+    }
+
+
+async def add_note(ctx: ToolContext, args: AddNote) -> dict[str, Any]:
+    CALLS.append(("add_note", ctx.connection.id, args.model_dump()))
+    return {"id": len(CALLS), "text": args.text}

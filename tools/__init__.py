@@ -1,0 +1,1 @@
+"""App adapters and the registry that joins them to their manifests."""

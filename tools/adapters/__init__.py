@@ -1,0 +1,4 @@
+"""One module per app.
+
+A manifest's ``adapter: harmony.list_meetings`` names ``tools.adapters.harmony.list_meetings``.
+"""

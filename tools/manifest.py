@@ -1,0 +1,164 @@
+"""The manifest format: one YAML file per app, validated by these models.
+
+A manifest is the whole public contract of an app: how it connects, which
+setup fields it asks for, and which tools it gives the assistant, each with
+JSON Schemas and a risk level that decides whether a person must approve.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+IDENTIFIER = r"^[a-z][a-z0-9_]*$"
+
+
+class ManifestError(Exception):
+    """One or more manifests are broken; each problem names its file and field."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+class Risk(StrEnum):
+    READ = "read"
+    WRITE = "write"
+    SEND = "send"
+    DELETE = "delete"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SetupField(Strict):
+    """A field a person fills in when connecting the app."""
+
+    name: str = Field(pattern=IDENTIFIER)
+    label: str
+    type: Literal["string", "url", "secret", "select", "integer", "boolean"] = "string"
+    required: bool = True
+    help: str = ""
+    options: list[str] = Field(default_factory=list)
+    allowed_hosts: list[str] = Field(
+        default_factory=list, description="For url fields: host globs the URL must match, e.g. *.my.salesforce.com"
+    )
+
+    @model_validator(mode="after")
+    def _kind_specific(self) -> SetupField:
+        if self.type == "select" and not self.options:
+            raise ValueError("a select field needs options")
+        if self.type == "url" and not self.allowed_hosts:
+            raise ValueError("a url field needs allowed_hosts, so the server never fetches an arbitrary address")
+        return self
+
+
+class OAuth2Spec(Strict):
+    authorize_url: str
+    token_url: str
+    scopes: list[str] = Field(default_factory=list)
+    pkce: bool = True
+
+
+class AuthSpec(Strict):
+    type: Literal["none", "oauth2", "api_key", "basic", "smtp"]
+    fields: list[SetupField] = Field(default_factory=list)
+    oauth2: OAuth2Spec | None = None
+
+    @model_validator(mode="after")
+    def _oauth_needs_endpoints(self) -> AuthSpec:
+        if self.type == "oauth2" and self.oauth2 is None:
+            raise ValueError("auth type oauth2 needs an oauth2 section with authorize_url and token_url")
+        names = [f.name for f in self.fields]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate setup field {', '.join(duplicates)}")
+        return self
+
+
+def _check_json_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError as exc:
+        where = "/".join(str(p) for p in exc.absolute_path) or "(root)"
+        raise ValueError(f"invalid JSON Schema at {where}: {exc.message}") from None
+    if schema.get("type") != "object":
+        raise ValueError('must be a JSON Schema of "type": "object"')
+    return schema
+
+
+class ToolSpec(Strict):
+    name: str = Field(pattern=IDENTIFIER, max_length=64)
+    title: str
+    description: str
+    risk: Risk
+    input_schema: dict[str, Any]
+    output_schema: dict[str, Any]
+    adapter: str = Field(pattern=r"^[a-z][a-z0-9_]*\.[a-z_][a-z0-9_]*$")
+
+    _schemas_are_valid = field_validator("input_schema", "output_schema")(_check_json_schema)
+
+
+class Manifest(Strict):
+    id: str = Field(pattern=IDENTIFIER, max_length=32)
+    name: str
+    description: str
+    category: str
+    scopes: list[Literal["workspace", "personal"]] = Field(min_length=1)
+    open_world: bool = Field(default=True, description="False only for apps whose tools touch nothing outside Harmony.")
+    auto_install: bool = Field(
+        default=False, description="Installed in every workspace when it is created (Harmony's own data)."
+    )
+    auth: AuthSpec
+    tools: list[ToolSpec] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _tool_names(self) -> Manifest:
+        seen: set[str] = set()
+        for index, tool in enumerate(self.tools):
+            if not tool.name.startswith(f"{self.id}_"):
+                raise ValueError(f"tools[{index}].name {tool.name!r} must start with the app id, '{self.id}_'")
+            if tool.name in seen:
+                raise ValueError(f"tools[{index}].name: duplicate tool name {tool.name!r}")
+            seen.add(tool.name)
+        return self
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(root)"
+
+
+def parse_manifest(path: Path) -> Manifest:
+    """Read and validate one manifest file; errors name the file and the field."""
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ManifestError([f"{path}: not valid YAML: {exc}"]) from None
+    if not isinstance(raw, dict):
+        raise ManifestError([f"{path}: a manifest must be a mapping of fields"])
+    try:
+        return Manifest.model_validate(raw)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            field = _location(err["loc"])
+            message = re.sub(r"^Value error, ", "", err["msg"])
+            if err["type"] == "missing":
+                message = "field required"
+            problems.append(f"{path}: {field}: {message}")
+        raise ManifestError(problems) from None
+
+
+def manifest_files(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.iterdir() if p.suffix in (".yaml", ".yml"))

@@ -1,0 +1,212 @@
+"""The tool registry: manifests joined to the adapter functions that carry them out.
+
+Loading checks everything a broken manifest could get wrong before the server
+takes a single call: the YAML, the schemas, that each adapter exists, that its
+argument model agrees with the input schema, and that names are unique.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import typing
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError as SchemaViolation
+from pydantic import BaseModel
+from pydantic import ValidationError as ModelViolation
+
+from tools.context import ToolContext
+from tools.errors import InvalidArguments
+from tools.manifest import Manifest, ManifestError, Risk, ToolSpec, manifest_files, parse_manifest
+
+ADAPTER_PACKAGES = ("tools.adapters",)
+
+Adapter = Callable[[ToolContext, Any], Awaitable[Any]]
+
+_ANNOTATIONS: dict[Risk, dict[str, bool]] = {
+    Risk.READ: {"readOnlyHint": True, "destructiveHint": False, "idempotentHint": True},
+    Risk.WRITE: {"readOnlyHint": False, "destructiveHint": False, "idempotentHint": False},
+    Risk.SEND: {"readOnlyHint": False, "destructiveHint": False, "idempotentHint": False},
+    Risk.DELETE: {"readOnlyHint": False, "destructiveHint": True, "idempotentHint": True},
+}
+
+
+def _field_of(error: SchemaViolation) -> str:
+    path = ".".join(str(p) for p in error.absolute_path)
+    if error.validator == "required" and isinstance(error.instance, dict):
+        missing = [name for name in error.validator_value if name not in error.instance]
+        return ".".join(filter(None, [path, missing[0] if missing else ""]))
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        allowed = set(error.schema.get("properties", {}))
+        extra = sorted(k for k in error.instance if k not in allowed)
+        return ".".join(filter(None, [path, extra[0] if extra else ""]))
+    return path or "(arguments)"
+
+
+@dataclass(frozen=True)
+class RegisteredTool:
+    manifest: Manifest
+    spec: ToolSpec
+    adapter: Adapter
+    arguments_model: type[BaseModel]
+    input_validator: Draft202012Validator
+    output_validator: Draft202012Validator
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def app(self) -> str:
+        return self.manifest.id
+
+    @property
+    def risk(self) -> Risk:
+        return self.spec.risk
+
+    @property
+    def annotations(self) -> dict[str, Any]:
+        return {"title": self.spec.title, **_ANNOTATIONS[self.spec.risk], "openWorldHint": self.manifest.open_world}
+
+    def parse_arguments(self, arguments: dict[str, Any]) -> BaseModel:
+        """Check arguments against the manifest schema, then type them; errors name each field."""
+        problems: dict[str, str] = {}
+        for error in sorted(self.input_validator.iter_errors(arguments), key=lambda e: list(e.absolute_path)):
+            problems.setdefault(_field_of(error), error.message)
+        if problems:
+            raise InvalidArguments(problems)
+        try:
+            return self.arguments_model.model_validate(arguments)
+        except ModelViolation as exc:
+            raise InvalidArguments(
+                {".".join(str(p) for p in err["loc"]) or "(arguments)": err["msg"] for err in exc.errors()}
+            ) from None
+
+    def output_problems(self, result: Any) -> list[str]:
+        return [
+            f"{'.'.join(str(p) for p in e.absolute_path) or '(result)'}: {e.message}"
+            for e in self.output_validator.iter_errors(result)
+        ]
+
+
+def _import_adapter_module(name: str, packages: tuple[str, ...]) -> ModuleType | None:
+    for package in packages:
+        qualified = f"{package}.{name}"
+        try:
+            return importlib.import_module(qualified)
+        except ModuleNotFoundError as exc:
+            if exc.name != qualified:
+                raise
+    return None
+
+
+def _resolve_adapter(
+    path: Path, index: int, spec: ToolSpec, packages: tuple[str, ...]
+) -> tuple[Adapter, type[BaseModel]]:
+    where = f"{path}: tools[{index}].adapter"
+    module_name, _, function_name = spec.adapter.partition(".")
+    module = _import_adapter_module(module_name, packages)
+    if module is None:
+        searched = ", ".join(f"{p}.{module_name}" for p in packages)
+        raise ManifestError([f"{where}: no adapter module {module_name!r} (looked for {searched})"])
+    function = getattr(module, function_name, None)
+    if function is None or not inspect.iscoroutinefunction(function):
+        raise ManifestError([f"{where}: {spec.adapter} is not an async function in {module.__name__}"])
+    parameters = list(inspect.signature(function).parameters)
+    hints = typing.get_type_hints(function)
+    model = hints.get(parameters[1]) if len(parameters) == 2 else None
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        raise ManifestError([f"{where}: {spec.adapter} must take (ctx, arguments: <pydantic model>)"])
+    return function, model
+
+
+def _check_model_matches_schema(path: Path, index: int, spec: ToolSpec, model: type[BaseModel]) -> None:
+    """The adapter's argument model and the manifest schema must describe the same fields."""
+    where = f"{path}: tools[{index}].input_schema"
+    schema_fields = set(spec.input_schema.get("properties", {}))
+    model_fields = {f.alias or name for name, f in model.model_fields.items()}
+    problems = []
+    if schema_fields - model_fields:
+        problems.append(f"{where}: properties {sorted(schema_fields - model_fields)} unknown to {model.__name__}")
+    if model_fields - schema_fields:
+        missing = sorted(model_fields - schema_fields)
+        problems.append(f"{where}: {model.__name__} fields {missing} missing from properties")
+    schema_required = set(spec.input_schema.get("required", []))
+    model_required = {f.alias or name for name, f in model.model_fields.items() if f.is_required()}
+    if schema_required != model_required:
+        problems.append(
+            f"{where}: required {sorted(schema_required)} but {model.__name__} requires {sorted(model_required)}"
+        )
+    if problems:
+        raise ManifestError(problems)
+
+
+class Registry:
+    """Every app and tool the server offers, checked and ready to call."""
+
+    def __init__(self, manifests: dict[str, Manifest], tools: dict[str, RegisteredTool]) -> None:
+        self.manifests = manifests
+        self.tools = tools
+
+    @classmethod
+    def load(cls, *directories: Path, adapter_packages: tuple[str, ...] = ADAPTER_PACKAGES) -> Registry:
+        """Load every manifest in ``directories``; raise ManifestError listing every problem found.
+
+        Adapters are looked up in ``adapter_packages`` in order, so a deployment
+        can add apps of its own beside the shipped ones.
+        """
+        problems: list[str] = [f"{d}: not a directory of manifests" for d in directories if not d.is_dir()]
+        if problems:
+            raise ManifestError(problems)
+        manifests: dict[str, Manifest] = {}
+        tools: dict[str, RegisteredTool] = {}
+        owner_of_tool: dict[str, Path] = {}
+        owner_of_app: dict[str, Path] = {}
+        for path in [path for directory in directories for path in manifest_files(directory)]:
+            try:
+                manifest = parse_manifest(path)
+            except ManifestError as exc:
+                problems.extend(exc.problems)
+                continue
+            if manifest.id in owner_of_app:
+                problems.append(f"{path}: id: duplicate app id {manifest.id!r}, also in {owner_of_app[manifest.id]}")
+                continue
+            owner_of_app[manifest.id] = path
+            manifests[manifest.id] = manifest
+            for index, spec in enumerate(manifest.tools):
+                if spec.name in owner_of_tool:
+                    problems.append(
+                        f"{path}: tools[{index}].name: duplicate tool name {spec.name!r}, "
+                        f"also in {owner_of_tool[spec.name]}"
+                    )
+                    continue
+                owner_of_tool[spec.name] = path
+                try:
+                    adapter, model = _resolve_adapter(path, index, spec, adapter_packages)
+                    _check_model_matches_schema(path, index, spec, model)
+                except ManifestError as exc:
+                    problems.extend(exc.problems)
+                    continue
+                checker = Draft202012Validator.FORMAT_CHECKER
+                tools[spec.name] = RegisteredTool(
+                    manifest=manifest,
+                    spec=spec,
+                    adapter=adapter,
+                    arguments_model=model,
+                    input_validator=Draft202012Validator(spec.input_schema, format_checker=checker),
+                    output_validator=Draft202012Validator(spec.output_schema, format_checker=checker),
+                )
+        if problems:
+            raise ManifestError(problems)
+        if not manifests:
+            raise ManifestError([f"{', '.join(map(str, directories))}: no manifests (*.yaml) found"])
+        return cls(manifests, tools)
+
+    def tools_of(self, app: str) -> list[RegisteredTool]:
+        return [tool for tool in self.tools.values() if tool.app == app]
