@@ -156,7 +156,7 @@ async def _meetings(
             title = TEAM_MEETINGS[index // 4 % len(TEAM_MEETINGS)]
             subject = "this week's priorities"
         else:
-            topic, subject = TOPICS[index % len(TOPICS)]
+            topic, subject = TOPICS[(index - index // 4) % len(TOPICS)]
             title = f"{topic} — {met[0].company}"
         days_ago = 40 - index * 40 // MEETING_COUNT
         when = today - timedelta(days=days_ago) + timedelta(hours=rng.choice([9, 10, 11, 14, 15, 16]))

@@ -8,7 +8,6 @@ it, and drops it at the end; CI runs the suite both ways.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import os
 import secrets
 import socket
@@ -36,12 +35,6 @@ from tools.registry import Registry
 
 TEST_SECRET = "test-secret-key-not-for-production"
 TEST_MANIFESTS = Path(__file__).parent / "apps" / "manifests"
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if isinstance(item, pytest.Function) and inspect.iscoroutinefunction(item.function):
-            item.add_marker(pytest.mark.anyio)
 
 
 @pytest.fixture(scope="session")

@@ -125,7 +125,7 @@ class Manifest(Strict):
         seen: set[str] = set()
         for index, tool in enumerate(self.tools):
             if not tool.name.startswith(f"{self.id}_"):
-                raise ValueError(f"tools[{index}].name {tool.name!r} must start with the app id, '{self.id}_'")
+                raise ValueError(f"tools[{index}].name: {tool.name!r} must start with the app id, '{self.id}_'")
             if tool.name in seen:
                 raise ValueError(f"tools[{index}].name: duplicate tool name {tool.name!r}")
             seen.add(tool.name)
@@ -156,7 +156,8 @@ def parse_manifest(path: Path) -> Manifest:
             message = re.sub(r"^Value error, ", "", err["msg"])
             if err["type"] == "missing":
                 message = "field required"
-            problems.append(f"{path}: {field}: {message}")
+            # Model-level checks name their field inside the message.
+            problems.append(f"{path}: {message}" if field == "(root)" else f"{path}: {field}: {message}")
         raise ManifestError(problems) from None
 
 

@@ -1,0 +1,171 @@
+"""The ``companion`` command, run as a real process the way a person or an assistant runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx2
+import pytest
+from mcp import Client, StdioServerParameters
+
+from tests.conftest import TEST_SECRET, free_port, mcp_client
+
+pytestmark = pytest.mark.anyio
+
+COMPANION = str(Path(sys.executable).with_name("companion"))
+
+
+@pytest.fixture
+def env(database_url, tmp_path, companion) -> dict[str, str]:
+    """The environment for a child process on the suite's (freshly emptied) database."""
+    return {
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path),
+        "COMPANION_DATABASE_URL": database_url,
+        "COMPANION_SECRET_KEY": TEST_SECRET,
+        "COMPANION_DATA_DIR": str(tmp_path / "data"),
+    }
+
+
+def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([COMPANION, *args], env=env, capture_output=True, text=True, timeout=60, check=False)
+
+
+async def test_demo_seed_is_idempotent_and_prints_the_same_keys(env):
+    first = run(env, "demo", "seed", "--json")
+    second = run(env, "demo", "seed", "--json")
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout) == json.loads(second.stdout)
+    keys = json.loads(first.stdout)
+    assert keys["workspace"] == "acme"
+    assert set(keys["keys"]) == {"admin@acme.test", "alice@acme.test"}
+    assert set(keys["user_keys"]) == {"admin@acme.test", "alice@acme.test"}
+    listed = json.loads(run(env, "keys", "list", "--workspace", "acme", "--json").stdout)
+    assert len(listed) == 4
+
+
+async def test_workspace_user_and_key_lifecycle(env):
+    assert run(env, "db", "upgrade").returncode == 0
+    created = run(env, "workspace", "create", "--slug", "initech", "--name", "Initech", "--plan", "enterprise")
+    assert created.returncode == 0 and "enterprise plan" in created.stdout
+    added = run(env, "user", "add", "--workspace", "initech", "--email", "Peter@Initech.test", "--role", "admin")
+    assert added.stdout.strip() == "peter@initech.test is admin of initech."
+    issued = json.loads(
+        run(env, "keys", "create", "--workspace", "initech", "--user", "peter@initech.test", "--json").stdout
+    )
+    assert issued["key"].startswith(issued["prefix"]) and issued["kind"] == "agent"
+    [listed] = json.loads(run(env, "keys", "list", "--workspace", "initech", "--json").stdout)
+    assert listed["id"] == issued["id"] and issued["key"] not in json.dumps(listed)
+    assert run(env, "keys", "revoke", issued["id"]).returncode == 0
+    again = run(env, "keys", "revoke", issued["id"])
+    assert again.returncode == 1 and again.stderr.strip() == f"error: key_id: no live key {issued['id']!r}"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["workspace", "create", "--slug", "Bad Slug", "--name", "x"], "error: slug: use 2-63 lowercase letters"),
+        (["keys", "create", "--workspace", "nowhere", "--user", "a@b.test"], "error: workspace: no workspace"),
+        (["user", "add", "--workspace", "acme", "--email", "not-an-email"], "error: email: 'not-an-email'"),
+        (["keys", "revoke", "key_nope"], "error: key_id: no live key 'key_nope'"),
+    ],
+)
+async def test_errors_are_one_line_and_a_non_zero_exit(env, args, message):
+    run(env, "demo", "seed")
+    result = run(env, *args)
+    assert result.returncode == 1
+    assert result.stderr.strip().startswith(message)
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+async def test_commands_refuse_an_unmigrated_database(tmp_path):
+    env = {
+        "PATH": os.environ["PATH"],
+        "COMPANION_DATABASE_URL": f"sqlite:///{tmp_path / 'empty.db'}",
+        "COMPANION_SECRET_KEY": TEST_SECRET,
+    }
+    result = run(env, "keys", "list", "--workspace", "acme")
+    assert result.returncode == 1
+    assert result.stderr.strip() == "error: database: the schema is missing or old; run `companion db upgrade` first"
+
+
+async def test_production_refuses_to_start_without_a_secret_key(tmp_path):
+    env = {"PATH": os.environ["PATH"], "COMPANION_ENV": "production", "COMPANION_DATA_DIR": str(tmp_path)}
+    result = run(env, "db", "upgrade")
+    assert result.returncode == 1
+    assert "COMPANION_SECRET_KEY is required when COMPANION_ENV=production" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+async def test_a_development_key_is_generated_once_and_kept(tmp_path):
+    env = {"PATH": os.environ["PATH"], "COMPANION_DATA_DIR": str(tmp_path / "data")}
+    first = run(env, "demo", "seed", "--json")
+    second = run(env, "demo", "seed", "--json")
+    assert "generated a development key" in first.stderr
+    assert "generated a development key" not in second.stderr
+    assert json.loads(first.stdout) == json.loads(second.stdout)
+    assert (tmp_path / "data" / "secret.key").stat().st_mode & 0o777 == 0o600
+
+
+async def test_serve_demo_starts_a_server_an_assistant_can_use(env):
+    port = free_port()
+    process = subprocess.Popen(
+        [COMPANION, "serve", "--demo", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        lines = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = process.stdout.readline()
+            lines.append(line)
+            if line.startswith("Serving MCP at"):
+                break
+        key = next(line.split(": ")[1].strip() for line in lines if "agent key for alice@acme.test" in line)
+        base = f"http://127.0.0.1:{port}"
+        async with httpx2.AsyncClient() as http:
+            for _ in range(100):
+                try:
+                    if (await http.get(f"{base}/healthz")).status_code == 200:
+                        break
+                except httpx2.ConnectError:
+                    time.sleep(0.05)
+        async with mcp_client(base, key) as client:
+            result = await client.call_tool("harmony_list_meetings", {"limit": 1})
+        assert len(result.structured_content["meetings"]) == 1
+        assert f"Serving MCP at {base}/mcp" in "".join(lines)
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+@pytest.mark.parametrize("mode", ["legacy", "2026-07-28"])
+async def test_stdio_serves_the_same_tools_for_the_key_in_the_environment(env, mode):
+    keys = json.loads(run(env, "demo", "seed", "--json").stdout)
+    params = StdioServerParameters(
+        command=COMPANION, args=["mcp"], env={**env, "COMPANION_API_KEY": keys["keys"]["alice@acme.test"]}
+    )
+    async with Client(params, mode=mode) as client:
+        tools = {tool.name for tool in (await client.list_tools()).tools}
+        result = await client.call_tool("harmony_search_contacts", {"query": "initech"})
+        refused = await client.call_tool("harmony_create_action_item", {"meeting_id": "mtg_x", "text": "x"})
+    assert "harmony_get_transcript" in tools
+    assert {c["company"] for c in result.structured_content["contacts"]} == {"Initech"}
+    assert refused.is_error and refused.content[0].text.startswith("Approval required")
+
+
+async def test_stdio_refuses_a_bad_key_in_one_line(env):
+    run(env, "demo", "seed")
+    result = run({**env, "COMPANION_API_KEY": "hck_not_a_key"}, "mcp")
+    assert result.returncode == 1
+    assert result.stderr.strip() == "error: COMPANION_API_KEY: not a valid, unrevoked API key for this server"
+    missing = run(env, "mcp")
+    assert missing.stderr.strip() == "error: COMPANION_API_KEY: set it to an agent API key to serve MCP over stdio"

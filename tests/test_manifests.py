@@ -1,0 +1,183 @@
+"""Manifests: the shipped ones load, and every kind of broken one is refused with its file and field named."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from manifests import MANIFEST_DIR
+from tools.manifest import ManifestError
+from tools.registry import Registry
+
+HARMONY = MANIFEST_DIR / "harmony.yaml"
+
+
+def write(directory: Path, name: str, manifest: dict) -> Path:
+    path = directory / name
+    path.write_text(yaml.safe_dump(manifest, sort_keys=False))
+    return path
+
+
+def harmony() -> dict:
+    return yaml.safe_load(HARMONY.read_text())
+
+
+def problems_of(directory: Path) -> list[str]:
+    with pytest.raises(ManifestError) as caught:
+        Registry.load(directory)
+    return caught.value.problems
+
+
+def test_shipped_manifests_load_with_every_tool_bound_to_an_adapter():
+    registry = Registry.load(MANIFEST_DIR)
+    assert set(registry.manifests) == {"harmony"}
+    names = {tool.name for tool in registry.tools_of("harmony")}
+    assert names == {
+        "harmony_list_meetings",
+        "harmony_get_meeting",
+        "harmony_get_transcript",
+        "harmony_get_summary",
+        "harmony_list_insights",
+        "harmony_search_contacts",
+        "harmony_get_contact",
+        "harmony_create_action_item",
+    }
+    assert registry.tools["harmony_create_action_item"].risk.value == "write"
+    assert all(t.risk.value == "read" for t in registry.tools.values() if t.name != "harmony_create_action_item")
+
+
+def test_a_missing_field_is_named(tmp_path):
+    manifest = harmony()
+    del manifest["tools"][1]["risk"]
+    path = write(tmp_path, "harmony.yaml", manifest)
+    assert f"{path}: tools[1].risk: field required" in problems_of(tmp_path)
+
+
+def test_a_missing_top_level_field_is_named(tmp_path):
+    manifest = harmony()
+    del manifest["category"]
+    path = write(tmp_path, "harmony.yaml", manifest)
+    assert f"{path}: category: field required" in problems_of(tmp_path)
+
+
+def test_an_invalid_json_schema_is_named_with_its_location(tmp_path):
+    manifest = harmony()
+    manifest["tools"][0]["input_schema"]["properties"]["limit"]["minimum"] = "one"
+    path = write(tmp_path, "harmony.yaml", manifest)
+    [problem] = problems_of(tmp_path)
+    assert problem.startswith(f"{path}: tools[0].input_schema: invalid JSON Schema at properties/limit/minimum")
+
+
+def test_an_input_schema_must_describe_an_object(tmp_path):
+    manifest = harmony()
+    manifest["tools"][2]["input_schema"] = {"type": "string"}
+    path = write(tmp_path, "harmony.yaml", manifest)
+    assert f'{path}: tools[2].input_schema: must be a JSON Schema of "type": "object"' in problems_of(tmp_path)
+
+
+def test_an_adapter_module_that_does_not_exist_is_named(tmp_path):
+    manifest = harmony()
+    manifest["tools"][3]["adapter"] = "nowhere.get_summary"
+    path = write(tmp_path, "harmony.yaml", manifest)
+    [problem] = problems_of(tmp_path)
+    assert problem.startswith(f"{path}: tools[3].adapter: no adapter module 'nowhere'")
+
+
+def test_an_adapter_function_that_does_not_exist_is_named(tmp_path):
+    manifest = harmony()
+    manifest["tools"][3]["adapter"] = "harmony.get_everything"
+    path = write(tmp_path, "harmony.yaml", manifest)
+    [problem] = problems_of(tmp_path)
+    assert problem == (
+        f"{path}: tools[3].adapter: harmony.get_everything is not an async function in tools.adapters.harmony"
+    )
+
+
+def test_a_schema_that_disagrees_with_the_adapter_arguments_is_named(tmp_path):
+    manifest = harmony()
+    manifest["tools"][0]["input_schema"]["properties"]["owner"] = {"type": "string"}
+    path = write(tmp_path, "harmony.yaml", manifest)
+    [problem] = problems_of(tmp_path)
+    assert problem == f"{path}: tools[0].input_schema: properties ['owner'] unknown to ListMeetings"
+
+
+def test_a_duplicate_tool_name_in_one_file_is_named(tmp_path):
+    manifest = harmony()
+    manifest["tools"][4]["name"] = manifest["tools"][0]["name"]
+    path = write(tmp_path, "harmony.yaml", manifest)
+    assert f"{path}: tools[4].name: duplicate tool name 'harmony_list_meetings'" in "\n".join(problems_of(tmp_path))
+
+
+def test_a_duplicate_tool_name_across_files_is_named(tmp_path):
+    write(tmp_path, "a_harmony.yaml", harmony())
+    copy = harmony()
+    copy["id"] = "harmony_copy"
+    copy["tools"] = [dict(copy["tools"][0], name="harmony_copy_list")]
+    write(tmp_path, "b_copy.yaml", copy)
+    again = harmony()
+    again["id"] = "harmony"
+    path = write(tmp_path, "c_again.yaml", again)
+    [problem] = problems_of(tmp_path)
+    assert problem.startswith(f"{path}: id: duplicate app id 'harmony'")
+
+
+def test_tool_names_must_carry_the_app_prefix(tmp_path):
+    manifest = harmony()
+    manifest["tools"][0]["name"] = "list_meetings"
+    path = write(tmp_path, "harmony.yaml", manifest)
+    assert problems_of(tmp_path) == [f"{path}: tools[0].name: 'list_meetings' must start with the app id, 'harmony_'"]
+
+
+def test_broken_yaml_is_named(tmp_path):
+    (tmp_path / "broken.yaml").write_text("id: [unclosed\n")
+    [problem] = problems_of(tmp_path)
+    assert problem.startswith(f"{tmp_path / 'broken.yaml'}: not valid YAML")
+
+
+def test_a_url_setup_field_must_list_allowed_hosts(tmp_path):
+    manifest = harmony()
+    manifest["auth"] = {"type": "api_key", "fields": [{"name": "instance_url", "label": "Instance", "type": "url"}]}
+    path = write(tmp_path, "harmony.yaml", manifest)
+    assert any(p.startswith(f"{path}: auth.fields[0]: a url field needs allowed_hosts") for p in problems_of(tmp_path))
+
+
+def test_every_broken_file_and_adapter_is_reported_at_once(tmp_path):
+    broken = harmony()
+    del broken["tools"][0]["title"]
+    write(tmp_path, "a.yaml", broken)
+    other = harmony()
+    other["id"] = "meetings"
+    other["tools"] = [dict(t, name=t["name"].replace("harmony_", "meetings_")) for t in other["tools"][:3]]
+    other["tools"][1]["adapter"] = "harmony.missing"
+    other["tools"][2]["adapter"] = "harmony.also_missing"
+    write(tmp_path, "b.yaml", other)
+    assert len(problems_of(tmp_path)) == 3
+
+
+def test_cli_validate_reports_ok_for_the_shipped_manifests():
+    result = subprocess.run(
+        [sys.executable, "-m", "server", "manifests", "validate"], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("ok: 1 apps, 8 tools in ")
+
+
+def test_cli_validate_fails_with_one_line_per_problem_and_no_traceback(tmp_path):
+    shutil.copy(HARMONY, tmp_path / "harmony.yaml")
+    manifest = harmony()
+    del manifest["tools"][0]["output_schema"]
+    write(tmp_path, "harmony.yaml", manifest)
+    result = subprocess.run(
+        [sys.executable, "-m", "server", "manifests", "validate", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"error: {tmp_path / 'harmony.yaml'}: tools[0].output_schema: field required"
+    assert "Traceback" not in result.stderr
