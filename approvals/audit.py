@@ -2,16 +2,29 @@
 
 Only digests of arguments are kept, never the arguments themselves, so no
 secret a caller passes can land here.
+
+Rows go through one writer task per process. It appends in order and commits
+whatever has queued up while the previous commit ran (group commit), so busy
+servers pay for one commit per batch rather than one per call. A caller that
+must not return before its row is durable (anything that changed something,
+or was refused) waits for that commit; a successful read only queues its row,
+which the writer commits moments later, and every queued row is flushed on
+shutdown.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+import logging
+from dataclasses import asdict, dataclass
 from enum import StrEnum
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import insert
 
-from store.models import AuditEntry
+from store.db import Database
+from store.models import AuditEntry, utcnow
+
+log = logging.getLogger(__name__)
 
 
 class Outcome(StrEnum):
@@ -36,21 +49,63 @@ class AuditRecord:
     error: str | None
     duration_ms: float
 
+    def row(self) -> dict[str, object]:
+        return {**asdict(self), "reasons": list(self.reasons), "outcome": self.outcome.value, "at": utcnow()}
 
-def append(session: AsyncSession, record: AuditRecord) -> None:
-    session.add(
-        AuditEntry(
-            workspace_id=record.workspace_id,
-            user_id=record.user_id,
-            api_key_id=record.api_key_id,
-            connection_id=record.connection_id,
-            app=record.app,
-            tool=record.tool,
-            args_digest=record.args_digest,
-            decision=record.decision,
-            reasons=list(record.reasons),
-            outcome=record.outcome.value,
-            error=record.error,
-            duration_ms=record.duration_ms,
-        )
-    )
+
+class AuditLog:
+    """Appends audit rows through a single writer task, batching commits."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._queue: list[tuple[AuditRecord, asyncio.Future[None] | None]] = []
+        self._wake = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def append(self, record: AuditRecord, *, durable: bool = True) -> None:
+        """Queue ``record``; with ``durable``, return only once it is committed."""
+        done: asyncio.Future[None] | None = asyncio.get_running_loop().create_future() if durable else None
+        self._queue.append((record, done))
+        self._idle.clear()
+        self._wake.set()
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_forever(), name="audit-writer")
+        if done is not None:
+            await done
+
+    async def flush(self) -> None:
+        """Wait until every queued row is committed."""
+        while self._queue or not self._idle.is_set():
+            await self._idle.wait()
+
+    async def aclose(self) -> None:
+        await self.flush()
+        if self._writer is not None:
+            self._writer.cancel()
+            await asyncio.gather(self._writer, return_exceptions=True)
+
+    async def _write_forever(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            batch, self._queue = self._queue, []
+            if batch:
+                await self._commit(batch)
+            if not self._queue:
+                self._idle.set()
+
+    async def _commit(self, batch: list[tuple[AuditRecord, asyncio.Future[None] | None]]) -> None:
+        try:
+            async with self.db.transaction() as session:
+                await session.execute(insert(AuditEntry), [record.row() for record, _ in batch])
+        except Exception as exc:
+            log.exception("could not write %d audit rows", len(batch))
+            for _, done in batch:
+                if done is not None and not done.done():
+                    done.set_exception(exc)
+            return
+        for _, done in batch:
+            if done is not None and not done.done():
+                done.set_result(None)

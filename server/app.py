@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from importlib.metadata import PackageNotFoundError, version
 
 import httpx
+from cachetools import TTLCache
 from mcp.server.auth.provider import AccessToken, TokenVerifier
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.transport_security import TransportSecuritySettings
@@ -16,15 +17,16 @@ from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Mount, Route
+from starlette.routing import Route
 
+from approvals.audit import AuditLog
 from manifests import MANIFEST_DIR
 from server.gateway import ToolGateway
 from server.mcp_endpoint import TOOLS_SCOPE, PrincipalToken, build_mcp_server, principal_from_bearer
 from server.settings import Settings
 from store.crypto import SecretBox
 from store.db import Database
-from store.keys import authenticate
+from store.keys import authenticate, digest
 from store.principal import Principal
 from tools.registry import Registry
 
@@ -45,7 +47,12 @@ class Companion:
     box: SecretBox
     registry: Registry
     http: httpx.AsyncClient
+    audit: AuditLog
     gateway: ToolGateway
+    _principals: TTLCache[str, Principal] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._principals = TTLCache(maxsize=10_000, ttl=self.settings.cache_seconds or 1)
 
     @classmethod
     def build(cls, settings: Settings, *, registry: Registry | None = None) -> Companion:
@@ -53,15 +60,28 @@ class Companion:
         box = SecretBox(settings.encryption_keys())
         registry = registry or Registry.load(MANIFEST_DIR)
         http = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=10.0), follow_redirects=False)
-        return cls(settings, db, box, registry, http, ToolGateway(registry, db, box, http))
+        audit = AuditLog(db)
+        gateway = ToolGateway(registry, db, box, http, audit, cache_seconds=settings.cache_seconds)
+        return cls(settings, db, box, registry, http, audit, gateway)
 
     async def principal_for(self, token: str) -> Principal | None:
+        """The principal behind a bearer key, reusing a lookup for ``cache_seconds``.
+
+        A key revoked elsewhere stops working here within that time.
+        """
+        cache_key = digest(token)
+        if cache_key in self._principals:
+            return self._principals[cache_key]
         async with self.db.session() as session:
-            return await authenticate(
+            principal = await authenticate(
                 session, token, touch_after=timedelta(seconds=self.settings.api_key_touch_seconds)
             )
+        if principal is not None and self.settings.cache_seconds:
+            self._principals[cache_key] = principal
+        return principal
 
     async def aclose(self) -> None:
+        await self.audit.aclose()
         await self.http.aclose()
         await self.db.dispose()
 
@@ -115,13 +135,21 @@ def create_app(companion: Companion) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        # A mounted app's own lifespan never runs, so the MCP session manager is started here.
+        # The SDK app's own lifespan is not used, so the MCP session manager is started here.
         async with mcp_server.session_manager.run():
             try:
                 yield
             finally:
                 await companion.aclose()
 
-    app = Starlette(routes=[Route("/healthz", healthz), Mount("/", app=mcp_app)], lifespan=lifespan)
+    # The SDK's routes (/mcp and the RFC 9728 metadata) and its auth middleware
+    # are lifted into this app rather than mounted, so a call crosses one
+    # Starlette stack instead of two. The auth middleware only identifies the
+    # caller; routes that need a principal enforce it themselves.
+    app = Starlette(
+        routes=[Route("/healthz", healthz), *mcp_app.routes],
+        middleware=mcp_app.user_middleware,
+        lifespan=lifespan,
+    )
     app.state.companion = companion
     return app

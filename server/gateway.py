@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+from cachetools import TTLCache
 
-from approvals import audit
-from approvals.audit import AuditRecord, Outcome
+from approvals.audit import AuditLog, AuditRecord, Outcome
 from approvals.decision import CallFacts, Decision, Effect, decide
 from approvals.digest import arguments_digest
 from store.connections import ConnectionView, open_credentials, usable_connections
@@ -27,6 +27,7 @@ from store.models import ConnectionStatus
 from store.principal import Principal
 from tools.context import ToolContext
 from tools.errors import InvalidArguments, ToolError
+from tools.manifest import Risk
 from tools.registry import RegisteredTool, Registry
 
 log = logging.getLogger(__name__)
@@ -71,11 +72,37 @@ def _suffix(connection: ConnectionView) -> str:
 
 
 class ToolGateway:
-    def __init__(self, registry: Registry, db: Database, box: SecretBox, http: httpx.AsyncClient) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        db: Database,
+        box: SecretBox,
+        http: httpx.AsyncClient,
+        audit: AuditLog,
+        *,
+        cache_seconds: float = 0,
+    ) -> None:
         self.registry = registry
         self.db = db
+        self.audit = audit
         self.box = box
         self.http = http
+        self.cache_seconds = cache_seconds
+        self._connections: TTLCache[tuple[str, str], list[ConnectionView]] = TTLCache(
+            maxsize=10_000, ttl=cache_seconds or 1
+        )
+
+    async def _usable_connections(self, principal: Principal) -> list[ConnectionView]:
+        # An assistant lists tools and then calls them in quick succession; one
+        # lookup serves the burst, and a change elsewhere shows within cache_seconds.
+        key = (principal.workspace_id, principal.user_id)
+        if key in self._connections:
+            return self._connections[key]
+        async with self.db.session() as session:
+            connections = await usable_connections(session, principal)
+        if self.cache_seconds:
+            self._connections[key] = connections
+        return connections
 
     async def tools_for(self, principal: Principal) -> list[BoundTool]:
         """The tools of every connection the principal may use.
@@ -84,8 +111,7 @@ class ToolGateway:
         keeps the plain tool names and the others are suffixed with their
         label, so no connection silently hides another.
         """
-        async with self.db.session() as session:
-            connections = await usable_connections(session, principal)
+        connections = await self._usable_connections(principal)
         bound: list[BoundTool] = []
         apps_seen: set[str] = set()
         for connection in connections:
@@ -202,5 +228,7 @@ class ToolGateway:
             error=None if result.ok else result.error_code,
             duration_ms=(time.perf_counter() - started) * 1000,
         )
-        async with self.db.transaction() as session:
-            audit.append(session, record)
+        # A read that succeeded changed nothing, so its row may follow the answer
+        # by a moment; every other row is committed before the caller hears back.
+        durable = not (outcome is Outcome.SUCCEEDED and bound is not None and bound.tool.risk is Risk.READ)
+        await self.audit.append(record, durable=durable)

@@ -97,6 +97,31 @@ def build_mcp_server(gateway: ToolGateway, principal_source: PrincipalSource, *,
             raise MCPError(code=types.INVALID_PARAMS, message=outcome.message)
         return _result(outcome)
 
+    # Companion offers tools only. These answer truthfully that there are no
+    # prompts or resources, as a bare SDK server does, so clients that probe
+    # every list get an empty result rather than "method not found".
+    async def no_prompts(
+        ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListPromptsResult:
+        return types.ListPromptsResult(prompts=[])
+
+    async def no_resources(
+        ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListResourcesResult:
+        return types.ListResourcesResult(resources=[])
+
+    async def no_resource_templates(
+        ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListResourceTemplatesResult:
+        return types.ListResourceTemplatesResult(resource_templates=[])
+
+    def input_schema(name: str) -> dict[str, Any] | None:
+        # Lets the SDK check Mcp-Param headers without running the whole tools/list
+        # handler on every call. A suffixed name (a second connection of an app)
+        # shares its base tool's schema.
+        tool = gateway.registry.tools.get(name.partition("__")[0])
+        return tool.spec.input_schema if tool else None
+
     return Server(
         SERVER_NAME,
         version=version,
@@ -104,6 +129,10 @@ def build_mcp_server(gateway: ToolGateway, principal_source: PrincipalSource, *,
             "Harmony Companion: tools for the apps this workspace and user have connected. "
             "Read tools run at once; tools that write, send or delete need a person's approval."
         ),
+        get_tool_input_schema=input_schema,
         on_list_tools=list_tools,
         on_call_tool=call_tool,
+        on_list_prompts=no_prompts,
+        on_list_resources=no_resources,
+        on_list_resource_templates=no_resource_templates,
     )

@@ -43,6 +43,12 @@ class Settings(BaseSettings):
     allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     authorization_servers: Annotated[list[str], NoDecode] = Field(default_factory=list)
     api_key_touch_seconds: int = Field(default=60, ge=0)
+    cache_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        le=60,
+        description="How long a process may reuse a key lookup or a tool list; 0 turns the caches off.",
+    )
 
     _split = field_validator(
         "old_secret_keys", "allowed_hosts", "allowed_origins", "authorization_servers", mode="before"

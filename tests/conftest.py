@@ -84,6 +84,7 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         data_dir=tmp_path / "data",
         secret_key=TEST_SECRET,
         base_url="http://127.0.0.1:8000",
+        cache_seconds=0,
     )
 
 

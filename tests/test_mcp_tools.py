@@ -39,6 +39,7 @@ HARMONY_TOOLS = {
 
 
 async def audit_rows(companion) -> list[AuditEntry]:
+    await companion.audit.flush()
     async with companion.db.session() as session:
         return list(await session.scalars(select(AuditEntry).order_by(AuditEntry.id)))
 

@@ -1,0 +1,285 @@
+"""What Companion's gate costs on a read tool call, against a bare SDK server doing the same read.
+
+Two servers run as separate processes under uvicorn on 127.0.0.1, over one
+SQLite database seeded with the demo data:
+
+- ``bare``: the SDK's ``MCPServer`` with one tool that calls the very same
+  adapter function (``tools.adapters.harmony.get_meeting``) for a fixed user
+  and declares the same output contract as a pydantic model, as a developer
+  on the bare SDK would;
+- ``ours``: the real app, which adds bearer-key authentication, the per-key
+  tool list, schema validation, the decision step, output validation and an
+  audit row written for every call.
+
+One client process drives both with the SDK's ``Client`` over Streamable HTTP,
+alternating runs so that drift on this shared machine hits both alike. It
+prints the median latency and calls per second of each, and their ratio.
+
+    .venv/bin/python bench/mcp_overhead.py [--calls 300] [--rounds 6] [--concurrency 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel
+
+if TYPE_CHECKING:
+    from store.db import Database
+    from store.principal import Principal
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+SECRET = "bench-secret"
+USER = "admin@acme.test"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def serve_ours(database_url: str, data_dir: str, port: int) -> None:
+    import uvicorn
+
+    from server.app import Companion, create_app
+    from server.settings import Settings
+
+    settings = Settings(
+        database_url=database_url, data_dir=Path(data_dir), secret_key=SECRET, base_url=f"http://127.0.0.1:{port}"
+    )
+    uvicorn.run(create_app(Companion.build(settings)), host="127.0.0.1", port=port, log_level="warning")
+
+
+class Contact(BaseModel):
+    id: str
+    name: str
+    email: str
+    company: str
+    title: str
+    phone: str
+
+
+class ActionItem(BaseModel):
+    id: str
+    meeting_id: str
+    text: str
+    assignee_email: str | None
+    due_date: str | None
+    done: bool
+    created_at: str
+
+
+class MeetingDetail(BaseModel):
+    """The same output contract as the manifest's harmony_get_meeting, declared the SDK's way."""
+
+    id: str
+    title: str
+    date: str
+    duration: int
+    status: str
+    team: str | None
+    owner: str | None
+    contacts: list[Contact]
+    action_items: list[ActionItem]
+    transcript_segments: int
+    has_summary: bool
+
+
+def serve_bare(database_url: str, port: int) -> None:
+    import httpx
+    import uvicorn
+    from mcp.server.mcpserver import MCPServer
+
+    from store.connections import ConnectionView
+    from store.db import Database
+    from store.models import ConnectionScope, ConnectionStatus
+    from tools.adapters import harmony
+    from tools.context import ToolContext
+
+    db = Database(database_url)
+    principal: Principal | None = None
+
+    async def context() -> ToolContext:
+        nonlocal principal
+        if principal is None:
+            principal = await _admin_principal(db)
+        connection = ConnectionView(
+            "bench", "harmony", ConnectionScope.WORKSPACE, principal.workspace_id, None, "", ConnectionStatus.ACTIVE
+        )
+        return ToolContext(principal, connection, db.sessions, http)
+
+    http = httpx.AsyncClient()
+    mcp = MCPServer("bare", log_level="WARNING")
+
+    @mcp.tool(name="harmony_get_meeting")
+    async def get_meeting(meeting_id: str) -> MeetingDetail:
+        found = await harmony.get_meeting(await context(), harmony.MeetingRef(meeting_id=meeting_id))
+        return MeetingDetail.model_validate(found)
+
+    uvicorn.run(mcp.streamable_http_app(), host="127.0.0.1", port=port, log_level="warning")
+
+
+async def _admin_principal(db: Database) -> Principal:
+    from server.demo import demo_token
+    from store.keys import authenticate
+    from store.models import KeyKind
+
+    async with db.session() as session:
+        return await authenticate(
+            session, demo_token(SECRET.encode(), USER, KeyKind.AGENT), touch_after=timedelta(days=1)
+        )
+
+
+async def prepare(database_url: str, data_dir: str) -> tuple[str, str]:
+    """Migrate and seed; return the admin's agent key and a meeting id."""
+    from sqlalchemy import select
+
+    from server import demo
+    from server.app import Companion
+    from server.settings import Settings
+    from store.migrate import upgrade_async
+    from store.models import Meeting, MeetingStatus
+
+    await upgrade_async(database_url)
+    companion = Companion.build(Settings(database_url=database_url, data_dir=Path(data_dir), secret_key=SECRET))
+    try:
+        async with companion.db.transaction() as session:
+            keys = await demo.seed(session, companion.registry, companion.box, SECRET.encode())
+            meeting = await session.scalar(select(Meeting.id).where(Meeting.status == MeetingStatus.PROCESSED))
+    finally:
+        await companion.aclose()
+    return keys.keys[USER], meeting
+
+
+async def wait_until_up(port: int) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            return
+        except OSError:
+            await asyncio.sleep(0.05)
+    raise RuntimeError(f"server on port {port} did not start")
+
+
+async def run_once(url: str, key: str | None, meeting: str, calls: int, concurrency: int, mode: str) -> list[float]:
+    """Latencies of ``calls`` tool calls made by ``concurrency`` clients at once."""
+    import httpx2
+    from mcp import Client
+    from mcp.client.streamable_http import streamable_http_client
+
+    latencies: list[float] = []
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+
+    async def worker(count: int) -> None:
+        async with (
+            httpx2.AsyncClient(headers=headers, timeout=60) as http,
+            Client(streamable_http_client(url, http_client=http), mode=mode) as client,
+        ):
+            await client.call_tool("harmony_get_meeting", {"meeting_id": meeting})
+            for _ in range(count):
+                started = time.perf_counter()
+                result = await client.call_tool("harmony_get_meeting", {"meeting_id": meeting})
+                latencies.append(time.perf_counter() - started)
+                if result.is_error:
+                    raise RuntimeError(result.content[0].text)
+
+    await asyncio.gather(*(worker(calls // concurrency) for _ in range(concurrency)))
+    return latencies
+
+
+def summarize(name: str, latencies: list[float], seconds: float) -> tuple[float, float]:
+    median_ms = statistics.median(latencies) * 1000
+    p99_ms = sorted(latencies)[int(len(latencies) * 0.99) - 1] * 1000
+    rate = len(latencies) / seconds
+    print(f"  {name:5}  median {median_ms:7.2f} ms   p99 {p99_ms:7.2f} ms   {rate:8.1f} calls/s", end="")
+    print(f"   ({len(latencies)} calls)")
+    return median_ms, rate
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--calls", type=int, default=300, help="calls per run")
+    parser.add_argument("--rounds", type=int, default=6, help="alternating runs per server")
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--mode", choices=["legacy", "2026-07-28"], default="2026-07-28")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as scratch:
+        database_url = f"sqlite+aiosqlite:///{scratch}/bench.db"
+        key, meeting = await prepare(database_url, scratch)
+        ours_port, bare_port = free_port(), free_port()
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        servers = [
+            subprocess.Popen(
+                [sys.executable, __file__, "--serve-ours", database_url, scratch, str(ours_port)], env=env
+            ),
+            subprocess.Popen([sys.executable, __file__, "--serve-bare", database_url, str(bare_port)], env=env),
+        ]
+        try:
+            await wait_until_up(ours_port)
+            await wait_until_up(bare_port)
+            targets = {
+                "bare": (f"http://127.0.0.1:{bare_port}/mcp", None),
+                "ours": (f"http://127.0.0.1:{ours_port}/mcp", key),
+            }
+            for url, token in targets.values():  # warm both up
+                await run_once(url, token, meeting, 40, 4, args.mode)
+            print(
+                f"harmony_get_meeting over Streamable HTTP ({args.mode}), {args.rounds} alternating runs of "
+                f"{args.calls} calls per server"
+            )
+            figures: dict[str, tuple[float, float]] = {}
+            for concurrency in (1, args.concurrency):
+                samples: dict[str, list[float]] = {"bare": [], "ours": []}
+                elapsed = {"bare": 0.0, "ours": 0.0}
+                for _ in range(args.rounds):
+                    for name, (url, token) in targets.items():
+                        started = time.perf_counter()
+                        samples[name] += await run_once(url, token, meeting, args.calls, concurrency, args.mode)
+                        elapsed[name] += time.perf_counter() - started
+                print(f"\n{concurrency} client{'s' if concurrency > 1 else ''}:")
+                for name in ("bare", "ours"):
+                    figures[f"{name}@{concurrency}"] = summarize(name, samples[name], elapsed[name])
+                bare, ours = figures[f"bare@{concurrency}"], figures[f"ours@{concurrency}"]
+                print(
+                    f"  ratio  median latency ours/bare = {ours[0] / bare[0]:.2f}x   "
+                    f"throughput bare/ours = {bare[1] / ours[1]:.2f}x"
+                )
+            print(
+                "\n"
+                + json.dumps(
+                    {k: {"median_ms": round(v[0], 3), "calls_per_s": round(v[1], 1)} for k, v in figures.items()}
+                )
+            )
+        finally:
+            for server in servers:
+                server.send_signal(signal.SIGINT)
+            for server in servers:
+                server.wait(timeout=20)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--serve-ours":
+        serve_ours(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+    elif len(sys.argv) > 1 and sys.argv[1] == "--serve-bare":
+        serve_bare(sys.argv[2], int(sys.argv[3]))
+    else:
+        asyncio.run(main())
