@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx2
 import pytest
 
@@ -111,3 +113,22 @@ async def test_a_real_server_answers_401_without_a_key(live_server):
         response = await client.post(f"{live_server}/mcp", json=INITIALIZE, headers=STREAMABLE)
     assert response.status_code == 401
     assert "resource_metadata=" in response.headers["www-authenticate"]
+
+
+async def test_with_caching_on_a_revoked_key_stops_working_within_the_cache_time(settings, registry, demo_keys):
+    from server.app import Companion, create_app
+
+    cached = Companion.build(settings.model_copy(update={"cache_seconds": 0.3}), registry=registry)
+    app = create_app(cached)
+    key = demo_keys.keys["alice@acme.test"]
+    headers = {**STREAMABLE, "Authorization": f"Bearer {key}"}
+    async with (
+        app.router.lifespan_context(app),
+        httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url=BASE) as http,
+    ):
+        assert (await http.post("/mcp", json=INITIALIZE, headers=headers)).status_code == 200
+        principal = await cached.principal_for(key)
+        async with cached.db.transaction() as session:
+            await revoke_key(session, principal.key_id)
+        await asyncio.sleep(0.35)
+        assert (await http.post("/mcp", json=INITIALIZE, headers=headers)).status_code == 401
