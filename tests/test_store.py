@@ -195,3 +195,18 @@ async def test_members_see_their_teams_and_their_own_meetings_and_admins_see_all
         bob_sees = set(await session.scalars(select(Meeting.team_id).where(visible_meetings(bob_view))))
     assert total >= 20 and admin_sees == total
     assert len(alice_sees) == 1 and len(bob_sees) == 1 and alice_sees != bob_sees
+
+
+def _schema_drift(connection) -> list:
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from store.models import Base
+
+    return compare_metadata(MigrationContext.configure(connection), Base.metadata)
+
+
+async def test_the_migrations_build_exactly_the_schema_the_models_describe(companion):
+    async with companion.db.engine.connect() as connection:
+        drift = await connection.run_sync(_schema_drift)
+    assert drift == []
