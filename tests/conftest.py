@@ -35,6 +35,16 @@ from tools.registry import Registry
 
 TEST_SECRET = "test-secret-key-not-for-production"
 TEST_MANIFESTS = Path(__file__).parent / "apps" / "manifests"
+HARMONY_TOOLS = {
+    "harmony_list_meetings",
+    "harmony_get_meeting",
+    "harmony_get_transcript",
+    "harmony_get_summary",
+    "harmony_list_insights",
+    "harmony_search_contacts",
+    "harmony_get_contact",
+    "harmony_create_action_item",
+}
 
 
 @pytest.fixture(scope="session")

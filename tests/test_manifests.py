@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from manifests import MANIFEST_DIR
+from tests.conftest import HARMONY_TOOLS
 from tools.manifest import ManifestError
 from tools.registry import Registry
 
@@ -36,17 +37,7 @@ def problems_of(directory: Path) -> list[str]:
 def test_shipped_manifests_load_with_every_tool_bound_to_an_adapter():
     registry = Registry.load(MANIFEST_DIR)
     assert set(registry.manifests) == {"harmony"}
-    names = {tool.name for tool in registry.tools_of("harmony")}
-    assert names == {
-        "harmony_list_meetings",
-        "harmony_get_meeting",
-        "harmony_get_transcript",
-        "harmony_get_summary",
-        "harmony_list_insights",
-        "harmony_search_contacts",
-        "harmony_get_contact",
-        "harmony_create_action_item",
-    }
+    assert {tool.name for tool in registry.tools_of("harmony")} == HARMONY_TOOLS
     assert registry.tools["harmony_create_action_item"].risk.value == "write"
     assert all(t.risk.value == "read" for t in registry.tools.values() if t.name != "harmony_create_action_item")
 

@@ -20,22 +20,13 @@ from store.connections import add_connection
 from store.directory import user_by_email
 from store.models import ActionItem, AuditEntry, ConnectionScope, Meeting
 from tests.apps import memo
+from tests.conftest import HARMONY_TOOLS
 
 pytestmark = pytest.mark.anyio
 
 ERAS = ["legacy", "2026-07-28"]
 ALICE = "alice@acme.test"
 ADMIN = "admin@acme.test"
-HARMONY_TOOLS = {
-    "harmony_list_meetings",
-    "harmony_get_meeting",
-    "harmony_get_transcript",
-    "harmony_get_summary",
-    "harmony_list_insights",
-    "harmony_search_contacts",
-    "harmony_get_contact",
-    "harmony_create_action_item",
-}
 
 
 async def audit_rows(companion) -> list[AuditEntry]:

@@ -1,4 +1,4 @@
-"""Opaque cursors for keyset pagination.
+"""Keyset pagination with opaque cursors.
 
 A cursor carries the sort key of the last row a page returned, so the next
 page starts right after it however the data changed in between, and a deep
@@ -9,13 +9,21 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import Any
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import ColumnElement, Select, and_, or_
 
 from tools.errors import InvalidArguments
 
+Row = TypeVar("Row")
+S = TypeVar("S", bound=Select[Any])
+
 
 def encode_cursor(*key: Any) -> str:
-    return base64.urlsafe_b64encode(json.dumps(list(key), separators=(",", ":")).encode()).decode().rstrip("=")
+    plain = [value.isoformat() if isinstance(value, datetime) else value for value in key]
+    return base64.urlsafe_b64encode(json.dumps(plain, separators=(",", ":")).encode()).decode().rstrip("=")
 
 
 def decode_cursor(cursor: str, arity: int, *, field: str = "cursor") -> list[Any]:
@@ -27,3 +35,39 @@ def decode_cursor(cursor: str, arity: int, *, field: str = "cursor") -> list[Any
     if not isinstance(key, list) or len(key) != arity:
         raise InvalidArguments({field: "not a cursor returned by this tool; pass next_cursor from the previous page"})
     return key
+
+
+def _typed(column: ColumnElement[Any], value: Any) -> Any:
+    if column.type.python_type is datetime:
+        try:
+            return datetime.fromisoformat(value)
+        except (TypeError, ValueError):
+            raise InvalidArguments({"cursor": "not a cursor returned by this tool"}) from None
+    return value
+
+
+def keyset(
+    query: S,
+    order: tuple[ColumnElement[Any], ColumnElement[Any]],
+    *,
+    cursor: str | None,
+    limit: int,
+    descending: bool,
+) -> S:
+    """Order ``query`` by (sort key, unique id), start after ``cursor``, fetch one row extra."""
+    first, second = order
+    if cursor:
+        last_first, last_second = (_typed(c, v) for c, v in zip(order, decode_cursor(cursor, 2), strict=True))
+        if descending:
+            beyond = or_(first < last_first, and_(first == last_first, second < last_second))
+        else:
+            beyond = or_(first > last_first, and_(first == last_first, second > last_second))
+        query = query.where(beyond)
+    ordering = (first.desc(), second.desc()) if descending else (first, second)
+    return query.order_by(*ordering).limit(limit + 1)
+
+
+def page_of(rows: Sequence[Row], limit: int, key: Callable[[Row], tuple[Any, ...]]) -> tuple[list[Row], str | None]:
+    """The rows of this page, and the cursor of the next one (None on the last page)."""
+    page = list(rows[:limit])
+    return page, encode_cursor(*key(page[-1])) if len(rows) > limit else None

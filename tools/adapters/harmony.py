@@ -11,7 +11,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import Select, and_, func, or_, select
+from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import selectinload
 
 from store.models import (
@@ -29,7 +29,7 @@ from store.models import (
 from store.sharing import visible_contacts, visible_meetings
 from tools.context import ToolContext
 from tools.errors import NotFound
-from tools.pagination import decode_cursor, encode_cursor
+from tools.pagination import keyset, page_of
 
 
 class Arguments(BaseModel):
@@ -134,18 +134,10 @@ async def list_meetings(ctx: ToolContext, args: ListMeetings) -> dict[str, Any]:
                 .where(func.lower(Contact.email) == args.contact_email.lower())
             )
         )
-    if args.cursor:
-        last_date, last_id = decode_cursor(args.cursor, 2)
-        after = datetime.fromisoformat(last_date)
-        query = query.where(or_(Meeting.date < after, and_(Meeting.date == after, Meeting.id < last_id)))
-    query = query.order_by(Meeting.date.desc(), Meeting.id.desc()).limit(args.limit + 1)
+    query = keyset(query, (Meeting.date, Meeting.id), cursor=args.cursor, limit=args.limit, descending=True)
     async with ctx.sessions() as session:
         rows = (await session.execute(query)).all()
-    page = rows[: args.limit]
-    next_cursor = None
-    if len(rows) > args.limit:
-        last = page[-1][0]
-        next_cursor = encode_cursor(last.date.isoformat(), last.id)
+    page, next_cursor = page_of(rows, args.limit, lambda row: (row[0].date, row[0].id))
     return {"meetings": [_meeting_row(*row) for row in page], "next_cursor": next_cursor}
 
 
@@ -212,15 +204,10 @@ async def list_insights(ctx: ToolContext, args: ListInsights) -> dict[str, Any]:
         query = query.where(Insight.meeting_id == args.meeting_id)
     if args.kind:
         query = query.where(Insight.kind == args.kind)
-    if args.cursor:
-        last_at, last_id = decode_cursor(args.cursor, 2)
-        after = datetime.fromisoformat(last_at)
-        query = query.where(or_(Insight.created_at < after, and_(Insight.created_at == after, Insight.id < last_id)))
-    query = query.order_by(Insight.created_at.desc(), Insight.id.desc()).limit(args.limit + 1)
+    query = keyset(query, (Insight.created_at, Insight.id), cursor=args.cursor, limit=args.limit, descending=True)
     async with ctx.sessions() as session:
         rows = list(await session.scalars(query))
-    page = rows[: args.limit]
-    next_cursor = encode_cursor(page[-1].created_at.isoformat(), page[-1].id) if len(rows) > args.limit else None
+    page, next_cursor = page_of(rows, args.limit, lambda insight: (insight.created_at, insight.id))
     return {
         "insights": [
             {
@@ -259,14 +246,10 @@ async def search_contacts(ctx: ToolContext, args: SearchContacts) -> dict[str, A
                 func.lower(Contact.company).contains(needle, autoescape=True),
             )
         )
-    if args.cursor:
-        last_name, last_id = decode_cursor(args.cursor, 2)
-        query = query.where(or_(Contact.name > last_name, and_(Contact.name == last_name, Contact.id > last_id)))
-    query = query.order_by(Contact.name, Contact.id).limit(args.limit + 1)
+    query = keyset(query, (Contact.name, Contact.id), cursor=args.cursor, limit=args.limit, descending=False)
     async with ctx.sessions() as session:
         rows = list(await session.scalars(query))
-    page = rows[: args.limit]
-    next_cursor = encode_cursor(page[-1].name, page[-1].id) if len(rows) > args.limit else None
+    page, next_cursor = page_of(rows, args.limit, lambda contact: (contact.name, contact.id))
     return {"contacts": [_contact_row(c) for c in page], "next_cursor": next_cursor}
 
 
