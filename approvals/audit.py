@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 from enum import StrEnum
 
 from sqlalchemy import insert
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from store.db import Database
 from store.models import AuditEntry, utcnow
@@ -61,6 +62,7 @@ class AuditLog:
         self._queue: list[tuple[AuditRecord, asyncio.Future[None] | None]] = []
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
+        self._connection: AsyncConnection | None = None
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -85,6 +87,8 @@ class AuditLog:
         if self._writer is not None:
             self._writer.cancel()
             await asyncio.gather(self._writer, return_exceptions=True)
+        if self._connection is not None:
+            await self._connection.close()
 
     async def _write_forever(self) -> None:
         while True:
@@ -98,8 +102,15 @@ class AuditLog:
 
     async def _commit(self, batch: list[tuple[AuditRecord, asyncio.Future[None] | None]]) -> None:
         try:
-            async with self.db.transaction() as session:
-                await session.execute(insert(AuditEntry), [record.row() for record, _ in batch])
+            if self._connection is None or self._connection.closed:
+                # The writer keeps one connection, so a commit costs no pool checkout.
+                self._connection = await self.db.engine.connect()
+            try:
+                await self._connection.execute(insert(AuditEntry), [record.row() for record, _ in batch])
+                await self._connection.commit()
+            except Exception:
+                await self._connection.close()
+                raise
         except Exception as exc:
             log.exception("could not write %d audit rows", len(batch))
             for _, done in batch:
