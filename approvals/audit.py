@@ -1,31 +1,63 @@
-"""The audit trail: one appended row per tool call, whatever its outcome.
+"""The audit trail: append-only, hash-chained per workspace.
 
-Only digests of arguments are kept, never the arguments themselves, so no
-secret a caller passes can land here.
+Every tool call appends a ``call`` row with its decision and outcome; every
+step of an approval (requested, approved, denied, expired, cancelled,
+executed) appends a row of its own. Only digests of arguments are hashed and
+shown; the arguments themselves are kept sealed for replay, outside the hash.
+
+Each row carries the hash of the workspace's previous row, so changing,
+removing or reordering rows breaks the chain, and ``verify`` finds where.
 
 Rows go through one writer task per process. It appends in order and commits
-whatever has queued up while the previous commit ran (group commit), so busy
-servers pay for one commit per batch rather than one per call. A caller that
-must not return before its row is durable (anything that changed something,
-or was refused) waits for that commit; a successful read only queues its row,
-which the writer commits moments later, and every queued row is flushed on
-shutdown.
+whatever has queued up while the previous commit ran (group commit). A caller
+that must not return before its row is durable (anything that changed
+something, or was refused) waits for that commit; a successful read only
+queues its row, which the writer commits moments later, and every queued row
+is flushed on shutdown.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Any
 
-from sqlalchemy import insert
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from store.db import Database
-from store.models import AuditEntry, utcnow
+from store.models import AuditEntry, AuditHead, utcnow
 
 log = logging.getLogger(__name__)
+
+HASHED_FIELDS = (
+    "at",
+    "event",
+    "workspace_id",
+    "user_id",
+    "actor_id",
+    "api_key_id",
+    "connection_id",
+    "approval_id",
+    "app",
+    "tool",
+    "risk",
+    "role",
+    "connection_scope",
+    "args_digest",
+    "decision",
+    "reasons",
+    "rule_ids",
+    "outcome",
+    "error",
+    "duration_ms",
+)
 
 
 class Outcome(StrEnum):
@@ -33,25 +65,99 @@ class Outcome(StrEnum):
     FAILED = "failed"
     REFUSED = "refused"
     INVALID = "invalid"
+    PENDING = "pending"
 
 
-@dataclass(frozen=True)
+class Event(StrEnum):
+    CALL = "call"
+    REQUESTED = "approval.requested"
+    APPROVED = "approval.approved"
+    DENIED = "approval.denied"
+    EXPIRED = "approval.expired"
+    CANCELLED = "approval.cancelled"
+    EXECUTED = "approval.executed"
+    RULE_CREATED = "rule.created"
+    RULE_CHANGED = "rule.changed"
+    RULE_DELETED = "rule.deleted"
+
+
+@dataclass(frozen=True, kw_only=True)
 class AuditRecord:
     workspace_id: str
     user_id: str
-    api_key_id: str | None
-    connection_id: str | None
     app: str
     tool: str
     args_digest: str
     decision: str
-    reasons: tuple[str, ...]
-    outcome: Outcome
-    error: str | None
-    duration_ms: float
+    outcome: str
+    event: str = Event.CALL
+    actor_id: str | None = None
+    api_key_id: str | None = None
+    connection_id: str | None = None
+    approval_id: str | None = None
+    risk: str | None = None
+    role: str | None = None
+    connection_scope: str | None = None
+    reasons: tuple[str, ...] = ()
+    rule_ids: tuple[str, ...] = ()
+    error: str | None = None
+    duration_ms: float = 0.0
+    sealed_arguments: str | None = field(default=None, repr=False)
 
-    def row(self) -> dict[str, object]:
-        return {**asdict(self), "reasons": list(self.reasons), "outcome": self.outcome.value, "at": utcnow()}
+    def row(self) -> dict[str, Any]:
+        values = asdict(self)
+        values.update(
+            event=str(self.event), outcome=str(self.outcome), reasons=list(self.reasons), rule_ids=list(self.rule_ids)
+        )
+        values["at"] = utcnow()
+        return values
+
+
+def entry_hash(prev_hash: str, row: dict[str, Any]) -> str:
+    """SHA-256 over the previous hash and the row's canonical JSON (row id excluded: it is assigned later)."""
+    fields = {name: row[name] for name in HASHED_FIELDS}
+    at: datetime = fields["at"]
+    fields["at"] = (at if at.tzinfo else at.replace(tzinfo=UTC)).astimezone(UTC).isoformat()
+    body = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(f"{prev_hash}\n{body}".encode()).hexdigest()
+
+
+async def _lock_head(connection: AsyncConnection, workspace_id: str) -> str:
+    """Lock the workspace's chain head (creating it on first use) and return its hash."""
+    dialect = connection.dialect.name
+    create = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(AuditHead).values(
+        workspace_id=workspace_id, last_hash=""
+    )
+    await connection.execute(create.on_conflict_do_nothing(index_elements=["workspace_id"]))
+    # A write to the head row takes its lock on every backend, so two writers
+    # (replicas, or the CLI beside the server) append one after the other.
+    await connection.execute(
+        update(AuditHead).where(AuditHead.workspace_id == workspace_id).values(last_hash=AuditHead.last_hash)
+    )
+    return (
+        await connection.execute(select(AuditHead.last_hash).where(AuditHead.workspace_id == workspace_id))
+    ).scalar_one()
+
+
+async def append_rows(connection: AsyncConnection, records: list[AuditRecord]) -> None:
+    """Chain and insert ``records`` inside the caller's transaction."""
+    rows = [record.row() for record in records]
+    heads: dict[str, str] = {}
+    for workspace_id in sorted({row["workspace_id"] for row in rows}):
+        heads[workspace_id] = await _lock_head(connection, workspace_id)
+    for row in rows:
+        row["prev_hash"] = heads[row["workspace_id"]]
+        row["hash"] = heads[row["workspace_id"]] = entry_hash(row["prev_hash"], row)
+    await connection.execute(insert(AuditEntry), rows)
+    for workspace_id, last_hash in heads.items():
+        await connection.execute(
+            update(AuditHead).where(AuditHead.workspace_id == workspace_id).values(last_hash=last_hash)
+        )
+
+
+async def append_in(session: AsyncSession, *records: AuditRecord) -> None:
+    """Append inside a session's own transaction, so the rows commit with the change they record."""
+    await append_rows(await session.connection(), list(records))
 
 
 class AuditLog:
@@ -106,9 +212,10 @@ class AuditLog:
                 # The writer keeps one connection, so a commit costs no pool checkout.
                 self._connection = await self.db.engine.connect()
             try:
-                await self._connection.execute(insert(AuditEntry), [record.row() for record, _ in batch])
+                await append_rows(self._connection, [record for record, _ in batch])
                 await self._connection.commit()
             except Exception:
+                await self._connection.rollback()
                 await self._connection.close()
                 raise
         except Exception as exc:
@@ -120,3 +227,59 @@ class AuditLog:
         for _, done in batch:
             if done is not None and not done.done():
                 done.set_result(None)
+
+
+@dataclass(frozen=True)
+class ChainReport:
+    workspace_id: str
+    entries: int
+    broken_at: int | None = None
+    problem: str = ""
+
+    @property
+    def intact(self) -> bool:
+        return self.broken_at is None and not self.problem
+
+
+async def verify(session: AsyncSession, workspace_id: str | None = None) -> list[ChainReport]:
+    """Recompute every workspace's chain (or one) and report the first broken link of each."""
+    heads = {
+        head.workspace_id: head.last_hash
+        for head in await session.scalars(
+            select(AuditHead).where(AuditHead.workspace_id == workspace_id) if workspace_id else select(AuditHead)
+        )
+    }
+    query = select(AuditEntry).order_by(AuditEntry.workspace_id, AuditEntry.id)
+    if workspace_id:
+        query = query.where(AuditEntry.workspace_id == workspace_id)
+    reports: list[ChainReport] = []
+    current: str | None = None
+    previous, count, broken, problem = "", 0, None, ""
+
+    def close() -> None:
+        if current is None:
+            return
+        tail_problem = problem
+        if broken is None and heads.get(current, "") != previous:
+            tail_problem = "the newest entries are missing: the chain head does not match the last entry"
+        reports.append(ChainReport(current, count, broken, tail_problem))
+
+    for entry in await session.scalars(query):
+        if entry.workspace_id != current:
+            close()
+            current, previous, count, broken, problem = entry.workspace_id, "", 0, None, ""
+        count += 1
+        if broken is not None:
+            continue
+        row = {name: getattr(entry, name) for name in HASHED_FIELDS}
+        if entry.prev_hash != previous:
+            broken, problem = entry.id, f"entry {entry.id} does not follow the entry before it"
+        elif entry_hash(previous, row) != entry.hash:
+            broken, problem = entry.id, f"entry {entry.id} was changed after it was written"
+        previous = entry.hash
+    close()
+    seen = {report.workspace_id for report in reports}
+    for missing in sorted(set(heads) - seen):
+        if heads[missing]:
+            reports.append(ChainReport(missing, 0, None, "every entry is missing"))
+    return reports

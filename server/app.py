@@ -7,11 +7,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 import httpx
 from cachetools import TTLCache
 from mcp.server.auth.provider import AccessToken, TokenVerifier
 from mcp.server.auth.settings import AuthSettings
+from mcp.server.lowlevel import Server
 from mcp.server.transport_security import TransportSecuritySettings
 from sqlalchemy import text
 from starlette.applications import Starlette
@@ -20,11 +22,19 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from approvals.audit import AuditLog
+from approvals.rulebook import RuleBook
 from manifests import MANIFEST_DIR
-from server.gateway import ToolGateway
-from server.mcp_endpoint import TOOLS_SCOPE, PrincipalToken, build_mcp_server, principal_from_bearer
+from server.approval_flow import ApprovalFlow
+from server.gateway import ToolGateway, catalog_of
+from server.mcp_endpoint import (
+    TOOLS_SCOPE,
+    PrincipalSource,
+    PrincipalToken,
+    build_mcp_server,
+    principal_from_bearer,
+)
 from server.settings import Settings
-from store.crypto import SecretBox
+from store.crypto import SecretBox, derive_key
 from store.db import Database
 from store.keys import authenticate, digest
 from store.principal import Principal
@@ -48,6 +58,7 @@ class Companion:
     registry: Registry
     http: httpx.AsyncClient
     audit: AuditLog
+    rulebook: RuleBook
     gateway: ToolGateway
     _principals: TTLCache[str, Principal] = field(init=False, repr=False)
 
@@ -61,8 +72,26 @@ class Companion:
         registry = registry or Registry.load(MANIFEST_DIR)
         http = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=10.0), follow_redirects=False)
         audit = AuditLog(db)
-        gateway = ToolGateway(registry, db, box, http, audit, cache_seconds=settings.cache_seconds)
-        return cls(settings, db, box, registry, http, audit, gateway)
+        rulebook = RuleBook(db, catalog_of(registry), cache_seconds=settings.cache_seconds)
+        flow = ApprovalFlow(
+            db,
+            box,
+            rulebook,
+            base_url=settings.base_url,
+            ttl=timedelta(seconds=settings.approval_ttl_seconds),
+            wait_seconds=settings.approval_wait_seconds,
+        )
+        gateway = ToolGateway(registry, db, box, http, audit, rulebook, flow, cache_seconds=settings.cache_seconds)
+        return cls(settings, db, box, registry, http, audit, rulebook, gateway)
+
+    def mcp_server(self, principal_source: PrincipalSource) -> Server[Any]:
+        return build_mcp_server(
+            self.gateway,
+            principal_source,
+            version=package_version(),
+            state_key=derive_key(self.settings.encryption_keys()[0], "mcp request state"),
+            state_ttl=float(self.settings.approval_ttl_seconds),
+        )
 
     async def principal_for(self, token: str) -> Principal | None:
         """The principal behind a bearer key, reusing a lookup for ``cache_seconds``.
@@ -108,7 +137,7 @@ class ApiKeyVerifier(TokenVerifier):
 
 def create_app(companion: Companion) -> Starlette:
     settings = companion.settings
-    mcp_server = build_mcp_server(companion.gateway, principal_from_bearer, version=package_version())
+    mcp_server = companion.mcp_server(principal_from_bearer)
     mcp_app = mcp_server.streamable_http_app(
         streamable_http_path="/mcp",
         auth=AuthSettings(

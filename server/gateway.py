@@ -11,19 +11,23 @@ from __future__ import annotations
 import logging
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import httpx
 from cachetools import TTLCache
 
+from approvals import caps, lifecycle
 from approvals.audit import AuditLog, AuditRecord, Outcome
-from approvals.decision import CallFacts, Decision, Effect, decide
 from approvals.digest import arguments_digest
+from approvals.lifecycle import ApprovalError, Binding
+from approvals.rulebook import RuleBook
+from approvals.rules import CallFacts, Catalog, Decision, Effect, ToolInfo
+from server.approval_flow import APPROVAL_REQUIRED_SCHEMA, NO_CHANNEL, ApprovalFlow, Channel, Prompt, summarize
 from store.connections import ConnectionView, open_credentials, usable_connections
 from store.crypto import SecretBox
 from store.db import Database
-from store.models import ConnectionStatus
+from store.models import ApprovalStatus, ConnectionStatus, utcnow
 from store.principal import Principal
 from tools.context import ToolContext
 from tools.errors import InvalidArguments, ToolError
@@ -34,6 +38,31 @@ log = logging.getLogger(__name__)
 
 NOT_DECIDED = "none"
 UNKNOWN_TOOL = "unknown_tool"
+GET_APPROVAL = "companion_get_approval"
+RUNNABLE_OR_RUN = (ApprovalStatus.APPROVED, ApprovalStatus.EXECUTING, ApprovalStatus.SUCCEEDED, ApprovalStatus.FAILED)
+
+GET_APPROVAL_INPUT: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["approval_id"],
+    "properties": {"approval_id": {"type": "string", "minLength": 1, "maxLength": 64}},
+}
+GET_APPROVAL_OUTPUT: dict[str, Any] = {
+    "type": "object",
+    "required": ["approval_id", "status", "tool", "summary", "expires_at"],
+    "properties": {
+        "approval_id": {"type": "string"},
+        "status": {"type": "string"},
+        "tool": {"type": "string"},
+        "summary": {"type": "string"},
+        "expires_at": {"type": "string"},
+        "approve_url": {"type": "string"},
+        "decided_via": {"type": ["string", "null"]},
+        "reason": {"type": ["string", "null"]},
+        "result": {"type": ["object", "null"]},
+        "error": {"type": ["string", "null"]},
+    },
+}
 
 
 @dataclass(frozen=True)
@@ -50,16 +79,22 @@ class BoundTool:
             return self.tool.spec.description
         return f"{self.tool.spec.description} (through the connection {self.connection.label or self.connection.id})"
 
+    @property
+    def output_schema(self) -> dict[str, Any]:
+        # Any call may turn out to need a person's approval, so the contract says so.
+        return {"type": "object", "anyOf": [self.tool.spec.output_schema, APPROVAL_REQUIRED_SCHEMA]}
+
 
 @dataclass(frozen=True)
 class CallResult:
-    """What a call produced: structured data, or an error a person or model can act on."""
+    """What a call produced: structured data, a question for the person, or an error to act on."""
 
     ok: bool
     data: dict[str, Any] | None = None
     error_code: str | None = None
     message: str = ""
     details: dict[str, Any] = field(default_factory=dict)
+    prompt: Prompt | None = None
 
     @classmethod
     def failure(cls, code: str, message: str, **details: Any) -> CallResult:
@@ -71,6 +106,10 @@ def _suffix(connection: ConnectionView) -> str:
     return label[:20] or connection.id.split("_")[-1][:8]
 
 
+def catalog_of(registry: Registry) -> Catalog:
+    return {name: ToolInfo(t.app, t.risk.value, t.spec.input_schema) for name, t in registry.tools.items()}
+
+
 class ToolGateway:
     def __init__(
         self,
@@ -79,14 +118,18 @@ class ToolGateway:
         box: SecretBox,
         http: httpx.AsyncClient,
         audit: AuditLog,
+        rulebook: RuleBook,
+        flow: ApprovalFlow,
         *,
         cache_seconds: float = 0,
     ) -> None:
         self.registry = registry
         self.db = db
-        self.audit = audit
         self.box = box
         self.http = http
+        self.audit = audit
+        self.rulebook = rulebook
+        self.flow = flow
         self.cache_seconds = cache_seconds
         self._connections: TTLCache[tuple[str, str], list[ConnectionView]] = TTLCache(
             maxsize=10_000, ttl=cache_seconds or 1
@@ -123,10 +166,33 @@ class ToolGateway:
                 bound.append(BoundTool(name=name, tool=tool, connection=connection))
         return bound
 
-    async def call(self, principal: Principal, name: str, arguments: dict[str, Any] | None) -> CallResult:
+    async def decide(self, principal: Principal, bound: BoundTool, arguments: dict[str, Any]) -> Decision:
+        index = await self.rulebook.index_for(principal.workspace_id)
+        return index.decide(self.facts(principal, bound.tool, bound.connection.scope.value, arguments))
+
+    @staticmethod
+    def facts(principal: Principal, tool: RegisteredTool, scope: str, arguments: dict[str, Any]) -> CallFacts:
+        return CallFacts(
+            workspace_id=principal.workspace_id,
+            user_id=principal.user_id,
+            role=principal.role.value,
+            app=tool.app,
+            tool=tool.name,
+            risk=tool.risk.value,
+            connection_scope=scope,
+            arguments=arguments,
+            now=utcnow(),
+            timezone=principal.timezone,
+        )
+
+    async def call(
+        self, principal: Principal, name: str, arguments: dict[str, Any] | None, channel: Channel = NO_CHANNEL
+    ) -> CallResult:
         started = time.perf_counter()
         arguments = arguments or {}
         digest = arguments_digest(arguments)
+        if name == GET_APPROVAL:
+            return await self.get_approval(principal, arguments)
         bound = next((b for b in await self.tools_for(principal) if b.name == name), None)
         if bound is None:
             result = CallResult.failure(UNKNOWN_TOOL, f"Unknown tool {name!r}: it is not among your tools.")
@@ -139,49 +205,127 @@ class ToolGateway:
             await self._audit(principal, bound, name, digest, None, Outcome.INVALID, result, started)
             return result
 
-        decision = decide(
-            CallFacts(
-                workspace_id=principal.workspace_id,
-                user_id=principal.user_id,
-                role=principal.role,
-                app=bound.tool.app,
-                tool=bound.tool.name,
-                risk=bound.tool.risk.value,
-                connection_scope=bound.connection.scope,
-                arguments=arguments,
-            )
-        )
+        decision = await self.decide(principal, bound, arguments)
+        if decision.effect is Effect.ALLOW and decision.caps:
+            full = await caps.charge(self.db, decision.caps, principal.user_id)
+            if full is not None:
+                decision = replace(decision, effect=Effect.ASK, reasons=(*decision.reasons, caps.describe(full)))
         if decision.effect is Effect.DENY:
             result = CallResult.failure("denied", f"{bound.tool.spec.title} is not allowed: {decision.reasons[0]}.")
-            await self._audit(principal, bound, name, digest, decision, Outcome.REFUSED, result, started)
+            await self._audit(principal, bound, name, digest, decision, Outcome.REFUSED, result, started, arguments)
             return result
         if decision.effect is Effect.ASK:
-            result = self._confirm(bound, decision)
-            await self._audit(principal, bound, name, digest, decision, Outcome.REFUSED, result, started)
-            return result
+            return await self._ask(principal, bound, name, arguments, digest, decision, channel, started)
 
-        result = await self._execute(principal, bound, parsed)
+        result = await self._execute(principal, bound.tool, bound.connection, parsed)
         outcome = Outcome.SUCCEEDED if result.ok else Outcome.FAILED
-        await self._audit(principal, bound, name, digest, decision, outcome, result, started)
+        await self._audit(principal, bound, name, digest, decision, outcome, result, started, arguments)
         return result
 
-    def _confirm(self, bound: BoundTool, decision: Decision) -> CallResult:
-        # Fails closed: until a confirmation channel exists (issue 3), a call that
-        # needs a person's approval is refused, never run.
-        return CallResult.failure(
-            "approval_required",
-            f"Approval required: {bound.tool.spec.title} ({bound.name}) is a {bound.tool.risk.value} action, "
-            "and a person must approve it before it runs. This server cannot collect approvals yet, "
-            "so the call was not run.",
-            reasons=list(decision.reasons),
+    async def _ask(
+        self,
+        principal: Principal,
+        bound: BoundTool,
+        name: str,
+        arguments: dict[str, Any],
+        digest: str,
+        decision: Decision,
+        channel: Channel,
+        started: float,
+    ) -> CallResult:
+        binding = Binding(
+            workspace_id=principal.workspace_id,
+            user_id=principal.user_id,
+            api_key_id=principal.key_id,
+            connection_id=bound.connection.id,
+            app=bound.tool.app,
+            tool=bound.tool.name,
+            risk=bound.tool.risk.value,
+            args_digest=digest,
         )
 
-    async def _execute(self, principal: Principal, bound: BoundTool, arguments: Any) -> CallResult:
-        connection = bound.connection
+        async def run(
+            who: Principal, tool: RegisteredTool, parsed: Any, raw: dict[str, Any]
+        ) -> tuple[bool, dict[str, Any] | None, str]:
+            result = await self._execute(who, tool, bound.connection, parsed)
+            return result.ok, result.data, result.message
+
+        flow = await self.flow.handle(principal, binding, bound.tool, arguments, decision, channel, run)
+        approval_id = flow.approval.id
+        if flow.kind in ("ran", "stored"):
+            result = CallResult(ok=True, data=flow.data)
+            outcome = Outcome.SUCCEEDED
+        elif flow.kind == "required":
+            result = CallResult(ok=True, data=flow.data, message=flow.message)
+            outcome = Outcome.PENDING
+        elif flow.kind == "prompt":
+            result = CallResult(ok=True, prompt=flow.prompt)
+            outcome = Outcome.PENDING
+        elif flow.kind == "denied":
+            result = CallResult.failure("denied", flow.message, approval_id=approval_id)
+            outcome = Outcome.REFUSED
+        else:
+            result = CallResult.failure("failed", flow.message, approval_id=approval_id)
+            outcome = Outcome.FAILED
+        await self._audit(
+            principal, bound, name, digest, decision, outcome, result, started, arguments, approval_id=approval_id
+        )
+        return result
+
+    async def get_approval(self, principal: Principal, arguments: dict[str, Any]) -> CallResult:
+        """The built-in companion_get_approval: an approval's state, running it once if approved."""
+        approval_id = arguments.get("approval_id")
+        if not isinstance(approval_id, str) or not approval_id:
+            return CallResult.failure("invalid_arguments", "Invalid arguments: approval_id: a string is required")
+        try:
+            async with self.db.transaction() as session:
+                await lifecycle.expire_due(session, workspace_id=principal.workspace_id)
+                approval = await lifecycle.get(session, principal.workspace_id, approval_id)
+        except ApprovalError as exc:
+            return CallResult.failure(exc.code, str(exc))
+        if approval.user_id != principal.user_id:
+            return CallResult.failure("not_found", f"No approval {approval_id} in this workspace")
+        tool = self.registry.tools.get(approval.tool)
+        connection = next(
+            (c for c in await self._usable_connections(principal) if c.id == approval.connection_id), None
+        )
+        if tool is None or connection is None:
+            return CallResult.failure("not_found", f"The tool or connection of {approval_id} is gone")
+        arguments_of_call = lifecycle.arguments_of(self.box, approval)
+        data: dict[str, Any] = {
+            "approval_id": approval.id,
+            "status": approval.status.value,
+            "tool": approval.tool,
+            "summary": summarize(tool, arguments_of_call),
+            "expires_at": approval.expires_at.isoformat().replace("+00:00", "Z"),
+            "approve_url": self.flow.page_url(approval.id),
+            "decided_via": approval.decided_via,
+            "reason": approval.reason,
+            "result": None,
+            "error": None,
+        }
+        if approval.status in RUNNABLE_OR_RUN:
+
+            async def run(
+                who: Principal, registered: RegisteredTool, parsed: Any, raw: dict[str, Any]
+            ) -> tuple[bool, dict[str, Any] | None, str]:
+                result = await self._execute(who, registered, connection, parsed)
+                return result.ok, result.data, result.message
+
+            if approval.status is ApprovalStatus.APPROVED:
+                outcome = await self.flow.execute(principal, approval, tool, run)
+            else:
+                outcome = await self.flow.stored(approval)
+            data.update(status=outcome.approval.status.value, result=outcome.data, error=outcome.message or None)
+        return CallResult(ok=True, data=data)
+
+    async def _execute(
+        self, principal: Principal, tool: RegisteredTool, connection: ConnectionView, arguments: Any
+    ) -> CallResult:
         if connection.status is ConnectionStatus.NEEDS_REAUTH:
             return CallResult.failure(
                 "needs_reauth",
-                f"The {bound.tool.manifest.name} connection needs to be reconnected before its tools can run.",
+                f"The {tool.manifest.name} connection needs to be reconnected before its tools can run.",
             )
         context = ToolContext(
             principal=principal,
@@ -191,16 +335,16 @@ class ToolGateway:
             credentials=open_credentials(self.box, connection),
         )
         try:
-            data = await bound.tool.adapter(context, arguments)
+            data = await tool.adapter(context, arguments)
         except ToolError as exc:
             return CallResult.failure(exc.code, str(exc))
         except Exception:
-            log.exception("adapter %s failed", bound.tool.spec.adapter)
-            return CallResult.failure("server_error", f"{bound.tool.spec.title} failed inside Companion.")
-        problems = bound.tool.output_problems(data)
+            log.exception("adapter %s failed", tool.spec.adapter)
+            return CallResult.failure("server_error", f"{tool.spec.title} failed inside Companion.")
+        problems = tool.output_problems(data)
         if problems:
-            log.error("adapter %s returned a result outside its output schema: %s", bound.tool.spec.adapter, problems)
-            return CallResult.failure("server_error", f"{bound.tool.spec.title} returned a malformed result.")
+            log.error("adapter %s returned a result outside its output schema: %s", tool.spec.adapter, problems)
+            return CallResult.failure("server_error", f"{tool.spec.title} returned a malformed result.")
         return CallResult(ok=True, data=data)
 
     async def _audit(
@@ -213,20 +357,31 @@ class ToolGateway:
         outcome: Outcome,
         result: CallResult,
         started: float,
+        arguments: dict[str, Any] | None = None,
+        *,
+        approval_id: str | None = None,
     ) -> None:
         record = AuditRecord(
             workspace_id=principal.workspace_id,
             user_id=principal.user_id,
             api_key_id=principal.key_id,
             connection_id=bound.connection.id if bound else None,
+            approval_id=approval_id,
             app=bound.tool.app if bound else "",
             tool=name[:128],
+            risk=bound.tool.risk.value if bound else None,
+            role=principal.role.value,
+            connection_scope=bound.connection.scope.value if bound else None,
             args_digest=digest,
             decision=decision.effect.value if decision else NOT_DECIDED,
             reasons=decision.reasons if decision else (),
+            rule_ids=decision.rule_ids if decision else (),
             outcome=outcome,
             error=None if result.ok else result.error_code,
             duration_ms=(time.perf_counter() - started) * 1000,
+            sealed_arguments=self.box.seal_json(arguments, context=f"audit-args:{digest}")
+            if arguments is not None and bound is not None
+            else None,
         )
         # A read that succeeded changed nothing, so its row may follow the answer
         # by a moment; every other row is committed before the caller hears back.

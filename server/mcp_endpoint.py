@@ -18,14 +18,26 @@ from mcp.server import ServerRequestContext
 from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.auth.provider import AccessToken
 from mcp.server.lowlevel import Server
+from mcp.server.mcpserver import RequestStateBoundary, RequestStateSecurity
 from mcp.shared.exceptions import MCPError
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import ConfigDict
 
-from server.gateway import UNKNOWN_TOOL, BoundTool, CallResult, ToolGateway
+from server.approval_flow import CONFIRM_SCHEMA, Answer, Channel, Prompt
+from server.gateway import (
+    GET_APPROVAL,
+    GET_APPROVAL_INPUT,
+    GET_APPROVAL_OUTPUT,
+    UNKNOWN_TOOL,
+    BoundTool,
+    CallResult,
+    ToolGateway,
+)
 from store.principal import Principal
 
 SERVER_NAME = "harmony-companion"
 TOOLS_SCOPE = "tools"
+INPUT_KEY = "approval"
 
 PrincipalSource = Callable[[], Awaitable[Principal | None]]
 
@@ -50,7 +62,7 @@ def _tool(bound: BoundTool) -> types.Tool:
         title=bound.tool.spec.title,
         description=bound.description,
         input_schema=bound.tool.spec.input_schema,
-        output_schema=bound.tool.spec.output_schema,
+        output_schema=bound.output_schema,
         annotations=types.ToolAnnotations(
             title=annotations["title"],
             read_only_hint=annotations["readOnlyHint"],
@@ -61,16 +73,103 @@ def _tool(bound: BoundTool) -> types.Tool:
     )
 
 
-def _result(outcome: CallResult) -> types.CallToolResult:
+GET_APPROVAL_TOOL = types.Tool(
+    name=GET_APPROVAL,
+    title="Get an approval",
+    description=(
+        "The state of an approval a tool call is waiting for. Once a person has approved it, this runs the "
+        "call (once) and returns its result; later calls return the same result."
+    ),
+    input_schema=GET_APPROVAL_INPUT,
+    output_schema=GET_APPROVAL_OUTPUT,
+    annotations=types.ToolAnnotations(
+        title="Get an approval",
+        read_only_hint=False,
+        destructive_hint=False,
+        idempotent_hint=True,
+        open_world_hint=False,
+    ),
+)
+
+
+def _result(outcome: CallResult) -> types.CallToolResult | types.InputRequiredResult:
+    if outcome.prompt is not None:
+        return _input_required(outcome.prompt)
     if outcome.ok:
+        text = outcome.message or json.dumps(outcome.data, ensure_ascii=False)
         return types.CallToolResult(
-            content=[types.TextContent(type="text", text=json.dumps(outcome.data, ensure_ascii=False))],
-            structured_content=outcome.data,
+            content=[types.TextContent(type="text", text=text)], structured_content=outcome.data
         )
     return types.CallToolResult(content=[types.TextContent(type="text", text=outcome.message)], is_error=True)
 
 
-def build_mcp_server(gateway: ToolGateway, principal_source: PrincipalSource, *, version: str) -> Server[Any]:
+def _input_required(prompt: Prompt) -> types.InputRequiredResult:
+    if prompt.kind == "form":
+        params: types.ElicitRequestParams = types.ElicitRequestFormParams(
+            message=prompt.message, requested_schema=CONFIRM_SCHEMA
+        )
+    else:
+        params = types.ElicitRequestURLParams(message=prompt.message, url=prompt.url)
+    state = {"approval_id": prompt.approval_id, "nonce": prompt.nonce, "kind": prompt.kind}
+    return types.InputRequiredResult(
+        input_requests={INPUT_KEY: types.ElicitRequest(params=params)}, request_state=json.dumps(state)
+    )
+
+
+def _answer(params: types.CallToolRequestParams) -> Answer | None:
+    """The person's reply carried by a 2026-07-28 retry, if it is one.
+
+    The SDK has already unsealed and checked ``request_state`` (expiry, tool,
+    arguments and caller); what is inside is the state this server issued.
+    """
+    if not params.request_state or not params.input_responses:
+        return None
+    try:
+        state = json.loads(params.request_state)
+        reply = params.input_responses[INPUT_KEY]
+    except (ValueError, KeyError):
+        return None
+    if not isinstance(state, dict) or not isinstance(reply, types.ElicitResult):
+        return None
+    return Answer(
+        approval_id=str(state.get("approval_id", "")),
+        nonce=str(state.get("nonce", "")),
+        kind="url" if state.get("kind") == "url" else "form",
+        action=reply.action,
+        content=dict(reply.content) if reply.content else None,
+    )
+
+
+def _channel(ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams) -> Channel:
+    """What this client can be asked through, from the capabilities it declared."""
+    declared = ctx.session.client_capabilities
+    elicitation = declared.elicitation if declared else None
+    if elicitation is None:
+        return Channel()
+    # A bare {"elicitation": {}} is the 2025-06 way of saying "form".
+    form = elicitation.form is not None or elicitation.url is None
+    url = elicitation.url is not None
+    if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
+        return Channel(form=form, url=url, answer=_answer(params))
+    if not ctx.session.can_send_request:
+        return Channel()
+
+    async def ask(prompt: Prompt) -> Answer:
+        if prompt.kind == "form":
+            reply = await ctx.session.elicit_form(prompt.message, CONFIRM_SCHEMA, related_request_id=ctx.request_id)
+        else:
+            reply = await ctx.session.elicit_url(
+                prompt.message, prompt.url, elicitation_id=prompt.approval_id, related_request_id=ctx.request_id
+            )
+        content = dict(reply.content) if reply.content else None
+        return Answer(prompt.approval_id, prompt.nonce, prompt.kind, reply.action, content)
+
+    return Channel(form=form, url=url, ask_inline=ask)
+
+
+def build_mcp_server(
+    gateway: ToolGateway, principal_source: PrincipalSource, *, version: str, state_key: bytes, state_ttl: float
+) -> Server[Any]:
     async def caller() -> Principal:
         principal = await principal_source()
         if principal is None or TOOLS_SCOPE not in principal.scopes:
@@ -83,15 +182,15 @@ def build_mcp_server(gateway: ToolGateway, principal_source: PrincipalSource, *,
         ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
     ) -> types.ListToolsResult:
         principal = await caller()
-        tools = [_tool(bound) for bound in await gateway.tools_for(principal)]
+        tools = [_tool(bound) for bound in await gateway.tools_for(principal)] + [GET_APPROVAL_TOOL]
         # The list depends on who asks, so no shared cache may keep it.
         return types.ListToolsResult(tools=tools, ttl_ms=0, cache_scope="private")
 
     async def call_tool(
         ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
-    ) -> types.CallToolResult:
+    ) -> types.CallToolResult | types.InputRequiredResult:
         principal = await caller()
-        outcome = await gateway.call(principal, params.name, params.arguments)
+        outcome = await gateway.call(principal, params.name, params.arguments, _channel(ctx, params))
         if outcome.error_code == UNKNOWN_TOOL:
             # The spec makes an unknown tool a protocol error, not a tool result.
             raise MCPError(code=types.INVALID_PARAMS, message=outcome.message)
@@ -119,10 +218,12 @@ def build_mcp_server(gateway: ToolGateway, principal_source: PrincipalSource, *,
         # Lets the SDK check Mcp-Param headers without running the whole tools/list
         # handler on every call. A suffixed name (a second connection of an app)
         # shares its base tool's schema.
+        if name == GET_APPROVAL:
+            return GET_APPROVAL_INPUT
         tool = gateway.registry.tools.get(name.partition("__")[0])
         return tool.spec.input_schema if tool else None
 
-    return Server(
+    server: Server[Any] = Server(
         SERVER_NAME,
         version=version,
         instructions=(
@@ -136,3 +237,11 @@ def build_mcp_server(gateway: ToolGateway, principal_source: PrincipalSource, *,
         on_list_resources=no_resources,
         on_list_resource_templates=no_resource_templates,
     )
+    # Confirmation prompts on 2026-07-28 carry their state through the client; the
+    # SDK seals it (AES-GCM under a key derived from the server secret, bound to
+    # the tool, the arguments and the caller, with an expiry), so every replica
+    # can open it and no client can forge or alter it.
+    server.middleware.append(
+        RequestStateBoundary(RequestStateSecurity(keys=[state_key], ttl=state_ttl), default_audience=SERVER_NAME)
+    )
+    return server

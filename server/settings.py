@@ -43,6 +43,10 @@ class Settings(BaseSettings):
     allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     authorization_servers: Annotated[list[str], NoDecode] = Field(default_factory=list)
     api_key_touch_seconds: int = Field(default=60, ge=0)
+    approval_ttl_seconds: int = Field(default=900, ge=10, le=7 * 86400, description="How long an approval waits.")
+    approval_wait_seconds: float = Field(
+        default=60, ge=0, le=600, description="How long a call waits for a decision made elsewhere, or a run."
+    )
     cache_seconds: float = Field(
         default=1.0,
         ge=0,

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from mcp.server.stdio import stdio_server
 
-from server.app import Companion, package_version
-from server.mcp_endpoint import build_mcp_server
+from server.app import Companion
 from server.settings import Settings, SettingsError
 from store.principal import Principal
 
@@ -20,7 +19,7 @@ async def serve_stdio(settings: Settings, token: str) -> None:
             # Checked on every request, so revoking the key ends a running session.
             return await companion.principal_for(token)
 
-        server = build_mcp_server(companion.gateway, principal, version=package_version())
+        server = companion.mcp_server(principal)
         async with stdio_server() as (read_stream, write_stream):
             await server.run(read_stream, write_stream, server.create_initialization_options())
     finally:

@@ -27,8 +27,13 @@ class DecryptionError(Exception):
     """A ciphertext could not be opened: unknown key id, wrong row, or tampering."""
 
 
+def derive_key(secret: bytes, purpose: str) -> bytes:
+    """A 32-byte key for one purpose, so no two uses of the server secret share a key."""
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose.encode()).derive(secret)
+
+
 def _derive(secret: bytes) -> bytes:
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"companion credentials v1").derive(secret)
+    return derive_key(secret, "companion credentials v1")
 
 
 class SecretBox:

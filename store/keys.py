@@ -80,7 +80,7 @@ async def authenticate(session: AsyncSession, token: str, *, touch_after: timede
         return None
     row = (
         await session.execute(
-            select(ApiKey, User.email, Workspace.slug, Membership.role)
+            select(ApiKey, User.email, Workspace.slug, Workspace.timezone, Membership.role)
             .join(User, User.id == ApiKey.user_id)
             .join(Workspace, Workspace.id == ApiKey.workspace_id)
             .join(Membership, (Membership.user_id == ApiKey.user_id) & (Membership.workspace_id == ApiKey.workspace_id))
@@ -89,7 +89,7 @@ async def authenticate(session: AsyncSession, token: str, *, touch_after: timede
     ).one_or_none()
     if row is None:
         return None
-    key, email, slug, role = row
+    key, email, slug, timezone, role = row
     now = utcnow()
     # Writing on every request would turn each read into a write; a coarse
     # last-used time is all a person needs to spot a stale key.
@@ -105,6 +105,7 @@ async def authenticate(session: AsyncSession, token: str, *, touch_after: timede
         key_id=key.id,
         key_kind=key.kind,
         scopes=frozenset(key.scopes),
+        timezone=timezone,
     )
 
 

@@ -291,22 +291,129 @@ class ActionItem(Base):
 
 
 class AuditEntry(Base):
-    """One tool call as it was decided and ended. Rows are only ever appended."""
+    """One event of a tool call: its decision and outcome, or a step of its approval.
+
+    Rows are only ever appended. Each carries the hash of the workspace's
+    previous row, so a changed or missing row breaks the chain.
+    """
 
     __tablename__ = "audit_entries"
-    __table_args__ = (Index("ix_audit_workspace_at", "workspace_id", "at"),)
+    __table_args__ = (
+        Index("ix_audit_workspace_at", "workspace_id", "at"),
+        Index("ix_audit_approval", "approval_id"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     at: Mapped[datetime] = mapped_column(default=utcnow)
+    event: Mapped[str] = mapped_column(String(32), default="call")
     workspace_id: Mapped[str] = mapped_column(String(32))
     user_id: Mapped[str] = mapped_column(String(32))
+    actor_id: Mapped[str | None] = mapped_column(String(32))
     api_key_id: Mapped[str | None] = mapped_column(String(32))
     connection_id: Mapped[str | None] = mapped_column(String(32))
+    approval_id: Mapped[str | None] = mapped_column(String(32))
     app: Mapped[str] = mapped_column(String(64))
     tool: Mapped[str] = mapped_column(String(128))
+    risk: Mapped[str | None] = mapped_column(String(16))
+    role: Mapped[str | None] = mapped_column(String(16))
+    connection_scope: Mapped[str | None] = mapped_column(String(16))
     args_digest: Mapped[str] = mapped_column(String(64))
     decision: Mapped[str] = mapped_column(String(16))
     reasons: Mapped[list[Any]] = mapped_column(default=list)
+    rule_ids: Mapped[list[Any]] = mapped_column(default=list)
     outcome: Mapped[str] = mapped_column(String(16))
     error: Mapped[str | None] = mapped_column(Text)
     duration_ms: Mapped[float] = mapped_column(Float, default=0.0)
+    # Sealed, outside the hash: simulation replays them, and retention may clear them.
+    sealed_arguments: Mapped[str | None] = mapped_column(Text)
+    prev_hash: Mapped[str] = mapped_column(String(64), default="")
+    hash: Mapped[str] = mapped_column(String(64), default="")
+
+
+class AuditHead(Base):
+    """The newest link of each workspace's audit chain; writers lock it to append in order."""
+
+    __tablename__ = "audit_heads"
+
+    workspace_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    last_hash: Mapped[str] = mapped_column(String(64), default="")
+
+
+class RuleRow(Base):
+    """An auto-approval rule. Its definition is the API's rule JSON, validated before it is stored."""
+
+    __tablename__ = "rules"
+    __table_args__ = (Index("ix_rules_workspace", "workspace_id", "scope", "user_id"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: new_id("rule"))
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    scope: Mapped[str] = mapped_column(String(16))
+    user_id: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    definition: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_by: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class CapHit(Base):
+    """One auto-approval counted against a capped rule."""
+
+    __tablename__ = "cap_hits"
+    __table_args__ = (Index("ix_cap_hits_rule_user_at", "rule_id", "user_id", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    rule_id: Mapped[str] = mapped_column(String(32))
+    user_id: Mapped[str] = mapped_column(String(32))
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ApprovalStatus(enum.StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    DENIED = "denied"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+    EXECUTING = "executing"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class Approval(Base):
+    """A request for a person to approve one exact call: this principal, connection, tool and arguments."""
+
+    __tablename__ = "approvals"
+    __table_args__ = (
+        Index("ix_approvals_binding", "workspace_id", "user_id", "tool", "args_digest", "created_at"),
+        Index("ix_approvals_status", "workspace_id", "status", "expires_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: new_id("apr"))
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    api_key_id: Mapped[str | None] = mapped_column(String(32))
+    connection_id: Mapped[str] = mapped_column(String(32))
+    app: Mapped[str] = mapped_column(String(64))
+    tool: Mapped[str] = mapped_column(String(128))
+    risk: Mapped[str] = mapped_column(String(16))
+    args_digest: Mapped[str] = mapped_column(String(64))
+    sealed_arguments: Mapped[str] = mapped_column(Text)
+    status: Mapped[ApprovalStatus] = mapped_column(
+        _enum(ApprovalStatus, "approval_status"), default=ApprovalStatus.PENDING
+    )
+    reasons: Mapped[list[Any]] = mapped_column(default=list)
+    rule_ids: Mapped[list[Any]] = mapped_column(default=list)
+    require_out_of_band: Mapped[bool] = mapped_column(Boolean, default=False)
+    admin_may_approve: Mapped[bool] = mapped_column(Boolean, default=False)
+    channel: Mapped[str] = mapped_column(String(16), default="result")
+    nonce: Mapped[str | None] = mapped_column(String(64))
+    expires_at: Mapped[datetime]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    decided_at: Mapped[datetime | None]
+    decided_by: Mapped[str | None] = mapped_column(String(32))
+    decided_via: Mapped[str | None] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text)
+    remember_rule_id: Mapped[str | None] = mapped_column(String(32))
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    sealed_result: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)

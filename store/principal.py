@@ -17,6 +17,7 @@ class Principal:
     key_id: str
     key_kind: KeyKind
     scopes: frozenset[str]
+    timezone: str = "UTC"
 
     @property
     def is_admin(self) -> bool:

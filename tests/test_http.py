@@ -105,7 +105,7 @@ async def test_a_full_session_against_a_real_uvicorn_server(live_server, demo_ke
     assert "harmony_get_transcript" in tools
     assert len(meetings.structured_content["meetings"]) == 5
     assert meeting.structured_content["id"] == first
-    assert refused.is_error and refused.content[0].text.startswith("Approval required")
+    assert refused.structured_content["status"] == "approval_required"
 
 
 async def test_a_real_server_answers_401_without_a_key(live_server):

@@ -15,7 +15,6 @@ from mcp.shared.exceptions import MCPError
 from sqlalchemy import func, select
 
 from approvals.digest import arguments_digest
-from server.mcp_endpoint import build_mcp_server
 from store.connections import add_connection
 from store.directory import user_by_email
 from store.models import ActionItem, AuditEntry, ConnectionScope, Meeting
@@ -56,7 +55,7 @@ async def test_tools_list_shows_titles_annotations_and_output_schemas(app_client
     async with app_client(demo_keys.keys[ALICE], mode=mode) as client:
         listed = (await client.list_tools()).tools
     by_name = {tool.name: tool for tool in listed}
-    assert set(by_name) == HARMONY_TOOLS
+    assert set(by_name) == HARMONY_TOOLS | {"companion_get_approval"}
     read = by_name["harmony_get_transcript"]
     assert read.title == "Get a meeting transcript"
     assert read.annotations.read_only_hint is True
@@ -67,7 +66,7 @@ async def test_tools_list_shows_titles_annotations_and_output_schemas(app_client
     assert write.annotations.read_only_hint is False
     assert write.annotations.idempotent_hint is False
     spec = companion.registry.tools["harmony_list_meetings"].spec
-    assert by_name["harmony_list_meetings"].output_schema == spec.output_schema
+    assert by_name["harmony_list_meetings"].output_schema["anyOf"][0] == spec.output_schema
     assert by_name["harmony_list_meetings"].input_schema == spec.input_schema
 
 
@@ -189,30 +188,32 @@ async def test_invalid_arguments_name_the_field_and_nothing_runs(app_client, dem
 
 
 @pytest.mark.parametrize("mode", ERAS)
-async def test_a_write_tool_is_refused_until_approvals_exist_and_the_refusal_is_audited(
-    app_client, demo_keys, companion, mode
-):
+async def test_a_write_tool_waits_for_approval_and_nothing_runs_meanwhile(app_client, demo_keys, companion, mode):
     async with companion.db.session() as session:
         meeting_id = await session.scalar(select(Meeting.id).limit(1))
         before = await session.scalar(select(func.count()).select_from(ActionItem))
     arguments = {"meeting_id": meeting_id, "text": "Send the contract"}
     async with app_client(demo_keys.keys[ADMIN], mode=mode) as client:
         result = await client.call_tool("harmony_create_action_item", arguments)
-    assert result.is_error is True
-    assert result.content[0].text.startswith("Approval required: Create an action item")
-    assert "was not run" in result.content[0].text
+    assert result.is_error is False
+    pending = result.structured_content
+    assert pending["status"] == "approval_required"
+    assert pending["approve_url"] == f"http://127.0.0.1:8000/approvals/{pending['approval_id']}"
+    assert pending["summary"] == f"Add the action item “Send the contract” to meeting {meeting_id}"
+    assert "Ask the user to approve it" in result.content[0].text
     async with companion.db.session() as session:
         assert await session.scalar(select(func.count()).select_from(ActionItem)) == before
-    [row] = await audit_rows(companion)
-    assert (row.tool, row.app, row.decision, row.outcome, row.error) == (
+    rows = await audit_rows(companion)
+    assert [(r.event, r.outcome) for r in rows] == [("approval.requested", "pending"), ("call", "pending")]
+    call = rows[-1]
+    assert (call.tool, call.app, call.decision, call.approval_id) == (
         "harmony_create_action_item",
         "harmony",
         "ask",
-        "refused",
-        "approval_required",
+        pending["approval_id"],
     )
-    assert row.args_digest == arguments_digest(arguments)
-    assert row.reasons == ["default for write tools: ask"]
+    assert call.args_digest == arguments_digest(arguments)
+    assert call.reasons == ["no rule matched; default for write tools: ask"]
 
 
 async def test_every_call_is_audited_with_who_what_and_how_long(app_client, demo_keys, companion):
@@ -260,8 +261,8 @@ async def test_personal_tools_are_listed_only_for_their_owner(app_client, demo_k
         alices = {tool.name for tool in (await client.list_tools()).tools}
         with pytest.raises(MCPError):
             await client.call_tool("memo_list_notes", {"folder": "inbox"})
-    assert bobs == HARMONY_TOOLS | {"memo_list_notes", "memo_add_note"}
-    assert alices == HARMONY_TOOLS
+    assert bobs == HARMONY_TOOLS | {"memo_list_notes", "memo_add_note", "companion_get_approval"}
+    assert alices == HARMONY_TOOLS | {"companion_get_approval"}
 
 
 async def test_a_second_connection_of_one_app_gets_its_own_tool_names(app_client, companion, demo_keys):
@@ -282,9 +283,9 @@ async def test_the_bare_mcp_server_object_works_in_process_with_a_key(companion,
     async def alice():
         return await companion.principal_for(demo_keys.keys[ALICE])
 
-    server = build_mcp_server(companion.gateway, alice, version="test")
+    server = companion.mcp_server(alice)
     async with Client(server, mode=mode) as client:
         names = {tool.name for tool in (await client.list_tools()).tools}
         result = await client.call_tool("harmony_list_meetings", {"limit": 2})
-    assert names == HARMONY_TOOLS
+    assert names == HARMONY_TOOLS | {"companion_get_approval"}
     assert len(result.structured_content["meetings"]) == 2

@@ -95,6 +95,13 @@ def _check_json_schema(schema: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
+class RememberSpec(Strict):
+    """One argument constraint a "remember this" approval keeps in the rule it creates."""
+
+    arg: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    op: Literal["eq", "in", "domain_in"] = "eq"
+
+
 class ToolSpec(Strict):
     name: str = Field(pattern=IDENTIFIER, max_length=64)
     title: str
@@ -103,8 +110,27 @@ class ToolSpec(Strict):
     input_schema: dict[str, Any]
     output_schema: dict[str, Any]
     adapter: str = Field(pattern=r"^[a-z][a-z0-9_]*\.[a-z_][a-z0-9_]*$")
+    summary: str = Field(
+        default="",
+        description="How an approval states this call in plain words; {argument} placeholders are filled in.",
+    )
+    remember: list[RememberSpec] | None = Field(
+        default=None,
+        description="What a remembered approval keeps constant; by default every required argument must match.",
+    )
 
     _schemas_are_valid = field_validator("input_schema", "output_schema")(_check_json_schema)
+
+    @model_validator(mode="after")
+    def _placeholders_name_arguments(self) -> ToolSpec:
+        properties = set(self.input_schema.get("properties", {}))
+        for name in re.findall(r"{([^{}]+)}", self.summary):
+            if name not in properties:
+                raise ValueError(f"summary: {{{name}}} is not an argument of {self.name}")
+        for index, item in enumerate(self.remember or []):
+            if item.arg not in properties:
+                raise ValueError(f"remember[{index}].arg: {item.arg!r} is not an argument of {self.name}")
+        return self
 
 
 class Manifest(Strict):

@@ -1,0 +1,298 @@
+"""Moves an approval through its states, each step one conditional UPDATE and one audit row.
+
+    pending → approved | denied | expired | cancelled
+    approved → executing → succeeded | failed
+
+An approval is bound to one exact call: the workspace, the user and key that
+asked, the connection, the tool and the SHA-256 of the canonical arguments.
+Every transition names the state it leaves in its WHERE clause, so when two
+deciders or two executors race (in one process or across replicas) exactly
+one UPDATE matches and the other learns it lost.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from approvals.audit import AuditRecord, Event, Outcome, append_in
+from store.crypto import SecretBox
+from store.models import Approval, ApprovalStatus, utcnow
+
+OPEN = (ApprovalStatus.PENDING, ApprovalStatus.APPROVED, ApprovalStatus.EXECUTING)
+SETTLED = (ApprovalStatus.SUCCEEDED, ApprovalStatus.FAILED, ApprovalStatus.DENIED)
+
+
+class ApprovalError(Exception):
+    """A transition that cannot happen; ``code`` says why (not_found, forbidden, conflict, expired)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Binding:
+    """The exact call an approval covers."""
+
+    workspace_id: str
+    user_id: str
+    api_key_id: str | None
+    connection_id: str
+    app: str
+    tool: str
+    risk: str
+    args_digest: str
+
+
+def arguments_context(approval_id: str) -> str:
+    return f"approval:{approval_id}"
+
+
+def _record(approval: Approval, event: Event, outcome: str, *, actor: str | None, **extra: Any) -> AuditRecord:
+    return AuditRecord(
+        event=event,
+        workspace_id=approval.workspace_id,
+        user_id=approval.user_id,
+        actor_id=actor,
+        api_key_id=approval.api_key_id,
+        connection_id=approval.connection_id,
+        approval_id=approval.id,
+        app=approval.app,
+        tool=approval.tool,
+        risk=approval.risk,
+        args_digest=approval.args_digest,
+        decision="ask",
+        outcome=outcome,
+        reasons=tuple(approval.reasons or ()),
+        rule_ids=tuple(approval.rule_ids or ()),
+        **extra,
+    )
+
+
+async def find_reusable(session: AsyncSession, binding: Binding, *, window: timedelta) -> Approval | None:
+    """The approval a repeat of this call belongs to, if any.
+
+    An open approval (pending, approved, executing) that has not expired is
+    the same request again. A settled one (succeeded, failed, denied) answers
+    repeats for ``window`` after it settled, so a retry gets the stored
+    outcome instead of a second run or a second prompt.
+    """
+    now = utcnow()
+    settled_since = now - window
+    return await session.scalar(
+        select(Approval)
+        .where(
+            Approval.workspace_id == binding.workspace_id,
+            Approval.user_id == binding.user_id,
+            Approval.tool == binding.tool,
+            Approval.args_digest == binding.args_digest,
+            Approval.connection_id == binding.connection_id,
+            Approval.api_key_id == binding.api_key_id,
+            or_(
+                Approval.status.in_([ApprovalStatus.PENDING, ApprovalStatus.APPROVED]) & (Approval.expires_at > now),
+                Approval.status == ApprovalStatus.EXECUTING,
+                Approval.status.in_(SETTLED)
+                & (or_(Approval.finished_at > settled_since, Approval.decided_at > settled_since)),
+            ),
+        )
+        .order_by(Approval.created_at.desc())
+        .limit(1)
+    )
+
+
+async def request(
+    session: AsyncSession,
+    box: SecretBox,
+    binding: Binding,
+    arguments: dict[str, Any],
+    *,
+    ttl: timedelta,
+    reasons: tuple[str, ...],
+    rule_ids: tuple[str, ...],
+    require_out_of_band: bool,
+    admin_may_approve: bool,
+    channel: str,
+) -> Approval:
+    approval = Approval(
+        workspace_id=binding.workspace_id,
+        user_id=binding.user_id,
+        api_key_id=binding.api_key_id,
+        connection_id=binding.connection_id,
+        app=binding.app,
+        tool=binding.tool,
+        risk=binding.risk,
+        args_digest=binding.args_digest,
+        sealed_arguments="",
+        reasons=list(reasons),
+        rule_ids=list(rule_ids),
+        require_out_of_band=require_out_of_band,
+        admin_may_approve=admin_may_approve,
+        channel=channel,
+        expires_at=utcnow() + ttl,
+    )
+    session.add(approval)
+    await session.flush()
+    approval.sealed_arguments = box.seal_json(arguments, context=arguments_context(approval.id))
+    await session.flush()
+    await append_in(session, _record(approval, Event.REQUESTED, Outcome.PENDING, actor=None))
+    return approval
+
+
+def arguments_of(box: SecretBox, approval: Approval) -> dict[str, Any]:
+    value = box.open_json(approval.sealed_arguments, context=arguments_context(approval.id))
+    if not isinstance(value, dict):
+        raise ValueError("sealed arguments are not an object")
+    return value
+
+
+def may_decide(approval: Approval, *, user_id: str, is_admin: bool) -> bool:
+    """The requesting user decides; a workspace admin too where a rule allowed it."""
+    return approval.user_id == user_id or (is_admin and approval.admin_may_approve)
+
+
+async def get(session: AsyncSession, workspace_id: str, approval_id: str) -> Approval:
+    approval = await session.scalar(
+        select(Approval).where(Approval.id == approval_id, Approval.workspace_id == workspace_id)
+    )
+    if approval is None:
+        raise ApprovalError("not_found", f"No approval {approval_id} in this workspace")
+    return approval
+
+
+async def expire_due(session: AsyncSession, *, workspace_id: str | None = None) -> int:
+    """Mark pending and approved-but-unrun approvals past their expiry as expired."""
+    now = utcnow()
+    query = select(Approval).where(
+        Approval.status.in_([ApprovalStatus.PENDING, ApprovalStatus.APPROVED]), Approval.expires_at <= now
+    )
+    if workspace_id:
+        query = query.where(Approval.workspace_id == workspace_id)
+    expired = 0
+    for approval in list(await session.scalars(query)):
+        moved = await session.execute(
+            update(Approval)
+            .where(Approval.id == approval.id, Approval.status == approval.status, Approval.expires_at <= now)
+            .values(status=ApprovalStatus.EXPIRED)
+        )
+        if moved.rowcount:
+            expired += 1
+            await append_in(session, _record(approval, Event.EXPIRED, "expired", actor=None))
+    return expired
+
+
+async def decide(
+    session: AsyncSession,
+    approval: Approval,
+    *,
+    approve: bool,
+    actor_id: str,
+    via: str,
+    reason: str | None = None,
+    nonce: str | None = None,
+) -> Approval:
+    """pending → approved | denied, if it is still pending and unexpired (and, in chat, the nonce still fresh)."""
+    now = utcnow()
+    conditions = [Approval.id == approval.id, Approval.status == ApprovalStatus.PENDING, Approval.expires_at > now]
+    if nonce is not None:
+        # The confirmation a client sends back must be for the prompt the server issued, once.
+        conditions.append(Approval.nonce == nonce)
+    status = ApprovalStatus.APPROVED if approve else ApprovalStatus.DENIED
+    moved = await session.execute(
+        update(Approval)
+        .where(*conditions)
+        .values(status=status, decided_at=now, decided_by=actor_id, decided_via=via, reason=reason, nonce=None)
+    )
+    await session.refresh(approval)
+    if not moved.rowcount:
+        if approval.status is ApprovalStatus.PENDING and approval.expires_at <= now:
+            raise ApprovalError("expired", f"Approval {approval.id} expired at {approval.expires_at.isoformat()}")
+        if nonce is not None and approval.status is ApprovalStatus.PENDING:
+            raise ApprovalError("conflict", "This confirmation was already used or was not issued for this request")
+        raise ApprovalError("conflict", f"Approval {approval.id} is already {approval.status.value}")
+    event = Event.APPROVED if approve else Event.DENIED
+    await append_in(
+        session, _record(approval, event, status.value, actor=actor_id, error=reason if not approve else None)
+    )
+    return approval
+
+
+async def cancel(session: AsyncSession, approval: Approval, *, actor_id: str) -> Approval:
+    moved = await session.execute(
+        update(Approval)
+        .where(Approval.id == approval.id, Approval.status == ApprovalStatus.PENDING)
+        .values(status=ApprovalStatus.CANCELLED, decided_at=utcnow(), decided_by=actor_id, decided_via="api")
+    )
+    await session.refresh(approval)
+    if not moved.rowcount:
+        raise ApprovalError("conflict", f"Approval {approval.id} is already {approval.status.value}")
+    await append_in(session, _record(approval, Event.CANCELLED, "cancelled", actor=actor_id))
+    return approval
+
+
+async def issue_nonce(session: AsyncSession, approval: Approval) -> str:
+    """A fresh one-time token for an in-chat confirmation prompt; a later prompt replaces it."""
+    nonce = secrets.token_urlsafe(24)
+    await session.execute(
+        update(Approval)
+        .where(Approval.id == approval.id, Approval.status == ApprovalStatus.PENDING)
+        .values(nonce=nonce, channel="elicitation")
+    )
+    return nonce
+
+
+async def remember(session: AsyncSession, approval: Approval, rule_id: str) -> None:
+    await session.execute(update(Approval).where(Approval.id == approval.id).values(remember_rule_id=rule_id))
+
+
+async def claim(session: AsyncSession, approval_id: str) -> bool:
+    """approved → executing. True for exactly one caller, and only before expiry."""
+    now = utcnow()
+    moved = await session.execute(
+        update(Approval)
+        .where(Approval.id == approval_id, Approval.status == ApprovalStatus.APPROVED, Approval.expires_at > now)
+        .values(status=ApprovalStatus.EXECUTING, started_at=now)
+    )
+    return bool(moved.rowcount)
+
+
+async def finish(
+    session: AsyncSession,
+    box: SecretBox,
+    approval: Approval,
+    *,
+    ok: bool,
+    result: dict[str, Any] | None,
+    error: str | None,
+    duration_ms: float,
+) -> None:
+    """executing → succeeded | failed, keeping the result sealed for repeats of the call."""
+    status = ApprovalStatus.SUCCEEDED if ok else ApprovalStatus.FAILED
+    sealed = box.seal_json(result, context=f"approval-result:{approval.id}") if result is not None else None
+    await session.execute(
+        update(Approval)
+        .where(Approval.id == approval.id, Approval.status == ApprovalStatus.EXECUTING)
+        .values(status=status, finished_at=utcnow(), sealed_result=sealed, error=error)
+    )
+    await append_in(
+        session,
+        _record(approval, Event.EXECUTED, status.value, actor=None, error=error, duration_ms=duration_ms),
+    )
+
+
+def result_of(box: SecretBox, approval: Approval) -> dict[str, Any] | None:
+    if approval.sealed_result is None:
+        return None
+    value = box.open_json(approval.sealed_result, context=f"approval-result:{approval.id}")
+    return value if isinstance(value, dict) else None
+
+
+def is_expired(approval: Approval, now: datetime | None = None) -> bool:
+    return approval.status in (ApprovalStatus.PENDING, ApprovalStatus.APPROVED) and approval.expires_at <= (
+        now or utcnow()
+    )

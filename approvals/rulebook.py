@@ -1,0 +1,145 @@
+"""Stored rules: saving them (validated, audited) and serving each workspace's compiled index."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from approvals.audit import AuditRecord, Event, append_in
+from approvals.rules import Catalog, Rule, RuleError, RuleIndex, validate
+from store.db import Database
+from store.models import RuleRow, utcnow
+from store.principal import Principal
+
+
+class RulePermissionError(Exception):
+    """The actor may not create, change or see this rule."""
+
+
+def _to_rule(row: RuleRow) -> Rule:
+    return Rule.model_validate({**row.definition, "id": row.id, "scope": row.scope, "user_id": row.user_id})
+
+
+def _definition(rule: Rule) -> dict[str, Any]:
+    return rule.model_dump(mode="json", by_alias=True, exclude={"id", "scope", "user_id"}, exclude_none=True)
+
+
+def may_manage(actor: Principal, rule: Rule) -> bool:
+    """Admins manage workspace rules; everyone manages their own user rules, and only those."""
+    if rule.scope == "workspace":
+        return actor.is_admin
+    return rule.user_id == actor.user_id
+
+
+def may_see(actor: Principal, rule: Rule) -> bool:
+    return actor.is_admin if rule.scope == "workspace" else rule.user_id == actor.user_id
+
+
+class RuleBook:
+    def __init__(self, db: Database, catalog: Catalog, *, cache_seconds: float = 0) -> None:
+        self.db = db
+        self.catalog = catalog
+        self.cache_seconds = cache_seconds
+        self._indexes: dict[str, tuple[float, RuleIndex]] = {}
+
+    def invalidate(self, workspace_id: str) -> None:
+        self._indexes.pop(workspace_id, None)
+
+    async def index_for(self, workspace_id: str) -> RuleIndex:
+        """The workspace's compiled rules, reused for ``cache_seconds`` and dropped on any local change."""
+        cached = self._indexes.get(workspace_id)
+        if cached is not None and time.monotonic() - cached[0] < self.cache_seconds:
+            return cached[1]
+        async with self.db.session() as session:
+            rules = await self.rules_of(session, workspace_id)
+        index = RuleIndex.build(rules, self.catalog)
+        if self.cache_seconds:
+            self._indexes[workspace_id] = (time.monotonic(), index)
+        return index
+
+    async def rules_of(self, session: AsyncSession, workspace_id: str) -> list[Rule]:
+        rows = await session.scalars(
+            select(RuleRow).where(RuleRow.workspace_id == workspace_id).order_by(RuleRow.created_at, RuleRow.id)
+        )
+        return [_to_rule(row) for row in rows]
+
+    async def visible_to(self, session: AsyncSession, actor: Principal) -> list[Rule]:
+        return [rule for rule in await self.rules_of(session, actor.workspace_id) if may_see(actor, rule)]
+
+    async def get(self, session: AsyncSession, actor: Principal, rule_id: str) -> Rule:
+        row = await session.scalar(
+            select(RuleRow).where(RuleRow.id == rule_id, RuleRow.workspace_id == actor.workspace_id)
+        )
+        rule = _to_rule(row) if row is not None else None
+        if rule is None or not may_see(actor, rule):
+            raise LookupError(f"No rule {rule_id} that you can see")
+        return rule
+
+    def check(self, rule: Rule, *, now: datetime | None = None) -> list[str]:
+        return validate(rule, self.catalog, now=now or utcnow())
+
+    async def create(self, session: AsyncSession, actor: Principal, rule: Rule) -> Rule:
+        rule = rule.model_copy(update={"user_id": actor.user_id if rule.scope == "user" else None})
+        if not may_manage(actor, rule):
+            raise RulePermissionError("Only a workspace admin can create workspace rules")
+        self.check(rule)
+        row = RuleRow(
+            workspace_id=actor.workspace_id,
+            scope=rule.scope,
+            user_id=rule.user_id,
+            definition=_definition(rule),
+            created_by=actor.user_id,
+        )
+        session.add(row)
+        await session.flush()
+        saved = _to_rule(row)
+        await append_in(session, _rule_event(actor, Event.RULE_CREATED, saved))
+        self.invalidate(actor.workspace_id)
+        return saved
+
+    async def replace(self, session: AsyncSession, actor: Principal, rule_id: str, changes: dict[str, Any]) -> Rule:
+        current = await self.get(session, actor, rule_id)
+        if not may_manage(actor, current):
+            raise RulePermissionError("Only a workspace admin can change workspace rules")
+        if "scope" in changes and changes["scope"] != current.scope:
+            raise RuleError({"scope": "cannot be changed; create a new rule instead"})
+        merged = Rule.model_validate(
+            {**current.model_dump(mode="json", by_alias=True, exclude_none=True), **changes, "id": rule_id}
+        )
+        self.check(merged)
+        row = await session.get(RuleRow, rule_id)
+        assert row is not None
+        row.definition = _definition(merged)
+        await session.flush()
+        await append_in(session, _rule_event(actor, Event.RULE_CHANGED, merged))
+        self.invalidate(actor.workspace_id)
+        return merged
+
+    async def delete(self, session: AsyncSession, actor: Principal, rule_id: str) -> None:
+        current = await self.get(session, actor, rule_id)
+        if not may_manage(actor, current):
+            raise RulePermissionError("Only a workspace admin can delete workspace rules")
+        await session.execute(delete(RuleRow).where(RuleRow.id == rule_id))
+        await append_in(session, _rule_event(actor, Event.RULE_DELETED, current))
+        self.invalidate(actor.workspace_id)
+
+
+def _rule_event(actor: Principal, event: Event, rule: Rule) -> AuditRecord:
+    return AuditRecord(
+        event=event,
+        workspace_id=actor.workspace_id,
+        user_id=rule.user_id or actor.user_id,
+        actor_id=actor.user_id,
+        api_key_id=actor.key_id,
+        app=rule.app or "*",
+        tool=rule.tool,
+        args_digest="",
+        decision=rule.effect.value,
+        outcome=rule.mode,
+        rule_ids=(rule.id,),
+        reasons=(rule.description,) if rule.description else (),
+    )

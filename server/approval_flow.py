@@ -1,0 +1,441 @@
+"""What happens to a call the rules say a person must approve.
+
+The call is bound to an approval (found again when the assistant repeats the
+call, created otherwise), and the best channel the client offers asks the
+person:
+
+1. form elicitation in the assistant (inline on 2025-11-25 sessions; a
+   prompt returned as ``InputRequiredResult`` and answered on the retry on
+   2026-07-28), with approve, deny and "remember";
+2. URL elicitation to the approval page, also for approvals an admin rule
+   keeps out of band;
+3. otherwise a normal tool result saying approval is required, with the id,
+   the page and the expiry; the assistant asks the user, who approves on the
+   page or over the API, and the repeated call runs.
+
+An approved call runs once: the approved → executing step is a conditional
+UPDATE, the winner runs the adapter and stores the result, and every other
+repeat gets that stored result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from email.utils import getaddresses
+from typing import Any, Literal
+
+from approvals import lifecycle
+from approvals.lifecycle import ApprovalError, Binding
+from approvals.rulebook import RuleBook
+from approvals.rules import Decision, Rule
+from store.crypto import SecretBox
+from store.db import Database
+from store.models import Approval, ApprovalStatus, utcnow
+from store.principal import Principal
+from tools.registry import RegisteredTool
+
+REMEMBER_FOR = {"1h": timedelta(hours=1), "30d": timedelta(days=30)}
+
+CONFIRM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "decision": {
+            "type": "string",
+            "title": "Decision",
+            "enum": ["approve", "deny"],
+            "enumNames": ["Approve", "Deny"],
+        },
+        "remember": {
+            "type": "string",
+            "title": "Remember this choice",
+            "description": "Approve calls like this one without asking, for a while",
+            "enum": ["no", "1h", "30d"],
+            "enumNames": ["No, ask every time", "For 1 hour", "For 30 days"],
+            "default": "no",
+        },
+        "reason": {"type": "string", "title": "Reason (if you deny)", "maxLength": 500},
+    },
+    "required": ["decision"],
+}
+
+APPROVAL_REQUIRED_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["status", "approval_id", "approve_url", "expires_at", "summary"],
+    "properties": {
+        "status": {"const": "approval_required"},
+        "approval_id": {"type": "string"},
+        "approve_url": {"type": "string"},
+        "expires_at": {"type": "string"},
+        "summary": {"type": "string"},
+        "reasons": {"type": "array", "items": {"type": "string"}},
+        "out_of_band": {"type": "boolean"},
+    },
+}
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """A question for the person, sent through the assistant."""
+
+    approval_id: str
+    nonce: str
+    message: str
+    kind: Literal["form", "url"]
+    url: str
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The person's reply to a prompt, as the client returned it."""
+
+    approval_id: str
+    nonce: str
+    kind: Literal["form", "url"]
+    action: Literal["accept", "decline", "cancel"]
+    content: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Channel:
+    """How this client can be asked, from what it declared when it called."""
+
+    form: bool = False
+    url: bool = False
+    ask_inline: Callable[[Prompt], Awaitable[Answer]] | None = None
+    answer: Answer | None = None
+
+    @property
+    def deferred(self) -> bool:
+        """True where a prompt is returned to the client and answered on its retry (2026-07-28)."""
+        return self.ask_inline is None
+
+
+NO_CHANNEL = Channel()
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the approval step produced for the caller."""
+
+    kind: Literal["ran", "stored", "required", "prompt", "denied", "failed"]
+    approval: Approval
+    data: dict[str, Any] | None = None
+    message: str = ""
+    prompt: Prompt | None = None
+
+
+def _plain(value: Any) -> str:
+    if isinstance(value, list):
+        return ", ".join(_plain(item) for item in value)
+    text = str(value)
+    return text if len(text) <= 80 else text[:77] + "…"
+
+
+def summarize(tool: RegisteredTool, arguments: dict[str, Any]) -> str:
+    """The call in plain words, from the manifest's summary template or its title and key arguments."""
+    if tool.spec.summary:
+        return re.sub(r"{([^{}]+)}", lambda m: _plain(arguments.get(m.group(1), "…")), tool.spec.summary)
+    shown = [f"{name} {_plain(value)}" for name, value in list(arguments.items())[:4]]
+    return f"{tool.spec.title}" + (f": {'; '.join(shown)}" if shown else "")
+
+
+def _remember_conditions(tool: RegisteredTool, arguments: dict[str, Any]) -> list[dict[str, Any]]:
+    specs = tool.spec.remember
+    if specs is None:
+        required = tool.spec.input_schema.get("required", [])
+        return [{"arg": name, "op": "eq", "value": arguments[name]} for name in required if name in arguments]
+    conditions = []
+    for spec in specs:
+        if spec.arg not in arguments:
+            conditions.append({"arg": spec.arg, "op": "exists", "value": False})
+            continue
+        value = arguments[spec.arg]
+        if spec.op == "domain_in":
+            texts = value if isinstance(value, list) else [value]
+            domains = sorted(
+                {a.rsplit("@", 1)[1].lower() for _, a in getaddresses([str(t) for t in texts]) if "@" in a}
+            )
+            conditions.append({"arg": spec.arg, "op": "domain_in", "value": domains})
+        elif spec.op == "in":
+            conditions.append({"arg": spec.arg, "op": "in", "value": value if isinstance(value, list) else [value]})
+        else:
+            conditions.append({"arg": spec.arg, "op": "eq", "value": value})
+    return conditions
+
+
+Runner = Callable[[Principal, RegisteredTool, Any, dict[str, Any]], Awaitable[tuple[bool, dict[str, Any] | None, str]]]
+
+
+class ApprovalFlow:
+    def __init__(
+        self,
+        db: Database,
+        box: SecretBox,
+        rulebook: RuleBook,
+        *,
+        base_url: str,
+        ttl: timedelta,
+        wait_seconds: float,
+    ) -> None:
+        self.db = db
+        self.box = box
+        self.rulebook = rulebook
+        self.base_url = base_url
+        self.ttl = ttl
+        self.wait_seconds = wait_seconds
+
+    def page_url(self, approval_id: str) -> str:
+        return f"{self.base_url}/approvals/{approval_id}"
+
+    async def handle(
+        self,
+        principal: Principal,
+        binding: Binding,
+        tool: RegisteredTool,
+        arguments: dict[str, Any],
+        decision: Decision,
+        channel: Channel,
+        run: Runner,
+    ) -> Outcome:
+        approval = await self._approval_for(binding, arguments, decision, channel)
+        status = approval.status
+        if status in (ApprovalStatus.SUCCEEDED, ApprovalStatus.FAILED, ApprovalStatus.EXECUTING):
+            return await self.stored(approval)
+        if status is ApprovalStatus.DENIED:
+            return self._denied(approval)
+        if status is ApprovalStatus.APPROVED:
+            return await self.execute(principal, approval, tool, run)
+        return await self._confirm(principal, approval, tool, arguments, channel, run)
+
+    async def _approval_for(
+        self, binding: Binding, arguments: dict[str, Any], decision: Decision, channel: Channel
+    ) -> Approval:
+        async with self.db.transaction() as session:
+            await lifecycle.expire_due(session, workspace_id=binding.workspace_id)
+            found = await lifecycle.find_reusable(session, binding, window=self.ttl)
+            if found is not None:
+                return found
+            return await lifecycle.request(
+                session,
+                self.box,
+                binding,
+                arguments,
+                ttl=self.ttl,
+                reasons=decision.reasons,
+                rule_ids=decision.rule_ids,
+                require_out_of_band=decision.require_out_of_band,
+                admin_may_approve=decision.admin_may_approve,
+                channel="form" if channel.form else "url" if channel.url else "result",
+            )
+
+    async def _confirm(
+        self,
+        principal: Principal,
+        approval: Approval,
+        tool: RegisteredTool,
+        arguments: dict[str, Any],
+        channel: Channel,
+        run: Runner,
+    ) -> Outcome:
+        answer = channel.answer if channel.answer and channel.answer.approval_id == approval.id else None
+        if answer is not None:
+            return await self._apply(principal, approval, tool, arguments, answer, channel, run)
+        in_chat_allowed = not approval.require_out_of_band
+        if channel.form and in_chat_allowed:
+            prompt = await self._prompt(approval, tool, arguments, "form")
+            if channel.deferred:
+                return Outcome("prompt", approval, prompt=prompt)
+            assert channel.ask_inline is not None
+            return await self._apply(
+                principal, approval, tool, arguments, await channel.ask_inline(prompt), channel, run
+            )
+        if channel.url:
+            prompt = await self._prompt(approval, tool, arguments, "url")
+            if channel.deferred:
+                return Outcome("prompt", approval, prompt=prompt)
+            assert channel.ask_inline is not None
+            reply = await channel.ask_inline(prompt)
+            if reply.action == "accept":
+                return await self._after_page(principal, approval, tool, run)
+        return self._required(approval, tool, arguments)
+
+    async def _prompt(
+        self, approval: Approval, tool: RegisteredTool, arguments: dict[str, Any], kind: Literal["form", "url"]
+    ) -> Prompt:
+        async with self.db.transaction() as session:
+            nonce = await lifecycle.issue_nonce(session, approval)
+        summary = summarize(tool, arguments)
+        if kind == "form":
+            message = (
+                f"{tool.manifest.name} wants to: {summary}.\n"
+                f"This is a {tool.risk.value} action ({approval.tool}). Approve it once, or deny it."
+            )
+        else:
+            message = f"Approve on the approval page: {summary} ({tool.manifest.name}, {approval.tool})."
+        return Prompt(approval.id, nonce, message, kind, self.page_url(approval.id))
+
+    async def _apply(
+        self,
+        principal: Principal,
+        approval: Approval,
+        tool: RegisteredTool,
+        arguments: dict[str, Any],
+        answer: Answer,
+        channel: Channel,
+        run: Runner,
+    ) -> Outcome:
+        if answer.kind == "url":
+            # Accepting a URL prompt only means the person opened the page; the decision is made there.
+            if answer.action == "accept":
+                return await self._after_page(principal, approval, tool, run)
+            return self._required(approval, tool, arguments)
+        if answer.action == "cancel":
+            return self._required(approval, tool, arguments)
+        content = answer.content or {}
+        approve = answer.action == "accept" and content.get("decision") == "approve"
+        reason = content.get("reason") if not approve else None
+        if answer.action == "decline" and not reason:
+            reason = "declined in the assistant"
+        try:
+            async with self.db.transaction() as session:
+                await lifecycle.decide(
+                    session,
+                    approval,
+                    approve=approve,
+                    actor_id=principal.user_id,
+                    via="elicitation",
+                    reason=reason if isinstance(reason, str) else None,
+                    nonce=answer.nonce if channel.deferred else None,
+                )
+        except ApprovalError as exc:
+            if approval.status is ApprovalStatus.PENDING:
+                # A stale or replayed confirmation, or one that came after the expiry.
+                return Outcome("failed", approval, message=f"Confirmation rejected: {exc}")
+            return await self._settled_elsewhere(principal, approval, tool, run)
+        if not approve:
+            return self._denied(approval)
+        remember = content.get("remember")
+        if remember in REMEMBER_FOR:
+            await self._remember(principal, approval, tool, arguments, REMEMBER_FOR[remember])
+        return await self.execute(principal, approval, tool, run)
+
+    async def _settled_elsewhere(
+        self, principal: Principal, approval: Approval, tool: RegisteredTool, run: Runner
+    ) -> Outcome:
+        async with self.db.session() as session:
+            await session.refresh(approval)
+        if approval.status is ApprovalStatus.APPROVED:
+            return await self.execute(principal, approval, tool, run)
+        if approval.status is ApprovalStatus.DENIED:
+            return self._denied(approval)
+        if approval.status in (ApprovalStatus.SUCCEEDED, ApprovalStatus.FAILED, ApprovalStatus.EXECUTING):
+            return await self.stored(approval)
+        return Outcome("failed", approval, message=f"Approval {approval.id} is {approval.status.value}.")
+
+    async def _after_page(self, principal: Principal, approval: Approval, tool: RegisteredTool, run: Runner) -> Outcome:
+        """Wait a while for the decision made on the approval page, then act on it."""
+        decided = await self._wait(
+            approval, lambda a: a.status is not ApprovalStatus.PENDING or lifecycle.is_expired(a)
+        )
+        if decided.status is ApprovalStatus.PENDING:
+            return self._required(decided, tool, lifecycle.arguments_of(self.box, decided))
+        return await self._settled_elsewhere(principal, decided, tool, run)
+
+    async def _remember(
+        self, principal: Principal, approval: Approval, tool: RegisteredTool, arguments: dict[str, Any], span: timedelta
+    ) -> None:
+        rule = Rule.model_validate(
+            {
+                "effect": "allow",
+                "scope": "user",
+                "app": tool.app,
+                "tool": tool.name,
+                "conditions": _remember_conditions(tool, arguments),
+                "expires_at": utcnow() + span,
+                "description": f"Remembered when approving {approval.id}: {summarize(tool, arguments)}",
+            }
+        )
+        async with self.db.transaction() as session:
+            saved = await self.rulebook.create(session, principal, rule)
+            await lifecycle.remember(session, approval, saved.id)
+
+    async def execute(self, principal: Principal, approval: Approval, tool: RegisteredTool, run: Runner) -> Outcome:
+        """Run an approved call once; every other caller gets the stored outcome."""
+        async with self.db.transaction() as session:
+            won = await lifecycle.claim(session, approval.id)
+        if not won:
+            async with self.db.transaction() as session:
+                await lifecycle.expire_due(session, workspace_id=approval.workspace_id)
+                await session.refresh(approval)
+            if approval.status is ApprovalStatus.EXPIRED:
+                return Outcome("failed", approval, message=f"Approval {approval.id} expired before the call ran.")
+            return await self.stored(approval)
+        arguments = lifecycle.arguments_of(self.box, approval)
+        started = time.perf_counter()
+        ok, data, error = await run(principal, tool, tool.parse_arguments(arguments), arguments)
+        async with self.db.transaction() as session:
+            await lifecycle.finish(
+                session,
+                self.box,
+                approval,
+                ok=ok,
+                result=data,
+                error=error or None,
+                duration_ms=(time.perf_counter() - started) * 1000,
+            )
+        return Outcome("ran" if ok else "failed", approval, data=data, message=error)
+
+    async def stored(self, approval: Approval) -> Outcome:
+        settled = await self._wait(approval, lambda a: a.status is not ApprovalStatus.EXECUTING)
+        if settled.status is ApprovalStatus.EXECUTING:
+            return Outcome("failed", settled, message=f"The approved call {settled.id} is still running; ask again.")
+        if settled.status is ApprovalStatus.SUCCEEDED:
+            return Outcome("stored", settled, data=lifecycle.result_of(self.box, settled))
+        if settled.status is ApprovalStatus.DENIED:
+            return self._denied(settled)
+        return Outcome("failed", settled, message=settled.error or f"The approved call {settled.id} failed.")
+
+    async def _wait(self, approval: Approval, done: Callable[[Approval], bool]) -> Approval:
+        deadline = time.monotonic() + self.wait_seconds
+        delay = 0.02
+        while True:
+            async with self.db.session() as session:
+                current = await session.get(Approval, approval.id, populate_existing=True)
+            assert current is not None
+            if done(current) or time.monotonic() >= deadline:
+                return current
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+    def _denied(self, approval: Approval) -> Outcome:
+        who = "in the assistant" if approval.decided_via == "elicitation" else f"via {approval.decided_via}"
+        because = f": {approval.reason}" if approval.reason else ""
+        return Outcome("denied", approval, message=f"Denied {who}{because}. The call was not run.")
+
+    def _required(self, approval: Approval, tool: RegisteredTool, arguments: dict[str, Any]) -> Outcome:
+        summary = summarize(tool, arguments)
+        where = (
+            "An admin rule requires approval outside the assistant: "
+            if approval.require_out_of_band
+            else "A person must approve this call before it runs: "
+        )
+        message = (
+            f"{where}{summary}. Ask the user to approve it at {self.page_url(approval.id)} "
+            f"(approval {approval.id}, expires {approval.expires_at.isoformat()}). Once approved, call the same "
+            "tool again with the same arguments, or call companion_get_approval with the id; it runs once."
+        )
+        data = {
+            "status": "approval_required",
+            "approval_id": approval.id,
+            "approve_url": self.page_url(approval.id),
+            "expires_at": approval.expires_at.isoformat().replace("+00:00", "Z"),
+            "summary": summary,
+            "reasons": list(approval.reasons or []),
+            "out_of_band": approval.require_out_of_band,
+        }
+        return Outcome("required", approval, data=data, message=message)
