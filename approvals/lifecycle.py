@@ -156,6 +156,14 @@ def may_decide(approval: Approval, *, user_id: str, is_admin: bool) -> bool:
     return approval.user_id == user_id or (is_admin and approval.admin_may_approve)
 
 
+async def reload(session: AsyncSession, approval_id: str) -> Approval:
+    """The approval as the database has it now, attached to ``session``."""
+    current = await session.get(Approval, approval_id, populate_existing=True)
+    if current is None:
+        raise ApprovalError("not_found", f"No approval {approval_id}")
+    return current
+
+
 async def get(session: AsyncSession, workspace_id: str, approval_id: str) -> Approval:
     approval = await session.scalar(
         select(Approval).where(Approval.id == approval_id, Approval.workspace_id == workspace_id)
@@ -208,7 +216,7 @@ async def decide(
         .where(*conditions)
         .values(status=status, decided_at=now, decided_by=actor_id, decided_via=via, reason=reason, nonce=None)
     )
-    await session.refresh(approval)
+    approval = await reload(session, approval.id)
     if not moved.rowcount:
         if approval.status is ApprovalStatus.PENDING and approval.expires_at <= now:
             raise ApprovalError("expired", f"Approval {approval.id} expired at {approval.expires_at.isoformat()}")
@@ -228,7 +236,7 @@ async def cancel(session: AsyncSession, approval: Approval, *, actor_id: str) ->
         .where(Approval.id == approval.id, Approval.status == ApprovalStatus.PENDING)
         .values(status=ApprovalStatus.CANCELLED, decided_at=utcnow(), decided_by=actor_id, decided_via="api")
     )
-    await session.refresh(approval)
+    approval = await reload(session, approval.id)
     if not moved.rowcount:
         raise ApprovalError("conflict", f"Approval {approval.id} is already {approval.status.value}")
     await append_in(session, _record(approval, Event.CANCELLED, "cancelled", actor=actor_id))

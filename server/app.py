@@ -17,13 +17,19 @@ from mcp.server.lowlevel import Server
 from mcp.server.transport_security import TransportSecuritySettings
 from sqlalchemy import text
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
 from approvals.audit import AuditLog
 from approvals.rulebook import RuleBook
 from manifests import MANIFEST_DIR
+from server import web
+from server.api import approvals as api_approvals
+from server.api import errors
+from server.api import rules as api_rules
+from server.api.errors import ApiError
 from server.approval_flow import ApprovalFlow
 from server.gateway import ToolGateway, catalog_of
 from server.mcp_endpoint import (
@@ -176,8 +182,14 @@ def create_app(companion: Companion) -> Starlette:
     # Starlette stack instead of two. The auth middleware only identifies the
     # caller; routes that need a principal enforce it themselves.
     app = Starlette(
-        routes=[Route("/healthz", healthz), *mcp_app.routes],
-        middleware=mcp_app.user_middleware,
+        routes=[
+            Route("/healthz", healthz),
+            Mount("/api/v1", routes=api_approvals.routes + api_rules.routes),
+            *web.routes,
+            *mcp_app.routes,
+        ],
+        middleware=[web.session_middleware(settings), *mcp_app.user_middleware],
+        exception_handlers={ApiError: errors.api_error, HTTPException: errors.http_error, 500: errors.server_error},
         lifespan=lifespan,
     )
     app.state.companion = companion

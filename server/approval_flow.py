@@ -303,7 +303,7 @@ class ApprovalFlow:
             reason = "declined in the assistant"
         try:
             async with self.db.transaction() as session:
-                await lifecycle.decide(
+                approval = await lifecycle.decide(
                     session,
                     approval,
                     approve=approve,
@@ -313,6 +313,8 @@ class ApprovalFlow:
                     nonce=answer.nonce if channel.deferred else None,
                 )
         except ApprovalError as exc:
+            async with self.db.session() as session:
+                approval = await lifecycle.reload(session, approval.id)
             if approval.status is ApprovalStatus.PENDING:
                 # A stale or replayed confirmation, or one that came after the expiry.
                 return Outcome("failed", approval, message=f"Confirmation rejected: {exc}")
@@ -328,7 +330,7 @@ class ApprovalFlow:
         self, principal: Principal, approval: Approval, tool: RegisteredTool, run: Runner
     ) -> Outcome:
         async with self.db.session() as session:
-            await session.refresh(approval)
+            approval = await lifecycle.reload(session, approval.id)
         if approval.status is ApprovalStatus.APPROVED:
             return await self.execute(principal, approval, tool, run)
         if approval.status is ApprovalStatus.DENIED:
@@ -371,7 +373,7 @@ class ApprovalFlow:
         if not won:
             async with self.db.transaction() as session:
                 await lifecycle.expire_due(session, workspace_id=approval.workspace_id)
-                await session.refresh(approval)
+                approval = await lifecycle.reload(session, approval.id)
             if approval.status is ApprovalStatus.EXPIRED:
                 return Outcome("failed", approval, message=f"Approval {approval.id} expired before the call ran.")
             return await self.stored(approval)
@@ -388,6 +390,7 @@ class ApprovalFlow:
                 error=error or None,
                 duration_ms=(time.perf_counter() - started) * 1000,
             )
+            approval = await lifecycle.reload(session, approval.id)
         return Outcome("ran" if ok else "failed", approval, data=data, message=error)
 
     async def stored(self, approval: Approval) -> Outcome:
@@ -439,3 +442,75 @@ class ApprovalFlow:
             "out_of_band": approval.require_out_of_band,
         }
         return Outcome("required", approval, data=data, message=message)
+
+
+class DecisionRefused(Exception):
+    """A person's decision that cannot be applied; ``code`` is not_found, forbidden, conflict or expired."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def visible_to(approval: Approval, actor: Principal) -> bool:
+    return approval.user_id == actor.user_id or (actor.is_admin and approval.admin_may_approve)
+
+
+async def decide_elsewhere(
+    flow: ApprovalFlow,
+    tools: dict[str, RegisteredTool],
+    actor: Principal,
+    approval_id: str,
+    *,
+    approve: bool,
+    via: str,
+    reason: str | None = None,
+    remember: str | None = None,
+) -> Approval:
+    """A decision made on the approval page, over the API or in the CLI, by a person."""
+    try:
+        async with flow.db.transaction() as session:
+            await lifecycle.expire_due(session, workspace_id=actor.workspace_id)
+            approval = await lifecycle.get(session, actor.workspace_id, approval_id)
+            if not visible_to(approval, actor):
+                if actor.is_admin:
+                    raise DecisionRefused("forbidden", "Only the user who asked can decide this approval")
+                raise DecisionRefused("not_found", f"No approval {approval_id} in this workspace")
+            await lifecycle.decide(session, approval, approve=approve, actor_id=actor.user_id, via=via, reason=reason)
+    except ApprovalError as exc:
+        raise DecisionRefused(exc.code, str(exc)) from None
+    tool = tools.get(approval.tool)
+    if approve and remember in REMEMBER_FOR and tool is not None and approval.user_id == actor.user_id:
+        arguments = lifecycle.arguments_of(flow.box, approval)
+        await flow._remember(actor, approval, tool, arguments, REMEMBER_FOR[remember])
+    return approval
+
+
+def approval_view(flow: ApprovalFlow, tools: dict[str, RegisteredTool], approval: Approval) -> dict[str, Any]:
+    """An approval as people see it: what will happen, in plain words and in full."""
+    tool = tools.get(approval.tool)
+    arguments = lifecycle.arguments_of(flow.box, approval)
+    return {
+        "id": approval.id,
+        "status": "expired" if lifecycle.is_expired(approval) else approval.status.value,
+        "app": approval.app,
+        "tool": approval.tool,
+        "risk": approval.risk,
+        "summary": summarize(tool, arguments) if tool else approval.tool,
+        "arguments": arguments,
+        "reasons": list(approval.reasons or []),
+        "rule_ids": list(approval.rule_ids or []),
+        "require_out_of_band": approval.require_out_of_band,
+        "user_id": approval.user_id,
+        "connection_id": approval.connection_id,
+        "created_at": approval.created_at.isoformat(),
+        "expires_at": approval.expires_at.isoformat(),
+        "decided_at": approval.decided_at.isoformat() if approval.decided_at else None,
+        "decided_by": approval.decided_by,
+        "decided_via": approval.decided_via,
+        "reason": approval.reason,
+        "remember_rule_id": approval.remember_rule_id,
+        "result": lifecycle.result_of(flow.box, approval),
+        "error": approval.error,
+        "approve_url": flow.page_url(approval.id),
+    }

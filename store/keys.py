@@ -11,10 +11,10 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import Select, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from store.models import ApiKey, KeyKind, Membership, User, Workspace, utcnow
+from store.models import ApiKey, KeyKind, Membership, Role, User, Workspace, utcnow
 from store.principal import Principal
 
 TOKEN_PREFIX = "hck_"
@@ -70,32 +70,17 @@ async def create_key(
     return IssuedKey(key=key, token=token)
 
 
-async def authenticate(session: AsyncSession, token: str, *, touch_after: timedelta) -> Principal | None:
-    """The principal behind ``token``, or None for an unknown, revoked or orphaned key.
+def _principal_query() -> Select[tuple[ApiKey, str, str, str, Role]]:
+    return (
+        select(ApiKey, User.email, Workspace.slug, Workspace.timezone, Membership.role)
+        .join(User, User.id == ApiKey.user_id)
+        .join(Workspace, Workspace.id == ApiKey.workspace_id)
+        .join(Membership, (Membership.user_id == ApiKey.user_id) & (Membership.workspace_id == ApiKey.workspace_id))
+        .where(ApiKey.revoked_at.is_(None))
+    )
 
-    The user must still be a member of the key's workspace: removing someone
-    from a workspace disables their keys there at once.
-    """
-    if not token.startswith(TOKEN_PREFIX):
-        return None
-    row = (
-        await session.execute(
-            select(ApiKey, User.email, Workspace.slug, Workspace.timezone, Membership.role)
-            .join(User, User.id == ApiKey.user_id)
-            .join(Workspace, Workspace.id == ApiKey.workspace_id)
-            .join(Membership, (Membership.user_id == ApiKey.user_id) & (Membership.workspace_id == ApiKey.workspace_id))
-            .where(ApiKey.secret_hash == digest(token), ApiKey.revoked_at.is_(None))
-        )
-    ).one_or_none()
-    if row is None:
-        return None
-    key, email, slug, timezone, role = row
-    now = utcnow()
-    # Writing on every request would turn each read into a write; a coarse
-    # last-used time is all a person needs to spot a stale key.
-    if key.last_used_at is None or now - key.last_used_at >= touch_after:
-        await session.execute(update(ApiKey).where(ApiKey.id == key.id).values(last_used_at=now))
-        await session.commit()
+
+def _principal(key: ApiKey, email: str, slug: str, timezone: str, role: Role) -> Principal:
     return Principal(
         user_id=key.user_id,
         email=email,
@@ -107,6 +92,33 @@ async def authenticate(session: AsyncSession, token: str, *, touch_after: timede
         scopes=frozenset(key.scopes),
         timezone=timezone,
     )
+
+
+async def principal_of_key(session: AsyncSession, key_id: str) -> Principal | None:
+    """The principal of a live key, by its id (a signed-in web session remembers only the id)."""
+    row = (await session.execute(_principal_query().where(ApiKey.id == key_id))).one_or_none()
+    return _principal(*row) if row is not None else None
+
+
+async def authenticate(session: AsyncSession, token: str, *, touch_after: timedelta) -> Principal | None:
+    """The principal behind ``token``, or None for an unknown, revoked or orphaned key.
+
+    The user must still be a member of the key's workspace: removing someone
+    from a workspace disables their keys there at once.
+    """
+    if not token.startswith(TOKEN_PREFIX):
+        return None
+    row = (await session.execute(_principal_query().where(ApiKey.secret_hash == digest(token)))).one_or_none()
+    if row is None:
+        return None
+    key = row[0]
+    now = utcnow()
+    # Writing on every request would turn each read into a write; a coarse
+    # last-used time is all a person needs to spot a stale key.
+    if key.last_used_at is None or now - key.last_used_at >= touch_after:
+        await session.execute(update(ApiKey).where(ApiKey.id == key.id).values(last_used_at=now))
+        await session.commit()
+    return _principal(*row)
 
 
 async def revoke_key(session: AsyncSession, key_id: str, *, at: datetime | None = None) -> bool:

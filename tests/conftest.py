@@ -95,6 +95,7 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         secret_key=TEST_SECRET,
         base_url="http://127.0.0.1:8000",
         cache_seconds=0,
+        approval_wait_seconds=1.5,
     )
 
 

@@ -261,7 +261,7 @@ async def test_personal_tools_are_listed_only_for_their_owner(app_client, demo_k
         alices = {tool.name for tool in (await client.list_tools()).tools}
         with pytest.raises(MCPError):
             await client.call_tool("memo_list_notes", {"folder": "inbox"})
-    assert bobs == HARMONY_TOOLS | {"memo_list_notes", "memo_add_note", "companion_get_approval"}
+    assert bobs == HARMONY_TOOLS | {"memo_list_notes", "memo_add_note", "memo_share_note", "companion_get_approval"}
     assert alices == HARMONY_TOOLS | {"companion_get_approval"}
 
 

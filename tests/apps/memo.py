@@ -35,3 +35,14 @@ async def list_notes(ctx: ToolContext, args: ListNotes) -> dict[str, Any]:
 async def add_note(ctx: ToolContext, args: AddNote) -> dict[str, Any]:
     CALLS.append(("add_note", ctx.connection.id, args.model_dump()))
     return {"id": len(CALLS), "text": args.text}
+
+
+class ShareNote(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    to: list[str] = Field(min_length=1)
+    text: str = Field(min_length=1)
+
+
+async def share_note(ctx: ToolContext, args: ShareNote) -> dict[str, Any]:
+    CALLS.append(("share_note", ctx.connection.id, args.model_dump()))
+    return {"shared_with": args.to}

@@ -1,0 +1,112 @@
+"""Approvals over the API: list, read, approve and deny, for the person who decides."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlalchemy import or_, select
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from approvals import lifecycle
+from server.api.auth import person_of
+from server.api.errors import ApiError, from_validation
+from server.approval_flow import DecisionRefused, approval_view, decide_elsewhere, visible_to
+from store.models import Approval, ApprovalStatus
+
+STATUS = {"not_found": 404, "forbidden": 403, "conflict": 409, "expired": 409}
+
+
+class ApproveBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    remember: Literal["no", "1h", "30d"] = "no"
+
+
+class DenyBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str | None = Field(default=None, max_length=500)
+
+
+async def _body(request: Request, model: type[BaseModel]) -> BaseModel:
+    raw = await request.body()
+    try:
+        return model.model_validate_json(raw or b"{}")
+    except ValidationError as exc:
+        raise from_validation(exc) from None
+
+
+async def list_approvals(request: Request) -> JSONResponse:
+    actor = person_of(request)
+    companion = request.app.state.companion
+    status = request.query_params.get("status")
+    if status is not None and status not in {s.value for s in ApprovalStatus}:
+        raise ApiError(422, "Invalid request: status: unknown status", details={"fields": {"status": "unknown status"}})
+    async with companion.db.transaction() as session:
+        await lifecycle.expire_due(session, workspace_id=actor.workspace_id)
+    query = select(Approval).where(Approval.workspace_id == actor.workspace_id)
+    mine = Approval.user_id == actor.user_id
+    query = query.where(or_(mine, Approval.admin_may_approve.is_(True)) if actor.is_admin else mine)
+    if status:
+        query = query.where(Approval.status == ApprovalStatus(status))
+    async with companion.db.session() as session:
+        rows = list(await session.scalars(query.order_by(Approval.created_at.desc()).limit(200)))
+    views = [approval_view(companion.gateway.flow, companion.registry.tools, a) for a in rows]
+    return JSONResponse({"data": views})
+
+
+async def _visible(request: Request) -> Approval:
+    actor = person_of(request)
+    companion = request.app.state.companion
+    async with companion.db.session() as session:
+        approval = await session.scalar(
+            select(Approval).where(
+                Approval.id == request.path_params["approval_id"], Approval.workspace_id == actor.workspace_id
+            )
+        )
+    if approval is None or not visible_to(approval, actor):
+        raise ApiError(404, f"No approval {request.path_params['approval_id']} in this workspace")
+    return approval
+
+
+async def get_approval(request: Request) -> JSONResponse:
+    approval = await _visible(request)
+    companion = request.app.state.companion
+    return JSONResponse(approval_view(companion.gateway.flow, companion.registry.tools, approval))
+
+
+async def _decide(request: Request, *, approve: bool) -> JSONResponse:
+    actor = person_of(request)
+    companion = request.app.state.companion
+    body = await _body(request, ApproveBody if approve else DenyBody)
+    try:
+        approval = await decide_elsewhere(
+            companion.gateway.flow,
+            companion.registry.tools,
+            actor,
+            request.path_params["approval_id"],
+            approve=approve,
+            via="api",
+            reason=getattr(body, "reason", None),
+            remember=getattr(body, "remember", None),
+        )
+    except DecisionRefused as exc:
+        raise ApiError(STATUS[exc.code], str(exc), code=exc.code if exc.code == "expired" else None) from None
+    return JSONResponse(approval_view(companion.gateway.flow, companion.registry.tools, approval))
+
+
+async def approve(request: Request) -> JSONResponse:
+    return await _decide(request, approve=True)
+
+
+async def deny(request: Request) -> JSONResponse:
+    return await _decide(request, approve=False)
+
+
+routes = [
+    Route("/approvals", list_approvals, methods=["GET"]),
+    Route("/approvals/{approval_id}", get_approval, methods=["GET"]),
+    Route("/approvals/{approval_id}/approve", approve, methods=["POST"]),
+    Route("/approvals/{approval_id}/deny", deny, methods=["POST"]),
+]

@@ -1,0 +1,75 @@
+"""The API's error format, and the exceptions that produce it."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+log = logging.getLogger(__name__)
+
+STATUS_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    422: "invalid_request",
+    429: "rate_limited",
+    500: "server_error",
+}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, *, code: str | None = None, details: dict[str, Any] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.code = code or STATUS_CODES.get(status, "error")
+        self.message = message
+        self.details = details or {}
+
+
+def error_response(status: int, code: str, message: str, details: dict[str, Any] | None = None) -> JSONResponse:
+    headers = {"WWW-Authenticate": 'Bearer realm="companion"'} if status == 401 else None
+    return JSONResponse(
+        {"error": {"code": code, "message": message, "details": details or {}}}, status_code=status, headers=headers
+    )
+
+
+def invalid(fields: dict[str, str]) -> ApiError:
+    """A 422 whose details name each bad field."""
+    listed = "; ".join(f"{name}: {problem}" for name, problem in fields.items())
+    return ApiError(422, f"Invalid request: {listed}", details={"fields": fields})
+
+
+def from_validation(exc: ValidationError, *, prefix: str = "") -> ApiError:
+    fields: dict[str, str] = {}
+    for err in exc.errors():
+        location = ".".join(str(p) for p in err["loc"]) or "(body)"
+        message = err["msg"].removeprefix("Value error, ")
+        head, _, rest = message.partition(": ")
+        if err["type"] == "value_error" and rest and " " not in head:
+            # Model-level checks name their own field first ("cap: only an allow rule ...").
+            location, message = ".".join(filter(None, [location if location != "(body)" else "", head])), rest
+        fields[f"{prefix}{location}"] = message
+    return invalid(fields)
+
+
+async def api_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    return error_response(exc.status, exc.code, exc.message, exc.details)
+
+
+async def http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    return error_response(exc.status_code, STATUS_CODES.get(exc.status_code, "error"), str(exc.detail))
+
+
+async def server_error(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return error_response(500, "server_error", "Something went wrong on our side.")

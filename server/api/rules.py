@@ -1,0 +1,327 @@
+"""Rules over the API: manage them, explain a decision, and simulate a change against recorded calls."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime, timedelta
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlalchemy import select
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from approvals.rulebook import RulePermissionError, may_manage
+from approvals.rules import CallFacts, Decision, Rule, RuleError, RuleIndex
+from server.api.auth import person_of
+from server.api.errors import ApiError, from_validation, invalid
+from store.models import AuditEntry, Membership, Role, User, utcnow
+from store.principal import Principal
+
+
+def rule_json(rule: Rule) -> dict[str, Any]:
+    return rule.model_dump(mode="json", by_alias=True, exclude={"user_id"})
+
+
+def decision_json(decision: Decision) -> dict[str, Any]:
+    return {
+        "effect": decision.effect.value,
+        "reasons": list(decision.reasons),
+        "rules": [
+            {"id": r.id, "effect": r.effect.value, "scope": r.scope, "description": r.description}
+            for r in decision.rules
+        ],
+        "matched": [
+            {"id": r.id, "effect": r.effect.value, "scope": r.scope, "description": r.description}
+            for r in decision.matched
+        ],
+        "shadow": None
+        if decision.shadow_effect is None
+        else {"effect": decision.shadow_effect.value, "rules": [r.id for r in decision.shadow_rules]},
+        "caps": [{"rule_id": c.rule_id, "max": c.max, "per_seconds": c.per_seconds} for c in decision.caps],
+        "require_out_of_band": decision.require_out_of_band,
+    }
+
+
+async def _json(request: Request) -> Any:
+    try:
+        return await request.json()
+    except ValueError:
+        raise ApiError(400, "The body must be JSON") from None
+
+
+def _parse_rule(data: Any) -> Rule:
+    if not isinstance(data, dict):
+        raise invalid({"(body)": "a rule must be a JSON object"})
+    try:
+        return Rule.model_validate({k: v for k, v in data.items() if k not in ("id", "user_id")})
+    except ValidationError as exc:
+        raise from_validation(exc) from None
+
+
+def _rule_error(exc: RuleError, prefix: str = "") -> ApiError:
+    return invalid({f"{prefix}{name}": problem for name, problem in exc.fields.items()})
+
+
+async def list_rules(request: Request) -> JSONResponse:
+    actor = person_of(request)
+    companion = request.app.state.companion
+    async with companion.db.session() as session:
+        rules = await companion.rulebook.visible_to(session, actor)
+    return JSONResponse({"data": [rule_json(r) for r in rules]})
+
+
+async def create_rule(request: Request) -> JSONResponse:
+    actor = person_of(request)
+    companion = request.app.state.companion
+    rule = _parse_rule(await _json(request))
+    try:
+        async with companion.db.transaction() as session:
+            saved = await companion.rulebook.create(session, actor, rule)
+    except RulePermissionError as exc:
+        raise ApiError(403, str(exc)) from None
+    except RuleError as exc:
+        raise _rule_error(exc) from None
+    return JSONResponse(rule_json(saved), status_code=201)
+
+
+async def get_rule(request: Request) -> JSONResponse:
+    actor = person_of(request)
+    companion = request.app.state.companion
+    async with companion.db.session() as session:
+        try:
+            rule = await companion.rulebook.get(session, actor, request.path_params["rule_id"])
+        except LookupError as exc:
+            raise ApiError(404, str(exc)) from None
+    return JSONResponse(rule_json(rule))
+
+
+async def update_rule(request: Request) -> JSONResponse:
+    actor = person_of(request)
+    companion = request.app.state.companion
+    changes = await _json(request)
+    if not isinstance(changes, dict):
+        raise invalid({"(body)": "send the fields to change as a JSON object"})
+    try:
+        async with companion.db.transaction() as session:
+            saved = await companion.rulebook.replace(session, actor, request.path_params["rule_id"], changes)
+    except LookupError as exc:
+        raise ApiError(404, str(exc)) from None
+    except RulePermissionError as exc:
+        raise ApiError(403, str(exc)) from None
+    except RuleError as exc:
+        raise _rule_error(exc) from None
+    except ValidationError as exc:
+        raise from_validation(exc) from None
+    return JSONResponse(rule_json(saved))
+
+
+async def delete_rule(request: Request) -> Response:
+    actor = person_of(request)
+    companion = request.app.state.companion
+    try:
+        async with companion.db.transaction() as session:
+            await companion.rulebook.delete(session, actor, request.path_params["rule_id"])
+    except LookupError as exc:
+        raise ApiError(404, str(exc)) from None
+    except RulePermissionError as exc:
+        raise ApiError(403, str(exc)) from None
+    return Response(status_code=204)
+
+
+class ExplainBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    user: str | None = Field(default=None, description="E-mail or id; admins may explain for anyone")
+    tool: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+    connection_scope: str = "workspace"
+    at: datetime | None = None
+
+
+async def _subject(companion: Any, actor: Principal, who: str | None) -> tuple[str, str]:
+    """The user whose decision is explained, and their role; members may only ask about themselves."""
+    if who is None or who in (actor.user_id, actor.email):
+        return actor.user_id, actor.role.value
+    if not actor.is_admin:
+        raise ApiError(403, "Only an admin can explain decisions for another user")
+    async with companion.db.session() as session:
+        row = (
+            await session.execute(
+                select(User.id, Membership.role)
+                .join(Membership, Membership.user_id == User.id)
+                .where(Membership.workspace_id == actor.workspace_id, (User.email == who.lower()) | (User.id == who))
+            )
+        ).one_or_none()
+    if row is None:
+        raise invalid({"user": f"no member {who!r} in this workspace"})
+    return row[0], Role(row[1]).value
+
+
+async def explain(request: Request) -> JSONResponse:
+    actor = person_of(request)
+    companion = request.app.state.companion
+    try:
+        body = ExplainBody.model_validate(await _json(request))
+    except ValidationError as exc:
+        raise from_validation(exc) from None
+    tool = companion.registry.tools.get(body.tool)
+    if tool is None:
+        raise invalid({"tool": f"unknown tool {body.tool!r}"})
+    user_id, role = await _subject(companion, actor, body.user)
+    index = await companion.rulebook.index_for(actor.workspace_id)
+    facts = CallFacts(
+        workspace_id=actor.workspace_id,
+        user_id=user_id,
+        role=role,
+        app=tool.app,
+        tool=tool.name,
+        risk=tool.risk.value,
+        connection_scope=body.connection_scope,
+        arguments=body.arguments,
+        now=body.at or utcnow(),
+        timezone=actor.timezone,
+    )
+    return JSONResponse({"tool": tool.name, "user_id": user_id, **decision_json(index.decide(facts))})
+
+
+class Changes(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    add: list[dict[str, Any]] = Field(default_factory=list, max_length=100)
+    update: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    remove: list[str] = Field(default_factory=list)
+
+
+class SimulateBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    changes: Changes
+    since: datetime | None = Field(default=None, alias="from")
+    until: datetime | None = Field(default=None, alias="to")
+    limit: int = Field(default=200, ge=1, le=1000)
+
+
+def _proposed(current: list[Rule], changes: Changes, actor: Principal, checker: Any) -> list[Rule]:
+    by_id = {rule.id: rule for rule in current}
+    for index, rule_id in enumerate(changes.remove):
+        if rule_id not in by_id:
+            raise invalid({f"changes.remove[{index}]": f"no rule {rule_id!r}"})
+        if not may_manage(actor, by_id[rule_id]):
+            raise ApiError(403, f"You may not change rule {rule_id}")
+        del by_id[rule_id]
+    for rule_id, patch in changes.update.items():
+        if rule_id not in by_id:
+            raise invalid({f"changes.update.{rule_id}": f"no rule {rule_id!r}"})
+        if not may_manage(actor, by_id[rule_id]):
+            raise ApiError(403, f"You may not change rule {rule_id}")
+        try:
+            merged = Rule.model_validate(
+                {**by_id[rule_id].model_dump(mode="json", by_alias=True, exclude_none=True), **patch}
+            )
+            checker(merged)
+        except ValidationError as exc:
+            raise from_validation(exc, prefix=f"changes.update.{rule_id}.") from None
+        except RuleError as exc:
+            raise _rule_error(exc, prefix=f"changes.update.{rule_id}.") from None
+        by_id[rule_id] = merged
+    for index, data in enumerate(changes.add):
+        try:
+            rule = Rule.model_validate({**data, "id": data.get("id") or f"proposed-{index + 1}"})
+        except ValidationError as exc:
+            raise from_validation(exc, prefix=f"changes.add[{index}].") from None
+        rule = rule.model_copy(update={"user_id": actor.user_id if rule.scope == "user" else None})
+        if not may_manage(actor, rule):
+            raise ApiError(403, "Only a workspace admin can propose workspace rules")
+        try:
+            checker(rule)
+        except RuleError as exc:
+            raise _rule_error(exc, prefix=f"changes.add[{index}].") from None
+        by_id[rule.id] = rule
+    return list(by_id.values())
+
+
+async def simulate(request: Request) -> JSONResponse:
+    """Replay recorded calls under the current rules and under the proposed ones; list what would change."""
+    actor = person_of(request)
+    companion = request.app.state.companion
+    try:
+        body = SimulateBody.model_validate(await _json(request))
+    except ValidationError as exc:
+        raise from_validation(exc) from None
+    until = body.until or utcnow()
+    since = body.since or until - timedelta(days=7)
+    if since >= until:
+        raise invalid({"from": "must be before to"})
+    async with companion.db.session() as session:
+        current = await companion.rulebook.rules_of(session, actor.workspace_id)
+        proposed = _proposed(current, body.changes, actor, companion.rulebook.check)
+        query = select(AuditEntry).where(
+            AuditEntry.workspace_id == actor.workspace_id,
+            AuditEntry.event == "call",
+            AuditEntry.at >= since,
+            AuditEntry.at < until,
+            AuditEntry.sealed_arguments.is_not(None),
+        )
+        if not actor.is_admin:
+            query = query.where(AuditEntry.user_id == actor.user_id)
+        calls = list(await session.scalars(query.order_by(AuditEntry.at)))
+    catalog = companion.rulebook.catalog
+    before_index = RuleIndex.build(current, catalog)
+    after_index = RuleIndex.build(proposed, catalog)
+    counts: Counter[str] = Counter()
+    changed: list[dict[str, Any]] = []
+    replayed = 0
+    for entry in calls:
+        if entry.tool not in catalog:
+            continue
+        arguments = companion.box.open_json(entry.sealed_arguments, context=f"audit-args:{entry.args_digest}")
+        facts = CallFacts(
+            workspace_id=entry.workspace_id,
+            user_id=entry.user_id,
+            role=entry.role or "member",
+            app=entry.app,
+            tool=entry.tool,
+            risk=entry.risk or catalog[entry.tool].risk,
+            connection_scope=entry.connection_scope or "workspace",
+            arguments=arguments,
+            now=entry.at,
+            timezone=actor.timezone,
+        )
+        replayed += 1
+        before, after = before_index.decide(facts), after_index.decide(facts)
+        if before.effect is after.effect:
+            continue
+        counts[f"{before.effect.value}->{after.effect.value}"] += 1
+        if len(changed) < body.limit:
+            changed.append(
+                {
+                    "audit_id": entry.id,
+                    "at": entry.at.isoformat(),
+                    "user_id": entry.user_id,
+                    "tool": entry.tool,
+                    "recorded": entry.decision,
+                    "before": before.effect.value,
+                    "after": after.effect.value,
+                    "after_rules": [r.id for r in after.rules],
+                }
+            )
+    return JSONResponse(
+        {
+            "from": since.isoformat(),
+            "to": until.isoformat(),
+            "replayed": replayed,
+            "changed": sum(counts.values()),
+            "counts": dict(counts),
+            "calls": changed,
+        }
+    )
+
+
+routes = [
+    Route("/rules", list_rules, methods=["GET"]),
+    Route("/rules", create_rule, methods=["POST"]),
+    Route("/rules/explain", explain, methods=["POST"]),
+    Route("/rules/simulate", simulate, methods=["POST"]),
+    Route("/rules/{rule_id}", get_rule, methods=["GET"]),
+    Route("/rules/{rule_id}", update_rule, methods=["PATCH"]),
+    Route("/rules/{rule_id}", delete_rule, methods=["DELETE"]),
+]
