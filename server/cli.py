@@ -78,6 +78,40 @@ def _parser() -> argparse.ArgumentParser:
     user_add.add_argument("--role", choices=_choices(Role), default=Role.MEMBER.value)
     user_add.add_argument("--name", default="")
 
+    def acting(sub: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        sub.add_argument("--workspace", required=True, metavar="SLUG")
+        sub.add_argument("--as", dest="actor", required=True, metavar="EMAIL", help="the person acting")
+        sub.add_argument("--json", action="store_true")
+        return sub
+
+    rules = commands.add_parser("rules", help="auto-approval rules").add_subparsers(dest="action", required=True)
+    acting(rules.add_parser("list", help="the rules the person may see"))
+    rules_add = acting(rules.add_parser("add", help="add a rule, given as the API's rule JSON"))
+    rules_add.add_argument("rule", metavar="RULE_JSON", help="the rule as JSON, or - to read it from stdin")
+    rules_remove = acting(rules.add_parser("remove", help="delete a rule"))
+    rules_remove.add_argument("rule_id", metavar="RULE_ID")
+    explain = acting(rules.add_parser("explain", help="the decision a call would get, and why"))
+    explain.add_argument("--tool", required=True)
+    explain.add_argument("--arguments", default="{}", metavar="JSON")
+    explain.add_argument("--user", metavar="EMAIL", help="whose call (admins only; default: the person acting)")
+    simulate = acting(rules.add_parser("simulate", help="replay recorded calls under a proposed change"))
+    simulate.add_argument("--changes", required=True, metavar="JSON", help='e.g. {"add": [RULE], "remove": [ID]}')
+    simulate.add_argument("--days", type=int, default=7)
+
+    approvals = commands.add_parser("approvals", help="approvals").add_subparsers(dest="action", required=True)
+    approvals_list = acting(approvals.add_parser("list", help="approvals the person may decide"))
+    approvals_list.add_argument("--status", default="pending")
+    approve = acting(approvals.add_parser("approve", help="approve a pending call"))
+    approve.add_argument("approval_id", metavar="APPROVAL_ID")
+    approve.add_argument("--remember", choices=["no", "1h", "30d"], default="no")
+    deny = acting(approvals.add_parser("deny", help="deny a pending call"))
+    deny.add_argument("approval_id", metavar="APPROVAL_ID")
+    deny.add_argument("--reason")
+
+    audit = commands.add_parser("audit", help="the audit trail").add_subparsers(dest="action", required=True)
+    verify = audit.add_parser("verify", help="check every workspace's hash chain")
+    verify.add_argument("--workspace", metavar="SLUG")
+
     manifests = commands.add_parser("manifests", help="app manifests").add_subparsers(dest="action", required=True)
     validate = manifests.add_parser("validate", help="check manifests and their adapters")
     validate.add_argument("directory", nargs="?", type=Path, default=MANIFEST_DIR, metavar="DIR")
@@ -321,7 +355,237 @@ def _mcp_stdio(args: argparse.Namespace) -> None:
     asyncio.run(serve_stdio(load_settings(), token))
 
 
+async def _person(companion: Any, workspace_slug: str, email: str) -> Any:
+    """The member acting through the CLI, as a principal of the user kind (the CLI acts for a person)."""
+    from sqlalchemy import select
+
+    from store import directory
+    from store.models import Membership
+    from store.principal import Principal
+
+    async with companion.db.session() as session:
+        workspace = await directory.workspace_by_slug(session, workspace_slug)
+        user = await directory.user_by_email(session, email)
+        role = await session.scalar(
+            select(Membership.role).where(Membership.workspace_id == workspace.id, Membership.user_id == user.id)
+        )
+    if role is None:
+        raise CliError(f"as: {email} is not a member of workspace {workspace_slug!r}")
+    return Principal(
+        user_id=user.id,
+        email=user.email,
+        workspace_id=workspace.id,
+        workspace_slug=workspace.slug,
+        role=role,
+        key_id="cli",
+        key_kind=KeyKind.USER,
+        scopes=frozenset({"api"}),
+        timezone=workspace.timezone,
+    )
+
+
+def _json_argument(text: str, field: str) -> Any:
+    raw = sys.stdin.read() if text == "-" else text
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        raise CliError(f"{field}: not valid JSON ({exc.msg} at position {exc.pos})") from None
+
+
+def _acting(args: argparse.Namespace, work: Callable[[Any, Any], Awaitable[Any]]) -> None:
+    """Run ``work(companion, person)`` and print its result (JSON with --json)."""
+    from server.api.errors import ApiError
+
+    async def run(companion: Any) -> None:
+        person = await _person(companion, args.workspace, args.actor)
+        try:
+            result = await work(companion, person)
+        except ApiError as exc:
+            fields = exc.details.get("fields") if isinstance(exc.details, dict) else None
+            raise CliError("; ".join(f"{k}: {v}" for k, v in fields.items()) if fields else exc.message) from None
+        if result is not None:
+            print(json.dumps(result, indent=None if args.json else 2, default=str))
+
+    _run(lambda settings: _with_companion(settings, run))
+
+
+def _rules_list(args: argparse.Namespace) -> None:
+    from server.api.rules import rule_json
+
+    async def work(companion: Any, person: Any) -> Any:
+        async with companion.db.session() as session:
+            return [rule_json(r) for r in await companion.rulebook.visible_to(session, person)]
+
+    _acting(args, work)
+
+
+def _rules_add(args: argparse.Namespace) -> None:
+    from approvals.rulebook import RulePermissionError
+    from approvals.rules import Rule, RuleError
+    from server.api.rules import rule_json
+
+    data = _json_argument(args.rule, "rule")
+
+    async def work(companion: Any, person: Any) -> Any:
+        from pydantic import ValidationError
+
+        from server.api.errors import from_validation
+
+        try:
+            rule = Rule.model_validate({k: v for k, v in data.items() if k not in ("id", "user_id")})
+        except ValidationError as exc:
+            raise from_validation(exc) from None
+        try:
+            async with companion.db.transaction() as session:
+                return rule_json(await companion.rulebook.create(session, person, rule))
+        except RuleError as exc:
+            raise CliError(str(exc)) from None
+        except RulePermissionError as exc:
+            raise CliError(str(exc)) from None
+
+    if not isinstance(data, dict):
+        raise CliError("rule: a rule is a JSON object")
+    _acting(args, work)
+
+
+def _rules_remove(args: argparse.Namespace) -> None:
+    from approvals.rulebook import RulePermissionError
+
+    async def work(companion: Any, person: Any) -> Any:
+        try:
+            async with companion.db.transaction() as session:
+                await companion.rulebook.delete(session, person, args.rule_id)
+        except (LookupError, RulePermissionError) as exc:
+            raise CliError(f"rule_id: {exc}") from None
+        print(f"Removed {args.rule_id}.")
+
+    _acting(args, work)
+
+
+def _rules_explain(args: argparse.Namespace) -> None:
+    from server.api.rules import ExplainBody, explain_call
+
+    arguments = _json_argument(args.arguments, "arguments")
+
+    async def work(companion: Any, person: Any) -> Any:
+        return await explain_call(companion, person, ExplainBody(tool=args.tool, arguments=arguments, user=args.user))
+
+    _acting(args, work)
+
+
+def _rules_simulate(args: argparse.Namespace) -> None:
+    from datetime import timedelta
+
+    from server.api.rules import SimulateBody, simulate_changes
+    from store.models import utcnow
+
+    changes = _json_argument(args.changes, "changes")
+
+    async def work(companion: Any, person: Any) -> Any:
+        from pydantic import ValidationError
+
+        from server.api.errors import from_validation
+
+        now = utcnow()
+        try:
+            body = SimulateBody.model_validate({"changes": changes, "from": now - timedelta(days=args.days), "to": now})
+        except ValidationError as exc:
+            raise from_validation(exc) from None
+        return await simulate_changes(companion, person, body)
+
+    _acting(args, work)
+
+
+def _approvals_list(args: argparse.Namespace) -> None:
+    from sqlalchemy import or_, select
+
+    from approvals import lifecycle
+    from server.approval_flow import approval_view
+    from store.models import Approval
+
+    async def work(companion: Any, person: Any) -> Any:
+        async with companion.db.transaction() as session:
+            await lifecycle.expire_due(session, workspace_id=person.workspace_id)
+            mine = Approval.user_id == person.user_id
+            query = select(Approval).where(
+                Approval.workspace_id == person.workspace_id,
+                or_(mine, Approval.admin_may_approve.is_(True)) if person.is_admin else mine,
+            )
+            if args.status != "all":
+                query = query.where(Approval.status == args.status)
+            rows = list(await session.scalars(query.order_by(Approval.created_at.desc())))
+        views = [approval_view(companion.gateway.flow, companion.registry.tools, a) for a in rows]
+        if args.json:
+            return views
+        for view in views:
+            print(
+                f"{view['id']}  {view['status']:9}  {view['tool']}  {view['summary']}  (expires {view['expires_at']})"
+            )
+        if not views:
+            print(f"no {args.status} approvals")
+        return None
+
+    _acting(args, work)
+
+
+def _approvals_decide(args: argparse.Namespace) -> None:
+    from server.approval_flow import DecisionRefused, approval_view, decide_elsewhere
+
+    async def work(companion: Any, person: Any) -> Any:
+        try:
+            approval = await decide_elsewhere(
+                companion.gateway.flow,
+                companion.registry.tools,
+                person,
+                args.approval_id,
+                approve=args.action == "approve",
+                via="cli",
+                reason=getattr(args, "reason", None),
+                remember=getattr(args, "remember", None),
+            )
+        except DecisionRefused as exc:
+            raise CliError(f"approval_id: {exc}") from None
+        view = approval_view(companion.gateway.flow, companion.registry.tools, approval)
+        if args.json:
+            return view
+        print(f"{view['id']} is {view['status']}: {view['summary']}")
+        return None
+
+    _acting(args, work)
+
+
+def _audit_verify(args: argparse.Namespace) -> None:
+    from approvals.audit import verify
+    from store import directory
+
+    async def work(companion: Any) -> None:
+        async with companion.db.session() as session:
+            workspace_id = None
+            if args.workspace:
+                workspace_id = (await directory.workspace_by_slug(session, args.workspace)).id
+            reports = await verify(session, workspace_id)
+        broken = [r for r in reports if not r.intact]
+        for report in reports:
+            state = "intact" if report.intact else f"BROKEN: {report.problem}"
+            print(f"{report.workspace_id}: {report.entries} entries, {state}")
+        if not reports:
+            print("no audit entries yet")
+        if broken:
+            raise CliError(f"audit: the chain of {len(broken)} workspace(s) is broken")
+
+    _run(lambda settings: _with_companion(settings, work))
+
+
 HANDLERS: dict[tuple[str, str | None], Callable[[argparse.Namespace], None]] = {
+    ("rules", "list"): _rules_list,
+    ("rules", "add"): _rules_add,
+    ("rules", "remove"): _rules_remove,
+    ("rules", "explain"): _rules_explain,
+    ("rules", "simulate"): _rules_simulate,
+    ("approvals", "list"): _approvals_list,
+    ("approvals", "approve"): _approvals_decide,
+    ("approvals", "deny"): _approvals_decide,
+    ("audit", "verify"): _audit_verify,
     ("serve", None): _serve,
     ("mcp", None): _mcp_stdio,
     ("db", "upgrade"): _db_upgrade,

@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx2
 import pytest
 from mcp import Client, StdioServerParameters
+from sqlalchemy import text
 
 from tests.conftest import TEST_SECRET, free_port, mcp_client
 
@@ -171,3 +172,92 @@ async def test_stdio_refuses_a_bad_key_in_one_line(env):
     assert result.stderr.strip() == "error: COMPANION_API_KEY: not a valid, unrevoked API key for this server"
     missing = run(env, "mcp")
     assert missing.stderr.strip() == "error: COMPANION_API_KEY: set it to an agent API key to serve MCP over stdio"
+
+
+async def test_rules_and_approvals_from_the_command_line(env, app_client, companion):
+    keys = json.loads(run(env, "demo", "seed", "--json").stdout)
+    rule = {
+        "effect": "deny",
+        "scope": "workspace",
+        "tool": "harmony_create_action_item",
+        "conditions": [{"arg": "text", "op": "contains", "value": "fire"}],
+        "description": "no firing",
+    }
+    member = run(env, "rules", "add", "--workspace", "acme", "--as", "alice@acme.test", json.dumps(rule))
+    assert member.returncode == 1
+    assert member.stderr.strip() == "error: Only a workspace admin can create workspace rules"
+    added = run(env, "rules", "add", "--workspace", "acme", "--as", "admin@acme.test", "--json", json.dumps(rule))
+    assert added.returncode == 0, added.stderr
+    explained = json.loads(
+        run(
+            env,
+            "rules",
+            "explain",
+            "--workspace",
+            "acme",
+            "--as",
+            "admin@acme.test",
+            "--json",
+            "--tool",
+            "harmony_create_action_item",
+            "--user",
+            "alice@acme.test",
+            "--arguments",
+            '{"text": "fire Bob"}',
+        ).stdout
+    )
+    assert explained["effect"] == "deny" and explained["rules"][0]["id"] == json.loads(added.stdout)["id"]
+    bad = run(
+        env,
+        "rules",
+        "add",
+        "--workspace",
+        "acme",
+        "--as",
+        "admin@acme.test",
+        '{"effect": "allow", "scope": "workspace", "tool": "harmony_teleport"}',
+    )
+    assert bad.stderr.strip() == "error: tool: 'harmony_teleport' matches no tool of any app"
+
+    async with mcp_client(
+        "http://127.0.0.1:8000", keys["keys"]["alice@acme.test"], transport=app_client.transport
+    ) as c:
+        waiting = await c.call_tool("harmony_create_action_item", {"meeting_id": "mtg_x", "text": "hire Dan"})
+    approval_id = waiting.structured_content["approval_id"]
+    listed = run(env, "approvals", "list", "--workspace", "acme", "--as", "alice@acme.test")
+    assert approval_id in listed.stdout and "hire Dan" in listed.stdout
+    denied = run(
+        env,
+        "approvals",
+        "deny",
+        approval_id,
+        "--workspace",
+        "acme",
+        "--as",
+        "alice@acme.test",
+        "--reason",
+        "wrong meeting",
+    )
+    assert denied.stdout.strip().startswith(f"{approval_id} is denied")
+    again = run(env, "approvals", "approve", approval_id, "--workspace", "acme", "--as", "alice@acme.test")
+    assert again.returncode == 1 and "is already denied" in again.stderr
+
+
+async def test_audit_verify_finds_a_tampered_row(env, app_client, companion):
+    keys = json.loads(run(env, "demo", "seed", "--json").stdout)
+    async with mcp_client(
+        "http://127.0.0.1:8000", keys["keys"]["alice@acme.test"], transport=app_client.transport
+    ) as c:
+        for _ in range(3):
+            await c.call_tool("harmony_list_meetings", {"limit": 1})
+    await companion.audit.flush()
+    intact = run(env, "audit", "verify")
+    assert intact.returncode == 0 and "3 entries, intact" in intact.stdout
+    async with companion.db.transaction() as session:
+        await session.execute(
+            text("UPDATE audit_entries SET outcome = 'failed' WHERE id = (SELECT MIN(id) FROM audit_entries)")
+        )
+    broken = run(env, "audit", "verify")
+    assert broken.returncode == 1
+    assert "BROKEN: entry" in broken.stdout and "was changed after it was written" in broken.stdout
+    assert broken.stderr.strip() == "error: audit: the chain of 1 workspace(s) is broken"

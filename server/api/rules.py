@@ -160,11 +160,15 @@ async def _subject(companion: Any, actor: Principal, who: str | None) -> tuple[s
 
 async def explain(request: Request) -> JSONResponse:
     actor = person_of(request)
-    companion = request.app.state.companion
     try:
         body = ExplainBody.model_validate(await _json(request))
     except ValidationError as exc:
         raise from_validation(exc) from None
+    return JSONResponse(await explain_call(request.app.state.companion, actor, body))
+
+
+async def explain_call(companion: Any, actor: Principal, body: ExplainBody) -> dict[str, Any]:
+    """The decision a call would get now, and every rule that matched it."""
     tool = companion.registry.tools.get(body.tool)
     if tool is None:
         raise invalid({"tool": f"unknown tool {body.tool!r}"})
@@ -182,7 +186,7 @@ async def explain(request: Request) -> JSONResponse:
         now=body.at or utcnow(),
         timezone=actor.timezone,
     )
-    return JSONResponse({"tool": tool.name, "user_id": user_id, **decision_json(index.decide(facts))})
+    return {"tool": tool.name, "user_id": user_id, **decision_json(index.decide(facts))}
 
 
 class Changes(BaseModel):
@@ -240,13 +244,16 @@ def _proposed(current: list[Rule], changes: Changes, actor: Principal, checker: 
 
 
 async def simulate(request: Request) -> JSONResponse:
-    """Replay recorded calls under the current rules and under the proposed ones; list what would change."""
     actor = person_of(request)
-    companion = request.app.state.companion
     try:
         body = SimulateBody.model_validate(await _json(request))
     except ValidationError as exc:
         raise from_validation(exc) from None
+    return JSONResponse(await simulate_changes(request.app.state.companion, actor, body))
+
+
+async def simulate_changes(companion: Any, actor: Principal, body: SimulateBody) -> dict[str, Any]:
+    """Replay recorded calls under the current rules and under the proposed ones; list what would change."""
     until = body.until or utcnow()
     since = body.since or until - timedelta(days=7)
     if since >= until:
@@ -304,16 +311,14 @@ async def simulate(request: Request) -> JSONResponse:
                     "after_rules": [r.id for r in after.rules],
                 }
             )
-    return JSONResponse(
-        {
-            "from": since.isoformat(),
-            "to": until.isoformat(),
-            "replayed": replayed,
-            "changed": sum(counts.values()),
-            "counts": dict(counts),
-            "calls": changed,
-        }
-    )
+    return {
+        "from": since.isoformat(),
+        "to": until.isoformat(),
+        "replayed": replayed,
+        "changed": sum(counts.values()),
+        "counts": dict(counts),
+        "calls": changed,
+    }
 
 
 routes = [
