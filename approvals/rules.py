@@ -368,7 +368,15 @@ def _test(condition: Condition) -> Callable[[Any], bool]:
 
 
 def _compile_condition(condition: Condition) -> Callable[[dict[str, Any]], bool]:
-    get = _getter(condition.arg)
+    if "." in condition.arg:
+        get = _getter(condition.arg)
+    else:
+        # Most conditions name a top-level argument: one dict lookup, no path walk.
+        name = condition.arg
+
+        def get(arguments: Any) -> Any:
+            return arguments.get(name, _MISSING)
+
     if condition.op == "exists":
         wanted = condition.value
         return lambda arguments: (get(arguments) is not _MISSING) is wanted
@@ -433,40 +441,37 @@ class RuleRef:
 
 @dataclass(slots=True)
 class CompiledRule:
+    """A rule ready for the decision path: plain ints and closures, nothing to look up."""
+
     rule: Rule
     ref: RuleRef
-    severity: Severity
+    severity: int
     admin: bool
     shadow: bool
+    locks: bool
     risk: str | None
     expires: float | None
     conditions: tuple[Callable[[dict[str, Any]], bool], ...]
     context: Callable[[CallFacts], bool] | None
-
-    def active(self, at: float) -> bool:
-        return self.expires is None or at < self.expires
-
-    def applies(self, call: CallFacts) -> bool:
-        """Whether the rule's conditions hold for the call (tool and scope already matched)."""
-        if self.risk is not None and self.risk != call.risk:
-            return False
-        if self.context is not None and not self.context(call):
-            return False
-        arguments = call.arguments
-        return all(check(arguments) for check in self.conditions)
+    reason: str
+    cap: CapCharge | None
 
 
 def compile_rule(rule: Rule) -> CompiledRule:
+    ref = RuleRef(rule.id, rule.effect, rule.scope, rule.description)
     return CompiledRule(
         rule=rule,
-        ref=RuleRef(rule.id, rule.effect, rule.scope, rule.description),
-        severity=SEVERITY[rule.effect],
+        ref=ref,
+        severity=int(SEVERITY[rule.effect]),
         admin=rule.scope == "workspace",
         shadow=rule.mode == "shadow",
+        locks=rule.scope == "workspace" and rule.locked,
         risk=rule.risk,
         expires=rule.expires_at.timestamp() if rule.expires_at else None,
         conditions=tuple(_compile_condition(c) for c in rule.conditions),
         context=_context_check(rule.context),
+        reason=_reason(ref),
+        cap=CapCharge(rule.id, rule.cap.max, rule.cap.per_seconds) if rule.cap else None,
     )
 
 
@@ -479,7 +484,7 @@ class CapCharge:
     per_seconds: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Decision:
     effect: Effect
     reasons: tuple[str, ...]
@@ -496,21 +501,23 @@ class Decision:
         return tuple(ref.id for ref in self.rules)
 
 
-@dataclass
-class _Layers:
-    admin: Severity | None = None
-    user: Severity | None = None
-    locked: bool = False
+NONE = -1
+EFFECTS = (Effect.ALLOW, Effect.ASK, Effect.DENY)
+DEFAULT_SEVERITY = {risk: int(SEVERITY[effect]) for risk, effect in DEFAULT_BY_RISK.items()}
+NO_MATCH_REASON = {
+    risk: f"no rule matched; default for {risk} tools: {effect.value}" for risk, effect in DEFAULT_BY_RISK.items()
+}
+DEFAULT_REASON = {risk: f"default for {risk} tools: {effect.value}" for risk, effect in DEFAULT_BY_RISK.items()}
 
 
-def _combine(layers: _Layers, default: Severity) -> Severity:
-    if layers.admin is not None:
-        return max(layers.admin, layers.user or Severity.ALLOW)
-    if layers.user is None:
+def _combine(admin: int, user: int, locked: bool, default: int) -> int:
+    if admin != NONE:
+        return admin if admin > user else user
+    if user == NONE:
         return default
-    if layers.locked:
-        return max(default, layers.user)
-    return layers.user
+    if locked:
+        return default if default > user else user
+    return user
 
 
 def _reason(ref: RuleRef) -> str:
@@ -518,67 +525,78 @@ def _reason(ref: RuleRef) -> str:
     return f"{label} ({ref.effect.value})"
 
 
+def _applies(rule: CompiledRule, call: CallFacts, arguments: dict[str, Any]) -> bool:
+    if rule.risk is not None and rule.risk != call.risk:
+        return False
+    if rule.context is not None and not rule.context(call):
+        return False
+    return all(check(arguments) for check in rule.conditions)
+
+
 def decide_among(candidates: Iterable[CompiledRule], call: CallFacts) -> Decision:
-    """Decide a call from the rules filed under its tool (for this workspace and this user)."""
+    """Decide a call from the rules filed under its tool (for this workspace and this user).
+
+    This is the hot path: it keeps its state in local ints and builds the
+    decision once at the end.
+    """
     at = call.now.timestamp()
-    default = SEVERITY[DEFAULT_BY_RISK.get(call.risk, Effect.ASK)]
-    enforced = _Layers()
-    with_shadow = _Layers()
+    risk = call.risk
+    arguments = call.arguments
+    default = DEFAULT_SEVERITY.get(risk, 1)
+    admin = user = shadow_admin = shadow_user = NONE
+    locked = shadow_locked = False
     matched: list[CompiledRule] = []
     for rule in candidates:
-        if not rule.active(at):
+        expires = rule.expires
+        if expires is not None and at >= expires:
             continue
-        if rule.admin and rule.rule.locked and (rule.risk is None or rule.risk == call.risk):
+        if rule.locks and (rule.risk is None or rule.risk == risk):
             # A lock covers the tool whatever the rule's conditions say.
-            with_shadow.locked = True
-            enforced.locked = enforced.locked or not rule.shadow
-        if not rule.applies(call):
+            shadow_locked = True
+            if not rule.shadow:
+                locked = True
+        if not _applies(rule, call, arguments):
             continue
         matched.append(rule)
-        for layers in (with_shadow,) if rule.shadow else (enforced, with_shadow):
-            if rule.admin:
-                layers.admin = rule.severity if layers.admin is None else max(layers.admin, rule.severity)
-            else:
-                layers.user = rule.severity if layers.user is None else max(layers.user, rule.severity)
-    final = _combine(enforced, default)
-    effect = EFFECT_OF[final]
+        severity = rule.severity
+        if rule.admin:
+            if severity > shadow_admin:
+                shadow_admin = severity
+            if not rule.shadow and severity > admin:
+                admin = severity
+        else:
+            if severity > shadow_user:
+                shadow_user = severity
+            if not rule.shadow and severity > user:
+                user = severity
+    final = _combine(admin, user, locked, default)
+    effect = EFFECTS[final]
     if not matched:
-        return Decision(effect, (f"no rule matched; default for {call.risk} tools: {effect.value}",))
-    enforcing = [r for r in matched if not r.shadow]
-    deciding = _deciding(enforcing, enforced, final)
-    shadow_final = _combine(with_shadow, default)
-    shadow_rules: tuple[RuleRef, ...] = ()
+        return Decision(effect, (NO_MATCH_REASON.get(risk, "no rule matched"),))
+    if admin == final:
+        deciding = [r for r in matched if r.admin and not r.shadow and r.severity == final]
+    elif user == final:
+        deciding = [r for r in matched if not r.admin and not r.shadow and r.severity == final]
+    else:
+        deciding = []
+    shadow_final = _combine(shadow_admin, shadow_user, shadow_locked, default)
     shadow_effect = None
+    shadow_rules: tuple[RuleRef, ...] = ()
     if shadow_final != final:
-        shadow_effect = EFFECT_OF[shadow_final]
+        shadow_effect = EFFECTS[shadow_final]
         shadow_rules = tuple(r.ref for r in matched if r.shadow and r.severity == shadow_final)
-    reasons = (
-        tuple(_reason(r.ref) for r in deciding) if deciding else (f"default for {call.risk} tools: {effect.value}",)
-    )
     return Decision(
         effect=effect,
-        reasons=reasons,
+        reasons=tuple(r.reason for r in deciding) if deciding else (DEFAULT_REASON.get(risk, "default"),),
         rules=tuple(r.ref for r in deciding),
         matched=tuple(r.ref for r in matched),
         shadow_effect=shadow_effect,
         shadow_rules=shadow_rules,
-        caps=tuple(
-            CapCharge(r.rule.id, r.rule.cap.max, r.rule.cap.per_seconds)
-            for r in deciding
-            if r.rule.cap is not None and final is Severity.ALLOW
-        ),
-        require_out_of_band=final is Severity.ASK and any(r.admin and r.rule.require_out_of_band for r in enforcing),
-        admin_may_approve=any(r.admin and r.rule.admin_may_approve for r in enforcing),
+        caps=tuple(r.cap for r in deciding if r.cap is not None) if final == 0 else (),
+        require_out_of_band=final == 1
+        and any(r.admin and not r.shadow and r.rule.require_out_of_band for r in matched),
+        admin_may_approve=any(r.admin and not r.shadow and r.rule.admin_may_approve for r in matched),
     )
-
-
-def _deciding(enforcing: list[CompiledRule], layers: _Layers, final: Severity) -> list[CompiledRule]:
-    """The rules whose effect is the decision, from the layer that set it."""
-    if layers.admin is not None and layers.admin == final:
-        return [r for r in enforcing if r.admin and r.severity == final]
-    if layers.user is not None and layers.user == final:
-        return [r for r in enforcing if not r.admin and r.severity == final]
-    return []
 
 
 @dataclass
