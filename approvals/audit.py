@@ -8,12 +8,13 @@ shown; the arguments themselves are kept sealed for replay, outside the hash.
 Each row carries the hash of the workspace's previous row, so changing,
 removing or reordering rows breaks the chain, and ``verify`` finds where.
 
-Rows go through one writer task per process. It appends in order and commits
-whatever has queued up while the previous commit ran (group commit). A caller
-that must not return before its row is durable (anything that changed
-something, or was refused) waits for that commit; a successful read only
-queues its row, which the writer commits moments later, and every queued row
-is flushed on shutdown.
+Rows go through one writer task per process, which appends them in order
+and commits whatever queued up while the previous commit ran (group commit).
+A call's row is queued, not awaited: waiting would not narrow the one gap
+that matters (a crash after the provider acted but before the row is
+written), and approval steps, which change state, write their rows in the
+same transaction as the change instead. The writer retries while the
+database is away, and every queued row is flushed on shutdown.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import Any
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from store.db import Database
@@ -124,35 +126,63 @@ def entry_hash(prev_hash: str, row: dict[str, Any]) -> str:
 
 async def _lock_head(connection: AsyncConnection, workspace_id: str) -> str:
     """Lock the workspace's chain head (creating it on first use) and return its hash."""
-    dialect = connection.dialect.name
-    create = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(AuditHead).values(
+    # A write to the head row takes its lock on every backend, so two writers
+    # (replicas, or the CLI beside the server) append one after the other.
+    touch = (
+        update(AuditHead)
+        .where(AuditHead.workspace_id == workspace_id)
+        .values(last_hash=AuditHead.last_hash)
+        .returning(AuditHead.last_hash)
+    )
+    current = (await connection.execute(touch)).scalar_one_or_none()
+    if current is not None:
+        return str(current)
+    create = (postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert)(AuditHead).values(
         workspace_id=workspace_id, last_hash=""
     )
     await connection.execute(create.on_conflict_do_nothing(index_elements=["workspace_id"]))
-    # A write to the head row takes its lock on every backend, so two writers
-    # (replicas, or the CLI beside the server) append one after the other.
-    await connection.execute(
-        update(AuditHead).where(AuditHead.workspace_id == workspace_id).values(last_hash=AuditHead.last_hash)
-    )
-    return (
-        await connection.execute(select(AuditHead.last_hash).where(AuditHead.workspace_id == workspace_id))
-    ).scalar_one()
+    return str((await connection.execute(touch)).scalar_one())
 
 
-async def append_rows(connection: AsyncConnection, records: list[AuditRecord]) -> None:
-    """Chain and insert ``records`` inside the caller's transaction."""
-    rows = [record.row() for record in records]
-    heads: dict[str, str] = {}
-    for workspace_id in sorted({row["workspace_id"] for row in rows}):
-        heads[workspace_id] = await _lock_head(connection, workspace_id)
+def _chain(rows: list[dict[str, Any]], heads: dict[str, str]) -> dict[str, str]:
+    """Link ``rows`` onto ``heads``; return the new heads."""
+    heads = dict(heads)
     for row in rows:
         row["prev_hash"] = heads[row["workspace_id"]]
         row["hash"] = heads[row["workspace_id"]] = entry_hash(row["prev_hash"], row)
-    await connection.execute(insert(AuditEntry), rows)
-    for workspace_id, last_hash in heads.items():
+    return heads
+
+
+async def append_rows(connection: AsyncConnection, records: list[AuditRecord]) -> None:
+    """Chain and insert ``records`` inside the caller's transaction, holding each chain's head lock."""
+    rows = [record.row() for record in records]
+    heads = {ws: await _lock_head(connection, ws) for ws in sorted({row["workspace_id"] for row in rows})}
+    for workspace_id, last_hash in _chain(rows, heads).items():
         await connection.execute(
             update(AuditHead).where(AuditHead.workspace_id == workspace_id).values(last_hash=last_hash)
         )
+    await connection.execute(insert(AuditEntry), rows)
+
+
+class _StaleHead(Exception):
+    """Another writer extended the chain since this process last saw its head."""
+
+
+async def _append_optimistic(
+    connection: AsyncConnection, rows: list[dict[str, Any]], heads: dict[str, str]
+) -> dict[str, str]:
+    """Append assuming ``heads`` are current; each head moves only if it still holds the hash we chained onto."""
+    new_heads = _chain(rows, heads)
+    for workspace_id, last_hash in new_heads.items():
+        moved = await connection.execute(
+            update(AuditHead)
+            .where(AuditHead.workspace_id == workspace_id, AuditHead.last_hash == heads[workspace_id])
+            .values(last_hash=last_hash)
+        )
+        if not moved.rowcount:
+            raise _StaleHead
+    await connection.execute(insert(AuditEntry), rows)
+    return new_heads
 
 
 async def append_in(session: AsyncSession, *records: AuditRecord) -> None:
@@ -160,28 +190,34 @@ async def append_in(session: AsyncSession, *records: AuditRecord) -> None:
     await append_rows(await session.connection(), list(records))
 
 
+TRANSIENT = (OperationalError, InterfaceError, OSError)
+
+
+class _DatabaseAway(Exception):
+    def __init__(self, rows: list[AuditRecord]) -> None:
+        self.rows = rows
+
+
 class AuditLog:
     """Appends audit rows through a single writer task, batching commits."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
-        self._queue: list[tuple[AuditRecord, asyncio.Future[None] | None]] = []
+        self._queue: list[AuditRecord] = []
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self._connection: AsyncConnection | None = None
+        self._heads: dict[str, str] = {}
         self._idle = asyncio.Event()
         self._idle.set()
 
-    async def append(self, record: AuditRecord, *, durable: bool = True) -> None:
-        """Queue ``record``; with ``durable``, return only once it is committed."""
-        done: asyncio.Future[None] | None = asyncio.get_running_loop().create_future() if durable else None
-        self._queue.append((record, done))
+    def append(self, record: AuditRecord) -> None:
+        """Queue ``record`` for the writer."""
+        self._queue.append(record)
         self._idle.clear()
         self._wake.set()
         if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._write_forever(), name="audit-writer")
-        if done is not None:
-            await done
+            self._writer = asyncio.get_running_loop().create_task(self._write_forever(), name="audit-writer")
 
     async def flush(self) -> None:
         """Wait until every queued row is committed."""
@@ -197,36 +233,74 @@ class AuditLog:
             await self._connection.close()
 
     async def _write_forever(self) -> None:
+        backoff = 0.1
         while True:
             await self._wake.wait()
             self._wake.clear()
             batch, self._queue = self._queue, []
             if batch:
-                await self._commit(batch)
+                try:
+                    await self._append_batch(batch)
+                    backoff = 0.1
+                except _DatabaseAway as away:
+                    # Keep the rows, in order, and try again once the database answers.
+                    log.warning("audit rows not written yet; retrying in %.1f s", backoff, exc_info=True)
+                    self._queue[:0] = away.rows
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
+                    self._wake.set()
+                    continue
             if not self._queue:
                 self._idle.set()
 
-    async def _commit(self, batch: list[tuple[AuditRecord, asyncio.Future[None] | None]]) -> None:
+    async def _append_batch(self, batch: list[AuditRecord]) -> None:
         try:
-            if self._connection is None or self._connection.closed:
-                # The writer keeps one connection, so a commit costs no pool checkout.
-                self._connection = await self.db.engine.connect()
-            try:
-                await append_rows(self._connection, [record for record, _ in batch])
-                await self._connection.commit()
-            except Exception:
-                await self._connection.rollback()
-                await self._connection.close()
-                raise
-        except Exception as exc:
-            log.exception("could not write %d audit rows", len(batch))
-            for _, done in batch:
-                if done is not None and not done.done():
-                    done.set_exception(exc)
+            await self._write(batch)
             return
-        for _, done in batch:
-            if done is not None and not done.done():
-                done.set_result(None)
+        except TRANSIENT as exc:
+            raise _DatabaseAway(batch) from exc
+        except Exception:
+            log.warning("an audit batch failed; writing its rows one by one", exc_info=True)
+        # One row is refused: it is a bug to fix, and must not hold back the others.
+        for index, record in enumerate(batch):
+            try:
+                await self._write([record])
+            except TRANSIENT as exc:
+                raise _DatabaseAway(batch[index:]) from exc
+            except Exception:
+                log.error("dropped an audit row the database refuses: %r", record, exc_info=True)
+
+    async def _write(self, records: list[AuditRecord]) -> None:
+        """Append on the writer's own connection, chaining onto the heads it remembers.
+
+        While this process is the only writer of a chain that is two statements
+        and a commit; when another writer got there first, the head update
+        matches nothing, and the batch is chained again under the head's lock.
+        """
+        if self._connection is None or self._connection.closed:
+            # The writer keeps one connection, so a commit costs no pool checkout.
+            self._connection = await self.db.engine.connect()
+        connection = self._connection
+        rows = [record.row() for record in records]
+        workspaces = sorted({row["workspace_id"] for row in rows})
+        try:
+            if all(ws in self._heads for ws in workspaces):
+                try:
+                    self._heads.update(
+                        await _append_optimistic(connection, rows, {w: self._heads[w] for w in workspaces})
+                    )
+                    await connection.commit()
+                    return
+                except _StaleHead:
+                    await connection.rollback()
+            heads = {ws: await _lock_head(connection, ws) for ws in workspaces}
+            self._heads.update(await _append_optimistic(connection, rows, heads))
+            await connection.commit()
+        except Exception:
+            self._heads.clear()
+            await connection.rollback()
+            await connection.close()
+            raise
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,12 @@ SQLite database seeded with the demo data:
   and declares the same output contract as a pydantic model, as a developer
   on the bare SDK would;
 - ``ours``: the real app, which adds bearer-key authentication, the per-key
-  tool list, schema validation, the decision step, output validation and an
-  audit row written for every call.
+  tool list, schema validation, the rule engine, output validation and an
+  audit row (hash-chained) for every call.
+
+Two tools are measured: a read, and a write that an admin rule auto-approves,
+so the whole gate runs (auth, rules, and an audit row committed before the
+answer, as every state-changing call's is).
 
 One client process drives both with the SDK's ``Client`` over Streamable HTTP,
 alternating runs so that drift on this shared machine hits both alike. It
@@ -132,6 +136,13 @@ def serve_bare(database_url: str, port: int) -> None:
         found = await harmony.get_meeting(await context(), harmony.MeetingRef(meeting_id=meeting_id))
         return MeetingDetail.model_validate(found)
 
+    @mcp.tool(name="harmony_create_action_item")
+    async def create_action_item(meeting_id: str, text: str) -> ActionItem:
+        made = await harmony.create_action_item(
+            await context(), harmony.CreateActionItem(meeting_id=meeting_id, text=text)
+        )
+        return ActionItem.model_validate(made)
+
     uvicorn.run(mcp.streamable_http_app(), host="127.0.0.1", port=port, log_level="warning")
 
 
@@ -150,6 +161,7 @@ async def prepare(database_url: str, data_dir: str) -> tuple[str, str]:
     """Migrate and seed; return the admin's agent key and a meeting id."""
     from sqlalchemy import select
 
+    from approvals.rules import Rule
     from server import demo
     from server.app import Companion
     from server.settings import Settings
@@ -162,6 +174,19 @@ async def prepare(database_url: str, data_dir: str) -> tuple[str, str]:
         async with companion.db.transaction() as session:
             keys = await demo.seed(session, companion.registry, companion.box, SECRET.encode())
             meeting = await session.scalar(select(Meeting.id).where(Meeting.status == MeetingStatus.PROCESSED))
+        admin = await companion.principal_for(keys.keys[USER])
+        async with companion.db.transaction() as session:
+            await companion.rulebook.create(
+                session,
+                admin,
+                Rule(
+                    effect="allow",
+                    scope="workspace",
+                    tool="harmony_create_action_item",
+                    conditions=[{"arg": "text", "op": "max_length", "value": 200}],
+                    description="Action items are fine",
+                ),
+            )
     finally:
         await companion.aclose()
     return keys.keys[USER], meeting
@@ -179,7 +204,15 @@ async def wait_until_up(port: int) -> None:
     raise RuntimeError(f"server on port {port} did not start")
 
 
-async def run_once(url: str, key: str | None, meeting: str, calls: int, concurrency: int, mode: str) -> list[float]:
+TOOLS = {
+    "read": ("harmony_get_meeting", lambda meeting: {"meeting_id": meeting}),
+    "write": ("harmony_create_action_item", lambda meeting: {"meeting_id": meeting, "text": "Follow up"}),
+}
+
+
+async def run_once(
+    url: str, key: str | None, meeting: str, calls: int, concurrency: int, mode: str, kind: str = "read"
+) -> list[float]:
     """Latencies of ``calls`` tool calls made by ``concurrency`` clients at once."""
     import httpx2
     from mcp import Client
@@ -193,12 +226,13 @@ async def run_once(url: str, key: str | None, meeting: str, calls: int, concurre
             httpx2.AsyncClient(headers=headers, timeout=60) as http,
             Client(streamable_http_client(url, http_client=http), mode=mode) as client,
         ):
-            await client.call_tool("harmony_get_meeting", {"meeting_id": meeting})
+            tool, arguments = TOOLS[kind][0], TOOLS[kind][1](meeting)
+            await client.call_tool(tool, arguments)
             for _ in range(count):
                 started = time.perf_counter()
-                result = await client.call_tool("harmony_get_meeting", {"meeting_id": meeting})
+                result = await client.call_tool(tool, arguments)
                 latencies.append(time.perf_counter() - started)
-                if result.is_error:
+                if result.is_error or (result.structured_content or {}).get("status") == "approval_required":
                     raise RuntimeError(result.content[0].text)
 
     await asyncio.gather(*(worker(calls // concurrency) for _ in range(concurrency)))
@@ -242,27 +276,34 @@ async def main() -> None:
             }
             for url, token in targets.values():  # warm both up
                 await run_once(url, token, meeting, 40, 4, args.mode)
-            print(
-                f"harmony_get_meeting over Streamable HTTP ({args.mode}), {args.rounds} alternating runs of "
-                f"{args.calls} calls per server"
-            )
+                await run_once(url, token, meeting, 40, 4, args.mode, "write")
             figures: dict[str, tuple[float, float]] = {}
-            for concurrency in (1, args.concurrency):
-                samples: dict[str, list[float]] = {"bare": [], "ours": []}
-                elapsed = {"bare": 0.0, "ours": 0.0}
-                for _ in range(args.rounds):
-                    for name, (url, token) in targets.items():
-                        started = time.perf_counter()
-                        samples[name] += await run_once(url, token, meeting, args.calls, concurrency, args.mode)
-                        elapsed[name] += time.perf_counter() - started
-                print(f"\n{concurrency} client{'s' if concurrency > 1 else ''}:")
-                for name in ("bare", "ours"):
-                    figures[f"{name}@{concurrency}"] = summarize(name, samples[name], elapsed[name])
-                bare, ours = figures[f"bare@{concurrency}"], figures[f"ours@{concurrency}"]
+            for kind, label in (
+                ("read", "a read tool, harmony_get_meeting"),
+                ("write", "a write auto-approved by an admin rule, harmony_create_action_item"),
+            ):
                 print(
-                    f"  ratio  median latency ours/bare = {ours[0] / bare[0]:.2f}x   "
-                    f"throughput bare/ours = {bare[1] / ours[1]:.2f}x"
+                    f"\n== {label}, over Streamable HTTP ({args.mode}), {args.rounds} alternating runs of "
+                    f"{args.calls} calls per server"
                 )
+                for concurrency in (1, args.concurrency):
+                    samples: dict[str, list[float]] = {"bare": [], "ours": []}
+                    elapsed = {"bare": 0.0, "ours": 0.0}
+                    for _ in range(args.rounds):
+                        for name, (url, token) in targets.items():
+                            started = time.perf_counter()
+                            samples[name] += await run_once(
+                                url, token, meeting, args.calls, concurrency, args.mode, kind
+                            )
+                            elapsed[name] += time.perf_counter() - started
+                    print(f"{concurrency} client{'s' if concurrency > 1 else ''}:")
+                    for name in ("bare", "ours"):
+                        figures[f"{kind}/{name}@{concurrency}"] = summarize(name, samples[name], elapsed[name])
+                    bare, ours = figures[f"{kind}/bare@{concurrency}"], figures[f"{kind}/ours@{concurrency}"]
+                    print(
+                        f"  ratio  median latency ours/bare = {ours[0] / bare[0]:.2f}x   "
+                        f"throughput bare/ours = {bare[1] / ours[1]:.2f}x"
+                    )
             print(
                 "\n"
                 + json.dumps(

@@ -31,7 +31,6 @@ from store.models import ApprovalStatus, ConnectionStatus, utcnow
 from store.principal import Principal
 from tools.context import ToolContext
 from tools.errors import InvalidArguments, ToolError
-from tools.manifest import Risk
 from tools.registry import RegisteredTool, Registry
 
 log = logging.getLogger(__name__)
@@ -383,7 +382,4 @@ class ToolGateway:
             if arguments is not None and bound is not None
             else None,
         )
-        # A read that succeeded changed nothing, so its row may follow the answer
-        # by a moment; every other row is committed before the caller hears back.
-        durable = not (outcome is Outcome.SUCCEEDED and bound is not None and bound.tool.risk is Risk.READ)
-        await self.audit.append(record, durable=durable)
+        self.audit.append(record)

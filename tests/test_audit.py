@@ -1,4 +1,4 @@
-"""The audit writer: rows land in order, durable appends wait for their commit, and nothing queued is lost."""
+"""The audit writer: rows land in order, in batches, hash-chained, and nothing queued is lost."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from dataclasses import replace
 
 import pytest
 from sqlalchemy import func, select, text
-from sqlalchemy.exc import IntegrityError
 
 from approvals.audit import AuditLog, AuditRecord, Outcome, verify
 from store.models import AuditEntry
@@ -36,9 +35,10 @@ async def count(companion) -> int:
         return await session.scalar(select(func.count()).select_from(AuditEntry))
 
 
-async def test_a_durable_append_is_committed_when_it_returns(companion):
+async def test_an_appended_row_is_committed_by_the_time_flush_returns(companion):
     log = AuditLog(companion.db)
-    await log.append(record("memo_add_note"), durable=True)
+    log.append(record("memo_add_note"))
+    await log.flush()
     assert await count(companion) == 1
     await log.aclose()
 
@@ -46,7 +46,7 @@ async def test_a_durable_append_is_committed_when_it_returns(companion):
 async def test_queued_rows_are_flushed_and_kept_in_order(companion):
     log = AuditLog(companion.db)
     for index in range(50):
-        await log.append(record(f"memo_{index}"), durable=False)
+        log.append(record(f"memo_{index}"))
     await log.flush()
     async with companion.db.session() as session:
         tools = (await session.scalars(select(AuditEntry.tool).order_by(AuditEntry.id))).all()
@@ -54,34 +54,43 @@ async def test_queued_rows_are_flushed_and_kept_in_order(companion):
     await log.aclose()
 
 
-async def test_concurrent_durable_appends_share_commits_and_all_land(companion):
+async def test_rows_queued_from_many_tasks_all_land(companion):
     log = AuditLog(companion.db)
-    await asyncio.gather(*(log.append(record(f"memo_{i}"), durable=True) for i in range(40)))
+
+    async def caller(index: int) -> None:
+        await asyncio.sleep(0)
+        log.append(record(f"memo_{index}"))
+
+    await asyncio.gather(*(caller(i) for i in range(40)))
+    await log.flush()
     assert await count(companion) == 40
     await log.aclose()
 
 
 async def test_closing_the_log_flushes_what_is_queued(companion):
     log = AuditLog(companion.db)
-    await log.append(record("memo_late"), durable=False)
+    log.append(record("memo_late"))
     await log.aclose()
     assert await count(companion) == 1
 
 
-async def test_a_failed_commit_reaches_the_durable_caller(companion):
+async def test_a_row_the_database_refuses_does_not_hold_back_the_others(companion, caplog):
     log = AuditLog(companion.db)
-    broken = replace(record("memo_broken"), workspace_id=None)  # violates NOT NULL on every backend
-    with pytest.raises(IntegrityError):
-        await log.append(broken, durable=True)
-    await log.append(record("memo_after"), durable=True)
-    assert await count(companion) == 1
+    log.append(record("memo_before"))
+    log.append(replace(record("memo_broken"), workspace_id=None))  # violates NOT NULL on every backend
+    log.append(record("memo_after"))
+    await log.flush()
+    async with companion.db.session() as session:
+        tools = (await session.scalars(select(AuditEntry.tool).order_by(AuditEntry.id))).all()
+    assert tools == ["memo_before", "memo_after"]
+    assert "dropped an audit row the database refuses" in caplog.text
     await log.aclose()
 
 
 async def chained(companion, count: int = 6) -> AuditLog:
     log = AuditLog(companion.db)
     for index in range(count):
-        await log.append(record(f"memo_{index}", workspace_id="ws" if index % 2 else "other"), durable=False)
+        log.append(record(f"memo_{index}", workspace_id="ws" if index % 2 else "other"))
     await log.flush()
     return log
 
@@ -115,4 +124,26 @@ async def test_a_changed_or_missing_row_breaks_the_chain_where_it_happened(compa
         reports = {r.workspace_id: r for r in await verify(session)}
     assert reports["other"].intact
     assert not reports["ws"].intact and problem in reports["ws"].problem
+    await log.aclose()
+
+
+async def test_rows_wait_while_the_database_is_away_and_land_in_order_when_it_is_back(companion, monkeypatch):
+    from sqlalchemy.exc import OperationalError
+
+    log = AuditLog(companion.db)
+    real_write = log._write
+    failures = iter([True, True, False, False])
+
+    async def flaky(records):
+        if next(failures):
+            raise OperationalError("INSERT", {}, Exception("database is locked"))
+        await real_write(records)
+
+    monkeypatch.setattr(log, "_write", flaky)
+    for index in range(3):
+        log.append(record(f"memo_{index}"))
+    await asyncio.wait_for(log.flush(), timeout=10)
+    async with companion.db.session() as session:
+        tools = (await session.scalars(select(AuditEntry.tool).order_by(AuditEntry.id))).all()
+    assert tools == ["memo_0", "memo_1", "memo_2"]
     await log.aclose()
