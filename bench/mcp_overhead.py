@@ -158,7 +158,7 @@ async def _admin_principal(db: Database) -> Principal:
 
 
 async def prepare(database_url: str, data_dir: str) -> tuple[str, str]:
-    """Migrate and seed; return the admin's agent key and a meeting id."""
+    """Migrate and seed; return the admin's agent key, a meeting to read and one to add action items to."""
     from sqlalchemy import select
 
     from approvals.rules import Rule
@@ -173,7 +173,9 @@ async def prepare(database_url: str, data_dir: str) -> tuple[str, str]:
     try:
         async with companion.db.transaction() as session:
             keys = await demo.seed(session, companion.registry, companion.box, SECRET.encode())
-            meeting = await session.scalar(select(Meeting.id).where(Meeting.status == MeetingStatus.PROCESSED))
+            meetings = (
+                await session.scalars(select(Meeting.id).where(Meeting.status == MeetingStatus.PROCESSED).limit(2))
+            ).all()
         admin = await companion.principal_for(keys.keys[USER])
         async with companion.db.transaction() as session:
             await companion.rulebook.create(
@@ -189,7 +191,7 @@ async def prepare(database_url: str, data_dir: str) -> tuple[str, str]:
             )
     finally:
         await companion.aclose()
-    return keys.keys[USER], meeting
+    return keys.keys[USER], meetings[0], meetings[1]
 
 
 async def wait_until_up(port: int) -> None:
@@ -258,7 +260,7 @@ async def main() -> None:
 
     with tempfile.TemporaryDirectory() as scratch:
         database_url = f"sqlite+aiosqlite:///{scratch}/bench.db"
-        key, meeting = await prepare(database_url, scratch)
+        key, meeting, writes_to = await prepare(database_url, scratch)
         ours_port, bare_port = free_port(), free_port()
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         servers = [
@@ -276,7 +278,7 @@ async def main() -> None:
             }
             for url, token in targets.values():  # warm both up
                 await run_once(url, token, meeting, 40, 4, args.mode)
-                await run_once(url, token, meeting, 40, 4, args.mode, "write")
+                await run_once(url, token, writes_to, 40, 4, args.mode, "write")
             figures: dict[str, tuple[float, float]] = {}
             for kind, label in (
                 ("read", "a read tool, harmony_get_meeting"),
@@ -292,8 +294,10 @@ async def main() -> None:
                     for _ in range(args.rounds):
                         for name, (url, token) in targets.items():
                             started = time.perf_counter()
+                            # Writes go to another meeting, so the read keeps its size.
+                            target = meeting if kind == "read" else writes_to
                             samples[name] += await run_once(
-                                url, token, meeting, args.calls, concurrency, args.mode, kind
+                                url, token, target, args.calls, concurrency, args.mode, kind
                             )
                             elapsed[name] += time.perf_counter() - started
                     print(f"{concurrency} client{'s' if concurrency > 1 else ''}:")
