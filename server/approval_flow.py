@@ -486,6 +486,18 @@ async def decide_elsewhere(
     return approval
 
 
+async def cancel_request(flow: ApprovalFlow, actor: Principal, approval_id: str) -> Approval:
+    """The person who asked withdraws a pending request."""
+    try:
+        async with flow.db.transaction() as session:
+            approval = await lifecycle.get(session, actor.workspace_id, approval_id)
+            if approval.user_id != actor.user_id:
+                raise DecisionRefused("not_found", f"No approval {approval_id} in this workspace")
+            return await lifecycle.cancel(session, approval, actor_id=actor.user_id)
+    except ApprovalError as exc:
+        raise DecisionRefused(exc.code, str(exc)) from None
+
+
 def approval_view(flow: ApprovalFlow, tools: dict[str, RegisteredTool], approval: Approval) -> dict[str, Any]:
     """An approval as people see it: what will happen, in plain words and in full."""
     tool = tools.get(approval.tool)

@@ -388,3 +388,16 @@ async def test_the_rule_row_keeps_the_api_field_names(companion, live_server, bo
         "description",
     ):
         assert name in created
+
+
+async def test_the_person_who_asked_can_withdraw_a_pending_request(live_server, bob):
+    async with mcp_client(live_server, bob["agent"]) as client:
+        waiting = await client.call_tool("memo_add_note", {"text": "never mind"})
+        approval_id = waiting.structured_content["approval_id"]
+        cancelled = await api(live_server, bob["user"], "POST", f"/approvals/{approval_id}/cancel")
+        assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+        again = await client.call_tool("memo_add_note", {"text": "never mind"})
+    assert again.structured_content["status"] == "approval_required"
+    assert again.structured_content["approval_id"] != approval_id
+    assert (await api(live_server, bob["user"], "POST", f"/approvals/{approval_id}/approve")).status_code == 409
+    assert runs("add_note") == 0

@@ -13,7 +13,7 @@ from starlette.routing import Route
 from approvals import lifecycle
 from server.api.auth import person_of
 from server.api.errors import ApiError, from_validation
-from server.approval_flow import DecisionRefused, approval_view, decide_elsewhere, visible_to
+from server.approval_flow import DecisionRefused, approval_view, cancel_request, decide_elsewhere, visible_to
 from store.models import Approval, ApprovalStatus
 
 STATUS = {"not_found": 404, "forbidden": 403, "conflict": 409, "expired": 409}
@@ -96,6 +96,16 @@ async def _decide(request: Request, *, approve: bool) -> JSONResponse:
     return JSONResponse(approval_view(companion.gateway.flow, companion.registry.tools, approval))
 
 
+async def cancel(request: Request) -> JSONResponse:
+    actor = person_of(request)
+    companion = request.app.state.companion
+    try:
+        approval = await cancel_request(companion.gateway.flow, actor, request.path_params["approval_id"])
+    except DecisionRefused as exc:
+        raise ApiError(STATUS[exc.code], str(exc)) from None
+    return JSONResponse(approval_view(companion.gateway.flow, companion.registry.tools, approval))
+
+
 async def approve(request: Request) -> JSONResponse:
     return await _decide(request, approve=True)
 
@@ -109,4 +119,5 @@ routes = [
     Route("/approvals/{approval_id}", get_approval, methods=["GET"]),
     Route("/approvals/{approval_id}/approve", approve, methods=["POST"]),
     Route("/approvals/{approval_id}/deny", deny, methods=["POST"]),
+    Route("/approvals/{approval_id}/cancel", cancel, methods=["POST"]),
 ]
