@@ -151,11 +151,6 @@ def arguments_of(box: SecretBox, approval: Approval) -> dict[str, Any]:
     return value
 
 
-def may_decide(approval: Approval, *, user_id: str, is_admin: bool) -> bool:
-    """The requesting user decides; a workspace admin too where a rule allowed it."""
-    return approval.user_id == user_id or (is_admin and approval.admin_may_approve)
-
-
 async def reload(session: AsyncSession, approval_id: str) -> Approval:
     """The approval as the database has it now, attached to ``session``."""
     current = await session.get(Approval, approval_id, populate_existing=True)

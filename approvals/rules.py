@@ -46,7 +46,6 @@ class Severity(IntEnum):
 
 
 SEVERITY = {Effect.ALLOW: Severity.ALLOW, Effect.ASK: Severity.ASK, Effect.DENY: Severity.DENY}
-EFFECT_OF = {value: key for key, value in SEVERITY.items()}
 DEFAULT_BY_RISK = {"read": Effect.ALLOW, "write": Effect.ASK, "send": Effect.ASK, "delete": Effect.ASK}
 
 Op = Literal[

@@ -323,7 +323,7 @@ class ApprovalFlow:
             return self._denied(approval)
         remember = content.get("remember")
         if remember in REMEMBER_FOR:
-            await self._remember(principal, approval, tool, arguments, REMEMBER_FOR[remember])
+            await self.remember(principal, approval, tool, arguments, REMEMBER_FOR[remember])
         return await self.execute(principal, approval, tool, run)
 
     async def _settled_elsewhere(
@@ -348,7 +348,7 @@ class ApprovalFlow:
             return self._required(decided, tool, lifecycle.arguments_of(self.box, decided))
         return await self._settled_elsewhere(principal, decided, tool, run)
 
-    async def _remember(
+    async def remember(
         self, principal: Principal, approval: Approval, tool: RegisteredTool, arguments: dict[str, Any], span: timedelta
     ) -> None:
         rule = Rule.model_validate(
@@ -482,7 +482,7 @@ async def decide_elsewhere(
     tool = tools.get(approval.tool)
     if approve and remember in REMEMBER_FOR and tool is not None and approval.user_id == actor.user_id:
         arguments = lifecycle.arguments_of(flow.box, approval)
-        await flow._remember(actor, approval, tool, arguments, REMEMBER_FOR[remember])
+        await flow.remember(actor, approval, tool, arguments, REMEMBER_FOR[remember])
     return approval
 
 
