@@ -9,7 +9,8 @@ Each row carries the hash of the workspace's previous row, so changing,
 removing or reordering rows breaks the chain, and ``verify`` finds where.
 
 Rows go through one writer task per process, which appends them in order
-and commits whatever queued up while the previous commit ran (group commit).
+and commits whatever queued up while the previous commit ran, lingering
+20 ms so that calls made one after another share a commit too.
 A call's row is queued, not awaited: waiting would not narrow the one gap
 that matters (a crash after the provider acted but before the row is
 written), and approval steps, which change state, write their rows in the
@@ -20,6 +21,7 @@ database is away, and every queued row is flushed on shutdown.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -191,6 +193,7 @@ async def append_in(session: AsyncSession, *records: AuditRecord) -> None:
 
 
 TRANSIENT = (OperationalError, InterfaceError, OSError)
+MAX_BATCH = 500
 
 
 class _DatabaseAway(Exception):
@@ -201,10 +204,12 @@ class _DatabaseAway(Exception):
 class AuditLog:
     """Appends audit rows through a single writer task, batching commits."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, linger_seconds: float = 0.02) -> None:
         self.db = db
+        self.linger_seconds = linger_seconds
         self._queue: list[AuditRecord] = []
         self._wake = asyncio.Event()
+        self._hurry = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self._connection: AsyncConnection | None = None
         self._heads: dict[str, str] = {}
@@ -216,11 +221,14 @@ class AuditLog:
         self._queue.append(record)
         self._idle.clear()
         self._wake.set()
+        if len(self._queue) >= MAX_BATCH:
+            self._hurry.set()
         if self._writer is None or self._writer.done():
             self._writer = asyncio.get_running_loop().create_task(self._write_forever(), name="audit-writer")
 
     async def flush(self) -> None:
-        """Wait until every queued row is committed."""
+        """Wait until every queued row is committed (without waiting out the linger)."""
+        self._hurry.set()
         while self._queue or not self._idle.is_set():
             await self._idle.wait()
 
@@ -236,8 +244,15 @@ class AuditLog:
         backoff = 0.1
         while True:
             await self._wake.wait()
+            if len(self._queue) < MAX_BATCH and not self._hurry.is_set():
+                # Linger a moment so rows from calls made one after another share a commit.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._hurry.wait(), self.linger_seconds)
             self._wake.clear()
-            batch, self._queue = self._queue, []
+            self._hurry.clear()
+            batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+            if self._queue:
+                self._wake.set()
             if batch:
                 try:
                     await self._append_batch(batch)
