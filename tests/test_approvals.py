@@ -215,7 +215,8 @@ async def test_remember_creates_a_rule_that_approves_calls_like_this_one(live_se
     assert rule["expires_at"] is not None
 
 
-async def test_an_out_of_band_rule_sends_the_person_to_the_page_not_a_chat_form(live_server, bob, demo_keys):
+@pytest.mark.parametrize("mode", ERAS)
+async def test_an_out_of_band_rule_sends_the_person_to_the_page_not_a_chat_form(live_server, bob, demo_keys, mode):
     admin_user_key = demo_keys.user_keys["admin@acme.test"]
     rule = {
         "effect": "ask",
@@ -229,7 +230,7 @@ async def test_an_out_of_band_rule_sends_the_person_to_the_page_not_a_chat_form(
     opened = types.ElicitResult(action="accept")
     callback = answering(opened)
     arguments = {"to": ["ann@acme.test"], "text": "secret plan"}
-    async with mcp_client(live_server, bob["agent"], mode="legacy", elicitation_callback=callback) as client:
+    async with mcp_client(live_server, bob["agent"], mode=mode, elicitation_callback=callback) as client:
         waiting = await client.call_tool("memo_share_note", arguments)
         approval_id = waiting.structured_content["approval_id"]
         assert waiting.structured_content["out_of_band"] is True
