@@ -125,11 +125,12 @@ async def test_explain_shows_the_decision_and_the_rules_behind_it(api):
     assert other.status_code == 403
 
 
-async def test_simulate_replays_recorded_calls_under_a_proposed_rule(api, app_client, demo_keys):
+async def test_simulate_replays_recorded_calls_under_a_proposed_rule(api, app_client, demo_keys, companion):
     async with mcp_client(BASE, demo_keys.keys["alice@acme.test"], transport=app_client.transport) as client:
         for text in ("email Carol", "email Dan", "plan the offsite"):
             await client.call_tool("harmony_create_action_item", {"meeting_id": "mtg_missing", "text": text})
         await client.call_tool("harmony_list_meetings", {"limit": 1})
+    await companion.audit.flush()  # call rows are queued; a replay sees what has been written
     proposal = {
         "effect": "allow",
         "scope": "workspace",
