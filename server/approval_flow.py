@@ -506,6 +506,7 @@ def approval_view(flow: ApprovalFlow, tools: dict[str, RegisteredTool], approval
         "id": approval.id,
         "status": "expired" if lifecycle.is_expired(approval) else approval.status.value,
         "app": approval.app,
+        "app_name": tool.manifest.name if tool else approval.app,
         "tool": approval.tool,
         "risk": approval.risk,
         "summary": summarize(tool, arguments) if tool else approval.tool,

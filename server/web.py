@@ -10,6 +10,7 @@ from __future__ import annotations
 import hmac
 import json
 import secrets
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -30,6 +31,7 @@ from store.principal import Principal
 
 templates = Jinja2Templates(directory=Path(__file__).with_name("templates"))
 templates.env.filters["pretty"] = lambda value: json.dumps(value, indent=2, ensure_ascii=False)
+templates.env.filters["when"] = lambda value: datetime.fromisoformat(value).strftime("%d %b %Y, %H:%M UTC")
 
 
 def session_middleware(settings: Settings) -> Middleware:
