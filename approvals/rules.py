@@ -158,6 +158,9 @@ class Rule(Strict):
             for flag in ("locked", "require_out_of_band", "admin_may_approve"):
                 if getattr(self, flag):
                     raise ValueError(f"{flag}: only a workspace rule can set it")
+        for flag in ("require_out_of_band", "admin_may_approve"):
+            if getattr(self, flag) and self.effect is not Effect.ASK:
+                raise ValueError(f"{flag}: only an ask rule can set it, since only asking involves an approver")
         return self
 
 
@@ -594,7 +597,53 @@ def decide_among(candidates: Iterable[CompiledRule], call: CallFacts) -> Decisio
         caps=tuple(r.cap for r in deciding if r.cap is not None) if final == 0 else (),
         require_out_of_band=final == 1
         and any(r.admin and not r.shadow and r.rule.require_out_of_band for r in matched),
-        admin_may_approve=any(r.admin and not r.shadow and r.rule.admin_may_approve for r in matched),
+        admin_may_approve=final == 1 and any(r.admin and not r.shadow and r.rule.admin_may_approve for r in matched),
+    )
+
+
+@dataclass(slots=True)
+class _Filed:
+    """The rules filed under one tool (admin) or one user's tool (user), grouped for the fast path."""
+
+    every: list[CompiledRule] = field(default_factory=list)
+    by_severity: tuple[list[CompiledRule], list[CompiledRule], list[CompiledRule]] = field(
+        default_factory=lambda: ([], [], [])
+    )
+    shadow: list[CompiledRule] = field(default_factory=list)
+    locks: list[CompiledRule] = field(default_factory=list)
+
+    def add(self, rule: CompiledRule) -> None:
+        self.every.append(rule)
+        (self.shadow if rule.shadow else self.by_severity[rule.severity]).append(rule)
+        if rule.locks:
+            self.locks.append(rule)
+
+
+_EMPTY = _Filed()
+
+
+def _hits(rules: list[CompiledRule], call: CallFacts, at: float) -> list[CompiledRule]:
+    arguments = call.arguments
+    return [r for r in rules if (r.expires is None or at < r.expires) and _applies(r, call, arguments)]
+
+
+def _strongest(filed: _Filed, call: CallFacts, at: float, above: int) -> tuple[int, list[CompiledRule]]:
+    """The highest severity above ``above`` at which an enforced rule applies, with the rules applying there."""
+    for severity in (2, 1, 0):
+        if severity <= above:
+            break
+        group = filed.by_severity[severity]
+        if group:
+            hits = _hits(group, call, at)
+            if hits:
+                return severity, hits
+    return NONE, []
+
+
+def _locked(filed: _Filed, call: CallFacts, at: float, *, shadow: bool) -> bool:
+    return any(
+        (r.expires is None or at < r.expires) and (r.risk is None or r.risk == call.risk) and (shadow or not r.shadow)
+        for r in filed.locks
     )
 
 
@@ -604,10 +653,12 @@ class RuleIndex:
 
     Globs are expanded against the catalog when the index is built, so a
     decision looks up its tool and evaluates only the rules filed there.
+    Within that, enforced rules are grouped by severity and tried strongest
+    first: once an admin rule denies, nothing below it can change the answer.
     """
 
-    admin: dict[str, list[CompiledRule]] = field(default_factory=dict)
-    user: dict[tuple[str, str], list[CompiledRule]] = field(default_factory=dict)
+    admin: dict[str, _Filed] = field(default_factory=dict)
+    user: dict[tuple[str, str], _Filed] = field(default_factory=dict)
     size: int = 0
 
     @classmethod
@@ -618,16 +669,62 @@ class RuleIndex:
             index.size += 1
             for tool in matched_tools(rule, catalog):
                 if compiled.admin:
-                    index.admin.setdefault(tool, []).append(compiled)
+                    index.admin.setdefault(tool, _Filed()).add(compiled)
                 elif rule.user_id is not None:
-                    index.user.setdefault((rule.user_id, tool), []).append(compiled)
+                    index.user.setdefault((rule.user_id, tool), _Filed()).add(compiled)
         return index
 
     def candidates(self, call: CallFacts) -> list[CompiledRule]:
-        return self.admin.get(call.tool, []) + self.user.get((call.user_id, call.tool), [])
+        return self.admin.get(call.tool, _EMPTY).every + self.user.get((call.user_id, call.tool), _EMPTY).every
+
+    def explain(self, call: CallFacts) -> Decision:
+        """The decision with every rule that matched, for people asking why."""
+        return decide_among(self.candidates(call), call)
 
     def decide(self, call: CallFacts) -> Decision:
-        return decide_among(self.candidates(call), call)
+        """The decision, evaluating only the rules that can still change it (``matched`` holds those)."""
+        at = call.now.timestamp()
+        risk = call.risk
+        admin_rules = self.admin.get(call.tool, _EMPTY)
+        user_rules = self.user.get((call.user_id, call.tool), _EMPTY)
+        default = DEFAULT_SEVERITY.get(risk, 1)
+        admin, admin_hits = _strongest(admin_rules, call, at, NONE)
+        # A user rule matters only where it is stricter than the admin layer (or, with no admin rule, at all).
+        user, user_hits = _strongest(user_rules, call, at, admin)
+        locked = admin == NONE and user != NONE and _locked(admin_rules, call, at, shadow=False)
+        final = _combine(admin, user, locked, default)
+        deciding = admin_hits if admin == final else user_hits if user == final else []
+        shadow_effect = None
+        shadow_rules: tuple[RuleRef, ...] = ()
+        shadow_hits: list[CompiledRule] = []
+        if final != 2 and (admin_rules.shadow or user_rules.shadow):
+            shadow_hits = _hits(admin_rules.shadow, call, at) + _hits(user_rules.shadow, call, at)
+            if shadow_hits:
+                shadow_admin = max([admin, *(r.severity for r in shadow_hits if r.admin)])
+                shadow_user = max([user, *(r.severity for r in shadow_hits if not r.admin)])
+                shadow_locked = (
+                    shadow_admin == NONE and shadow_user != NONE and _locked(admin_rules, call, at, shadow=True)
+                )
+                shadow_final = _combine(shadow_admin, shadow_user, shadow_locked, default)
+                if shadow_final != final:
+                    shadow_effect = EFFECTS[shadow_final]
+                    shadow_rules = tuple(r.ref for r in shadow_hits if r.severity == shadow_final)
+        effect = EFFECTS[final]
+        matched = admin_hits + user_hits + shadow_hits
+        if not matched:
+            return Decision(effect, (NO_MATCH_REASON.get(risk, "no rule matched"),))
+        return Decision(
+            effect=effect,
+            reasons=tuple(r.reason for r in deciding) if deciding else (DEFAULT_REASON.get(risk, "default"),),
+            rules=tuple(r.ref for r in deciding),
+            matched=tuple(r.ref for r in matched),
+            shadow_effect=shadow_effect,
+            shadow_rules=shadow_rules,
+            caps=tuple(r.cap for r in deciding if r.cap is not None) if final == 0 else (),
+            # Only ask rules carry these, and when the admin layer asks, its ask rules are admin_hits.
+            require_out_of_band=final == 1 and admin == 1 and any(r.rule.require_out_of_band for r in admin_hits),
+            admin_may_approve=final == 1 and admin == 1 and any(r.rule.admin_may_approve for r in admin_hits),
+        )
 
 
 class LinearRules:

@@ -145,3 +145,21 @@ async def test_simulate_replays_recorded_calls_under_a_proposed_rule(api, app_cl
     assert {c["tool"] for c in report["calls"]} == {"harmony_create_action_item"}
     bad = await api["admin"].post("/rules/simulate", json={"changes": {"add": [{**proposal, "tool": "nope_*"}]}})
     assert bad.status_code == 422 and "changes.add[0].tool" in bad.json()["error"]["details"]["fields"]
+
+
+async def test_explain_lists_every_rule_that_matched_not_only_the_deciding_one(api):
+    for effect in ("allow", "deny"):
+        await api["admin"].post(
+            "/rules",
+            json={
+                "effect": effect,
+                "scope": "workspace",
+                "tool": "harmony_create_action_item",
+                "description": f"{effect} them",
+            },
+        )
+    body = {"tool": "harmony_create_action_item", "arguments": {"meeting_id": "m", "text": "x"}}
+    explained = (await api["admin"].post("/rules/explain", json=body)).json()
+    assert explained["effect"] == "deny"
+    assert [r["description"] for r in explained["rules"]] == ["deny them"]
+    assert sorted(r["description"] for r in explained["matched"]) == ["allow them", "deny them"]

@@ -195,7 +195,9 @@ def test_severity_decides_within_a_layer_regardless_of_order():
         decision = decide(ordering, call(SEND))
         assert decision.effect is Effect.DENY
         assert decision.rule_ids == ("deny",)
-        assert {ref.id for ref in decision.matched} == {"allow", "deny", "ask"}
+        explained = RuleIndex.build(ordering, CATALOG).explain(call(SEND))
+        assert explained.effect is Effect.DENY and explained.rule_ids == ("deny",)
+        assert {ref.id for ref in explained.matched} == {"allow", "deny", "ask"}
 
 
 def test_a_user_rule_may_widen_the_default_where_no_admin_rule_speaks():
@@ -351,6 +353,7 @@ def test_rules_that_could_never_apply_are_refused_naming_the_field(fields, field
         ({"conditions": [{"arg": "to", "op": "between", "value": 1}]}, "Input should be"),
         ({"effect": "ask", "cap": {"max": 3, "per_seconds": 60}}, "only an allow rule can carry a cap"),
         ({"scope": "user", "locked": True}, "locked: only a workspace rule can set it"),
+        ({"require_out_of_band": True}, "require_out_of_band: only an ask rule can set it"),
         ({"expires_at": "2026-12-01T00:00:00"}, "give a time zone"),
         ({"cap": {"max": 0, "per_seconds": 60}}, "greater than or equal to 1"),
     ],
@@ -418,6 +421,9 @@ def rules_strategy(draw):
     }
     if scope == "workspace":
         fields["locked"] = draw(st.booleans())
+        if fields["effect"] == "ask":
+            fields["require_out_of_band"] = draw(st.booleans())
+            fields["admin_may_approve"] = draw(st.booleans())
     if fields["effect"] == "allow" and draw(st.booleans()):
         fields["cap"] = {"max": 5, "per_seconds": 60}
     return Rule.model_validate(fields)
@@ -459,10 +465,16 @@ def test_adding_an_allow_rule_never_turns_a_deny_into_an_allow(rules, facts, dat
 @settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow], deadline=None)
 @given(rules=st.lists(rules_strategy(), max_size=20), facts=CALLS)
 def test_the_index_and_a_linear_scan_agree(rules, facts):
-    indexed = RuleIndex.build(rules, CATALOG).decide(facts)
+    index = RuleIndex.build(rules, CATALOG)
+    indexed, explained = index.decide(facts), index.explain(facts)
     linear = LinearRules(rules, CATALOG).decide(facts)
-    assert indexed.effect is linear.effect
-    assert sorted(indexed.rule_ids) == sorted(linear.rule_ids)
-    assert sorted(r.id for r in indexed.matched) == sorted(r.id for r in linear.matched)
-    assert indexed.shadow_effect is linear.shadow_effect
-    assert sorted(c.rule_id for c in indexed.caps) == sorted(c.rule_id for c in linear.caps)
+    for decision in (indexed, explained):
+        assert decision.effect is linear.effect
+        assert sorted(decision.rule_ids) == sorted(linear.rule_ids)
+        assert decision.reasons == linear.reasons or sorted(decision.reasons) == sorted(linear.reasons)
+        assert decision.shadow_effect is linear.shadow_effect
+        assert sorted(r.id for r in decision.shadow_rules) == sorted(r.id for r in linear.shadow_rules)
+        assert sorted(c.rule_id for c in decision.caps) == sorted(c.rule_id for c in linear.caps)
+        assert decision.require_out_of_band is linear.require_out_of_band
+        assert decision.admin_may_approve is linear.admin_may_approve
+    assert sorted(r.id for r in explained.matched) == sorted(r.id for r in linear.matched)

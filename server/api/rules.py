@@ -186,7 +186,7 @@ async def explain_call(companion: Any, actor: Principal, body: ExplainBody) -> d
         now=body.at or utcnow(),
         timezone=actor.timezone,
     )
-    return {"tool": tool.name, "user_id": user_id, **decision_json(index.decide(facts))}
+    return {"tool": tool.name, "user_id": user_id, **decision_json(index.explain(facts))}
 
 
 class Changes(BaseModel):
