@@ -620,6 +620,7 @@ class _Filed:
 
 
 _EMPTY = _Filed()
+FEW = 6
 
 
 def _hits(rules: list[CompiledRule], call: CallFacts, at: float) -> list[CompiledRule]:
@@ -682,11 +683,14 @@ class RuleIndex:
         return decide_among(self.candidates(call), call)
 
     def decide(self, call: CallFacts) -> Decision:
-        """The decision, evaluating only the rules that can still change it (``matched`` holds those)."""
+        """The decision, evaluating only the rules that can still change it (``matched`` may hold only those)."""
         at = call.now.timestamp()
         risk = call.risk
         admin_rules = self.admin.get(call.tool, _EMPTY)
         user_rules = self.user.get((call.user_id, call.tool), _EMPTY)
+        if len(admin_rules.every) + len(user_rules.every) <= FEW:
+            # A handful of rules is quicker to scan in one pass than to visit group by group.
+            return decide_among(admin_rules.every + user_rules.every, call)
         default = DEFAULT_SEVERITY.get(risk, 1)
         admin, admin_hits = _strongest(admin_rules, call, at, NONE)
         # A user rule matters only where it is stricter than the admin layer (or, with no admin rule, at all).

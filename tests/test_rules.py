@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from unittest.mock import patch
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from approvals import rules as rules_module
 from approvals.digest import arguments_digest, canonical_json
 from approvals.rules import (
     CallFacts,
@@ -467,8 +469,10 @@ def test_adding_an_allow_rule_never_turns_a_deny_into_an_allow(rules, facts, dat
 def test_the_index_and_a_linear_scan_agree(rules, facts):
     index = RuleIndex.build(rules, CATALOG)
     indexed, explained = index.decide(facts), index.explain(facts)
+    with patch.object(rules_module, "FEW", -1):  # the grouped path, whatever the number of rules
+        grouped = index.decide(facts)
     linear = LinearRules(rules, CATALOG).decide(facts)
-    for decision in (indexed, explained):
+    for decision in (indexed, grouped, explained):
         assert decision.effect is linear.effect
         assert sorted(decision.rule_ids) == sorted(linear.rule_ids)
         assert decision.reasons == linear.reasons or sorted(decision.reasons) == sorted(linear.reasons)
