@@ -572,9 +572,8 @@ def decide_among(candidates: Iterable[CompiledRule], call: CallFacts) -> Decisio
             if not rule.shadow and severity > user:
                 user = severity
     final = _combine(admin, user, locked, default)
-    effect = EFFECTS[final]
     if not matched:
-        return Decision(effect, (NO_MATCH_REASON.get(risk, "no rule matched"),))
+        return Decision(EFFECTS[final], (NO_MATCH_REASON.get(risk, "no rule matched"),))
     if admin == final:
         deciding = [r for r in matched if r.admin and not r.shadow and r.severity == final]
     elif user == final:
@@ -582,22 +581,36 @@ def decide_among(candidates: Iterable[CompiledRule], call: CallFacts) -> Decisio
     else:
         deciding = []
     shadow_final = _combine(shadow_admin, shadow_user, shadow_locked, default)
+    enforced_admin = [r for r in matched if r.admin and not r.shadow]
+    return _decision(final, risk, deciding, matched, shadow_final, enforced_admin)
+
+
+def _decision(
+    final: int,
+    risk: str,
+    deciding: list[CompiledRule],
+    matched: list[CompiledRule],
+    shadow_final: int,
+    enforced_admin: list[CompiledRule],
+) -> Decision:
+    """The decision once its severity and rules are known (``matched`` is non-empty)."""
     shadow_effect = None
     shadow_rules: tuple[RuleRef, ...] = ()
     if shadow_final != final:
         shadow_effect = EFFECTS[shadow_final]
         shadow_rules = tuple(r.ref for r in matched if r.shadow and r.severity == shadow_final)
+    asks = final == 1
     return Decision(
-        effect=effect,
+        effect=EFFECTS[final],
         reasons=tuple(r.reason for r in deciding) if deciding else (DEFAULT_REASON.get(risk, "default"),),
         rules=tuple(r.ref for r in deciding),
         matched=tuple(r.ref for r in matched),
         shadow_effect=shadow_effect,
         shadow_rules=shadow_rules,
         caps=tuple(r.cap for r in deciding if r.cap is not None) if final == 0 else (),
-        require_out_of_band=final == 1
-        and any(r.admin and not r.shadow and r.rule.require_out_of_band for r in matched),
-        admin_may_approve=final == 1 and any(r.admin and not r.shadow and r.rule.admin_may_approve for r in matched),
+        # Only ask rules carry these flags (validation refuses them elsewhere).
+        require_out_of_band=asks and any(r.rule.require_out_of_band for r in enforced_admin),
+        admin_may_approve=asks and any(r.rule.admin_may_approve for r in enforced_admin),
     )
 
 
@@ -698,8 +711,7 @@ class RuleIndex:
         locked = admin == NONE and user != NONE and _locked(admin_rules, call, at, shadow=False)
         final = _combine(admin, user, locked, default)
         deciding = admin_hits if admin == final else user_hits if user == final else []
-        shadow_effect = None
-        shadow_rules: tuple[RuleRef, ...] = ()
+        shadow_final = final
         shadow_hits: list[CompiledRule] = []
         if final != 2 and (admin_rules.shadow or user_rules.shadow):
             shadow_hits = _hits(admin_rules.shadow, call, at) + _hits(user_rules.shadow, call, at)
@@ -710,25 +722,11 @@ class RuleIndex:
                     shadow_admin == NONE and shadow_user != NONE and _locked(admin_rules, call, at, shadow=True)
                 )
                 shadow_final = _combine(shadow_admin, shadow_user, shadow_locked, default)
-                if shadow_final != final:
-                    shadow_effect = EFFECTS[shadow_final]
-                    shadow_rules = tuple(r.ref for r in shadow_hits if r.severity == shadow_final)
-        effect = EFFECTS[final]
         matched = admin_hits + user_hits + shadow_hits
         if not matched:
-            return Decision(effect, (NO_MATCH_REASON.get(risk, "no rule matched"),))
-        return Decision(
-            effect=effect,
-            reasons=tuple(r.reason for r in deciding) if deciding else (DEFAULT_REASON.get(risk, "default"),),
-            rules=tuple(r.ref for r in deciding),
-            matched=tuple(r.ref for r in matched),
-            shadow_effect=shadow_effect,
-            shadow_rules=shadow_rules,
-            caps=tuple(r.cap for r in deciding if r.cap is not None) if final == 0 else (),
-            # Only ask rules carry these, and when the admin layer asks, its ask rules are admin_hits.
-            require_out_of_band=final == 1 and admin == 1 and any(r.rule.require_out_of_band for r in admin_hits),
-            admin_may_approve=final == 1 and admin == 1 and any(r.rule.admin_may_approve for r in admin_hits),
-        )
+            return Decision(EFFECTS[final], (NO_MATCH_REASON.get(risk, "no rule matched"),))
+        # When the admin layer asks, its ask rules (the only ones with approver flags) are admin_hits.
+        return _decision(final, risk, deciding, matched, shadow_final, admin_hits if admin == 1 else [])
 
 
 class LinearRules:
