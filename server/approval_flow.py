@@ -29,6 +29,8 @@ from datetime import timedelta
 from email.utils import getaddresses
 from typing import Any, Literal
 
+from sqlalchemy import or_, select
+
 from approvals import lifecycle
 from approvals.lifecycle import ApprovalError, Binding
 from approvals.rulebook import RuleBook
@@ -168,7 +170,7 @@ def _remember_conditions(tool: RegisteredTool, arguments: dict[str, Any]) -> lis
     return conditions
 
 
-Runner = Callable[[Principal, RegisteredTool, Any, dict[str, Any]], Awaitable[tuple[bool, dict[str, Any] | None, str]]]
+Runner = Callable[[Principal, RegisteredTool, Any], Awaitable[tuple[bool, dict[str, Any] | None, str]]]
 
 
 class ApprovalFlow:
@@ -379,7 +381,7 @@ class ApprovalFlow:
             return await self.stored(approval)
         arguments = lifecycle.arguments_of(self.box, approval)
         started = time.perf_counter()
-        ok, data, error = await run(principal, tool, tool.parse_arguments(arguments), arguments)
+        ok, data, error = await run(principal, tool, tool.parse_arguments(arguments))
         async with self.db.transaction() as session:
             await lifecycle.finish(
                 session,
@@ -454,6 +456,20 @@ class DecisionRefused(Exception):
 
 def visible_to(approval: Approval, actor: Principal) -> bool:
     return approval.user_id == actor.user_id or (actor.is_admin and approval.admin_may_approve)
+
+
+async def approvals_for(flow: ApprovalFlow, actor: Principal, status: ApprovalStatus | None) -> list[Approval]:
+    """The approvals ``actor`` may see (``visible_to``), newest first, after marking the expired ones."""
+    mine = Approval.user_id == actor.user_id
+    query = select(Approval).where(
+        Approval.workspace_id == actor.workspace_id,
+        or_(mine, Approval.admin_may_approve.is_(True)) if actor.is_admin else mine,
+    )
+    if status is not None:
+        query = query.where(Approval.status == status)
+    async with flow.db.transaction() as session:
+        await lifecycle.expire_due(session, workspace_id=actor.workspace_id)
+        return list(await session.scalars(query.order_by(Approval.created_at.desc()).limit(200)))
 
 
 async def decide_elsewhere(

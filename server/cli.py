@@ -497,23 +497,15 @@ def _rules_simulate(args: argparse.Namespace) -> None:
 
 
 def _approvals_list(args: argparse.Namespace) -> None:
-    from sqlalchemy import or_, select
+    from server.approval_flow import approval_view, approvals_for
+    from store.models import ApprovalStatus
 
-    from approvals import lifecycle
-    from server.approval_flow import approval_view
-    from store.models import Approval
+    if args.status != "all" and args.status not in {s.value for s in ApprovalStatus}:
+        raise CliError(f"status: unknown status {args.status!r}")
 
     async def work(companion: Any, person: Any) -> Any:
-        async with companion.db.transaction() as session:
-            await lifecycle.expire_due(session, workspace_id=person.workspace_id)
-            mine = Approval.user_id == person.user_id
-            query = select(Approval).where(
-                Approval.workspace_id == person.workspace_id,
-                or_(mine, Approval.admin_may_approve.is_(True)) if person.is_admin else mine,
-            )
-            if args.status != "all":
-                query = query.where(Approval.status == args.status)
-            rows = list(await session.scalars(query.order_by(Approval.created_at.desc())))
+        status = None if args.status == "all" else ApprovalStatus(args.status)
+        rows = await approvals_for(companion.gateway.flow, person, status)
         views = [approval_view(companion.gateway.flow, companion.registry.tools, a) for a in rows]
         if args.json:
             return views

@@ -23,7 +23,15 @@ from approvals.digest import arguments_digest
 from approvals.lifecycle import ApprovalError, Binding
 from approvals.rulebook import RuleBook
 from approvals.rules import CallFacts, Catalog, Decision, Effect, ToolInfo
-from server.approval_flow import APPROVAL_REQUIRED_SCHEMA, NO_CHANNEL, ApprovalFlow, Channel, Prompt, summarize
+from server.approval_flow import (
+    APPROVAL_REQUIRED_SCHEMA,
+    NO_CHANNEL,
+    ApprovalFlow,
+    Channel,
+    Prompt,
+    Runner,
+    summarize,
+)
 from store.connections import ConnectionView, open_credentials, usable_connections
 from store.crypto import SecretBox
 from store.db import Database
@@ -243,13 +251,9 @@ class ToolGateway:
             args_digest=digest,
         )
 
-        async def run(
-            who: Principal, tool: RegisteredTool, parsed: Any, raw: dict[str, Any]
-        ) -> tuple[bool, dict[str, Any] | None, str]:
-            result = await self._execute(who, tool, bound.connection, parsed)
-            return result.ok, result.data, result.message
-
-        flow = await self.flow.handle(principal, binding, bound.tool, arguments, decision, channel, run)
+        flow = await self.flow.handle(
+            principal, binding, bound.tool, arguments, decision, channel, self._runner(bound.connection)
+        )
         approval_id = flow.approval.id
         if flow.kind in ("ran", "stored"):
             result = CallResult(ok=True, data=flow.data)
@@ -304,19 +308,21 @@ class ToolGateway:
             "error": None,
         }
         if approval.status in RUNNABLE_OR_RUN:
-
-            async def run(
-                who: Principal, registered: RegisteredTool, parsed: Any, raw: dict[str, Any]
-            ) -> tuple[bool, dict[str, Any] | None, str]:
-                result = await self._execute(who, registered, connection, parsed)
-                return result.ok, result.data, result.message
-
             if approval.status is ApprovalStatus.APPROVED:
-                outcome = await self.flow.execute(principal, approval, tool, run)
+                outcome = await self.flow.execute(principal, approval, tool, self._runner(connection))
             else:
                 outcome = await self.flow.stored(approval)
             data.update(status=outcome.approval.status.value, result=outcome.data, error=outcome.message or None)
         return CallResult(ok=True, data=data)
+
+    def _runner(self, connection: ConnectionView) -> Runner:
+        """How the approval flow runs an approved call: the same execution as an allowed one."""
+
+        async def run(who: Principal, tool: RegisteredTool, parsed: Any) -> tuple[bool, dict[str, Any] | None, str]:
+            result = await self._execute(who, tool, connection, parsed)
+            return result.ok, result.data, result.message
+
+        return run
 
     async def _execute(
         self, principal: Principal, tool: RegisteredTool, connection: ConnectionView, arguments: Any

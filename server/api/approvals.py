@@ -5,15 +5,21 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from sqlalchemy import or_, select
+from sqlalchemy import select
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from approvals import lifecycle
 from server.api.auth import person_of
 from server.api.errors import ApiError, from_validation
-from server.approval_flow import DecisionRefused, approval_view, cancel_request, decide_elsewhere, visible_to
+from server.approval_flow import (
+    DecisionRefused,
+    approval_view,
+    approvals_for,
+    cancel_request,
+    decide_elsewhere,
+    visible_to,
+)
 from store.models import Approval, ApprovalStatus
 
 STATUS = {"not_found": 404, "forbidden": 403, "conflict": 409, "expired": 409}
@@ -43,15 +49,7 @@ async def list_approvals(request: Request) -> JSONResponse:
     status = request.query_params.get("status")
     if status is not None and status not in {s.value for s in ApprovalStatus}:
         raise ApiError(422, "Invalid request: status: unknown status", details={"fields": {"status": "unknown status"}})
-    async with companion.db.transaction() as session:
-        await lifecycle.expire_due(session, workspace_id=actor.workspace_id)
-    query = select(Approval).where(Approval.workspace_id == actor.workspace_id)
-    mine = Approval.user_id == actor.user_id
-    query = query.where(or_(mine, Approval.admin_may_approve.is_(True)) if actor.is_admin else mine)
-    if status:
-        query = query.where(Approval.status == ApprovalStatus(status))
-    async with companion.db.session() as session:
-        rows = list(await session.scalars(query.order_by(Approval.created_at.desc()).limit(200)))
+    rows = await approvals_for(companion.gateway.flow, actor, ApprovalStatus(status) if status else None)
     views = [approval_view(companion.gateway.flow, companion.registry.tools, a) for a in rows]
     return JSONResponse({"data": views})
 
