@@ -45,6 +45,7 @@ from store.db import Database
 from store.keys import authenticate, digest
 from store.principal import Principal
 from tools.registry import Registry
+from tools.tokens import ProviderPolicy, TokenKeeper
 
 
 def package_version() -> str:
@@ -52,6 +53,19 @@ def package_version() -> str:
         return version("harmony-companion")
     except PackageNotFoundError:
         return "0+unknown"
+
+
+def provider_policy(settings: Settings) -> ProviderPolicy:
+    return ProviderPolicy(
+        origins=settings.provider_origins,
+        oauth_clients={
+            app: (client.client_id, client.client_secret.get_secret_value())
+            for app, client in settings.oauth_clients.items()
+        },
+        timeout=settings.provider_timeout_seconds,
+        retries=settings.provider_retries,
+        max_wait=settings.provider_max_wait_seconds,
+    )
 
 
 @dataclass
@@ -87,7 +101,10 @@ class Companion:
             ttl=timedelta(seconds=settings.approval_ttl_seconds),
             wait_seconds=settings.approval_wait_seconds,
         )
-        gateway = ToolGateway(registry, db, box, http, audit, rulebook, flow, cache_seconds=settings.cache_seconds)
+        keeper = TokenKeeper(db.sessions, box, provider_policy(settings))
+        gateway = ToolGateway(
+            registry, db, box, http, audit, rulebook, flow, keeper, cache_seconds=settings.cache_seconds
+        )
         return cls(settings, db, box, registry, http, audit, rulebook, gateway)
 
     def mcp_server(self, principal_source: PrincipalSource) -> Server[Any]:

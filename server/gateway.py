@@ -40,6 +40,7 @@ from store.principal import Principal
 from tools.context import ToolContext
 from tools.errors import InvalidArguments, ToolError
 from tools.registry import RegisteredTool, Registry
+from tools.tokens import TokenKeeper
 
 log = logging.getLogger(__name__)
 
@@ -127,9 +128,11 @@ class ToolGateway:
         audit: AuditLog,
         rulebook: RuleBook,
         flow: ApprovalFlow,
+        keeper: TokenKeeper,
         *,
         cache_seconds: float = 0,
     ) -> None:
+        self.keeper = keeper
         self.registry = registry
         self.db = db
         self.box = box
@@ -153,6 +156,10 @@ class ToolGateway:
         if self.cache_seconds:
             self._connections[key] = connections
         return connections
+
+    def forget_connections(self) -> None:
+        """Drop this process's cached connection lists after a connection changed here."""
+        self._connections.clear()
 
     async def tools_for(self, principal: Principal) -> list[BoundTool]:
         """The tools of every connection the principal may use.
@@ -338,6 +345,8 @@ class ToolGateway:
             sessions=self.db.sessions,
             http=self.http,
             credentials=open_credentials(self.box, connection),
+            manifest=tool.manifest,
+            keeper=self.keeper,
         )
         try:
             data = await tool.adapter(context, arguments)

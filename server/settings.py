@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 log = logging.getLogger(__name__)
@@ -28,6 +28,13 @@ def _split_list(value: object) -> object:
     if isinstance(value, str):
         return [item.strip() for item in value.split(",") if item.strip()]
     return value
+
+
+class OAuthClient(BaseModel):
+    """The client an operator registered with a provider, for the OAuth apps it offers."""
+
+    client_id: str = Field(min_length=1)
+    client_secret: SecretStr = SecretStr("")
 
 
 class Settings(BaseSettings):
@@ -54,6 +61,21 @@ class Settings(BaseSettings):
         description="How long a process may reuse a key lookup or a tool list; 0 turns the caches off.",
     )
 
+    oauth_clients: dict[str, OAuthClient] = Field(
+        default_factory=dict,
+        description='Per app id, as JSON: {"linear": {"client_id": "...", "client_secret": "..."}}.',
+    )
+    provider_origins: dict[str, str] = Field(
+        default_factory=dict,
+        description="Per app id, an origin that replaces the provider's in every URL it calls: a proxy or a sandbox.",
+    )
+    provider_timeout_seconds: float = Field(default=20, gt=0, le=300)
+    provider_retries: int = Field(default=3, ge=0, le=10, description="Retries after a 429 or 5xx answer.")
+    provider_max_wait_seconds: float = Field(
+        default=30, ge=0, le=600, description="A Retry-After longer than this fails the call instead of waiting."
+    )
+    oauth_state_seconds: int = Field(default=600, ge=60, le=3600, description="How long a connect link stays valid.")
+
     _split = field_validator(
         "old_secret_keys", "allowed_hosts", "allowed_origins", "authorization_servers", mode="before"
     )(_split_list)
@@ -65,6 +87,15 @@ class Settings(BaseSettings):
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError("must be an absolute http(s) URL, such as https://companion.example.com")
         return value.rstrip("/")
+
+    @field_validator("provider_origins")
+    @classmethod
+    def _origins_are_origins(cls, value: dict[str, str]) -> dict[str, str]:
+        for app, origin in value.items():
+            parts = urlsplit(origin)
+            if parts.scheme not in ("http", "https") or not parts.netloc or parts.path.strip("/"):
+                raise ValueError(f"{app}: {origin!r} must be an origin such as https://proxy.example.com")
+        return {app: origin.rstrip("/") for app, origin in value.items()}
 
     @model_validator(mode="after")
     def _production_needs_a_key(self) -> Settings:

@@ -26,6 +26,9 @@ class ConnectionView:
     status: ConnectionStatus
     setup: dict[str, Any] = field(default_factory=dict)
     sealed_credentials: str | None = field(default=None, repr=False)
+    auth_method: str = "none"
+    options: dict[str, Any] = field(default_factory=dict)
+    mappings: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def of(cls, row: Connection) -> ConnectionView:
@@ -39,6 +42,9 @@ class ConnectionView:
             status=row.status,
             setup=dict(row.setup or {}),
             sealed_credentials=row.credentials,
+            auth_method=row.auth_method,
+            options=dict(row.options or {}),
+            mappings=dict(row.mappings or {}),
         )
 
 

@@ -173,12 +173,19 @@ class Connection(Base):
     status: Mapped[ConnectionStatus] = mapped_column(
         _enum(ConnectionStatus, "connection_status"), default=ConnectionStatus.ACTIVE
     )
+    auth_method: Mapped[str] = mapped_column(String(16), default="none")
     setup: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    options: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    mappings: Mapped[dict[str, Any]] = mapped_column(default=dict)
     credentials: Mapped[str | None] = mapped_column(Text)
     last_error: Mapped[str | None] = mapped_column(Text)
+    created_by: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     last_sync_at: Mapped[datetime | None]
+    # A cross-process lock on refreshing the token, held without an open transaction.
+    refresh_lease_until: Mapped[datetime | None]
+    refresh_lease_owner: Mapped[str | None] = mapped_column(String(64))
 
 
 class ApiKey(Base):
@@ -417,3 +424,69 @@ class Approval(Base):
     finished_at: Mapped[datetime | None]
     sealed_result: Mapped[str | None] = mapped_column(Text)
     error: Mapped[str | None] = mapped_column(Text)
+
+
+class OAuthFlow(Base):
+    """One pending OAuth connect: its state (hashed), PKCE verifier (sealed) and whose session may finish it."""
+
+    __tablename__ = "oauth_flows"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: new_id("flow"))
+    state_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    app: Mapped[str] = mapped_column(String(64))
+    scope: Mapped[ConnectionScope] = mapped_column(_enum(ConnectionScope, "connection_scope"))
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    connection_id: Mapped[str | None] = mapped_column(String(32))
+    label: Mapped[str] = mapped_column(String(200), default="")
+    setup: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    sealed_secrets: Mapped[str] = mapped_column(Text)
+    session_key_id: Mapped[str | None] = mapped_column(String(32))
+    return_to: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]
+
+
+class SyncRun(Base):
+    """One sync of a connection: when it ran, what it counted, what went wrong."""
+
+    __tablename__ = "sync_runs"
+    __table_args__ = (Index("ix_sync_runs_connection", "connection_id", "started_at"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: new_id("sync"))
+    connection_id: Mapped[str] = mapped_column(ForeignKey("connections.id", ondelete="CASCADE"))
+    full: Mapped[bool] = mapped_column(Boolean, default=True)
+    triggered_by: Mapped[str | None] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16), default="running")
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+    counts: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    errors: Mapped[list[Any]] = mapped_column(default=list)
+
+
+class SyncedRecord(Base):
+    """Which Harmony row a provider record became, so the next sync updates rather than duplicates."""
+
+    __tablename__ = "synced_records"
+
+    connection_id: Mapped[str] = mapped_column(ForeignKey("connections.id", ondelete="CASCADE"), primary_key=True)
+    object: Mapped[str] = mapped_column(String(32), primary_key=True)
+    external_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    local_id: Mapped[str] = mapped_column(String(32), index=True)
+    synced_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Event(Base):
+    """Something that happened to a workspace's setup, e.g. ``connection.needs_reauth``; webhooks read these."""
+
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_workspace", "workspace_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: new_id("evt"))
+    type: Mapped[str] = mapped_column(String(64))
+    workspace_id: Mapped[str | None] = mapped_column(String(32))
+    user_id: Mapped[str | None] = mapped_column(String(32))
+    subject_id: Mapped[str | None] = mapped_column(String(32))
+    data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import httpx
@@ -10,6 +11,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from store.connections import ConnectionView
 from store.principal import Principal
+from tools.errors import ToolError
+from tools.manifest import Manifest
+from tools.provider import ProviderApi
+from tools.tokens import TokenKeeper
 
 
 @dataclass
@@ -19,3 +24,16 @@ class ToolContext:
     sessions: async_sessionmaker[AsyncSession]
     http: httpx.AsyncClient
     credentials: dict[str, Any] = field(default_factory=dict, repr=False)
+    manifest: Manifest | None = None
+    keeper: TokenKeeper | None = None
+
+    @cached_property
+    def api(self) -> ProviderApi:
+        """The provider's API as this connection may use it: authenticated, refreshed, retried."""
+        if self.manifest is None or self.keeper is None:
+            raise ToolError("This tool has no provider to call.", code="server_error")
+        return ProviderApi(self.manifest, self.connection, self.http, self.keeper, self.credentials)
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return self.connection.options

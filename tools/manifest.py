@@ -51,6 +51,10 @@ class SetupField(Strict):
     allowed_hosts: list[str] = Field(
         default_factory=list, description="For url fields: host globs the URL must match, e.g. *.my.salesforce.com"
     )
+    method: Literal["oauth2", "api_key", "basic", "smtp"] | None = Field(
+        default=None, description="Asked only when connecting with this method; by default, always."
+    )
+    default: str | int | bool | None = None
 
     @model_validator(mode="after")
     def _kind_specific(self) -> SetupField:
@@ -61,26 +65,97 @@ class SetupField(Strict):
         return self
 
 
+AuthMethod = Literal["none", "oauth2", "api_key", "basic", "smtp"]
+
+
 class OAuth2Spec(Strict):
     authorize_url: str
     token_url: str
     scopes: list[str] = Field(default_factory=list)
+    scope_separator: str = " "
     pkce: bool = True
+    token_auth: Literal["client_secret_post", "client_secret_basic"] = "client_secret_post"
+    authorize_params: dict[str, str] = Field(
+        default_factory=dict, description="Extra query parameters, e.g. Google's access_type=offline."
+    )
+
+
+class ApiKeySpec(Strict):
+    """How an API key travels: which header, and the scheme word before it (empty for a bare key)."""
+
+    header: str = "Authorization"
+    scheme: str = "Bearer"
 
 
 class AuthSpec(Strict):
-    type: Literal["none", "oauth2", "api_key", "basic", "smtp"]
+    type: AuthMethod
     fields: list[SetupField] = Field(default_factory=list)
     oauth2: OAuth2Spec | None = None
+    api_key: ApiKeySpec | None = Field(
+        default=None, description="Required for type api_key; beside oauth2 it lets a person paste a key instead."
+    )
 
     @model_validator(mode="after")
-    def _oauth_needs_endpoints(self) -> AuthSpec:
+    def _method_sections(self) -> AuthSpec:
         if self.type == "oauth2" and self.oauth2 is None:
             raise ValueError("auth type oauth2 needs an oauth2 section with authorize_url and token_url")
+        if self.type == "api_key" and self.api_key is None:
+            raise ValueError("auth type api_key needs an api_key section naming its header")
         names = [f.name for f in self.fields]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"duplicate setup field {', '.join(duplicates)}")
+        for item in self.fields:
+            if item.method is not None and item.method not in self.methods:
+                raise ValueError(f"setup field {item.name} is for {item.method}, which this app does not offer")
+        return self
+
+    @property
+    def methods(self) -> list[str]:
+        """Every way to connect, the preferred one first."""
+        methods = [self.type]
+        if self.api_key is not None and self.type != "api_key":
+            methods.append("api_key")
+        return methods
+
+    def fields_for(self, method: str) -> list[SetupField]:
+        return [f for f in self.fields if f.method in (None, method)]
+
+
+class ApiSpec(Strict):
+    """Where the provider's API lives. ``{field}`` placeholders take setup values, e.g. a Salesforce instance."""
+
+    base_url: str
+    test: str | None = Field(
+        default=None,
+        pattern=r"^[a-z][a-z0-9_]*\.[a-z_][a-z0-9_]*$",
+        description="Adapter function that makes one cheap authenticated call, for Test connection.",
+    )
+
+
+class SyncSpec(Strict):
+    """What an app syncs into Harmony, and the field mappings a person can change."""
+
+    object: Literal["contacts", "events", "users"]
+    adapter: str = Field(
+        pattern=r"^[a-z][a-z0-9_]*\.[a-z_][a-z0-9_]*$",
+        description="Async generator (ctx, since) yielding SyncRecord, every page of the provider's list.",
+    )
+    push: str | None = Field(
+        default=None,
+        pattern=r"^[a-z][a-z0-9_]*\.[a-z_][a-z0-9_]*$",
+        description="Adapter function (ctx, external_id | None, fields) -> external id, for bidirectional sync.",
+    )
+    provider_fields: list[str] = Field(min_length=1, description="Fields the provider's records carry.")
+    default_mappings: dict[str, str] = Field(
+        default_factory=dict, description="Harmony field -> provider field, until a person changes them."
+    )
+
+    @model_validator(mode="after")
+    def _mappings_name_fields(self) -> SyncSpec:
+        for harmony_field, provider_field in self.default_mappings.items():
+            if provider_field not in self.provider_fields:
+                raise ValueError(f"default_mappings.{harmony_field}: {provider_field!r} is not in provider_fields")
         return self
 
 
@@ -144,7 +219,20 @@ class Manifest(Strict):
         default=False, description="Installed in every workspace when it is created (Harmony's own data)."
     )
     auth: AuthSpec
+    api: ApiSpec | None = None
+    sync: SyncSpec | None = None
+    options: list[SetupField] = Field(
+        default_factory=list, description="Settings a person can change after connecting, e.g. calendars to read."
+    )
     tools: list[ToolSpec] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _api_placeholders_are_setup_fields(self) -> Manifest:
+        fields = {f.name for f in self.auth.fields}
+        for name in re.findall(r"{([^{}]+)}", self.api.base_url if self.api else ""):
+            if name not in fields:
+                raise ValueError(f"api.base_url: {{{name}}} is not a setup field")
+        return self
 
     @model_validator(mode="after")
     def _tool_names(self) -> Manifest:

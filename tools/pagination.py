@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, Select, and_, or_
 
-from tools.errors import InvalidArguments
+from tools.errors import InvalidArguments, ToolError
 
 Row = TypeVar("Row")
 S = TypeVar("S", bound=Select[Any])
@@ -71,3 +71,25 @@ def page_of(rows: Sequence[Row], limit: int, key: Callable[[Row], tuple[Any, ...
     """The rows of this page, and the cursor of the next one (None on the last page)."""
     page = list(rows[:limit])
     return page, encode_cursor(*key(page[-1])) if len(rows) > limit else None
+
+
+PageFetch = Callable[[str | None], Awaitable[tuple[list[Row], str | None]]]
+
+
+async def every_page(fetch: PageFetch[Row], *, max_pages: int = 1000) -> AsyncIterator[Row]:
+    """Every item of a provider's cursor-paginated list: ``fetch(cursor)`` returns (items, next cursor).
+
+    A provider that keeps returning the same cursor would loop forever; that, or
+    more than ``max_pages`` pages, is reported instead.
+    """
+    cursor: str | None = None
+    for _ in range(max_pages):
+        items, next_cursor = await fetch(cursor)
+        for item in items:
+            yield item
+        if not next_cursor:
+            return
+        if next_cursor == cursor:
+            raise ToolError("The provider returned the same page cursor twice.", code="provider_error")
+        cursor = next_cursor
+    raise ToolError(f"Stopped after {max_pages} pages; the list is larger than a sync may read.", code="too_large")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import typing
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -126,6 +126,53 @@ def _resolve_adapter(
     return function, model
 
 
+@dataclass(frozen=True)
+class AppHooks:
+    """An app's functions beyond its tools: the cheap call behind Test connection, and its sync."""
+
+    test: Callable[[ToolContext], Awaitable[str]] | None = None
+    sync: Callable[[ToolContext, str | None], AsyncIterator[Any]] | None = None
+    push: Callable[[ToolContext, str | None, dict[str, Any]], Awaitable[str]] | None = None
+
+
+def _resolve_hooks(path: Path, manifest: Manifest, packages: tuple[str, ...]) -> AppHooks:
+    problems: list[str] = []
+
+    def find(where: str, reference: str | None, check: Callable[[Any], bool], shape: str) -> Any:
+        if reference is None:
+            return None
+        module_name, _, function_name = reference.partition(".")
+        module = _import_adapter_module(module_name, packages)
+        function = getattr(module, function_name, None) if module else None
+        if function is None or not check(function):
+            problems.append(f"{path}: {where}: {reference} is not {shape}")
+        return function
+
+    hooks = AppHooks(
+        test=find(
+            "api.test",
+            manifest.api.test if manifest.api else None,
+            inspect.iscoroutinefunction,
+            "an async function (ctx) -> str",
+        ),
+        sync=find(
+            "sync.adapter",
+            manifest.sync.adapter if manifest.sync else None,
+            inspect.isasyncgenfunction,
+            "an async generator (ctx, since) yielding SyncRecord",
+        ),
+        push=find(
+            "sync.push",
+            manifest.sync.push if manifest.sync else None,
+            inspect.iscoroutinefunction,
+            "an async function (ctx, external_id, fields) -> str",
+        ),
+    )
+    if problems:
+        raise ManifestError(problems)
+    return hooks
+
+
 def _check_model_matches_schema(path: Path, index: int, spec: ToolSpec, model: type[BaseModel]) -> None:
     """The adapter's argument model and the manifest schema must describe the same fields."""
     where = f"{path}: tools[{index}].input_schema"
@@ -150,9 +197,12 @@ def _check_model_matches_schema(path: Path, index: int, spec: ToolSpec, model: t
 class Registry:
     """Every app and tool the server offers, checked and ready to call."""
 
-    def __init__(self, manifests: dict[str, Manifest], tools: dict[str, RegisteredTool]) -> None:
+    def __init__(
+        self, manifests: dict[str, Manifest], tools: dict[str, RegisteredTool], hooks: dict[str, AppHooks]
+    ) -> None:
         self.manifests = manifests
         self.tools = tools
+        self.hooks = hooks
 
     @classmethod
     def load(cls, *directories: Path, adapter_packages: tuple[str, ...] = ADAPTER_PACKAGES) -> Registry:
@@ -166,6 +216,7 @@ class Registry:
             raise ManifestError(problems)
         manifests: dict[str, Manifest] = {}
         tools: dict[str, RegisteredTool] = {}
+        hooks: dict[str, AppHooks] = {}
         owner_of_tool: dict[str, Path] = {}
         owner_of_app: dict[str, Path] = {}
         for path in [path for directory in directories for path in manifest_files(directory)]:
@@ -179,6 +230,10 @@ class Registry:
                 continue
             owner_of_app[manifest.id] = path
             manifests[manifest.id] = manifest
+            try:
+                hooks[manifest.id] = _resolve_hooks(path, manifest, adapter_packages)
+            except ManifestError as exc:
+                problems.extend(exc.problems)
             for index, spec in enumerate(manifest.tools):
                 if spec.name in owner_of_tool:
                     problems.append(
@@ -206,7 +261,7 @@ class Registry:
             raise ManifestError(problems)
         if not manifests:
             raise ManifestError([f"{', '.join(map(str, directories))}: no manifests (*.yaml) found"])
-        return cls(manifests, tools)
+        return cls(manifests, tools, hooks)
 
     def tools_of(self, app: str) -> list[RegisteredTool]:
         return [tool for tool in self.tools.values() if tool.app == app]

@@ -1,0 +1,135 @@
+"""A connected app for adapter tests: the real server core, a provider fake on 127.0.0.1, one connection.
+
+Calls go through ``ToolGateway.call``, the same path an assistant's call takes;
+a workspace rule allows the app's tools so each call runs without waiting for
+a person (the decision step itself is tested in ``test_approvals``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import delete, select
+
+from approvals.rules import Effect, Rule
+from server import demo
+from server.app import Companion
+from server.gateway import CallResult
+from server.settings import OAuthClient, Settings
+from store.connections import ConnectionView, add_connection, open_credentials
+from store.directory import user_by_email, workspace_by_slug
+from store.keys import create_key
+from store.models import Base, Connection, ConnectionScope
+from store.principal import Principal
+from tests.fakes.base import CLIENT_ID, CLIENT_SECRET, ProviderFake, serve
+from tools.registry import Registry
+from tools.tokens import credentials_from_token
+
+TEST_SECRET = "test-secret-key-not-for-production"
+
+
+@dataclass
+class Harness:
+    companion: Companion
+    fake: ProviderFake
+    app: str
+    principal: Principal
+    connection_id: str
+
+    async def call(self, tool: str, arguments: dict[str, Any]) -> CallResult:
+        return await self.companion.gateway.call(self.principal, tool, arguments)
+
+    async def ok(self, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
+        """Call a tool that must succeed; return its structured result."""
+        result = await self.call(tool, arguments)
+        assert result.ok, f"{tool} failed: {result.error_code}: {result.message}"
+        assert result.data is not None
+        return result.data
+
+    async def row(self) -> Connection:
+        async with self.companion.db.session() as session:
+            row = await session.scalar(select(Connection).where(Connection.id == self.connection_id))
+        assert row is not None
+        return row
+
+    async def credentials(self) -> dict[str, Any]:
+        return open_credentials(self.companion.box, ConnectionView.of(await self.row()))
+
+
+def provider_settings(settings: Settings, app: str, origin: str) -> Settings:
+    """Settings that send ``app``'s traffic to a fake and register the fake's OAuth client."""
+    return settings.model_copy(
+        update={
+            "provider_origins": {**settings.provider_origins, app: origin},
+            "oauth_clients": {
+                **settings.oauth_clients,
+                app: OAuthClient(client_id=CLIENT_ID, client_secret=CLIENT_SECRET),
+            },
+            "provider_max_wait_seconds": 5,
+        }
+    )
+
+
+@asynccontextmanager
+async def connected(
+    settings: Settings,
+    registry: Registry,
+    fake: ProviderFake,
+    app: str,
+    *,
+    method: str = "oauth2",
+    scope: ConnectionScope = ConnectionScope.PERSONAL,
+    setup: dict[str, Any] | None = None,
+    options: dict[str, Any] | None = None,
+    user: str = "alice@acme.test",
+) -> AsyncIterator[Harness]:
+    """Serve ``fake``, build the server core pointed at it, and connect ``app`` for ``user``."""
+    async with serve(fake) as origin:
+        companion = Companion.build(provider_settings(settings, app, origin), registry=registry)
+        try:
+            async with companion.db.transaction() as session:
+                for table in reversed(Base.metadata.sorted_tables):
+                    await session.execute(delete(table))
+            async with companion.db.transaction() as session:
+                await demo.seed(session, companion.registry, companion.box, TEST_SECRET.encode())
+                workspace = await workspace_by_slug(session, "acme")
+                person = await user_by_email(session, user)
+                assert workspace is not None and person is not None
+                credentials = credentials_from_token(fake.issue()) if method == "oauth2" else {"method": method}
+                if method == "api_key":
+                    credentials["api_key"] = fake.issue_key()
+                row = await add_connection(
+                    session,
+                    companion.box,
+                    app=app,
+                    scope=scope,
+                    workspace_id=workspace.id,
+                    user_id=person.id,
+                    label=f"{app} test",
+                    setup=setup or {},
+                    credentials=credentials,
+                )
+                row.auth_method = method
+                row.options = options or {}
+                key = await create_key(session, workspace_id=workspace.id, user_id=person.id, name="assistant")
+                connection_id = row.id
+            async with companion.db.session() as session:
+                admin = await user_by_email(session, "admin@acme.test")
+            assert admin is not None
+            principal = await companion.principal_for(key.token)
+            assert principal is not None
+            async with companion.db.transaction() as session:
+                admin_key = await create_key(session, workspace_id=workspace.id, user_id=admin.id, name="rules")
+            admin_principal = await companion.principal_for(admin_key.token)
+            assert admin_principal is not None
+            async with companion.db.transaction() as session:
+                await companion.rulebook.create(
+                    session, admin_principal, Rule(effect=Effect.ALLOW, scope="workspace", app=app, tool="*")
+                )
+            companion.rulebook.invalidate(workspace.id)
+            yield Harness(companion, fake, app, principal, connection_id)
+        finally:
+            await companion.aclose()

@@ -1,0 +1,274 @@
+"""The one client every adapter calls its provider through.
+
+It does, once for all apps, what each adapter would otherwise get subtly
+wrong: the auth header for the connection's method, refreshing a token before
+it expires and once on a 401, retrying a 429 or 5xx with backoff (honouring
+``Retry-After``), and turning a provider's error into a message a person can
+act on. No message it raises carries a credential.
+
+Only requests that are safe to repeat are retried after a 5xx or a timeout: a
+POST that sends an e-mail may have been done even though the answer was an
+error. A 429 or a refused connection is always retried, since the provider did
+nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import random
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+
+from store.connections import ConnectionView
+from tools.errors import NotFound, ToolError
+from tools.manifest import Manifest
+from tools.tokens import ProviderPolicy, TokenKeeper, is_fresh
+
+log = logging.getLogger(__name__)
+
+IDEMPOTENT = {"GET", "HEAD", "OPTIONS", "PUT", "DELETE"}
+BACKOFF_BASE = 0.25
+
+
+class ProviderError(ToolError):
+    """The provider answered with an error; ``status`` is its HTTP status, ``retry_after`` its advice."""
+
+    def __init__(self, message: str, *, code: str, status: int | None = None, retry_after: float | None = None):
+        super().__init__(message, code=code)
+        self.status = status
+        self.retry_after = retry_after
+
+
+def provider_message(body: Any) -> str:
+    """The human part of an error body, in the shapes providers use."""
+    if isinstance(body, list) and body and isinstance(body[0], dict):
+        return "; ".join(str(item.get("message", "")) for item in body if item.get("message"))
+    if not isinstance(body, dict):
+        return ""
+    error = body.get("error")
+    if isinstance(error, dict):
+        return str(error.get("message") or error.get("status") or "")
+    if isinstance(body.get("errors"), list):
+        return "; ".join(str(e.get("message", e)) if isinstance(e, dict) else str(e) for e in body["errors"])
+    for key in ("message", "error_description", "error"):
+        if isinstance(body.get(key), str) and body[key]:
+            return str(body[key])
+    return ""
+
+
+def graphql_codes(body: Any) -> set[str]:
+    """The ``extensions.code`` of each GraphQL error in a body."""
+    if not isinstance(body, dict) or not isinstance(body.get("errors"), list):
+        return set()
+    return {str((e.get("extensions") or {}).get("code", "")).upper() for e in body["errors"] if isinstance(e, dict)}
+
+
+GRAPHQL_NOT_FOUND = {"ENTITY_NOT_FOUND", "NOT_FOUND"}
+
+
+def retry_after_seconds(response: httpx.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
+    except (TypeError, ValueError):
+        return None
+
+
+@dataclass
+class ProviderApi:
+    """One connection's door to its provider, for the length of one call."""
+
+    manifest: Manifest
+    connection: ConnectionView
+    http: httpx.AsyncClient
+    keeper: TokenKeeper
+    credentials: dict[str, Any]
+
+    @property
+    def policy(self) -> ProviderPolicy:
+        return self.keeper.policy
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    @property
+    def base_url(self) -> str:
+        if self.manifest.api is None:
+            raise ToolError(f"{self.name} has no API address in its manifest.", code="server_error")
+        template = self.manifest.api.base_url
+        url = template.format(**{k: str(v).rstrip("/") for k, v in self.connection.setup.items()})
+        return self.policy.rewrite(self.manifest.id, url)
+
+    def url(self, path: str) -> str:
+        if path.startswith(("http://", "https://")):
+            return self.policy.rewrite(self.manifest.id, path)
+        return self.base_url.rstrip("/") + "/" + path.lstrip("/") if path else self.base_url
+
+    def _auth_headers(self) -> dict[str, str]:
+        method = self.credentials.get("method", self.connection.auth_method)
+        if method == "oauth2":
+            return {"Authorization": f"Bearer {self.credentials['access_token']}"}
+        if method == "api_key":
+            spec = self.manifest.auth.api_key
+            header, scheme = (spec.header, spec.scheme) if spec else ("Authorization", "Bearer")
+            key = str(self.credentials.get("api_key", ""))
+            return {header: f"{scheme} {key}" if scheme else key}
+        if method == "basic":
+            pair = f"{self.credentials.get('username', '')}:{self.credentials.get('password', '')}"
+            return {"Authorization": "Basic " + base64.b64encode(pair.encode()).decode()}
+        return {}
+
+    async def _ensure_fresh(self, *, force: bool = False) -> bool:
+        """Refresh an OAuth token that is about to expire, or that the provider refused; False if it cannot be."""
+        if self.credentials.get("method") != "oauth2":
+            return False
+        if not force and is_fresh(self.credentials):
+            return True
+        self.credentials = await self.keeper.refreshed(self.manifest, self.connection, self.credentials, force=force)
+        return True
+
+    async def send(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        json: Any = None,
+        data: Any = None,
+        headers: dict[str, str] | None = None,
+        idempotent: bool | None = None,
+    ) -> httpx.Response:
+        """Send one request, with auth, refresh and retries; return the successful response or raise ToolError."""
+        method = method.upper()
+        repeatable = method in IDEMPOTENT if idempotent is None else idempotent
+        await self._ensure_fresh()
+        refreshed_on_401 = False
+        attempt = 0
+        while True:
+            try:
+                response = await self.http.request(
+                    method,
+                    self.url(path),
+                    params={k: v for k, v in (params or {}).items() if v is not None} or None,
+                    json=json,
+                    data=data,
+                    headers={**(headers or {}), **self._auth_headers()},
+                    timeout=self.policy.timeout,
+                )
+            except (httpx.ConnectError, httpx.ConnectTimeout):
+                wait = self._backoff(attempt)
+            except httpx.TimeoutException:
+                if not repeatable:
+                    raise ToolError(
+                        f"{self.name} did not answer in time; the request may or may not have been carried out.",
+                        code="provider_timeout",
+                    ) from None
+                wait = self._backoff(attempt)
+            except httpx.HTTPError as exc:
+                raise ToolError(
+                    f"Could not reach {self.name}: {type(exc).__name__}.", code="provider_unavailable"
+                ) from None
+            else:
+                if response.is_success:
+                    return response
+                if response.status_code == 401 and not refreshed_on_401:
+                    refreshed_on_401 = True
+                    if await self._ensure_fresh(force=True):
+                        continue
+                if response.status_code == 401:
+                    await self.keeper.mark_needs_reauth(self.connection, f"{self.name} refused the credentials (401).")
+                    raise self._error(response)
+                retry_after = retry_after_seconds(response)
+                if response.status_code == 429 or (response.status_code >= 500 and repeatable):
+                    wait = retry_after if retry_after is not None else self._backoff(attempt)
+                else:
+                    raise self._error(response)
+                if wait > self.policy.max_wait or attempt >= self.policy.retries:
+                    raise self._error(response)
+            if attempt >= self.policy.retries:
+                raise ToolError(f"Could not reach {self.name}.", code="provider_unavailable")
+            attempt += 1
+            log.info("%s: retrying %s %s in %.2fs (attempt %d)", self.manifest.id, method, path, wait, attempt)
+            await asyncio.sleep(wait)
+
+    async def json(self, method: str, path: str, **kwargs: Any) -> Any:
+        """Send a request and return its JSON body (None for an empty answer)."""
+        response = await self.send(method, path, **kwargs)
+        if not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError:
+            raise ToolError(f"{self.name} answered with something other than JSON.", code="provider_error") from None
+
+    async def graphql(self, query: str, variables: dict[str, Any] | None = None, *, path: str = "") -> dict[str, Any]:
+        """Run a GraphQL operation; errors in the body become ToolErrors like HTTP errors do."""
+        is_query = query.lstrip().startswith(("query", "{"))
+        body = await self.json("POST", path, json={"query": query, "variables": variables or {}}, idempotent=is_query)
+        if not isinstance(body, dict):
+            raise ToolError(f"{self.name} answered with an unexpected body.", code="provider_error")
+        if body.get("errors") and not body.get("data"):
+            codes = graphql_codes(body)
+            message = f"{self.name} rejected the request: {provider_message(body)}."
+            if codes & GRAPHQL_NOT_FOUND:
+                raise NotFound(message)
+            if codes & {"RATELIMITED", "RATE_LIMITED"}:
+                raise ProviderError(message, code="rate_limited")
+            raise ProviderError(message, code="invalid_request")
+        return dict(body.get("data") or {})
+
+    def _backoff(self, attempt: int) -> float:
+        return BACKOFF_BASE * (2**attempt) * (1 + random.random() / 2)
+
+    def _error(self, response: httpx.Response) -> ProviderError:
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        detail = provider_message(body)
+        status = response.status_code
+        if graphql_codes(body) & GRAPHQL_NOT_FOUND:
+            status = 404
+        said = f": {detail}" if detail else ""
+        if status == 401:
+            return ProviderError(
+                f"{self.name} no longer accepts this connection's credentials{said}. "
+                "Reconnect it (Marketplace > Installed > Re-authenticate) and try again.",
+                code="needs_reauth",
+                status=status,
+            )
+        if status == 403:
+            return ProviderError(f"{self.name} refused the request{said}.", code="forbidden", status=status)
+        if status == 404:
+            return ProviderError(f"{self.name} found nothing there{said}.", code="not_found", status=status)
+        if status == 429:
+            retry_after = retry_after_seconds(response)
+            when = f" Try again in {retry_after:.0f} s." if retry_after is not None else ""
+            return ProviderError(
+                f"{self.name} is rate limiting requests.{when}",
+                code="rate_limited",
+                status=status,
+                retry_after=retry_after,
+            )
+        if status >= 500:
+            return ProviderError(
+                f"{self.name} is having trouble ({status}){said}.", code="provider_unavailable", status=status
+            )
+        return ProviderError(
+            f"{self.name} rejected the request: {detail}." if detail else f"{self.name} rejected the request.",
+            code="invalid_request",
+            status=status,
+        )
