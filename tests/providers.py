@@ -25,7 +25,9 @@ from store.keys import create_key
 from store.models import Base, Connection, ConnectionScope
 from store.principal import Principal
 from tests.fakes.base import CLIENT_ID, CLIENT_SECRET, ProviderFake, serve
+from tools.context import ToolContext
 from tools.registry import Registry
+from tools.sync import SyncRecord
 from tools.tokens import credentials_from_token
 
 TEST_SECRET = "test-secret-key-not-for-production"
@@ -57,6 +59,30 @@ class Harness:
 
     async def credentials(self) -> dict[str, Any]:
         return open_credentials(self.companion.box, ConnectionView.of(await self.row()))
+
+    async def context(self) -> ToolContext:
+        """What an adapter function gets, for calling an app's test or sync hooks directly."""
+        view = ConnectionView.of(await self.row())
+        return ToolContext(
+            principal=self.principal,
+            connection=view,
+            sessions=self.companion.db.sessions,
+            http=self.companion.http,
+            credentials=open_credentials(self.companion.box, view),
+            manifest=self.companion.registry.manifests[self.app],
+            keeper=self.companion.gateway.keeper,
+        )
+
+    async def synced(self) -> list[SyncRecord]:
+        """Every record the app's sync adapter yields, from the start."""
+        hook = self.companion.registry.hooks[self.app].sync
+        assert hook is not None, f"{self.app} does not sync"
+        return [record async for record in hook(await self.context(), None)]
+
+    async def test_connection(self) -> str:
+        hook = self.companion.registry.hooks[self.app].test
+        assert hook is not None, f"{self.app} has no connection test"
+        return await hook(await self.context())
 
 
 def provider_settings(settings: Settings, app: str, origin: str) -> Settings:

@@ -89,3 +89,17 @@ async def test_an_api_key_travels_bare_in_the_authorization_header(settings, reg
         await linear.ok("linear_list_teams", {})
         key = (await linear.credentials())["api_key"]
         assert linear.fake.api_requests()[-1].headers["authorization"] == key
+
+
+async def test_test_connection_names_the_account(linear):
+    assert await linear.test_connection() == "Signed in to Linear as Alice"
+
+
+async def test_sync_users_reads_every_page_and_flags_the_inactive(linear):
+    linear.fake.users.extend(
+        {"id": f"u-{n}", "name": f"Person {n}", "email": f"P{n}@acme.test", "active": True} for n in range(150)
+    )
+    records = await linear.synced()
+    assert len(records) == 153
+    assert records[3].fields == {"name": "Person 0", "email": "p0@acme.test"}
+    assert [r.external_id for r in records if r.deleted] == ["u-old"]

@@ -39,9 +39,7 @@ def test_shipped_manifests_load_with_every_tool_bound_to_an_adapter():
     assert {"harmony", "linear"} <= set(registry.manifests)
     assert {tool.name for tool in registry.tools_of("harmony")} == HARMONY_TOOLS
     assert registry.tools["harmony_create_action_item"].risk.value == "write"
-    assert all(
-        t.risk.value == "read" for t in registry.tools_of("harmony") if t.name != "harmony_create_action_item"
-    )
+    assert all(t.risk.value == "read" for t in registry.tools_of("harmony") if t.name != "harmony_create_action_item")
 
 
 def test_a_missing_field_is_named(tmp_path):
