@@ -28,10 +28,14 @@ from manifests import MANIFEST_DIR
 from server import web
 from server.api import approvals as api_approvals
 from server.api import errors
+from server.api import integrations as api_integrations
 from server.api import rules as api_rules
 from server.api.errors import ApiError
 from server.approval_flow import ApprovalFlow
 from server.gateway import ToolGateway, catalog_of
+from server.integrations.lifecycle import Integrations
+from server.integrations.oauth import OAuthConnect
+from server.integrations.sync import SyncEngine
 from server.mcp_endpoint import (
     TOOLS_SCOPE,
     PrincipalSource,
@@ -80,6 +84,9 @@ class Companion:
     audit: AuditLog
     rulebook: RuleBook
     gateway: ToolGateway
+    integrations: Integrations
+    oauth: OAuthConnect
+    sync: SyncEngine
     _principals: TTLCache[str, Principal] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -105,7 +112,11 @@ class Companion:
         gateway = ToolGateway(
             registry, db, box, http, audit, rulebook, flow, keeper, cache_seconds=settings.cache_seconds
         )
-        return cls(settings, db, box, registry, http, audit, rulebook, gateway)
+        integrations = Integrations(db, box, registry, keeper, http)
+        oauth = OAuthConnect(integrations, settings.base_url, timedelta(seconds=settings.oauth_state_seconds))
+        return cls(
+            settings, db, box, registry, http, audit, rulebook, gateway, integrations, oauth, SyncEngine(integrations)
+        )
 
     def mcp_server(self, principal_source: PrincipalSource) -> Server[Any]:
         return build_mcp_server(
@@ -133,6 +144,7 @@ class Companion:
         return principal
 
     async def aclose(self) -> None:
+        await self.sync.wait()
         await self.audit.aclose()
         await self.http.aclose()
         await self.db.dispose()
@@ -201,7 +213,7 @@ def create_app(companion: Companion) -> Starlette:
     app = Starlette(
         routes=[
             Route("/healthz", healthz),
-            Mount("/api/v1", routes=api_approvals.routes + api_rules.routes),
+            Mount("/api/v1", routes=api_approvals.routes + api_rules.routes + api_integrations.routes),
             *web.routes,
             *mcp_app.routes,
         ],

@@ -70,9 +70,9 @@ async def create_key(
     return IssuedKey(key=key, token=token)
 
 
-def _principal_query() -> Select[tuple[ApiKey, str, str, str, Role]]:
+def _principal_query() -> Select[tuple[ApiKey, str, str, str, Role, bool]]:
     return (
-        select(ApiKey, User.email, Workspace.slug, Workspace.timezone, Membership.role)
+        select(ApiKey, User.email, Workspace.slug, Workspace.timezone, Membership.role, Membership.manages_integrations)
         .join(User, User.id == ApiKey.user_id)
         .join(Workspace, Workspace.id == ApiKey.workspace_id)
         .join(Membership, (Membership.user_id == ApiKey.user_id) & (Membership.workspace_id == ApiKey.workspace_id))
@@ -80,7 +80,7 @@ def _principal_query() -> Select[tuple[ApiKey, str, str, str, Role]]:
     )
 
 
-def _principal(key: ApiKey, email: str, slug: str, timezone: str, role: Role) -> Principal:
+def _principal(key: ApiKey, email: str, slug: str, timezone: str, role: Role, integrations: bool) -> Principal:
     return Principal(
         user_id=key.user_id,
         email=email,
@@ -91,6 +91,7 @@ def _principal(key: ApiKey, email: str, slug: str, timezone: str, role: Role) ->
         key_kind=key.kind,
         scopes=frozenset(key.scopes),
         timezone=timezone,
+        manages_integrations=integrations,
     )
 
 

@@ -136,6 +136,8 @@ class Membership(Base):
     workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     role: Mapped[Role] = mapped_column(_enum(Role, "role"), default=Role.MEMBER)
+    # A member an admin trusts with the workspace's integrations, as Harmony's "integration permission".
+    manages_integrations: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

@@ -18,7 +18,12 @@ class Principal:
     key_kind: KeyKind
     scopes: frozenset[str]
     timezone: str = "UTC"
+    manages_integrations: bool = False
 
     @property
     def is_admin(self) -> bool:
         return self.role in (Role.OWNER, Role.ADMIN)
+
+    @property
+    def may_manage_workspace_integrations(self) -> bool:
+        return self.is_admin or self.manages_integrations

@@ -44,7 +44,7 @@ class SetupField(Strict):
 
     name: str = Field(pattern=IDENTIFIER)
     label: str
-    type: Literal["string", "url", "secret", "select", "integer", "boolean"] = "string"
+    type: Literal["string", "url", "secret", "select", "multiselect", "integer", "boolean"] = "string"
     required: bool = True
     help: str = ""
     options: list[str] = Field(default_factory=list)
@@ -54,12 +54,17 @@ class SetupField(Strict):
     method: Literal["oauth2", "api_key", "basic", "smtp"] | None = Field(
         default=None, description="Asked only when connecting with this method; by default, always."
     )
-    default: str | int | bool | None = None
+    default: str | int | bool | list[str] | None = None
+    choices_from: str | None = Field(
+        default=None,
+        pattern=r"^[a-z][a-z0-9_]*\.[a-z_][a-z0-9_]*$",
+        description="Adapter function (ctx) -> [{id, label}] listing the provider's choices, e.g. calendars.",
+    )
 
     @model_validator(mode="after")
     def _kind_specific(self) -> SetupField:
-        if self.type == "select" and not self.options:
-            raise ValueError("a select field needs options")
+        if self.type in ("select", "multiselect") and not (self.options or self.choices_from):
+            raise ValueError("a select field needs options or choices_from")
         if self.type == "url" and not self.allowed_hosts:
             raise ValueError("a url field needs allowed_hosts, so the server never fetches an arbitrary address")
         return self

@@ -127,7 +127,8 @@ class ProviderApi:
             key = str(self.credentials.get("api_key", ""))
             return {header: f"{scheme} {key}" if scheme else key}
         if method == "basic":
-            pair = f"{self.credentials.get('username', '')}:{self.credentials.get('password', '')}"
+            username = self.credentials.get("username", self.connection.setup.get("username", ""))
+            pair = f"{username}:{self.credentials.get('password', '')}"
             return {"Authorization": "Basic " + base64.b64encode(pair.encode()).decode()}
         return {}
 

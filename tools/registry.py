@@ -11,7 +11,7 @@ import importlib
 import inspect
 import typing
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -133,6 +133,7 @@ class AppHooks:
     test: Callable[[ToolContext], Awaitable[str]] | None = None
     sync: Callable[[ToolContext, str | None], AsyncIterator[Any]] | None = None
     push: Callable[[ToolContext, str | None, dict[str, Any]], Awaitable[str]] | None = None
+    choices: dict[str, Callable[[ToolContext], Awaitable[list[dict[str, Any]]]]] = field(default_factory=dict)
 
 
 def _resolve_hooks(path: Path, manifest: Manifest, packages: tuple[str, ...]) -> AppHooks:
@@ -168,6 +169,15 @@ def _resolve_hooks(path: Path, manifest: Manifest, packages: tuple[str, ...]) ->
             "an async function (ctx, external_id, fields) -> str",
         ),
     )
+    for index, option in enumerate(manifest.options):
+        function = find(
+            f"options[{index}].choices_from",
+            option.choices_from,
+            inspect.iscoroutinefunction,
+            "an async function (ctx) -> [{id, label}]",
+        )
+        if function is not None:
+            hooks.choices[option.name] = function
     if problems:
         raise ManifestError(problems)
     return hooks

@@ -75,6 +75,7 @@ class ProviderPolicy:
             client_id=client_id,
             client_secret=client_secret or None,
             token_endpoint_auth_method=manifest.auth.oauth2.token_auth,
+            code_challenge_method="S256" if manifest.auth.oauth2.pkce else None,
             timeout=self.timeout,
             **kwargs,
         )

@@ -120,7 +120,7 @@ def _ids_by_name(nodes: list[dict[str, Any]], names: list[str], field: str, kind
 
 async def _user_id(ctx: ToolContext, who: str) -> str:
     """A Linear user by e-mail (through the synced user map first) or by id."""
-    synced = (ctx.options.get("linear_users") or {}).get(who.lower())
+    synced = (ctx.options.get("synced_users") or {}).get(who.lower())
     if synced:
         return str(synced)
     data = await ctx.api.graphql(

@@ -87,6 +87,11 @@ def upgrade() -> None:
     with op.batch_alter_table("synced_records", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_synced_records_local_id"), ["local_id"], unique=False)
 
+    with op.batch_alter_table("memberships", schema=None) as batch_op:
+        batch_op.add_column(
+            sa.Column("manages_integrations", sa.Boolean(), nullable=False, server_default=sa.false())
+        )
+
     with op.batch_alter_table("connections", schema=None) as batch_op:
         batch_op.add_column(sa.Column("auth_method", sa.String(length=16), nullable=False, server_default="none"))
         batch_op.add_column(sa.Column("options", sa.JSON(), nullable=False, server_default=sa.text("'{}'")))
@@ -97,6 +102,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("memberships", schema=None) as batch_op:
+        batch_op.drop_column("manages_integrations")
+
     with op.batch_alter_table("connections", schema=None) as batch_op:
         batch_op.drop_column("refresh_lease_owner")
         batch_op.drop_column("refresh_lease_until")

@@ -1,0 +1,1 @@
+"""Connected apps as people manage them: setup, OAuth, lifecycle and sync."""

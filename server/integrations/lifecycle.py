@@ -1,0 +1,393 @@
+"""The life of a connection: connect, test, rotate its key, change its options, disconnect, delete.
+
+Every step checks who may do it first: a workspace connection needs an admin
+or a member with the integration permission; a personal one belongs to its
+user alone. Nothing here touches data at the provider.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from sqlalchemy import delete, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from server.integrations.setup import SetupProblems, check_options, split_setup
+from store.connections import ConnectionView, add_connection, credentials_context, open_credentials
+from store.crypto import SecretBox
+from store.db import Database
+from store.events import record_event
+from store.models import Connection, ConnectionScope, ConnectionStatus, SyncRun
+from store.principal import Principal
+from tools.context import ToolContext
+from tools.errors import ToolError
+from tools.manifest import Manifest
+from tools.registry import Registry
+from tools.tokens import TokenKeeper
+
+
+class IntegrationError(Exception):
+    """A refused step, with the HTTP status and code the API reports it under."""
+
+    def __init__(self, status: int, message: str, *, code: str | None = None, fields: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.fields = fields or {}
+
+
+def invalid_setup(problems: SetupProblems) -> IntegrationError:
+    return IntegrationError(422, f"Invalid setup: {problems}", fields=problems.fields)
+
+
+def _when(value: Any) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value is not None else None
+
+
+def connection_json(row: Connection, manifest: Manifest | None) -> dict[str, Any]:
+    """A connection as people and the API see it: never its credentials."""
+    return {
+        "id": row.id,
+        "app": row.app,
+        "app_name": manifest.name if manifest else row.app,
+        "scope": row.scope.value,
+        "label": row.label,
+        "status": row.status.value,
+        "auth_method": row.auth_method,
+        "setup": row.setup or {},
+        "options": row.options or {},
+        "mappings": row.mappings or {},
+        "has_credentials": row.credentials is not None,
+        "last_error": row.last_error,
+        "owner_id": row.user_id,
+        "created_at": _when(row.created_at),
+        "updated_at": _when(row.updated_at),
+        "last_sync_at": _when(row.last_sync_at),
+    }
+
+
+def app_json(manifest: Manifest, *, oauth_ready: bool) -> dict[str, Any]:
+    return {
+        "id": manifest.id,
+        "name": manifest.name,
+        "description": manifest.description,
+        "category": manifest.category,
+        "scopes": list(manifest.scopes),
+        "methods": manifest.auth.methods,
+        "oauth_configured": oauth_ready if manifest.auth.type == "oauth2" else None,
+        "setup_fields": [f.model_dump(exclude_none=True) for f in manifest.auth.fields],
+        "options": [f.model_dump(exclude_none=True) for f in manifest.options],
+        "syncs": manifest.sync.object if manifest.sync else None,
+        "sync_fields": (
+            {"provider_fields": manifest.sync.provider_fields, "default_mappings": manifest.sync.default_mappings}
+            if manifest.sync
+            else None
+        ),
+        "tools": [{"name": t.name, "title": t.title, "risk": t.risk.value} for t in manifest.tools],
+    }
+
+
+@dataclass
+class Integrations:
+    """Connections as a person manages them, over the API and the CLI alike."""
+
+    db: Database
+    box: SecretBox
+    registry: Registry
+    keeper: TokenKeeper
+    http: httpx.AsyncClient
+
+    def manifest(self, app: str) -> Manifest:
+        manifest = self.registry.manifests.get(app)
+        if manifest is None or manifest.auto_install:
+            raise IntegrationError(404, f"There is no app {app!r} to connect.")
+        return manifest
+
+    def available(self) -> list[dict[str, Any]]:
+        return [
+            app_json(m, oauth_ready=m.id in self.keeper.policy.oauth_clients)
+            for m in sorted(self.registry.manifests.values(), key=lambda m: m.name)
+            if not m.auto_install
+        ]
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    async def installed(self, session: AsyncSession, actor: Principal) -> list[Connection]:
+        """The workspace's connections and the actor's own personal ones, disconnected ones included.
+
+        Harmony's own data is built in, not installed, so it is not listed.
+        """
+        built_in = [m.id for m in self.registry.manifests.values() if m.auto_install]
+        rows = await session.scalars(
+            select(Connection)
+            .where(
+                or_(
+                    (Connection.scope == ConnectionScope.WORKSPACE) & (Connection.workspace_id == actor.workspace_id),
+                    (Connection.scope == ConnectionScope.PERSONAL) & (Connection.user_id == actor.user_id),
+                ),
+                Connection.app.not_in(built_in),
+            )
+            .order_by(Connection.created_at, Connection.id)
+        )
+        return list(rows)
+
+    async def get(self, session: AsyncSession, actor: Principal, connection_id: str, *, manage: bool) -> Connection:
+        row = await session.get(Connection, connection_id)
+        visible = row is not None and row.app in self.registry.manifests and (
+            (row.scope is ConnectionScope.WORKSPACE and row.workspace_id == actor.workspace_id)
+            or (row.scope is ConnectionScope.PERSONAL and row.user_id == actor.user_id)
+        )
+        if row is None or not visible or self.registry.manifests[row.app].auto_install:
+            raise IntegrationError(404, f"There is no connection {connection_id} that you can see.")
+        if manage:
+            self.check_may_manage(actor, row.scope)
+        return row
+
+    @staticmethod
+    def check_may_manage(actor: Principal, scope: ConnectionScope) -> None:
+        if scope is ConnectionScope.WORKSPACE and not actor.may_manage_workspace_integrations:
+            raise IntegrationError(
+                403, "Workspace integrations are managed by admins and members with the integration permission."
+            )
+
+    def context(self, actor: Principal, row: Connection) -> ToolContext:
+        view = ConnectionView.of(row)
+        return ToolContext(
+            principal=actor,
+            connection=view,
+            sessions=self.db.sessions,
+            http=self.http,
+            credentials=open_credentials(self.box, view),
+            manifest=self.registry.manifests[row.app],
+            keeper=self.keeper,
+        )
+
+    # -- connecting with typed credentials ---------------------------------------------------------
+
+    def scope_of(self, manifest: Manifest, requested: str | None) -> ConnectionScope:
+        scope = requested or manifest.scopes[0]
+        if scope not in manifest.scopes:
+            raise IntegrationError(
+                422,
+                f"{manifest.name} connects as {' or '.join(manifest.scopes)}, not {scope}.",
+                fields={"scope": f"must be one of {', '.join(manifest.scopes)}"},
+            )
+        return ConnectionScope(scope)
+
+    def method_of(self, manifest: Manifest, requested: str | None) -> str:
+        method = requested or manifest.auth.type
+        if method not in manifest.auth.methods:
+            raise IntegrationError(
+                422,
+                f"{manifest.name} connects with {' or '.join(manifest.auth.methods)}.",
+                fields={"method": f"must be one of {', '.join(manifest.auth.methods)}"},
+            )
+        return method
+
+    async def connect(
+        self,
+        actor: Principal,
+        app: str,
+        *,
+        scope: str | None,
+        method: str | None,
+        label: str,
+        setup: dict[str, Any],
+    ) -> dict[str, Any]:
+        """Connect with an API key, basic or SMTP credentials; OAuth goes through ``oauth.start`` instead."""
+        manifest = self.manifest(app)
+        connection_scope = self.scope_of(manifest, scope)
+        chosen = self.method_of(manifest, method)
+        if chosen == "oauth2":
+            raise IntegrationError(409, f"{manifest.name} connects through OAuth: start it with /oauth/start.")
+        self.check_may_manage(actor, connection_scope)
+        try:
+            plain, secrets = split_setup(manifest, chosen, setup)
+        except SetupProblems as exc:
+            raise invalid_setup(exc) from None
+        async with self.db.transaction() as session:
+            row = await add_connection(
+                session,
+                self.box,
+                app=app,
+                scope=connection_scope,
+                workspace_id=actor.workspace_id,
+                user_id=actor.user_id,
+                label=label or manifest.name,
+                setup=plain,
+                credentials={"method": chosen, **secrets},
+            )
+            row.auth_method = chosen
+            row.created_by = actor.user_id
+            row.mappings = self.default_mappings(manifest)
+            record_event(session, "connection.created", **self._subject(row), data={"app": app, "by": actor.user_id})
+            await session.flush()
+            return connection_json(row, manifest)
+
+    @staticmethod
+    def default_mappings(manifest: Manifest) -> dict[str, Any]:
+        if manifest.sync is None:
+            return {}
+        return {
+            "fields": dict(manifest.sync.default_mappings),
+            "direction": "bidirectional" if manifest.sync.push else "to_harmony",
+            "auto_sync": False,
+        }
+
+    @staticmethod
+    def _subject(row: Connection) -> dict[str, Any]:
+        return {"workspace_id": row.workspace_id, "user_id": row.user_id, "subject_id": row.id}
+
+    async def update_credentials(self, actor: Principal, connection_id: str, setup: dict[str, Any]) -> dict[str, Any]:
+        """Rotate an API key or password in place: settings, options and mappings stay."""
+        async with self.db.transaction() as session:
+            row = await self.get(session, actor, connection_id, manage=True)
+            manifest = self.registry.manifests[row.app]
+            if row.auth_method == "oauth2":
+                raise IntegrationError(409, f"{manifest.name} uses OAuth: re-authenticate it instead.")
+            try:
+                plain, secrets = split_setup(manifest, row.auth_method, {**row.setup, **setup}, require_secrets=True)
+            except SetupProblems as exc:
+                raise invalid_setup(exc) from None
+            row.setup = plain
+            row.credentials = self.box.seal_json(
+                {"method": row.auth_method, **secrets}, context=credentials_context(row.id)
+            )
+            row.status = ConnectionStatus.ACTIVE
+            row.last_error = None
+            record_event(session, "connection.credentials_updated", **self._subject(row), data={"app": row.app})
+            await session.flush()
+            return connection_json(row, manifest)
+
+    # -- managing ------------------------------------------------------------------------------------
+
+    async def test(self, actor: Principal, connection_id: str) -> dict[str, Any]:
+        """One cheap provider call; OK, or the provider's error in plain words."""
+        async with self.db.session() as session:
+            row = await self.get(session, actor, connection_id, manage=False)
+        manifest = self.registry.manifests[row.app]
+        hook = self.registry.hooks[row.app].test
+        if row.status is ConnectionStatus.DISCONNECTED or row.credentials is None:
+            return {"ok": False, "code": "not_connected", "message": f"{manifest.name} is disconnected."}
+        if hook is None:
+            return {"ok": True, "code": None, "message": f"{manifest.name} needs no connection test."}
+        try:
+            message = await hook(self.context(actor, row))
+        except ToolError as exc:
+            async with self.db.transaction() as session:
+                await session.execute(update(Connection).where(Connection.id == row.id).values(last_error=str(exc)))
+            return {"ok": False, "code": exc.code, "message": str(exc)}
+        return {"ok": True, "code": None, "message": message}
+
+    async def set_options(self, actor: Principal, connection_id: str, values: dict[str, Any]) -> dict[str, Any]:
+        async with self.db.transaction() as session:
+            row = await self.get(session, actor, connection_id, manage=True)
+            manifest = self.registry.manifests[row.app]
+            try:
+                checked = check_options(manifest, values)
+            except SetupProblems as exc:
+                raise invalid_setup(exc) from None
+            row.options = {**(row.options or {}), **checked}
+            await session.flush()
+            return connection_json(row, manifest)
+
+    async def choices(self, actor: Principal, connection_id: str, option: str) -> list[dict[str, Any]]:
+        """The provider's current choices for an option, e.g. the calendars to pick from (Refresh list)."""
+        async with self.db.session() as session:
+            row = await self.get(session, actor, connection_id, manage=False)
+        hook = self.registry.hooks[row.app].choices.get(option)
+        if hook is None:
+            raise IntegrationError(404, f"{row.app} has no option {option!r} with choices.")
+        try:
+            return await hook(self.context(actor, row))
+        except ToolError as exc:
+            raise IntegrationError(502, str(exc), code=exc.code) from None
+
+    async def set_mappings(self, actor: Principal, connection_id: str, changes: dict[str, Any]) -> dict[str, Any]:
+        """Field mappings (Harmony field -> provider field), sync direction and auto sync."""
+        async with self.db.transaction() as session:
+            row = await self.get(session, actor, connection_id, manage=True)
+            manifest = self.registry.manifests[row.app]
+            if manifest.sync is None:
+                raise IntegrationError(409, f"{manifest.name} does not sync, so it has no mappings.")
+            current = {**self.default_mappings(manifest), **(row.mappings or {})}
+            problems: dict[str, str] = {}
+            if "fields" in changes:
+                for harmony_field, provider_field in changes["fields"].items():
+                    if provider_field not in manifest.sync.provider_fields:
+                        problems[f"fields.{harmony_field}"] = (
+                            f"{provider_field!r} is not a {manifest.name} field; "
+                            f"choose from {', '.join(manifest.sync.provider_fields)}"
+                        )
+                    if harmony_field not in HARMONY_FIELDS[manifest.sync.object]:
+                        problems[f"fields.{harmony_field}"] = (
+                            f"not a Harmony {manifest.sync.object} field; "
+                            f"choose from {', '.join(HARMONY_FIELDS[manifest.sync.object])}"
+                        )
+                current["fields"] = dict(changes["fields"])
+            if "direction" in changes:
+                if changes["direction"] in ("bidirectional", "to_provider") and manifest.sync.push is None:
+                    problems["direction"] = f"{manifest.name} syncs one way, into Harmony"
+                current["direction"] = changes["direction"]
+            if "auto_sync" in changes:
+                current["auto_sync"] = bool(changes["auto_sync"])
+            if problems:
+                raise IntegrationError(422, "Invalid mappings", fields=problems)
+            row.mappings = current
+            await session.flush()
+            return connection_json(row, manifest)
+
+    async def disconnect(self, actor: Principal, connection_id: str) -> dict[str, Any]:
+        """Stop sync and delete the credentials; keep settings, mappings and the data synced so far."""
+        async with self.db.transaction() as session:
+            row = await self.get(session, actor, connection_id, manage=True)
+            row.status = ConnectionStatus.DISCONNECTED
+            row.credentials = None
+            row.refresh_lease_until = None
+            row.refresh_lease_owner = None
+            row.mappings = {**(row.mappings or {}), "auto_sync": False} if row.mappings else {}
+            record_event(session, "connection.disconnected", **self._subject(row), data={"app": row.app})
+            await session.flush()
+            return connection_json(row, self.registry.manifests.get(row.app))
+
+    async def delete(self, actor: Principal, connection_id: str) -> None:
+        """Remove the connection and its configuration too; data synced into Harmony stays."""
+        async with self.db.transaction() as session:
+            row = await self.get(session, actor, connection_id, manage=True)
+            record_event(session, "connection.deleted", **self._subject(row), data={"app": row.app})
+            await session.execute(delete(SyncRun).where(SyncRun.connection_id == row.id))
+            await session.delete(row)
+
+    async def sync_logs(self, actor: Principal, connection_id: str, *, limit: int = 50) -> list[dict[str, Any]]:
+        async with self.db.session() as session:
+            await self.get(session, actor, connection_id, manage=False)
+            runs = await session.scalars(
+                select(SyncRun)
+                .where(SyncRun.connection_id == connection_id)
+                .order_by(SyncRun.started_at.desc(), SyncRun.id.desc())
+                .limit(limit)
+            )
+            return [run_json(run) for run in runs]
+
+
+HARMONY_FIELDS: dict[str, tuple[str, ...]] = {
+    "contacts": ("name", "email", "company", "title", "phone"),
+    "events": ("title", "date", "end", "attendees"),
+    "users": ("name", "email"),
+}
+
+
+def run_json(run: SyncRun) -> dict[str, Any]:
+    return {
+        "id": run.id,
+        "connection_id": run.connection_id,
+        "full": run.full,
+        "status": run.status,
+        "triggered_by": run.triggered_by,
+        "started_at": _when(run.started_at),
+        "finished_at": _when(run.finished_at),
+        "counts": run.counts or {},
+        "errors": run.errors or [],
+    }
