@@ -112,6 +112,32 @@ def _parser() -> argparse.ArgumentParser:
     verify = audit.add_parser("verify", help="check every workspace's hash chain")
     verify.add_argument("--workspace", metavar="SLUG")
 
+    integrations = commands.add_parser("integrations", help="connected apps").add_subparsers(
+        dest="action", required=True
+    )
+    int_list = acting(integrations.add_parser("list", help="installed integrations (--available: apps to connect)"))
+    int_list.add_argument("--available", action="store_true")
+    int_connect = acting(integrations.add_parser("connect", help="connect an app; OAuth apps print a link to open"))
+    int_connect.add_argument("app", metavar="APP")
+    int_connect.add_argument("--scope", choices=["workspace", "personal"])
+    int_connect.add_argument("--method", choices=["oauth2", "api_key", "basic", "smtp"])
+    int_connect.add_argument("--label", default="")
+    int_connect.add_argument(
+        "--setup", default="{}", metavar="JSON", help="setup fields as JSON, or - to read them from stdin (for keys)"
+    )
+    for name, text in [
+        ("test", "call the provider once and report OK or its error"),
+        ("sync", "run a full sync now and print its log entry"),
+        ("logs", "the connection's sync runs, newest first"),
+        ("disconnect", "stop sync and delete the credentials; keep settings and synced data"),
+        ("delete", "remove the connection and its settings; synced data stays"),
+    ]:
+        acting(integrations.add_parser(name, help=text)).add_argument("connection_id", metavar="CONNECTION_ID")
+
+    secrets_cmd = commands.add_parser("secrets", help="encryption keys").add_subparsers(dest="action", required=True)
+    secrets_cmd.add_parser("rotate", help="re-encrypt every sealed value under COMPANION_SECRET_KEY")
+    secrets_cmd.add_parser("status", help="how many sealed values each key id holds")
+
     manifests = commands.add_parser("manifests", help="app manifests").add_subparsers(dest="action", required=True)
     validate = manifests.add_parser("validate", help="check manifests and their adapters")
     validate.add_argument("directory", nargs="?", type=Path, default=MANIFEST_DIR, metavar="DIR")
@@ -366,17 +392,22 @@ async def _person(companion: Any, workspace_slug: str, email: str) -> Any:
     async with companion.db.session() as session:
         workspace = await directory.workspace_by_slug(session, workspace_slug)
         user = await directory.user_by_email(session, email)
-        role = await session.scalar(
-            select(Membership.role).where(Membership.workspace_id == workspace.id, Membership.user_id == user.id)
-        )
-    if role is None:
+        membership = (
+            await session.execute(
+                select(Membership.role, Membership.manages_integrations).where(
+                    Membership.workspace_id == workspace.id, Membership.user_id == user.id
+                )
+            )
+        ).one_or_none()
+    if membership is None:
         raise CliError(f"as: {email} is not a member of workspace {workspace_slug!r}")
     return Principal(
         user_id=user.id,
         email=user.email,
         workspace_id=workspace.id,
         workspace_slug=workspace.slug,
-        role=role,
+        role=membership.role,
+        manages_integrations=membership.manages_integrations,
         key_id="cli",
         key_kind=KeyKind.USER,
         scopes=frozenset({"api"}),
@@ -568,7 +599,70 @@ def _audit_verify(args: argparse.Namespace) -> None:
     _run(lambda settings: _with_companion(settings, work))
 
 
+def _integration_step(args: argparse.Namespace) -> None:
+    from server.api.errors import ApiError
+    from server.integrations.lifecycle import IntegrationError, connection_json
+
+    async def work(companion: Any, person: Any) -> Any:
+        lifecycle = companion.integrations
+        try:
+            if args.action == "list":
+                if args.available:
+                    return lifecycle.available()
+                async with companion.db.session() as session:
+                    rows = await lifecycle.installed(session, person)
+                return [connection_json(r, companion.registry.manifests.get(r.app)) for r in rows]
+            if args.action == "connect":
+                setup = _json_argument(args.setup, "setup")
+                manifest = lifecycle.manifest(args.app)
+                if (args.method or manifest.auth.type) == "oauth2":
+                    started = await companion.oauth.start(
+                        person, args.app, scope=args.scope, label=args.label, setup=setup
+                    )
+                    return {**started, "next": f"Open authorize_url in a browser signed in as {person.email}."}
+                return await lifecycle.connect(
+                    person, args.app, scope=args.scope, method=args.method, label=args.label, setup=setup
+                )
+            if args.action == "test":
+                return await lifecycle.test(person, args.connection_id)
+            if args.action == "sync":
+                return await companion.sync.run(person, args.connection_id)
+            if args.action == "logs":
+                return await lifecycle.sync_logs(person, args.connection_id)
+            if args.action == "disconnect":
+                return await lifecycle.disconnect(person, args.connection_id)
+            await lifecycle.delete(person, args.connection_id)
+            return {"deleted": args.connection_id}
+        except IntegrationError as exc:
+            raise ApiError(exc.status, str(exc), details={"fields": exc.fields} if exc.fields else {}) from None
+
+    _acting(args, work)
+
+
+def _secrets(args: argparse.Namespace) -> None:
+    from store.rotation import key_usage, rotate
+
+    async def work(companion: Any) -> None:
+        if args.action == "rotate":
+            done = await rotate(companion.db, companion.box)
+            for column, count in done.items():
+                print(f"{column}: re-encrypted {count}")
+        usage = await key_usage(companion.db, companion.box)
+        print(f"current key id: {companion.box.current_key_id}")
+        for column, counts in usage.items():
+            listed = ", ".join(f"{key_id}: {n}" for key_id, n in sorted(counts.items())) or "none"
+            print(f"{column}: {listed}")
+
+    _run(lambda settings: _with_companion(settings, work))
+
+
 HANDLERS: dict[tuple[str, str | None], Callable[[argparse.Namespace], None]] = {
+    **{
+        ("integrations", step): _integration_step
+        for step in ("list", "connect", "test", "sync", "logs", "disconnect", "delete")
+    },
+    ("secrets", "rotate"): _secrets,
+    ("secrets", "status"): _secrets,
     ("rules", "list"): _rules_list,
     ("rules", "add"): _rules_add,
     ("rules", "remove"): _rules_remove,

@@ -223,7 +223,7 @@ class ProviderApi:
             raise ToolError(f"{self.name} answered with an unexpected body.", code="provider_error")
         if body.get("errors") and not body.get("data"):
             codes = graphql_codes(body)
-            message = f"{self.name} rejected the request: {provider_message(body)}."
+            message = f"{self.name} rejected the request: {provider_message(body).rstrip('.')}."
             if codes & GRAPHQL_NOT_FOUND:
                 raise NotFound(message)
             if codes & {"RATELIMITED", "RATE_LIMITED"}:
@@ -239,7 +239,7 @@ class ProviderApi:
             body = response.json()
         except ValueError:
             body = None
-        detail = provider_message(body)
+        detail = provider_message(body).rstrip(".")
         status = response.status_code
         if graphql_codes(body) & GRAPHQL_NOT_FOUND:
             status = 404

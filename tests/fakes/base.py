@@ -75,6 +75,7 @@ class ProviderFake:
         self.failures: list[Failure] = []
         self.seen: list[Seen] = []
         self.refreshes = 0
+        self.issued: list[str] = []
         self.token_delay = 0.0
         self.expires_in = 3600
         self.origin = ""
@@ -95,6 +96,7 @@ class ProviderFake:
         lifetime = self.expires_in if expires_in is None else expires_in
         self.access_tokens[access] = time.time() + lifetime
         self.refresh_tokens.add(refresh)
+        self.issued += [access, refresh]
         return {
             "access_token": access,
             "refresh_token": refresh,
@@ -106,6 +108,7 @@ class ProviderFake:
     def issue_key(self) -> str:
         key = "key-" + secrets.token_urlsafe(16)
         self.api_keys.add(key)
+        self.issued.append(key)
         return key
 
     def expire_access_tokens(self) -> None:
