@@ -36,10 +36,28 @@ def problems_of(directory: Path) -> list[str]:
 
 def test_shipped_manifests_load_with_every_tool_bound_to_an_adapter():
     registry = Registry.load(MANIFEST_DIR)
-    assert {"harmony", "linear"} <= set(registry.manifests)
+    assert set(registry.manifests) == SHIPPED_APPS
     assert {tool.name for tool in registry.tools_of("harmony")} == HARMONY_TOOLS
     assert registry.tools["harmony_create_action_item"].risk.value == "write"
     assert all(t.risk.value == "read" for t in registry.tools_of("harmony") if t.name != "harmony_create_action_item")
+
+
+SHIPPED_APPS = {"harmony", "linear", "hubspot", "salesforce", "gmail", "email", "gcal", "gcontacts", "notion", "slack"}
+VERBS = {
+    "send": ("send", "post"),
+    "write": ("create", "update", "append"),
+    "delete": ("delete", "remove"),
+    "read": ("search", "list", "get", "query", "find"),
+}
+
+
+def test_risk_levels_are_honest():
+    """Whatever sends or posts is send, whatever creates or updates is write, whatever removes is delete."""
+    registry = Registry.load(MANIFEST_DIR)
+    for tool in registry.tools.values():
+        verb = tool.name.removeprefix(f"{tool.app}_").split("_")[0]
+        expected = next(risk for risk, verbs in VERBS.items() if verb in verbs)
+        assert tool.risk.value == expected, tool.name
 
 
 def test_a_missing_field_is_named(tmp_path):

@@ -7,6 +7,7 @@ import time
 
 import pytest
 from sqlalchemy import select
+from starlette.responses import JSONResponse
 
 from server.app import Companion
 from store.models import ConnectionStatus, Event
@@ -124,3 +125,16 @@ async def test_errors_never_carry_a_credential(linear):
     result = await linear.call(*TEAMS)
     for secret in (credentials["access_token"], credentials["refresh_token"]):
         assert secret not in result.message
+
+
+async def test_a_refusal_without_an_error_field_still_asks_for_reconnection(linear):
+    """HubSpot's older token answer: {"status": "BAD_REFRESH_TOKEN", ...}, with no "error" for OAuth clients to read."""
+
+    async def old_refusal(request):
+        return JSONResponse({"status": "BAD_REFRESH_TOKEN", "message": "missing or invalid refresh token"}, 400)
+
+    linear.fake.token = old_refusal  # type: ignore[method-assign]
+    linear.fake.expire_access_tokens()
+    result = await linear.call(*TEAMS)
+    assert result.error_code == "needs_reauth"
+    assert (await linear.row()).status is ConnectionStatus.NEEDS_REAUTH

@@ -128,9 +128,12 @@ class AuthSpec(Strict):
 
 
 class ApiSpec(Strict):
-    """Where the provider's API lives. ``{field}`` placeholders take setup values, e.g. a Salesforce instance."""
+    """Where the provider's API lives. ``{field}`` placeholders take setup values, e.g. a Salesforce instance.
 
-    base_url: str
+    An app that speaks no HTTP (SMTP) names only its connection test.
+    """
+
+    base_url: str | None = None
     test: str | None = Field(
         default=None,
         pattern=r"^[a-z][a-z0-9_]*\.[a-z_][a-z0-9_]*$",
@@ -234,7 +237,7 @@ class Manifest(Strict):
     @model_validator(mode="after")
     def _api_placeholders_are_setup_fields(self) -> Manifest:
         fields = {f.name for f in self.auth.fields}
-        for name in re.findall(r"{([^{}]+)}", self.api.base_url if self.api else ""):
+        for name in re.findall(r"{([^{}]+)}", self.api.base_url or "" if self.api else ""):
             if name not in fields:
                 raise ValueError(f"api.base_url: {{{name}}} is not a setup field")
         return self

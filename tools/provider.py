@@ -70,6 +70,25 @@ def graphql_codes(body: Any) -> set[str]:
 
 
 GRAPHQL_NOT_FOUND = {"ENTITY_NOT_FOUND", "NOT_FOUND"}
+# Google APIs say "slow down" with a 403 and one of these reasons rather than a 429.
+RATE_LIMIT_REASONS = {"rateLimitExceeded", "userRateLimitExceeded"}
+
+
+def is_rate_limited(response: httpx.Response) -> bool:
+    if response.status_code == 429:
+        return True
+    if response.status_code != 403:
+        return False
+    try:
+        error = response.json().get("error")
+    except (ValueError, AttributeError):
+        return False
+    reasons = (
+        {e.get("reason") for e in (error or {}).get("errors", []) if isinstance(e, dict)}
+        if isinstance(error, dict)
+        else set()
+    )
+    return bool(reasons & RATE_LIMIT_REASONS)
 
 
 def retry_after_seconds(response: httpx.Response) -> float | None:
@@ -106,7 +125,7 @@ class ProviderApi:
 
     @property
     def base_url(self) -> str:
-        if self.manifest.api is None:
+        if self.manifest.api is None or self.manifest.api.base_url is None:
             raise ToolError(f"{self.name} has no API address in its manifest.", code="server_error")
         template = self.manifest.api.base_url
         url = template.format(**{k: str(v).rstrip("/") for k, v in self.connection.setup.items()})
@@ -132,14 +151,30 @@ class ProviderApi:
             return {"Authorization": "Basic " + base64.b64encode(pair.encode()).decode()}
         return {}
 
-    async def _ensure_fresh(self, *, force: bool = False) -> bool:
-        """Refresh an OAuth token that is about to expire, or that the provider refused; False if it cannot be."""
+    async def _ensure_fresh(self, *, force: bool = False, refused: dict[str, Any] | None = None) -> bool:
+        """Refresh an OAuth token that is about to expire, or that the provider refused; False if it cannot be.
+
+        ``refused`` is the credentials a refused request carried: when a request
+        beside it (the same call fetching in parallel) refreshed meanwhile, the
+        new token is used as it is instead of being refreshed again.
+        """
         if self.credentials.get("method") != "oauth2":
             return False
+        if refused is not None and self.credentials is not refused:
+            return True
         if not force and is_fresh(self.credentials):
             return True
-        self.credentials = await self.keeper.refreshed(self.manifest, self.connection, self.credentials, force=force)
+        self.credentials = await self.keeper.refreshed(
+            self.manifest, self.connection, refused or self.credentials, force=force
+        )
         return True
+
+    async def refresh_refused_token(self) -> bool:
+        """For a provider that refuses a token in its own words (Slack: HTTP 200 ``token_expired``), not a 401.
+
+        Refreshes once, as after a 401; False when the connection has no OAuth token to refresh.
+        """
+        return await self._ensure_fresh(force=True)
 
     async def send(
         self,
@@ -159,6 +194,7 @@ class ProviderApi:
         refreshed_on_401 = False
         attempt = 0
         while True:
+            sent_with = self.credentials
             try:
                 response = await self.http.request(
                     method,
@@ -187,13 +223,13 @@ class ProviderApi:
                     return response
                 if response.status_code == 401 and not refreshed_on_401:
                     refreshed_on_401 = True
-                    if await self._ensure_fresh(force=True):
+                    if await self._ensure_fresh(force=True, refused=sent_with):
                         continue
                 if response.status_code == 401:
                     await self.keeper.mark_needs_reauth(self.connection, f"{self.name} refused the credentials (401).")
                     raise self._error(response)
                 retry_after = retry_after_seconds(response)
-                if response.status_code == 429 or (response.status_code >= 500 and repeatable):
+                if is_rate_limited(response) or (response.status_code >= 500 and repeatable):
                     wait = retry_after if retry_after is not None else self._backoff(attempt)
                 else:
                     raise self._error(response)
@@ -251,11 +287,11 @@ class ProviderApi:
                 code="needs_reauth",
                 status=status,
             )
-        if status == 403:
+        if status == 403 and not is_rate_limited(response):
             return ProviderError(f"{self.name} refused the request{said}.", code="forbidden", status=status)
         if status == 404:
             return ProviderError(f"{self.name} found nothing there{said}.", code="not_found", status=status)
-        if status == 429:
+        if is_rate_limited(response):
             retry_after = retry_after_seconds(response)
             when = f" Try again in {retry_after:.0f} s." if retry_after is not None else ""
             return ProviderError(

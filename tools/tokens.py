@@ -32,7 +32,10 @@ log = logging.getLogger(__name__)
 
 EARLY_SECONDS = 60
 LEASE_SECONDS = 30
-REVOKED_GRANTS = {"invalid_grant", "unauthorized_client", "invalid_client"}
+# RFC 6749's codes; Slack's word for a refresh token it no longer takes; HubSpot's for a deleted account.
+REVOKED_GRANTS = {"invalid_grant", "unauthorized_client", "invalid_client", "invalid_refresh_token", "access_denied"}
+# Refusals some providers send without an "error" field (HubSpot's older token answers).
+REVOKED_STATUSES = {"BAD_REFRESH_TOKEN", "BAD_HUB"}
 
 
 class NeedsReauth(ToolError):
@@ -162,6 +165,12 @@ class TokenKeeper:
         try:
             async with self.policy.oauth_client(manifest) as client:
                 token = await client.refresh_token(token_url, refresh_token=refresh_token)
+            if "access_token" not in token:
+                if str(token.get("status", "")).upper() in REVOKED_STATUSES:
+                    raise _reconnect(manifest)
+                raise ToolError(f"{manifest.name} answered the token refresh without a token.", code="provider_error")
+        except ToolError:
+            raise
         except OAuthError as exc:
             if exc.error in REVOKED_GRANTS:
                 raise _reconnect(manifest) from None

@@ -135,9 +135,13 @@ class Integrations:
 
     async def get(self, session: AsyncSession, actor: Principal, connection_id: str, *, manage: bool) -> Connection:
         row = await session.get(Connection, connection_id)
-        visible = row is not None and row.app in self.registry.manifests and (
-            (row.scope is ConnectionScope.WORKSPACE and row.workspace_id == actor.workspace_id)
-            or (row.scope is ConnectionScope.PERSONAL and row.user_id == actor.user_id)
+        visible = (
+            row is not None
+            and row.app in self.registry.manifests
+            and (
+                (row.scope is ConnectionScope.WORKSPACE and row.workspace_id == actor.workspace_id)
+                or (row.scope is ConnectionScope.PERSONAL and row.user_id == actor.user_id)
+            )
         )
         if row is None or not visible or self.registry.manifests[row.app].auto_install:
             raise IntegrationError(404, f"There is no connection {connection_id} that you can see.")

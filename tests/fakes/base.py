@@ -82,7 +82,7 @@ class ProviderFake:
         self.app = Starlette(
             routes=[
                 Route(authorize_path, self.authorize, methods=["GET"]),
-                Route(token_path, self.token, methods=["POST"]),
+                Route(token_path, self._token_endpoint, methods=["POST"]),
                 *routes,
             ]
         )
@@ -166,6 +166,10 @@ class ProviderFake:
         self.codes[code] = {"challenge": query["code_challenge"], "redirect_uri": query.get("redirect_uri", "")}
         target = query.get("redirect_uri", "")
         return RedirectResponse(f"{target}?{urlencode({'code': code, 'state': query.get('state', '')})}", 302)
+
+    async def _token_endpoint(self, request: Request) -> Response:
+        # Looked up per request, so a test can swap in a provider's odd answer.
+        return await self.token(request)
 
     async def token(self, request: Request) -> Response:
         form = dict(await request.form())

@@ -88,9 +88,7 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_synced_records_local_id"), ["local_id"], unique=False)
 
     with op.batch_alter_table("memberships", schema=None) as batch_op:
-        batch_op.add_column(
-            sa.Column("manages_integrations", sa.Boolean(), nullable=False, server_default=sa.false())
-        )
+        batch_op.add_column(sa.Column("manages_integrations", sa.Boolean(), nullable=False, server_default=sa.false()))
 
     with op.batch_alter_table("connections", schema=None) as batch_op:
         batch_op.add_column(sa.Column("auth_method", sa.String(length=16), nullable=False, server_default="none"))
