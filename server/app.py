@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from server.api import rules as api_rules
 from server.api.errors import ApiError
 from server.approval_flow import ApprovalFlow
 from server.gateway import ToolGateway, catalog_of
+from server.integrations.autosync import AutoSync
 from server.integrations.lifecycle import Integrations
 from server.integrations.oauth import OAuthConnect
 from server.integrations.sync import SyncEngine
@@ -87,6 +89,7 @@ class Companion:
     integrations: Integrations
     oauth: OAuthConnect
     sync: SyncEngine
+    autosync: AutoSync
     _principals: TTLCache[str, Principal] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -114,9 +117,9 @@ class Companion:
         )
         integrations = Integrations(db, box, registry, keeper, http)
         oauth = OAuthConnect(integrations, settings.base_url, timedelta(seconds=settings.oauth_state_seconds))
-        return cls(
-            settings, db, box, registry, http, audit, rulebook, gateway, integrations, oauth, SyncEngine(integrations)
-        )
+        sync = SyncEngine(integrations)
+        autosync = AutoSync(sync, timedelta(minutes=settings.auto_sync_minutes or 60))
+        return cls(settings, db, box, registry, http, audit, rulebook, gateway, integrations, oauth, sync, autosync)
 
     def mcp_server(self, principal_source: PrincipalSource) -> Server[Any]:
         return build_mcp_server(
@@ -200,10 +203,14 @@ def create_app(companion: Companion) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         # The SDK app's own lifespan is not used, so the MCP session manager is started here.
+        background = asyncio.create_task(companion.autosync.forever()) if companion.settings.auto_sync_minutes else None
         async with mcp_server.session_manager.run():
             try:
                 yield
             finally:
+                if background is not None:
+                    background.cancel()
+                    await asyncio.gather(background, return_exceptions=True)
                 await companion.aclose()
 
     # The SDK's routes (/mcp and the RFC 9728 metadata) and its auth middleware

@@ -383,36 +383,15 @@ def _mcp_stdio(args: argparse.Namespace) -> None:
 
 async def _person(companion: Any, workspace_slug: str, email: str) -> Any:
     """The member acting through the CLI, as a principal of the user kind (the CLI acts for a person)."""
-    from sqlalchemy import select
-
     from store import directory
-    from store.models import Membership
-    from store.principal import Principal
 
     async with companion.db.session() as session:
         workspace = await directory.workspace_by_slug(session, workspace_slug)
         user = await directory.user_by_email(session, email)
-        membership = (
-            await session.execute(
-                select(Membership.role, Membership.manages_integrations).where(
-                    Membership.workspace_id == workspace.id, Membership.user_id == user.id
-                )
-            )
-        ).one_or_none()
-    if membership is None:
+        person = await directory.member_principal(session, workspace.id, user.id, acting_as="cli")
+    if person is None:
         raise CliError(f"as: {email} is not a member of workspace {workspace_slug!r}")
-    return Principal(
-        user_id=user.id,
-        email=user.email,
-        workspace_id=workspace.id,
-        workspace_slug=workspace.slug,
-        role=membership.role,
-        manages_integrations=membership.manages_integrations,
-        key_id="cli",
-        key_kind=KeyKind.USER,
-        scopes=frozenset({"api"}),
-        timezone=workspace.timezone,
-    )
+    return person
 
 
 def _json_argument(text: str, field: str) -> Any:

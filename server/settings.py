@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     provider_max_wait_seconds: float = Field(
         default=30, ge=0, le=600, description="A Retry-After longer than this fails the call instead of waiting."
     )
+    auto_sync_minutes: int = Field(
+        default=60, ge=0, le=7 * 24 * 60, description="How often connections with auto sync on are synced; 0: never."
+    )
     oauth_state_seconds: int = Field(default=600, ge=60, le=3600, description="How long a connect link stays valid.")
 
     _split = field_validator(

@@ -7,7 +7,8 @@ import re
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from store.models import Membership, Plan, Role, User, Workspace
+from store.models import KeyKind, Membership, Plan, Role, User, Workspace
+from store.principal import Principal
 
 SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -66,3 +67,38 @@ async def add_member(
         membership.role = role
     await session.flush()
     return user, membership
+
+
+async def member_principal(
+    session: AsyncSession, workspace_id: str, user_id: str, *, acting_as: str
+) -> Principal | None:
+    """A member acting without a key (the CLI, background sync), or None if they are not a member."""
+    row = (
+        await session.execute(
+            select(User, Workspace, Membership)
+            .join(Membership, Membership.user_id == User.id)
+            .join(Workspace, Workspace.id == Membership.workspace_id)
+            .where(User.id == user_id, Workspace.id == workspace_id)
+        )
+    ).one_or_none()
+    if row is None:
+        return None
+    user, workspace, membership = row
+    return Principal(
+        user_id=user.id,
+        email=user.email,
+        workspace_id=workspace.id,
+        workspace_slug=workspace.slug,
+        role=membership.role,
+        key_id=acting_as,
+        key_kind=KeyKind.USER,
+        scopes=frozenset({"api"}),
+        timezone=workspace.timezone,
+        manages_integrations=membership.manages_integrations,
+    )
+
+
+async def first_workspace_of(session: AsyncSession, user_id: str) -> str | None:
+    return await session.scalar(
+        select(Membership.workspace_id).where(Membership.user_id == user_id).order_by(Membership.created_at).limit(1)
+    )

@@ -11,6 +11,7 @@ import asyncio
 import os
 import secrets
 import socket
+import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -35,6 +36,7 @@ from tools.registry import Registry
 
 TEST_SECRET = "test-secret-key-not-for-production"
 TEST_MANIFESTS = Path(__file__).parent / "apps" / "manifests"
+COMPANION = str(Path(sys.executable).with_name("companion"))
 HARMONY_TOOLS = {
     "harmony_list_meetings",
     "harmony_get_meeting",
@@ -95,6 +97,7 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         secret_key=TEST_SECRET,
         base_url="http://127.0.0.1:8000",
         cache_seconds=0,
+        auto_sync_minutes=0,
         approval_wait_seconds=1.5,
     )
 
@@ -175,6 +178,18 @@ async def live_server(settings: Settings, companion: Companion) -> AsyncIterator
     finally:
         server.should_exit = True
         await task
+
+
+@pytest.fixture
+def env(database_url, tmp_path, companion) -> dict[str, str]:
+    """The environment for a child process on the suite's (freshly emptied) database."""
+    return {
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path),
+        "COMPANION_DATABASE_URL": database_url,
+        "COMPANION_SECRET_KEY": TEST_SECRET,
+        "COMPANION_DATA_DIR": str(tmp_path / "data"),
+    }
 
 
 @pytest.fixture

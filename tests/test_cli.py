@@ -5,32 +5,16 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import httpx2
 import pytest
 from mcp import Client, StdioServerParameters
 from sqlalchemy import text
 
-from tests.conftest import TEST_SECRET, free_port, mcp_client
+from tests.conftest import COMPANION, TEST_SECRET, free_port, mcp_client
 
 pytestmark = pytest.mark.anyio
-
-COMPANION = str(Path(sys.executable).with_name("companion"))
-
-
-@pytest.fixture
-def env(database_url, tmp_path, companion) -> dict[str, str]:
-    """The environment for a child process on the suite's (freshly emptied) database."""
-    return {
-        "PATH": os.environ["PATH"],
-        "HOME": str(tmp_path),
-        "COMPANION_DATABASE_URL": database_url,
-        "COMPANION_SECRET_KEY": TEST_SECRET,
-        "COMPANION_DATA_DIR": str(tmp_path / "data"),
-    }
 
 
 def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

@@ -247,6 +247,7 @@ async def test_sync_reads_every_contact_page(hubspot):
     records = await hubspot.synced()
     assert len(records) == 150 and not any(r.deleted for r in records)
     assert records[0].fields == {
+        "fullname": "Person 0",
         "firstname": "Person 0",
         "lastname": "",
         "email": "p0@acme.test",

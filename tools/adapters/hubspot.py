@@ -331,6 +331,8 @@ async def list_contacts(ctx: ToolContext, since: str | None) -> AsyncIterator[Sy
         properties = record.get("properties") or {}
         fields = {name: properties.get(name) or "" for name in CONTACT_PROPERTIES}
         fields["email"] = fields["email"].lower()
+        # HubSpot keeps a person's name in two properties; Harmony keeps one.
+        fields["fullname"] = " ".join(part for part in (fields["firstname"], fields["lastname"]) if part)
         yield SyncRecord(external_id=str(record["id"]), fields=fields, deleted=bool(record.get("archived")))
 
 
@@ -340,6 +342,11 @@ async def push_contact(ctx: ToolContext, external_id: str | None, fields: dict[s
     HubSpot keeps one contact per e-mail address. A create whose address is taken is answered
     409 with the id of the contact that has it; that contact is the one to update.
     """
+    fields = dict(fields)
+    if "fullname" in fields:
+        first, _, last = str(fields.pop("fullname") or "").partition(" ")
+        fields.setdefault("firstname", first)
+        fields.setdefault("lastname", last)
     # HubSpot clears a property given the empty string.
     properties = {name: "" if value is None else str(value) for name, value in fields.items()}
     if external_id:

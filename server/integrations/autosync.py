@@ -1,0 +1,75 @@
+"""Auto sync: connections whose owner switched it on are synced in the background, every so often.
+
+A run acts as the person who connected the app, with their current rights:
+someone who lost the integration permission no longer syncs a workspace's CRM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import or_, select
+
+from server.integrations.lifecycle import IntegrationError
+from server.integrations.sync import SyncEngine
+from store.directory import first_workspace_of, member_principal
+from store.models import Connection, ConnectionScope, ConnectionStatus, utcnow
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AutoSync:
+    engine: SyncEngine
+    every: timedelta
+
+    async def run_due(self, now: datetime | None = None) -> list[str]:
+        """Sync every connection with auto sync on whose last sync is older than ``every``; return their ids."""
+        now = now or utcnow()
+        lifecycle = self.engine.integrations
+        syncing = [app for app, m in lifecycle.registry.manifests.items() if m.sync is not None]
+        async with lifecycle.db.session() as session:
+            rows = (
+                await session.scalars(
+                    select(Connection).where(
+                        Connection.status == ConnectionStatus.ACTIVE,
+                        Connection.app.in_(syncing),
+                        or_(Connection.last_sync_at.is_(None), Connection.last_sync_at < now - self.every),
+                    )
+                )
+            ).all()
+            due = [row for row in rows if (row.mappings or {}).get("auto_sync")]
+            owners = []
+            for row in due:
+                owner = row.created_by or row.user_id
+                workspace = row.workspace_id if row.scope is ConnectionScope.WORKSPACE else None
+                workspace = workspace or (await first_workspace_of(session, owner) if owner else None)
+                actor = (
+                    await member_principal(session, workspace, owner, acting_as="auto-sync")
+                    if owner and workspace
+                    else None
+                )
+                owners.append((row.id, actor))
+        done = []
+        for connection_id, actor in owners:
+            if actor is None:
+                log.warning("auto sync of %s skipped: its owner is no longer a member", connection_id)
+                continue
+            try:
+                await self.engine.run(actor, connection_id)
+            except IntegrationError as exc:
+                log.warning("auto sync of %s skipped: %s", connection_id, exc)
+                continue
+            done.append(connection_id)
+        return done
+
+    async def forever(self) -> None:
+        while True:
+            try:
+                await self.run_due()
+            except Exception:
+                log.exception("auto sync pass failed")
+            await asyncio.sleep(min(self.every.total_seconds(), 300))

@@ -1,0 +1,136 @@
+"""Sync end to end: provider records become Harmony contacts and meetings through the mappings; runs are logged."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy import select
+
+from store.models import ConnectionScope, Contact, Meeting, MeetingStatus, SyncedRecord
+from tests.fakes.gcal import PRIMARY_ID, GoogleCalendarFake
+from tests.fakes.hubspot import HubSpotFake
+from tests.providers import Harness, connected
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def hubspot(settings, registry) -> AsyncIterator[Harness]:
+    async with connected(
+        settings, registry, HubSpotFake(), "hubspot", scope=ConnectionScope.WORKSPACE, user="admin@acme.test"
+    ) as h:
+        async with h.companion.db.transaction() as session:
+            row = await session.get(type(await h.row()), h.connection_id)
+            assert row is not None
+            row.mappings = h.companion.integrations.default_mappings(h.companion.registry.manifests["hubspot"])
+        yield h
+
+
+async def contacts(harness: Harness) -> dict[str, Contact]:
+    async with harness.companion.db.session() as session:
+        return {c.email: c for c in await session.scalars(select(Contact))}
+
+
+async def run(harness: Harness) -> dict:
+    return await harness.companion.sync.run(harness.principal, harness.connection_id)
+
+
+async def test_a_full_sync_creates_updates_and_links_contacts(hubspot):
+    fake: HubSpotFake = hubspot.fake  # type: ignore[assignment]
+    before = await contacts(hubspot)
+    fake.add("contacts", firstname="Dana", lastname="Scully", email="Dana@FBI.test", jobtitle="Agent", company="FBI")
+    fake.add("contacts", firstname="No", lastname="Mail")
+    first = await run(hubspot)
+    assert first["status"] == "succeeded"
+    assert first["counts"]["fetched"] == 2 and first["counts"]["created"] == 1 and first["counts"]["skipped"] == 1
+    dana = (await contacts(hubspot))["dana@fbi.test"]
+    assert (dana.name, dana.title, dana.company) == ("Dana Scully", "Agent", "FBI")
+    record_id = next(i for i, r in fake.records["contacts"].items() if r["properties"].get("email") == "Dana@FBI.test")
+    fake.records["contacts"][record_id]["properties"]["jobtitle"] = "Special Agent"
+    second = await run(hubspot)
+    assert second["counts"]["updated"] == 1 and second["counts"]["created"] == 0
+    assert (await contacts(hubspot))["dana@fbi.test"].title == "Special Agent"
+    assert len(await contacts(hubspot)) == len(before) + 1
+
+
+async def test_changed_mappings_decide_which_field_fills_which(hubspot):
+    hubspot.fake.add(
+        "contacts", firstname="Fox", lastname="Mulder", email="fox@fbi.test", jobtitle="Agent", phone="555"
+    )
+    await hubspot.companion.integrations.set_mappings(
+        hubspot.principal, hubspot.connection_id, {"fields": {"email": "email", "name": "lastname", "title": "phone"}}
+    )
+    await run(hubspot)
+    fox = (await contacts(hubspot))["fox@fbi.test"]
+    assert (fox.name, fox.title, fox.phone) == ("Mulder", "555", "")
+
+
+async def test_bad_mappings_are_refused_field_by_field(hubspot):
+    from server.integrations.lifecycle import IntegrationError
+
+    with pytest.raises(IntegrationError) as refused:
+        await hubspot.companion.integrations.set_mappings(
+            hubspot.principal, hubspot.connection_id, {"fields": {"email": "mail", "shoe": "email"}}
+        )
+    assert set(refused.value.fields) == {"fields.email", "fields.shoe"}
+
+
+async def test_bidirectional_sync_sends_harmony_contacts_the_crm_lacks(hubspot):
+    local = await contacts(hubspot)
+    assert local, "the demo workspace has contacts"
+    result = await run(hubspot)
+    assert result["counts"]["pushed"] == len(local)
+    emails = {r["properties"].get("email") for r in hubspot.fake.records["contacts"].values()}
+    assert set(local) <= emails
+    again = await run(hubspot)
+    assert again["counts"]["pushed"] == 0  # linked now, so not sent twice
+
+
+async def test_one_way_sync_sends_nothing_back(hubspot):
+    await hubspot.companion.integrations.set_mappings(
+        hubspot.principal, hubspot.connection_id, {"direction": "to_harmony"}
+    )
+    result = await run(hubspot)
+    assert result["counts"]["pushed"] == 0 and hubspot.fake.records["contacts"] == {}
+
+
+async def test_a_failing_provider_fails_the_run_and_says_why(hubspot):
+    hubspot.fake.revoke_refresh_tokens()
+    result = await run(hubspot)
+    assert result["status"] == "failed" and "Reconnect" in result["errors"][0]["error"]
+    logs = await hubspot.companion.integrations.sync_logs(hubspot.principal, hubspot.connection_id)
+    assert [log["status"] for log in logs] == ["failed"] and logs[0]["finished_at"]
+
+
+async def test_calendar_events_become_scheduled_meetings_linked_to_known_contacts(settings, registry):
+    fake = GoogleCalendarFake()
+    async with connected(settings, registry, fake, "gcal") as gcal:
+        async with gcal.companion.db.session() as session:
+            known = await session.scalar(select(Contact.email).limit(1))
+        fake.add_event(
+            PRIMARY_ID, "Quarterly review", "2026-11-25T10:00:00Z", "2026-11-25T11:30:00Z", attendees=(known,)
+        )
+        fake.add_event(PRIMARY_ID, "Cancelled", "2026-11-26T10:00:00Z", "2026-11-26T11:00:00Z", status="cancelled")
+        result = await gcal.companion.sync.run(gcal.principal, gcal.connection_id)
+        assert result["status"] == "succeeded", result
+        async with gcal.companion.db.session() as session:
+            meeting = await session.scalar(select(Meeting).where(Meeting.title == "Quarterly review"))
+            assert meeting is not None
+            await session.refresh(meeting, ["contacts"])
+            links = (await session.scalars(select(SyncedRecord))).all()
+        assert meeting.status is MeetingStatus.SCHEDULED and meeting.duration == 90 * 60
+        assert [c.email for c in meeting.contacts] == [known]
+        assert len(links) == 1
+
+
+async def test_auto_sync_runs_only_where_it_is_switched_on_and_due(hubspot):
+    hubspot.fake.add("contacts", firstname="Walter", lastname="Skinner", email="ws@fbi.test")
+    autosync = hubspot.companion.autosync
+    assert await autosync.run_due() == []  # off by default
+    await hubspot.companion.integrations.set_mappings(hubspot.principal, hubspot.connection_id, {"auto_sync": True})
+    assert await autosync.run_due() == [hubspot.connection_id]
+    assert "ws@fbi.test" in await contacts(hubspot)
+    assert await autosync.run_due() == []  # just synced, not due again yet
+    logs = await hubspot.companion.integrations.sync_logs(hubspot.principal, hubspot.connection_id)
+    assert len(logs) == 1 and logs[0]["status"] == "succeeded"
