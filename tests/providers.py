@@ -40,6 +40,8 @@ class Harness:
     app: str
     principal: Principal
     connection_id: str
+    agent_key: str
+    keys: demo.DemoKeys
 
     async def call(self, tool: str, arguments: dict[str, Any]) -> CallResult:
         return await self.companion.gateway.call(self.principal, tool, arguments)
@@ -111,8 +113,12 @@ async def connected(
     setup: dict[str, Any] | None = None,
     options: dict[str, Any] | None = None,
     user: str = "alice@acme.test",
+    allow: bool = True,
 ) -> AsyncIterator[Harness]:
-    """Serve ``fake``, build the server core pointed at it, and connect ``app`` for ``user``."""
+    """Serve ``fake``, build the server core pointed at it, and connect ``app`` for ``user``.
+
+    With ``allow`` (the default) a workspace rule lets the app's tools run without asking.
+    """
     async with serve(fake) as origin:
         companion = Companion.build(provider_settings(settings, app, origin), registry=registry)
         try:
@@ -120,7 +126,7 @@ async def connected(
                 for table in reversed(Base.metadata.sorted_tables):
                     await session.execute(delete(table))
             async with companion.db.transaction() as session:
-                await demo.seed(session, companion.registry, companion.box, TEST_SECRET.encode())
+                keys = await demo.seed(session, companion.registry, companion.box, TEST_SECRET.encode())
                 workspace = await workspace_by_slug(session, "acme")
                 person = await user_by_email(session, user)
                 assert workspace is not None and person is not None
@@ -151,11 +157,12 @@ async def connected(
                 admin_key = await create_key(session, workspace_id=workspace.id, user_id=admin.id, name="rules")
             admin_principal = await companion.principal_for(admin_key.token)
             assert admin_principal is not None
-            async with companion.db.transaction() as session:
-                await companion.rulebook.create(
-                    session, admin_principal, Rule(effect=Effect.ALLOW, scope="workspace", app=app, tool="*")
-                )
-            companion.rulebook.invalidate(workspace.id)
-            yield Harness(companion, fake, app, principal, connection_id)
+            if allow:
+                async with companion.db.transaction() as session:
+                    await companion.rulebook.create(
+                        session, admin_principal, Rule(effect=Effect.ALLOW, scope="workspace", app=app, tool="*")
+                    )
+                companion.rulebook.invalidate(workspace.id)
+            yield Harness(companion, fake, app, principal, connection_id, key.token, keys)
         finally:
             await companion.aclose()

@@ -460,3 +460,18 @@ async def test_sync_names_the_primary_calendar_by_its_address_and_all_day_dates_
     berlin = ZoneInfo("Europe/Berlin")
     assert record.fields["start"] == datetime.combine(day, time_of_day(), berlin).isoformat()
     assert record.fields["end"] == datetime.combine(day + timedelta(days=1), time_of_day(), berlin).isoformat()
+
+
+async def test_the_calendar_picker_refreshes_its_list_and_the_pick_limits_what_is_read(primary_only):
+    """Manage > Calendars: Refresh list asks Google; ticking calendars saves them as the connection's option."""
+    integrations = primary_only.companion.integrations
+    who, connection = primary_only.principal, primary_only.connection_id
+    primary_only.fake.add_calendar("new@group.calendar.google.com", "Made a minute ago")
+    choices = await integrations.choices(who, connection, "calendars")
+    assert "new@group.calendar.google.com" in {c["id"] for c in choices}
+    saved = await integrations.set_options(who, connection, {"calendars": [TEAM_ID]})
+    assert saved["options"] == {"calendars": [TEAM_ID]}
+    await primary_only.ok("gcal_list_events", WEEK)
+    assert requests_to(primary_only, EVENTS.format(TEAM_ID)) and not requests_to(
+        primary_only, EVENTS.format(PRIMARY_ID)
+    )

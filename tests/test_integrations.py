@@ -24,7 +24,8 @@ from store.models import Base, Connection, Contact, Event, KeyKind, Membership, 
 from tests.conftest import TEST_SECRET, mcp_client
 from tests.fakes.base import serve
 from tests.fakes.linear import LinearFake
-from tests.providers import provider_settings
+from tests.fakes.slack import SlackFake
+from tests.providers import connected, provider_settings
 
 pytestmark = pytest.mark.anyio
 
@@ -348,3 +349,30 @@ async def _workspace_id(world: World) -> str:
         workspace = await workspace_by_slug(session, world.keys.workspace)
     assert workspace is not None
     return workspace.id
+
+
+async def test_a_send_tool_waits_for_a_person_and_then_posts_once(settings, registry):
+    """Over MCP: Slack's post is a send, so with no rule it waits; approved elsewhere, it runs exactly once."""
+    async with connected(settings, registry, SlackFake(), "slack", allow=False) as slack:
+        app = create_app(slack.companion)
+        async with app.router.lifespan_context(app):
+            transport = httpx2.ASGITransport(app=app)
+            arguments = {"channel": "C0GENERAL1", "text": "Recap: ship Friday"}
+            async with mcp_client(BASE, slack.agent_key, transport=transport) as client:
+                tools = {t.name: t for t in (await client.list_tools()).tools}
+                assert tools["slack_post_message"].annotations.destructive_hint is False
+                waiting = await client.call_tool("slack_post_message", arguments)
+                assert waiting.structured_content["status"] == "approval_required"
+                assert slack.fake.messages == []
+                async with httpx.AsyncClient(
+                    transport=httpx.ASGITransport(app=app),
+                    base_url=BASE,
+                    headers={"Authorization": f"Bearer {slack.keys.user_keys['alice@acme.test']}"},
+                ) as alice:
+                    approval = waiting.structured_content["approval_id"]
+                    approved = await alice.post(f"/api/v1/approvals/{approval}/approve", json={})
+                assert approved.status_code == 200, approved.text
+                posted = await client.call_tool("slack_post_message", arguments)
+                again = await client.call_tool("slack_post_message", arguments)
+    assert posted.structured_content["ok"] is True and again.structured_content == posted.structured_content
+    assert len(slack.fake.messages) == 1
