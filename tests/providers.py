@@ -36,7 +36,7 @@ TEST_SECRET = "test-secret-key-not-for-production"
 @dataclass
 class Harness:
     companion: Companion
-    fake: ProviderFake
+    fake: Any
     app: str
     principal: Principal
     connection_id: str
@@ -64,16 +64,7 @@ class Harness:
 
     async def context(self) -> ToolContext:
         """What an adapter function gets, for calling an app's test or sync hooks directly."""
-        view = ConnectionView.of(await self.row())
-        return ToolContext(
-            principal=self.principal,
-            connection=view,
-            sessions=self.companion.db.sessions,
-            http=self.companion.http,
-            credentials=open_credentials(self.companion.box, view),
-            manifest=self.companion.registry.manifests[self.app],
-            keeper=self.companion.gateway.keeper,
-        )
+        return self.companion.integrations.context(self.principal, await self.row())
 
     async def synced(self) -> list[SyncRecord]:
         """Every record the app's sync adapter yields, from the start."""
@@ -103,66 +94,76 @@ def provider_settings(settings: Settings, app: str, origin: str) -> Settings:
 
 @asynccontextmanager
 async def connected(
+    settings: Settings, registry: Registry, fake: ProviderFake, app: str, **options: Any
+) -> AsyncIterator[Harness]:
+    """Serve ``fake`` on 127.0.0.1, point ``app`` at it and connect it (see ``connected_to``)."""
+    async with serve(fake) as origin:  # noqa: SIM117 - the connection needs the fake's origin
+        async with connected_to(settings, registry, app, fake=fake, origin=origin, **options) as harness:
+            yield harness
+
+
+@asynccontextmanager
+async def connected_to(
     settings: Settings,
     registry: Registry,
-    fake: ProviderFake,
     app: str,
     *,
+    fake: Any,
+    origin: str | None = None,
     method: str = "oauth2",
     scope: ConnectionScope = ConnectionScope.PERSONAL,
     setup: dict[str, Any] | None = None,
     options: dict[str, Any] | None = None,
+    credentials: dict[str, Any] | None = None,
     user: str = "alice@acme.test",
     allow: bool = True,
 ) -> AsyncIterator[Harness]:
-    """Serve ``fake``, build the server core pointed at it, and connect ``app`` for ``user``.
+    """The server core on an emptied database with the demo data, and ``app`` connected for ``user``.
 
-    With ``allow`` (the default) a workspace rule lets the app's tools run without asking.
+    Credentials default to tokens (or a key) the fake issues. With ``allow`` (the default) a
+    workspace rule lets the app's tools run without asking.
     """
-    async with serve(fake) as origin:
-        companion = Companion.build(provider_settings(settings, app, origin), registry=registry)
-        try:
-            async with companion.db.transaction() as session:
-                for table in reversed(Base.metadata.sorted_tables):
-                    await session.execute(delete(table))
-            async with companion.db.transaction() as session:
-                keys = await demo.seed(session, companion.registry, companion.box, TEST_SECRET.encode())
-                workspace = await workspace_by_slug(session, "acme")
-                person = await user_by_email(session, user)
-                assert workspace is not None and person is not None
+    if origin is not None:
+        settings = provider_settings(settings, app, origin)
+    companion = Companion.build(settings, registry=registry)
+    try:
+        async with companion.db.transaction() as session:
+            for table in reversed(Base.metadata.sorted_tables):
+                await session.execute(delete(table))
+        async with companion.db.transaction() as session:
+            keys = await demo.seed(session, companion.registry, companion.box, TEST_SECRET.encode())
+            workspace = await workspace_by_slug(session, "acme")
+            person = await user_by_email(session, user)
+            admin = await user_by_email(session, "admin@acme.test")
+            if credentials is None:
                 credentials = credentials_from_token(fake.issue()) if method == "oauth2" else {"method": method}
                 if method == "api_key":
                     credentials["api_key"] = fake.issue_key()
-                row = await add_connection(
-                    session,
-                    companion.box,
-                    app=app,
-                    scope=scope,
-                    workspace_id=workspace.id,
-                    user_id=person.id,
-                    label=f"{app} test",
-                    setup=setup or {},
-                    credentials=credentials,
-                )
-                row.auth_method = method
-                row.options = options or {}
-                key = await create_key(session, workspace_id=workspace.id, user_id=person.id, name="assistant")
-                connection_id = row.id
-            async with companion.db.session() as session:
-                admin = await user_by_email(session, "admin@acme.test")
-            assert admin is not None
-            principal = await companion.principal_for(key.token)
-            assert principal is not None
+            row = await add_connection(
+                session,
+                companion.box,
+                app=app,
+                scope=scope,
+                workspace_id=workspace.id,
+                user_id=person.id,
+                label=f"{app} test",
+                setup=setup or {},
+                credentials=credentials,
+            )
+            row.auth_method = method
+            row.options = options or {}
+            key = await create_key(session, workspace_id=workspace.id, user_id=person.id, name="assistant")
+            admin_key = await create_key(session, workspace_id=workspace.id, user_id=admin.id, name="rules")
+            connection_id = row.id
+        principal = await companion.principal_for(key.token)
+        admin_principal = await companion.principal_for(admin_key.token)
+        assert principal is not None and admin_principal is not None
+        if allow:
             async with companion.db.transaction() as session:
-                admin_key = await create_key(session, workspace_id=workspace.id, user_id=admin.id, name="rules")
-            admin_principal = await companion.principal_for(admin_key.token)
-            assert admin_principal is not None
-            if allow:
-                async with companion.db.transaction() as session:
-                    await companion.rulebook.create(
-                        session, admin_principal, Rule(effect=Effect.ALLOW, scope="workspace", app=app, tool="*")
-                    )
-                companion.rulebook.invalidate(workspace.id)
-            yield Harness(companion, fake, app, principal, connection_id, key.token, keys)
-        finally:
-            await companion.aclose()
+                await companion.rulebook.create(
+                    session, admin_principal, Rule(effect=Effect.ALLOW, scope="workspace", app=app, tool="*")
+                )
+            companion.rulebook.invalidate(workspace.id)
+        yield Harness(companion, fake, app, principal, connection_id, key.token, keys)
+    finally:
+        await companion.aclose()

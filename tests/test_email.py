@@ -27,21 +27,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from sqlalchemy import delete, select
 
-from approvals.rules import Effect, Rule
-from server import demo
 from server.app import Companion
 from server.approval_flow import _remember_conditions, summarize
 from server.gateway import CallResult
 from server.settings import Settings
-from store.connections import ConnectionView, add_connection, open_credentials
-from store.directory import user_by_email, workspace_by_slug
-from store.keys import create_key
-from store.models import Base, Connection, ConnectionScope, ConnectionStatus
-from store.principal import Principal
+from store.models import Connection, ConnectionStatus
 from tests.conftest import free_port
-from tests.providers import TEST_SECRET
+from tests.providers import Harness, connected_to
 from tools.adapters import email as adapter
 from tools.context import ToolContext
 from tools.errors import ToolError
@@ -160,39 +153,26 @@ def mail_server(postbox: Postbox, security: str, tls: ssl.SSLContext | None = No
 
 @dataclass
 class Mailer:
-    """One E-mail connection of Alice's, and the way to call its tools."""
+    """One E-mail connection of Alice's, and the way to call its one tool."""
 
-    companion: Companion
-    principal: Principal
-    connection_id: str
+    harness: Harness
     postbox: Postbox
 
+    @property
+    def companion(self) -> Companion:
+        return self.harness.companion
+
     async def call(self, arguments: dict[str, Any]) -> CallResult:
-        return await self.companion.gateway.call(self.principal, SEND, arguments)
+        return await self.harness.call(SEND, arguments)
 
     async def ok(self, arguments: dict[str, Any]) -> dict[str, Any]:
-        result = await self.call(arguments)
-        assert result.ok, f"{result.error_code}: {result.message}"
-        assert result.data is not None
-        return result.data
+        return await self.harness.ok(SEND, arguments)
 
     async def row(self) -> Connection:
-        async with self.companion.db.session() as session:
-            row = await session.scalar(select(Connection).where(Connection.id == self.connection_id))
-        assert row is not None
-        return row
+        return await self.harness.row()
 
     async def context(self) -> ToolContext:
-        view = ConnectionView.of(await self.row())
-        return ToolContext(
-            principal=self.principal,
-            connection=view,
-            sessions=self.companion.db.sessions,
-            http=self.companion.http,
-            credentials=open_credentials(self.companion.box, view),
-            manifest=self.companion.registry.manifests["email"],
-            keeper=self.companion.gateway.keeper,
-        )
+        return await self.harness.context()
 
 
 @asynccontextmanager
@@ -208,53 +188,21 @@ async def connected_mail(
     username_in_setup: bool = False,
 ) -> AsyncIterator[Mailer]:
     """Alice's E-mail connection to the server on ``port``, with a workspace rule allowing its tools."""
-    companion = Companion.build(settings, registry=registry)
-    try:
-        async with companion.db.transaction() as session:
-            for table in reversed(Base.metadata.sorted_tables):
-                await session.execute(delete(table))
-        async with companion.db.transaction() as session:
-            await demo.seed(session, companion.registry, companion.box, TEST_SECRET.encode())
-            workspace = await workspace_by_slug(session, "acme")
-            alice = await user_by_email(session, USERNAME)
-            admin = await user_by_email(session, "admin@acme.test")
-            assert workspace is not None and alice is not None and admin is not None
-            setup: dict[str, Any] = {
-                "host": "127.0.0.1",
-                "port": port,
-                "security": security,
-                "verify_tls": verify_tls,
-                "from_address": USERNAME,
-                "from_name": "Alice Archer",
-            }
-            credentials = {"method": "smtp", "username": USERNAME, "password": password}
-            if username_in_setup:
-                setup["username"] = credentials.pop("username")
-            row = await add_connection(
-                session,
-                companion.box,
-                app="email",
-                scope=ConnectionScope.PERSONAL,
-                workspace_id=workspace.id,
-                user_id=alice.id,
-                label="Alice's mail",
-                setup=setup,
-                credentials=credentials,
-            )
-            row.auth_method = "smtp"
-            key = await create_key(session, workspace_id=workspace.id, user_id=alice.id, name="assistant")
-            admin_key = await create_key(session, workspace_id=workspace.id, user_id=admin.id, name="rules")
-        principal = await companion.principal_for(key.token)
-        admin_principal = await companion.principal_for(admin_key.token)
-        assert principal is not None and admin_principal is not None
-        async with companion.db.transaction() as session:
-            await companion.rulebook.create(
-                session, admin_principal, Rule(effect=Effect.ALLOW, scope="workspace", app="email", tool="*")
-            )
-        companion.rulebook.invalidate(workspace.id)
-        yield Mailer(companion, principal, row.id, postbox)
-    finally:
-        await companion.aclose()
+    setup: dict[str, Any] = {
+        "host": "127.0.0.1",
+        "port": port,
+        "security": security,
+        "verify_tls": verify_tls,
+        "from_address": USERNAME,
+        "from_name": "Alice Archer",
+    }
+    credentials = {"method": "smtp", "username": USERNAME, "password": password}
+    if username_in_setup:
+        setup["username"] = credentials.pop("username")
+    async with connected_to(
+        settings, registry, "email", fake=postbox, method="smtp", setup=setup, credentials=credentials
+    ) as harness:
+        yield Mailer(harness, postbox)
 
 
 @pytest.fixture

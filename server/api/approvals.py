@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from server.api.auth import person_of
-from server.api.errors import ApiError, from_validation
+from server.api.errors import ApiError, body_of
 from server.approval_flow import (
     DecisionRefused,
     approval_view,
@@ -33,14 +33,6 @@ class ApproveBody(BaseModel):
 class DenyBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     reason: str | None = Field(default=None, max_length=500)
-
-
-async def _body(request: Request, model: type[BaseModel]) -> BaseModel:
-    raw = await request.body()
-    try:
-        return model.model_validate_json(raw or b"{}")
-    except ValidationError as exc:
-        raise from_validation(exc) from None
 
 
 async def list_approvals(request: Request) -> JSONResponse:
@@ -77,7 +69,7 @@ async def get_approval(request: Request) -> JSONResponse:
 async def _decide(request: Request, *, approve: bool) -> JSONResponse:
     actor = person_of(request)
     companion = request.app.state.companion
-    body = await _body(request, ApproveBody if approve else DenyBody)
+    body = await body_of(request, ApproveBody if approve else DenyBody)
     try:
         approval = await decide_elsewhere(
             companion.gateway.flow,

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -58,6 +58,18 @@ def from_validation(exc: ValidationError, *, prefix: str = "") -> ApiError:
             location, message = ".".join(filter(None, [location if location != "(body)" else "", head])), rest
         fields[f"{prefix}{location}"] = message
     return invalid(fields)
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+async def body_of(request: Request, model: type[M]) -> M:
+    """The request's JSON body as ``model`` (an empty body is ``{}``); a 422 naming each bad field otherwise."""
+    raw = await request.body()
+    try:
+        return model.model_validate_json(raw or b"{}")
+    except ValidationError as exc:
+        raise from_validation(exc) from None
 
 
 async def api_error(request: Request, exc: Exception) -> JSONResponse:

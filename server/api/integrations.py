@@ -6,15 +6,15 @@ assistant's agent key cannot connect apps or read their setup.
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from server.api.auth import person_of
-from server.api.errors import ApiError, from_validation
+from server.api.errors import ApiError, body_of
 from server.integrations.lifecycle import IntegrationError, connection_json
 from server.web import signed_in
 
@@ -52,17 +52,6 @@ class MappingsBody(Strict):
 
 class SyncBody(Strict):
     full: bool = True
-
-
-M = TypeVar("M", bound=BaseModel)
-
-
-async def _body(request: Request, model: type[M]) -> M:
-    raw = await request.body()
-    try:
-        return model.model_validate_json(raw or b"{}")
-    except ValidationError as exc:
-        raise from_validation(exc) from None
 
 
 def _refused(exc: IntegrationError) -> ApiError:
@@ -105,7 +94,7 @@ async def get_installed(request: Request) -> JSONResponse:
 async def connect(request: Request) -> JSONResponse:
     actor = person_of(request)
     companion = _companion(request)
-    body = await _body(request, ConnectBody)
+    body = await body_of(request, ConnectBody)
     app = request.path_params["app"]
     manifest = companion.registry.manifests.get(app)
     method = body.method or (manifest.auth.type if manifest else None)
@@ -129,7 +118,7 @@ async def reauth(request: Request) -> JSONResponse:
     """OAuth: a new connect link for the same connection. Keys: the new key, stored in place."""
     actor = person_of(request)
     companion = _companion(request)
-    body = await _body(request, ReauthBody)
+    body = await body_of(request, ReauthBody)
     connection_id = request.path_params["id"]
     async with companion.db.session() as session:
         row = await _do(companion.integrations.get(session, actor, connection_id, manage=True))
@@ -150,7 +139,7 @@ async def reauth(request: Request) -> JSONResponse:
 async def update_credentials(request: Request) -> JSONResponse:
     actor = person_of(request)
     companion = _companion(request)
-    body = await _body(request, CredentialsBody)
+    body = await body_of(request, CredentialsBody)
     updated = await _do(companion.integrations.update_credentials(actor, request.path_params["id"], body.setup))
     companion.gateway.forget_connections()
     return JSONResponse(updated)
@@ -163,7 +152,7 @@ async def test(request: Request) -> JSONResponse:
 
 async def set_options(request: Request) -> JSONResponse:
     actor = person_of(request)
-    body = await _body(request, OptionsBody)
+    body = await body_of(request, OptionsBody)
     return JSONResponse(
         await _do(_companion(request).integrations.set_options(actor, request.path_params["id"], body.options))
     )
@@ -197,7 +186,7 @@ async def get_mappings(request: Request) -> JSONResponse:
 
 async def set_mappings(request: Request) -> JSONResponse:
     actor = person_of(request)
-    body = await _body(request, MappingsBody)
+    body = await body_of(request, MappingsBody)
     changes = body.model_dump(exclude_none=True)
     if not changes:
         raise ApiError(422, "Invalid request: give fields, direction or auto_sync", details={"fields": {}})
@@ -208,7 +197,7 @@ async def set_mappings(request: Request) -> JSONResponse:
 
 async def sync(request: Request) -> JSONResponse:
     actor = person_of(request)
-    body = await _body(request, SyncBody)
+    body = await body_of(request, SyncBody)
     run = await _do(_companion(request).sync.start(actor, request.path_params["id"], full=body.full))
     return JSONResponse(run, status_code=202)
 

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict
 
 from tools.context import ToolContext
 from tools.errors import InvalidArguments, ToolError
+from tools.mail import set_body
 
 DEFAULT_TIMEOUT = 20.0
 RECONNECT = "Reconnect the E-mail connection (Marketplace > Installed > Re-authenticate) and try again."
@@ -189,12 +190,7 @@ def _message(server: MailServer, arguments: SendEmail) -> EmailMessage:
     message["Date"] = formatdate(usegmt=True)
     message["Message-ID"] = make_msgid(domain=sender.domain)
     # Bcc is never a header: those recipients are only on the envelope (RCPT TO).
-    if arguments.body_text is not None:
-        message.set_content(arguments.body_text)
-        if arguments.body_html is not None:
-            message.add_alternative(arguments.body_html, subtype="html")
-    elif arguments.body_html is not None:
-        message.set_content(arguments.body_html, subtype="html")
+    set_body(message, arguments.body_text, arguments.body_html)
     return message
 
 

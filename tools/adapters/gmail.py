@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tools.context import ToolContext
 from tools.errors import InvalidArguments
+from tools.mail import set_body
 from tools.provider import ProviderError
 
 MAILBOX = "/gmail/v1/users/me"
@@ -98,12 +99,7 @@ async def _compose(ctx: ToolContext, arguments: Compose) -> dict[str, Any]:
         message["In-Reply-To"] = reply["In-Reply-To"]
         message["References"] = reply["References"]
         resource["threadId"] = reply["threadId"]
-    if arguments.body_text is not None:
-        message.set_content(arguments.body_text)
-        if arguments.body_html is not None:
-            message.add_alternative(arguments.body_html, subtype="html")
-    elif arguments.body_html is not None:
-        message.set_content(arguments.body_html, subtype="html")
+    set_body(message, arguments.body_text, arguments.body_html)
     resource["raw"] = base64.urlsafe_b64encode(message.as_bytes()).decode()
     return resource
 
