@@ -77,6 +77,11 @@ def _parser() -> argparse.ArgumentParser:
     user_add.add_argument("--email", required=True)
     user_add.add_argument("--role", choices=_choices(Role), default=Role.MEMBER.value)
     user_add.add_argument("--name", default="")
+    user_add.add_argument(
+        "--integrations",
+        choices=["yes", "no"],
+        help="grant (yes) or withdraw (no) the permission to manage the workspace's integrations",
+    )
 
     def acting(sub: argparse.ArgumentParser) -> argparse.ArgumentParser:
         sub.add_argument("--workspace", required=True, metavar="SLUG")
@@ -341,9 +346,15 @@ def _user_add(args: argparse.Namespace) -> None:
         async with companion.db.transaction() as session:
             workspace = await directory.workspace_by_slug(session, args.workspace)
             user, membership = await directory.add_member(
-                session, workspace, email=args.email, role=Role(args.role), name=args.name
+                session,
+                workspace,
+                email=args.email,
+                role=Role(args.role),
+                name=args.name,
+                manages_integrations=None if args.integrations is None else args.integrations == "yes",
             )
-        print(f"{user.email} is {membership.role.value} of {workspace.slug}.")
+        manages = ", and manages its integrations" if membership.manages_integrations else ""
+        print(f"{user.email} is {membership.role.value} of {workspace.slug}{manages}.")
 
     _run(lambda settings: _with_companion(settings, work))
 

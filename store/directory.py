@@ -46,9 +46,18 @@ async def create_workspace(session: AsyncSession, *, slug: str, name: str, plan:
 
 
 async def add_member(
-    session: AsyncSession, workspace: Workspace, *, email: str, role: Role, name: str = ""
+    session: AsyncSession,
+    workspace: Workspace,
+    *,
+    email: str,
+    role: Role,
+    name: str = "",
+    manages_integrations: bool | None = None,
 ) -> tuple[User, Membership]:
-    """Add a user to a workspace, creating the user on first sight; an existing member gets the new role."""
+    """Add a user to a workspace, creating the user on first sight; an existing member gets the new role.
+
+    ``manages_integrations`` grants or withdraws the integration permission; None leaves it as it is.
+    """
     email = email.strip().lower()
     if not EMAIL.match(email):
         raise DirectoryError(f"email: {email!r} is not an e-mail address")
@@ -65,6 +74,8 @@ async def add_member(
         session.add(membership)
     else:
         membership.role = role
+    if manages_integrations is not None:
+        membership.manages_integrations = manages_integrations
     await session.flush()
     return user, membership
 

@@ -71,10 +71,17 @@ async def test_oauth_connect_prints_the_link_to_open(env):
     assert started["authorize_url"].endswith("/start") and "browser" in started["next"]
 
 
-async def test_a_member_without_the_permission_is_told_why(env):
+async def test_a_member_needs_the_integration_permission_for_workspace_apps(env):
     await ok(env, "demo", "seed", "--json")
-    code, _, err = await companion(
-        env, "integrations", "connect", "linear", "--method", "api_key", "--scope", "workspace",
-        "--setup", '{"api_key": "k"}', "--workspace", "acme", "--as", "alice@acme.test",
+    connect = (
+        "integrations", "connect", "linear", "--method", "api_key", "--scope", "workspace",
+        "--setup", '{"api_key": "k"}', "--workspace", "acme", "--as", "alice@acme.test", "--json",
     )  # fmt: skip
+    code, _, err = await companion(env, *connect)
     assert code == 1 and "admins and members with the integration permission" in err
+    code, out, _ = await companion(
+        env, "user", "add", "--workspace", "acme", "--email", "alice@acme.test", "--integrations", "yes"
+    )  # fmt: skip
+    assert out.strip() == "alice@acme.test is member of acme, and manages its integrations."
+    connected = await ok(env, *connect)
+    assert connected["scope"] == "workspace" and connected["status"] == "active"
