@@ -13,6 +13,7 @@ from server.app import Companion
 from store.models import ConnectionStatus, Event
 from tests.fakes.linear import LinearFake
 from tests.providers import connected
+from tools.errors import ToolError
 
 pytestmark = pytest.mark.anyio
 
@@ -138,3 +139,12 @@ async def test_a_refusal_without_an_error_field_still_asks_for_reconnection(line
     result = await linear.call(*TEAMS)
     assert result.error_code == "needs_reauth"
     assert (await linear.row()).status is ConnectionStatus.NEEDS_REAUTH
+
+
+async def test_a_link_to_another_host_gets_no_credentials(linear):
+    api = (await linear.context()).api
+    assert api.url(f"{linear.fake.origin}/graphql?page=2").endswith("/graphql?page=2")
+    assert api.url("https://api.linear.app/graphql").startswith(linear.fake.origin)
+    with pytest.raises(ToolError, match="another host"):
+        await api.json("GET", "https://attacker.example/steal")
+    assert linear.fake.api_requests() == []

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -124,15 +125,29 @@ class ProviderApi:
         return self.manifest.name
 
     @property
-    def base_url(self) -> str:
+    def provider_base_url(self) -> str:
+        """The API's address as the provider names it, setup values filled in, before any origin rewrite."""
         if self.manifest.api is None or self.manifest.api.base_url is None:
             raise ToolError(f"{self.name} has no API address in its manifest.", code="server_error")
-        template = self.manifest.api.base_url
-        url = template.format(**{k: str(v).rstrip("/") for k, v in self.connection.setup.items()})
-        return self.policy.rewrite(self.manifest.id, url)
+        return self.manifest.api.base_url.format(**{k: str(v).rstrip("/") for k, v in self.connection.setup.items()})
+
+    @property
+    def base_url(self) -> str:
+        return self.policy.rewrite(self.manifest.id, self.provider_base_url)
 
     def url(self, path: str) -> str:
+        """The address of ``path`` on the provider's API.
+
+        An absolute URL (a page link the provider returned) must stay on the API's
+        own host, because the request carries the connection's credentials.
+        """
         if path.startswith(("http://", "https://")):
+            own = {urlsplit(self.provider_base_url).netloc, urlsplit(self.base_url).netloc}
+            if urlsplit(path).netloc not in own:
+                raise ToolError(
+                    f"{self.name} pointed to another host; Companion sends no credentials there.",
+                    code="provider_error",
+                )
             return self.policy.rewrite(self.manifest.id, path)
         return self.base_url.rstrip("/") + "/" + path.lstrip("/") if path else self.base_url
 
