@@ -376,3 +376,24 @@ async def test_a_send_tool_waits_for_a_person_and_then_posts_once(settings, regi
                 again = await client.call_tool("slack_post_message", arguments)
     assert posted.structured_content["ok"] is True and again.structured_content == posted.structured_content
     assert len(slack.fake.messages) == 1
+
+
+async def test_a_url_setup_field_must_point_at_the_providers_hosts(world):
+    async with world.person("admin") as admin:
+        refused = await admin.post(
+            "/api/v1/integrations/apps/salesforce/connect",
+            json={"setup": {"instance_url": "https://attacker.example.com"}},
+        )
+        plain_http = await admin.post(
+            "/api/v1/integrations/apps/salesforce/connect",
+            json={"setup": {"instance_url": "http://acme.my.salesforce.com"}},
+        )
+        accepted_but_unconfigured = await admin.post(
+            "/api/v1/integrations/apps/salesforce/connect",
+            json={"setup": {"instance_url": "https://acme.my.salesforce.com/"}},
+        )
+    assert refused.status_code == 422
+    assert refused.json()["error"]["details"]["fields"] == {"setup.instance_url": "must be on *.my.salesforce.com"}
+    assert plain_http.json()["error"]["details"]["fields"] == {"setup.instance_url": "must be an https:// address"}
+    assert accepted_but_unconfigured.status_code == 422
+    assert accepted_but_unconfigured.json()["error"]["code"] == "not_configured"

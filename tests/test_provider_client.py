@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
+from dataclasses import replace
 
 import pytest
 from sqlalchemy import select
@@ -14,6 +16,8 @@ from store.models import ConnectionStatus, Event
 from tests.fakes.linear import LinearFake
 from tests.providers import connected
 from tools.errors import ToolError
+from tools.manifest import AuthSpec, SetupField
+from tools.provider import ProviderApi
 
 pytestmark = pytest.mark.anyio
 
@@ -148,3 +152,27 @@ async def test_a_link_to_another_host_gets_no_credentials(linear):
     with pytest.raises(ToolError, match="another host"):
         await api.json("GET", "https://attacker.example/steal")
     assert linear.fake.api_requests() == []
+
+
+async def test_basic_credentials_travel_as_an_authorization_header(linear):
+    """No shipped app uses basic auth yet; a manifest that does gets the header RFC 7617 describes."""
+    fake = linear.fake
+    fake.key_scheme = "Basic"
+    fake.api_keys.add(base64.b64encode(b"ada:s3cret").decode())
+    context = await linear.context()
+    manifest = context.manifest.model_copy(
+        update={
+            "auth": AuthSpec(
+                type="basic",
+                fields=[
+                    SetupField(name="username", label="User"),
+                    SetupField(name="password", label="Password", type="secret"),
+                ],
+            )
+        }
+    )
+    view = replace(context.connection, auth_method="basic", setup={"username": "ada"})
+    api = ProviderApi(manifest, view, context.http, context.keeper, {"method": "basic", "password": "s3cret"})
+    data = await api.graphql("query { viewer { id name email } }")
+    assert data["viewer"]["name"] == "Alice"
+    assert fake.api_requests()[-1].headers["authorization"] == "Basic " + base64.b64encode(b"ada:s3cret").decode()

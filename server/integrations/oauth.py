@@ -70,10 +70,6 @@ class OAuthConnect:
         manifest = lifecycle.manifest(app)
         if "oauth2" not in manifest.auth.methods or manifest.auth.oauth2 is None:
             raise IntegrationError(409, f"{manifest.name} does not connect through OAuth.")
-        try:
-            lifecycle.keeper.policy.client_of(app, manifest.name)
-        except ToolError as exc:
-            raise IntegrationError(422, str(exc), code="not_configured") from None
         if connection_id is not None:
             async with lifecycle.db.session() as session:
                 existing = await lifecycle.get(session, actor, connection_id, manage=True)
@@ -85,6 +81,10 @@ class OAuthConnect:
                 plain, secret_setup = split_setup(manifest, "oauth2", setup or {})
             except SetupProblems as exc:
                 raise invalid_setup(exc) from None
+        try:
+            lifecycle.keeper.policy.client_of(app, manifest.name)
+        except ToolError as exc:
+            raise IntegrationError(422, str(exc), code="not_configured") from None
         if return_to and (not return_to.startswith("/") or return_to.startswith("//")):
             raise IntegrationError(422, "return_to must be a path on this server", fields={"return_to": "not a path"})
         state = secrets.token_urlsafe(32)
