@@ -1,4 +1,4 @@
-"""A fake of Google Calendar API v3 and Google's OAuth 2 token endpoint.
+"""A fake of Google Calendar API v3, on Google's OAuth server (see ``tests/fakes/google.py``).
 
 Routes are those of https://www.googleapis.com/calendar/v3 (calendarList.list, calendars.get, events.list,
 events.insert, freebusy.query) under the same path, with Google's resource shapes (``kind``, ``items``,
@@ -7,16 +7,14 @@ events.insert, freebusy.query) under the same path, with Google's resource shape
     {"error": {"code": 404, "message": "Not Found", "errors": [{"domain": "global", "reason": "notFound",
      "message": "Not Found"}], "status": "NOT_FOUND"}}
 
-Google answers a token refresh with a new access token only: the refresh token stays the same.
+Where no call names them, Calendar's words for a status (``PLAIN``) are its own, not Google's canonical ones.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import re
 import secrets
-import time
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -25,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tests.fakes.base import CLIENT_ID, CLIENT_SECRET, Failure, ProviderFake
+from tests.fakes.google import GoogleFake, google_error
 
 API = "/calendar/v3"
 SCOPES = "https://www.googleapis.com/auth/calendar.readonly https://www.googleapis.com/auth/calendar.events"
@@ -34,17 +32,7 @@ TEAM_ID = "team@group.calendar.google.com"
 HOLIDAYS_ID = "en.german#holiday@group.v.calendar.google.com"
 PRIVATE_ID = "private@group.calendar.google.com"
 
-STATUS = {
-    400: "INVALID_ARGUMENT",
-    401: "UNAUTHENTICATED",
-    403: "PERMISSION_DENIED",
-    404: "NOT_FOUND",
-    429: "RESOURCE_EXHAUSTED",
-    500: "INTERNAL",
-    502: "UNAVAILABLE",
-    503: "UNAVAILABLE",
-}
-#: What Google says for a status when nothing more specific applies: (reason, message).
+#: What Calendar says for a status when nothing more specific applies: (reason, message).
 PLAIN = {
     400: ("badRequest", "Bad Request"),
     403: ("forbidden", "Forbidden"),
@@ -55,20 +43,6 @@ PLAIN = {
     503: ("backendError", "The service is currently unavailable."),
 }
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-
-
-def google_error(status: int, message: str | None = None, reason: str | None = None, **detail: str) -> JSONResponse:
-    plain_reason, plain_message = PLAIN.get(status, ("backendError", "Backend Error"))
-    message, reason = message or plain_message, reason or plain_reason
-    body = {
-        "error": {
-            "code": status,
-            "message": message,
-            "errors": [{"domain": "global", "reason": reason, "message": message, **detail}],
-            "status": STATUS.get(status, "UNKNOWN"),
-        }
-    }
-    return JSONResponse(body, status_code=status)
 
 
 def _page_token(offset: int) -> str:
@@ -94,7 +68,10 @@ def _instant(text: Any) -> datetime | None:
     return moment if moment.tzinfo else None
 
 
-class GoogleCalendarFake(ProviderFake):
+class GoogleCalendarFake(GoogleFake):
+    scope = SCOPES
+    plain = PLAIN
+
     def __init__(self) -> None:
         super().__init__(
             [
@@ -103,9 +80,7 @@ class GoogleCalendarFake(ProviderFake):
                 Route(f"{API}/calendars/{{calendarId}}/events", self.list_events, methods=["GET"]),
                 Route(f"{API}/calendars/{{calendarId}}/events", self.insert_event, methods=["POST"]),
                 Route(f"{API}/freeBusy", self.free_busy, methods=["POST"]),
-            ],
-            authorize_path="/o/oauth2/v2/auth",
-            token_path="/token",
+            ]
         )
         self.calendars: dict[str, dict[str, Any]] = {}
         self.events: dict[str, list[dict[str, Any]]] = {}
@@ -166,47 +141,6 @@ class GoogleCalendarFake(ProviderFake):
         self.events[calendar_id].append(event)
         return event
 
-    # -- Google's answers ----------------------------------------------------------------------
-
-    def unauthorized(self) -> Response:
-        response = google_error(
-            401,
-            "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or "
-            "other valid authentication credential.",
-            "authError",
-            location="Authorization",
-            locationType="header",
-        )
-        response.headers["WWW-Authenticate"] = 'Bearer realm="https://accounts.google.com/", error="invalid_token"'
-        return response
-
-    def failure_response(self, failure: Failure) -> Response:
-        if failure.body is not None:
-            return JSONResponse(failure.body, status_code=failure.status, headers=failure.headers)
-        response = google_error(failure.status)
-        response.headers.update(failure.headers)
-        return response
-
-    async def token(self, request: Request) -> Response:
-        """Google's refresh: a new access token, no new refresh token; other grants as the base server."""
-        form = await request.form()
-        if form.get("grant_type") != "refresh_token":
-            return await super().token(request)
-        if form.get("client_id") != CLIENT_ID or form.get("client_secret") != CLIENT_SECRET:
-            return JSONResponse({"error": "invalid_client", "error_description": "Unauthorized"}, status_code=401)
-        if self.token_delay:
-            await asyncio.sleep(self.token_delay)
-        if form.get("refresh_token") not in self.refresh_tokens:
-            return JSONResponse(
-                {"error": "invalid_grant", "error_description": "Token has been expired or revoked."}, status_code=400
-            )
-        self.refreshes += 1
-        access = "ya29." + secrets.token_urlsafe(24)
-        self.access_tokens[access] = time.time() + self.expires_in
-        return JSONResponse(
-            {"access_token": access, "expires_in": self.expires_in, "scope": SCOPES, "token_type": "Bearer"}
-        )
-
     # -- helpers -------------------------------------------------------------------------------
 
     def _calendar(self, calendar_id: str) -> dict[str, Any] | None:
@@ -245,7 +179,7 @@ class GoogleCalendarFake(ProviderFake):
     async def get_calendar(self, request: Request) -> Response:
         calendar = self._calendar(request.path_params["calendarId"])
         if calendar is None:
-            return google_error(404)
+            return google_error(404, "Not Found")
         return JSONResponse(
             {
                 "kind": "calendar#calendar",
@@ -261,15 +195,15 @@ class GoogleCalendarFake(ProviderFake):
     async def list_events(self, request: Request) -> Response:
         calendar = self._calendar(request.path_params["calendarId"])
         if calendar is None:
-            return google_error(404)
+            return google_error(404, "Not Found")
         query = request.query_params
         single = query.get("singleEvents") == "true"
         if query.get("orderBy") == "startTime" and not single:
-            return google_error(400, "The requested ordering is not available for the particular query.")
+            return google_error(400, "The requested ordering is not available for the particular query.", "badRequest")
         low, high = query.get("timeMin"), query.get("timeMax")
         time_min, time_max = _instant(low) if low else None, _instant(high) if high else None
         if (low and time_min is None) or (high and time_max is None):
-            return google_error(400)
+            return google_error(400, "Bad Request", "badRequest")
         if time_min and time_max and time_max <= time_min:
             return google_error(400, "The specified time range is empty.", "timeRangeEmpty")
         size = min(int(query.get("maxResults") or 250), 2500, self.largest_page)
@@ -334,7 +268,7 @@ class GoogleCalendarFake(ProviderFake):
     async def insert_event(self, request: Request) -> Response:
         calendar = self._calendar(request.path_params["calendarId"])
         if calendar is None:
-            return google_error(404)
+            return google_error(404, "Not Found")
         if calendar["accessRole"] not in ("owner", "writer"):
             return google_error(403, "You need to have writer access to this calendar.", "requiredAccessLevel")
         if request.query_params.get("sendUpdates", "none") not in ("all", "externalOnly", "none"):

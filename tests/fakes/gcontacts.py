@@ -1,4 +1,4 @@
-"""A fake of Google's People API v1 for contacts, and of Google's OAuth token endpoint.
+"""A fake of Google's People API v1 for contacts, on Google's OAuth server (see ``tests/fakes/google.py``).
 
 It serves the methods the adapter uses at their documented paths:
 ``people.get`` (GET /v1/people/{id}, ``people/me`` being the signed-in account),
@@ -11,9 +11,7 @@ and ``people.updateContact``. As Google does, it
   search refreshes, matching prefixes of words, and caps ``pageSize`` at 30;
 * pages connections with an opaque ``pageToken`` bound to the first call's parameters;
 * replaces each field ``updatePersonFields`` names, and refuses an update whose etag
-  is missing or stale;
-* sends errors as ``{"error": {"code", "message", "status"}}``;
-* does not rotate refresh tokens: a refresh answers with an access token only.
+  is missing or stale.
 """
 
 from __future__ import annotations
@@ -29,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tests.fakes.base import Failure, ProviderFake
+from tests.fakes.google import GoogleFake, google_error
 
 DOCS = "https://developers.google.com/people/api/rest/v1/people/get"
 READABLE = {
@@ -39,24 +37,7 @@ READABLE = {
     "phoneNumbers", "photos", "relations", "sipAddresses", "skills", "urls", "userDefined",
 }  # fmt: skip
 WRITABLE = READABLE - {"ageRanges", "coverPhotos", "metadata", "photos"}
-STATUS = {
-    400: "INVALID_ARGUMENT",
-    401: "UNAUTHENTICATED",
-    403: "PERMISSION_DENIED",
-    404: "NOT_FOUND",
-    409: "ABORTED",
-    429: "RESOURCE_EXHAUSTED",
-    500: "INTERNAL",
-    503: "UNAVAILABLE",
-    504: "DEADLINE_EXCEEDED",
-}
 CONTACTS_SCOPE = "https://www.googleapis.com/auth/contacts"
-
-
-def error(status: int, message: str, code: str | None = None) -> JSONResponse:
-    """Google's error body (google.rpc.Status as JSON)."""
-    body = {"code": status, "message": message, "status": code or STATUS.get(status, "UNKNOWN")}
-    return JSONResponse({"error": body}, status_code=status)
 
 
 def _etag(prefix: str) -> str:
@@ -97,7 +78,9 @@ def _matches(person: dict[str, Any], query: str) -> bool:
     return False
 
 
-class GoogleContactsFake(ProviderFake):
+class GoogleContactsFake(GoogleFake):
+    scope = CONTACTS_SCOPE
+
     def __init__(self) -> None:
         super().__init__(
             [
@@ -106,9 +89,7 @@ class GoogleContactsFake(ProviderFake):
                 Route("/v1/people/me/connections", self.list_connections, methods=["GET"]),
                 Route("/v1/people/{person_id}:updateContact", self.update_contact, methods=["PATCH"]),
                 Route("/v1/people/{person_id}", self.get_person, methods=["GET"]),
-            ],
-            authorize_path="/o/oauth2/v2/auth",
-            token_path="/token",
+            ]
         )
         self.me = {
             "resourceName": "people/104857600000000000001",
@@ -153,41 +134,6 @@ class GoogleContactsFake(ProviderFake):
     def contact(self, resource_name: str) -> dict[str, Any]:
         return self.contacts[resource_name]
 
-    def issue(self, *, expires_in: int | None = None) -> dict[str, Any]:
-        token = super().issue(expires_in=expires_in)
-        token["scope"] = CONTACTS_SCOPE
-        return token
-
-    # -- Google's answers -----------------------------------------------------------------------
-
-    def unauthorized(self) -> Response:
-        response = error(
-            401,
-            "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or "
-            "other valid authentication credential. See https://developers.google.com/identity/sign-in/web/devconsole-project.",
-        )
-        response.headers["WWW-Authenticate"] = 'Bearer realm="https://accounts.google.com/", error="invalid_token"'
-        return response
-
-    def failure_response(self, failure: Failure) -> Response:
-        if failure.body is not None:
-            return JSONResponse(failure.body, status_code=failure.status, headers=failure.headers)
-        response = error(failure.status, f"Scripted failure {failure.status}.")
-        response.headers.update(failure.headers)
-        return response
-
-    async def token(self, request: Request) -> Response:
-        """Google's token endpoint keeps the refresh token: a refresh returns a new access token only."""
-        form = await request.form()
-        response = await super().token(request)
-        if form.get("grant_type") != "refresh_token" or response.status_code != 200:
-            return response
-        issued = json.loads(bytes(response.body))
-        self.refresh_tokens.discard(issued.pop("refresh_token"))
-        self.refresh_tokens.add(str(form["refresh_token"]))
-        issued["expires_in"] = self.expires_in - 1
-        return JSONResponse(issued)
-
     # -- storage --------------------------------------------------------------------------------
 
     def _store(self, body: dict[str, Any], resource_name: str | None = None) -> dict[str, Any]:
@@ -222,7 +168,7 @@ class GoogleContactsFake(ProviderFake):
         raw = request.query_params.get(param, "")
         if not raw:
             if required:
-                return error(
+                return google_error(
                     400,
                     f"{param} mask is required. Please specify one or more valid paths. "
                     f"Valid paths are documented at {DOCS}.",
@@ -231,17 +177,17 @@ class GoogleContactsFake(ProviderFake):
         paths = {p.strip() for p in raw.split(",")}
         bad = sorted(p for p in paths if p not in valid)
         if bad:
-            return error(400, f'Invalid {param} mask path: "{bad[0]}". Valid paths are documented at {DOCS}.')
+            return google_error(400, f'Invalid {param} mask path: "{bad[0]}". Valid paths are documented at {DOCS}.')
         return paths
 
     @staticmethod
     def _page_size(request: Request, default: int, most: int, *, cap: bool) -> int | JSONResponse:
         raw = request.query_params.get("pageSize", "0")
         if not raw.lstrip("-").isdigit():
-            return error(400, f"Invalid value at 'page_size' (TYPE_INT32), \"{raw}\"")
+            return google_error(400, f"Invalid value at 'page_size' (TYPE_INT32), \"{raw}\"")
         size = int(raw)
         if size < 0 or (size > most and not cap):
-            return error(400, f"pageSize must be between 1 and {most}, inclusive.")
+            return google_error(400, f"pageSize must be between 1 and {most}, inclusive.")
         return min(size, most) if size else default
 
     @staticmethod
@@ -249,18 +195,18 @@ class GoogleContactsFake(ProviderFake):
         try:
             body = await request.json()
         except ValueError:
-            return error(400, "Invalid JSON payload received. Unexpected token.")
+            return google_error(400, "Invalid JSON payload received. Unexpected token.")
         if not isinstance(body, dict):
-            return error(400, "Invalid JSON payload received. Expected an object for 'person'.")
+            return google_error(400, "Invalid JSON payload received. Expected an object for 'person'.")
         for key, value in body.items():
             if key not in WRITABLE | {"resourceName", "etag", "metadata"}:
-                return error(
+                return google_error(
                     400, f"Invalid JSON payload received. Unknown name \"{key}\" at 'person': Cannot find field."
                 )
             if key in WRITABLE and not isinstance(value, list):
-                return error(400, f"Invalid value at 'person.{key}', expected a list.")
+                return google_error(400, f"Invalid value at 'person.{key}', expected a list.")
         if len(body.get("names") or []) > 1:
-            return error(400, "Only one name is allowed on a contact; names is a singleton field.")
+            return google_error(400, "Only one name is allowed on a contact; names is a singleton field.")
         return body
 
     # -- the API --------------------------------------------------------------------------------
@@ -272,7 +218,7 @@ class GoogleContactsFake(ProviderFake):
         person_id = request.path_params["person_id"]
         person = self.me if person_id == "me" else self.contacts.get(f"people/{person_id}")
         if person is None:
-            return error(404, "Requested entity was not found.")
+            return google_error(404, "Requested entity was not found.")
         return JSONResponse(self._render(person, fields))
 
     async def list_connections(self, request: Request) -> Response:
@@ -288,9 +234,9 @@ class GoogleContactsFake(ProviderFake):
             try:
                 state = json.loads(base64.urlsafe_b64decode(token.encode()))
             except ValueError:
-                return error(400, "The page token is not valid.")
+                return google_error(400, "The page token is not valid.")
             if state.get("binding") != binding:
-                return error(400, "The parameters of a paged request must match those of the first page.")
+                return google_error(400, "The parameters of a paged request must match those of the first page.")
             start = int(state["offset"])
         people = list(self.contacts.values())
         page = people[start : start + size]
@@ -338,20 +284,21 @@ class GoogleContactsFake(ProviderFake):
         resource_name = f"people/{request.path_params['person_id']}"
         current = self.contacts.get(resource_name)
         if current is None:
-            return error(404, "Requested entity was not found.")
+            return google_error(404, "Requested entity was not found.")
         sources = (body.get("metadata") or {}).get("sources") or []
         etag = body.get("etag") or next((s.get("etag") for s in sources if s.get("type") == "CONTACT"), None)
         if not etag:
-            return error(
+            return google_error(
                 400,
                 "Request must set person.etag or person.metadata.sources.etag for the source that is being updated.",
             )
         if etag not in (current["etag"], current["metadata"]["sources"][0]["etag"]):
-            return error(
+            return google_error(
                 400,
                 "Request person.etag is different than the current person.etag. "
                 "Clear local cache and get the latest person.",
-                "FAILED_PRECONDITION",
+                "failedPrecondition",
+                status_name="FAILED_PRECONDITION",
             )
         merged = {f: v for f, v in current.items() if f in WRITABLE - changing}
         merged.update({f: body[f] for f in changing if f in body})

@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import binascii
 import html
-import json
 import re
 import secrets
 from dataclasses import dataclass, field
@@ -28,43 +27,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tests.fakes.base import Failure, ProviderFake
+from tests.fakes.google import GoogleFake, google_error
 
 API = "/gmail/v1/users/{user}"
 SCOPES = (
     "https://www.googleapis.com/auth/gmail.send https://www.googleapis.com/auth/gmail.compose "
     "https://www.googleapis.com/auth/gmail.readonly"
 )
-STATUS = {
-    400: ("INVALID_ARGUMENT", "invalidArgument", "Bad Request"),
-    401: ("UNAUTHENTICATED", "authError", "Invalid Credentials"),
-    403: ("PERMISSION_DENIED", "forbidden", "The caller does not have permission"),
-    404: ("NOT_FOUND", "notFound", "Requested entity was not found."),
-    429: ("RESOURCE_EXHAUSTED", "rateLimitExceeded", "Resource has been exhausted (e.g. check quota)."),
-    500: ("INTERNAL", "backendError", "Internal error encountered."),
-    502: ("UNAVAILABLE", "backendError", "Bad Gateway"),
-    503: ("UNAVAILABLE", "backendError", "The service is currently unavailable."),
-}
 SEARCH_TERM = re.compile(r'(?:(\w+):)?(?:"([^"]*)"|(\S+))')
 # Gmail's names for system labels in in: and label: searches.
 LABELS = {"inbox": "INBOX", "sent": "SENT", "draft": "DRAFT", "drafts": "DRAFT", "unread": "UNREAD"}
 REPLY_PREFIX = re.compile(r"^\s*(?:(?:re|fwd?|aw|sv)\s*:\s*)+", re.I)
-
-
-def google_error(status: int, message: str | None = None) -> JSONResponse:
-    name, reason, default_message = STATUS.get(status, ("UNKNOWN", "unknown", "Unknown error"))
-    text = message or default_message
-    return JSONResponse(
-        {
-            "error": {
-                "code": status,
-                "message": text,
-                "errors": [{"message": text, "domain": "global", "reason": reason}],
-                "status": name,
-            }
-        },
-        status_code=status,
-    )
 
 
 def _b64url(data: bytes) -> str:
@@ -133,7 +106,9 @@ class Mail:
         }
 
 
-class GmailFake(ProviderFake):
+class GmailFake(GoogleFake):
+    scope = SCOPES
+
     def __init__(self, address: str = "alice@acme.test") -> None:
         super().__init__(
             [
@@ -142,9 +117,7 @@ class GmailFake(ProviderFake):
                 Route(f"{API}/messages", self.list_messages, methods=["GET"]),
                 Route(f"{API}/messages/{{id}}", self.get_message, methods=["GET"]),
                 Route(f"{API}/drafts", self.create_draft, methods=["POST"]),
-            ],
-            authorize_path="/o/oauth2/v2/auth",
-            token_path="/token",
+            ]
         )
         self.address = address
         self.mailbox: dict[str, Mail] = {}
@@ -187,36 +160,6 @@ class GmailFake(ProviderFake):
         return mail
 
     # -- the provider's answers -----------------------------------------------------------------
-
-    def issue(self, *, expires_in: int | None = None) -> dict[str, Any]:
-        return {**super().issue(expires_in=expires_in), "scope": SCOPES}
-
-    async def token(self, request: Request) -> Response:
-        """Google answers a refresh with a new access token only: the refresh token stays valid as it is."""
-        form = await request.form()
-        answer = await super().token(request)
-        if form.get("grant_type") != "refresh_token" or answer.status_code != 200:
-            return answer
-        issued = json.loads(bytes(answer.body))
-        self.refresh_tokens.discard(issued.pop("refresh_token"))
-        self.refresh_tokens.add(str(form["refresh_token"]))
-        return JSONResponse(issued)
-
-    def unauthorized(self) -> Response:
-        answer = google_error(
-            401,
-            "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other "
-            "valid authentication credential. See https://developers.google.com/identity/sign-in/web/devconsole-project.",
-        )
-        answer.headers["WWW-Authenticate"] = 'Bearer realm="https://accounts.google.com/", error="invalid_token"'
-        return answer
-
-    def failure_response(self, failure: Failure) -> Response:
-        if failure.body is not None:
-            return JSONResponse(failure.body, status_code=failure.status, headers=failure.headers)
-        answer = google_error(failure.status)
-        answer.headers.update(failure.headers)
-        return answer
 
     def _mailbox_of(self, request: Request) -> JSONResponse | None:
         """Only the signed-in user's mailbox ("me" or its address) is open to the token."""
