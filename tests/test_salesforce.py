@@ -257,7 +257,7 @@ async def test_the_daily_api_limit_is_reported_in_salesforces_words_without_retr
 
 async def test_test_connection_names_the_instance(salesforce):
     sentence = await salesforce.test_connection()
-    assert sentence == "Connected to Salesforce at acme.my.salesforce.com: 3 objects can be queried"
+    assert sentence == "Connected to Salesforce at acme.my.salesforce.com: 4 objects can be queried"
     assert salesforce.fake.api_requests()[-1].path == f"{API}/sobjects"
 
 

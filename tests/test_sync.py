@@ -7,9 +7,11 @@ from collections.abc import AsyncIterator
 import pytest
 from sqlalchemy import select
 
+from server.integrations.lifecycle import IntegrationError
 from store.models import ConnectionScope, Contact, Meeting, MeetingStatus, SyncedRecord
 from tests.fakes.gcal import PRIMARY_ID, GoogleCalendarFake
 from tests.fakes.hubspot import HubSpotFake
+from tests.fakes.salesforce import SalesforceFake
 from tests.providers import Harness, connected
 
 pytestmark = pytest.mark.anyio
@@ -67,8 +69,6 @@ async def test_changed_mappings_decide_which_field_fills_which(hubspot):
 
 
 async def test_bad_mappings_are_refused_field_by_field(hubspot):
-    from server.integrations.lifecycle import IntegrationError
-
     with pytest.raises(IntegrationError) as refused:
         await hubspot.companion.integrations.set_mappings(
             hubspot.principal, hubspot.connection_id, {"fields": {"email": "mail", "shoe": "email"}}
@@ -134,3 +134,28 @@ async def test_auto_sync_runs_only_where_it_is_switched_on_and_due(hubspot):
     assert await autosync.run_due() == []  # just synced, not due again yet
     logs = await hubspot.companion.integrations.sync_logs(hubspot.principal, hubspot.connection_id)
     assert len(logs) == 1 and logs[0]["status"] == "succeeded"
+
+
+async def test_the_object_mapping_chooses_what_a_crm_syncs_from(settings, registry):
+    """Salesforce: Harmony's contacts come from Contacts by default, or from Leads when a person says so."""
+    fake = SalesforceFake()
+    fake.add("Lead", FirstName="Monica", LastName="Reyes", Email="Monica@Leads.test", Company="Reyes & Co")
+    async with connected(
+        settings,
+        registry,
+        fake,
+        "salesforce",
+        scope=ConnectionScope.WORKSPACE,
+        user="admin@acme.test",
+        setup={"instance_url": "https://acme.my.salesforce.com"},
+    ) as salesforce:
+        integrations = salesforce.companion.integrations
+        who, connection = salesforce.principal, salesforce.connection_id
+        await integrations.set_mappings(who, connection, {"objects": {"contacts": "Lead"}})
+        with pytest.raises(IntegrationError) as refused:
+            await integrations.set_mappings(who, connection, {"objects": {"contacts": "Opportunity"}})
+        assert refused.value.fields == {"objects.contacts": "'Opportunity' is not one of Contact, Lead"}
+        result = await run(salesforce)
+        assert result["status"] == "succeeded" and result["counts"]["fetched"] == 1
+        monica = (await contacts(salesforce))["monica@leads.test"]
+        assert (monica.company, monica.name) == ("Reyes & Co", "Reyes")

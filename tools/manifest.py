@@ -154,6 +154,10 @@ class SyncSpec(Strict):
         pattern=r"^[a-z][a-z0-9_]*\.[a-z_][a-z0-9_]*$",
         description="Adapter function (ctx, external_id | None, fields) -> external id, for bidirectional sync.",
     )
+    provider_objects: list[str] = Field(
+        default_factory=list,
+        description="Provider objects Harmony's object may map to (Salesforce: Contact or Lead); the first is default.",
+    )
     provider_fields: list[str] = Field(min_length=1, description="Fields the provider's records carry.")
     default_mappings: dict[str, str] = Field(
         default_factory=dict, description="Harmony field -> provider field, until a person changes them."

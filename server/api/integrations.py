@@ -45,6 +45,7 @@ class OptionsBody(Strict):
 
 
 class MappingsBody(Strict):
+    objects: dict[str, str] | None = None
     fields: dict[str, str] | None = None
     direction: Literal["bidirectional", "to_harmony", "to_provider"] | None = None
     auto_sync: bool | None = None
@@ -179,6 +180,7 @@ async def get_mappings(request: Request) -> JSONResponse:
             **companion.integrations.default_mappings(manifest),
             **(row.mappings or {}),
             "provider_fields": manifest.sync.provider_fields,
+            "provider_objects": manifest.sync.provider_objects,
             "object": manifest.sync.object,
         }
     )
@@ -189,7 +191,7 @@ async def set_mappings(request: Request) -> JSONResponse:
     body = await body_of(request, MappingsBody)
     changes = body.model_dump(exclude_none=True)
     if not changes:
-        raise ApiError(422, "Invalid request: give fields, direction or auto_sync", details={"fields": {}})
+        raise ApiError(422, "Invalid request: give objects, fields, direction or auto_sync", details={"fields": {}})
     return JSONResponse(
         await _do(_companion(request).integrations.set_mappings(actor, request.path_params["id"], changes))
     )

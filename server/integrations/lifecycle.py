@@ -234,11 +234,14 @@ class Integrations:
     def default_mappings(manifest: Manifest) -> dict[str, Any]:
         if manifest.sync is None:
             return {}
-        return {
+        defaults: dict[str, Any] = {
             "fields": dict(manifest.sync.default_mappings),
             "direction": "bidirectional" if manifest.sync.push else "to_harmony",
             "auto_sync": False,
         }
+        if manifest.sync.provider_objects:
+            defaults["objects"] = {manifest.sync.object: manifest.sync.provider_objects[0]}
+        return defaults
 
     @staticmethod
     def _subject(row: Connection) -> dict[str, Any]:
@@ -310,7 +313,7 @@ class Integrations:
             raise IntegrationError(502, str(exc), code=exc.code) from None
 
     async def set_mappings(self, actor: Principal, connection_id: str, changes: dict[str, Any]) -> dict[str, Any]:
-        """Field mappings (Harmony field -> provider field), sync direction and auto sync."""
+        """Object and field mappings (Harmony -> provider), sync direction and auto sync."""
         async with self.db.transaction() as session:
             row = await self.get(session, actor, connection_id, manage=True)
             manifest = self.registry.manifests[row.app]
@@ -331,6 +334,14 @@ class Integrations:
                             f"choose from {', '.join(HARMONY_FIELDS[manifest.sync.object])}"
                         )
                 current["fields"] = dict(changes["fields"])
+            if "objects" in changes:
+                for harmony_object, provider_object in changes["objects"].items():
+                    if harmony_object != manifest.sync.object:
+                        problems[f"objects.{harmony_object}"] = f"{manifest.name} syncs {manifest.sync.object} only"
+                    elif provider_object not in manifest.sync.provider_objects:
+                        choices = ", ".join(manifest.sync.provider_objects) or "none to choose from"
+                        problems[f"objects.{harmony_object}"] = f"{provider_object!r} is not one of {choices}"
+                current["objects"] = dict(changes["objects"])
             if "direction" in changes:
                 if changes["direction"] in ("bidirectional", "to_provider") and manifest.sync.push is None:
                     problems["direction"] = f"{manifest.name} syncs one way, into Harmony"

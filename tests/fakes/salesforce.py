@@ -54,6 +54,7 @@ FIELDS: dict[str, list[str]] = {
         "CreatedDate",
         "LastModifiedDate",
     ],
+    "Lead": ["Id", "IsDeleted", "FirstName", "LastName", "Email", "Title", "Phone", "Company", "Status"],
     "Opportunity": [
         "Id",
         "IsDeleted",
@@ -66,9 +67,14 @@ FIELDS: dict[str, list[str]] = {
         "LastModifiedDate",
     ],
 }
-KEY_PREFIXES = {"Account": "001", "Contact": "003", "Opportunity": "006"}
+KEY_PREFIXES = {"Account": "001", "Contact": "003", "Lead": "00Q", "Opportunity": "006"}
 READ_ONLY = {"Id", "IsDeleted", "CreatedDate", "LastModifiedDate"}
-REQUIRED = {"Account": {"Name"}, "Contact": {"LastName"}, "Opportunity": {"Name", "StageName", "CloseDate"}}
+REQUIRED = {
+    "Account": {"Name"},
+    "Contact": {"LastName"},
+    "Lead": {"LastName", "Company"},
+    "Opportunity": {"Name", "StageName", "CloseDate"},
+}
 # Parent relationships: relationship name -> (parent object, the lookup field holding its id).
 PARENTS = {"Contact": {"Account": ("Account", "AccountId")}, "Opportunity": {"Account": ("Account", "AccountId")}}
 # Change-event objects appear in the global describe but cannot be queried.

@@ -29,7 +29,11 @@ QUERY_LOCATOR = r"^[A-Za-z0-9]{15,18}-[0-9]+$"
 ApiName = Annotated[str, Field(pattern=NAME)]
 RecordId = Annotated[str, Field(pattern=RECORD_ID)]
 
-CONTACTS_SOQL = "SELECT Id, FirstName, LastName, Email, Title, Phone, Account.Name FROM Contact"
+# What Harmony's contacts are read from: Contacts (with their account) or Leads (with their company).
+PEOPLE_SOQL = {
+    "Contact": "SELECT Id, FirstName, LastName, Email, Title, Phone, Account.Name FROM Contact",
+    "Lead": "SELECT Id, FirstName, LastName, Email, Title, Phone, Company FROM Lead",
+}
 
 # Besides DML words, SOQL has clauses that write: UPDATE TRACKING and UPDATE VIEWSTAT
 # count article views, FOR VIEW and FOR REFERENCE set LastViewedDate and
@@ -169,14 +173,18 @@ async def update_record(ctx: ToolContext, arguments: UpdateRecord) -> dict[str, 
 
 
 async def list_contacts(ctx: ToolContext, since: str | None) -> AsyncIterator[SyncRecord]:
-    """Sync contacts: every Contact with its account's name, batch by batch.
+    """Sync contacts: every Contact (or Lead, as the object mapping says) with its company, batch by batch.
 
     Each run reads them all: the sync engine asks from the start (``since`` is None),
     and a full read is what lets it update every linked contact.
     """
 
+    source = (ctx.connection.mappings.get("objects") or {}).get("contacts", "Contact")
+    if source not in PEOPLE_SOQL:
+        raise InvalidArguments({"objects.contacts": f"{source!r} is not one of {', '.join(PEOPLE_SOQL)}"})
+
     async def page(locator: str | None) -> tuple[list[dict[str, Any]], str | None]:
-        result = await _query_page(ctx, CONTACTS_SOQL, locator)
+        result = await _query_page(ctx, PEOPLE_SOQL[source], locator)
         return list(result.get("records", [])), _locator(result)
 
     async for contact in every_page(page):
@@ -189,6 +197,6 @@ async def list_contacts(ctx: ToolContext, since: str | None) -> AsyncIterator[Sy
                 "Email": (contact.get("Email") or "").lower() or None,
                 "Title": contact.get("Title"),
                 "Phone": contact.get("Phone"),
-                "AccountName": account.get("Name"),
+                "AccountName": account.get("Name") or contact.get("Company"),
             },
         )
