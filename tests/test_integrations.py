@@ -99,6 +99,16 @@ async def authorize(world: World, client: httpx.AsyncClient, started: dict[str, 
     return httpx.URL(approved.headers["location"])
 
 
+async def replace_verifier(world: World, flow_id: str, verifier: str | None) -> None:
+    """Tamper with a pending flow's sealed PKCE verifier, as a lost or forged one would be."""
+    box = world.companion.box
+    async with world.companion.db.transaction() as session:
+        flow = await session.get(OAuthFlow, flow_id)
+        assert flow is not None
+        sealed = box.open_json(flow.sealed_secrets, context=f"oauth-flow:{flow.id}")
+        flow.sealed_secrets = box.seal_json({**sealed, "code_verifier": verifier}, context=f"oauth-flow:{flow.id}")
+
+
 async def test_the_catalog_lists_connectable_apps_with_their_setup(world):
     async with world.person() as alice:
         apps = (await alice.get("/api/v1/integrations/apps")).json()["data"]
@@ -239,12 +249,7 @@ async def test_a_flow_without_its_pkce_verifier_is_refused_and_stores_nothing(wo
         await sign_in(alice, world.keys.user_keys["alice@acme.test"])
         started = (await alice.post("/api/v1/integrations/apps/linear/connect", json={})).json()
         callback = await authorize(world, alice, started)
-        box = world.companion.box
-        async with world.companion.db.transaction() as session:
-            flow = await session.get(OAuthFlow, started["flow_id"])
-            assert flow is not None
-            sealed = box.open_json(flow.sealed_secrets, context=f"oauth-flow:{flow.id}")
-            flow.sealed_secrets = box.seal_json({**sealed, "code_verifier": None}, context=f"oauth-flow:{flow.id}")
+        await replace_verifier(world, started["flow_id"], None)
         refused = await alice.get(callback.path, params=dict(callback.params))
     assert refused.status_code == 400 and "PKCE" in refused.json()["error"]["message"]
     async with world.companion.db.session() as session:
@@ -257,12 +262,7 @@ async def test_the_provider_rejects_a_code_without_the_right_verifier(world):
         await sign_in(alice, world.keys.user_keys["alice@acme.test"])
         started = (await alice.post("/api/v1/integrations/apps/linear/connect", json={})).json()
         callback = await authorize(world, alice, started)
-        box = world.companion.box
-        async with world.companion.db.transaction() as session:
-            flow = await session.get(OAuthFlow, started["flow_id"])
-            assert flow is not None
-            sealed = box.open_json(flow.sealed_secrets, context=f"oauth-flow:{flow.id}")
-            flow.sealed_secrets = box.seal_json({**sealed, "code_verifier": "x" * 64}, context=f"oauth-flow:{flow.id}")
+        await replace_verifier(world, started["flow_id"], "x" * 64)
         refused = await alice.get(callback.path, params=dict(callback.params))
     assert refused.status_code == 400 and refused.json()["error"]["code"] == "oauth_refused"
     assert "invalid_grant" in refused.json()["error"]["message"]
