@@ -21,7 +21,7 @@ from approvals.lifecycle import arguments_context
 from store.connections import credentials_context
 from store.crypto import SecretBox
 from store.db import Database
-from store.models import Approval, AuditEntry, Connection, OAuthFlow
+from store.models import Approval, AuditEntry, Connection, OAuthFlow, WebhookEndpoint
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,12 @@ SEALED: tuple[Sealed, ...] = (
     Sealed("oauth_flows.sealed_secrets", OAuthFlow.id, OAuthFlow.sealed_secrets, lambda r: f"oauth-flow:{r.id}"),
     Sealed("approvals.sealed_arguments", Approval.id, Approval.sealed_arguments, lambda r: arguments_context(r.id)),
     Sealed("approvals.sealed_result", Approval.id, Approval.sealed_result, lambda r: f"approval-result:{r.id}"),
+    Sealed(
+        "webhook_endpoints.sealed_secret",
+        WebhookEndpoint.id,
+        WebhookEndpoint.sealed_secret,
+        lambda r: f"webhook:{r.id}",
+    ),
     Sealed(
         "audit_entries.sealed_arguments",
         AuditEntry.id,

@@ -1,0 +1,1 @@
+"""Webhooks: an outbox written with each change, delivered signed, retried with backoff."""
