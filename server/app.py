@@ -27,10 +27,8 @@ from approvals.audit import AuditLog
 from approvals.rulebook import RuleBook
 from manifests import MANIFEST_DIR
 from server import web
-from server.api import approvals as api_approvals
 from server.api import errors
-from server.api import integrations as api_integrations
-from server.api import rules as api_rules
+from server.api import v1 as api_v1
 from server.api.errors import ApiError
 from server.approval_flow import ApprovalFlow
 from server.gateway import ToolGateway, catalog_of
@@ -220,7 +218,7 @@ def create_app(companion: Companion) -> Starlette:
     app = Starlette(
         routes=[
             Route("/healthz", healthz),
-            Mount("/api/v1", routes=api_approvals.routes + api_rules.routes + api_integrations.routes),
+            Mount("/api/v1", routes=api_v1.routes()),
             *web.routes,
             *mcp_app.routes,
         ],

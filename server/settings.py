@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     auto_sync_minutes: int = Field(
         default=60, ge=0, le=7 * 24 * 60, description="How often connections with auto sync on are synced; 0: never."
     )
+    run_workers: bool = Field(
+        default=True, description="Run background workers (webhook delivery, upload processing) in this process."
+    )
     oauth_state_seconds: int = Field(default=600, ge=60, le=3600, description="How long a connect link stays valid.")
 
     _split = field_validator(

@@ -1,0 +1,53 @@
+"""Everything under /api/v1: the routers of each resource, and the background workers the API relies on.
+
+A resource module declares its operations on an ``ApiRouter``; listing it here
+mounts its routes and puts it in the OpenAPI document.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import BaseRoute, Route
+
+from server.api import approvals, integrations, rules
+from server.api.openapi import openapi_document
+from server.api.router import ApiRouter
+
+if TYPE_CHECKING:
+    from server.app import Companion
+
+ROUTERS: list[ApiRouter] = []
+
+#: Long-running tasks started with the server (and stopped with it), each given the Companion.
+WORKERS: list[Callable[[Companion], Awaitable[Any]]] = []
+
+
+def document(companion: Companion) -> dict[str, Any]:
+    from server.app import package_version
+
+    operations = [operation for router in ROUTERS for operation in router.operations]
+    return openapi_document(
+        operations,
+        title="Harmony Companion API",
+        version=package_version(),
+        server_url=f"{companion.settings.base_url}/api/v1",
+    )
+
+
+async def openapi_json(request: Request) -> JSONResponse:
+    return JSONResponse(document(request.app.state.companion))
+
+
+def routes() -> list[BaseRoute]:
+    declared = [route for router in ROUTERS for route in router.routes()]
+    return [
+        Route("/openapi.json", openapi_json, methods=["GET"]),
+        *declared,
+        *approvals.routes,
+        *rules.routes,
+        *integrations.routes,
+    ]
