@@ -27,3 +27,14 @@ def person_of(request: Request) -> Principal:
     if principal.key_kind is not KeyKind.USER:
         raise ApiError(403, "Agent keys cannot decide approvals or manage rules; use a user key.")
     return principal
+
+
+API_SCOPE = "api"
+
+
+def api_caller(request: Request) -> Principal:
+    """A key allowed to use the REST API (scope ``api``); every data endpoint starts here."""
+    principal = principal_of(request)
+    if API_SCOPE not in principal.scopes:
+        raise ApiError(403, "This key has no access to the REST API (scope api).")
+    return principal
