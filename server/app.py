@@ -19,6 +19,7 @@ from mcp.server.transport_security import TransportSecuritySettings
 from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
@@ -30,6 +31,7 @@ from server import web
 from server.api import errors
 from server.api import v1 as api_v1
 from server.api.errors import ApiError
+from server.api.ratelimit import RateLimit
 from server.approval_flow import ApprovalFlow
 from server.gateway import ToolGateway, catalog_of
 from server.integrations.autosync import AutoSync
@@ -222,7 +224,11 @@ def create_app(companion: Companion) -> Starlette:
             *web.routes,
             *mcp_app.routes,
         ],
-        middleware=[web.session_middleware(settings), *mcp_app.user_middleware],
+        middleware=[
+            web.session_middleware(settings),
+            *mcp_app.user_middleware,
+            Middleware(RateLimit, db_of=lambda scope: companion.db),
+        ],
         exception_handlers={ApiError: errors.api_error, HTTPException: errors.http_error, 500: errors.server_error},
         lifespan=lifespan,
     )

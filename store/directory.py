@@ -106,6 +106,8 @@ async def member_principal(
         scopes=frozenset({"api"}),
         timezone=workspace.timezone,
         manages_integrations=membership.manages_integrations,
+        plan=workspace.plan,
+        rate_limit=workspace.rate_limit_per_minute,
     )
 
 

@@ -11,7 +11,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Select, select, update
+from sqlalchemy import Select, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from store.models import ApiKey, KeyKind, Membership, Role, User, Workspace, utcnow
@@ -70,28 +70,31 @@ async def create_key(
     return IssuedKey(key=key, token=token)
 
 
-def _principal_query() -> Select[tuple[ApiKey, str, str, str, Role, bool]]:
+def _principal_query() -> Select[tuple[ApiKey, str, Workspace, Role, bool]]:
+    # A rotated key keeps working until the end of its grace period: revoked_at lies in the future.
     return (
-        select(ApiKey, User.email, Workspace.slug, Workspace.timezone, Membership.role, Membership.manages_integrations)
+        select(ApiKey, User.email, Workspace, Membership.role, Membership.manages_integrations)
         .join(User, User.id == ApiKey.user_id)
         .join(Workspace, Workspace.id == ApiKey.workspace_id)
         .join(Membership, (Membership.user_id == ApiKey.user_id) & (Membership.workspace_id == ApiKey.workspace_id))
-        .where(ApiKey.revoked_at.is_(None))
+        .where(or_(ApiKey.revoked_at.is_(None), ApiKey.revoked_at > utcnow()))
     )
 
 
-def _principal(key: ApiKey, email: str, slug: str, timezone: str, role: Role, integrations: bool) -> Principal:
+def _principal(key: ApiKey, email: str, workspace: Workspace, role: Role, integrations: bool) -> Principal:
     return Principal(
         user_id=key.user_id,
         email=email,
         workspace_id=key.workspace_id,
-        workspace_slug=slug,
+        workspace_slug=workspace.slug,
         role=role,
         key_id=key.id,
         key_kind=key.kind,
         scopes=frozenset(key.scopes),
-        timezone=timezone,
+        timezone=workspace.timezone,
         manages_integrations=integrations,
+        plan=workspace.plan,
+        rate_limit=workspace.rate_limit_per_minute,
     )
 
 
@@ -123,11 +126,25 @@ async def authenticate(session: AsyncSession, token: str, *, touch_after: timede
 
 
 async def revoke_key(session: AsyncSession, key_id: str, *, at: datetime | None = None) -> bool:
-    """Revoke a key; False if there is no such live key."""
+    """Revoke a key (a rotated one still in its grace period too); False if there is no such live key."""
+    now = utcnow()
     result = await session.execute(
-        update(ApiKey).where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None)).values(revoked_at=at or utcnow())
+        update(ApiKey)
+        .where(ApiKey.id == key_id, or_(ApiKey.revoked_at.is_(None), ApiKey.revoked_at > now))
+        .values(revoked_at=at or now)
     )
     return bool(result.rowcount)
+
+
+async def rotate_key(session: AsyncSession, key: ApiKey, *, grace: timedelta) -> IssuedKey:
+    """A new key like ``key`` (owner, name, kind, scopes); the old one stops working after ``grace``."""
+    issued = await create_key(
+        session, workspace_id=key.workspace_id, user_id=key.user_id, name=key.name, kind=key.kind,
+        scopes=list(key.scopes),
+    )  # fmt: skip
+    key.revoked_at = utcnow() + grace
+    await session.flush()
+    return issued
 
 
 async def list_keys(session: AsyncSession, workspace_id: str) -> list[tuple[ApiKey, str]]:

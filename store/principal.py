@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from store.models import KeyKind, Role
+from store.models import KeyKind, Plan, Role
 
 
 @dataclass(frozen=True)
@@ -19,6 +19,8 @@ class Principal:
     scopes: frozenset[str]
     timezone: str = "UTC"
     manages_integrations: bool = False
+    plan: Plan = Plan.PLUS
+    rate_limit: int | None = None
 
     @property
     def is_admin(self) -> bool:

@@ -13,14 +13,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
-from server.api import approvals, contacts, insights, integrations, meetings, rules
+from server.api import approvals, contacts, insights, integrations, keys, meetings, rules
 from server.api.openapi import openapi_document
 from server.api.router import ApiRouter
 
 if TYPE_CHECKING:
     from server.app import Companion
 
-ROUTERS: list[ApiRouter] = [meetings.api, contacts.api, insights.api]
+ROUTERS: list[ApiRouter] = [meetings.api, contacts.api, insights.api, keys.api]
 
 #: Long-running tasks started with the server (and stopped with it), each given the Companion.
 WORKERS: list[Callable[[Companion], Awaitable[Any]]] = []
