@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, Select, and_, or_
+from sqlalchemy import ColumnElement, Select, tuple_
 
 from tools.errors import InvalidArguments, ToolError
 
@@ -58,11 +58,10 @@ def keyset(
     first, second = order
     if cursor:
         last_first, last_second = (_typed(c, v) for c, v in zip(order, decode_cursor(cursor, 2), strict=True))
-        if descending:
-            beyond = or_(first < last_first, and_(first == last_first, second < last_second))
-        else:
-            beyond = or_(first > last_first, and_(first == last_first, second > last_second))
-        query = query.where(beyond)
+        # A row-value comparison, not (a < x OR a = x AND b < y): both SQLite and PostgreSQL
+        # seek the index straight to it, so a deep page costs what the first does.
+        position, last = tuple_(first, second), tuple_(last_first, last_second)
+        query = query.where(position < last if descending else position > last)
     ordering = (first.desc(), second.desc()) if descending else (first, second)
     return query.order_by(*ordering).limit(limit + 1)
 
