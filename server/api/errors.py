@@ -79,7 +79,10 @@ async def api_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
-    return error_response(exc.status_code, STATUS_CODES.get(exc.status_code, "error"), str(exc.detail))
+    response = error_response(exc.status_code, STATUS_CODES.get(exc.status_code, "error"), str(exc.detail))
+    # A 405 names the methods that are allowed (RFC 9110); Starlette puts them in the exception's headers.
+    response.headers.update(exc.headers or {})
+    return response
 
 
 async def server_error(request: Request, exc: Exception) -> JSONResponse:

@@ -24,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from server.api.auth import principal_of
 from server.api.errors import body_of, from_validation
 
 Endpoint = Callable[..., Awaitable[Any]]
@@ -96,6 +97,9 @@ class ApiRouter:
 
 def _handler(operation: Operation) -> Callable[[Request], Awaitable[Response]]:
     async def handle(request: Request) -> Response:
+        if not operation.public:
+            # Who is asking comes before what they sent: a stranger learns nothing from validation errors.
+            principal_of(request)
         arguments: dict[str, Any] = {}
         if operation.query is not None:
             arguments["query"] = query_of(request, operation.query)
