@@ -8,20 +8,35 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal, get_args
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from store.models import WebhookDelivery, WebhookEndpoint, utcnow
 
-EVENTS = ("meeting.started", "meeting.processed", "meeting.failed", "insight.generated")
+WebhookEvent = Literal["meeting.started", "meeting.processed", "meeting.failed", "insight.generated"]
+EVENTS: tuple[str, ...] = get_args(WebhookEvent)
+#: Sent only by "send a test event"; no endpoint subscribes to it.
+TEST_EVENT = "webhook.test"
 
 
 def payload(event: str, data: dict[str, Any], at: datetime) -> str:
     """The body as Harmony's API page shows it: event, timestamp, data."""
     timestamp = at.isoformat(timespec="seconds").replace("+00:00", "Z")
     return json.dumps({"event": event, "timestamp": timestamp, "data": data}, separators=(",", ":"))
+
+
+def delivery(endpoint: WebhookEndpoint, event: str, body: str, at: datetime) -> WebhookDelivery:
+    """A delivery of ``body`` to ``endpoint``, due at once."""
+    return WebhookDelivery(
+        endpoint_id=endpoint.id,
+        workspace_id=endpoint.workspace_id,
+        event=event,
+        body=body,
+        next_attempt_at=at,
+        created_at=at,
+    )
 
 
 async def enqueue(session: AsyncSession, workspace_id: str, event: str, data: dict[str, Any]) -> int:
@@ -36,15 +51,15 @@ async def enqueue(session: AsyncSession, workspace_id: str, event: str, data: di
     added = 0
     for endpoint in endpoints:
         if event in (endpoint.events or []):
-            session.add(
-                WebhookDelivery(
-                    endpoint_id=endpoint.id,
-                    workspace_id=workspace_id,
-                    event=event,
-                    body=body,
-                    next_attempt_at=now,
-                    created_at=now,
-                )
-            )
+            session.add(delivery(endpoint, event, body, now))
             added += 1
     return added
+
+
+def enqueue_test(session: AsyncSession, endpoint: WebhookEndpoint) -> WebhookDelivery:
+    """A ``webhook.test`` delivery to one endpoint, whatever it subscribes to (flushed with the session)."""
+    now = utcnow()
+    data = {"endpoint_id": endpoint.id, "message": "A test event from Harmony Companion."}
+    row = delivery(endpoint, TEST_EVENT, payload(TEST_EVENT, data, now), now)
+    session.add(row)
+    return row

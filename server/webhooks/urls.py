@@ -1,0 +1,150 @@
+"""Which webhook URLs the server will call: https in production, and only public addresses.
+
+A webhook URL is chosen by a user, and the server calls it from inside the
+deployment's network, so an unchecked URL would let a user reach internal
+services (a metadata endpoint, a database's HTTP port). Every address the
+host name resolves to is checked, when the endpoint is saved and again at
+each delivery, and the delivery connects to an address that was checked
+(``pinned``), so a name that resolves to a public address at the check and
+to a private one a moment later (DNS rebinding) cannot slip through.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import SplitResult, urlsplit, urlunsplit
+
+MAX_URL_LENGTH = 2000
+RESOLVE_SECONDS = 5.0
+NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+#: Host name and port to the addresses a connection may use; the event loop's getaddrinfo by default.
+Resolver = Callable[[str, int], Awaitable[list[str]]]
+
+
+class UnsafeUrl(ValueError):
+    """A URL the server refuses to call; the message says why, without the addresses it resolved to."""
+
+
+def allow_private(settings: Any) -> bool:
+    """Whether private and loopback addresses are allowed (``COMPANION_WEBHOOKS_ALLOW_PRIVATE``, development only)."""
+    return bool(getattr(settings, "webhooks_allow_private", False))
+
+
+def require_https(settings: Any) -> bool:
+    return settings.env == "production"
+
+
+@dataclass(frozen=True)
+class Target:
+    """A checked URL: where to connect, and the names the request must carry."""
+
+    url: str
+    parts: SplitResult
+    host: str
+    port: int
+
+    def pinned(self, address: str) -> str:
+        """The URL with its host replaced by ``address``, so the connection goes where the check looked."""
+        return urlunsplit(self.parts._replace(netloc=_netloc(address, self.parts.port)))
+
+    @property
+    def host_header(self) -> str:
+        """The Host header the URL implies, for a request sent to a pinned address."""
+        return _netloc(self.host, self.parts.port)
+
+
+def _netloc(host: str, port: int | None) -> str:
+    literal = f"[{host}]" if ":" in host else host
+    return f"{literal}:{port}" if port else literal
+
+
+def parse(url: str, *, https_only: bool) -> Target:
+    """Check the URL's form: http(s), a host, no credentials, no fragment."""
+    if len(url) > MAX_URL_LENGTH:
+        raise UnsafeUrl(f"must be at most {MAX_URL_LENGTH} characters")
+    if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in url):
+        raise UnsafeUrl("must not contain spaces or control characters")
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https"):
+        raise UnsafeUrl("must be an http(s) URL, such as https://hooks.example.com/harmony")
+    if https_only and scheme != "https":
+        raise UnsafeUrl("must use https")
+    if parts.username is not None or parts.password is not None:
+        raise UnsafeUrl("must not contain a user name or password; authenticate with the signature instead")
+    if parts.fragment:
+        raise UnsafeUrl("must not contain a fragment (#...)")
+    if not parts.hostname:
+        raise UnsafeUrl("must name a host")
+    try:
+        port = parts.port or (443 if scheme == "https" else 80)
+    except ValueError:
+        raise UnsafeUrl("has an invalid port") from None
+    try:
+        # Internationalised names travel as their ASCII (IDNA) form, in DNS and in the Host header.
+        host = parts.hostname.encode("idna").decode("ascii")
+    except UnicodeError:
+        raise UnsafeUrl("has an invalid host name") from None
+    return Target(url=url, parts=parts, host=host, port=port)
+
+
+async def system_resolve(host: str, port: int) -> list[str]:
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    addresses: list[str] = []
+    for info in infos:
+        address = str(info[4][0]).split("%", 1)[0]
+        if address not in addresses:
+            addresses.append(address)
+    return addresses
+
+
+def refusal(address: Address) -> str | None:
+    """Why a delivery may not go to ``address``, or None for a public one."""
+    if isinstance(address, ipaddress.IPv6Address):
+        # An IPv4 address carried inside IPv6 reaches that IPv4 address: judge the embedded one.
+        if address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        elif address in NAT64:
+            address = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    checks = (
+        ("unspecified", address.is_unspecified),
+        ("loopback", address.is_loopback),
+        ("link-local", address.is_link_local),
+        ("multicast", address.is_multicast),
+        ("private", address.is_private),
+        ("reserved", address.is_reserved),
+        ("non-public", not address.is_global),
+    )
+    return next((name for name, hit in checks if hit), None)
+
+
+async def resolve(
+    url: str, *, https_only: bool, allow_private: bool, resolver: Resolver = system_resolve
+) -> tuple[Target, list[str]]:
+    """The URL checked, and the addresses its host resolves to, every one of them public (unless allowed)."""
+    target = parse(url, https_only=https_only)
+    try:
+        async with asyncio.timeout(RESOLVE_SECONDS):
+            addresses = await resolver(target.host, target.port)
+    except TimeoutError:
+        raise UnsafeUrl(f"the host {target.host} did not resolve within {RESOLVE_SECONDS:g} s") from None
+    except OSError:
+        raise UnsafeUrl(f"the host {target.host} does not resolve") from None
+    if not addresses:
+        raise UnsafeUrl(f"the host {target.host} does not resolve")
+    if not allow_private:
+        for address in addresses:
+            reason = refusal(ipaddress.ip_address(address))
+            if reason is not None:
+                raise UnsafeUrl(
+                    f"the host {target.host} resolves to a {reason} address; webhooks are delivered to public "
+                    "addresses only"
+                )
+    return target, addresses
