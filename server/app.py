@@ -31,6 +31,7 @@ from server import web
 from server.api import errors
 from server.api import v1 as api_v1
 from server.api.errors import ApiError
+from server.api.nul import RefuseNul
 from server.api.ratelimit import RateLimit
 from server.approval_flow import ApprovalFlow
 from server.gateway import ToolGateway, catalog_of
@@ -203,14 +204,16 @@ def create_app(companion: Companion) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         # The SDK app's own lifespan is not used, so the MCP session manager is started here.
-        background = asyncio.create_task(companion.autosync.forever()) if companion.settings.auto_sync_minutes else None
+        background = [asyncio.create_task(work(companion)) for work in api_v1.WORKERS] if settings.run_workers else []
+        if settings.auto_sync_minutes:
+            background.append(asyncio.create_task(companion.autosync.forever()))
         async with mcp_server.session_manager.run():
             try:
                 yield
             finally:
-                if background is not None:
-                    background.cancel()
-                    await asyncio.gather(background, return_exceptions=True)
+                for task in background:
+                    task.cancel()
+                await asyncio.gather(*background, return_exceptions=True)
                 await companion.aclose()
 
     # The SDK's routes (/mcp and the RFC 9728 metadata) and its auth middleware
@@ -225,6 +228,7 @@ def create_app(companion: Companion) -> Starlette:
             *mcp_app.routes,
         ],
         middleware=[
+            Middleware(RefuseNul),
             web.session_middleware(settings),
             *mcp_app.user_middleware,
             Middleware(RateLimit, db_of=lambda scope: companion.db),

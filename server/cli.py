@@ -20,6 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from manifests import MANIFEST_DIR
 from server.settings import Settings, SettingsError, load_settings
+from server.webhooks import cli as webhooks_cli
 from store.models import KeyKind, Plan, Role
 from tools.manifest import ManifestError
 
@@ -138,6 +139,8 @@ def _parser() -> argparse.ArgumentParser:
         ("delete", "remove the connection and its settings; synced data stays"),
     ]:
         acting(integrations.add_parser(name, help=text)).add_argument("connection_id", metavar="CONNECTION_ID")
+
+    webhooks_cli.add_commands(commands, acting)
 
     secrets_cmd = commands.add_parser("secrets", help="encryption keys").add_subparsers(dest="action", required=True)
     secrets_cmd.add_parser("rotate", help="re-encrypt every sealed value under COMPANION_SECRET_KEY")
@@ -647,6 +650,7 @@ def _secrets(args: argparse.Namespace) -> None:
 
 
 HANDLERS: dict[tuple[str, str | None], Callable[[argparse.Namespace], None]] = {
+    **webhooks_cli.HANDLERS,
     **{
         ("integrations", step): _integration_step
         for step in ("list", "connect", "test", "sync", "logs", "disconnect", "delete")

@@ -77,13 +77,35 @@ class Settings(BaseSettings):
     auto_sync_minutes: int = Field(
         default=60, ge=0, le=7 * 24 * 60, description="How often connections with auto sync on are synced; 0: never."
     )
+    webhooks_allow_private: bool = Field(
+        default=False,
+        description="Let webhook URLs reach private, loopback and link-local addresses (development and on-premises).",
+    )
+    upload_max_bytes: int = Field(
+        default=500 * 1024 * 1024,
+        ge=1,
+        le=2**31 - 1,
+        description="Largest upload accepted, all its files together, in bytes.",
+    )
+    processing_poll_seconds: float = Field(
+        default=2.0, gt=0, le=300, description="How long an idle upload-processing worker waits before looking again."
+    )
+    processing_steps: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["transcript_file"],
+        description="Processing steps in order, by name: transcript_file and those of installed plug-ins.",
+    )
     run_workers: bool = Field(
         default=True, description="Run background workers (webhook delivery, upload processing) in this process."
     )
     oauth_state_seconds: int = Field(default=600, ge=60, le=3600, description="How long a connect link stays valid.")
 
     _split = field_validator(
-        "old_secret_keys", "allowed_hosts", "allowed_origins", "authorization_servers", mode="before"
+        "old_secret_keys",
+        "allowed_hosts",
+        "allowed_origins",
+        "authorization_servers",
+        "processing_steps",
+        mode="before",
     )(_split_list)
 
     @field_validator("base_url")

@@ -90,15 +90,21 @@ async def database_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterato
 
 
 @pytest.fixture
-def settings(database_url: str, tmp_path: Path) -> Settings:
+def settings(database_url: str, tmp_path: Path, request: pytest.FixtureRequest) -> Settings:
+    """The tests' settings; ``@pytest.mark.settings(name=value)`` changes some for one test and its servers."""
+    marker = request.node.get_closest_marker("settings")
     return Settings(
-        database_url=database_url,
-        data_dir=tmp_path / "data",
-        secret_key=TEST_SECRET,
-        base_url="http://127.0.0.1:8000",
-        cache_seconds=0,
-        auto_sync_minutes=0,
-        approval_wait_seconds=1.5,
+        **{
+            "database_url": database_url,
+            "data_dir": tmp_path / "data",
+            "secret_key": TEST_SECRET,
+            "base_url": "http://127.0.0.1:8000",
+            "cache_seconds": 0,
+            "auto_sync_minutes": 0,
+            "run_workers": False,
+            "approval_wait_seconds": 1.5,
+            **(marker.kwargs if marker else {}),
+        }
     )
 
 

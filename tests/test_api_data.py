@@ -245,3 +245,9 @@ async def test_the_openapi_document_describes_every_data_endpoint(admin):
     components = {"components": document["components"]}
     answer = (await admin.get("/meetings")).json()
     Draft202012Validator({**page_schema, **components}).validate(answer)
+
+
+async def test_a_nul_character_is_refused_before_it_reaches_the_database(admin):
+    for path in ("/meetings/a%00b", "/meetings?team_id=a%00b", "/integrations/x%00"):
+        answer = await admin.get(path)
+        assert answer.status_code == 400 and answer.json()["error"]["code"] == "bad_request", path

@@ -28,11 +28,14 @@ async def test_headers_on_every_answer_and_429_past_the_plans_limit(companion, d
     async with companion.db.transaction() as session:
         await session.execute(update(Workspace).values(plan=Plan.SOLO))
     app = create_app(companion)
-    async with app.router.lifespan_context(app), httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app),
-        base_url="http://127.0.0.1:8000/api/v1",
-        headers={"Authorization": f"Bearer {demo_keys.keys['alice@acme.test']}"},
-    ) as alice:
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app),
+            base_url="http://127.0.0.1:8000/api/v1",
+            headers={"Authorization": f"Bearer {demo_keys.keys['alice@acme.test']}"},
+        ) as alice,
+    ):
         await fresh_window(10)
         answers = [await alice.get("/meetings", params={"per_page": 1}) for _ in range(21)]
     assert [a.status_code for a in answers] == [200] * 20 + [429]

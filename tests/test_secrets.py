@@ -65,6 +65,7 @@ async def test_a_database_dump_contains_no_token_or_key(linear):
 
 async def test_rotation_reencrypts_everything_while_old_values_keep_working(linear):
     await linear.ok("linear_list_teams", {})
+    await linear.companion.audit.flush()  # the call's audit row, with its sealed arguments, is written
     old_id = linear.companion.box.current_key_id
     rotating = linear.companion.settings.model_copy(
         update={"secret_key": SecretStr(NEW_SECRET), "old_secret_keys": [SecretStr(TEST_SECRET)]}

@@ -19,6 +19,8 @@ STATUS_CODES = {
     404: "not_found",
     405: "method_not_allowed",
     409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
     422: "invalid_request",
     429: "rate_limited",
     500: "server_error",
