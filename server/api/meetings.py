@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 
@@ -32,7 +32,8 @@ from server.api.resources import (
     utc_midnight,
 )
 from server.api.router import ApiRouter
-from store.models import ActionItem, Contact, Insight, Meeting, MeetingContact, Summary, Team, TranscriptSegment, User
+from store.meetings import parts_of
+from store.models import Insight, Meeting, Summary, Team, TranscriptSegment, User
 from store.principal import Principal
 from store.sharing import visible_meetings
 
@@ -77,24 +78,15 @@ async def get_meeting(request: Request) -> MeetingDetail:
         owner = (
             await session.scalar(select(User.email).where(User.id == meeting.owner_id)) if meeting.owner_id else None
         )
-        contacts = await session.scalars(
-            select(Contact).join(MeetingContact).where(MeetingContact.meeting_id == meeting.id).order_by(Contact.name)
-        )
-        items = await session.scalars(
-            select(ActionItem).where(ActionItem.meeting_id == meeting.id).order_by(ActionItem.created_at)
-        )
-        segments = await session.scalar(
-            select(func.count()).select_from(TranscriptSegment).where(TranscriptSegment.meeting_id == meeting.id)
-        )
-        has_summary = await session.scalar(select(Summary.meeting_id).where(Summary.meeting_id == meeting.id))
+        parts = await parts_of(session, meeting.id)
         return MeetingDetail(
             **meeting_out(meeting).model_dump(),
             team=team,
             owner=owner,
-            contacts=[contact_out(c) for c in contacts],
-            action_items=[action_item_out(i) for i in items],
-            transcript_segments=segments or 0,
-            has_summary=has_summary is not None,
+            contacts=[contact_out(c) for c in parts.contacts],
+            action_items=[action_item_out(i) for i in parts.action_items],
+            transcript_segments=parts.transcript_segments,
+            has_summary=parts.has_summary,
         )
 
 

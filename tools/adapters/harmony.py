@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import selectinload
 
+from store.meetings import parts_of
 from store.models import (
     ActionItem,
     Contact,
@@ -23,7 +24,6 @@ from store.models import (
     MeetingStatus,
     Summary,
     Team,
-    TranscriptSegment,
     User,
 )
 from store.sharing import visible_contacts, visible_meetings
@@ -146,23 +146,13 @@ async def get_meeting(ctx: ToolContext, args: MeetingRef) -> dict[str, Any]:
         row = (await session.execute(_meetings_with_names(ctx).where(Meeting.id == args.meeting_id))).one_or_none()
         if row is None:
             raise NotFound(f"No meeting {args.meeting_id} in this workspace that you can see")
-        meeting = row[0]
-        contacts = await session.scalars(
-            select(Contact).join(MeetingContact).where(MeetingContact.meeting_id == meeting.id).order_by(Contact.name)
-        )
-        items = await session.scalars(
-            select(ActionItem).where(ActionItem.meeting_id == meeting.id).order_by(ActionItem.created_at)
-        )
-        segments = await session.scalar(
-            select(func.count()).select_from(TranscriptSegment).where(TranscriptSegment.meeting_id == meeting.id)
-        )
-        summary = await session.scalar(select(Summary.meeting_id).where(Summary.meeting_id == meeting.id))
+        parts = await parts_of(session, row[0].id)
         return {
             **_meeting_row(*row),
-            "contacts": [_contact_row(c) for c in contacts],
-            "action_items": [_action_item_row(i) for i in items],
-            "transcript_segments": segments or 0,
-            "has_summary": summary is not None,
+            "contacts": [_contact_row(c) for c in parts.contacts],
+            "action_items": [_action_item_row(i) for i in parts.action_items],
+            "transcript_segments": parts.transcript_segments,
+            "has_summary": parts.has_summary,
         }
 
 
