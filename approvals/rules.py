@@ -715,13 +715,11 @@ class RuleIndex:
         shadow_hits: list[CompiledRule] = []
         if final != 2 and (admin_rules.shadow or user_rules.shadow):
             shadow_hits = _hits(admin_rules.shadow, call, at) + _hits(user_rules.shadow, call, at)
-            if shadow_hits:
-                shadow_admin = max([admin, *(r.severity for r in shadow_hits if r.admin)])
-                shadow_user = max([user, *(r.severity for r in shadow_hits if not r.admin)])
-                shadow_locked = (
-                    shadow_admin == NONE and shadow_user != NONE and _locked(admin_rules, call, at, shadow=True)
-                )
-                shadow_final = _combine(shadow_admin, shadow_user, shadow_locked, default)
+            # Even with no shadow rule applying, a shadow lock still sets user rules aside in the shadow result.
+            shadow_admin = max([admin, *(r.severity for r in shadow_hits if r.admin)])
+            shadow_user = max([user, *(r.severity for r in shadow_hits if not r.admin)])
+            shadow_locked = shadow_admin == NONE and shadow_user != NONE and _locked(admin_rules, call, at, shadow=True)
+            shadow_final = _combine(shadow_admin, shadow_user, shadow_locked, default)
         matched = admin_hits + user_hits + shadow_hits
         if not matched:
             return Decision(EFFECTS[final], (NO_MATCH_REASON.get(risk, "no rule matched"),))

@@ -464,6 +464,23 @@ def test_adding_an_allow_rule_never_turns_a_deny_into_an_allow(rules, facts, dat
     assert not (before.effect is Effect.DENY and after.effect is not Effect.DENY)
 
 
+def test_a_shadow_lock_sets_user_rules_aside_in_the_shadow_result_even_when_its_conditions_miss():
+    """Found by the property below in CI: the grouped path skipped shadow locks when no shadow rule applied."""
+    rules = [
+        Rule(id="mine", effect="allow", scope="user", user_id="alice", tool=SEND),
+        Rule(
+            id="lockshadow", effect="allow", scope="workspace", tool=SEND, locked=True, mode="shadow",
+            conditions=[{"arg": "subject", "op": "eq", "value": "never"}],
+        ),
+    ]  # fmt: skip
+    facts = call(SEND, {"subject": "Hi", "to": ["a@acme.test"], "priority": 0})
+    with patch.object(rules_module, "FEW", -1):
+        grouped = RuleIndex.build(rules, CATALOG).decide(facts)
+    linear = LinearRules(rules, CATALOG).decide(facts)
+    assert linear.effect is grouped.effect is Effect.ALLOW
+    assert linear.shadow_effect is grouped.shadow_effect is Effect.ASK
+
+
 @settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow], deadline=None)
 @given(rules=st.lists(rules_strategy(), max_size=20), facts=CALLS)
 def test_the_index_and_a_linear_scan_agree(rules, facts):
