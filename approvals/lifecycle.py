@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from approvals.audit import AuditRecord, Event, Outcome, append_in
 from store.crypto import SecretBox
 from store.models import Approval, ApprovalStatus, utcnow
+from store.sealing import approval_arguments_context, approval_result_context
 
 OPEN = (ApprovalStatus.PENDING, ApprovalStatus.APPROVED, ApprovalStatus.EXECUTING)
 SETTLED = (ApprovalStatus.SUCCEEDED, ApprovalStatus.FAILED, ApprovalStatus.DENIED)
@@ -50,8 +51,7 @@ class Binding:
     args_digest: str
 
 
-def arguments_context(approval_id: str) -> str:
-    return f"approval:{approval_id}"
+arguments_context = approval_arguments_context
 
 
 def _record(approval: Approval, event: Event, outcome: str, *, actor: str | None, **extra: Any) -> AuditRecord:
@@ -276,7 +276,7 @@ async def finish(
 ) -> None:
     """executing → succeeded | failed, keeping the result sealed for repeats of the call."""
     status = ApprovalStatus.SUCCEEDED if ok else ApprovalStatus.FAILED
-    sealed = box.seal_json(result, context=f"approval-result:{approval.id}") if result is not None else None
+    sealed = box.seal_json(result, context=approval_result_context(approval.id)) if result is not None else None
     await session.execute(
         update(Approval)
         .where(Approval.id == approval.id, Approval.status == ApprovalStatus.EXECUTING)
@@ -291,7 +291,7 @@ async def finish(
 def result_of(box: SecretBox, approval: Approval) -> dict[str, Any] | None:
     if approval.sealed_result is None:
         return None
-    value = box.open_json(approval.sealed_result, context=f"approval-result:{approval.id}")
+    value = box.open_json(approval.sealed_result, context=approval_result_context(approval.id))
     return value if isinstance(value, dict) else None
 
 

@@ -37,6 +37,7 @@ from store.crypto import SecretBox
 from store.db import Database
 from store.models import ApprovalStatus, ConnectionStatus, utcnow
 from store.principal import Principal
+from store.sealing import audit_arguments_context
 from tools.context import ToolContext
 from tools.errors import InvalidArguments, ToolError
 from tools.registry import RegisteredTool, Registry
@@ -393,7 +394,7 @@ class ToolGateway:
             outcome=outcome,
             error=None if result.ok else result.error_code,
             duration_ms=(time.perf_counter() - started) * 1000,
-            sealed_arguments=self.box.seal_json(arguments, context=f"audit-args:{digest}")
+            sealed_arguments=self.box.seal_json(arguments, context=audit_arguments_context(digest))
             if arguments is not None and bound is not None
             else None,
         )

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from store.crypto import SecretBox
 from store.models import Connection, ConnectionScope, ConnectionStatus
 from store.principal import Principal
+from store.sealing import credentials_context
 
 
 @dataclass(frozen=True)
@@ -46,10 +47,6 @@ class ConnectionView:
             options=dict(row.options or {}),
             mappings=dict(row.mappings or {}),
         )
-
-
-def credentials_context(connection_id: str) -> str:
-    return f"connection:{connection_id}"
 
 
 async def usable_connections(session: AsyncSession, principal: Principal) -> list[ConnectionView]:

@@ -17,11 +17,17 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import InstrumentedAttribute
 
-from approvals.lifecycle import arguments_context
-from store.connections import credentials_context
 from store.crypto import SecretBox
 from store.db import Database
 from store.models import Approval, AuditEntry, Connection, OAuthFlow, WebhookEndpoint
+from store.sealing import (
+    approval_arguments_context,
+    approval_result_context,
+    audit_arguments_context,
+    credentials_context,
+    oauth_flow_context,
+    webhook_secret_context,
+)
 
 
 @dataclass(frozen=True)
@@ -37,20 +43,22 @@ class Sealed:
 
 SEALED: tuple[Sealed, ...] = (
     Sealed("connections.credentials", Connection.id, Connection.credentials, lambda r: credentials_context(r.id)),
-    Sealed("oauth_flows.sealed_secrets", OAuthFlow.id, OAuthFlow.sealed_secrets, lambda r: f"oauth-flow:{r.id}"),
-    Sealed("approvals.sealed_arguments", Approval.id, Approval.sealed_arguments, lambda r: arguments_context(r.id)),
-    Sealed("approvals.sealed_result", Approval.id, Approval.sealed_result, lambda r: f"approval-result:{r.id}"),
+    Sealed("oauth_flows.sealed_secrets", OAuthFlow.id, OAuthFlow.sealed_secrets, lambda r: oauth_flow_context(r.id)),
+    Sealed(
+        "approvals.sealed_arguments", Approval.id, Approval.sealed_arguments, lambda r: approval_arguments_context(r.id)
+    ),
+    Sealed("approvals.sealed_result", Approval.id, Approval.sealed_result, lambda r: approval_result_context(r.id)),
     Sealed(
         "webhook_endpoints.sealed_secret",
         WebhookEndpoint.id,
         WebhookEndpoint.sealed_secret,
-        lambda r: f"webhook:{r.id}",
+        lambda r: webhook_secret_context(r.id),
     ),
     Sealed(
         "audit_entries.sealed_arguments",
         AuditEntry.id,
         AuditEntry.sealed_arguments,
-        lambda r: f"audit-args:{r.args_digest}",
+        lambda r: audit_arguments_context(r.args_digest),
         extra=(AuditEntry.args_digest,),
     ),
 )

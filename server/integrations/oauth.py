@@ -30,6 +30,7 @@ from store.connections import add_connection, credentials_context
 from store.events import record_event
 from store.models import Connection, ConnectionScope, ConnectionStatus, OAuthFlow, utcnow
 from store.principal import Principal
+from store.sealing import oauth_flow_context as flow_context
 from tools.errors import ToolError
 from tools.tokens import credentials_from_token
 
@@ -38,10 +39,6 @@ CALLBACK_PATH = "/api/v1/integrations/oauth/callback"
 
 def _hash(state: str) -> str:
     return hashlib.sha256(state.encode()).hexdigest()
-
-
-def _flow_context(flow_id: str) -> str:
-    return f"oauth-flow:{flow_id}"
 
 
 @dataclass
@@ -73,6 +70,8 @@ class OAuthConnect:
         if connection_id is not None:
             async with lifecycle.db.session() as session:
                 existing = await lifecycle.get(session, actor, connection_id, manage=True)
+            if existing.app != app:
+                raise IntegrationError(409, f"Connection {connection_id} is not a {manifest.name} connection.")
             connection_scope, plain, secret_setup = existing.scope, dict(existing.setup or {}), {}
         else:
             connection_scope = lifecycle.scope_of(manifest, scope)
@@ -106,7 +105,7 @@ class OAuthConnect:
             session.add(flow)
             await session.flush()
             flow.sealed_secrets = lifecycle.box.seal_json(
-                {"state": state, "code_verifier": verifier, "setup": secret_setup}, context=_flow_context(flow.id)
+                {"state": state, "code_verifier": verifier, "setup": secret_setup}, context=flow_context(flow.id)
             )
             return {
                 "flow_id": flow.id,
@@ -126,7 +125,7 @@ class OAuthConnect:
             if flow.session_key_id not in (None, actor.key_id):
                 raise IntegrationError(403, "This connect link was opened in another session.")
             flow.session_key_id = actor.key_id
-            sealed = lifecycle.box.open_json(flow.sealed_secrets, context=_flow_context(flow.id))
+            sealed = lifecycle.box.open_json(flow.sealed_secrets, context=flow_context(flow.id))
         manifest = lifecycle.registry.manifests[flow.app]
         oauth2 = manifest.auth.oauth2
         assert oauth2 is not None
@@ -161,7 +160,7 @@ class OAuthConnect:
             )
             if not getattr(spent, "rowcount", 0):
                 raise IntegrationError(400, "This connect flow was already used or has expired.")
-            sealed = lifecycle.box.open_json(flow_row.sealed_secrets, context=_flow_context(flow_row.id))
+            sealed = lifecycle.box.open_json(flow_row.sealed_secrets, context=flow_context(flow_row.id))
             flow_values = {
                 "id": flow_row.id,
                 "app": flow_row.app,

@@ -18,14 +18,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from server.webhooks.signing import new_secret
 from store.crypto import SecretBox
 from store.models import DeliveryStatus, WebhookDelivery, WebhookEndpoint, new_id, utcnow
+from store.sealing import webhook_secret_context as secret_context
 
 #: A workspace's endpoints are few and each delivery is fanned out to all that subscribe; this keeps it bounded.
 MAX_ENDPOINTS_PER_WORKSPACE = 20
 EDITABLE = frozenset({"url", "events", "description", "active"})
-
-
-def secret_context(endpoint_id: str) -> str:
-    return f"webhook:{endpoint_id}"
 
 
 def open_secret(box: SecretBox, endpoint: WebhookEndpoint) -> str:

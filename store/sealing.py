@@ -1,0 +1,27 @@
+"""What each sealed value is bound to. One place, so sealing, opening and key rotation cannot disagree."""
+
+from __future__ import annotations
+
+
+def credentials_context(connection_id: str) -> str:
+    return f"connection:{connection_id}"
+
+
+def oauth_flow_context(flow_id: str) -> str:
+    return f"oauth-flow:{flow_id}"
+
+
+def webhook_secret_context(endpoint_id: str) -> str:
+    return f"webhook:{endpoint_id}"
+
+
+def approval_arguments_context(approval_id: str) -> str:
+    return f"approval:{approval_id}"
+
+
+def approval_result_context(approval_id: str) -> str:
+    return f"approval-result:{approval_id}"
+
+
+def audit_arguments_context(digest: str) -> str:
+    return f"audit-args:{digest}"
