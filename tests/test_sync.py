@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -159,3 +160,29 @@ async def test_the_object_mapping_chooses_what_a_crm_syncs_from(settings, regist
         assert result["status"] == "succeeded" and result["counts"]["fetched"] == 1
         monica = (await contacts(salesforce))["monica@leads.test"]
         assert (monica.company, monica.name) == ("Reyes & Co", "Reyes")
+
+
+async def test_a_sync_cut_short_records_its_end_and_does_not_block_the_next(hubspot):
+    fake: HubSpotFake = hubspot.fake  # type: ignore[assignment]
+    fake.add("contacts", firstname="Slow", lastname="Poke", email="slow@fbi.test")
+    engine = hubspot.companion.sync
+    hook = hubspot.companion.registry.hooks["hubspot"]
+    gate = asyncio.Event()
+
+    async def stalls(ctx, since):
+        await gate.wait()
+        yield  # pragma: no cover - never reached
+
+    original = hook.sync
+    object.__setattr__(hook, "sync", stalls)
+    try:
+        running = asyncio.create_task(engine.run(hubspot.principal, hubspot.connection_id))
+        await asyncio.sleep(0.2)
+        running.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await running
+    finally:
+        object.__setattr__(hook, "sync", original)
+    logs = await hubspot.companion.integrations.sync_logs(hubspot.principal, hubspot.connection_id)
+    assert logs[0]["status"] == "failed" and "interrupted" in logs[0]["errors"][0]["error"]
+    assert (await run(hubspot))["status"] == "succeeded"

@@ -142,8 +142,8 @@ class ProviderApi:
         own host, because the request carries the connection's credentials.
         """
         if path.startswith(("http://", "https://")):
-            own = {urlsplit(self.provider_base_url).netloc, urlsplit(self.base_url).netloc}
-            if urlsplit(path).netloc not in own:
+            own = {urlsplit(url)[:2] for url in (self.provider_base_url, self.base_url)}
+            if urlsplit(path)[:2] not in own:
                 raise ToolError(
                     f"{self.name} pointed to another host; Companion sends no credentials there.",
                     code="provider_error",

@@ -140,19 +140,25 @@ class TokenKeeper:
                 if not force and is_fresh(current):
                     return current
                 if await self._take_lease(connection.id):
+                    # Another process may have stored a new token between our read and our lease: read again,
+                    # or we would spend a refresh token that was already rotated away.
+                    current, status = await self._load(connection.id)
+                    if current.get("access_token") != stale.get("access_token") and is_fresh(current):
+                        await self._release(connection.id)
+                        return current
                     break
                 if time.monotonic() > deadline:
                     raise ToolError(f"{manifest.name} is still refreshing its token; try again.", code="busy")
                 await asyncio.sleep(0.05)
             try:
                 fresh = await self._exchange(manifest, current)
+                await self._store(connection.id, fresh)
             except NeedsReauth:
                 await self.mark_needs_reauth(connection, "The provider revoked the refresh token.")
                 raise
             except BaseException:
                 await self._release(connection.id)
                 raise
-            await self._store(connection.id, fresh)
             return fresh
 
     async def _exchange(self, manifest: Manifest, current: dict[str, Any]) -> dict[str, Any]:
@@ -221,12 +227,15 @@ class TokenKeeper:
     async def _store(self, connection_id: str, credentials: dict[str, Any]) -> None:
         sealed = self.box.seal_json(credentials, context=credentials_context(connection_id))
         async with self.sessions.begin() as session:
-            await session.execute(
+            stored = await session.execute(
                 update(Connection)
-                .where(Connection.id == connection_id)
+                .where(Connection.id == connection_id, Connection.refresh_lease_owner == self.owner)
                 .values(credentials=sealed, refresh_lease_until=None, refresh_lease_owner=None, last_error=None)
                 .execution_options(synchronize_session=False)
             )
+        if not getattr(stored, "rowcount", 0):
+            # The lease ran out while the provider answered and someone else may have refreshed since.
+            raise ToolError("The token refresh took too long; try again.", code="busy")
 
     async def mark_needs_reauth(self, connection: ConnectionView, reason: str) -> None:
         """Flag the connection, once, and record the event that tells people to reconnect it."""

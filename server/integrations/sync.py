@@ -12,10 +12,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.integrations.lifecycle import IntegrationError, Integrations, run_json
@@ -39,6 +39,7 @@ from tools.sync import SyncRecord
 log = logging.getLogger(__name__)
 
 BATCH = 100
+STALE = timedelta(hours=6)
 KEPT_ERRORS = 50
 
 
@@ -96,6 +97,16 @@ class SyncEngine:
                 raise IntegrationError(409, f"{manifest.name} does not sync.")
             if row.status is ConnectionStatus.DISCONNECTED:
                 raise IntegrationError(409, f"{manifest.name} is disconnected; connect it again to sync.")
+            # A run a stopped process left "running" would block the connection forever: after STALE it is over.
+            await session.execute(
+                update(SyncRun)
+                .where(
+                    SyncRun.connection_id == row.id,
+                    SyncRun.status == "running",
+                    SyncRun.started_at < utcnow() - STALE,
+                )
+                .values(status="failed", finished_at=utcnow(), errors=[{"record": "", "error": "interrupted"}])
+            )
             running = await session.scalar(
                 select(SyncRun.id).where(SyncRun.connection_id == row.id, SyncRun.status == "running")
             )
@@ -129,8 +140,18 @@ class SyncEngine:
             log.exception("sync run %s failed", run_id)
             status = "failed"
             tally.errors.append({"record": "", "error": "The sync stopped on an error inside Companion."})
+        except asyncio.CancelledError:
+            status = "failed"
+            tally.errors.append({"record": "", "error": "interrupted: the server stopped during the sync"})
+            await asyncio.shield(self._close(connection_id, run_id, status, tally))
+            raise
         if status == "succeeded" and tally.counts["failed"]:
             status = "partial"
+        await self._close(connection_id, run_id, status, tally)
+
+    async def _close(self, connection_id: str, run_id: str, status: str, tally: Tally) -> None:
+        """Write the run's end, counts and errors (and the connection's last sync, unless it failed)."""
+        lifecycle = self.integrations
         async with lifecycle.db.transaction() as session:
             run = await session.get(SyncRun, run_id)
             assert run is not None
@@ -204,6 +225,11 @@ class SyncEngine:
     ) -> None:
         values = {h: record.fields.get(p) for h, p in fields.items() if record.fields.get(p) not in (None, "", [])}
         link = await session.get(SyncedRecord, (row.id, kind, record.external_id))
+        if link is not None and not await self._in_workspace(session, kind, link.local_id, actor.workspace_id):
+            # A personal connection follows its user into every workspace, but a record it already brought
+            # into one workspace is not written into another from there.
+            tally.counts["skipped"] += 1
+            return
         if record.deleted:
             if link is not None:
                 await session.delete(link)
@@ -221,6 +247,11 @@ class SyncEngine:
             )
         else:
             link.local_id, link.synced_at = local_id, utcnow()
+
+    @staticmethod
+    async def _in_workspace(session: AsyncSession, kind: str, local_id: str, workspace_id: str) -> bool:
+        model = Contact if kind == "contacts" else Meeting
+        return await session.scalar(select(model.workspace_id).where(model.id == local_id)) in (workspace_id, None)
 
     async def _contact(
         self, session: AsyncSession, actor: Principal, link: SyncedRecord | None, values: dict[str, Any], tally: Tally
