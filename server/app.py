@@ -147,6 +147,10 @@ class Companion:
             self._principals[cache_key] = principal
         return principal
 
+    def forget_key(self, digest_of_token: str) -> None:
+        """Drop a revoked key from this process's cache at once; other processes forget it within cache_seconds."""
+        self._principals.pop(digest_of_token, None)
+
     async def aclose(self) -> None:
         await self.sync.wait()
         await self.audit.aclose()

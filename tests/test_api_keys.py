@@ -97,3 +97,32 @@ async def test_bad_bodies_name_their_fields(client, demo_keys):
         bad = await alice.post("/keys", json={"kind": "robot", "scopes": ["all"]})
     assert bad.status_code == 422
     assert set(bad.json()["error"]["details"]["fields"]) == {"kind", "scopes.0"}
+
+
+async def test_only_the_owner_rotates_a_key_so_no_one_gets_a_key_acting_as_someone_else(client, demo_keys):
+    async with client(demo_keys.user_keys["alice@acme.test"]) as alice:
+        hers = (await alice.post("/keys", json={"name": "hers"})).json()
+    async with client(demo_keys.user_keys["admin@acme.test"]) as admin:
+        assert (await admin.post(f"/keys/{hers['id']}/rotate", json={})).status_code == 404
+        assert (await admin.delete(f"/keys/{hers['id']}")).status_code == 204  # an admin may still revoke it
+
+
+async def test_a_rotation_with_a_grace_period_counts_against_the_plans_key_limit(client, companion, demo_keys):
+    async with companion.db.transaction() as session:
+        await session.execute(update(Workspace).values(plan=Plan.SOLO))
+    async with client(demo_keys.user_keys["alice@acme.test"]) as alice:
+        keys = (await alice.get("/keys")).json()["data"]
+        agent = next(k for k in keys if k["kind"] == "agent")
+        graced = await alice.post(f"/keys/{agent['id']}/rotate", json={"grace_seconds": 600})
+        immediate = await alice.post(f"/keys/{agent['id']}/rotate", json={})
+    assert graced.status_code == 403 and immediate.status_code == 201
+
+
+@pytest.mark.settings(cache_seconds=30)
+async def test_a_revoked_key_stops_at_once_on_the_server_that_revoked_it(client, demo_keys):
+    async with client(demo_keys.user_keys["alice@acme.test"]) as alice:
+        key = (await alice.post("/keys", json={})).json()
+        async with client(key["token"]) as new:
+            assert (await new.get("/meetings")).status_code == 200  # now cached for 30 s
+            await alice.delete(f"/keys/{key['id']}")
+            assert (await new.get("/meetings")).status_code == 401

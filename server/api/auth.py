@@ -23,7 +23,7 @@ def person_of(request: Request) -> Principal:
     Decisions and rules are a person's to make: an agent must not approve its
     own calls or write its own auto-approval rules.
     """
-    principal = principal_of(request)
+    principal = api_caller(request)
     if principal.key_kind is not KeyKind.USER:
         raise ApiError(403, "Agent keys cannot decide approvals or manage rules; use a user key.")
     return principal

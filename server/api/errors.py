@@ -68,6 +68,9 @@ M = TypeVar("M", bound=BaseModel)
 async def body_of(request: Request, model: type[M]) -> M:
     """The request's JSON body as ``model`` (an empty body is ``{}``); a 422 naming each bad field otherwise."""
     raw = await request.body()
+    if b"\\u0000" in raw:
+        # PostgreSQL text cannot hold NUL; refused here rather than failing deep in a query.
+        raise ApiError(400, "The request body holds a NUL character.", code="bad_request")
     try:
         return model.model_validate_json(raw or b"{}")
     except ValidationError as exc:

@@ -85,6 +85,17 @@ async def _live_keys_of(session: object, person: Principal) -> int:
     )
 
 
+async def _check_room(session: object, person: Principal) -> None:
+    """A plan's key limit counts every live key, a rotated one in its grace period too."""
+    rules = RULES[person.plan]
+    if rules.keys_per_person is not None and await _live_keys_of(session, person) >= rules.keys_per_person:
+        raise ApiError(
+            403,
+            f"The {person.plan.value} plan allows {rules.keys_per_person} live keys per person; revoke one first.",
+            details={"plan": person.plan.value, "limit": rules.keys_per_person},
+        )
+
+
 async def _managed_key(session: object, person: Principal, key_id: str) -> ApiKey:
     key = await session.get(ApiKey, key_id)  # type: ignore[attr-defined]
     if (
@@ -100,16 +111,10 @@ async def _managed_key(session: object, person: Principal, key_id: str) -> ApiKe
 async def create(request: Request, body: KeyIn) -> NewKey:
     """A new key for you. Its plaintext is in this answer only; Companion keeps just its SHA-256."""
     person = person_of(request)
-    rules = RULES[person.plan]
+    kind = KeyKind(body.kind)
+    scopes = body.scopes if body.scopes is not None else DEFAULT_SCOPES[kind]
     async with request.app.state.companion.db.transaction() as session:
-        if rules.keys_per_person is not None and await _live_keys_of(session, person) >= rules.keys_per_person:
-            raise ApiError(
-                403,
-                f"The {person.plan.value} plan allows {rules.keys_per_person} live keys per person; revoke one first.",
-                details={"plan": person.plan.value, "limit": rules.keys_per_person},
-            )
-        kind = KeyKind(body.kind)
-        scopes = body.scopes if body.scopes is not None else DEFAULT_SCOPES[kind]
+        await _check_room(session, person)
         issued = await create_key(
             session, workspace_id=person.workspace_id, user_id=person.user_id, name=body.name, kind=kind,
             scopes=list(scopes),
@@ -138,10 +143,12 @@ async def list_keys(request: Request) -> KeyList:
 async def revoke(request: Request) -> None:
     """Revoke at once (within the servers' cache time). A rotated key in its grace period stops too."""
     person = person_of(request)
-    async with request.app.state.companion.db.transaction() as session:
+    companion = request.app.state.companion
+    async with companion.db.transaction() as session:
         key = await _managed_key(session, person, request.path_params["id"])
         if not await revoke_key(session, key.id):
             raise ApiError(404, "API key not found")
+    companion.forget_key(key.secret_hash)
 
 
 @api.post("/keys/{id}/rotate", body=RotateIn, response=NewKey, status=201, errors=(404,), summary="Rotate an API key")
@@ -150,8 +157,11 @@ async def rotate(request: Request, body: RotateIn) -> NewKey:
     person = person_of(request)
     async with request.app.state.companion.db.transaction() as session:
         key = await _managed_key(session, person, request.path_params["id"])
-        if key.revoked_at is not None:
+        # Only the owner rotates: the new key's plaintext goes to whoever asks, and it acts as its owner.
+        if key.revoked_at is not None or key.user_id != person.user_id:
             raise ApiError(404, "API key not found")
+        if body.grace_seconds:
+            await _check_room(session, person)
         owner = await session.scalar(select(User.email).where(User.id == key.user_id))
         issued = await rotate_key(session, key, grace=timedelta(seconds=body.grace_seconds))
         return NewKey(**_out(issued.key, owner or "").model_dump(), token=issued.token)

@@ -111,7 +111,7 @@ def openapi_document(operations: list[Operation], *, title: str, version: str, s
         else:
             success = {"description": "No content" if operation.status == 204 else "OK", "headers": RATE_HEADERS}
         entry["responses"][str(operation.status)] = success
-        statuses = {400, 401, 429, *operation.errors}
+        statuses = {400, 401, 429, *operation.errors} | ({403} if not operation.public else set())
         if operation.query is not None or operation.body is not None:
             statuses.add(422)
         for status in sorted(statuses):
