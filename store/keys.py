@@ -11,7 +11,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Select, or_, select, update
+from sqlalchemy import ColumnElement, Select, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from store.models import ApiKey, KeyKind, Membership, Role, User, Workspace, utcnow
@@ -70,14 +70,18 @@ async def create_key(
     return IssuedKey(key=key, token=token)
 
 
+def live() -> ColumnElement[bool]:
+    """A key that still works: never revoked, or rotated and still in its grace period."""
+    return or_(ApiKey.revoked_at.is_(None), ApiKey.revoked_at > utcnow())
+
+
 def _principal_query() -> Select[tuple[ApiKey, str, Workspace, Role, bool]]:
-    # A rotated key keeps working until the end of its grace period: revoked_at lies in the future.
     return (
         select(ApiKey, User.email, Workspace, Membership.role, Membership.manages_integrations)
         .join(User, User.id == ApiKey.user_id)
         .join(Workspace, Workspace.id == ApiKey.workspace_id)
         .join(Membership, (Membership.user_id == ApiKey.user_id) & (Membership.workspace_id == ApiKey.workspace_id))
-        .where(or_(ApiKey.revoked_at.is_(None), ApiKey.revoked_at > utcnow()))
+        .where(live())
     )
 
 
@@ -127,12 +131,7 @@ async def authenticate(session: AsyncSession, token: str, *, touch_after: timede
 
 async def revoke_key(session: AsyncSession, key_id: str, *, at: datetime | None = None) -> bool:
     """Revoke a key (a rotated one still in its grace period too); False if there is no such live key."""
-    now = utcnow()
-    result = await session.execute(
-        update(ApiKey)
-        .where(ApiKey.id == key_id, or_(ApiKey.revoked_at.is_(None), ApiKey.revoked_at > now))
-        .values(revoked_at=at or now)
-    )
+    result = await session.execute(update(ApiKey).where(ApiKey.id == key_id, live()).values(revoked_at=at or utcnow()))
     return bool(result.rowcount)
 
 

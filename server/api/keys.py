@@ -10,14 +10,14 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, select
 from starlette.requests import Request
 
 from server.api.auth import person_of
 from server.api.errors import ApiError
 from server.api.router import ApiRouter
-from store.keys import DEFAULT_SCOPES, create_key, revoke_key, rotate_key
-from store.models import ApiKey, KeyKind, User, utcnow
+from store.keys import DEFAULT_SCOPES, create_key, live, revoke_key, rotate_key
+from store.models import ApiKey, KeyKind, User
 from store.plans import RULES
 from store.principal import Principal
 
@@ -70,7 +70,6 @@ def _out(key: ApiKey, owner: str) -> KeyOut:
 
 
 async def _live_keys_of(session: object, person: Principal) -> int:
-    now = utcnow()
     return int(
         await session.scalar(  # type: ignore[attr-defined]
             select(func.count())
@@ -78,7 +77,7 @@ async def _live_keys_of(session: object, person: Principal) -> int:
             .where(
                 ApiKey.user_id == person.user_id,
                 ApiKey.workspace_id == person.workspace_id,
-                or_(ApiKey.revoked_at.is_(None), ApiKey.revoked_at > now),
+                live(),
             )
         )
         or 0

@@ -29,13 +29,13 @@ from server.api.resources import (
     meeting_out,
     summary_out,
     transcript_line,
-    utc_midnight,
 )
 from server.api.router import ApiRouter
 from store.meetings import parts_of
 from store.models import Insight, Meeting, Summary, Team, TranscriptSegment, User
 from store.principal import Principal
 from store.sharing import visible_meetings
+from tools.times import start_of
 
 api = ApiRouter("Meetings")
 
@@ -53,9 +53,9 @@ async def list_meetings(request: Request, query: MeetingFilters) -> Page[Meeting
     principal = api_caller(request)
     found = select(Meeting).where(visible_meetings(principal))
     if query.date_from:
-        found = found.where(Meeting.date >= utc_midnight(query.date_from))
+        found = found.where(Meeting.date >= start_of(query.date_from))
     if query.date_to:
-        found = found.where(Meeting.date < utc_midnight(query.date_to + timedelta(days=1)))
+        found = found.where(Meeting.date < start_of(query.date_to + timedelta(days=1)))
     if query.status:
         found = found.where(Meeting.status == query.status)
     if query.team_id:

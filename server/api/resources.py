@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from server.api.pages import PageQuery
 from store.models import ActionItem, Contact, Insight, Meeting, MeetingStatus, Summary, TranscriptSegment
+from tools.times import hms
 
 
 class Out(BaseModel):
@@ -106,11 +107,6 @@ class InsightFilters(PageQuery):
     kind: str | None = Field(default=None, max_length=64)
 
 
-def hms(seconds: float) -> str:
-    whole = int(seconds)
-    return f"{whole // 3600:02d}:{whole % 3600 // 60:02d}:{whole % 60:02d}"
-
-
 def transcript_line(segment: TranscriptSegment) -> TranscriptLine:
     return TranscriptLine(
         speaker=segment.speaker, text=segment.text, timestamp=hms(segment.offset_seconds),
@@ -139,7 +135,3 @@ def action_item_out(item: ActionItem) -> ActionItemOut:
 
 def insight_out(insight: Insight) -> InsightOut:
     return InsightOut.model_validate(insight)
-
-
-def utc_midnight(day: date) -> datetime:
-    return datetime(day.year, day.month, day.day, tzinfo=UTC)

@@ -7,7 +7,7 @@ caller may not see is reported as not found, never as forbidden.
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -30,6 +30,7 @@ from store.sharing import visible_contacts, visible_meetings
 from tools.context import ToolContext
 from tools.errors import NotFound
 from tools.pagination import keyset, page_of
+from tools.times import hms, start_of
 
 
 class Arguments(BaseModel):
@@ -79,15 +80,6 @@ def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def _hms(seconds: float) -> str:
-    whole = int(seconds)
-    return f"{whole // 3600:02d}:{whole % 3600 // 60:02d}:{whole % 60:02d}"
-
-
-def _start_of(day: date) -> datetime:
-    return datetime.combine(day, time.min, tzinfo=UTC)
-
-
 def _meeting_row(meeting: Meeting, team: str | None, owner: str | None) -> dict[str, Any]:
     return {
         "id": meeting.id,
@@ -119,9 +111,9 @@ async def _visible_meeting(ctx: ToolContext, session: Any, meeting_id: str) -> M
 async def list_meetings(ctx: ToolContext, args: ListMeetings) -> dict[str, Any]:
     query = _meetings_with_names(ctx)
     if args.date_from:
-        query = query.where(Meeting.date >= _start_of(args.date_from))
+        query = query.where(Meeting.date >= start_of(args.date_from))
     if args.date_to:
-        query = query.where(Meeting.date < _start_of(args.date_to + timedelta(days=1)))
+        query = query.where(Meeting.date < start_of(args.date_to + timedelta(days=1)))
     if args.status:
         query = query.where(Meeting.status == args.status)
     if args.query:
@@ -169,7 +161,7 @@ async def get_transcript(ctx: ToolContext, args: MeetingRef) -> dict[str, Any]:
             "meeting_id": meeting.id,
             "title": meeting.title,
             "transcript": [
-                {"speaker": s.speaker, "text": s.text, "timestamp": _hms(s.offset_seconds)} for s in meeting.segments
+                {"speaker": s.speaker, "text": s.text, "timestamp": hms(s.offset_seconds)} for s in meeting.segments
             ],
         }
 
