@@ -28,6 +28,7 @@ from approvals.audit import AuditLog
 from approvals.rulebook import RuleBook
 from manifests import MANIFEST_DIR
 from server import web
+from server.ai_models import catalogue_of
 from server.api import errors
 from server.api import v1 as api_v1
 from server.api.errors import ApiError
@@ -46,6 +47,7 @@ from server.mcp_endpoint import (
     build_mcp_server,
     principal_from_bearer,
 )
+from server.notify import ApprovalMail
 from server.settings import Settings
 from store.crypto import SecretBox, derive_key
 from store.db import Database
@@ -91,6 +93,7 @@ class Companion:
     oauth: OAuthConnect
     sync: SyncEngine
     autosync: AutoSync
+    mail: ApprovalMail
     _principals: TTLCache[str, Principal] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -98,6 +101,8 @@ class Companion:
 
     @classmethod
     def build(cls, settings: Settings, *, registry: Registry | None = None) -> Companion:
+        # A broken models file stops the server here rather than on the Models tab.
+        catalogue_of(settings)
         db = Database(settings.resolved_database_url)
         box = SecretBox(settings.encryption_keys())
         registry = registry or Registry.load(MANIFEST_DIR)
@@ -120,7 +125,11 @@ class Companion:
         oauth = OAuthConnect(integrations, settings.base_url, timedelta(seconds=settings.oauth_state_seconds))
         sync = SyncEngine(integrations)
         autosync = AutoSync(sync, timedelta(minutes=settings.auto_sync_minutes or 60))
-        return cls(settings, db, box, registry, http, audit, rulebook, gateway, integrations, oauth, sync, autosync)
+        mail = ApprovalMail(settings, db)
+        flow.announce = mail.announce
+        return cls(
+            settings, db, box, registry, http, audit, rulebook, gateway, integrations, oauth, sync, autosync, mail
+        )
 
     def mcp_server(self, principal_source: PrincipalSource) -> Server[Any]:
         return build_mcp_server(
@@ -153,6 +162,7 @@ class Companion:
 
     async def aclose(self) -> None:
         await self.sync.wait()
+        await self.mail.drain()
         await self.audit.aclose()
         await self.http.aclose()
         await self.db.dispose()

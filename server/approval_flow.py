@@ -190,6 +190,8 @@ class ApprovalFlow:
         self.base_url = base_url
         self.ttl = ttl
         self.wait_seconds = wait_seconds
+        # Told of each new approval, after it is committed (the approver's e-mail).
+        self.announce: Callable[[Approval, str, str], None] | None = None
 
     def page_url(self, approval_id: str) -> str:
         return f"{self.base_url}/approvals/{approval_id}"
@@ -204,7 +206,9 @@ class ApprovalFlow:
         channel: Channel,
         run: Runner,
     ) -> Outcome:
-        approval = await self._approval_for(binding, arguments, decision, channel)
+        approval, created = await self._approval_for(binding, arguments, decision, channel)
+        if created and self.announce is not None:
+            self.announce(approval, summarize(tool, arguments), tool.manifest.name)
         status = approval.status
         if status in (ApprovalStatus.SUCCEEDED, ApprovalStatus.FAILED, ApprovalStatus.EXECUTING):
             return await self.stored(approval)
@@ -216,13 +220,14 @@ class ApprovalFlow:
 
     async def _approval_for(
         self, binding: Binding, arguments: dict[str, Any], decision: Decision, channel: Channel
-    ) -> Approval:
+    ) -> tuple[Approval, bool]:
+        """The approval for this exact call: the one already asked for, or a new one (then True)."""
         async with self.db.transaction() as session:
             await lifecycle.expire_due(session, workspace_id=binding.workspace_id)
             found = await lifecycle.find_reusable(session, binding, window=self.ttl)
             if found is not None:
-                return found
-            return await lifecycle.request(
+                return found, False
+            created = await lifecycle.request(
                 session,
                 self.box,
                 binding,
@@ -234,6 +239,7 @@ class ApprovalFlow:
                 admin_may_approve=decision.admin_may_approve,
                 channel="form" if channel.form else "url" if channel.url else "result",
             )
+        return created, True
 
     async def _confirm(
         self,

@@ -83,6 +83,13 @@ def _parser() -> argparse.ArgumentParser:
         choices=["yes", "no"],
         help="grant (yes) or withdraw (no) the permission to manage the workspace's integrations",
     )
+    set_password = user.add_parser("set-password", help="set the password a person signs in to the web console with")
+    set_password.add_argument("--email", required=True)
+    set_password.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password from the first line of standard input instead of asking for it twice",
+    )
 
     def acting(sub: argparse.ArgumentParser) -> argparse.ArgumentParser:
         sub.add_argument("--workspace", required=True, metavar="SLUG")
@@ -238,6 +245,10 @@ def _print_demo_keys(keys: Any, mcp_url: str) -> None:
         print(f"  agent key for {email}: {token}")
     for email, token in keys.user_keys.items():
         print(f"  user key for {email}:  {token}")
+    from server.demo import DEMO_PASSWORD, PEOPLE
+
+    people = ", ".join(email for email, *_ in PEOPLE)
+    print(f"Web console: {mcp_url.removesuffix('/mcp')}/login as {people}, password {DEMO_PASSWORD!r}")
 
 
 def _keys_create(args: argparse.Namespace) -> None:
@@ -358,6 +369,35 @@ def _user_add(args: argparse.Namespace) -> None:
             )
         manages = ", and manages its integrations" if membership.manages_integrations else ""
         print(f"{user.email} is {membership.role.value} of {workspace.slug}{manages}.")
+
+    _run(lambda settings: _with_companion(settings, work))
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    import getpass
+
+    first = getpass.getpass("New password: ")
+    if getpass.getpass("Repeat it: ") != first:
+        raise CliError("password: the two entries differ")
+    return first
+
+
+def _user_set_password(args: argparse.Namespace) -> None:
+    from store import directory
+    from store.passwords import PasswordError, set_password
+
+    password = _read_password(args.password_stdin)
+
+    async def work(companion: Any) -> None:
+        async with companion.db.transaction() as session:
+            user = await directory.user_by_email(session, args.email)
+            try:
+                await set_password(session, user, password)
+            except PasswordError as exc:
+                raise CliError(str(exc)) from None
+        print(f"Password set for {user.email}; their other web sessions are signed out.")
 
     _run(lambda settings: _with_companion(settings, work))
 
@@ -675,5 +715,6 @@ HANDLERS: dict[tuple[str, str | None], Callable[[argparse.Namespace], None]] = {
     ("keys", "revoke"): _keys_revoke,
     ("workspace", "create"): _workspace_create,
     ("user", "add"): _user_add,
+    ("user", "set-password"): _user_set_password,
     ("manifests", "validate"): _manifests_validate,
 }

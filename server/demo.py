@@ -38,9 +38,12 @@ from store.models import (
     User,
     Workspace,
 )
+from store.passwords import hash_password
 from tools.registry import Registry
 
 WORKSPACE = "acme"
+# Every demo person signs in to the web console with this; it is demo data, printed by `serve --demo`.
+DEMO_PASSWORD = "harmony-demo"
 PEOPLE: list[tuple[str, str, Role, str]] = [
     ("admin@acme.test", "Ada Admin", Role.ADMIN, "Sales"),
     ("alice@acme.test", "Alice Archer", Role.MEMBER, "Sales"),
@@ -116,6 +119,10 @@ async def seed(session: AsyncSession, registry: Registry, box: SecretBox, secret
     if fresh:
         await _meetings(session, workspace, users, teams)
 
+    for user in users.values():
+        if user.password_hash is None:
+            user.password_hash = await _demo_password_hash()
+
     keys: dict[str, str] = {}
     user_keys: dict[str, str] = {}
     for email, _, _, _ in PEOPLE[:2]:
@@ -123,6 +130,16 @@ async def seed(session: AsyncSession, registry: Registry, box: SecretBox, secret
         user_keys[email] = await _ensure_key(session, secret, workspace, users[email], KeyKind.USER)
     await session.flush()
     return DemoKeys(workspace=WORKSPACE, keys=keys, user_keys=user_keys)
+
+
+_demo_hash: list[str] = []
+
+
+async def _demo_password_hash() -> str:
+    """Hashed once per process: argon2 is slow on purpose, and the demo seeds often in tests."""
+    if not _demo_hash:
+        _demo_hash.append(await hash_password(DEMO_PASSWORD))
+    return _demo_hash[0]
 
 
 async def _ensure_key(session: AsyncSession, secret: bytes, workspace: Workspace, user: User, kind: KeyKind) -> str:

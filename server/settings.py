@@ -98,6 +98,15 @@ class Settings(BaseSettings):
         default=True, description="Run background workers (webhook delivery, upload processing) in this process."
     )
     oauth_state_seconds: int = Field(default=600, ge=60, le=3600, description="How long a connect link stays valid.")
+    smtp_host: str = Field(default="", description="The mail server for Companion's own e-mail; empty sends none.")
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_security: Literal["starttls", "tls", "none"] = "starttls"
+    smtp_username: str = ""
+    smtp_password: SecretStr = SecretStr("")
+    mail_from: str = Field(default="Harmony Companion <companion@localhost>", description="The From of its e-mail.")
+    models_file: Path | None = Field(
+        default=None, description="A YAML file of the AI models Companion offers, instead of server/models.yaml."
+    )
 
     _split = field_validator(
         "old_secret_keys",

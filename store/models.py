@@ -127,6 +127,10 @@ class User(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: new_id("usr"))
     email: Mapped[str] = mapped_column(String(320), unique=True)
     name: Mapped[str] = mapped_column(String(200), default="")
+    # An argon2id hash; None until a password is set, and then password sign-in is refused.
+    password_hash: Mapped[str | None] = mapped_column(String(200))
+    # E-mail the person when an approval waits for them (needs the server's SMTP settings).
+    notify_approvals: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -504,6 +508,28 @@ class RateWindow(Base):
     key_id: Mapped[str] = mapped_column(String(32), primary_key=True)
     window: Mapped[int] = mapped_column(Integer, primary_key=True)
     count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class SignInFailures(Base):
+    """Failed sign-ins for one e-mail address in one window, shared by every replica through the database."""
+
+    __tablename__ = "sign_in_failures"
+
+    subject: Mapped[str] = mapped_column(String(64), primary_key=True)
+    window: Mapped[int] = mapped_column(Integer, primary_key=True)
+    count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class WorkspaceModel(Base):
+    """An AI model from the models file that a workspace admin turned on or off."""
+
+    __tablename__ = "workspace_models"
+
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"), primary_key=True)
+    model_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    changed_by: Mapped[str | None] = mapped_column(String(32))
+    changed_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class JobStatus(enum.StrEnum):

@@ -437,7 +437,7 @@ async def test_the_connection_check_reports_missing_settings_by_name(mail):
 async def test_an_approval_states_the_recipients_and_the_subject(registry):
     arguments = {**RECAP, "to": ["bob@partner.test", "carol@partner.test"]}
     summary = summarize(registry.tools[SEND], arguments)
-    assert summary == "Send an e-mail to bob@partner.test, carol@partner.test: Recap of today's call"
+    assert summary == "Send an e-mail to bob@partner.test, carol@partner.test — subject “Recap of today's call”"
 
 
 async def test_a_remembered_approval_keeps_copies_to_the_same_domains(registry):

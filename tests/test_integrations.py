@@ -81,11 +81,13 @@ async def connect_with_key(client: httpx.AsyncClient, fake: LinearFake, **body: 
     )
 
 
-async def sign_in(client: httpx.AsyncClient, key: str) -> None:
+async def sign_in(client: httpx.AsyncClient, email: str) -> None:
     page = await client.get("/login")
     csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
     assert csrf
-    done = await client.post("/login", data={"key": key, "csrf": csrf.group(1), "next": "/"})
+    done = await client.post(
+        "/login", data={"email": email, "password": demo.DEMO_PASSWORD, "csrf": csrf.group(1), "next": "/"}
+    )
     assert done.status_code == 303
 
 
@@ -204,7 +206,7 @@ async def test_a_rotated_api_key_replaces_the_old_one_in_place(world):
 
 async def test_oauth_connect_stores_encrypted_tokens_and_the_tools_work(world):
     async with world.person() as alice:
-        await sign_in(alice, world.keys.user_keys["alice@acme.test"])
+        await sign_in(alice, "alice@acme.test")
         started = await alice.post("/api/v1/integrations/apps/linear/connect", json={"scope": "personal"})
         assert started.status_code == 202, started.text
         callback = await authorize(world, alice, started.json())
@@ -227,7 +229,7 @@ async def test_oauth_connect_stores_encrypted_tokens_and_the_tools_work(world):
 
 async def test_a_wrong_state_a_replayed_code_and_another_session_are_refused(world):
     async with world.person() as alice:
-        await sign_in(alice, world.keys.user_keys["alice@acme.test"])
+        await sign_in(alice, "alice@acme.test")
         started = (await alice.post("/api/v1/integrations/apps/linear/connect", json={})).json()
         callback = await authorize(world, alice, started)
         params = dict(callback.params)
@@ -246,7 +248,7 @@ async def test_a_wrong_state_a_replayed_code_and_another_session_are_refused(wor
 
 async def test_a_flow_without_its_pkce_verifier_is_refused_and_stores_nothing(world):
     async with world.person() as alice:
-        await sign_in(alice, world.keys.user_keys["alice@acme.test"])
+        await sign_in(alice, "alice@acme.test")
         started = (await alice.post("/api/v1/integrations/apps/linear/connect", json={})).json()
         callback = await authorize(world, alice, started)
         await replace_verifier(world, started["flow_id"], None)
@@ -259,7 +261,7 @@ async def test_a_flow_without_its_pkce_verifier_is_refused_and_stores_nothing(wo
 async def test_the_provider_rejects_a_code_without_the_right_verifier(world):
     """Even a stolen code is useless: the token endpoint checks the S256 challenge."""
     async with world.person() as alice:
-        await sign_in(alice, world.keys.user_keys["alice@acme.test"])
+        await sign_in(alice, "alice@acme.test")
         started = (await alice.post("/api/v1/integrations/apps/linear/connect", json={})).json()
         callback = await authorize(world, alice, started)
         await replace_verifier(world, started["flow_id"], "x" * 64)
@@ -270,7 +272,7 @@ async def test_the_provider_rejects_a_code_without_the_right_verifier(world):
 
 async def test_reauthenticating_keeps_options_and_mappings(world):
     async with world.person() as alice:
-        await sign_in(alice, world.keys.user_keys["alice@acme.test"])
+        await sign_in(alice, "alice@acme.test")
         started = (await alice.post("/api/v1/integrations/apps/linear/connect", json={})).json()
         callback = await authorize(world, alice, started)
         connection = (await alice.get(callback.path, params=dict(callback.params))).json()

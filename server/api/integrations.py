@@ -7,6 +7,7 @@ assistant's agent key cannot connect apps or read their setup.
 from __future__ import annotations
 
 from typing import Any, Literal
+from urllib.parse import urlencode
 
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
@@ -16,7 +17,7 @@ from starlette.routing import Route
 from server.api.auth import person_of
 from server.api.errors import ApiError, body_of
 from server.integrations.lifecycle import IntegrationError, connection_json
-from server.web import signed_in
+from server.web import viewer_of
 
 
 class Strict(BaseModel):
@@ -229,7 +230,8 @@ async def delete(request: Request) -> Response:
 
 async def oauth_start(request: Request) -> Response:
     """Opened in the browser: needs the signed-in person who asked, then goes to the provider."""
-    actor = await signed_in(request)
+    viewer = await viewer_of(request)
+    actor = viewer.principal if viewer else None
     if actor is None:
         return RedirectResponse(f"/login?next={request.url.path}", status_code=303)
     url = await _do(_companion(request).oauth.redirect(actor, request.path_params["flow_id"]))
@@ -238,15 +240,23 @@ async def oauth_start(request: Request) -> Response:
 
 async def oauth_callback(request: Request) -> Response:
     query = request.query_params
-    if query.get("error"):
-        raise ApiError(
-            400,
-            f"The provider did not authorize the connection: {query.get('error_description') or query['error']}.",
-            code="oauth_refused",
-        )
-    actor = await signed_in(request)
     companion = _companion(request)
-    connection, return_to = await _do(companion.oauth.finish(actor, query.get("state", ""), query.get("code", "")))
+    # A flow begun in the console goes back there with the failure, rather than showing JSON in its popup.
+    back = await companion.oauth.return_to_of(query.get("state", ""))
+    try:
+        if query.get("error"):
+            raise ApiError(
+                400,
+                f"The provider did not authorize the connection: {query.get('error_description') or query['error']}.",
+                code="oauth_refused",
+            )
+        viewer = await viewer_of(request)
+        actor = viewer.principal if viewer else None
+        connection, return_to = await _do(companion.oauth.finish(actor, query.get("state", ""), query.get("code", "")))
+    except ApiError as exc:
+        if back:
+            return RedirectResponse(f"{back}?{urlencode({'error': exc.message})}", status_code=303)
+        raise
     companion.gateway.forget_connections()
     if return_to:
         return RedirectResponse(f"{return_to}?connected={connection['id']}", status_code=303)

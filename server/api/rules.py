@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from sqlalchemy import select
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from approvals import whatif
 from approvals.rulebook import RulePermissionError, may_manage
-from approvals.rules import CallFacts, Decision, Rule, RuleError, RuleIndex
+from approvals.rules import Decision, Rule, RuleError
 from server.api.auth import person_of
 from server.api.errors import ApiError, from_validation, invalid
-from store.models import AuditEntry, Membership, Role, User, utcnow
+from store.models import utcnow
 from store.principal import Principal
 
 
@@ -139,25 +138,6 @@ class ExplainBody(BaseModel):
     at: datetime | None = None
 
 
-async def _subject(companion: Any, actor: Principal, who: str | None) -> tuple[str, str]:
-    """The user whose decision is explained, and their role; members may only ask about themselves."""
-    if who is None or who in (actor.user_id, actor.email):
-        return actor.user_id, actor.role.value
-    if not actor.is_admin:
-        raise ApiError(403, "Only an admin can explain decisions for another user")
-    async with companion.db.session() as session:
-        row = (
-            await session.execute(
-                select(User.id, Membership.role)
-                .join(Membership, Membership.user_id == User.id)
-                .where(Membership.workspace_id == actor.workspace_id, (User.email == who.lower()) | (User.id == who))
-            )
-        ).one_or_none()
-    if row is None:
-        raise invalid({"user": f"no member {who!r} in this workspace"})
-    return row[0], Role(row[1]).value
-
-
 async def explain(request: Request) -> JSONResponse:
     actor = person_of(request)
     try:
@@ -169,24 +149,21 @@ async def explain(request: Request) -> JSONResponse:
 
 async def explain_call(companion: Any, actor: Principal, body: ExplainBody) -> dict[str, Any]:
     """The decision a call would get now, and every rule that matched it."""
-    tool = companion.registry.tools.get(body.tool)
-    if tool is None:
-        raise invalid({"tool": f"unknown tool {body.tool!r}"})
-    user_id, role = await _subject(companion, actor, body.user)
-    index = await companion.rulebook.index_for(actor.workspace_id)
-    facts = CallFacts(
-        workspace_id=actor.workspace_id,
-        user_id=user_id,
-        role=role,
-        app=tool.app,
-        tool=tool.name,
-        risk=tool.risk.value,
-        connection_scope=body.connection_scope,
-        arguments=body.arguments,
-        now=body.at or utcnow(),
-        timezone=actor.timezone,
-    )
-    return {"tool": tool.name, "user_id": user_id, **decision_json(index.explain(facts))}
+    try:
+        explained = await whatif.explain(
+            companion.rulebook,
+            actor,
+            tool=body.tool,
+            arguments=body.arguments,
+            who=body.user,
+            connection_scope=body.connection_scope,
+            at=body.at,
+        )
+    except whatif.InvalidQuestion as exc:
+        raise invalid(exc.fields) from None
+    except whatif.AskingForOthers as exc:
+        raise ApiError(403, str(exc)) from None
+    return {"tool": explained.tool, "user_id": explained.user_id, **decision_json(explained.decision)}
 
 
 class Changes(BaseModel):
@@ -260,64 +237,36 @@ async def simulate_changes(companion: Any, actor: Principal, body: SimulateBody)
         raise invalid({"from": "must be before to"})
     async with companion.db.session() as session:
         current = await companion.rulebook.rules_of(session, actor.workspace_id)
-        proposed = _proposed(current, body.changes, actor, companion.rulebook.check)
-        query = select(AuditEntry).where(
-            AuditEntry.workspace_id == actor.workspace_id,
-            AuditEntry.event == "call",
-            AuditEntry.at >= since,
-            AuditEntry.at < until,
-            AuditEntry.sealed_arguments.is_not(None),
-        )
-        if not actor.is_admin:
-            query = query.where(AuditEntry.user_id == actor.user_id)
-        calls = list(await session.scalars(query.order_by(AuditEntry.at)))
-    catalog = companion.rulebook.catalog
-    before_index = RuleIndex.build(current, catalog)
-    after_index = RuleIndex.build(proposed, catalog)
-    counts: Counter[str] = Counter()
-    changed: list[dict[str, Any]] = []
-    replayed = 0
-    for entry in calls:
-        if entry.tool not in catalog:
-            continue
-        arguments = companion.box.open_json(entry.sealed_arguments, context=f"audit-args:{entry.args_digest}")
-        facts = CallFacts(
-            workspace_id=entry.workspace_id,
-            user_id=entry.user_id,
-            role=entry.role or "member",
-            app=entry.app,
-            tool=entry.tool,
-            risk=entry.risk or catalog[entry.tool].risk,
-            connection_scope=entry.connection_scope or "workspace",
-            arguments=arguments,
-            now=entry.at,
-            timezone=actor.timezone,
-        )
-        replayed += 1
-        before, after = before_index.decide(facts), after_index.decide(facts)
-        if before.effect is after.effect:
-            continue
-        counts[f"{before.effect.value}->{after.effect.value}"] += 1
-        if len(changed) < body.limit:
-            changed.append(
-                {
-                    "audit_id": entry.id,
-                    "at": entry.at.isoformat(),
-                    "user_id": entry.user_id,
-                    "tool": entry.tool,
-                    "recorded": entry.decision,
-                    "before": before.effect.value,
-                    "after": after.effect.value,
-                    "after_rules": [r.id for r in after.rules],
-                }
-            )
+    proposed = _proposed(current, body.changes, actor, companion.rulebook.check)
+    result = await whatif.replay(
+        companion.rulebook,
+        companion.box,
+        actor,
+        current=current,
+        proposed=proposed,
+        since=since,
+        until=until,
+        limit=body.limit,
+    )
     return {
         "from": since.isoformat(),
         "to": until.isoformat(),
-        "replayed": replayed,
-        "changed": sum(counts.values()),
-        "counts": dict(counts),
-        "calls": changed,
+        "replayed": result.replayed,
+        "changed": result.changed,
+        "counts": {f"{before.value}->{after.value}": n for (before, after), n in result.counts.items()},
+        "calls": [
+            {
+                "audit_id": call.audit_id,
+                "at": call.at.isoformat(),
+                "user_id": call.user_id,
+                "tool": call.tool,
+                "recorded": call.recorded,
+                "before": call.before.value,
+                "after": call.after.value,
+                "after_rules": list(call.after_rules),
+            }
+            for call in result.calls
+        ],
     }
 
 

@@ -141,6 +141,13 @@ class OAuthConnect:
             )
         return str(url)
 
+    async def return_to_of(self, state: str) -> str | None:
+        """The console path a flow goes back to, so a refused or failed sign-in can be told on a page."""
+        if not state:
+            return None
+        async with self.integrations.db.session() as session:
+            return await session.scalar(select(OAuthFlow.return_to).where(OAuthFlow.state_hash == _hash(state)))
+
     async def finish(self, actor: Principal | None, state: str, code: str) -> tuple[dict[str, Any], str | None]:
         """Exchange the code for tokens and store them; returns the connection and where to send the browser."""
         lifecycle = self.integrations

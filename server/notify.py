@@ -1,0 +1,77 @@
+"""E-mail to the person an approval waits for, through the server's own SMTP settings.
+
+Sending happens in the background: a slow or failing mail server never holds
+up the assistant's call, and a failure is logged without the message body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from email.message import EmailMessage
+
+import aiosmtplib
+
+from server.settings import Settings
+from store.db import Database
+from store.models import Approval, User
+
+log = logging.getLogger(__name__)
+
+
+class ApprovalMail:
+    def __init__(self, settings: Settings, db: Database) -> None:
+        self.settings = settings
+        self.db = db
+        self._sending: set[asyncio.Task[None]] = set()
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.settings.smtp_host)
+
+    def announce(self, approval: Approval, summary: str, app_name: str) -> None:
+        """Queue the e-mail for a new approval, if the server can send mail and the person asked for it."""
+        if not self.configured:
+            return
+        task = asyncio.get_running_loop().create_task(
+            self.send(approval.id, approval.user_id, summary, app_name, approval.expires_at.strftime("%H:%M UTC"))
+        )
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def drain(self) -> None:
+        """Wait for the e-mails on their way (tests, shutdown)."""
+        if self._sending:
+            await asyncio.gather(*self._sending, return_exceptions=True)
+
+    async def send(self, approval_id: str, user_id: str, summary: str, app_name: str, expires: str) -> None:
+        async with self.db.session() as session:
+            user = await session.get(User, user_id)
+        if user is None or not user.notify_approvals:
+            return
+        base = self.settings.base_url
+        message = EmailMessage()
+        message["From"] = self.settings.mail_from
+        message["To"] = user.email
+        message["Subject"] = f"Approve? {summary}"[:200]
+        message.set_content(
+            f"Your assistant is waiting for your approval in {app_name}:\n\n"
+            f"    {summary}\n\n"
+            f"Approve or deny it: {base}/approvals/{approval_id}\n"
+            f"All that waits for you: {base}/inbox\n\n"
+            f"If no one decides by {expires}, the call does not run.\n"
+            f"You get these e-mails because you turned them on at {base}/settings.\n"
+        )
+        try:
+            await aiosmtplib.send(
+                message,
+                hostname=self.settings.smtp_host,
+                port=self.settings.smtp_port,
+                username=self.settings.smtp_username or None,
+                password=self.settings.smtp_password.get_secret_value() or None,
+                use_tls=self.settings.smtp_security == "tls",
+                start_tls=self.settings.smtp_security == "starttls",
+                timeout=20,
+            )
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            log.warning("approval e-mail for %s not sent: %s", approval_id, type(exc).__name__)

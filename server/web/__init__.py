@@ -1,0 +1,26 @@
+"""The web console: server-rendered pages for the people who approve calls, connect apps and write rules.
+
+Each area is one module with its own ``routes``; ``pages`` holds what they share.
+"""
+
+from __future__ import annotations
+
+from starlette.routing import BaseRoute, Mount
+from starlette.staticfiles import StaticFiles
+
+from server.web import audit, inbox, integration, marketplace, rules, settings, signin, workspaces
+from server.web.pages import HERE, session_middleware, viewer_of
+
+__all__ = ["routes", "session_middleware", "viewer_of"]
+
+routes: list[BaseRoute] = [
+    *signin.routes,
+    *workspaces.routes,
+    *inbox.routes,
+    *marketplace.routes,
+    *integration.routes,
+    *rules.routes,
+    *audit.routes,
+    *settings.routes,
+    Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
+]

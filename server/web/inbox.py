@@ -1,0 +1,223 @@
+"""The approvals inbox: what waits for the viewer, what they decided, and one approval in full.
+
+New approvals reach an open inbox without a reload: ``/inbox/events`` is a
+server-sent event stream that says when the viewer's pending set changes, and
+the page then fetches the list again (``inbox.js``; it polls where
+EventSource is missing or fails).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.sql import ColumnElement
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from approvals import lifecycle
+from server.approval_flow import DecisionRefused, approval_view, approvals_for, decide_elsewhere, visible_to
+from server.web.pages import (
+    Refused,
+    Viewer,
+    companion_of,
+    flash,
+    form_of,
+    is_htmx,
+    page,
+    redirect,
+    render,
+    safe_next,
+)
+from server.web.people_lookup import people_by_id
+from store.models import Approval, ApprovalStatus, utcnow
+from store.principal import Principal
+
+HISTORY_PAGE = 25
+POLL_SECONDS = 1.0
+# An event stream ends after a while; the browser's EventSource reconnects by itself.
+STREAM_SECONDS = 300.0
+
+
+def _visible(actor: Principal) -> ColumnElement[bool]:
+    mine = Approval.user_id == actor.user_id
+    shared = or_(mine, Approval.admin_may_approve.is_(True)) if actor.is_admin else mine
+    return (Approval.workspace_id == actor.workspace_id) & shared
+
+
+async def _pending_ids(companion: Any, actor: Principal) -> tuple[str, ...]:
+    """The viewer's live pending approvals, read-only, so an open stream costs one small query a tick."""
+    async with companion.db.session() as session:
+        rows = await session.scalars(
+            select(Approval.id)
+            .where(_visible(actor), Approval.status == ApprovalStatus.PENDING, Approval.expires_at > utcnow())
+            .order_by(Approval.created_at.desc())
+        )
+        return tuple(rows)
+
+
+async def _cards(request: Request, viewer: Viewer, approvals: list[Approval]) -> list[dict[str, Any]]:
+    companion = companion_of(request)
+    async with companion.db.session() as session:
+        people = await people_by_id(session, (a.user_id for a in approvals))
+    cards = []
+    for approval in approvals:
+        view = approval_view(companion.gateway.flow, companion.registry.tools, approval)
+        asker = people.get(approval.user_id)
+        view["requester"] = "you" if approval.user_id == viewer.principal.user_id else asker.label if asker else None
+        view["expires_in"] = _until(approval.expires_at)
+        cards.append(view)
+    return cards
+
+
+def _until(moment: datetime) -> str:
+    seconds = int((moment - utcnow()).total_seconds())
+    if seconds <= 0:
+        return "expired"
+    if seconds < 90:
+        return f"{seconds} s"
+    if seconds < 5400:
+        return f"{round(seconds / 60)} min"
+    return f"{round(seconds / 3600)} h"
+
+
+async def _pending(request: Request, viewer: Viewer) -> list[dict[str, Any]]:
+    companion = companion_of(request)
+    approvals = await approvals_for(companion.gateway.flow, viewer.principal, ApprovalStatus.PENDING)
+    return await _cards(request, viewer, approvals)
+
+
+@page
+async def inbox(request: Request, viewer: Viewer) -> Response:
+    return render(request, "inbox.html", viewer, tab="pending", cards=await _pending(request, viewer))
+
+
+@page
+async def pending_list(request: Request, viewer: Viewer) -> Response:
+    """The pending list alone, which the inbox swaps in when the stream says it changed."""
+    return render(request, "_inbox_pending.html", viewer, cards=await _pending(request, viewer))
+
+
+@page
+async def events(request: Request, viewer: Viewer) -> Response:
+    companion = companion_of(request)
+    actor = viewer.principal
+    limit = min(float(request.query_params.get("for", STREAM_SECONDS) or STREAM_SECONDS), STREAM_SECONDS)
+
+    async def stream() -> AsyncIterator[str]:
+        deadline = time.monotonic() + limit
+        last: tuple[str, ...] | None = None
+        yield "retry: 3000\n\n"
+        while time.monotonic() < deadline:
+            current = await _pending_ids(companion, actor)
+            if current != last:
+                yield f"event: approvals\ndata: {len(current)}\n\n"
+                last = current
+            await asyncio.sleep(POLL_SECONDS)
+
+    return StreamingResponse(
+        stream(), media_type="text/event-stream", headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+    )
+
+
+@page
+async def history(request: Request, viewer: Viewer) -> Response:
+    companion = companion_of(request)
+    try:
+        number = max(1, int(request.query_params.get("page", "1")))
+    except ValueError:
+        number = 1
+    decided = _visible(viewer.principal) & (Approval.status != ApprovalStatus.PENDING)
+    async with companion.db.transaction() as session:
+        await lifecycle.expire_due(session, workspace_id=viewer.principal.workspace_id)
+        total = int(await session.scalar(select(func.count()).select_from(Approval).where(decided)) or 0)
+        approvals = list(
+            await session.scalars(
+                select(Approval)
+                .where(decided)
+                .order_by(func.coalesce(Approval.decided_at, Approval.expires_at).desc(), Approval.id)
+                .offset((number - 1) * HISTORY_PAGE)
+                .limit(HISTORY_PAGE)
+            )
+        )
+    return render(
+        request,
+        "inbox.html",
+        viewer,
+        tab="history",
+        cards=await _cards(request, viewer, approvals),
+        page=number,
+        has_more=number * HISTORY_PAGE < total,
+        total=total,
+    )
+
+
+async def _approval(request: Request, viewer: Viewer) -> Approval:
+    companion = companion_of(request)
+    async with companion.db.transaction() as session:
+        await lifecycle.expire_due(session, workspace_id=viewer.principal.workspace_id)
+        approval = await session.get(Approval, request.path_params["approval_id"])
+    if (
+        approval is None
+        or approval.workspace_id != viewer.principal.workspace_id
+        or not visible_to(approval, viewer.principal)
+    ):
+        raise Refused(404, "There is no such approval that you can see.", "Not found")
+    return approval
+
+
+@page
+async def approval_page(request: Request, viewer: Viewer) -> Response:
+    approval = await _approval(request, viewer)
+    (card,) = await _cards(request, viewer, [approval])
+    return render(request, "approval.html", viewer, card=card)
+
+
+DONE = {"approve": "Approved. The assistant's call runs when it asks again.", "deny": "Denied."}
+
+
+@page
+async def decide(request: Request, viewer: Viewer) -> Response:
+    action = request.path_params["action"]
+    if action not in DONE:
+        raise Refused(404, "There is no such action.", "Not found")
+    form = await form_of(request)
+    companion = companion_of(request)
+    remember = str(form.get("remember") or "no")
+    try:
+        approval = await decide_elsewhere(
+            companion.gateway.flow,
+            companion.registry.tools,
+            viewer.principal,
+            request.path_params["approval_id"],
+            approve=action == "approve",
+            via="web",
+            reason=str(form.get("reason") or "").strip()[:500] or None,
+            remember=remember,
+        )
+    except DecisionRefused as exc:
+        status = {"not_found": 404, "forbidden": 403}.get(exc.code, 409)
+        raise Refused(status, str(exc), "Not done") from None
+    message = DONE[action] + (" Calls like this are approved for the next hour." if remember == "1h" else "")
+    if is_htmx(request):
+        async with companion.db.session() as session:
+            approval = await lifecycle.reload(session, approval.id)
+        (card,) = await _cards(request, viewer, [approval])
+        return render(request, "_approval_card.html", viewer, card=card, done=message)
+    flash(request, message)
+    return redirect(safe_next(str(form.get("next") or ""), f"/approvals/{approval.id}"))
+
+
+routes = [
+    Route("/inbox", inbox, methods=["GET"]),
+    Route("/inbox/pending", pending_list, methods=["GET"]),
+    Route("/inbox/events", events, methods=["GET"]),
+    Route("/inbox/history", history, methods=["GET"]),
+    Route("/approvals/{approval_id}", approval_page, methods=["GET"]),
+    Route("/approvals/{approval_id}/{action:str}", decide, methods=["POST"]),
+]

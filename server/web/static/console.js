@@ -1,0 +1,31 @@
+// Small enhancements; every page also works without them.
+(function () {
+  "use strict";
+  document.documentElement.classList.add("js");
+  var csrf = document.querySelector('meta[name="csrf-token"]');
+
+  // htmx requests carry the session's CSRF token, like the forms do.
+  document.addEventListener("htmx:configRequest", function (event) {
+    if (csrf) { event.detail.headers["X-CSRF-Token"] = csrf.content; }
+  });
+
+  document.addEventListener("change", function (event) {
+    var el = event.target;
+    if (el.matches && el.matches("[data-autosubmit]") && el.form) { el.form.requestSubmit(); }
+  });
+
+  // <button data-dialog="id"> opens <dialog id="id">; <button data-close> closes the dialog it is in.
+  document.addEventListener("click", function (event) {
+    var opener = event.target.closest("[data-dialog]");
+    if (opener) {
+      var dialog = document.getElementById(opener.getAttribute("data-dialog"));
+      if (dialog && dialog.showModal) { event.preventDefault(); dialog.showModal(); }
+      return;
+    }
+    var closer = event.target.closest("[data-close]");
+    if (closer) {
+      var open = closer.closest("dialog");
+      if (open) { event.preventDefault(); open.close(); }
+    }
+  });
+})();

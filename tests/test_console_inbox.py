@@ -1,0 +1,217 @@
+"""The approvals inbox: sign in, see what waits, decide it, and let the assistant's retry run once."""
+
+from __future__ import annotations
+
+import subprocess
+from datetime import datetime, timedelta
+
+import httpx2
+import pytest
+from sqlalchemy import select, update
+
+from server.demo import DEMO_PASSWORD
+from store import directory
+from store.models import Approval, Meeting, Role, RuleRow, User, utcnow
+from tests.conftest import COMPANION, mcp_client
+from tests.console import csrf_of, form_post, sign_in
+
+pytestmark = pytest.mark.anyio
+
+BASE = "http://127.0.0.1:8000"
+ITEM = {"meeting_id": "mtg_x", "text": "Send <b>the</b> quote"}
+
+
+async def ask(app_client, demo_keys, arguments=ITEM, who="alice@acme.test"):
+    async with mcp_client(BASE, demo_keys.keys[who], transport=app_client.transport) as client:
+        return await client.call_tool("harmony_create_action_item", arguments)
+
+
+@pytest.fixture
+async def waiting(app_client, demo_keys):
+    return (await ask(app_client, demo_keys)).structured_content["approval_id"]
+
+
+@pytest.fixture
+async def alices_meeting(companion, demo_keys) -> dict[str, str]:
+    async with companion.db.session() as session:
+        alice = await session.scalar(select(User.id).where(User.email == "alice@acme.test"))
+        meeting = await session.scalar(select(Meeting.id).where(Meeting.owner_id == alice).limit(1))
+    return {"meeting_id": meeting, "text": "Send the quote"}
+
+
+@pytest.fixture
+async def browser(app_client):
+    async with httpx2.AsyncClient(transport=app_client.transport, base_url=BASE) as client:
+        yield client
+
+
+async def test_the_page_asks_for_sign_in_then_shows_the_call(browser, waiting):
+    first = await browser.get(f"/approvals/{waiting}")
+    assert first.status_code == 303 and first.headers["location"] == f"/login?next=/approvals/{waiting}"
+    signed = await sign_in(browser, "alice@acme.test", next_path=f"/approvals/{waiting}")
+    assert signed.status_code == 303 and signed.headers["location"] == f"/approvals/{waiting}"
+    cookie = signed.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=lax" in cookie and "secure" not in cookie
+    page = await browser.get(f"/approvals/{waiting}")
+    assert page.status_code == 200
+    assert "Add the action item “Send &lt;b&gt;the&lt;/b&gt; quote” to meeting mtg_x" in page.text
+    assert "<b>the</b>" not in page.text
+    assert ">Approve</button>" in page.text and ">Deny</button>" in page.text
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+
+
+async def test_the_inbox_lists_what_waits_and_an_approval_lets_the_retry_run_once(
+    app_client, browser, demo_keys, alices_meeting
+):
+    waiting = (await ask(app_client, demo_keys, alices_meeting)).structured_content["approval_id"]
+    await sign_in(browser, "alice@acme.test")
+    inbox = await browser.get("/inbox")
+    assert f'id="card-{waiting}"' in inbox.text and "Add the action item" in inbox.text
+    done = await form_post(browser, "/inbox", f"/approvals/{waiting}/approve", {"remember": "no", "next": "/inbox"})
+    assert done.status_code == 303 and done.headers["location"] == "/inbox"
+    after = await browser.get("/inbox")
+    assert "Approved. The assistant&#39;s call runs when it asks again." in after.text
+    assert f'id="card-{waiting}"' not in after.text
+    assert "Add the action item" not in after.text
+
+    ran = await ask(app_client, demo_keys, alices_meeting)
+    again = await ask(app_client, demo_keys, alices_meeting)
+    assert not ran.is_error and not again.is_error
+    assert ran.structured_content == again.structured_content
+    history = await browser.get("/inbox/history")
+    assert f'id="card-{waiting}"' in history.text and "Ran successfully." in history.text
+
+
+async def test_a_denial_with_a_reason_reaches_the_assistant(app_client, browser, demo_keys, waiting):
+    await sign_in(browser, "alice@acme.test")
+    denied = await form_post(browser, "/inbox", f"/approvals/{waiting}/deny", {"reason": "Not to that meeting"})
+    assert denied.status_code == 303
+    retry = await ask(app_client, demo_keys)
+    assert retry.is_error and "Not to that meeting" in retry.content[0].text
+
+
+async def test_approve_and_remember_for_an_hour_leaves_a_rule(browser, companion, waiting):
+    await sign_in(browser, "alice@acme.test")
+    await form_post(browser, "/inbox", f"/approvals/{waiting}/approve", {"remember": "1h"})
+    async with companion.db.session() as session:
+        [rule] = (await session.scalars(select(RuleRow).where(RuleRow.scope == "user"))).all()
+    assert rule.definition["tool"] == "harmony_create_action_item" and rule.definition["effect"] == "allow"
+    expires = datetime.fromisoformat(rule.definition["expires_at"])
+    assert timedelta(minutes=59) < expires - utcnow() <= timedelta(hours=1)
+
+
+async def test_deciding_from_the_page_without_a_reload_answers_the_card_alone(browser, waiting):
+    await sign_in(browser, "alice@acme.test")
+    page = await browser.get("/inbox")
+    swapped = await browser.post(
+        f"/approvals/{waiting}/deny",
+        data={"reason": "no"},
+        headers={"HX-Request": "true", "X-CSRF-Token": csrf_of(page.text)},
+    )
+    assert swapped.status_code == 200 and swapped.text.lstrip().startswith("<article")
+    assert ">denied<" in swapped.text and "“no”" in swapped.text
+
+
+async def test_a_form_post_without_its_csrf_token_is_refused(browser, waiting):
+    await sign_in(browser, "alice@acme.test")
+    refused = await browser.post(f"/approvals/{waiting}/approve", data={"remember": "no"})
+    assert refused.status_code == 403 and "did not come from Companion" in refused.text
+    page = await browser.get(f"/approvals/{waiting}")
+    assert ">pending<" in page.text
+
+
+async def test_someone_else_sees_nothing(browser, waiting):
+    await sign_in(browser, "bob@acme.test")
+    page = await browser.get(f"/approvals/{waiting}")
+    assert page.status_code == 404 and "Send" not in page.text
+    inbox = await browser.get("/inbox")
+    assert waiting not in inbox.text and "Nothing waits for you" in inbox.text
+
+
+async def test_an_expired_approval_drops_out_and_is_kept_in_history(browser, companion, waiting):
+    async with companion.db.transaction() as session:
+        await session.execute(
+            update(Approval).where(Approval.id == waiting).values(expires_at=utcnow() - timedelta(seconds=1))
+        )
+    await sign_in(browser, "alice@acme.test")
+    assert waiting not in (await browser.get("/inbox/pending")).text
+    history = await browser.get("/inbox/history")
+    assert f'id="card-{waiting}"' in history.text and "No one decided in time" in history.text
+
+
+async def test_the_event_stream_says_when_something_new_waits(live_server, demo_keys):
+    async with httpx2.AsyncClient(base_url=live_server, timeout=20) as browser:
+        await sign_in(browser, "alice@acme.test")
+        async with browser.stream("GET", "/inbox/events?for=15") as stream:
+            assert stream.headers["content-type"].startswith("text/event-stream")
+            lines = stream.aiter_lines()
+            counts = []
+            async for line in lines:
+                if line.startswith("data: "):
+                    counts.append(int(line.removeprefix("data: ")))
+                    if len(counts) == 1:
+                        async with mcp_client(live_server, demo_keys.keys["alice@acme.test"]) as client:
+                            await client.call_tool("harmony_create_action_item", ITEM)
+                    else:
+                        break
+    assert counts == [0, 1]
+
+
+async def test_a_wrong_password_is_refused_and_repeated_failures_are_throttled(browser, demo_keys):
+    refused = await sign_in(browser, "alice@acme.test", "not-her-password")
+    assert refused.status_code == 401 and "do not match" in refused.text
+    for _ in range(4):
+        await sign_in(browser, "alice@acme.test", "still-not-it")
+    throttled = await sign_in(browser, "alice@acme.test", DEMO_PASSWORD)
+    assert throttled.status_code == 429 and "Too many failed sign-ins" in throttled.text
+    assert (await sign_in(browser, "bob@acme.test")).status_code == 303
+
+
+async def test_an_unknown_address_gets_the_same_answer_as_a_wrong_password(browser, demo_keys):
+    refused = await sign_in(browser, "nobody@acme.test", "whatever-it-is")
+    assert refused.status_code == 401 and "do not match" in refused.text
+
+
+async def test_a_password_change_ends_the_other_sessions(browser, env, companion, demo_keys):
+    await sign_in(browser, "alice@acme.test")
+    assert (await browser.get("/inbox")).status_code == 200
+    changed = subprocess.run(
+        [COMPANION, "user", "set-password", "--email", "alice@acme.test", "--password-stdin"],
+        input="a-brand-new-secret\n",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert changed.returncode == 0, changed.stderr
+    assert "a-brand-new-secret" not in changed.stdout + changed.stderr
+    assert (await browser.get("/inbox")).status_code == 303
+    assert (await sign_in(browser, "alice@acme.test", "a-brand-new-secret")).status_code == 303
+    short = subprocess.run(
+        [COMPANION, "user", "set-password", "--email", "alice@acme.test", "--password-stdin"],
+        input="short\n",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert short.returncode == 1 and short.stderr.strip() == "error: password: use at least 10 characters"
+
+
+async def test_the_workspace_switcher_shows_another_workspace_the_person_belongs_to(browser, companion, demo_keys):
+    async with companion.db.transaction() as session:
+        other = await directory.create_workspace(session, slug="globex", name="Globex")
+        await directory.add_member(session, other, email="alice@acme.test", role=Role.ADMIN)
+        other_id = other.id
+    await sign_in(browser, "alice@acme.test")
+    page = await browser.get("/inbox")
+    assert ">Globex</option>" in page.text and "alice@acme.test · member" in page.text
+    switched = await form_post(browser, "/inbox", "/workspace", {"workspace_id": other_id, "next": "/inbox"})
+    assert switched.status_code == 303
+    assert "alice@acme.test · admin" in (await browser.get("/inbox")).text
+    async with companion.db.session() as session:
+        stranger = await session.scalar(select(User.id).where(User.email == "bob@acme.test"))
+    refused = await form_post(browser, "/inbox", "/workspace", {"workspace_id": stranger or "ws_nope"})
+    assert refused.status_code == 404
