@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.settings import Settings, SettingsError
@@ -131,12 +132,13 @@ async def set_model_enabled(
     model = next((m for m in catalogue if m.id == model_id), None)
     if model is None:
         raise LookupError(f"There is no model {model_id!r} in the models file.")
-    row = await session.get(WorkspaceModel, (workspace_id, model_id))
-    if row is None:
-        row = WorkspaceModel(workspace_id=workspace_id, model_id=model_id)
-        session.add(row)
-    row.enabled = enabled
-    row.changed_by = by
-    row.changed_at = utcnow()
-    await session.flush()
-    return ModelChoice(model, enabled, by, row.changed_at)
+    now = utcnow()
+    values = {"enabled": enabled, "changed_by": by, "changed_at": now}
+    # An upsert, so two admins turning the same model on at once both succeed.
+    insert = (postgresql.insert if session.bind.dialect.name == "postgresql" else sqlite.insert)(WorkspaceModel)
+    await session.execute(
+        insert.values(workspace_id=workspace_id, model_id=model_id, **values).on_conflict_do_update(
+            index_elements=["workspace_id", "model_id"], set_=values
+        )
+    )
+    return ModelChoice(model, enabled, by, now)

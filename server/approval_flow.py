@@ -29,7 +29,8 @@ from datetime import timedelta
 from email.utils import getaddresses
 from typing import Any, Literal
 
-from sqlalchemy import or_, select
+from sqlalchemy import and_, or_, select
+from sqlalchemy.sql import ColumnElement
 
 from approvals import lifecycle
 from approvals.lifecycle import ApprovalError, Binding
@@ -464,18 +465,25 @@ def visible_to(approval: Approval, actor: Principal) -> bool:
     return approval.user_id == actor.user_id or (actor.is_admin and approval.admin_may_approve)
 
 
+def visible_clause(actor: Principal) -> ColumnElement[bool]:
+    """``visible_to`` as a WHERE clause."""
+    mine = Approval.user_id == actor.user_id
+    shared = or_(mine, Approval.admin_may_approve.is_(True)) if actor.is_admin else mine
+    return and_(Approval.workspace_id == actor.workspace_id, shared)
+
+
+# The most approvals one listing shows, newest first.
+LISTED = 200
+
+
 async def approvals_for(flow: ApprovalFlow, actor: Principal, status: ApprovalStatus | None) -> list[Approval]:
     """The approvals ``actor`` may see (``visible_to``), newest first, after marking the expired ones."""
-    mine = Approval.user_id == actor.user_id
-    query = select(Approval).where(
-        Approval.workspace_id == actor.workspace_id,
-        or_(mine, Approval.admin_may_approve.is_(True)) if actor.is_admin else mine,
-    )
+    query = select(Approval).where(visible_clause(actor))
     if status is not None:
         query = query.where(Approval.status == status)
     async with flow.db.transaction() as session:
         await lifecycle.expire_due(session, workspace_id=actor.workspace_id)
-        return list(await session.scalars(query.order_by(Approval.created_at.desc()).limit(200)))
+        return list(await session.scalars(query.order_by(Approval.created_at.desc()).limit(LISTED)))
 
 
 async def decide_elsewhere(

@@ -49,22 +49,9 @@ class ApprovalMail:
             user = await session.get(User, user_id)
         if user is None or not user.notify_approvals:
             return
-        base = self.settings.base_url
-        message = EmailMessage()
-        message["From"] = self.settings.mail_from
-        message["To"] = user.email
-        message["Subject"] = f"Approve? {summary}"[:200]
-        message.set_content(
-            f"Your assistant is waiting for your approval in {app_name}:\n\n"
-            f"    {summary}\n\n"
-            f"Approve or deny it: {base}/approvals/{approval_id}\n"
-            f"All that waits for you: {base}/inbox\n\n"
-            f"If no one decides by {expires}, the call does not run.\n"
-            f"You get these e-mails because you turned them on at {base}/settings.\n"
-        )
         try:
             await aiosmtplib.send(
-                message,
+                self._message(user.email, approval_id, _one_line(summary), _one_line(app_name), expires),
                 hostname=self.settings.smtp_host,
                 port=self.settings.smtp_port,
                 username=self.settings.smtp_username or None,
@@ -73,5 +60,26 @@ class ApprovalMail:
                 start_tls=self.settings.smtp_security == "starttls",
                 timeout=20,
             )
-        except (aiosmtplib.SMTPException, OSError) as exc:
+        except (aiosmtplib.SMTPException, OSError, ValueError) as exc:
             log.warning("approval e-mail for %s not sent: %s", approval_id, type(exc).__name__)
+
+    def _message(self, to: str, approval_id: str, summary: str, app_name: str, expires: str) -> EmailMessage:
+        base = self.settings.base_url
+        message = EmailMessage()
+        message["From"] = self.settings.mail_from
+        message["To"] = to
+        message["Subject"] = f"Approval waiting: {app_name}"
+        message.set_content(
+            f"Your assistant is waiting for your approval in {app_name}:\n\n"
+            f"    {summary}\n\n"
+            f"Approve or deny it: {base}/approvals/{approval_id}\n"
+            f"All that waits for you: {base}/inbox\n\n"
+            f"If no one decides by {expires}, the call does not run.\n"
+            f"You get these e-mails because you turned them on at {base}/settings.\n"
+        )
+        return message
+
+
+def _one_line(text: str) -> str:
+    """The assistant chose these words: they may not add lines or headers to Companion's e-mail."""
+    return " ".join(text.split())[:300]

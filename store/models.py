@@ -510,14 +510,24 @@ class RateWindow(Base):
     count: Mapped[int] = mapped_column(Integer, default=0)
 
 
-class SignInFailures(Base):
-    """Failed sign-ins for one e-mail address in one window, shared by every replica through the database."""
+class SignInAttempts(Base):
+    """Sign-in attempts for one e-mail address or client in one window, shared by every replica."""
 
-    __tablename__ = "sign_in_failures"
+    __tablename__ = "sign_in_attempts"
 
     subject: Mapped[str] = mapped_column(String(64), primary_key=True)
     window: Mapped[int] = mapped_column(Integer, primary_key=True)
     count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class WebSession(Base):
+    """A signed-in browser; the cookie names it, and signing out deletes it, so a copied cookie dies too."""
+
+    __tablename__ = "web_sessions"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class WorkspaceModel(Base):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 
+import anyio
 import anyio.to_thread
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -17,6 +18,16 @@ from store.models import User
 
 MIN_LENGTH = 10
 _hasher = PasswordHasher()
+# Each hash holds 64 MiB for its duration; a few at once keep a burst of sign-ins from exhausting memory.
+_at_once: list[anyio.CapacityLimiter] = []
+
+
+def _limiter() -> anyio.CapacityLimiter:
+    if not _at_once:
+        _at_once.append(anyio.CapacityLimiter(4))
+    return _at_once[0]
+
+
 # Verified against when the e-mail is unknown, so a stranger cannot tell known addresses by timing.
 _NOBODY = _hasher.hash("no one has this password")
 
@@ -35,7 +46,7 @@ def check_strength(password: str, *, email: str = "") -> None:
 
 
 async def hash_password(password: str) -> str:
-    return await anyio.to_thread.run_sync(_hasher.hash, password)
+    return await anyio.to_thread.run_sync(_hasher.hash, password, limiter=_limiter())
 
 
 async def set_password(session: AsyncSession, user: User, password: str) -> None:
@@ -54,7 +65,7 @@ def _matches(stored: str, password: str) -> bool:
 async def verify(user: User | None, password: str) -> bool:
     """True when ``password`` is the user's; always spends the same work, known user or not."""
     stored = user.password_hash if user is not None and user.password_hash else _NOBODY
-    matched = await anyio.to_thread.run_sync(_matches, stored, password)
+    matched = await anyio.to_thread.run_sync(_matches, stored, password, limiter=_limiter())
     return matched and user is not None and user.password_hash is not None
 
 

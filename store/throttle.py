@@ -1,8 +1,10 @@
-"""Throttling failed sign-ins, counted in the database so every replica shares one count.
+"""Throttling sign-in attempts, counted in the database so every replica shares one count.
 
-Failures are counted per e-mail address and per client address in fixed
-windows; past the limit, sign-in is refused until the window ends, even with
-the right password, so guessing cannot continue at full speed.
+Each attempt is counted before its password is checked, per e-mail address and
+per client address, in fixed windows: a burst of parallel guesses is counted as
+a burst. Past the limit, sign-in is refused until the window ends, even with
+the right password. A success clears the address's count and takes its own
+attempt back from the client's.
 """
 
 from __future__ import annotations
@@ -11,11 +13,11 @@ import hashlib
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from store.db import Database
-from store.models import SignInFailures
+from store.models import SignInAttempts
 
 WINDOW_SECONDS = 15 * 60
 
@@ -34,39 +36,30 @@ def _subject(limit: Limit, value: str) -> str:
     return hashlib.sha256(f"{limit.kind}:{value.strip().lower()}".encode()).hexdigest()
 
 
-def _window(now: float) -> int:
-    return int(now // WINDOW_SECONDS)
-
-
-async def blocked_for(db: Database, *, email: str, client: str, now: float | None = None) -> int:
-    """Seconds until sign-in is allowed again for this address and client, or 0 if it is allowed now."""
+async def take_attempt(db: Database, *, email: str, client: str, now: float | None = None) -> int:
+    """Count one attempt; return 0 if it may go on, else the seconds until the window ends."""
     now = time.time() if now is None else now
-    window = _window(now)
-    subjects = {_subject(BY_EMAIL, email): BY_EMAIL, _subject(BY_CLIENT, client): BY_CLIENT}
-    async with db.session() as session:
-        rows = await session.execute(
-            select(SignInFailures.subject, SignInFailures.count).where(
-                SignInFailures.subject.in_(subjects), SignInFailures.window == window
+    window = int(now // WINDOW_SECONDS)
+    over = False
+    async with db.transaction() as session:
+        insert = (postgresql.insert if session.bind.dialect.name == "postgresql" else sqlite.insert)(SignInAttempts)
+        for limit, value in ((BY_EMAIL, email), (BY_CLIENT, client)):
+            statement = (
+                insert.values(subject=_subject(limit, value), window=window, count=1)
+                .on_conflict_do_update(index_elements=["subject", "window"], set_={"count": SignInAttempts.count + 1})
+                .returning(SignInAttempts.count)
             )
-        )
-        over = any(count >= subjects[subject].per_window for subject, count in rows)
+            over = int((await session.execute(statement)).scalar_one()) > limit.per_window or over
+        await session.execute(delete(SignInAttempts).where(SignInAttempts.window < window))
     return max(1, int((window + 1) * WINDOW_SECONDS - now)) if over else 0
 
 
-async def record_failure(db: Database, *, email: str, client: str, now: float | None = None) -> None:
-    window = _window(time.time() if now is None else now)
+async def succeeded(db: Database, *, email: str, client: str, now: float | None = None) -> None:
+    window = int((time.time() if now is None else now) // WINDOW_SECONDS)
     async with db.transaction() as session:
-        insert = (postgresql.insert if session.bind.dialect.name == "postgresql" else sqlite.insert)(SignInFailures)
-        for subject in (_subject(BY_EMAIL, email), _subject(BY_CLIENT, client)):
-            await session.execute(
-                insert.values(subject=subject, window=window, count=1).on_conflict_do_update(
-                    index_elements=["subject", "window"], set_={"count": SignInFailures.count + 1}
-                )
-            )
-        await session.execute(delete(SignInFailures).where(SignInFailures.window < window))
-
-
-async def forget_failures(db: Database, *, email: str) -> None:
-    """A successful sign-in clears the address's count (not the client's, which may be guessing others)."""
-    async with db.transaction() as session:
-        await session.execute(delete(SignInFailures).where(SignInFailures.subject == _subject(BY_EMAIL, email)))
+        await session.execute(delete(SignInAttempts).where(SignInAttempts.subject == _subject(BY_EMAIL, email)))
+        await session.execute(
+            update(SignInAttempts)
+            .where(SignInAttempts.subject == _subject(BY_CLIENT, client), SignInAttempts.window == window)
+            .values(count=SignInAttempts.count - 1)
+        )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 from datetime import datetime, timedelta
 
@@ -165,6 +166,26 @@ async def test_a_wrong_password_is_refused_and_repeated_failures_are_throttled(b
     throttled = await sign_in(browser, "alice@acme.test", DEMO_PASSWORD)
     assert throttled.status_code == 429 and "Too many failed sign-ins" in throttled.text
     assert (await sign_in(browser, "bob@acme.test")).status_code == 303
+
+
+async def test_a_burst_of_parallel_guesses_is_counted_as_a_burst(browser, demo_keys):
+    page = await browser.get("/login")
+    token = csrf_of(page.text)
+
+    async def guess(n: int) -> int:
+        form = {"email": "alice@acme.test", "password": f"guess-number-{n}", "csrf": token, "next": "/"}
+        return (await browser.post("/login", data=form)).status_code
+
+    answers = await asyncio.gather(*(guess(n) for n in range(12)))
+    assert answers.count(401) == 5 and answers.count(429) == 7
+
+
+async def test_signing_out_ends_the_session_even_for_a_copy_of_its_cookie(app_client, browser, demo_keys):
+    await sign_in(browser, "alice@acme.test")
+    async with httpx2.AsyncClient(transport=app_client.transport, base_url=BASE, cookies=browser.cookies) as copy:
+        assert (await copy.get("/inbox")).status_code == 200
+        await form_post(browser, "/inbox", "/logout")
+        assert (await copy.get("/inbox")).status_code == 303
 
 
 async def test_an_unknown_address_gets_the_same_answer_as_a_wrong_password(browser, demo_keys):

@@ -255,7 +255,7 @@ async def test_a_sign_in_refused_at_the_provider_comes_back_to_a_page_that_says_
         "/api/v1/integrations/oauth/callback",
         params={"error": "access_denied", "error_description": "The user said no", "state": state},
     )
-    assert back.status_code == 303 and back.headers["location"].startswith("/marketplace/connected?error=")
+    assert back.status_code == 303 and back.headers["location"] == "/marketplace/connected?failed=1"
     told = await browser.get(back.headers["location"])
     assert told.status_code == 400 and "The provider did not authorize the connection: The user said no." in told.text
     assert await linear_rows(companion) == []
@@ -285,7 +285,7 @@ async def test_a_post_without_its_csrf_token_is_refused(browser, companion, line
 # -- Models ---------------------------------------------------------------------------------------------------------
 
 
-async def test_an_admin_turns_models_on_and_off_for_the_workspace(browser, companion):
+async def test_an_admin_turns_models_on_and_off_for_the_workspace(browser, companion, demo_keys):
     await signed_in(browser, "admin@acme.test")
     page = (await browser.get("/marketplace/models")).text
     assert "Claude Sonnet 4.5" in page and "200,000 tokens" in page and "2 of 4 on" in page
@@ -299,6 +299,10 @@ async def test_an_admin_turns_models_on_and_off_for_the_workspace(browser, compa
         workspace = await workspace_by_slug(session, "acme")
         enabled = await enabled_models(session, workspace.id, catalogue_of(companion.settings))
     assert [m.id for m in enabled] == ["claude-haiku-4-5", "claude-opus-4-5"]
+    # The assistant's own (agent) key reads the workspace's choice over the API.
+    read = await browser.get("/api/v1/models", headers={"Authorization": f"Bearer {demo_keys.keys['alice@acme.test']}"})
+    assert read.status_code == 200
+    assert [m["id"] for m in read.json()["data"]] == ["claude-haiku-4-5", "claude-opus-4-5"]
 
 
 async def test_htmx_swaps_the_model_list_in_place(browser):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from email import message_from_bytes
+from email import message_from_bytes, policy
 
 import httpx2
 import pytest
@@ -62,13 +62,16 @@ async def test_an_approver_who_asked_for_it_gets_an_email_with_a_link(mailing, d
         saved = await form_post(browser, "/settings", "/settings/notifications", {"notify_approvals": "on"})
         assert saved.status_code == 303
     async with mcp_client(BASE, demo_keys.keys["alice@acme.test"], transport=transport) as client:
-        waiting = await client.call_tool("harmony_create_action_item", {"meeting_id": "mtg_x", "text": "Call Erin"})
+        waiting = await client.call_tool(
+            "harmony_create_action_item", {"meeting_id": "mtg_x", "text": "Call Erin\nBcc: everyone@acme.test"}
+        )
     await companion.mail.drain()
     [(to, raw)] = box.messages
-    mail = message_from_bytes(raw)
+    mail = message_from_bytes(raw, policy=policy.default)
     approval_id = waiting.structured_content["approval_id"]
-    assert to == ["alice@acme.test"] and mail["Subject"].startswith("Approve? Add the action item")
-    body = mail.get_payload()
+    assert to == ["alice@acme.test"] and mail["Subject"] == "Approval waiting: Harmony" and mail["Bcc"] is None
+    body = mail.get_payload(decode=True).decode()
+    assert "Add the action item “Call Erin Bcc: everyone@acme.test” to meeting mtg_x" in body
     assert f"{BASE}/approvals/{approval_id}" in body and f"{BASE}/inbox" in body
 
 

@@ -7,7 +7,6 @@ assistant's agent key cannot connect apps or read their setup.
 from __future__ import annotations
 
 from typing import Any, Literal
-from urllib.parse import urlencode
 
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
@@ -17,7 +16,7 @@ from starlette.routing import Route
 from server.api.auth import person_of
 from server.api.errors import ApiError, body_of
 from server.integrations.lifecycle import IntegrationError, connection_json
-from server.web import viewer_of
+from server.web.pages import flash, viewer_of
 
 
 class Strict(BaseModel):
@@ -255,7 +254,9 @@ async def oauth_callback(request: Request) -> Response:
         connection, return_to = await _do(companion.oauth.finish(actor, query.get("state", ""), query.get("code", "")))
     except ApiError as exc:
         if back:
-            return RedirectResponse(f"{back}?{urlencode({'error': exc.message})}", status_code=303)
+            # Said in this browser's session, not in the URL, so no link can put words on the page.
+            flash(request, exc.message, "error")
+            return RedirectResponse(f"{back}?failed=1", status_code=303)
         raise
     companion.gateway.forget_connections()
     if return_to:

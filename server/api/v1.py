@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
-from server.api import approvals, contacts, insights, integrations, keys, meetings, rules, uploads, webhooks
+from server.api import approvals, contacts, insights, integrations, keys, meetings, models, rules, uploads, webhooks
 from server.api.openapi import openapi_document
 from server.api.router import ApiRouter
 from server.processing import worker as processing
@@ -22,7 +22,15 @@ from server.webhooks import dispatcher
 if TYPE_CHECKING:
     from server.app import Companion
 
-ROUTERS: list[ApiRouter] = [meetings.api, contacts.api, insights.api, keys.api, webhooks.api, uploads.api]
+ROUTERS: list[ApiRouter] = [
+    meetings.api,
+    contacts.api,
+    insights.api,
+    keys.api,
+    webhooks.api,
+    uploads.api,
+    models.api,
+]
 
 #: Long-running tasks started with the server (and stopped with it), each given the Companion.
 WORKERS: list[Callable[[Companion], Awaitable[Any]]] = [dispatcher.worker, processing.worker]

@@ -22,10 +22,12 @@ KINDS = {"call": "Tool calls", "approval": "Approvals", "rule": "Rule changes"}
 
 
 def _day(text: str) -> date | None:
+    """A day the log could hold; the last day of year 9999 has no next day to end a range with."""
     try:
-        return date.fromisoformat(text)
+        day = date.fromisoformat(text)
     except ValueError:
         return None
+    return day if day < date.max else None
 
 
 @dataclass(frozen=True)

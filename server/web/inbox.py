@@ -9,19 +9,27 @@ EventSource is missing or fails).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, or_, select
-from sqlalchemy.sql import ColumnElement
+from sqlalchemy import func, select
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from approvals import lifecycle
-from server.approval_flow import DecisionRefused, approval_view, approvals_for, decide_elsewhere, visible_to
+from server.approval_flow import (
+    LISTED,
+    DecisionRefused,
+    approval_view,
+    approvals_for,
+    decide_elsewhere,
+    visible_clause,
+    visible_to,
+)
 from server.web.pages import (
     Refused,
     Viewer,
@@ -33,6 +41,7 @@ from server.web.pages import (
     redirect,
     render,
     safe_next,
+    viewer_of,
 )
 from server.web.people_lookup import people_by_id
 from store.models import Approval, ApprovalStatus, utcnow
@@ -42,12 +51,7 @@ HISTORY_PAGE = 25
 POLL_SECONDS = 1.0
 # An event stream ends after a while; the browser's EventSource reconnects by itself.
 STREAM_SECONDS = 300.0
-
-
-def _visible(actor: Principal) -> ColumnElement[bool]:
-    mine = Approval.user_id == actor.user_id
-    shared = or_(mine, Approval.admin_may_approve.is_(True)) if actor.is_admin else mine
-    return (Approval.workspace_id == actor.workspace_id) & shared
+RECHECK_TICKS = 10
 
 
 async def _pending_ids(companion: Any, actor: Principal) -> tuple[str, ...]:
@@ -55,8 +59,9 @@ async def _pending_ids(companion: Any, actor: Principal) -> tuple[str, ...]:
     async with companion.db.session() as session:
         rows = await session.scalars(
             select(Approval.id)
-            .where(_visible(actor), Approval.status == ApprovalStatus.PENDING, Approval.expires_at > utcnow())
+            .where(visible_clause(actor), Approval.status == ApprovalStatus.PENDING, Approval.expires_at > utcnow())
             .order_by(Approval.created_at.desc())
+            .limit(LISTED)
         )
         return tuple(rows)
 
@@ -107,13 +112,22 @@ async def pending_list(request: Request, viewer: Viewer) -> Response:
 async def events(request: Request, viewer: Viewer) -> Response:
     companion = companion_of(request)
     actor = viewer.principal
-    limit = min(float(request.query_params.get("for", STREAM_SECONDS) or STREAM_SECONDS), STREAM_SECONDS)
+    try:
+        asked = float(request.query_params.get("for") or STREAM_SECONDS)
+    except ValueError:
+        asked = STREAM_SECONDS
+    limit = min(asked, STREAM_SECONDS) if asked > 0 else STREAM_SECONDS
 
     async def stream() -> AsyncIterator[str]:
         deadline = time.monotonic() + limit
         last: tuple[str, ...] | None = None
         yield "retry: 3000\n\n"
-        while time.monotonic() < deadline:
+        for tick in itertools.count(1):
+            if time.monotonic() >= deadline:
+                return
+            # Signing out, a password change or leaving the workspace ends an open stream too.
+            if tick % RECHECK_TICKS == 0 and await viewer_of(request) is None:
+                return
             current = await _pending_ids(companion, actor)
             if current != last:
                 yield f"event: approvals\ndata: {len(current)}\n\n"
@@ -132,7 +146,7 @@ async def history(request: Request, viewer: Viewer) -> Response:
         number = max(1, int(request.query_params.get("page", "1")))
     except ValueError:
         number = 1
-    decided = _visible(viewer.principal) & (Approval.status != ApprovalStatus.PENDING)
+    decided = visible_clause(viewer.principal) & (Approval.status != ApprovalStatus.PENDING)
     async with companion.db.transaction() as session:
         await lifecycle.expire_due(session, workspace_id=viewer.principal.workspace_id)
         total = int(await session.scalar(select(func.count()).select_from(Approval).where(decided)) or 0)

@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from server.api.rules import ExplainBody, explain_call
+from approvals import whatif
 from server.integrations.lifecycle import HARMONY_FIELDS, IntegrationError, connection_json
 from server.web.marketplace import (
     CONNECTED_PATH,
@@ -71,21 +71,23 @@ async def _tools(request: Request, principal: Principal, row: Connection) -> lis
     companion = companion_of(request)
     shown = []
     for tool in companion.registry.tools_of(row.app):
-        explained = await explain_call(
-            companion, principal, ExplainBody(tool=tool.name, connection_scope=row.scope.value)
-        )
-        label, tone = EFFECTS[explained["effect"]]
+        decision = (
+            await whatif.explain(
+                companion.rulebook, principal, tool=tool.name, arguments={}, connection_scope=row.scope.value
+            )
+        ).decision
+        label, tone = EFFECTS[decision.effect.value]
         shown.append(
             {
                 "name": tool.name,
                 "title": tool.spec.title,
                 "description": tool.spec.description,
                 "risk": tool.risk.value,
-                "effect": explained["effect"],
+                "effect": decision.effect.value,
                 "effect_label": label,
                 "effect_tone": tone,
-                "reasons": explained["reasons"],
-                "out_of_band": explained["require_out_of_band"],
+                "reasons": list(decision.reasons),
+                "out_of_band": decision.require_out_of_band,
             }
         )
     return shown

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.datastructures import FormData
 from starlette.requests import Request
@@ -38,7 +37,8 @@ from server.web.pages import (
     render,
     require_admin,
 )
-from store.models import Connection, ConnectionScope, ConnectionStatus, User
+from server.web.people_lookup import people_by_id
+from store.models import Connection, ConnectionScope, ConnectionStatus
 from store.principal import Principal
 from tools.manifest import Manifest, Risk, SetupField
 
@@ -145,11 +145,7 @@ class AppCard:
 
 async def names_of(session: AsyncSession, user_ids: Iterable[str | None]) -> dict[str, str]:
     """People's names (or e-mail addresses) by id, for "connected by" and "changed by"."""
-    wanted = {i for i in user_ids if i}
-    if not wanted:
-        return {}
-    rows = await session.execute(select(User.id, User.name, User.email).where(User.id.in_(wanted)))
-    return {user_id: name or email for user_id, name, email in rows}
+    return {user_id: person.label for user_id, person in (await people_by_id(session, user_ids)).items()}
 
 
 # -- turning a posted form into setup values -----------------------------------------------------------------------
@@ -329,8 +325,8 @@ async def connect(request: Request, viewer: Viewer) -> Response:
 async def connected(request: Request, viewer: Viewer) -> Response:
     """Where the provider's sign-in ends: tells the page that opened the popup, which then shows the integration."""
     companion = companion_of(request)
-    if failure := request.query_params.get("error"):
-        return render(request, "marketplace_connected.html", viewer, status=400, error=failure[:500])
+    if request.query_params.get("failed"):
+        return render(request, "marketplace_connected.html", viewer, status=400, failed=True)
     try:
         async with companion.db.session() as session:
             row = await companion.integrations.get(

@@ -1,8 +1,8 @@
 """What every console page shares: the signed-in viewer, templates, CSRF, flash messages and refusals.
 
-The session cookie holds only the user's id, the chosen workspace and a tag of
-the password hash, so a password change or a removed membership ends the
-session on its next request.
+The session cookie holds only the user's id, the chosen workspace, the id of
+its row in ``web_sessions`` and a tag of the password hash, so signing out, a
+password change or a removed membership ends the session on its next request.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from store.directory import member_principal
 from store.models import Membership, User, Workspace
 from store.passwords import fingerprint
 from store.principal import Principal
+from store.web_sessions import is_open, open_session
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")
@@ -122,8 +123,10 @@ async def form_of(request: Request) -> FormData:
     return form
 
 
-def start_session(request: Request, user: User, workspace_id: str, *, method: str) -> None:
+async def start_session(request: Request, user: User, workspace_id: str, *, method: str) -> None:
     """Begin a signed-in session; every sign-in method (password today, SSO later) ends here."""
+    async with companion_of(request).db.transaction() as session:
+        sid = await open_session(session, user.id)
     request.session.clear()
     request.session.update(
         {
@@ -131,7 +134,7 @@ def start_session(request: Request, user: User, workspace_id: str, *, method: st
             "ws": workspace_id,
             "pw": fingerprint(user),
             "via": method,
-            "sid": secrets.token_hex(8),
+            "sid": sid,
             "csrf": secrets.token_urlsafe(24),
         }
     )
@@ -153,10 +156,12 @@ async def viewer_of(request: Request) -> Viewer | None:
             )
         ).all()
         chosen = request.session.get("ws")
+        sid = str(request.session.get("sid") or "")
         principal = None
-        if user is not None and request.session.get("pw") == fingerprint(user) and chosen:
+        live = user is not None and request.session.get("pw") == fingerprint(user) and chosen
+        if live and await is_open(session, sid, user_id):
             # Each browser session acts under its own id, so a connect flow stays bound to the session that began it.
-            principal = await member_principal(session, chosen, user_id, acting_as=f"web_{request.session.get('sid')}")
+            principal = await member_principal(session, chosen, user_id, acting_as=f"web_{sid}")
     if user is None or principal is None:
         request.session.clear()
         return None

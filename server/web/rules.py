@@ -269,6 +269,8 @@ async def _submitted(
         return _editor(request, viewer, draft, existing=existing, errors=problems_of_rule(exc), status=422)
     except RulePermissionError as exc:
         raise Refused(403, str(exc)) from None
+    except LookupError:
+        raise Refused(404, "This rule no longer exists: someone deleted it meanwhile.", "Not found") from None
     flash(request, "Rule saved." if existing else "Rule created.")
     return redirect(f"/rules#rule-{saved.id}")
 
@@ -357,6 +359,8 @@ async def set_mode(request: Request, viewer: Viewer) -> Response:
         problem = "; ".join(exc.fields.values())
         flash(request, f"The rule was not changed: {problem}. Edit the rule to fix it.", "error")
         return redirect(f"/rules#rule-{rule.id}")
+    except LookupError:
+        raise Refused(404, "This rule no longer exists: someone deleted it meanwhile.", "Not found") from None
     if mode == "shadow":
         flash(request, "The rule is in shadow mode: it records what it would decide, and decides nothing.")
     else:
@@ -377,8 +381,11 @@ async def delete_rule(request: Request, viewer: Viewer) -> Response:
     await form_of(request)
     rule = await _manageable(request, viewer)
     companion = companion_of(request)
-    async with companion.db.transaction() as session:
-        await companion.rulebook.delete(session, viewer.principal, rule.id)
+    try:
+        async with companion.db.transaction() as session:
+            await companion.rulebook.delete(session, viewer.principal, rule.id)
+    except LookupError:
+        raise Refused(404, "This rule no longer exists: someone else deleted it.", "Not found") from None
     flash(request, "Rule deleted.")
     return redirect("/rules")
 

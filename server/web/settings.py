@@ -7,8 +7,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from server.web.pages import Viewer, companion_of, flash, form_of, page, redirect, render
+from server.web.signin import client_of
+from store import throttle
 from store.models import User
 from store.passwords import PasswordError, fingerprint, set_password, verify
+from store.web_sessions import close_others
 
 
 async def _user(request: Request, viewer: Viewer) -> User:
@@ -56,7 +59,10 @@ async def password(request: Request, viewer: Viewer) -> Response:
     current, new, repeat = (str(form.get(name) or "") for name in ("current", "new", "repeat"))
     user = await _user(request, viewer)
     errors: dict[str, str] = {}
-    if not await verify(user, current):
+    # Throttled like sign-in, so a borrowed session cannot guess the password it needs to take the account.
+    if await throttle.take_attempt(companion_of(request).db, email=user.email, client=client_of(request)):
+        errors["current"] = "Too many wrong passwords. Try again later."
+    elif not await verify(user, current):
         errors["current"] = "This is not your current password."
     elif new != repeat:
         errors["repeat"] = "The two new passwords differ."
@@ -72,6 +78,7 @@ async def password(request: Request, viewer: Viewer) -> Response:
         else:
             # This browser stays signed in; every other session ends on its next request.
             request.session["pw"] = fingerprint(stored)
+            await close_others(session, stored.id, keep=str(request.session.get("sid")))
     if errors:
         return _show(request, viewer, user, status=400, errors=errors)
     flash(request, "Your password is changed. Your other sessions are signed out.")

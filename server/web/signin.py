@@ -1,6 +1,6 @@
 """Signing in with e-mail and password, and signing out.
 
-Failed attempts are throttled per address and per client (``store.throttle``).
+Attempts are throttled per address and per client (``store.throttle``).
 A password is the only sign-in method today; another (SSO) would verify the
 person its own way and then call ``pages.start_session`` like this one does.
 """
@@ -17,11 +17,12 @@ from store import throttle
 from store.directory import first_workspace_of
 from store.models import User
 from store.passwords import verify
+from store.web_sessions import close_session
 
 WRONG = "That e-mail address and password do not match."
 
 
-def _client(request: Request) -> str:
+def client_of(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
@@ -46,20 +47,18 @@ async def login(request: Request) -> Response:
     if not email or not password:
         return again(400, "Enter your e-mail address and your password.")
     companion = companion_of(request)
-    wait = await throttle.blocked_for(companion.db, email=email, client=_client(request))
-    if wait:
+    if wait := await throttle.take_attempt(companion.db, email=email, client=client_of(request)):
         minutes = max(1, round(wait / 60))
         return again(429, f"Too many failed sign-ins. Try again in {minutes} minute{'s' * (minutes != 1)}.")
     async with companion.db.session() as session:
         user = await session.scalar(select(User).where(User.email == email))
         workspace_id = await first_workspace_of(session, user.id) if user is not None else None
     if not await verify(user, password) or user is None:
-        await throttle.record_failure(companion.db, email=email, client=_client(request))
         return again(401, WRONG)
     if workspace_id is None:
         return again(403, "You are not a member of any workspace. Ask an admin to add you.")
-    await throttle.forget_failures(companion.db, email=email)
-    start_session(request, user, workspace_id, method="password")
+    await throttle.succeeded(companion.db, email=email, client=client_of(request))
+    await start_session(request, user, workspace_id, method="password")
     return redirect(target)
 
 
@@ -68,6 +67,9 @@ async def logout(request: Request) -> Response:
         await form_of(request)
     except Refused:
         return redirect("/login")
+    if sid := request.session.get("sid"):
+        async with companion_of(request).db.transaction() as session:
+            await close_session(session, str(sid))
     request.session.clear()
     return redirect("/login")
 

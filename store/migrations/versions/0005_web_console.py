@@ -1,4 +1,4 @@
-"""Web console: passwords, approval e-mails, sign-in throttling and the workspace's AI models
+"""Web console: passwords, sessions, approval e-mails, sign-in throttling and the workspace's AI models
 
 Revision ID: 0005
 Revises: 0004
@@ -21,12 +21,22 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("password_hash", sa.String(length=200), nullable=True))
         batch_op.add_column(sa.Column("notify_approvals", sa.Boolean(), nullable=False, server_default=sa.false()))
     op.create_table(
-        "sign_in_failures",
+        "sign_in_attempts",
         sa.Column("subject", sa.String(length=64), nullable=False),
         sa.Column("window", sa.Integer(), nullable=False),
         sa.Column("count", sa.Integer(), nullable=False),
         sa.PrimaryKeyConstraint("subject", "window"),
     )
+    op.create_table(
+        "web_sessions",
+        sa.Column("id", sa.String(length=32), nullable=False),
+        sa.Column("user_id", sa.String(length=32), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(["user_id"], ["users.id"], ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    with op.batch_alter_table("web_sessions", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_web_sessions_user_id"), ["user_id"], unique=False)
     op.create_table(
         "workspace_models",
         sa.Column("workspace_id", sa.String(length=32), nullable=False),
@@ -41,7 +51,8 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("workspace_models")
-    op.drop_table("sign_in_failures")
+    op.drop_table("web_sessions")
+    op.drop_table("sign_in_attempts")
     with op.batch_alter_table("users", schema=None) as batch_op:
         batch_op.drop_column("notify_approvals")
         batch_op.drop_column("password_hash")
