@@ -80,6 +80,7 @@ class Event(StrEnum):
     EXPIRED = "approval.expired"
     CANCELLED = "approval.cancelled"
     EXECUTED = "approval.executed"
+    OUTCOME_UNKNOWN = "approval.outcome_unknown"
     RULE_CREATED = "rule.created"
     RULE_CHANGED = "rule.changed"
     RULE_DELETED = "rule.deleted"

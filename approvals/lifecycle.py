@@ -24,6 +24,7 @@ from approvals.audit import AuditRecord, Event, Outcome, append_in
 from store.crypto import SecretBox
 from store.models import Approval, ApprovalStatus, utcnow
 from store.sealing import approval_arguments_context, approval_result_context
+from store.wakeups import announce
 
 OPEN = (ApprovalStatus.PENDING, ApprovalStatus.APPROVED, ApprovalStatus.EXECUTING)
 SETTLED = (ApprovalStatus.SUCCEEDED, ApprovalStatus.FAILED, ApprovalStatus.DENIED)
@@ -96,7 +97,8 @@ async def find_reusable(session: AsyncSession, binding: Binding, *, window: time
             Approval.api_key_id == binding.api_key_id,
             or_(
                 Approval.status.in_([ApprovalStatus.PENDING, ApprovalStatus.APPROVED]) & (Approval.expires_at > now),
-                Approval.status == ApprovalStatus.EXECUTING,
+                # Running, or run by a process that died: a repeat never runs it a second time on its own.
+                Approval.status.in_([ApprovalStatus.EXECUTING, ApprovalStatus.OUTCOME_UNKNOWN]),
                 Approval.status.in_(SETTLED)
                 & (or_(Approval.finished_at > settled_since, Approval.decided_at > settled_since)),
             ),
@@ -169,7 +171,8 @@ async def get(session: AsyncSession, workspace_id: str, approval_id: str) -> App
 
 
 async def expire_due(session: AsyncSession, *, workspace_id: str | None = None) -> int:
-    """Mark pending and approved-but-unrun approvals past their expiry as expired."""
+    """Mark pending and approved-but-unrun approvals past their expiry as expired, and lapsed runs as unknown."""
+    await mark_lapsed(session, workspace_id=workspace_id)
     now = utcnow()
     query = select(Approval).where(
         Approval.status.in_([ApprovalStatus.PENDING, ApprovalStatus.APPROVED]), Approval.expires_at <= now
@@ -185,8 +188,55 @@ async def expire_due(session: AsyncSession, *, workspace_id: str | None = None) 
         )
         if moved.rowcount:
             expired += 1
+            await announce(session, approval.id)
             await append_in(session, _record(approval, Event.EXPIRED, "expired", actor=None))
     return expired
+
+
+async def mark_lapsed(session: AsyncSession, *, workspace_id: str | None = None) -> int:
+    """executing → outcome_unknown where the running process stopped renewing its lease (it died)."""
+    now = utcnow()
+    query = select(Approval).where(Approval.status == ApprovalStatus.EXECUTING, Approval.lease_until < now)
+    if workspace_id:
+        query = query.where(Approval.workspace_id == workspace_id)
+    lapsed = 0
+    for approval in list(await session.scalars(query)):
+        moved = await session.execute(
+            update(Approval)
+            .where(Approval.id == approval.id, Approval.status == ApprovalStatus.EXECUTING, Approval.lease_until < now)
+            .values(status=ApprovalStatus.OUTCOME_UNKNOWN, lease_until=None)
+        )
+        if moved.rowcount:
+            lapsed += 1
+            await announce(session, approval.id)
+            error = "The server running this call stopped before it finished; it may or may not have happened."
+            record = _record(approval, Event.OUTCOME_UNKNOWN, "outcome_unknown", actor=None, error=error)
+            await append_in(session, record)
+    return lapsed
+
+
+async def resolve_unknown(
+    session: AsyncSession, approval: Approval, *, run_again: bool, actor_id: str, via: str, ttl: timedelta
+) -> Approval:
+    """A person settles an outcome_unknown call: it did not happen (approved again, to run once more) or it did."""
+    now = utcnow()
+    values: dict[str, Any] = {"decided_at": now, "decided_by": actor_id, "decided_via": via}
+    if run_again:
+        values.update(status=ApprovalStatus.APPROVED, expires_at=now + ttl, started_at=None)
+    else:
+        values.update(status=ApprovalStatus.SUCCEEDED, finished_at=now, error=None)
+    moved = await session.execute(
+        update(Approval)
+        .where(Approval.id == approval.id, Approval.status == ApprovalStatus.OUTCOME_UNKNOWN)
+        .values(**values)
+    )
+    approval = await reload(session, approval.id)
+    if not moved.rowcount:
+        raise ApprovalError("conflict", f"Approval {approval.id} is {approval.status.value}, not outcome_unknown")
+    await announce(session, approval.id)
+    event = Event.APPROVED if run_again else Event.EXECUTED
+    await append_in(session, _record(approval, event, approval.status.value, actor=actor_id))
+    return approval
 
 
 async def decide(
@@ -218,6 +268,7 @@ async def decide(
         if nonce is not None and approval.status is ApprovalStatus.PENDING:
             raise ApprovalError("conflict", "This confirmation was already used or was not issued for this request")
         raise ApprovalError("conflict", f"Approval {approval.id} is already {approval.status.value}")
+    await announce(session, approval.id)
     event = Event.APPROVED if approve else Event.DENIED
     await append_in(
         session, _record(approval, event, status.value, actor=actor_id, error=reason if not approve else None)
@@ -234,6 +285,7 @@ async def cancel(session: AsyncSession, approval: Approval, *, actor_id: str) ->
     approval = await reload(session, approval.id)
     if not moved.rowcount:
         raise ApprovalError("conflict", f"Approval {approval.id} is already {approval.status.value}")
+    await announce(session, approval.id)
     await append_in(session, _record(approval, Event.CANCELLED, "cancelled", actor=actor_id))
     return approval
 
@@ -253,15 +305,23 @@ async def remember(session: AsyncSession, approval: Approval, rule_id: str) -> N
     await session.execute(update(Approval).where(Approval.id == approval.id).values(remember_rule_id=rule_id))
 
 
-async def claim(session: AsyncSession, approval_id: str) -> bool:
-    """approved → executing. True for exactly one caller, and only before expiry."""
+async def claim(session: AsyncSession, approval_id: str, *, lease: timedelta) -> bool:
+    """approved → executing, held for ``lease`` unless renewed. True for exactly one caller, and only before expiry."""
     now = utcnow()
     moved = await session.execute(
         update(Approval)
         .where(Approval.id == approval_id, Approval.status == ApprovalStatus.APPROVED, Approval.expires_at > now)
-        .values(status=ApprovalStatus.EXECUTING, started_at=now)
+        .values(status=ApprovalStatus.EXECUTING, started_at=now, lease_until=now + lease)
     )
     return bool(moved.rowcount)
+
+
+async def renew(session: AsyncSession, approval_id: str, *, lease: timedelta) -> None:
+    await session.execute(
+        update(Approval)
+        .where(Approval.id == approval_id, Approval.status == ApprovalStatus.EXECUTING)
+        .values(lease_until=utcnow() + lease)
+    )
 
 
 async def finish(
@@ -274,14 +334,22 @@ async def finish(
     error: str | None,
     duration_ms: float,
 ) -> None:
-    """executing → succeeded | failed, keeping the result sealed for repeats of the call."""
+    """executing → succeeded | failed, keeping the result sealed for repeats of the call.
+
+    A run that outlived its lease and was marked outcome_unknown meanwhile is
+    still recorded: its outcome is known after all.
+    """
     status = ApprovalStatus.SUCCEEDED if ok else ApprovalStatus.FAILED
     sealed = box.seal_json(result, context=approval_result_context(approval.id)) if result is not None else None
     await session.execute(
         update(Approval)
-        .where(Approval.id == approval.id, Approval.status == ApprovalStatus.EXECUTING)
-        .values(status=status, finished_at=utcnow(), sealed_result=sealed, error=error)
+        .where(
+            Approval.id == approval.id,
+            Approval.status.in_([ApprovalStatus.EXECUTING, ApprovalStatus.OUTCOME_UNKNOWN]),
+        )
+        .values(status=status, finished_at=utcnow(), sealed_result=sealed, error=error, lease_until=None)
     )
+    await announce(session, approval.id)
     await append_in(
         session,
         _record(approval, Event.EXECUTED, status.value, actor=None, error=error, duration_ms=duration_ms),

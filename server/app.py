@@ -48,11 +48,14 @@ from server.mcp_endpoint import (
     principal_from_bearer,
 )
 from server.notify import ApprovalMail
+from server.observability.logging import RequestId
+from server.observability.metrics import Metrics, metrics_routes
 from server.settings import Settings
 from store.crypto import SecretBox, derive_key
 from store.db import Database
 from store.keys import authenticate, digest
 from store.principal import Principal
+from store.wakeups import Listener
 from tools.registry import Registry
 from tools.tokens import ProviderPolicy, TokenKeeper
 
@@ -116,10 +119,23 @@ class Companion:
             base_url=settings.base_url,
             ttl=timedelta(seconds=settings.approval_ttl_seconds),
             wait_seconds=settings.approval_wait_seconds,
+            lease=timedelta(seconds=settings.execution_lease_seconds),
         )
-        keeper = TokenKeeper(db.sessions, box, provider_policy(settings))
+        metrics = Metrics()
+        keeper = TokenKeeper(
+            db.sessions, box, provider_policy(settings), on_refresh_failure=metrics.token_refresh_failed
+        )
         gateway = ToolGateway(
-            registry, db, box, http, audit, rulebook, flow, keeper, cache_seconds=settings.cache_seconds
+            registry,
+            db,
+            box,
+            http,
+            audit,
+            rulebook,
+            flow,
+            keeper,
+            cache_seconds=settings.cache_seconds,
+            metrics=metrics,
         )
         integrations = Integrations(db, box, registry, keeper, http)
         oauth = OAuthConnect(integrations, settings.base_url, timedelta(seconds=settings.oauth_state_seconds))
@@ -221,6 +237,9 @@ def create_app(companion: Companion) -> Starlette:
         background = [asyncio.create_task(work(companion)) for work in api_v1.WORKERS] if settings.run_workers else []
         if settings.auto_sync_minutes:
             background.append(asyncio.create_task(companion.autosync.forever()))
+        if not companion.db.is_sqlite:
+            # Decisions made on other replicas wake this one's waiting calls (PostgreSQL LISTEN/NOTIFY).
+            background.append(asyncio.create_task(Listener(settings.resolved_database_url).forever()))
         async with mcp_server.session_manager.run():
             try:
                 yield
@@ -237,11 +256,13 @@ def create_app(companion: Companion) -> Starlette:
     app = Starlette(
         routes=[
             Route("/healthz", healthz),
+            *metrics_routes(companion),
             Mount("/api/v1", routes=api_v1.routes()),
             *web.routes,
             *mcp_app.routes,
         ],
         middleware=[
+            Middleware(RequestId),
             Middleware(RefuseNul),
             web.session_middleware(settings),
             *mcp_app.user_middleware,

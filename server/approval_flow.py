@@ -36,6 +36,7 @@ from approvals import lifecycle
 from approvals.lifecycle import ApprovalError, Binding
 from approvals.rulebook import RuleBook
 from approvals.rules import Decision, Rule
+from store import wakeups
 from store.crypto import SecretBox
 from store.db import Database
 from store.models import Approval, ApprovalStatus, utcnow
@@ -184,6 +185,7 @@ class ApprovalFlow:
         base_url: str,
         ttl: timedelta,
         wait_seconds: float,
+        lease: timedelta = timedelta(seconds=30),
     ) -> None:
         self.db = db
         self.box = box
@@ -191,6 +193,7 @@ class ApprovalFlow:
         self.base_url = base_url
         self.ttl = ttl
         self.wait_seconds = wait_seconds
+        self.lease = lease
         # Told of each new approval, after it is committed (the approver's e-mail).
         self.announce: Callable[[Approval, str, str], None] | None = None
 
@@ -211,7 +214,7 @@ class ApprovalFlow:
         if created and self.announce is not None:
             self.announce(approval, summarize(tool, arguments), tool.manifest.name)
         status = approval.status
-        if status in (ApprovalStatus.SUCCEEDED, ApprovalStatus.FAILED, ApprovalStatus.EXECUTING):
+        if status in SETTLED_OR_RUNNING:
             return await self.stored(approval)
         if status is ApprovalStatus.DENIED:
             return self._denied(approval)
@@ -344,7 +347,7 @@ class ApprovalFlow:
             return await self.execute(principal, approval, tool, run)
         if approval.status is ApprovalStatus.DENIED:
             return self._denied(approval)
-        if approval.status in (ApprovalStatus.SUCCEEDED, ApprovalStatus.FAILED, ApprovalStatus.EXECUTING):
+        if approval.status in SETTLED_OR_RUNNING:
             return await self.stored(approval)
         return Outcome("failed", approval, message=f"Approval {approval.id} is {approval.status.value}.")
 
@@ -378,7 +381,7 @@ class ApprovalFlow:
     async def execute(self, principal: Principal, approval: Approval, tool: RegisteredTool, run: Runner) -> Outcome:
         """Run an approved call once; every other caller gets the stored outcome."""
         async with self.db.transaction() as session:
-            won = await lifecycle.claim(session, approval.id)
+            won = await lifecycle.claim(session, approval.id, lease=self.lease)
         if not won:
             async with self.db.transaction() as session:
                 await lifecycle.expire_due(session, workspace_id=approval.workspace_id)
@@ -388,7 +391,11 @@ class ApprovalFlow:
             return await self.stored(approval)
         arguments = lifecycle.arguments_of(self.box, approval)
         started = time.perf_counter()
-        ok, data, error = await run(principal, tool, tool.parse_arguments(arguments))
+        renewing = asyncio.create_task(self._renew_forever(approval.id))
+        try:
+            ok, data, error = await run(principal, tool, tool.parse_arguments(arguments))
+        finally:
+            renewing.cancel()
         async with self.db.transaction() as session:
             await lifecycle.finish(
                 session,
@@ -402,17 +409,32 @@ class ApprovalFlow:
             approval = await lifecycle.reload(session, approval.id)
         return Outcome("ran" if ok else "failed", approval, data=data, message=error)
 
+    async def _renew_forever(self, approval_id: str) -> None:
+        """Keep the claim on a running call alive; if this process dies, the lease lapses and says so."""
+        while True:
+            await asyncio.sleep(self.lease.total_seconds() / 3)
+            async with self.db.transaction() as session:
+                await lifecycle.renew(session, approval_id, lease=self.lease)
+
     async def stored(self, approval: Approval) -> Outcome:
         settled = await self._wait(approval, lambda a: a.status is not ApprovalStatus.EXECUTING)
         if settled.status is ApprovalStatus.EXECUTING:
             return Outcome("failed", settled, message=f"The approved call {settled.id} is still running; ask again.")
         if settled.status is ApprovalStatus.SUCCEEDED:
-            return Outcome("stored", settled, data=lifecycle.result_of(self.box, settled))
+            result = lifecycle.result_of(self.box, settled)
+            if result is None:
+                # A person recorded that a call whose server stopped did happen: there is nothing to return.
+                message = f"The user recorded that approved call {settled.id} happened; it is not run again."
+                return Outcome("failed", settled, message=message)
+            return Outcome("stored", settled, data=result)
         if settled.status is ApprovalStatus.DENIED:
             return self._denied(settled)
+        if settled.status is ApprovalStatus.OUTCOME_UNKNOWN:
+            return Outcome("failed", settled, message=unknown_outcome_message(settled, self.page_url(settled.id)))
         return Outcome("failed", settled, message=settled.error or f"The approved call {settled.id} failed.")
 
     async def _wait(self, approval: Approval, done: Callable[[Approval], bool]) -> Approval:
+        """Re-read the approval whenever it is announced as changed (on any replica), and poll besides."""
         deadline = time.monotonic() + self.wait_seconds
         delay = 0.02
         while True:
@@ -421,8 +443,8 @@ class ApprovalFlow:
             assert current is not None
             if done(current) or time.monotonic() >= deadline:
                 return current
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.5)
+            if not await wakeups.changed(approval.id, min(delay, max(0.0, deadline - time.monotonic()))):
+                delay = min(delay * 2, 0.5)
 
     def _denied(self, approval: Approval) -> Outcome:
         who = "in the assistant" if approval.decided_via == "elicitation" else f"via {approval.decided_via}"
@@ -453,6 +475,22 @@ class ApprovalFlow:
         return Outcome("required", approval, data=data, message=message)
 
 
+SETTLED_OR_RUNNING = (
+    ApprovalStatus.SUCCEEDED,
+    ApprovalStatus.FAILED,
+    ApprovalStatus.EXECUTING,
+    ApprovalStatus.OUTCOME_UNKNOWN,
+)
+
+
+def unknown_outcome_message(approval: Approval, url: str) -> str:
+    return (
+        f"The approved call {approval.id} was running when its server stopped, so it may or may not have "
+        f"happened in {approval.app}. It will not run again on its own. Ask the user to check, then to choose "
+        f"at {url}: run it once more, or record that it happened."
+    )
+
+
 class DecisionRefused(Exception):
     """A person's decision that cannot be applied; ``code`` is not_found, forbidden, conflict or expired."""
 
@@ -476,11 +514,13 @@ def visible_clause(actor: Principal) -> ColumnElement[bool]:
 LISTED = 200
 
 
-async def approvals_for(flow: ApprovalFlow, actor: Principal, status: ApprovalStatus | None) -> list[Approval]:
+async def approvals_for(
+    flow: ApprovalFlow, actor: Principal, status: ApprovalStatus | tuple[ApprovalStatus, ...] | None
+) -> list[Approval]:
     """The approvals ``actor`` may see (``visible_to``), newest first, after marking the expired ones."""
     query = select(Approval).where(visible_clause(actor))
     if status is not None:
-        query = query.where(Approval.status == status)
+        query = query.where(Approval.status.in_(status if isinstance(status, tuple) else (status,)))
     async with flow.db.transaction() as session:
         await lifecycle.expire_due(session, workspace_id=actor.workspace_id)
         return list(await session.scalars(query.order_by(Approval.created_at.desc()).limit(LISTED)))
@@ -514,6 +554,23 @@ async def decide_elsewhere(
         arguments = lifecycle.arguments_of(flow.box, approval)
         await flow.remember(actor, approval, tool, arguments, REMEMBER_FOR[remember])
     return approval
+
+
+async def resolve_elsewhere(
+    flow: ApprovalFlow, actor: Principal, approval_id: str, *, run_again: bool, via: str
+) -> Approval:
+    """The person who asked settles a call whose outcome is unknown (in the inbox or over the API)."""
+    try:
+        async with flow.db.transaction() as session:
+            await lifecycle.expire_due(session, workspace_id=actor.workspace_id)
+            approval = await lifecycle.get(session, actor.workspace_id, approval_id)
+            if not visible_to(approval, actor):
+                raise DecisionRefused("not_found", f"No approval {approval_id} in this workspace")
+            return await lifecycle.resolve_unknown(
+                session, approval, run_again=run_again, actor_id=actor.user_id, via=via, ttl=flow.ttl
+            )
+    except ApprovalError as exc:
+        raise DecisionRefused(exc.code, str(exc)) from None
 
 
 async def cancel_request(flow: ApprovalFlow, actor: Principal, approval_id: str) -> Approval:

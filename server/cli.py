@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 
 from manifests import MANIFEST_DIR
+from server.observability.logging import configure as configure_logging
 from server.settings import Settings, SettingsError, load_settings
 from server.webhooks import cli as webhooks_cli
 from store.models import KeyKind, Plan, Role
@@ -160,9 +161,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    logging.basicConfig(
-        level=os.environ.get("COMPANION_LOG_LEVEL", "WARNING"), format="%(levelname)s %(name)s: %(message)s"
-    )
+    # Read straight from the environment, like the level, so logging works before (and when) the settings fail.
+    configure_logging(os.environ.get("COMPANION_LOG_LEVEL", "WARNING"), os.environ.get("COMPANION_LOG_FORMAT", "text"))
     args = _parser().parse_args(argv)
     handler = HANDLERS[(args.command, getattr(args, "action", None))]
     try:
@@ -423,7 +423,18 @@ def _serve(args: argparse.Namespace) -> None:
         asyncio.run(_with_companion(settings, seed))
     app = create_app(Companion.build(settings))
     print(f"Serving MCP at {settings.mcp_url} (health: {settings.base_url}/healthz)", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", lifespan="on")
+    # On SIGTERM uvicorn stops accepting connections, lets running calls finish for shutdown_seconds, then
+    # stops; waiting approvals live in the database and are decided and run through the other replicas.
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level="warning",
+        lifespan="on",
+        timeout_graceful_shutdown=int(settings.shutdown_seconds),
+        # As JSON lines, uvicorn's own records go through the root handler instead of its text formatters.
+        **({"log_config": None} if settings.log_format == "json" else {}),
+    )
 
 
 def _mcp_stdio(args: argparse.Namespace) -> None:

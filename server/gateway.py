@@ -29,9 +29,9 @@ from server.approval_flow import (
     ApprovalFlow,
     Channel,
     Prompt,
-    Runner,
     summarize,
 )
+from server.observability.metrics import Metrics
 from store.connections import ConnectionView, open_credentials, usable_connections
 from store.crypto import SecretBox
 from store.db import Database
@@ -48,7 +48,14 @@ log = logging.getLogger(__name__)
 NOT_DECIDED = "none"
 UNKNOWN_TOOL = "unknown_tool"
 GET_APPROVAL = "companion_get_approval"
-RUNNABLE_OR_RUN = (ApprovalStatus.APPROVED, ApprovalStatus.EXECUTING, ApprovalStatus.SUCCEEDED, ApprovalStatus.FAILED)
+COMPANION_APP = "companion"
+RUNNABLE_OR_RUN = (
+    ApprovalStatus.APPROVED,
+    ApprovalStatus.EXECUTING,
+    ApprovalStatus.SUCCEEDED,
+    ApprovalStatus.FAILED,
+    ApprovalStatus.OUTCOME_UNKNOWN,
+)
 
 GET_APPROVAL_INPUT: dict[str, Any] = {
     "type": "object",
@@ -119,6 +126,29 @@ def catalog_of(registry: Registry) -> Catalog:
     return {name: ToolInfo(t.app, t.risk.value, t.spec.input_schema) for name, t in registry.tools.items()}
 
 
+@dataclass
+class TimedRunner:
+    """How the approval flow runs an approved call: the same execution as an allowed one.
+
+    It adds up the time the execution took, so the gateway can tell the flow's
+    own time (the approval wait) from the adapter's.
+    """
+
+    gateway: ToolGateway
+    connection: ConnectionView
+    seconds: float = 0.0
+
+    async def __call__(
+        self, who: Principal, tool: RegisteredTool, parsed: Any
+    ) -> tuple[bool, dict[str, Any] | None, str]:
+        started = time.perf_counter()
+        try:
+            result = await self.gateway._execute(who, tool, self.connection, parsed)
+        finally:
+            self.seconds += time.perf_counter() - started
+        return result.ok, result.data, result.message
+
+
 class ToolGateway:
     def __init__(
         self,
@@ -132,8 +162,10 @@ class ToolGateway:
         keeper: TokenKeeper,
         *,
         cache_seconds: float = 0,
+        metrics: Metrics | None = None,
     ) -> None:
         self.keeper = keeper
+        self.metrics = metrics or Metrics()
         self.registry = registry
         self.db = db
         self.box = box
@@ -207,8 +239,13 @@ class ToolGateway:
         arguments = arguments or {}
         digest = arguments_digest(arguments)
         if name == GET_APPROVAL:
-            return await self.get_approval(principal, arguments)
-        bound = next((b for b in await self.tools_for(principal) if b.name == name), None)
+            result = await self.get_approval(principal, arguments)
+            outcome = Outcome.SUCCEEDED if result.ok else Outcome.FAILED
+            self.metrics.call_answered(COMPANION_APP, GET_APPROVAL, NOT_DECIDED, outcome)
+            return result
+        # Authorization: the caller may call only the tools of connections it may use.
+        with self.metrics.phase("auth"):
+            bound = next((b for b in await self.tools_for(principal) if b.name == name), None)
         if bound is None:
             result = CallResult.failure(UNKNOWN_TOOL, f"Unknown tool {name!r}: it is not among your tools.")
             await self._audit(principal, None, name, digest, None, Outcome.INVALID, result, started)
@@ -220,11 +257,12 @@ class ToolGateway:
             await self._audit(principal, bound, name, digest, None, Outcome.INVALID, result, started)
             return result
 
-        decision = await self.decide(principal, bound, arguments)
-        if decision.effect is Effect.ALLOW and decision.caps:
-            full = await caps.charge(self.db, decision.caps, principal.user_id)
-            if full is not None:
-                decision = replace(decision, effect=Effect.ASK, reasons=(*decision.reasons, caps.describe(full)))
+        with self.metrics.phase("decision"):
+            decision = await self.decide(principal, bound, arguments)
+            if decision.effect is Effect.ALLOW and decision.caps:
+                full = await caps.charge(self.db, decision.caps, principal.user_id)
+                if full is not None:
+                    decision = replace(decision, effect=Effect.ASK, reasons=(*decision.reasons, caps.describe(full)))
         if decision.effect is Effect.DENY:
             result = CallResult.failure("denied", f"{bound.tool.spec.title} is not allowed: {decision.reasons[0]}.")
             await self._audit(principal, bound, name, digest, decision, Outcome.REFUSED, result, started, arguments)
@@ -259,9 +297,11 @@ class ToolGateway:
             args_digest=digest,
         )
 
-        flow = await self.flow.handle(
-            principal, binding, bound.tool, arguments, decision, channel, self._runner(bound.connection)
-        )
+        run = self._runner(bound.connection)
+        with self.metrics.phase("approval_wait") as wait:
+            flow = await self.flow.handle(principal, binding, bound.tool, arguments, decision, channel, run)
+            # An approved call runs inside the flow; its adapter time is a phase of its own.
+            wait.exclude(run.seconds)
         approval_id = flow.approval.id
         if flow.kind in ("ran", "stored"):
             result = CallResult(ok=True, data=flow.data)
@@ -323,14 +363,8 @@ class ToolGateway:
             data.update(status=outcome.approval.status.value, result=outcome.data, error=outcome.message or None)
         return CallResult(ok=True, data=data)
 
-    def _runner(self, connection: ConnectionView) -> Runner:
-        """How the approval flow runs an approved call: the same execution as an allowed one."""
-
-        async def run(who: Principal, tool: RegisteredTool, parsed: Any) -> tuple[bool, dict[str, Any] | None, str]:
-            result = await self._execute(who, tool, connection, parsed)
-            return result.ok, result.data, result.message
-
-        return run
+    def _runner(self, connection: ConnectionView) -> TimedRunner:
+        return TimedRunner(self, connection)
 
     async def _execute(
         self, principal: Principal, tool: RegisteredTool, connection: ConnectionView, arguments: Any
@@ -350,7 +384,8 @@ class ToolGateway:
             keeper=self.keeper,
         )
         try:
-            data = await tool.adapter(context, arguments)
+            with self.metrics.phase("adapter"):
+                data = await tool.adapter(context, arguments)
         except ToolError as exc:
             return CallResult.failure(exc.code, str(exc))
         except Exception:
@@ -376,26 +411,47 @@ class ToolGateway:
         *,
         approval_id: str | None = None,
     ) -> None:
-        record = AuditRecord(
-            workspace_id=principal.workspace_id,
-            user_id=principal.user_id,
-            api_key_id=principal.key_id,
-            connection_id=bound.connection.id if bound else None,
-            approval_id=approval_id,
-            app=bound.tool.app if bound else "",
-            tool=name[:128],
-            risk=bound.tool.risk.value if bound else None,
-            role=principal.role.value,
-            connection_scope=bound.connection.scope.value if bound else None,
-            args_digest=digest,
-            decision=decision.effect.value if decision else NOT_DECIDED,
-            reasons=decision.reasons if decision else (),
-            rule_ids=decision.rule_ids if decision else (),
-            outcome=outcome,
-            error=None if result.ok else result.error_code,
-            duration_ms=(time.perf_counter() - started) * 1000,
-            sealed_arguments=self.box.seal_json(arguments, context=audit_arguments_context(digest))
-            if arguments is not None and bound is not None
-            else None,
+        decided = decision.effect.value if decision else NOT_DECIDED
+        app = bound.tool.app if bound else ""
+        duration_ms = (time.perf_counter() - started) * 1000
+        # Labels name a bound tool by its base name and an unknown one not at all, so they stay few whatever is called.
+        self.metrics.call_answered(app or UNKNOWN_TOOL, bound.tool.name if bound else UNKNOWN_TOOL, decided, outcome)
+        log.info(
+            "tool call %r: %s, %s",
+            name[:128],
+            decided,
+            outcome,
+            extra={
+                "app": app,
+                "tool": name[:128],
+                "decision": decided,
+                "outcome": str(outcome),
+                "error": None if result.ok else result.error_code,
+                "approval_id": approval_id,
+                "duration_ms": round(duration_ms, 3),
+            },
         )
-        self.audit.append(record)
+        with self.metrics.phase("audit"):
+            record = AuditRecord(
+                workspace_id=principal.workspace_id,
+                user_id=principal.user_id,
+                api_key_id=principal.key_id,
+                connection_id=bound.connection.id if bound else None,
+                approval_id=approval_id,
+                app=app,
+                tool=name[:128],
+                risk=bound.tool.risk.value if bound else None,
+                role=principal.role.value,
+                connection_scope=bound.connection.scope.value if bound else None,
+                args_digest=digest,
+                decision=decided,
+                reasons=decision.reasons if decision else (),
+                rule_ids=decision.rule_ids if decision else (),
+                outcome=outcome,
+                error=None if result.ok else result.error_code,
+                duration_ms=duration_ms,
+                sealed_arguments=self.box.seal_json(arguments, context=audit_arguments_context(digest))
+                if arguments is not None and bound is not None
+                else None,
+            )
+            self.audit.append(record)

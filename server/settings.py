@@ -98,6 +98,25 @@ class Settings(BaseSettings):
         default=True, description="Run background workers (webhook delivery, upload processing) in this process."
     )
     oauth_state_seconds: int = Field(default=600, ge=60, le=3600, description="How long a connect link stays valid.")
+    metrics_token: SecretStr | None = Field(
+        default=None, description="The bearer token GET /metrics requires; unset, /metrics answers 404."
+    )
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="The CLI's log lines: text, or one JSON object per line with a request id."
+    )
+    execution_lease_seconds: float = Field(
+        default=30,
+        ge=1,
+        le=3600,
+        description="How long a running call's claim lasts unless its process renews it; past it, the call's "
+        "outcome is unknown (its process died).",
+    )
+    shutdown_seconds: float = Field(
+        default=20,
+        ge=0,
+        le=600,
+        description="On SIGTERM, how long running calls may take to finish before the process stops anyway.",
+    )
     smtp_host: str = Field(default="", description="The mail server for Companion's own e-mail; empty sends none.")
     smtp_port: int = Field(default=587, ge=1, le=65535)
     smtp_security: Literal["starttls", "tls", "none"] = "starttls"
@@ -136,8 +155,8 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _production_needs_a_key(self) -> Settings:
-        if self.env == "production" and self.secret_key is None:
-            raise ValueError("COMPANION_SECRET_KEY is required when COMPANION_ENV=production")
+        if self.env == "production" and (self.secret_key is None or not self.secret_key.get_secret_value().strip()):
+            raise ValueError("COMPANION_SECRET_KEY is required (and may not be empty) when COMPANION_ENV=production")
         return self
 
     @property

@@ -391,6 +391,8 @@ class ApprovalStatus(enum.StrEnum):
     EXECUTING = "executing"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    # It was running when its process died: it may or may not have happened, and only a person decides.
+    OUTCOME_UNKNOWN = "outcome_unknown"
 
 
 class Approval(Base):
@@ -429,6 +431,8 @@ class Approval(Base):
     reason: Mapped[str | None] = mapped_column(Text)
     remember_rule_id: Mapped[str | None] = mapped_column(String(32))
     started_at: Mapped[datetime | None]
+    # While executing, the process running it renews this; a lapsed lease means that process is gone.
+    lease_until: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     sealed_result: Mapped[str | None] = mapped_column(Text)
     error: Mapped[str | None] = mapped_column(Text)

@@ -83,7 +83,7 @@ async def test_production_refuses_to_start_without_a_secret_key(tmp_path):
     env = {"PATH": os.environ["PATH"], "COMPANION_ENV": "production", "COMPANION_DATA_DIR": str(tmp_path)}
     result = run(env, "db", "upgrade")
     assert result.returncode == 1
-    assert "COMPANION_SECRET_KEY is required when COMPANION_ENV=production" in result.stderr
+    assert "COMPANION_SECRET_KEY is required (and may not be empty) when COMPANION_ENV=production" in result.stderr
     assert "Traceback" not in result.stderr
 
 

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -113,10 +114,19 @@ def is_fresh(credentials: dict[str, Any]) -> bool:
 class TokenKeeper:
     """Refreshes OAuth tokens for every connection in this process, and marks grants a provider revoked."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], box: SecretBox, policy: ProviderPolicy) -> None:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        box: SecretBox,
+        policy: ProviderPolicy,
+        *,
+        on_refresh_failure: Callable[[str], None] = lambda app: None,
+    ) -> None:
         self.sessions = sessions
         self.box = box
         self.policy = policy
+        # Told the app id of every refresh that failed (a revoked grant too); the server counts them in its metrics.
+        self.on_refresh_failure = on_refresh_failure
         self.owner = f"{secrets.token_hex(6)}"
         self._locks: dict[str, asyncio.Lock] = {}
         self.refreshes = 0
@@ -154,9 +164,13 @@ class TokenKeeper:
                 fresh = await self._exchange(manifest, current)
                 await self._store(connection.id, fresh)
             except NeedsReauth:
+                self.on_refresh_failure(manifest.id)
                 await self.mark_needs_reauth(connection, "The provider revoked the refresh token.")
                 raise
-            except BaseException:
+            except BaseException as exc:
+                # A cancelled call is no failure of the refresh.
+                if isinstance(exc, Exception):
+                    self.on_refresh_failure(manifest.id)
                 await self._release(connection.id)
                 raise
             return fresh

@@ -1,4 +1,4 @@
-"""Approvals over the API: list, read, approve and deny, for the person who decides."""
+"""Approvals over the API: list, read, approve and deny, and settle an unknown outcome, for the person who decides."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from approvals import lifecycle
 from server.api.auth import person_of
 from server.api.errors import ApiError, body_of
 from server.approval_flow import (
@@ -18,6 +19,7 @@ from server.approval_flow import (
     approvals_for,
     cancel_request,
     decide_elsewhere,
+    resolve_elsewhere,
     visible_to,
 )
 from store.models import Approval, ApprovalStatus
@@ -49,7 +51,9 @@ async def list_approvals(request: Request) -> JSONResponse:
 async def _visible(request: Request) -> Approval:
     actor = person_of(request)
     companion = request.app.state.companion
-    async with companion.db.session() as session:
+    async with companion.db.transaction() as session:
+        # A run whose process died shows as outcome_unknown from the first read after its lease lapsed.
+        await lifecycle.expire_due(session, workspace_id=actor.workspace_id)
         approval = await session.scalar(
             select(Approval).where(
                 Approval.id == request.path_params["approval_id"], Approval.workspace_id == actor.workspace_id
@@ -96,6 +100,28 @@ async def cancel(request: Request) -> JSONResponse:
     return JSONResponse(approval_view(companion.gateway.flow, companion.registry.tools, approval))
 
 
+async def _resolve(request: Request, *, run_again: bool) -> JSONResponse:
+    actor = person_of(request)
+    companion = request.app.state.companion
+    try:
+        approval = await resolve_elsewhere(
+            companion.gateway.flow, actor, request.path_params["approval_id"], run_again=run_again, via="api"
+        )
+    except DecisionRefused as exc:
+        raise ApiError(STATUS[exc.code], str(exc)) from None
+    return JSONResponse(approval_view(companion.gateway.flow, companion.registry.tools, approval))
+
+
+async def run_again(request: Request) -> JSONResponse:
+    """outcome_unknown → approved: it did not happen, so it may run once more on the assistant's next try."""
+    return await _resolve(request, run_again=True)
+
+
+async def happened(request: Request) -> JSONResponse:
+    """outcome_unknown → succeeded: it did happen, so it is never run again."""
+    return await _resolve(request, run_again=False)
+
+
 async def approve(request: Request) -> JSONResponse:
     return await _decide(request, approve=True)
 
@@ -110,4 +136,6 @@ routes = [
     Route("/approvals/{approval_id}/approve", approve, methods=["POST"]),
     Route("/approvals/{approval_id}/deny", deny, methods=["POST"]),
     Route("/approvals/{approval_id}/cancel", cancel, methods=["POST"]),
+    Route("/approvals/{approval_id}/run-again", run_again, methods=["POST"]),
+    Route("/approvals/{approval_id}/happened", happened, methods=["POST"]),
 ]

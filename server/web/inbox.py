@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
@@ -27,6 +27,7 @@ from server.approval_flow import (
     approval_view,
     approvals_for,
     decide_elsewhere,
+    resolve_elsewhere,
     visible_clause,
     visible_to,
 )
@@ -48,6 +49,8 @@ from store.models import Approval, ApprovalStatus, utcnow
 from store.principal import Principal
 
 HISTORY_PAGE = 25
+# What waits for a person: a call to approve, or one whose outcome only they can settle.
+WAITING = (ApprovalStatus.PENDING, ApprovalStatus.OUTCOME_UNKNOWN)
 POLL_SECONDS = 1.0
 # An event stream ends after a while; the browser's EventSource reconnects by itself.
 STREAM_SECONDS = 300.0
@@ -59,7 +62,13 @@ async def _pending_ids(companion: Any, actor: Principal) -> tuple[str, ...]:
     async with companion.db.session() as session:
         rows = await session.scalars(
             select(Approval.id)
-            .where(visible_clause(actor), Approval.status == ApprovalStatus.PENDING, Approval.expires_at > utcnow())
+            .where(
+                visible_clause(actor),
+                or_(
+                    (Approval.status == ApprovalStatus.PENDING) & (Approval.expires_at > utcnow()),
+                    Approval.status == ApprovalStatus.OUTCOME_UNKNOWN,
+                ),
+            )
             .order_by(Approval.created_at.desc())
             .limit(LISTED)
         )
@@ -93,7 +102,7 @@ def _until(moment: datetime) -> str:
 
 async def _pending(request: Request, viewer: Viewer) -> list[dict[str, Any]]:
     companion = companion_of(request)
-    approvals = await approvals_for(companion.gateway.flow, viewer.principal, ApprovalStatus.PENDING)
+    approvals = await approvals_for(companion.gateway.flow, viewer.principal, WAITING)
     return await _cards(request, viewer, approvals)
 
 
@@ -146,7 +155,7 @@ async def history(request: Request, viewer: Viewer) -> Response:
         number = max(1, int(request.query_params.get("page", "1")))
     except ValueError:
         number = 1
-    decided = visible_clause(viewer.principal) & (Approval.status != ApprovalStatus.PENDING)
+    decided = visible_clause(viewer.principal) & Approval.status.not_in(WAITING)
     async with companion.db.transaction() as session:
         await lifecycle.expire_due(session, workspace_id=viewer.principal.workspace_id)
         total = int(await session.scalar(select(func.count()).select_from(Approval).where(decided)) or 0)
@@ -192,7 +201,12 @@ async def approval_page(request: Request, viewer: Viewer) -> Response:
     return render(request, "approval.html", viewer, card=card)
 
 
-DONE = {"approve": "Approved. The assistant's call runs when it asks again.", "deny": "Denied."}
+DONE = {
+    "approve": "Approved. The assistant's call runs when it asks again.",
+    "deny": "Denied.",
+    "run-again": "Approved to run once more, when the assistant asks again.",
+    "happened": "Recorded as done. It will not run again.",
+}
 
 
 @page
@@ -204,20 +218,30 @@ async def decide(request: Request, viewer: Viewer) -> Response:
     companion = companion_of(request)
     remember = str(form.get("remember") or "no")
     try:
-        approval = await decide_elsewhere(
-            companion.gateway.flow,
-            companion.registry.tools,
-            viewer.principal,
-            request.path_params["approval_id"],
-            approve=action == "approve",
-            via="web",
-            reason=str(form.get("reason") or "").strip()[:500] or None,
-            remember=remember,
-        )
+        if action in ("run-again", "happened"):
+            approval = await resolve_elsewhere(
+                companion.gateway.flow,
+                viewer.principal,
+                request.path_params["approval_id"],
+                run_again=action == "run-again",
+                via="web",
+            )
+        else:
+            approval = await decide_elsewhere(
+                companion.gateway.flow,
+                companion.registry.tools,
+                viewer.principal,
+                request.path_params["approval_id"],
+                approve=action == "approve",
+                via="web",
+                reason=str(form.get("reason") or "").strip()[:500] or None,
+                remember=remember,
+            )
     except DecisionRefused as exc:
         status = {"not_found": 404, "forbidden": 403}.get(exc.code, 409)
         raise Refused(status, str(exc), "Not done") from None
-    message = DONE[action] + (" Calls like this are approved for the next hour." if remember == "1h" else "")
+    remembered = action == "approve" and remember == "1h"
+    message = DONE[action] + (" Calls like this are approved for the next hour." if remembered else "")
     if is_htmx(request):
         async with companion.db.session() as session:
             approval = await lifecycle.reload(session, approval.id)

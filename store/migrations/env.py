@@ -13,7 +13,15 @@ from store.models import Base
 target_metadata = Base.metadata
 
 
+# Any fixed number: replicas starting together take turns at migrating instead of racing.
+MIGRATION_LOCK = 7_212_026
+
+
 def _run(connection: Connection) -> None:
+    if connection.dialect.name == "postgresql":
+        # Held for the session; a second `companion db upgrade` waits here, then finds nothing to do.
+        connection.exec_driver_sql(f"SELECT pg_advisory_lock({MIGRATION_LOCK})")
+        connection.commit()  # the lock outlives this transaction; the migrations run in their own
     context.configure(
         connection=connection,
         target_metadata=target_metadata,

@@ -73,6 +73,8 @@ class ProviderFake:
         self.api_keys: set[str] = set()
         self.codes: dict[str, dict[str, str]] = {}
         self.failures: list[Failure] = []
+        # Set to an unset asyncio.Event and API calls wait on it: a provider that takes its time to answer.
+        self.hold: asyncio.Event | None = None
         self.seen: list[Seen] = []
         self.refreshes = 0
         self.issued: list[str] = []
@@ -235,6 +237,8 @@ class _Gate:
         if not fake.is_authorized(request):
             await fake.unauthorized()(scope, replay, send)
             return
+        if fake.hold is not None:
+            await fake.hold.wait()
         await self.app(scope, replay, send)
 
 

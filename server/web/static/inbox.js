@@ -10,7 +10,7 @@
     window.htmx.ajax("GET", source, { target: "#pending", swap: "outerHTML" }).then(function () {
       var count = document.getElementById("pending-count");
       var fresh = document.getElementById("pending");
-      if (count && fresh) { count.textContent = String(fresh.querySelectorAll("article.status-pending").length); }
+      if (count && fresh) { count.textContent = String(fresh.querySelectorAll("article.status-pending, article.status-outcome_unknown").length); }
     });
   }
 

@@ -1,0 +1,651 @@
+"""Load on 127.0.0.1: many MCP clients at once, against a bare SDK server and against Companion on PostgreSQL.
+
+Why: ``bench/mcp_overhead.py`` measures what the gate costs one call at a time,
+on SQLite. This asks the production questions instead: with N assistants
+calling at once, one or two ``companion serve`` processes sharing one
+PostgreSQL, and some calls waiting for a person, does every call succeed, how
+many calls per second go through per core, and how slow is the slowest 1%?
+
+Setup: a scratch database beside the one ``--database-url`` names (dropped at
+the end), migrated and seeded with the demo workspace, which is put on
+Enterprise with a very high API rate limit (so the limit is not what is
+measured), plus a workspace rule allowing ``harmony_get_meeting``. Reads are
+allowed by default anyway; the rule makes each read *gated but auto-approved*:
+the key is authenticated, the rule engine matches the rule, and an audit row is
+appended, on every call.
+
+Scenarios, each ``--seconds`` long with ``--clients`` MCP clients (each an SDK
+``Client`` with its own HTTP connection pool, calling in a closed loop):
+
+1. a bare SDK server: one tool returning the same meeting detail, no auth, no DB;
+2. Companion, one replica;
+3. Companion, two replicas and no load balancer: clients alternate between ports.
+
+In 2 and 3 a ``--write-share`` of the operations are ``harmony_create_action_item``
+calls: the call answers ``approval_required``, the benchmark approves it over
+REST with the user's key and calls again; ask → approve → retry is one write.
+
+Throughput per core is reads per CPU-second of the server processes (read from
+/proc), so the load generator and PostgreSQL, which share this machine, do not
+count against either server. The bare server reads nothing, so the ratio
+includes Companion's own PostgreSQL read of the meeting, not only the gate;
+``bench/mcp_overhead.py`` compares the gate alone. The clients call in a closed
+loop, so at saturation latency is about clients / throughput: p99 < 100 ms at
+100 clients needs well over 1,000 operations per second.
+
+    .venv/bin/python bench/load.py --database-url postgresql://postgres@127.0.0.1:5432/postgres \
+        [--clients 100] [--seconds 20] [--write-share 0.1] [--mode 2026-07-28|legacy]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import random
+import resource
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx2
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+from sqlalchemy.engine import make_url
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.mcp_overhead import MeetingDetail, free_port  # noqa: E402
+
+SECRET = "bench-load-secret"
+USER = "alice@acme.test"
+ADMIN = "admin@acme.test"
+READ_TOOL = "harmony_get_meeting"
+WRITE_TOOL = "harmony_create_action_item"
+RATE_LIMIT_PER_MINUTE = 10_000_000
+CALL_TIMEOUT = 30.0  # one operation, ask → approve → retry included
+START_TIMEOUT = 60.0  # a server coming up; all clients warming up
+STOP_TIMEOUT = 15.0  # a server shutting down
+TARGET_RATIO = 0.75
+TARGET_P99_MS = 100.0
+TARGET_CLIENTS = 100
+SHOWN_ERRORS = 3
+ERROR_PAUSE = 0.1
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What the seeded scratch database gives the clients."""
+
+    database_url: str
+    agent_key: str
+    user_key: str
+    read_meeting: str
+    write_meeting: str
+    read_rule: str
+    sample: dict[str, Any]
+
+
+@dataclass
+class Tally:
+    """What one scenario's clients observed."""
+
+    reads: list[float] = field(default_factory=list)
+    writes: list[float] = field(default_factory=list)
+    errors: Counter[str] = field(default_factory=Counter)
+    elapsed: float = 0.0
+    server_cores: float = 0.0
+    loadgen_cores: float = 0.0
+    other_cores: float = 0.0  # PostgreSQL, and whatever else runs on the machine meanwhile
+
+
+@dataclass(frozen=True)
+class Scenario:
+    number: int
+    name: str
+    bases: list[str]
+    pids: list[int]
+    key: str | None
+    write_share: float
+
+
+@dataclass
+class Peer:
+    """One simulated assistant: its MCP client, the person's REST client, and its own dice."""
+
+    tag: str  # makes each write's arguments unique in the run: a repeated call would get its stored result
+    mcp: Client
+    api: httpx2.AsyncClient | None
+    rng: random.Random
+    writes: int = 0
+
+
+class OperationError(Exception):
+    """An answer that was not the one a working server gives."""
+
+
+# ---------------------------------------------------------------- the scratch database
+
+
+async def create_scratch(url: str) -> tuple[str, str]:
+    """An empty database beside the one ``url`` names; its asyncpg URL and its name."""
+    admin = make_url(url).set(drivername="postgresql")
+    name = f"companion_load_{os.getpid()}_{secrets.token_hex(3)}"
+    connection = await asyncpg.connect(admin.render_as_string(hide_password=False), timeout=10)
+    try:
+        await connection.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await connection.close()
+    return admin.set(drivername="postgresql+asyncpg", database=name).render_as_string(hide_password=False), name
+
+
+async def drop_scratch(url: str, name: str) -> None:
+    admin = make_url(url).set(drivername="postgresql")
+    connection = await asyncpg.connect(admin.render_as_string(hide_password=False), timeout=10)
+    try:
+        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await connection.close()
+
+
+async def prepare(database_url: str, data_dir: Path) -> Setup:
+    """Migrate, seed the demo, lift the rate limit, add the read rule; check reads allow and writes ask."""
+    from server.app import Companion
+    from server.settings import Settings
+    from store.migrate import upgrade_async
+
+    await upgrade_async(database_url)
+    companion = Companion.build(Settings(database_url=database_url, data_dir=data_dir, secret_key=SECRET))
+    try:
+        keys = await seed_enterprise(companion)
+        read_meeting, write_meeting = await meetings_of(companion, USER)
+        read_rule = await add_read_rule(companion, keys.keys[ADMIN])
+        alice = await companion.principal_for(keys.keys[USER])
+        if alice is None:
+            raise RuntimeError(f"the demo agent key of {USER} does not authenticate")
+        await check_decisions(companion, alice, read_meeting, read_rule)
+        sample = await companion.gateway.call(alice, READ_TOOL, {"meeting_id": read_meeting})
+        if not sample.ok or sample.data is None:
+            raise RuntimeError(f"{READ_TOOL} failed while preparing: {sample.message}")
+    finally:
+        await companion.aclose()
+    return Setup(
+        database_url, keys.keys[USER], keys.user_keys[USER], read_meeting, write_meeting, read_rule, sample.data
+    )
+
+
+async def seed_enterprise(companion: Any) -> Any:
+    from sqlalchemy import update
+
+    from server import demo
+    from store.models import Plan, Workspace
+
+    async with companion.db.transaction() as session:
+        keys = await demo.seed(session, companion.registry, companion.box, SECRET.encode())
+        await session.execute(
+            update(Workspace)
+            .where(Workspace.slug == keys.workspace)
+            .values(plan=Plan.ENTERPRISE, rate_limit_per_minute=RATE_LIMIT_PER_MINUTE)
+        )
+    return keys
+
+
+async def meetings_of(companion: Any, email: str) -> tuple[str, str]:
+    """Two processed meetings the user owns: one to read, one to add action items to (so reads keep their size)."""
+    from sqlalchemy import select
+
+    from store.models import Meeting, MeetingStatus, User
+
+    async with companion.db.session() as session:
+        owner = await session.scalar(select(User.id).where(User.email == email))
+        found = (
+            await session.scalars(
+                select(Meeting.id)
+                .where(Meeting.owner_id == owner, Meeting.status == MeetingStatus.PROCESSED)
+                .order_by(Meeting.date)
+                .limit(2)
+            )
+        ).all()
+    if len(found) < 2:
+        raise RuntimeError(f"the demo data gives {email} fewer than two processed meetings")
+    return found[0], found[1]
+
+
+async def add_read_rule(companion: Any, admin_key: str) -> str:
+    from approvals.rules import Rule
+
+    admin = await companion.principal_for(admin_key)
+    async with companion.db.transaction() as session:
+        rule = await companion.rulebook.create(
+            session,
+            admin,
+            Rule(effect="allow", scope="workspace", tool=READ_TOOL, description="Load benchmark: gated reads"),
+        )
+    return str(rule.id)
+
+
+async def check_decisions(companion: Any, principal: Any, meeting: str, read_rule: str) -> None:
+    """The premise of the benchmark: reads are allowed by the rule, writes ask a person."""
+    from approvals.rules import Effect
+
+    tools = {bound.name: bound for bound in await companion.gateway.tools_for(principal)}
+    read = await companion.gateway.decide(principal, tools[READ_TOOL], {"meeting_id": meeting})
+    if read.effect is not Effect.ALLOW or read_rule not in read.rule_ids:
+        raise RuntimeError(f"{READ_TOOL} is not allowed by the workspace rule: {read}")
+    write = await companion.gateway.decide(principal, tools[WRITE_TOOL], {"meeting_id": meeting, "text": "x"})
+    if write.effect is not Effect.ASK:
+        raise RuntimeError(f"{WRITE_TOOL} does not ask: {write}")
+
+
+# ---------------------------------------------------------------- servers
+
+
+def serve_bare(port: int, sample_file: str) -> None:
+    """The bare SDK server: the same tool name and output contract, returning the same meeting; no auth, no DB."""
+    import uvicorn
+    from mcp.server.mcpserver import MCPServer
+
+    sample = json.loads(Path(sample_file).read_text())
+    mcp = MCPServer("bare", log_level="WARNING")
+
+    @mcp.tool(name=READ_TOOL)
+    async def get_meeting(meeting_id: str) -> MeetingDetail:
+        return MeetingDetail.model_validate({**sample, "id": meeting_id})
+
+    uvicorn.run(mcp.streamable_http_app(), host="127.0.0.1", port=port, log_level="warning")
+
+
+def bare_command(port: int, setup: Setup, scratch: Path) -> tuple[list[str], dict[str, str]]:
+    sample_file = scratch / "sample.json"
+    sample_file.write_text(json.dumps(setup.sample))
+    command = [sys.executable, __file__, "--serve-bare", str(port), str(sample_file)]
+    return command, {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+def companion_command(port: int, setup: Setup, scratch: Path) -> tuple[list[str], dict[str, str]]:
+    """``companion serve`` as deployed, on the scratch database; a short shutdown grace keeps the run bounded."""
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(scratch),
+        "COMPANION_DATABASE_URL": setup.database_url,
+        "COMPANION_SECRET_KEY": SECRET,
+        "COMPANION_DATA_DIR": str(scratch / "data"),
+        "COMPANION_BASE_URL": f"http://127.0.0.1:{port}",
+        "COMPANION_SHUTDOWN_SECONDS": "5",
+    }
+    companion = str(Path(sys.executable).with_name("companion"))
+    return [companion, "serve", "--host", "127.0.0.1", "--port", str(port)], env
+
+
+COMMANDS = {"bare": bare_command, "companion": companion_command}
+
+
+def spawn(kind: str, port: int, setup: Setup, scratch: Path) -> tuple[subprocess.Popen[bytes], Path]:
+    """Start one server, its output going to a log file in the scratch directory."""
+    command, env = COMMANDS[kind](port, setup, scratch)
+    log = scratch / f"{kind}-{port}.log"
+    with log.open("wb") as out:
+        return subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT), log
+
+
+async def wait_ready(process: subprocess.Popen[bytes], port: int, log: Path) -> None:
+    """Until the port answers; fail at once, with the server's last lines, if the process ends."""
+    deadline = time.monotonic() + START_TIMEOUT
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"the server on port {port} exited ({process.returncode}):\n{tail(log)}")
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the server on port {port} did not start:\n{tail(log)}") from None
+            await asyncio.sleep(0.1)
+
+
+def tail(log: Path, lines: int = 15) -> str:
+    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:]) if log.exists() else ""
+
+
+def stop(processes: Sequence[subprocess.Popen[bytes]]) -> None:
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    for process in processes:
+        try:
+            process.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=STOP_TIMEOUT)
+
+
+@asynccontextmanager
+async def servers(kind: str, count: int, setup: Setup, scratch: Path) -> AsyncIterator[tuple[list[str], list[int]]]:
+    """Start ``count`` servers; yield their base URLs and pids; always stop them."""
+    ports = [free_port() for _ in range(count)]
+    processes: list[subprocess.Popen[bytes]] = []
+    logs: list[Path] = []
+    try:
+        for port in ports:
+            process, log = spawn(kind, port, setup, scratch)
+            processes.append(process)
+            logs.append(log)
+        for port, process, log in zip(ports, processes, logs, strict=True):
+            await wait_ready(process, port, log)
+        yield [f"http://127.0.0.1:{port}" for port in ports], [p.pid for p in processes]
+    finally:
+        stop(processes)
+
+
+# ---------------------------------------------------------------- CPU accounting
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a process has used, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def machine_cpu() -> tuple[float, float]:
+    """(busy, total) jiffies of the whole machine, from /proc/stat."""
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = values[3] + values[4]
+    total = sum(values[:8])
+    return total - idle, total
+
+
+@dataclass(frozen=True)
+class CpuMark:
+    servers: float
+    loadgen: float
+    machine: tuple[float, float]
+
+    @classmethod
+    def now(cls, pids: Sequence[int]) -> CpuMark:
+        return cls(sum(process_cpu(pid) for pid in pids), own_cpu(), machine_cpu())
+
+
+def record_cpu(tally: Tally, before: CpuMark, after: CpuMark) -> None:
+    tally.server_cores = (after.servers - before.servers) / tally.elapsed
+    tally.loadgen_cores = (after.loadgen - before.loadgen) / tally.elapsed
+    busy, total = after.machine[0] - before.machine[0], after.machine[1] - before.machine[1]
+    busy_cores = busy / total * (os.cpu_count() or 1) if total else 0.0
+    tally.other_cores = max(0.0, busy_cores - tally.server_cores - tally.loadgen_cores)
+
+
+# ---------------------------------------------------------------- clients and operations
+
+
+@asynccontextmanager
+async def open_peer(index: int, base: str, scenario: Scenario, setup: Setup, mode: str) -> AsyncIterator[Peer]:
+    headers = {"Authorization": f"Bearer {scenario.key}"} if scenario.key else {}
+    async with AsyncExitStack() as stack:
+        http = await stack.enter_async_context(httpx2.AsyncClient(headers=headers, timeout=CALL_TIMEOUT))
+        client = await stack.enter_async_context(
+            Client(streamable_http_client(f"{base}/mcp", http_client=http), mode=mode)
+        )
+        api = None
+        if scenario.write_share > 0:
+            api = await stack.enter_async_context(
+                httpx2.AsyncClient(
+                    base_url=f"{base}/api/v1",
+                    headers={"Authorization": f"Bearer {setup.user_key}"},
+                    timeout=CALL_TIMEOUT,
+                )
+            )
+        yield Peer(f"{scenario.number}.{index}", client, api, random.Random(index))
+
+
+def structured(result: Any) -> dict[str, Any]:
+    if result.is_error:
+        text = result.content[0].text if result.content else "(no content)"
+        raise OperationError(f"tool error: {text}")
+    return dict(result.structured_content or {})
+
+
+async def read(peer: Peer, setup: Setup) -> None:
+    data = structured(await peer.mcp.call_tool(READ_TOOL, {"meeting_id": setup.read_meeting}))
+    if data.get("id") != setup.read_meeting:
+        raise OperationError(f"read returned {str(data)[:120]}")
+
+
+async def write(peer: Peer, setup: Setup) -> None:
+    """Ask, approve as the person over REST, call again: the action item is created once."""
+    assert peer.api is not None
+    peer.writes += 1
+    arguments = {"meeting_id": setup.write_meeting, "text": f"Load {peer.tag}.{peer.writes}"}
+    asked = structured(await peer.mcp.call_tool(WRITE_TOOL, arguments))
+    if asked.get("status") != "approval_required":
+        raise OperationError(f"expected approval_required, got {str(asked)[:120]}")
+    approved = await peer.api.post(f"/approvals/{asked['approval_id']}/approve", json={})
+    if approved.status_code != 200:
+        raise OperationError(f"approve answered {approved.status_code}: {approved.text[:120]}")
+    done = structured(await peer.mcp.call_tool(WRITE_TOOL, arguments))
+    if done.get("text") != arguments["text"]:
+        raise OperationError(f"the approved retry returned {str(done)[:120]}")
+
+
+def describe(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return f"timed out after {CALL_TIMEOUT:.0f} s"
+    return f"{type(exc).__name__}: {exc}"[:200]
+
+
+async def drive(peer: Peer, setup: Setup, write_share: float, stop_at: float, tally: Tally) -> None:
+    """Call in a closed loop until ``stop_at``: one operation at a time, the next as soon as one ends."""
+    while time.monotonic() < stop_at:
+        writing = write_share > 0 and peer.rng.random() < write_share
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(CALL_TIMEOUT):
+                await (write if writing else read)(peer, setup)
+        except Exception as exc:
+            tally.errors[("write: " if writing else "read: ") + describe(exc)] += 1
+            await asyncio.sleep(ERROR_PAUSE)  # a server that fails fast is not hammered in a hot loop
+            continue
+        (tally.writes if writing else tally.reads).append(time.perf_counter() - started)
+
+
+async def warm(peer: Peer, setup: Setup, tally: Tally) -> None:
+    """One read before the clock starts (the SDK client fetches the tool list on its first call)."""
+    try:
+        await read(peer, setup)
+    except Exception as exc:
+        tally.errors["warm-up: " + describe(exc)] += 1
+
+
+async def run_scenario(scenario: Scenario, setup: Setup, clients: int, seconds: float, mode: str) -> Tally:
+    tally = Tally()
+    async with AsyncExitStack() as stack:
+        async with asyncio.timeout(START_TIMEOUT):
+            # Entered one by one in this task: each client's task group must be left by the task that entered it.
+            peers = [
+                await stack.enter_async_context(
+                    open_peer(i, scenario.bases[i % len(scenario.bases)], scenario, setup, mode)
+                )
+                for i in range(clients)
+            ]
+            await asyncio.gather(*(warm(p, setup, tally) for p in peers))
+        before = CpuMark.now(scenario.pids)
+        started = time.monotonic()
+        stop_at = started + seconds
+        try:
+            async with asyncio.timeout(seconds + CALL_TIMEOUT + 10):
+                await asyncio.gather(*(drive(p, setup, scenario.write_share, stop_at, tally) for p in peers))
+        except TimeoutError:
+            tally.errors["the scenario overran its deadline"] += 1
+        tally.elapsed = time.monotonic() - started
+        record_cpu(tally, before, CpuMark.now(scenario.pids))
+    return tally
+
+
+# ---------------------------------------------------------------- report
+
+
+def percentile_ms(samples: Sequence[float], fraction: float) -> float | None:
+    """Nearest-rank percentile, in milliseconds."""
+    if not samples:
+        return None
+    ordered = sorted(samples)
+    return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)] * 1000
+
+
+def ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+HEADER = (
+    f"{'scenario':<26}{'ops':>7}{'ops/s':>8}{'read p50':>10}{'read p99':>10}{'write p50':>11}{'write p99':>11}"
+    f"{'errors':>8}{'server CPU':>12}{'loadgen CPU':>13}{'other CPU':>11}"
+)
+
+
+def row(name: str, tally: Tally) -> str:
+    ops = len(tally.reads) + len(tally.writes)
+    return (
+        f"{name:<26}{ops:>7}{ops / tally.elapsed:>8.0f}"
+        f"{ms(percentile_ms(tally.reads, 0.5)):>10}{ms(percentile_ms(tally.reads, 0.99)):>10}"
+        f"{ms(percentile_ms(tally.writes, 0.5)):>11}{ms(percentile_ms(tally.writes, 0.99)):>11}"
+        f"{sum(tally.errors.values()):>8}{tally.server_cores:>12.2f}{tally.loadgen_cores:>13.2f}"
+        f"{tally.other_cores:>11.2f}"
+    )
+
+
+def reads_per_core(tally: Tally) -> float:
+    return len(tally.reads) / (tally.server_cores * tally.elapsed) if tally.server_cores else 0.0
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "NOT MET"
+
+
+def report(results: dict[str, Tally], args: argparse.Namespace) -> None:
+    print("\n" + HEADER)
+    for name, tally in results.items():
+        print(row(name, tally))
+    print(
+        "(latencies in ms; CPU in cores busy on average: the server processes, this load generator, and the rest "
+        "of the machine, PostgreSQL included)"
+    )
+    for name, tally in results.items():
+        if tally.errors:
+            shown = "; ".join(f"{count}x {message}" for message, count in list(tally.errors.items())[:SHOWN_ERRORS])
+            print(f"errors in {name}: {shown}")
+    bare = next(iter(results.values()))
+    print(f"\nTargets (CPUs: os.cpu_count() = {os.cpu_count()}; the load generator shares the machine):")
+    total_errors = sum(sum(t.errors.values()) for t in results.values())
+    print(f"  zero errors: {total_errors} errors - {verdict(total_errors == 0)}")
+    for name, tally in list(results.items())[1:]:
+        ratio = reads_per_core(tally) / reads_per_core(bare) if reads_per_core(bare) else 0.0
+        print(
+            f"  gated reads >= {TARGET_RATIO}x the bare SDK's per core, {name}: {reads_per_core(tally):.0f} vs "
+            f"{reads_per_core(bare):.0f} reads per server CPU-second = {ratio:.2f}x - {verdict(ratio >= TARGET_RATIO)}"
+        )
+    print("    (the bare server reads no database: Companion's figure includes its PostgreSQL read of the meeting)")
+    if args.write_share > 0:
+        print("    (Companion's server CPU also served its writes, so this understates reads; --write-share 0 doesn't)")
+    at = (
+        ""
+        if args.clients == TARGET_CLIENTS
+        else f" (the target is at {TARGET_CLIENTS} clients; this ran {args.clients})"
+    )
+    for name, tally in results.items():
+        worst = max(filter(None, (percentile_ms(tally.reads, 0.99), percentile_ms(tally.writes, 0.99))), default=0.0)
+        print(f"  p99 < {TARGET_P99_MS:.0f} ms, {name}: {worst:.1f} ms - {verdict(worst < TARGET_P99_MS)}{at}")
+    print(
+        "    (reads and writes, the worse of the two; in a closed loop latency ~ clients / throughput, so this needs "
+        f"> {args.clients / TARGET_P99_MS * 1000:,.0f} ops/s)"
+    )
+
+
+def preamble(args: argparse.Namespace, setup: Setup) -> None:
+    era = (
+        "2026-07-28 stateless requests (no Mcp-Session-Id)"
+        if args.mode == "2026-07-28"
+        else "2025-11-25 sessions (initialize, Mcp-Session-Id)"
+    )
+    print(
+        f"Load on 127.0.0.1: {args.clients} MCP clients, {args.seconds:.0f} s per scenario, "
+        f"write share {args.write_share:.2f} (Companion only)\n"
+        f"  os.cpu_count() = {os.cpu_count()}; servers, this load generator (one asyncio process) and PostgreSQL "
+        "share the machine\n"
+        f"  clients: one SDK Client each, own HTTP connection pool, over Streamable HTTP: {era}; closed loop\n"
+        f"  workspace on Enterprise with rate_limit_per_minute={RATE_LIMIT_PER_MINUTE:,}, so the API rate limit "
+        "is not what is measured\n"
+        f"  reads: {READ_TOOL} as {USER}, gated: key auth, decision by workspace rule {setup.read_rule} (allow), "
+        "an audit row each\n"
+        f"  writes: {WRITE_TOOL} asks -> POST /api/v1/approvals/{{id}}/approve with {USER}'s user key -> "
+        "the same call again, timed as one"
+    )
+
+
+# ---------------------------------------------------------------- main
+
+
+def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--database-url", default=os.environ.get("COMPANION_DATABASE_URL", ""))
+    parser.add_argument("--clients", type=int, default=100)
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--write-share", type=float, default=0.1)
+    parser.add_argument("--mode", choices=["2026-07-28", "legacy"], default="2026-07-28")
+    args = parser.parse_args(argv)
+    if not args.database_url.startswith(("postgresql://", "postgres://", "postgresql+asyncpg://")):
+        parser.exit(
+            2, "bench/load.py needs PostgreSQL: pass --database-url postgresql://… (or COMPANION_DATABASE_URL)\n"
+        )
+    if args.clients < 1 or args.seconds <= 0 or not 0 <= args.write_share <= 1:
+        parser.exit(2, "--clients must be >= 1, --seconds > 0 and --write-share between 0 and 1\n")
+    return args
+
+
+async def main(args: argparse.Namespace) -> None:
+    url, name = await create_scratch(args.database_url)
+    try:
+        with tempfile.TemporaryDirectory(prefix="companion-load-") as scratch_dir:
+            scratch = Path(scratch_dir)
+            setup = await prepare(url, scratch / "data")
+            preamble(args, setup)
+            results: dict[str, Tally] = {}
+            for number, (label, kind, count, share) in enumerate(
+                (
+                    ("1. bare SDK, 1 process", "bare", 1, 0.0),
+                    ("2. Companion, 1 replica", "companion", 1, args.write_share),
+                    ("3. Companion, 2 replicas", "companion", 2, args.write_share),
+                ),
+                start=1,
+            ):
+                async with servers(kind, count, setup, scratch) as (bases, pids):
+                    key = setup.agent_key if kind == "companion" else None
+                    scenario = Scenario(number, label, bases, pids, key, share)
+                    print(f"running {label} ...", flush=True)
+                    results[label] = await run_scenario(scenario, setup, args.clients, args.seconds, args.mode)
+            report(results, args)
+    finally:
+        await drop_scratch(args.database_url, name)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--serve-bare":
+        serve_bare(int(sys.argv[2]), sys.argv[3])
+    else:
+        asyncio.run(main(parse()))

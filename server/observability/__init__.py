@@ -1,0 +1,1 @@
+"""What an operator watches a running Companion through: Prometheus metrics and structured logs."""

@@ -1,0 +1,26 @@
+"""Execution leases: a call whose process died while running it is marked outcome_unknown
+
+Revision ID: 0006
+Revises: 0005
+Create Date: 2026-11-22
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0006"
+down_revision = "0005"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("approvals", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("lease_until", sa.DateTime(timezone=True), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("approvals", schema=None) as batch_op:
+        batch_op.drop_column("lease_until")
