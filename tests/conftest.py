@@ -160,6 +160,28 @@ async def app_client(companion: Companion) -> AsyncIterator[Any]:
         yield connect
 
 
+async def _signed_in(app_client: Any, email: str) -> AsyncIterator[Any]:
+    from tests.console import sign_in
+
+    async with httpx2.AsyncClient(transport=app_client.transport, base_url="http://127.0.0.1:8000") as browser:
+        await sign_in(browser, email)
+        yield browser
+
+
+@pytest.fixture
+async def admin(app_client: Any, demo_keys: demo.DemoKeys) -> AsyncIterator[Any]:
+    """A browser signed in to the web console as the demo workspace's admin."""
+    async for browser in _signed_in(app_client, "admin@acme.test"):
+        yield browser
+
+
+@pytest.fixture
+async def alice(app_client: Any, demo_keys: demo.DemoKeys) -> AsyncIterator[Any]:
+    """A browser signed in to the web console as Alice, a member."""
+    async for browser in _signed_in(app_client, "alice@acme.test"):
+        yield browser
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -19,7 +19,6 @@ from sqlalchemy import select, text
 from server.web import audit
 from store.models import AuditEntry, User, utcnow
 from tests.conftest import mcp_client
-from tests.console import sign_in
 
 pytestmark = pytest.mark.anyio
 
@@ -51,20 +50,6 @@ async def calls(app_client, demo_keys, companion):
     async with mcp_client(BASE, demo_keys.keys["admin@acme.test"], transport=app_client.transport) as client:
         await client.call_tool("harmony_list_meetings", {"limit": 2})
     await companion.audit.flush()  # call rows are queued; the page shows what has been written
-
-
-@pytest.fixture
-async def admin(app_client, demo_keys):
-    async with httpx2.AsyncClient(transport=app_client.transport, base_url=BASE) as browser:
-        await sign_in(browser, "admin@acme.test")
-        yield browser
-
-
-@pytest.fixture
-async def alice(app_client, demo_keys):
-    async with httpx2.AsyncClient(transport=app_client.transport, base_url=BASE) as browser:
-        await sign_in(browser, "alice@acme.test")
-        yield browser
 
 
 async def test_an_admin_reads_the_whole_workspace_newest_first(admin, calls, companion):

@@ -193,31 +193,28 @@ async def test_an_unknown_address_gets_the_same_answer_as_a_wrong_password(brows
     assert refused.status_code == 401 and "do not match" in refused.text
 
 
-async def test_a_password_change_ends_the_other_sessions(browser, env, companion, demo_keys):
-    await sign_in(browser, "alice@acme.test")
-    assert (await browser.get("/inbox")).status_code == 200
-    changed = subprocess.run(
-        [COMPANION, "user", "set-password", "--email", "alice@acme.test", "--password-stdin"],
-        input="a-brand-new-secret\n",
+def set_password(env: dict[str, str], email: str, password: str) -> subprocess.CompletedProcess[str]:
+    """`companion user set-password`, as an admin runs it in a script."""
+    return subprocess.run(
+        [COMPANION, "user", "set-password", "--email", email, "--password-stdin"],
+        input=f"{password}\n",
         env=env,
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
+
+
+async def test_a_password_change_ends_the_other_sessions(browser, env, companion, demo_keys):
+    await sign_in(browser, "alice@acme.test")
+    assert (await browser.get("/inbox")).status_code == 200
+    changed = set_password(env, "alice@acme.test", "a-brand-new-secret")
     assert changed.returncode == 0, changed.stderr
     assert "a-brand-new-secret" not in changed.stdout + changed.stderr
     assert (await browser.get("/inbox")).status_code == 303
     assert (await sign_in(browser, "alice@acme.test", "a-brand-new-secret")).status_code == 303
-    short = subprocess.run(
-        [COMPANION, "user", "set-password", "--email", "alice@acme.test", "--password-stdin"],
-        input="short\n",
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    short = set_password(env, "alice@acme.test", "short")
     assert short.returncode == 1 and short.stderr.strip() == "error: password: use at least 10 characters"
 
 

@@ -16,7 +16,7 @@ from approvals.rules import Rule
 from store.directory import member_principal
 from store.models import Membership, RuleRow, User
 from tests.conftest import mcp_client
-from tests.console import csrf_of, form_post, sign_in
+from tests.console import csrf_of, form_post
 
 pytestmark = pytest.mark.anyio
 
@@ -67,20 +67,6 @@ async def saved_rules(companion) -> list[Rule]:
 async def only_rule(companion) -> Rule:
     (rule,) = await saved_rules(companion)
     return rule
-
-
-@pytest.fixture
-async def admin(app_client, demo_keys):
-    async with httpx2.AsyncClient(transport=app_client.transport, base_url=BASE) as browser:
-        await sign_in(browser, "admin@acme.test")
-        yield browser
-
-
-@pytest.fixture
-async def alice(app_client, demo_keys):
-    async with httpx2.AsyncClient(transport=app_client.transport, base_url=BASE) as browser:
-        await sign_in(browser, "alice@acme.test")
-        yield browser
 
 
 async def principal_of(companion, email: str):

@@ -24,21 +24,7 @@ async def test_a_domain_rule_is_built_from_the_form_simulated_and_then_saved(con
     await console.companion.audit.flush()
 
     page = await console.person("alice@acme.test")
-    await page.goto("/rules/new")
-    # Each choice redraws the form with what fits it (htmx); the next step waits for that redraw.
-    await page.get_by_text("The call runs without asking.").click()
-    await settled(page)
-    await page.get_by_label("App", exact=True).select_option(label="Harmony")
-    await settled(page)
-    await page.get_by_label("Tool", exact=True).select_option(CREATE_ITEM)
-    await settled(page)
-    await page.get_by_role("button", name="Add condition").click()
-    await settled(page)
-    await page.get_by_label("Argument", exact=True).select_option("assignee_email")
-    await settled(page)
-    await page.get_by_label("Test", exact=True).select_option("domain_in")
-    await settled(page)
-    await page.get_by_label("Values", exact=True).fill("globex.example")
+    await allow_at_domains(page, "Harmony", CREATE_ITEM, "assignee_email", "globex.example")
 
     await page.get_by_role("button", name="Simulate").click()
     simulation = page.get_by_role("status", name="Simulation: the last 7 days")
@@ -49,6 +35,25 @@ async def test_a_domain_rule_is_built_from_the_form_simulated_and_then_saved(con
     await page.get_by_role("button", name="Save rule").click()
     await expect(page).to_have_url(re.compile(r"/rules#rule-rule_[0-9a-f]+$"))
     await expect(page.get_by_role("main")).to_contain_text("assignee_email is only at domains globex.example")
+
+
+async def allow_at_domains(page: Page, app: str, tool: str, argument: str, domains: str) -> None:
+    """Fill in a new allow rule for ``tool`` when ``argument`` is only at ``domains``, as a person picks it."""
+    await page.goto("/rules/new")
+    # Each choice redraws the form with what fits it (htmx); the next step waits for that redraw.
+    await page.get_by_text("The call runs without asking.").click()
+    await settled(page)
+    await page.get_by_label("App", exact=True).select_option(label=app)
+    await settled(page)
+    await page.get_by_label("Tool", exact=True).select_option(tool)
+    await settled(page)
+    await page.get_by_role("button", name="Add condition").click()
+    await settled(page)
+    await page.get_by_label("Argument", exact=True).select_option(argument)
+    await settled(page)
+    await page.get_by_label("Test", exact=True).select_option("domain_in")
+    await settled(page)
+    await page.get_by_label("Values", exact=True).fill(domains)
 
 
 async def settled(page: Page) -> None:

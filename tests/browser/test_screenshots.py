@@ -14,7 +14,7 @@ import pytest
 from manifests import MANIFEST_DIR
 from store.directory import member_principal, user_by_email, workspace_by_slug
 from tests.browser.test_inbox import a_meeting_of, ask
-from tests.browser.test_rules import settled
+from tests.browser.test_rules import allow_at_domains, settled
 from tests.conftest import mcp_client
 from tools.registry import Registry
 
@@ -84,20 +84,7 @@ async def test_screenshots_of_the_marketplace_the_inbox_and_the_rules_editor(con
     await page.goto("/marketplace")
     await page.screenshot(path=shots / "marketplace.png")
 
-    await page.goto("/rules/new")
-    await page.get_by_text("The call runs without asking.").click()
-    await settled(page)
-    await page.get_by_label("App", exact=True).select_option(label="E-mail")
-    await settled(page)
-    await page.get_by_label("Tool", exact=True).select_option("email_send_email")
-    await settled(page)
-    await page.get_by_role("button", name="Add condition").click()
-    await settled(page)
-    await page.get_by_label("Argument", exact=True).select_option("to")
-    await settled(page)
-    await page.get_by_label("Test", exact=True).select_option("domain_in")
-    await settled(page)
-    await page.get_by_label("Values", exact=True).fill("client.com, partner.io")
+    await allow_at_domains(page, "E-mail", "email_send_email", "to", "client.com, partner.io")
     await page.get_by_label("Auto-approve at most").fill("20")
     await page.get_by_role("button", name="Simulate").click()
     await settled(page)
