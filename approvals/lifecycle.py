@@ -13,12 +13,14 @@ one UPDATE matches and the other learns it lost.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql import ColumnElement
 
 from approvals.audit import AuditRecord, Event, Outcome, append_in
 from store.crypto import SecretBox
@@ -173,46 +175,54 @@ async def get(session: AsyncSession, workspace_id: str, approval_id: str) -> App
 async def expire_due(session: AsyncSession, *, workspace_id: str | None = None) -> int:
     """Mark pending and approved-but-unrun approvals past their expiry as expired, and lapsed runs as unknown."""
     await mark_lapsed(session, workspace_id=workspace_id)
-    now = utcnow()
-    query = select(Approval).where(
-        Approval.status.in_([ApprovalStatus.PENDING, ApprovalStatus.APPROVED]), Approval.expires_at <= now
+    due = Approval.status.in_([ApprovalStatus.PENDING, ApprovalStatus.APPROVED]) & (Approval.expires_at <= utcnow())
+    return await _settle_due(
+        session,
+        due,
+        {"status": ApprovalStatus.EXPIRED},
+        lambda approval: _record(approval, Event.EXPIRED, "expired", actor=None),
+        workspace_id=workspace_id,
     )
-    if workspace_id:
-        query = query.where(Approval.workspace_id == workspace_id)
-    expired = 0
-    for approval in list(await session.scalars(query)):
-        moved = await session.execute(
-            update(Approval)
-            .where(Approval.id == approval.id, Approval.status == approval.status, Approval.expires_at <= now)
-            .values(status=ApprovalStatus.EXPIRED)
-        )
-        if moved.rowcount:
-            expired += 1
-            await announce(session, approval.id)
-            await append_in(session, _record(approval, Event.EXPIRED, "expired", actor=None))
-    return expired
 
 
 async def mark_lapsed(session: AsyncSession, *, workspace_id: str | None = None) -> int:
     """executing → outcome_unknown where the running process stopped renewing its lease (it died)."""
-    now = utcnow()
-    query = select(Approval).where(Approval.status == ApprovalStatus.EXECUTING, Approval.lease_until < now)
+    error = "The server running this call stopped before it finished; it may or may not have happened."
+    return await _settle_due(
+        session,
+        (Approval.status == ApprovalStatus.EXECUTING) & (Approval.lease_until < utcnow()),
+        {"status": ApprovalStatus.OUTCOME_UNKNOWN, "lease_until": None},
+        lambda approval: _record(approval, Event.OUTCOME_UNKNOWN, "outcome_unknown", actor=None, error=error),
+        workspace_id=workspace_id,
+    )
+
+
+async def _settle_due(
+    session: AsyncSession,
+    due: ColumnElement[bool],
+    values: dict[str, Any],
+    record_of: Callable[[Approval], AuditRecord],
+    *,
+    workspace_id: str | None,
+) -> int:
+    """Move each approval ``due`` describes, announcing and auditing each move.
+
+    ``due`` and the row's status are checked again in each UPDATE, so a
+    decision or a finish that lands meanwhile wins, and nothing moves twice.
+    """
+    query = select(Approval).where(due)
     if workspace_id:
         query = query.where(Approval.workspace_id == workspace_id)
-    lapsed = 0
+    settled = 0
     for approval in list(await session.scalars(query)):
         moved = await session.execute(
-            update(Approval)
-            .where(Approval.id == approval.id, Approval.status == ApprovalStatus.EXECUTING, Approval.lease_until < now)
-            .values(status=ApprovalStatus.OUTCOME_UNKNOWN, lease_until=None)
+            update(Approval).where(Approval.id == approval.id, Approval.status == approval.status, due).values(**values)
         )
         if moved.rowcount:
-            lapsed += 1
+            settled += 1
             await announce(session, approval.id)
-            error = "The server running this call stopped before it finished; it may or may not have happened."
-            record = _record(approval, Event.OUTCOME_UNKNOWN, "outcome_unknown", actor=None, error=error)
-            await append_in(session, record)
-    return lapsed
+            await append_in(session, record_of(approval))
+    return settled
 
 
 async def resolve_unknown(
