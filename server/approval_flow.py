@@ -172,7 +172,8 @@ def _remember_conditions(tool: RegisteredTool, arguments: dict[str, Any]) -> lis
     return conditions
 
 
-Runner = Callable[[Principal, RegisteredTool, Any], Awaitable[tuple[bool, dict[str, Any] | None, str]]]
+# The approval's id goes with an approved call, so an adapter can send it as the provider's idempotency key.
+Runner = Callable[[Principal, RegisteredTool, Any, str], Awaitable[tuple[bool, dict[str, Any] | None, str]]]
 
 
 class ApprovalFlow:
@@ -393,7 +394,7 @@ class ApprovalFlow:
         started = time.perf_counter()
         renewing = asyncio.create_task(self._renew_forever(approval.id))
         try:
-            ok, data, error = await run(principal, tool, tool.parse_arguments(arguments))
+            ok, data, error = await run(principal, tool, tool.parse_arguments(arguments), approval.id)
         finally:
             renewing.cancel()
         async with self.db.transaction() as session:

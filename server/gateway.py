@@ -139,11 +139,11 @@ class TimedRunner:
     seconds: float = 0.0
 
     async def __call__(
-        self, who: Principal, tool: RegisteredTool, parsed: Any
+        self, who: Principal, tool: RegisteredTool, parsed: Any, approval_id: str
     ) -> tuple[bool, dict[str, Any] | None, str]:
         started = time.perf_counter()
         try:
-            result = await self.gateway._execute(who, tool, self.connection, parsed)
+            result = await self.gateway._execute(who, tool, self.connection, parsed, approval_id=approval_id)
         finally:
             self.seconds += time.perf_counter() - started
         return result.ok, result.data, result.message
@@ -367,7 +367,13 @@ class ToolGateway:
         return TimedRunner(self, connection)
 
     async def _execute(
-        self, principal: Principal, tool: RegisteredTool, connection: ConnectionView, arguments: Any
+        self,
+        principal: Principal,
+        tool: RegisteredTool,
+        connection: ConnectionView,
+        arguments: Any,
+        *,
+        approval_id: str | None = None,
     ) -> CallResult:
         if connection.status is ConnectionStatus.NEEDS_REAUTH:
             return CallResult.failure(
@@ -382,6 +388,7 @@ class ToolGateway:
             credentials=open_credentials(self.box, connection),
             manifest=tool.manifest,
             keeper=self.keeper,
+            approval_id=approval_id,
         )
         try:
             with self.metrics.phase("adapter"):

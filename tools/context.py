@@ -26,6 +26,9 @@ class ToolContext:
     credentials: dict[str, Any] = field(default_factory=dict, repr=False)
     manifest: Manifest | None = None
     keeper: TokenKeeper | None = None
+    # Set when a person approved this call: the same approval runs again only by a person's choice, so a
+    # provider that accepts an idempotency key can be given one derived from it.
+    approval_id: str | None = None
 
     @cached_property
     def api(self) -> ProviderApi:
