@@ -35,6 +35,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from store.correlation import current_request_id
 from store.db import Database
 from store.models import AuditEntry, AuditHead, utcnow
 
@@ -108,6 +109,8 @@ class AuditRecord:
     error: str | None = None
     duration_ms: float = 0.0
     sealed_arguments: str | None = field(default=None, repr=False)
+    # Taken when the record is made, in the request's context: rows are written later, by the writer task.
+    request_id: str | None = field(default_factory=current_request_id)
 
     def row(self) -> dict[str, Any]:
         # Field by field rather than dataclasses.asdict, which deep-copies: this runs for every call.

@@ -341,6 +341,8 @@ class AuditEntry(Base):
     duration_ms: Mapped[float] = mapped_column(Float, default=0.0)
     # Sealed, outside the hash: simulation replays them, and retention may clear them.
     sealed_arguments: Mapped[str | None] = mapped_column(Text)
+    # Outside the hash too: it ties the entry to the call's log lines, and rows written before it existed lack it.
+    request_id: Mapped[str | None] = mapped_column(String(64))
     prev_hash: Mapped[str] = mapped_column(String(64), default="")
     hash: Mapped[str] = mapped_column(String(64), default="")
 

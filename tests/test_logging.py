@@ -1,4 +1,5 @@
-"""JSON log lines: one object per line, the caller's request id on every line of a call, and no secrets."""
+"""JSON log lines: one object per line, the caller's request id on every line of a call and its audit entry, and no
+secrets."""
 
 from __future__ import annotations
 
@@ -17,8 +18,11 @@ import httpx2
 import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
+from sqlalchemy import select
 
-from server.observability.logging import JsonFormatter, RedactingFormatter, RequestId, request_id
+from server.observability.logging import JsonFormatter, RedactingFormatter, RequestId
+from store.correlation import request_id
+from store.models import AuditEntry
 from tests.conftest import COMPANION
 
 pytestmark = pytest.mark.anyio
@@ -86,6 +90,13 @@ async def test_a_call_logs_with_the_callers_request_id_through_the_adapter(
         "succeeded",
     )
     assert call["time"].endswith("Z")
+    # The audit entry of the call carries the same id, so the trail leads to the log lines and back.
+    await companion.audit.flush()
+    async with companion.db.session() as session:
+        entry = await session.scalar(
+            select(AuditEntry).where(AuditEntry.tool == "harmony_list_meetings").order_by(AuditEntry.id.desc())
+        )
+    assert entry is not None and entry.request_id == GIVEN_ID
     # Every line of the session, the SDK's and the database's at DEBUG included, is free of the key.
     everything = json.dumps(lines)
     assert key.startswith("hck_") and key not in everything

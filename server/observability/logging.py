@@ -18,20 +18,18 @@ import json
 import logging
 import re
 import uuid
-from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from store.correlation import request_id
 from store.keys import TOKEN_PREFIX
 
 REQUEST_ID_HEADER = "x-request-id"
 REDACTED = "[redacted]"
 TEXT_FORMAT = "%(levelname)s %(name)s: %(message)s"
-
-request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 
 # An id from outside goes into every log line: only a short, plain token is taken as it is.
 SANE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
