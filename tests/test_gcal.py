@@ -13,7 +13,9 @@ import pytest
 
 from tests.fakes.gcal import HOLIDAYS_ID, PRIMARY_ID, PRIVATE_ID, TEAM_ID, GoogleCalendarFake, days_from_now
 from tests.providers import Harness, connected
-from tools.adapters.gcal import list_calendars
+from tools.adapters.gcal import CreateEvent, create_event, list_calendars
+from tools.errors import NotFound
+from tools.idempotency import base32hex_key
 
 pytestmark = pytest.mark.anyio
 
@@ -257,6 +259,57 @@ async def test_a_5xx_after_creating_is_not_retried(gcal):
     result = await gcal.call("gcal_create_event", event)
     assert result.error_code == "provider_unavailable"
     assert len(requests_to(gcal, EVENTS.format("primary"), "POST")) == 1
+
+
+async def run_approved(harness: Harness, approval_id: str, arguments: CreateEvent) -> dict:
+    """The adapter as the gateway runs an approved call, each time in a context of its own, as a new process would."""
+    ctx = await harness.context()
+    ctx.approval_id = approval_id
+    return await create_event(ctx, arguments)
+
+
+FOLLOW_UP = CreateEvent.model_validate(
+    {"summary": "Follow-up", "start": "2030-01-10T10:00:00", "end": "2030-01-10T11:00:00", "time_zone": "Europe/Berlin"}
+)
+
+
+async def test_an_auto_allowed_event_carries_no_id_and_google_makes_one(gcal):
+    created = await gcal.ok("gcal_create_event", FOLLOW_UP.model_dump(mode="json", exclude_defaults=True))
+    [sent] = requests_to(gcal, EVENTS.format("primary"), "POST")
+    assert "id" not in json.loads(sent.body)
+    assert created["id"] == gcal.fake.events[PRIMARY_ID][0]["id"]
+
+
+async def test_an_approved_event_run_again_is_the_event_the_first_run_made(gcal):
+    first = await run_approved(gcal, "apr_0123456789abcdef", FOLLOW_UP)
+    again = await run_approved(gcal, "apr_0123456789abcdef", FOLLOW_UP)
+    assert again == first
+    assert [e["id"] for e in gcal.fake.events[PRIMARY_ID]] == [base32hex_key("apr_0123456789abcdef", "gcal.event")]
+    posts = requests_to(gcal, EVENTS.format("primary"), "POST")
+    assert [json.loads(p.body)["id"] for p in posts] == [first["id"], first["id"]]
+    # Google refused the second with 409; the event came from events.get by that id.
+    assert requests_to(gcal, f"{EVENTS.format('primary')}/{first['id']}")
+
+
+async def test_each_approval_makes_its_own_event(gcal):
+    one = await run_approved(gcal, "apr_0123456789abcdef", FOLLOW_UP)
+    other = await run_approved(gcal, "apr_fedcba9876543210", FOLLOW_UP)
+    assert one["id"] != other["id"] and len(gcal.fake.events[PRIMARY_ID]) == 2
+
+
+async def test_an_approved_event_is_retried_after_a_5xx_since_its_id_makes_a_repeat_harmless(gcal):
+    gcal.fake.fail_next(502, when=lambda seen: seen.method == "POST")
+    created = await run_approved(gcal, "apr_0123456789abcdef", FOLLOW_UP)
+    assert len(requests_to(gcal, EVENTS.format("primary"), "POST")) == 2
+    assert [e["id"] for e in gcal.fake.events[PRIMARY_ID]] == [created["id"]]
+
+
+async def test_an_event_deleted_since_the_first_run_is_not_created_again(gcal):
+    first = await run_approved(gcal, "apr_0123456789abcdef", FOLLOW_UP)
+    gcal.fake.events[PRIMARY_ID][0]["status"] = "cancelled"
+    with pytest.raises(NotFound, match="deleted since"):
+        await run_approved(gcal, "apr_0123456789abcdef", FOLLOW_UP)
+    assert [e["id"] for e in gcal.fake.events[PRIMARY_ID]] == [first["id"]]
 
 
 # -- gcal_find_free_time ----------------------------------------------------------------------------------

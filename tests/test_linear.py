@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.fakes.linear import LinearFake
-from tests.providers import connected
+from tests.providers import Harness, connected
+from tools.adapters.linear import CreateIssue, create_issue
+from tools.errors import ToolError
+from tools.idempotency import uuid4_key
 
 pytestmark = pytest.mark.anyio
 
@@ -63,6 +68,55 @@ async def test_a_graphql_validation_error_reads_as_the_providers_words(linear):
     result = await linear.call("linear_list_teams", {})
     assert result.error_code == "invalid_request"
     assert result.message == "Linear rejected the request: Argument Validation Error: title is too long."
+
+
+def creates(harness: Harness) -> list[dict]:
+    """The input of every issueCreate Linear was sent, in order."""
+    bodies = [json.loads(seen.body) for seen in harness.fake.api_requests()]
+    return [b["variables"]["input"] for b in bodies if "issueCreate" in b["query"]]
+
+
+async def run_approved(harness: Harness, approval_id: str, arguments: CreateIssue) -> dict:
+    """The adapter as the gateway runs an approved call, each time in a context of its own, as a new process would."""
+    ctx = await harness.context()
+    ctx.approval_id = approval_id
+    return await create_issue(ctx, arguments)
+
+
+async def test_an_auto_allowed_create_sends_no_id_and_linear_makes_one(linear):
+    issue = await linear.ok("linear_create_issue", {"team": "ENG", "title": "Fix login"})
+    [sent] = creates(linear)
+    assert "id" not in sent
+    assert issue["id"] == linear.fake.issues[0]["id"]
+
+
+async def test_an_approved_create_run_again_returns_the_issue_the_first_run_made(linear):
+    arguments = CreateIssue(team="ENG", title="Fix login", labels=["Bug"])
+    first = await run_approved(linear, "apr_0123456789abcdef", arguments)
+    again = await run_approved(linear, "apr_0123456789abcdef", arguments)
+    assert again == first and first["identifier"] == "ENG-1"
+    assert [i["id"] for i in linear.fake.issues] == [uuid4_key("apr_0123456789abcdef", "linear.issue")]
+    assert [sent["id"] for sent in creates(linear)] == [first["id"], first["id"]]
+
+
+async def test_each_approval_makes_its_own_issue(linear):
+    arguments = CreateIssue(team="ENG", title="Fix login")
+    one = await run_approved(linear, "apr_0123456789abcdef", arguments)
+    other = await run_approved(linear, "apr_fedcba9876543210", arguments)
+    assert one["id"] != other["id"] and [i["identifier"] for i in linear.fake.issues] == ["ENG-1", "ENG-2"]
+
+
+async def test_an_approved_create_refused_for_another_reason_reads_in_linears_words(linear):
+    """No issue holds the id, so the refusal is not a repeat: it is reported as Linear worded it."""
+    refusal = {
+        "errors": [{"message": "Argument Validation Error: title is too long", "extensions": {"code": "INVALID_INPUT"}}]
+    }
+    linear.fake.fail_next(400, body=refusal, when=lambda seen: b"issueCreate" in seen.body)
+    with pytest.raises(ToolError) as refused:
+        await run_approved(linear, "apr_0123456789abcdef", CreateIssue(team="ENG", title="x" * 300))
+    assert str(refused.value) == "Linear rejected the request: Argument Validation Error: title is too long."
+    assert json.loads(linear.fake.api_requests()[-1].body)["query"].startswith("query Issue(")
+    assert linear.fake.issues == []
 
 
 async def test_search_and_update_move_an_issue_along(linear):

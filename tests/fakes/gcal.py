@@ -1,13 +1,17 @@
 """A fake of Google Calendar API v3, on Google's OAuth server (see ``tests/fakes/google.py``).
 
 Routes are those of https://www.googleapis.com/calendar/v3 (calendarList.list, calendars.get, events.list,
-events.insert, freebusy.query) under the same path, with Google's resource shapes (``kind``, ``items``,
+events.insert, events.get, freebusy.query) under the same path, with Google's resource shapes (``kind``, ``items``,
 ``nextPageToken``, ``start.dateTime``/``start.date``) and its error body::
 
     {"error": {"code": 404, "message": "Not Found", "errors": [{"domain": "global", "reason": "notFound",
      "message": "Not Found"}], "status": "NOT_FOUND"}}
 
 Where no call names them, Calendar's words for a status (``PLAIN``) are its own, not Google's canonical ones.
+
+events.insert keeps a client's event ``id`` (base32hex: ``a-v`` and ``0-9``, 5 to 1024 characters, unique per
+calendar) and answers 409 ``duplicate``, "The requested identifier already exists.", for one the calendar holds,
+deleted (cancelled) events included, as Google keeps their ids.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ PLAIN = {
     503: ("backendError", "The service is currently unavailable."),
 }
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+EVENT_ID = re.compile(r"^[a-v0-9]{5,1024}$")
 
 
 def _page_token(offset: int) -> str:
@@ -79,6 +84,7 @@ class GoogleCalendarFake(GoogleFake):
                 Route(f"{API}/calendars/{{calendarId}}", self.get_calendar, methods=["GET"]),
                 Route(f"{API}/calendars/{{calendarId}}/events", self.list_events, methods=["GET"]),
                 Route(f"{API}/calendars/{{calendarId}}/events", self.insert_event, methods=["POST"]),
+                Route(f"{API}/calendars/{{calendarId}}/events/{{eventId}}", self.get_event, methods=["GET"]),
                 Route(f"{API}/freeBusy", self.free_busy, methods=["POST"]),
             ]
         )
@@ -285,7 +291,11 @@ class GoogleCalendarFake(GoogleFake):
         attendees = sent.get("attendees") or []
         if any(not EMAIL.match(str(a.get("email", ""))) for a in attendees):
             return google_error(400, "Invalid attendee email.", "invalid")
-        event_id = secrets.token_hex(13)
+        event_id = sent.get("id") or secrets.token_hex(13)
+        if not EVENT_ID.match(str(event_id)):
+            return google_error(400, "Invalid resource id value.", "invalid")
+        if any(e["id"] == event_id for e in self.events[calendar["id"]]):
+            return google_error(409, "The requested identifier already exists.", "duplicate")
         now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         owner = next(c for c in self.calendars.values() if c.get("primary"))["id"]
         event = {
@@ -311,6 +321,17 @@ class GoogleCalendarFake(GoogleFake):
         if not attendees:
             del event["attendees"]
         self.events[calendar["id"]].append(event)
+        return JSONResponse(event)
+
+    # -- events.get ------------------------------------------------------------------------------
+
+    async def get_event(self, request: Request) -> Response:
+        """An event by id, a deleted one too: Google answers it with ``status: cancelled``."""
+        calendar = self._calendar(request.path_params["calendarId"])
+        wanted = request.path_params["eventId"]
+        event = next((e for e in self.events[calendar["id"]] if e["id"] == wanted), None) if calendar else None
+        if event is None:
+            return google_error(404, "Not Found")
         return JSONResponse(event)
 
     # -- freebusy.query --------------------------------------------------------------------------

@@ -3,12 +3,17 @@
 It answers the operations the adapter sends by their root field, reading the
 operation's variables as Linear would; errors come back as GraphQL errors with
 ``extensions.code``, as Linear sends them.
+
+``issueCreate`` keeps a client's ``input.id`` ("The identifier in UUID v4
+format. If none is provided, the backend will generate one.") and refuses one
+it already holds. Linear does not document the words of that refusal, so the
+fake answers as for any refused input, and the adapter must not rely on them.
 """
 
 from __future__ import annotations
 
 import re
-import secrets
+import uuid
 from typing import Any
 
 from starlette.requests import Request
@@ -17,6 +22,7 @@ from starlette.routing import Route
 
 from tests.fakes.base import ProviderFake
 
+UUID4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$", re.I)
 ROOT_FIELD = re.compile(r"^\s*(?:(?:query|mutation)\s*\w*\s*(?:\([^)]*\))?\s*)?{\s*(\w+)", re.S)
 
 
@@ -142,10 +148,15 @@ class LinearFake(ProviderFake):
                 return _error("Argument Validation Error: teamId must be a valid team", "INVALID_INPUT")
             if problem := self._check_refs(values):
                 return problem
+            issue_id = values.pop("id", None)
+            if issue_id is not None and not UUID4.match(str(issue_id)):
+                return _error("Argument Validation Error: id must be a UUID v4", "INVALID_INPUT")
+            if any(i["id"] == issue_id for i in self.issues):
+                return _error("Argument Validation Error: id is already in use", "INVALID_INPUT")
             team = self._team(values["teamId"])
             number = 1 + sum(1 for i in self.issues if i["teamId"] == team["id"])
             issue = {
-                "id": secrets.token_hex(8),
+                "id": issue_id or str(uuid.uuid4()),
                 "identifier": f"{team['key']}-{number}",
                 "labelIds": [],
                 "stateId": team["states"]["nodes"][0]["id"],

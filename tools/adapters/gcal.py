@@ -6,6 +6,10 @@ A calendar id may contain ``@`` and ``#`` (``en.german#holiday@group.v.calendar.
 percent-encoded in paths; ``primary`` names the signed-in person's main calendar.
 
 Harmony reads only the calendars the person picked, ``ctx.options["calendars"]`` (by default ``primary``).
+
+events.insert takes the client's own event ``id`` (base32hex, 5 to 1024 characters, unique per calendar) and
+answers 409 when the calendar already has it. An approved create sends one derived from its approval, so
+running the approval once more returns the event the first run made instead of making another.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from tools.context import ToolContext
 from tools.errors import InvalidArguments, NotFound, ToolError
+from tools.idempotency import base32hex_key
 from tools.pagination import decode_cursor, encode_cursor, every_page
 from tools.provider import ProviderError
 from tools.sync import SyncRecord
@@ -366,11 +371,36 @@ async def create_event(ctx: ToolContext, arguments: CreateEvent) -> dict[str, An
         event["location"] = arguments.location
     if arguments.attendees:
         event["attendees"] = [{"email": email} for email in arguments.attendees]
-    # A POST that creates is never repeated after a 5xx: the event may exist already (the client's default).
-    created = await ctx.api.json(
-        "POST", _events_path(calendar_id), params={"sendUpdates": arguments.send_updates}, json=event
-    )
+    event_id = base32hex_key(ctx.approval_id, "gcal.event") if ctx.approval_id else None
+    if event_id:
+        event["id"] = event_id
+    try:
+        # Without an id, a POST that creates is not repeated after a 5xx: the event may exist already. With
+        # one, a repeat is refused with 409 if it does, so it may be retried like any safe request.
+        created = await ctx.api.json(
+            "POST",
+            _events_path(calendar_id),
+            params={"sendUpdates": arguments.send_updates},
+            json=event,
+            idempotent=event_id is not None,
+        )
+    except ProviderError as exc:
+        if event_id is None or exc.status != 409:
+            raise
+        created = await _created_before(ctx, calendar_id, event_id)
     return _event(created, calendar_id)
+
+
+async def _created_before(ctx: ToolContext, calendar_id: str, event_id: str) -> dict[str, Any]:
+    """The event an earlier run of this approval created, which Google named when it refused the id again."""
+    event = dict(await ctx.api.json("GET", f"{_events_path(calendar_id)}/{event_id}"))
+    # Google keeps a deleted event's id, as a cancelled event, so the id cannot be used for a new one.
+    if event.get("status") == "cancelled":
+        raise NotFound(
+            "An earlier run of this approved call created the event and it has been deleted since; "
+            "it was not created again."
+        )
+    return event
 
 
 # -- gcal_find_free_time --------------------------------------------------------------------------------

@@ -3,6 +3,10 @@
 Lists are Relay connections: ``first``/``after`` in, ``nodes`` and
 ``pageInfo { hasNextPage endCursor }`` out. Mutations answer with a payload
 carrying ``success`` and the object.
+
+``IssueCreateInput.id`` takes the client's own id "in UUID v4 format"; an
+approved create sends one derived from its approval, so running the approval
+once more finds the issue the first run made instead of making another.
 """
 
 from __future__ import annotations
@@ -14,7 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tools.context import ToolContext
 from tools.errors import InvalidArguments, NotFound, ToolError
+from tools.idempotency import uuid4_key
 from tools.pagination import every_page
+from tools.provider import ProviderError
 from tools.sync import SyncRecord
 
 ISSUE_FIELDS = """
@@ -144,15 +150,41 @@ async def create_issue(ctx: ToolContext, arguments: CreateIssue) -> dict[str, An
         issue_input["labelIds"] = _ids_by_name(team["labels"]["nodes"], arguments.labels, "labels", "label")
     if arguments.assignee:
         issue_input["assigneeId"] = await _user_id(ctx, arguments.assignee)
-    data = await ctx.api.graphql(
-        "mutation IssueCreate($input: IssueCreateInput!) {"
-        f" issueCreate(input: $input) {{ success issue {{ {ISSUE_FIELDS} }} }} }}",
-        {"input": issue_input},
-    )
+    issue_id = uuid4_key(ctx.approval_id, "linear.issue") if ctx.approval_id else None
+    if issue_id:
+        issue_input["id"] = issue_id
+    try:
+        data = await ctx.api.graphql(
+            "mutation IssueCreate($input: IssueCreateInput!) {"
+            f" issueCreate(input: $input) {{ success issue {{ {ISSUE_FIELDS} }} }} }}",
+            {"input": issue_input},
+        )
+    except ProviderError:
+        if issue_id is None:
+            raise
+        # Linear documents no answer for an id it already holds, so any refusal is checked against the id:
+        # an issue with it is the one an earlier run of this approval created.
+        earlier = await _issue_with_id(ctx, issue_id)
+        if earlier is None:
+            raise
+        return _issue(earlier)
     payload = data["issueCreate"]
     if not payload.get("success") or not payload.get("issue"):
         raise ToolError("Linear did not create the issue.", code="provider_error")
     return _issue(payload["issue"])
+
+
+async def _issue_with_id(ctx: ToolContext, issue_id: str) -> dict[str, Any] | None:
+    """The issue with this id, or None when Linear has none."""
+    try:
+        data = await ctx.api.graphql(
+            f"query Issue($id: String!) {{ issue(id: $id) {{ {ISSUE_FIELDS} }} }}", {"id": issue_id}
+        )
+    except ToolError as exc:
+        if exc.code == "not_found":
+            return None
+        raise
+    return data.get("issue")
 
 
 async def search_issues(ctx: ToolContext, arguments: SearchIssues) -> dict[str, Any]:
