@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from approvals.audit import AuditRecord, Event, append_in
 from approvals.rules import Catalog, Rule, RuleError, RuleIndex, validate
 from store.db import Database
+from store.invalidation import Topic, announce, subscribe
 from store.models import RuleRow, utcnow
 from store.principal import Principal
 
@@ -45,12 +46,14 @@ class RuleBook:
         self.catalog = catalog
         self.cache_seconds = cache_seconds
         self._indexes: dict[str, tuple[float, RuleIndex]] = {}
+        subscribe(self)
 
-    def invalidate(self, workspace_id: str) -> None:
-        self._indexes.pop(workspace_id, None)
+    def forget(self, topic: Topic) -> None:
+        if topic is Topic.RULES:
+            self._indexes.clear()
 
     async def index_for(self, workspace_id: str) -> RuleIndex:
-        """The workspace's compiled rules, reused for ``cache_seconds`` and dropped on any local change."""
+        """The workspace's compiled rules, reused for ``cache_seconds`` and dropped when any replica changes one."""
         cached = self._indexes.get(workspace_id)
         if cached is not None and time.monotonic() - cached[0] < self.cache_seconds:
             return cached[1]
@@ -98,7 +101,7 @@ class RuleBook:
         await session.flush()
         saved = _to_rule(row)
         await append_in(session, _rule_event(actor, Event.RULE_CREATED, saved))
-        self.invalidate(actor.workspace_id)
+        await announce(session, Topic.RULES)
         return saved
 
     async def replace(self, session: AsyncSession, actor: Principal, rule_id: str, changes: dict[str, Any]) -> Rule:
@@ -116,7 +119,7 @@ class RuleBook:
         row.definition = _definition(merged)
         await session.flush()
         await append_in(session, _rule_event(actor, Event.RULE_CHANGED, merged))
-        self.invalidate(actor.workspace_id)
+        await announce(session, Topic.RULES)
         return merged
 
     async def delete(self, session: AsyncSession, actor: Principal, rule_id: str) -> None:
@@ -125,7 +128,7 @@ class RuleBook:
             raise RulePermissionError("Only a workspace admin can delete workspace rules")
         await session.execute(delete(RuleRow).where(RuleRow.id == rule_id))
         await append_in(session, _rule_event(actor, Event.RULE_DELETED, current))
-        self.invalidate(actor.workspace_id)
+        await announce(session, Topic.RULES)
 
 
 def _rule_event(actor: Principal, event: Event, rule: Rule) -> AuditRecord:

@@ -51,11 +51,13 @@ from server.notify import ApprovalMail
 from server.observability.logging import RequestId
 from server.observability.metrics import Metrics, metrics_routes
 from server.settings import Settings
+from store import invalidation, wakeups
 from store.crypto import SecretBox, derive_key
 from store.db import Database
+from store.invalidation import Topic, subscribe
 from store.keys import authenticate, digest
+from store.listener import Listener
 from store.principal import Principal
-from store.wakeups import Listener
 from tools.registry import Registry
 from tools.tokens import ProviderPolicy, TokenKeeper
 
@@ -80,7 +82,7 @@ def provider_policy(settings: Settings) -> ProviderPolicy:
     )
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity: it is subscribed to cache invalidation, which needs a hash
 class Companion:
     """The parts of one running server, shared by the MCP endpoint, the API and the CLI."""
 
@@ -101,6 +103,7 @@ class Companion:
 
     def __post_init__(self) -> None:
         self._principals = TTLCache(maxsize=10_000, ttl=self.settings.cache_seconds or 1)
+        subscribe(self)
 
     @classmethod
     def build(cls, settings: Settings, *, registry: Registry | None = None) -> Companion:
@@ -159,7 +162,8 @@ class Companion:
     async def principal_for(self, token: str) -> Principal | None:
         """The principal behind a bearer key, reusing a lookup for ``cache_seconds``.
 
-        A key revoked elsewhere stops working here within that time.
+        A key revoked or a role changed on any replica is forgotten here as soon
+        as the change commits (on PostgreSQL), and within that time in any case.
         """
         cache_key = digest(token)
         if cache_key in self._principals:
@@ -172,9 +176,9 @@ class Companion:
             self._principals[cache_key] = principal
         return principal
 
-    def forget_key(self, digest_of_token: str) -> None:
-        """Drop a revoked key from this process's cache at once; other processes forget it within cache_seconds."""
-        self._principals.pop(digest_of_token, None)
+    def forget(self, topic: Topic) -> None:
+        if topic is Topic.KEYS:
+            self._principals.clear()
 
     async def aclose(self) -> None:
         await self.sync.wait()
@@ -238,8 +242,10 @@ def create_app(companion: Companion) -> Starlette:
         if settings.auto_sync_minutes:
             background.append(asyncio.create_task(companion.autosync.forever()))
         if not companion.db.is_sqlite:
-            # Decisions made on other replicas wake this one's waiting calls (PostgreSQL LISTEN/NOTIFY).
-            background.append(asyncio.create_task(Listener(settings.resolved_database_url).forever()))
+            # Decisions made on other replicas wake this one's waiting calls, and their changes to keys, rules
+            # and connections clear this one's caches (PostgreSQL LISTEN/NOTIFY).
+            handlers = {wakeups.CHANNEL: wakeups.wake, invalidation.CHANNEL: invalidation.dispatch}
+            background.append(asyncio.create_task(Listener(settings.resolved_database_url, handlers).forever()))
         async with mcp_server.session_manager.run():
             try:
                 yield

@@ -35,6 +35,7 @@ from server.observability.metrics import Metrics
 from store.connections import ConnectionView, open_credentials, usable_connections
 from store.crypto import SecretBox
 from store.db import Database
+from store.invalidation import Topic, subscribe
 from store.models import ApprovalStatus, ConnectionStatus, utcnow
 from store.principal import Principal
 from store.sealing import audit_arguments_context
@@ -177,6 +178,7 @@ class ToolGateway:
         self._connections: TTLCache[tuple[str, str], list[ConnectionView]] = TTLCache(
             maxsize=10_000, ttl=cache_seconds or 1
         )
+        subscribe(self)
 
     async def _usable_connections(self, principal: Principal) -> list[ConnectionView]:
         # An assistant lists tools and then calls them in quick succession; one
@@ -190,9 +192,10 @@ class ToolGateway:
             self._connections[key] = connections
         return connections
 
-    def forget_connections(self) -> None:
-        """Drop this process's cached connection lists after a connection changed here."""
-        self._connections.clear()
+    def forget(self, topic: Topic) -> None:
+        """Drop the cached connection lists when a connection, a key or a role changed on any replica."""
+        if topic in (Topic.CONNECTIONS, Topic.KEYS):
+            self._connections.clear()
 
     async def tools_for(self, principal: Principal) -> list[BoundTool]:
         """The tools of every connection the principal may use.

@@ -9,6 +9,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from store.crypto import SecretBox
+from store.invalidation import Topic, announce
 from store.models import Connection, ConnectionScope, ConnectionStatus
 from store.principal import Principal
 from store.sealing import credentials_context
@@ -98,6 +99,7 @@ async def add_connection(
     if credentials is not None:
         row.credentials = box.seal_json(credentials, context=credentials_context(row.id))
         await session.flush()
+    await announce(session, Topic.CONNECTIONS)
     return row
 
 

@@ -7,6 +7,7 @@ import re
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from store.invalidation import Topic, announce
 from store.models import KeyKind, Membership, Plan, Role, User, Workspace
 from store.principal import Principal
 
@@ -77,6 +78,8 @@ async def add_member(
     if manages_integrations is not None:
         membership.manages_integrations = manages_integrations
     await session.flush()
+    # A role changes what a cached key may do and which connections it uses.
+    await announce(session, Topic.KEYS)
     return user, membership
 
 

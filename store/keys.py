@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import ColumnElement, Select, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from store.invalidation import Topic, announce
 from store.models import ApiKey, KeyKind, Membership, Role, User, Workspace, utcnow
 from store.principal import Principal
 
@@ -132,6 +133,7 @@ async def authenticate(session: AsyncSession, token: str, *, touch_after: timede
 async def revoke_key(session: AsyncSession, key_id: str, *, at: datetime | None = None) -> bool:
     """Revoke a key (a rotated one still in its grace period too); False if there is no such live key."""
     result = await session.execute(update(ApiKey).where(ApiKey.id == key_id, live()).values(revoked_at=at or utcnow()))
+    await announce(session, Topic.KEYS)
     return bool(result.rowcount)
 
 
@@ -143,6 +145,7 @@ async def rotate_key(session: AsyncSession, key: ApiKey, *, grace: timedelta) ->
     )  # fmt: skip
     key.revoked_at = utcnow() + grace
     await session.flush()
+    await announce(session, Topic.KEYS)
     return issued
 
 

@@ -2,7 +2,7 @@
 
 A change is announced inside the transaction that makes it. On PostgreSQL the
 announcement is a NOTIFY, which PostgreSQL delivers at commit to every
-process's LISTEN connection (``Listener``); elsewhere (SQLite) it wakes this
+process's LISTEN connection (``store.listener``); elsewhere (SQLite) it wakes this
 process's waiters after the commit. Waiters still poll the database, so a
 lost notification only costs time, never a decision.
 """
@@ -10,18 +10,11 @@ lost notification only costs time, never a decision.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
 from collections import defaultdict
-from typing import Any
 
-import asyncpg
 from sqlalchemy import event, text
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
-
-log = logging.getLogger(__name__)
 
 CHANNEL = "companion_approvals"
 _waiting: defaultdict[str, set[asyncio.Event]] = defaultdict(set)
@@ -65,35 +58,3 @@ async def changed(approval_id: str, timeout: float) -> bool:
         _waiting[approval_id].discard(waiter)
         if not _waiting[approval_id]:
             del _waiting[approval_id]
-
-
-class Listener:
-    """One LISTEN connection per process on PostgreSQL, reconnecting when the database goes away."""
-
-    def __init__(self, database_url: str) -> None:
-        url = make_url(database_url)
-        self.dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
-        self.listening = asyncio.Event()
-
-    def _received(self, _connection: Any, _pid: int, _channel: str, payload: str) -> None:
-        wake(payload)
-
-    async def forever(self, retry_seconds: float = 1.0) -> None:
-        while True:
-            try:
-                connection = await asyncpg.connect(self.dsn)
-            except (OSError, asyncpg.PostgresError) as exc:
-                log.warning("approval wake-ups: cannot listen yet (%s); waiters poll meanwhile", type(exc).__name__)
-                await asyncio.sleep(retry_seconds)
-                continue
-            closed = asyncio.Event()
-            connection.add_termination_listener(lambda _c, closed=closed: closed.set())
-            try:
-                await connection.add_listener(CHANNEL, self._received)
-                self.listening.set()
-                await closed.wait()
-            finally:
-                self.listening.clear()
-                with contextlib.suppress(Exception):
-                    await connection.close()
-            log.warning("approval wake-ups: the LISTEN connection closed; reconnecting")

@@ -163,7 +163,6 @@ async def connected_to(
                 await companion.rulebook.create(
                     session, admin_principal, Rule(effect=Effect.ALLOW, scope="workspace", app=app, tool="*")
                 )
-            companion.rulebook.invalidate(workspace.id)
         yield Harness(companion, fake, app, principal, connection_id, key.token, keys)
     finally:
         await companion.aclose()

@@ -107,7 +107,6 @@ async def test_the_page_shows_the_connection_and_what_each_tool_would_do_for_the
                 description="Team rule",
             ),
         )
-    companion.rulebook.invalidate(workspace_id)
     page = (await alice.get(path)).text
     assert "Runs without asking" in tool_row(page, "linear_create_issue")
     assert "Team rule" in tool_row(page, "linear_create_issue")

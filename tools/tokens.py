@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from store.connections import ConnectionView, credentials_context
 from store.crypto import SecretBox
 from store.events import record_event
+from store.invalidation import Topic, announce
 from store.models import Connection, ConnectionStatus
 from tools.errors import ToolError
 from tools.manifest import Manifest
@@ -274,6 +275,7 @@ class TokenKeeper:
                     subject_id=connection.id,
                     data={"app": connection.app, "label": connection.label, "reason": reason},
                 )
+                await announce(session, Topic.CONNECTIONS)
         log.info("connection %s (%s) needs to be reconnected: %s", connection.id, connection.app, reason)
 
 

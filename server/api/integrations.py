@@ -111,7 +111,6 @@ async def connect(request: Request) -> JSONResponse:
             actor, app, scope=body.scope, method=body.method, label=body.label, setup=body.setup
         )
     )
-    companion.gateway.forget_connections()
     return JSONResponse(created, status_code=201)
 
 
@@ -133,7 +132,6 @@ async def reauth(request: Request) -> JSONResponse:
             422, "Invalid request: setup: give the new credentials", details={"fields": {"setup": "required"}}
         )
     updated = await _do(companion.integrations.update_credentials(actor, connection_id, body.setup))
-    companion.gateway.forget_connections()
     return JSONResponse(updated)
 
 
@@ -142,7 +140,6 @@ async def update_credentials(request: Request) -> JSONResponse:
     companion = _companion(request)
     body = await body_of(request, CredentialsBody)
     updated = await _do(companion.integrations.update_credentials(actor, request.path_params["id"], body.setup))
-    companion.gateway.forget_connections()
     return JSONResponse(updated)
 
 
@@ -215,7 +212,6 @@ async def disconnect(request: Request) -> JSONResponse:
     actor = person_of(request)
     companion = _companion(request)
     result = await _do(companion.integrations.disconnect(actor, request.path_params["id"]))
-    companion.gateway.forget_connections()
     return JSONResponse(result)
 
 
@@ -223,7 +219,6 @@ async def delete(request: Request) -> Response:
     actor = person_of(request)
     companion = _companion(request)
     await _do(companion.integrations.delete(actor, request.path_params["id"]))
-    companion.gateway.forget_connections()
     return Response(status_code=204)
 
 
@@ -258,7 +253,6 @@ async def oauth_callback(request: Request) -> Response:
             flash(request, exc.message, "error")
             return RedirectResponse(f"{back}?failed=1", status_code=303)
         raise
-    companion.gateway.forget_connections()
     if return_to:
         return RedirectResponse(f"{return_to}?connected={connection['id']}", status_code=303)
     if "text/html" in request.headers.get("accept", ""):

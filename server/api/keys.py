@@ -147,7 +147,6 @@ async def revoke(request: Request) -> None:
         key = await _managed_key(session, person, request.path_params["id"])
         if not await revoke_key(session, key.id):
             raise ApiError(404, "API key not found")
-    companion.forget_key(key.secret_hash)
 
 
 @api.post("/keys/{id}/rotate", body=RotateIn, response=NewKey, status=201, errors=(404,), summary="Rotate an API key")

@@ -19,6 +19,7 @@ from store.connections import ConnectionView, add_connection, credentials_contex
 from store.crypto import SecretBox
 from store.db import Database
 from store.events import record_event
+from store.invalidation import Topic, announce
 from store.models import Connection, ConnectionScope, ConnectionStatus, SyncRun
 from store.principal import Principal
 from tools.context import ToolContext
@@ -266,6 +267,7 @@ class Integrations:
             row.last_error = None
             record_event(session, "connection.credentials_updated", **self._subject(row), data={"app": row.app})
             await session.flush()
+            await announce(session, Topic.CONNECTIONS)
             return connection_json(row, manifest)
 
     # -- managing ------------------------------------------------------------------------------------
@@ -298,6 +300,7 @@ class Integrations:
                 raise invalid_setup(exc) from None
             row.options = {**(row.options or {}), **checked}
             await session.flush()
+            await announce(session, Topic.CONNECTIONS)
             return connection_json(row, manifest)
 
     async def choices(self, actor: Principal, connection_id: str, option: str) -> list[dict[str, Any]]:
@@ -352,6 +355,7 @@ class Integrations:
                 raise IntegrationError(422, "Invalid mappings", fields=problems)
             row.mappings = current
             await session.flush()
+            await announce(session, Topic.CONNECTIONS)
             return connection_json(row, manifest)
 
     async def disconnect(self, actor: Principal, connection_id: str) -> dict[str, Any]:
@@ -365,6 +369,7 @@ class Integrations:
             row.mappings = {**(row.mappings or {}), "auto_sync": False} if row.mappings else {}
             record_event(session, "connection.disconnected", **self._subject(row), data={"app": row.app})
             await session.flush()
+            await announce(session, Topic.CONNECTIONS)
             return connection_json(row, self.registry.manifests.get(row.app))
 
     async def delete(self, actor: Principal, connection_id: str) -> None:
@@ -374,6 +379,7 @@ class Integrations:
             record_event(session, "connection.deleted", **self._subject(row), data={"app": row.app})
             await session.execute(delete(SyncRun).where(SyncRun.connection_id == row.id))
             await session.delete(row)
+            await announce(session, Topic.CONNECTIONS)
 
     async def sync_logs(self, actor: Principal, connection_id: str, *, limit: int = 50) -> list[dict[str, Any]]:
         async with self.db.session() as session:

@@ -28,6 +28,7 @@ from server.integrations.lifecycle import IntegrationError, Integrations, connec
 from server.integrations.setup import SetupProblems, split_setup
 from store.connections import add_connection, credentials_context
 from store.events import record_event
+from store.invalidation import Topic, announce
 from store.models import Connection, ConnectionScope, ConnectionStatus, OAuthFlow, utcnow
 from store.principal import Principal
 from store.sealing import oauth_flow_context as flow_context
@@ -236,4 +237,5 @@ class OAuthConnect:
                 data={"app": manifest.id, "by": flow_values["user_id"]},
             )
             await session.flush()
+            await announce(session, Topic.CONNECTIONS)
             return connection_json(row, manifest), flow_values["return_to"]

@@ -273,7 +273,6 @@ async def credentials(request: Request, viewer: Viewer) -> Response:
         return await _refused_here(
             request, viewer, exc, section="credentials", values=typed_back(fields, form, "setup.")
         )
-    companion.gateway.forget_connections()
     flash(request, f"New {SECRET_NAMES.get(row.auth_method, 'credentials')} saved. {row.label} is active.")
     return redirect(f"/integrations/{row.id}")
 
@@ -344,7 +343,6 @@ async def disconnect(request: Request, viewer: Viewer) -> Response:
         gone = await companion.integrations.disconnect(viewer.principal, _id(request))
     except IntegrationError as exc:
         return await _refused_here(request, viewer, exc)
-    companion.gateway.forget_connections()
     flash(request, f"{gone['label']} is disconnected. Its settings and the data it synced are kept.")
     return redirect(f"/integrations/{gone['id']}")
 
@@ -358,7 +356,6 @@ async def delete(request: Request, viewer: Viewer) -> Response:
         await companion.integrations.delete(viewer.principal, row.id)
     except IntegrationError as exc:
         return await _refused_here(request, viewer, exc)
-    companion.gateway.forget_connections()
     flash(request, f"{row.label} is deleted. Data it synced into Harmony stays.")
     return redirect("/marketplace/installed")
 

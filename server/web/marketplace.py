@@ -316,7 +316,6 @@ async def connect(request: Request, viewer: Viewer) -> Response:
         if wants_json(request):
             return JSONResponse({"authorize_url": started["authorize_url"]})
         return RedirectResponse(started["authorize_url"], status_code=303)
-    companion.gateway.forget_connections()
     flash(request, f"{manifest.name} is connected. Its tools are available to Companion now.")
     return redirect(f"/integrations/{created['id']}")
 

@@ -59,7 +59,6 @@ async def connect_alices_apps(console) -> None:
             "from_address": "alice@acme.test",
         },
     )
-    console.companion.gateway.forget_connections()
 
 
 async def test_screenshots_of_the_marketplace_the_inbox_and_the_rules_editor(console, shots):
