@@ -197,6 +197,13 @@ class ApprovalFlow:
         self.lease = lease
         # Told of each new approval, after it is committed (the approver's e-mail).
         self.announce: Callable[[Approval, str, str], None] | None = None
+        # Set when this process starts to shut down (server/asgi.py): a call waiting for a decision then answers
+        # that approval is still required instead of holding the shutdown; the approval stays pending in the
+        # database, where any replica decides and runs it.
+        self.stopped_waiting = asyncio.Event()
+
+    def stop_waiting(self) -> None:
+        self.stopped_waiting.set()
 
     def page_url(self, approval_id: str) -> str:
         return f"{self.base_url}/approvals/{approval_id}"
@@ -264,18 +271,32 @@ class ApprovalFlow:
             if channel.deferred:
                 return Outcome("prompt", approval, prompt=prompt)
             assert channel.ask_inline is not None
-            return await self._apply(
-                principal, approval, tool, arguments, await channel.ask_inline(prompt), channel, run
-            )
+            reply = await self._ask(channel.ask_inline, prompt)
+            if reply is None:
+                return self._required(approval, tool, arguments)
+            return await self._apply(principal, approval, tool, arguments, reply, channel, run)
         if channel.url:
             prompt = await self._prompt(approval, tool, arguments, "url")
             if channel.deferred:
                 return Outcome("prompt", approval, prompt=prompt)
             assert channel.ask_inline is not None
-            reply = await channel.ask_inline(prompt)
-            if reply.action == "accept":
+            reply = await self._ask(channel.ask_inline, prompt)
+            if reply is not None and reply.action == "accept":
                 return await self._after_page(principal, approval, tool, run)
         return self._required(approval, tool, arguments)
+
+    async def _ask(self, ask: Callable[[Prompt], Awaitable[Answer]], prompt: Prompt) -> Answer | None:
+        """The person's reply in the assistant, or None if this process stops waiting for it first."""
+        if self.stopped_waiting.is_set():
+            return None
+        asking = asyncio.ensure_future(ask(prompt))
+        stopping = asyncio.ensure_future(self.stopped_waiting.wait())
+        try:
+            done, _ = await asyncio.wait((asking, stopping), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            asking.cancel()
+        return asking.result() if asking in done else None
 
     async def _prompt(
         self, approval: Approval, tool: RegisteredTool, arguments: dict[str, Any], kind: Literal["form", "url"]
@@ -435,14 +456,17 @@ class ApprovalFlow:
         return Outcome("failed", settled, message=settled.error or f"The approved call {settled.id} failed.")
 
     async def _wait(self, approval: Approval, done: Callable[[Approval], bool]) -> Approval:
-        """Re-read the approval whenever it is announced as changed (on any replica), and poll besides."""
+        """Re-read the approval whenever it is announced as changed (on any replica), and poll besides.
+
+        Gives up at the deadline, or within a poll once the process stops waiting (it is shutting down).
+        """
         deadline = time.monotonic() + self.wait_seconds
         delay = 0.02
         while True:
             async with self.db.session() as session:
                 current = await session.get(Approval, approval.id, populate_existing=True)
             assert current is not None
-            if done(current) or time.monotonic() >= deadline:
+            if done(current) or time.monotonic() >= deadline or self.stopped_waiting.is_set():
                 return current
             if not await wakeups.changed(approval.id, min(delay, max(0.0, deadline - time.monotonic()))):
                 delay = min(delay * 2, 0.5)

@@ -111,6 +111,12 @@ class Settings(BaseSettings):
         description="How long a running call's claim lasts unless its process renews it; past it, the call's "
         "outcome is unknown (its process died).",
     )
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="uvicorn worker processes of `companion serve`, each with its own app (not background workers).",
+    )
     shutdown_seconds: float = Field(
         default=20,
         ge=0,

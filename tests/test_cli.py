@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import signal
 import subprocess
 import time
+from pathlib import Path
 
 import httpx2
 import pytest
@@ -13,6 +16,7 @@ from mcp import Client, StdioServerParameters
 from sqlalchemy import text
 
 from tests.conftest import COMPANION, TEST_SECRET, free_port, mcp_client
+from tests.processes import healthy, start
 
 pytestmark = pytest.mark.anyio
 
@@ -58,6 +62,7 @@ async def test_workspace_user_and_key_lifecycle(env):
         (["keys", "create", "--workspace", "nowhere", "--user", "a@b.test"], "error: workspace: no workspace"),
         (["user", "add", "--workspace", "acme", "--email", "not-an-email"], "error: email: 'not-an-email'"),
         (["keys", "revoke", "key_nope"], "error: key_id: no live key 'key_nope'"),
+        (["serve", "--workers", "0"], "error: workers: at least 1"),
     ],
 )
 async def test_errors_are_one_line_and_a_non_zero_exit(env, args, message):
@@ -130,6 +135,79 @@ async def test_serve_demo_starts_a_server_an_assistant_can_use(env):
     finally:
         process.terminate()
         process.wait(timeout=20)
+
+
+def workers_of(parent: int) -> list[int]:
+    """The uvicorn worker processes of ``parent`` (multiprocessing's resource tracker is a child too)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text()
+            command = (entry / "cmdline").read_bytes()
+        except (OSError, NotADirectoryError):
+            continue
+        # The command name in parentheses may hold spaces; the parent's pid is the second field after it.
+        if int(stat.rpartition(")")[2].split()[1]) == parent and b"spawn_main" in command:
+            found.append(int(entry.name))
+    return sorted(found)
+
+
+def state_of(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+
+
+async def answered_while_paused(base: str, paused: list[int]) -> None:
+    """/healthz answers while the ``paused`` workers are stopped, so another worker accepted the connection."""
+    deadline = time.monotonic() + 30
+    while True:
+        for pid in paused:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            while any(state_of(pid) != "T" for pid in paused):
+                await asyncio.sleep(0.005)
+            async with httpx2.AsyncClient(base_url=base, timeout=1) as http:
+                if (await http.get("/healthz")).status_code == 200:
+                    return
+        except httpx2.TransportError:
+            pass  # that worker is still starting
+        finally:
+            # Briefly: uvicorn replaces a worker that misses its health checks for 5 seconds.
+            for pid in paused:
+                os.kill(pid, signal.SIGCONT)
+        assert time.monotonic() < deadline, "the other worker never answered"
+        await asyncio.sleep(0.1)
+
+
+@pytest.mark.parametrize(
+    ("options", "setting"),
+    [(["--workers", "2"], {}), ([], {"COMPANION_WORKERS": "2"})],
+    ids=["option", "environment"],
+)
+async def test_serve_with_two_workers_answers_from_each_and_stops_cleanly(tmp_path, options, setting):
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path),
+        "COMPANION_DATA_DIR": str(tmp_path / "data"),  # SQLite there
+        "COMPANION_SECRET_KEY": TEST_SECRET,
+        **setting,
+    }
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    process = start(env, port, *options)
+    try:
+        await healthy(base)
+        async with asyncio.timeout(30):
+            while len(workers := workers_of(process.pid)) < 2:
+                await asyncio.sleep(0.1)
+        assert len(workers) == 2
+        for serving in workers:
+            await answered_while_paused(base, [pid for pid in workers if pid != serving])
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(process.wait, 30) == 0
+        assert not any(Path(f"/proc/{pid}").exists() for pid in workers)  # stopped and reaped with the parent
+    finally:
+        process.kill()
+        process.wait()
 
 
 @pytest.mark.parametrize("mode", ["legacy", "2026-07-28"])

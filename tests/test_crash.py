@@ -5,41 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import time
 
 import httpx2
 import pytest
 
-from tests.conftest import COMPANION, free_port, mcp_client
+from tests.conftest import free_port, mcp_client
 from tests.fakes.base import serve
 from tests.fakes.linear import LinearFake
+from tests.processes import healthy, start
 
 pytestmark = pytest.mark.anyio
 
 ISSUE = {"team": "ENG", "title": "Renew the Globex contract"}
-
-
-def start(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [COMPANION, "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-
-async def healthy(base: str) -> None:
-    deadline = time.monotonic() + 30
-    async with httpx2.AsyncClient(base_url=base) as http:
-        while True:
-            try:
-                if (await http.get("/healthz")).status_code == 200:
-                    return
-            except httpx2.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the server did not start"
-            await asyncio.sleep(0.1)
 
 
 async def test_a_server_killed_mid_call_leaves_it_outcome_unknown_and_never_runs_it_again(env, demo_keys):
