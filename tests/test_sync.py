@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 from sqlalchemy import select
 
+from server.app import Companion
+from server.integrations.autosync import AutoSync
 from server.integrations.lifecycle import IntegrationError
+from server.integrations.sync import SyncEngine
 from store.models import ConnectionScope, Contact, Meeting, MeetingStatus, SyncedRecord
+from store.principal import Principal
 from tests.fakes.gcal import PRIMARY_ID, GoogleCalendarFake
 from tests.fakes.hubspot import HubSpotFake
 from tests.fakes.salesforce import SalesforceFake
@@ -135,6 +141,50 @@ async def test_auto_sync_runs_only_where_it_is_switched_on_and_due(hubspot):
     assert await autosync.run_due() == []  # just synced, not due again yet
     logs = await hubspot.companion.integrations.sync_logs(hubspot.principal, hubspot.connection_id)
     assert len(logs) == 1 and logs[0]["status"] == "succeeded"
+
+
+@dataclass
+class Slower(SyncEngine):
+    """Another replica's engine: it reaches a connection it found due only once ``after`` is set."""
+
+    after: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def run(self, actor: Principal, connection_id: str, *, full: bool = True) -> dict[str, Any]:
+        await self.after.wait()
+        return await super().run(actor, connection_id, full=full)
+
+
+async def test_two_replicas_auto_syncing_one_due_connection_sync_it_once(hubspot, registry):
+    await hubspot.companion.integrations.set_mappings(hubspot.principal, hubspot.connection_id, {"auto_sync": True})
+    here = hubspot.companion.autosync
+    elsewhere = Companion.build(hubspot.companion.settings, registry=registry)
+    slower = Slower(elsewhere.integrations)
+    try:
+
+        async def first_pass() -> list[str]:
+            try:
+                return await here.run_due()
+            finally:
+                slower.after.set()
+
+        # Both passes look while the connection is due; the other replica's would sync after this one finished.
+        passes = await asyncio.gather(first_pass(), AutoSync(slower, here.every).run_due())
+    finally:
+        await elsewhere.aclose()
+    assert sorted(passes) == [[], [hubspot.connection_id]]
+    logs = await hubspot.companion.integrations.sync_logs(hubspot.principal, hubspot.connection_id)
+    assert [log["status"] for log in logs] == ["succeeded"]
+
+
+async def test_a_failed_auto_sync_is_due_again_at_the_next_pass(hubspot):
+    await hubspot.companion.integrations.set_mappings(hubspot.principal, hubspot.connection_id, {"auto_sync": True})
+    hubspot.fake.fail_next(400, body={"status": "error", "message": "scripted refusal"})
+    autosync = hubspot.companion.autosync
+    assert await autosync.run_due() == [hubspot.connection_id]
+    assert (await hubspot.row()).last_sync_at is None  # the claim was given back: no sync happened
+    assert await autosync.run_due() == [hubspot.connection_id]
+    logs = await hubspot.companion.integrations.sync_logs(hubspot.principal, hubspot.connection_id)
+    assert [log["status"] for log in logs] == ["succeeded", "failed"]
 
 
 async def test_the_object_mapping_chooses_what_a_crm_syncs_from(settings, registry):
