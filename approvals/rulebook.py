@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from datetime import datetime
 from typing import Any
 
@@ -11,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from approvals.audit import AuditRecord, Event, append_in
 from approvals.rules import Catalog, Rule, RuleError, RuleIndex, validate
+from store.cache import SharedCache
 from store.db import Database
 from store.invalidation import Topic, announce, subscribe
 from store.models import RuleRow, utcnow
@@ -44,8 +44,7 @@ class RuleBook:
     def __init__(self, db: Database, catalog: Catalog, *, cache_seconds: float = 0) -> None:
         self.db = db
         self.catalog = catalog
-        self.cache_seconds = cache_seconds
-        self._indexes: dict[str, tuple[float, RuleIndex]] = {}
+        self._indexes: SharedCache[str, RuleIndex] = SharedCache(cache_seconds)
         subscribe(self)
 
     def forget(self, topic: Topic) -> None:
@@ -54,15 +53,12 @@ class RuleBook:
 
     async def index_for(self, workspace_id: str) -> RuleIndex:
         """The workspace's compiled rules, reused for ``cache_seconds`` and dropped when any replica changes one."""
-        cached = self._indexes.get(workspace_id)
-        if cached is not None and time.monotonic() - cached[0] < self.cache_seconds:
-            return cached[1]
-        async with self.db.session() as session:
-            rules = await self.rules_of(session, workspace_id)
-        index = RuleIndex.build(rules, self.catalog)
-        if self.cache_seconds:
-            self._indexes[workspace_id] = (time.monotonic(), index)
-        return index
+
+        async def lookup() -> RuleIndex:
+            async with self.db.session() as session:
+                return RuleIndex.build(await self.rules_of(session, workspace_id), self.catalog)
+
+        return await self._indexes.get(workspace_id, lookup)
 
     async def rules_of(self, session: AsyncSession, workspace_id: str) -> list[Rule]:
         rows = await session.scalars(

@@ -11,7 +11,6 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import httpx
-from cachetools import TTLCache
 from mcp.server.auth.provider import AccessToken, TokenVerifier
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.lowlevel import Server
@@ -52,6 +51,7 @@ from server.observability.logging import RequestId
 from server.observability.metrics import Metrics, metrics_routes
 from server.settings import Settings
 from store import invalidation, wakeups
+from store.cache import SharedCache
 from store.crypto import SecretBox, derive_key
 from store.db import Database
 from store.invalidation import Topic, subscribe
@@ -99,10 +99,10 @@ class Companion:
     sync: SyncEngine
     autosync: AutoSync
     mail: ApprovalMail
-    _principals: TTLCache[str, Principal] = field(init=False, repr=False)
+    _principals: SharedCache[str, Principal | None] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self._principals = TTLCache(maxsize=10_000, ttl=self.settings.cache_seconds or 1)
+        self._principals = SharedCache(self.settings.cache_seconds)
         subscribe(self)
 
     @classmethod
@@ -165,16 +165,15 @@ class Companion:
         A key revoked or a role changed on any replica is forgotten here as soon
         as the change commits (on PostgreSQL), and within that time in any case.
         """
-        cache_key = digest(token)
-        if cache_key in self._principals:
-            return self._principals[cache_key]
-        async with self.db.session() as session:
-            principal = await authenticate(
-                session, token, touch_after=timedelta(seconds=self.settings.api_key_touch_seconds)
-            )
-        if principal is not None and self.settings.cache_seconds:
-            self._principals[cache_key] = principal
-        return principal
+
+        async def lookup() -> Principal | None:
+            async with self.db.session() as session:
+                return await authenticate(
+                    session, token, touch_after=timedelta(seconds=self.settings.api_key_touch_seconds)
+                )
+
+        # A refusal is not kept: a key created a moment ago on another replica works at once.
+        return await self._principals.get(digest(token), lookup, keep=lambda found: found is not None)
 
     def forget(self, topic: Topic) -> None:
         if topic is Topic.KEYS:

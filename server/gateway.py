@@ -15,7 +15,6 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import httpx
-from cachetools import TTLCache
 
 from approvals import caps, lifecycle
 from approvals.audit import AuditLog, AuditRecord, Outcome
@@ -32,6 +31,7 @@ from server.approval_flow import (
     summarize,
 )
 from server.observability.metrics import Metrics
+from store.cache import SharedCache
 from store.connections import ConnectionView, open_credentials, usable_connections
 from store.crypto import SecretBox
 from store.db import Database
@@ -174,23 +174,17 @@ class ToolGateway:
         self.audit = audit
         self.rulebook = rulebook
         self.flow = flow
-        self.cache_seconds = cache_seconds
-        self._connections: TTLCache[tuple[str, str], list[ConnectionView]] = TTLCache(
-            maxsize=10_000, ttl=cache_seconds or 1
-        )
+        self._connections: SharedCache[tuple[str, str], list[ConnectionView]] = SharedCache(cache_seconds)
         subscribe(self)
 
     async def _usable_connections(self, principal: Principal) -> list[ConnectionView]:
         # An assistant lists tools and then calls them in quick succession; one
         # lookup serves the burst, and a change elsewhere shows within cache_seconds.
-        key = (principal.workspace_id, principal.user_id)
-        if key in self._connections:
-            return self._connections[key]
-        async with self.db.session() as session:
-            connections = await usable_connections(session, principal)
-        if self.cache_seconds:
-            self._connections[key] = connections
-        return connections
+        async def lookup() -> list[ConnectionView]:
+            async with self.db.session() as session:
+                return await usable_connections(session, principal)
+
+        return await self._connections.get((principal.workspace_id, principal.user_id), lookup)
 
     def forget(self, topic: Topic) -> None:
         """Drop the cached connection lists when a connection, a key or a role changed on any replica."""
