@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -172,6 +173,37 @@ async def test_two_replicas_auto_syncing_one_due_connection_sync_it_once(hubspot
     finally:
         await elsewhere.aclose()
     assert sorted(passes) == [[], [hubspot.connection_id]]
+    logs = await hubspot.companion.integrations.sync_logs(hubspot.principal, hubspot.connection_id)
+    assert [log["status"] for log in logs] == ["succeeded"]
+
+
+async def test_two_syncs_started_at_once_run_once(hubspot, monkeypatch):
+    hubspot.fake.hold = asyncio.Event()  # the first run stays running, talking to HubSpot
+    engine = hubspot.companion.sync
+    original, looked, both = engine._run_under_way, [], asyncio.Event()
+
+    async def look_together(*args: Any) -> str | None:
+        # Both starts look for a running sync before either records its own, unless the first holds the
+        # connection's lock: the second then waits for it, and the first stops waiting here after a moment.
+        running = await original(*args)
+        looked.append(running)
+        if len(looked) == 2:
+            both.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(both.wait(), 0.5)
+        return running
+
+    monkeypatch.setattr(engine, "_run_under_way", look_together)
+    outcomes = await asyncio.gather(
+        *(engine.start(hubspot.principal, hubspot.connection_id) for _ in range(2)), return_exceptions=True
+    )
+    monkeypatch.setattr(engine, "_run_under_way", original)
+    hubspot.fake.hold.set()
+    await engine.wait()
+    started = [o for o in outcomes if isinstance(o, dict)]
+    refused = [o for o in outcomes if isinstance(o, IntegrationError)]
+    assert len(started) == 1 and len(refused) == 1, outcomes
+    assert refused[0].status == 409 and "already running" in str(refused[0])
     logs = await hubspot.companion.integrations.sync_logs(hubspot.principal, hubspot.connection_id)
     assert [log["status"] for log in logs] == ["succeeded"]
 

@@ -91,6 +91,11 @@ class SyncEngine:
     async def _open(self, actor: Principal, connection_id: str, *, full: bool) -> str:
         lifecycle = self.integrations
         async with lifecycle.db.transaction() as session:
+            # Writing the row first takes its lock (on SQLite, the database's), so two syncs started at once, on
+            # one replica or two, check for a running one in turn and only the first starts.
+            await session.execute(
+                update(Connection).where(Connection.id == connection_id).values(last_sync_at=Connection.last_sync_at)
+            )
             row = await lifecycle.get(session, actor, connection_id, manage=True)
             manifest = lifecycle.registry.manifests[row.app]
             if manifest.sync is None:
@@ -107,15 +112,20 @@ class SyncEngine:
                 )
                 .values(status="failed", finished_at=utcnow(), errors=[{"record": "", "error": "interrupted"}])
             )
-            running = await session.scalar(
-                select(SyncRun.id).where(SyncRun.connection_id == row.id, SyncRun.status == "running")
-            )
+            running = await self._run_under_way(session, row.id)
             if running:
                 raise IntegrationError(409, f"A sync of this connection is already running ({running}).")
             run = SyncRun(connection_id=row.id, full=full, triggered_by=actor.user_id)
             session.add(run)
             await session.flush()
             return run.id
+
+    @staticmethod
+    async def _run_under_way(session: AsyncSession, connection_id: str) -> str | None:
+        """The id of the connection's run under way, if any."""
+        return await session.scalar(
+            select(SyncRun.id).where(SyncRun.connection_id == connection_id, SyncRun.status == "running")
+        )
 
     async def _run_json(self, run_id: str) -> dict[str, Any]:
         async with self.integrations.db.session() as session:
