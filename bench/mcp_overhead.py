@@ -105,7 +105,8 @@ class MeetingDetail(BaseModel):
     has_summary: bool
 
 
-def serve_bare(database_url: str, port: int) -> None:
+def serve_bare(database_url: str, port: int, user: str = USER, secret: str = SECRET) -> None:
+    """The bare SDK server, acting for the demo user ``user`` (whose key the demo derives from ``secret``)."""
     import httpx
     import uvicorn
     from mcp.server.mcpserver import MCPServer
@@ -122,7 +123,7 @@ def serve_bare(database_url: str, port: int) -> None:
     async def context() -> ToolContext:
         nonlocal principal
         if principal is None:
-            principal = await _admin_principal(db)
+            principal = await _principal_of(db, user, secret)
         connection = ConnectionView(
             "bench", "harmony", ConnectionScope.WORKSPACE, principal.workspace_id, None, "", ConnectionStatus.ACTIVE
         )
@@ -146,14 +147,14 @@ def serve_bare(database_url: str, port: int) -> None:
     uvicorn.run(mcp.streamable_http_app(), host="127.0.0.1", port=port, log_level="warning")
 
 
-async def _admin_principal(db: Database) -> Principal:
+async def _principal_of(db: Database, user: str, secret: str) -> Principal:
     from server.demo import demo_token
     from store.keys import authenticate
     from store.models import KeyKind
 
     async with db.session() as session:
         return await authenticate(
-            session, demo_token(SECRET.encode(), USER, KeyKind.AGENT), touch_after=timedelta(days=1)
+            session, demo_token(secret.encode(), user, KeyKind.AGENT), touch_after=timedelta(days=1)
         )
 
 
@@ -325,6 +326,6 @@ if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--serve-ours":
         serve_ours(sys.argv[2], sys.argv[3], int(sys.argv[4]))
     elif len(sys.argv) > 1 and sys.argv[1] == "--serve-bare":
-        serve_bare(sys.argv[2], int(sys.argv[3]))
+        serve_bare(sys.argv[2], int(sys.argv[3]), *sys.argv[4:6])
     else:
         asyncio.run(main())
