@@ -34,6 +34,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from server.app import Companion, create_app
 from server.approval_flow import ApprovalFlow
 from server.observability.logging import configure as configure_logging
+from server.observability.tracing import configure_tracing
 from server.settings import load_settings
 
 DISCONNECT: Message = {"type": "http.disconnect"}
@@ -41,8 +42,10 @@ DISCONNECT: Message = {"type": "http.disconnect"}
 
 def create() -> ASGIApp:
     """uvicorn's app factory: the app of one worker process, from the environment alone."""
-    # A worker is a fresh interpreter (uvicorn spawns them): ``companion``'s main() set up logging in the parent only.
+    # A worker is a fresh interpreter (uvicorn spawns them): ``companion``'s main() set up logging and tracing in
+    # the parent only.
     configure_logging(os.environ.get("COMPANION_LOG_LEVEL", "WARNING"), os.environ.get("COMPANION_LOG_FORMAT", "text"))
+    configure_tracing()
     return served(Companion.build(load_settings()))
 
 

@@ -21,6 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from manifests import MANIFEST_DIR
 from server.observability.logging import configure as configure_logging
+from server.observability.tracing import configure_tracing
 from server.settings import Settings, SettingsError, load_settings
 from server.webhooks import cli as webhooks_cli
 from store.models import KeyKind, Plan, Role
@@ -170,6 +171,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     handler = HANDLERS[(args.command, getattr(args, "action", None))]
     try:
+        configure_tracing()
         handler(args)
     except ManifestError as exc:
         for problem in exc.problems:

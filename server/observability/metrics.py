@@ -8,9 +8,9 @@ Counters and histograms count what this replica did. The gauges read from
 the shared database (pending approvals, the webhook backlog) are the same on
 every replica: aggregate them with ``max``, not ``sum``.
 
-Each phase is also an OpenTelemetry span, through the API only: without an
-SDK installed and configured (``opentelemetry-instrument``, ``OTEL_*``) the
-spans cost next to nothing and go nowhere.
+Each phase is also an OpenTelemetry span, through the API: unless an exporter
+is configured (``tracing.py``, by the ``OTEL_*`` variables) the spans cost next
+to nothing and go nowhere.
 """
 
 from __future__ import annotations
