@@ -30,10 +30,11 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Connection, event, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.orm import Session
 
 from store.correlation import current_request_id
 from store.db import Database
@@ -134,7 +135,7 @@ def entry_hash(prev_hash: str, row: dict[str, Any]) -> str:
     return hashlib.sha256(f"{prev_hash}\n{body}".encode()).hexdigest()
 
 
-async def _lock_head(connection: AsyncConnection, workspace_id: str) -> str:
+def _lock_head(connection: Connection, workspace_id: str) -> str:
     """Lock the workspace's chain head (creating it on first use) and return its hash."""
     # A write to the head row takes its lock on every backend, so two writers
     # (replicas, or the CLI beside the server) append one after the other.
@@ -144,14 +145,14 @@ async def _lock_head(connection: AsyncConnection, workspace_id: str) -> str:
         .values(last_hash=AuditHead.last_hash)
         .returning(AuditHead.last_hash)
     )
-    current = (await connection.execute(touch)).scalar_one_or_none()
+    current = connection.execute(touch).scalar_one_or_none()
     if current is not None:
         return str(current)
     create = (postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert)(AuditHead).values(
         workspace_id=workspace_id, last_hash=""
     )
-    await connection.execute(create.on_conflict_do_nothing(index_elements=["workspace_id"]))
-    return str((await connection.execute(touch)).scalar_one())
+    connection.execute(create.on_conflict_do_nothing(index_elements=["workspace_id"]))
+    return str(connection.execute(touch).scalar_one())
 
 
 def _chain(rows: list[dict[str, Any]], heads: dict[str, str]) -> dict[str, str]:
@@ -163,41 +164,60 @@ def _chain(rows: list[dict[str, Any]], heads: dict[str, str]) -> dict[str, str]:
     return heads
 
 
-async def append_rows(connection: AsyncConnection, records: list[AuditRecord]) -> None:
+def append_rows(connection: Connection, records: list[AuditRecord]) -> None:
     """Chain and insert ``records`` inside the caller's transaction, holding each chain's head lock."""
     rows = [record.row() for record in records]
-    heads = {ws: await _lock_head(connection, ws) for ws in sorted({row["workspace_id"] for row in rows})}
+    heads = {ws: _lock_head(connection, ws) for ws in sorted({row["workspace_id"] for row in rows})}
     for workspace_id, last_hash in _chain(rows, heads).items():
-        await connection.execute(
-            update(AuditHead).where(AuditHead.workspace_id == workspace_id).values(last_hash=last_hash)
-        )
-    await connection.execute(insert(AuditEntry), rows)
+        connection.execute(update(AuditHead).where(AuditHead.workspace_id == workspace_id).values(last_hash=last_hash))
+    connection.execute(insert(AuditEntry), rows)
 
 
 class _StaleHead(Exception):
     """Another writer extended the chain since this process last saw its head."""
 
 
-async def _append_optimistic(
-    connection: AsyncConnection, rows: list[dict[str, Any]], heads: dict[str, str]
-) -> dict[str, str]:
+def _append_optimistic(connection: Connection, rows: list[dict[str, Any]], heads: dict[str, str]) -> dict[str, str]:
     """Append assuming ``heads`` are current; each head moves only if it still holds the hash we chained onto."""
     new_heads = _chain(rows, heads)
     for workspace_id, last_hash in new_heads.items():
-        moved = await connection.execute(
+        moved = connection.execute(
             update(AuditHead)
             .where(AuditHead.workspace_id == workspace_id, AuditHead.last_hash == heads[workspace_id])
             .values(last_hash=last_hash)
         )
         if not moved.rowcount:
             raise _StaleHead
-    await connection.execute(insert(AuditEntry), rows)
+    connection.execute(insert(AuditEntry), rows)
     return new_heads
 
 
-async def append_in(session: AsyncSession, *records: AuditRecord) -> None:
-    """Append inside a session's own transaction, so the rows commit with the change they record."""
-    await append_rows(await session.connection(), list(records))
+PENDING = "companion.audit"
+
+
+def append_in(session: AsyncSession, *records: AuditRecord) -> None:
+    """Append with the session's transaction, so the rows commit with the change they record, or not at all.
+
+    They are written as the transaction commits, after everything else: from
+    the head's lock to the commit, every other change in the workspace that
+    appends, on any replica, waits. Appending at once would hold the lock
+    across the rest of the transaction's round trips, and under load the
+    approval steps queued behind it for hundreds of milliseconds.
+    """
+    session.sync_session.info.setdefault(PENDING, []).extend(records)
+
+
+@event.listens_for(Session, "before_commit")
+def _append_last(session: Session) -> None:
+    records = session.info.pop(PENDING, None)
+    if records:
+        session.flush()  # the change first, so only the append and the commit happen under the lock
+        append_rows(session.connection(), records)
+
+
+@event.listens_for(Session, "after_rollback")
+def _nothing_to_append(session: Session) -> None:
+    session.info.pop(PENDING, None)
 
 
 TRANSIENT = (OperationalError, InterfaceError, OSError)
@@ -310,14 +330,14 @@ class AuditLog:
             if all(ws in self._heads for ws in workspaces):
                 try:
                     self._heads.update(
-                        await _append_optimistic(connection, rows, {w: self._heads[w] for w in workspaces})
+                        await connection.run_sync(_append_optimistic, rows, {w: self._heads[w] for w in workspaces})
                     )
                     await connection.commit()
                     return
                 except _StaleHead:
                     await connection.rollback()
-            heads = {ws: await _lock_head(connection, ws) for ws in workspaces}
-            self._heads.update(await _append_optimistic(connection, rows, heads))
+            heads = {ws: await connection.run_sync(_lock_head, ws) for ws in workspaces}
+            self._heads.update(await connection.run_sync(_append_optimistic, rows, heads))
             await connection.commit()
         except Exception:
             self._heads.clear()

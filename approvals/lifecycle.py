@@ -144,7 +144,7 @@ async def request(
     await session.flush()
     approval.sealed_arguments = box.seal_json(arguments, context=arguments_context(approval.id))
     await session.flush()
-    await append_in(session, _record(approval, Event.REQUESTED, Outcome.PENDING, actor=None))
+    append_in(session, _record(approval, Event.REQUESTED, Outcome.PENDING, actor=None))
     return approval
 
 
@@ -221,7 +221,7 @@ async def _settle_due(
         if moved.rowcount:
             settled += 1
             await announce(session, approval.id)
-            await append_in(session, record_of(approval))
+            append_in(session, record_of(approval))
     return settled
 
 
@@ -245,7 +245,7 @@ async def resolve_unknown(
         raise ApprovalError("conflict", f"Approval {approval.id} is {approval.status.value}, not outcome_unknown")
     await announce(session, approval.id)
     event = Event.APPROVED if run_again else Event.EXECUTED
-    await append_in(session, _record(approval, event, approval.status.value, actor=actor_id))
+    append_in(session, _record(approval, event, approval.status.value, actor=actor_id))
     return approval
 
 
@@ -280,9 +280,7 @@ async def decide(
         raise ApprovalError("conflict", f"Approval {approval.id} is already {approval.status.value}")
     await announce(session, approval.id)
     event = Event.APPROVED if approve else Event.DENIED
-    await append_in(
-        session, _record(approval, event, status.value, actor=actor_id, error=reason if not approve else None)
-    )
+    append_in(session, _record(approval, event, status.value, actor=actor_id, error=reason if not approve else None))
     return approval
 
 
@@ -296,7 +294,7 @@ async def cancel(session: AsyncSession, approval: Approval, *, actor_id: str) ->
     if not moved.rowcount:
         raise ApprovalError("conflict", f"Approval {approval.id} is already {approval.status.value}")
     await announce(session, approval.id)
-    await append_in(session, _record(approval, Event.CANCELLED, "cancelled", actor=actor_id))
+    append_in(session, _record(approval, Event.CANCELLED, "cancelled", actor=actor_id))
     return approval
 
 
@@ -360,7 +358,7 @@ async def finish(
         .values(status=status, finished_at=utcnow(), sealed_result=sealed, error=error, lease_until=None)
     )
     await announce(session, approval.id)
-    await append_in(
+    append_in(
         session,
         _record(approval, Event.EXECUTED, status.value, actor=None, error=error, duration_ms=duration_ms),
     )

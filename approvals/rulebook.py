@@ -96,7 +96,7 @@ class RuleBook:
         session.add(row)
         await session.flush()
         saved = _to_rule(row)
-        await append_in(session, _rule_event(actor, Event.RULE_CREATED, saved))
+        append_in(session, _rule_event(actor, Event.RULE_CREATED, saved))
         await announce(session, Topic.RULES)
         return saved
 
@@ -114,7 +114,7 @@ class RuleBook:
         assert row is not None
         row.definition = _definition(merged)
         await session.flush()
-        await append_in(session, _rule_event(actor, Event.RULE_CHANGED, merged))
+        append_in(session, _rule_event(actor, Event.RULE_CHANGED, merged))
         await announce(session, Topic.RULES)
         return merged
 
@@ -123,7 +123,7 @@ class RuleBook:
         if not may_manage(actor, current):
             raise RulePermissionError("Only a workspace admin can delete workspace rules")
         await session.execute(delete(RuleRow).where(RuleRow.id == rule_id))
-        await append_in(session, _rule_event(actor, Event.RULE_DELETED, current))
+        append_in(session, _rule_event(actor, Event.RULE_DELETED, current))
         await announce(session, Topic.RULES)
 
 

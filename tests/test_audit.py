@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 from sqlalchemy import func, select, text
 
-from approvals.audit import AuditLog, AuditRecord, Outcome, verify
+from approvals.audit import AuditLog, AuditRecord, Outcome, append_in, verify
 from store.models import AuditEntry
 
 pytestmark = pytest.mark.anyio
@@ -41,6 +41,21 @@ async def test_an_appended_row_is_committed_by_the_time_flush_returns(companion)
     await log.flush()
     assert await count(companion) == 1
     await log.aclose()
+
+
+async def test_rows_appended_in_a_transaction_land_at_its_commit_chained_or_not_at_all(companion):
+    async with companion.db.transaction() as session:
+        append_in(session, record("memo_add_note"), record("memo_share_note"))
+        assert await count(companion) == 0  # written last, as the transaction commits
+    with pytest.raises(RuntimeError):
+        async with companion.db.transaction() as session:
+            append_in(session, record("memo_delete_note"))
+            raise RuntimeError("the change failed")
+    async with companion.db.session() as session:
+        rows = (await session.scalars(select(AuditEntry).order_by(AuditEntry.id))).all()
+        assert [r.tool for r in rows] == ["memo_add_note", "memo_share_note"]
+        assert rows[0].prev_hash == "" and rows[1].prev_hash == rows[0].hash
+        assert all(report.intact for report in await verify(session))
 
 
 async def test_queued_rows_are_flushed_and_kept_in_order(companion):
