@@ -36,6 +36,7 @@ from approvals import lifecycle
 from approvals.lifecycle import ApprovalError, Binding
 from approvals.rulebook import RuleBook
 from approvals.rules import Decision, Rule
+from server.races import unless
 from store import wakeups
 from store.crypto import SecretBox
 from store.db import Database
@@ -289,14 +290,8 @@ class ApprovalFlow:
         """The person's reply in the assistant, or None if this process stops waiting for it first."""
         if self.stopped_waiting.is_set():
             return None
-        asking = asyncio.ensure_future(ask(prompt))
-        stopping = asyncio.ensure_future(self.stopped_waiting.wait())
-        try:
-            done, _ = await asyncio.wait((asking, stopping), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stopping.cancel()
-            asking.cancel()
-        return asking.result() if asking in done else None
+        _, reply = await unless(self.stopped_waiting, ask(prompt))
+        return reply
 
     async def _prompt(
         self, approval: Approval, tool: RegisteredTool, arguments: dict[str, Any], kind: Literal["form", "url"]

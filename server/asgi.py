@@ -35,6 +35,7 @@ from server.app import Companion, create_app
 from server.approval_flow import ApprovalFlow
 from server.observability.logging import configure as configure_logging
 from server.observability.tracing import configure_tracing
+from server.races import unless
 from server.settings import load_settings
 
 DISCONNECT: Message = {"type": "http.disconnect"}
@@ -140,13 +141,7 @@ class Draining:
         async def receive_until_quiet() -> Message:
             if self.quiet.is_set():
                 return DISCONNECT
-            message = asyncio.ensure_future(receive())
-            quiet = asyncio.ensure_future(self.quiet.wait())
-            try:
-                done, _ = await asyncio.wait((message, quiet), return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                quiet.cancel()
-                message.cancel()
-            return message.result() if message in done else DISCONNECT
+            received, message = await unless(self.quiet, receive())
+            return message if received and message is not None else DISCONNECT
 
         return receive_until_quiet

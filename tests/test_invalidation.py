@@ -6,11 +6,10 @@ Every test here caches for a minute, so a change that shows at once can only be 
 
 from __future__ import annotations
 
-import httpx
+import httpx2
 import pytest
 
 from approvals.rules import Effect, Rule
-from server.app import create_app
 from store import invalidation
 from store.keys import revoke_key
 
@@ -21,23 +20,14 @@ ALICE = "alice@acme.test"
 ADMIN = "admin@acme.test"
 
 
-@pytest.fixture
-async def api(companion, demo_keys):
-    app = create_app(companion)
-    async with app.router.lifespan_context(app):
-
-        def as_key(key: str) -> httpx.AsyncClient:
-            return httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=app), base_url=BASE, headers={"Authorization": f"Bearer {key}"}
-            )
-
-        yield as_key
+def api(app_client, key: str) -> httpx2.AsyncClient:
+    return httpx2.AsyncClient(transport=app_client.transport, base_url=BASE, headers={"Authorization": f"Bearer {key}"})
 
 
-async def test_a_revoked_key_is_refused_at_once_though_lookups_are_cached(api, demo_keys):
-    async with api(demo_keys.user_keys[ALICE]) as alice:
+async def test_a_revoked_key_is_refused_at_once_though_lookups_are_cached(app_client, demo_keys):
+    async with api(app_client, demo_keys.user_keys[ALICE]) as alice:
         issued = (await alice.post("/keys", json={"name": "short-lived"})).json()
-        async with api(issued["token"]) as use:
+        async with api(app_client, issued["token"]) as use:
             assert (await use.get("/meetings")).status_code == 200  # now cached
             assert (await alice.delete(f"/keys/{issued['id']}")).status_code == 204
             assert (await use.get("/meetings")).status_code == 401
