@@ -3,13 +3,14 @@
 Off by default. Unless ``OTEL_TRACES_EXPORTER`` names an exporter, no SDK is
 loaded and the spans of ``metrics.py`` (auth, decision, approval wait, adapter,
 audit) cost next to nothing and go nowhere. When it does (``console``,
-``otlp``, ``otlp_proto_http``, or any exporter a package registers under that
-name), the OpenTelemetry SDK, installed with the ``otel`` extra, is set up as
-its own auto-configuration would: the resource from ``OTEL_SERVICE_NAME`` and
-``OTEL_RESOURCE_ATTRIBUTES``, batching from ``OTEL_BSP_*``, the exporter's
-endpoint and headers from its own ``OTEL_EXPORTER_*`` variables.
-``OTEL_SDK_DISABLED=true`` turns it off again. (``opentelemetry-instrument
-companion serve`` works too, and then this does nothing more.)
+``otlp_proto_http`` from the ``otel`` extra, or any exporter a package
+registers under the SDK's entry points, such as ``otlp`` for gRPC), the
+OpenTelemetry SDK is set up as its own auto-configuration would: the resource
+from ``OTEL_SERVICE_NAME`` and ``OTEL_RESOURCE_ATTRIBUTES``, batching from
+``OTEL_BSP_*``, the exporter's endpoint and headers from its own
+``OTEL_EXPORTER_*`` variables. ``OTEL_SDK_DISABLED=true`` turns it off again.
+Under ``opentelemetry-instrument``, which sets a provider first, this leaves
+that provider alone.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def exporter_names(environ: Mapping[str, str]) -> list[str]:
 def configure_tracing(environ: Mapping[str, str] = os.environ) -> bool:
     """Install a tracer provider exporting to what ``OTEL_TRACES_EXPORTER`` names; False when it names none."""
     names = exporter_names(environ)
-    if not names:
+    if not names or not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
         return False
     try:
         from opentelemetry.sdk.resources import Resource
@@ -51,8 +52,8 @@ def configure_tracing(environ: Mapping[str, str] = os.environ) -> bool:
         found = entry_points(group=EXPORTERS, name=name)
         if not found:
             raise SettingsError(
-                f"OTEL_TRACES_EXPORTER: no exporter {name!r} is installed (console is built in; otlp needs "
-                "the otel extra)"
+                f"OTEL_TRACES_EXPORTER: no exporter {name!r} is installed (console is built in; otlp_proto_http "
+                "comes with the otel extra)"
             )
         exporters.append(next(iter(found)).load()())
     resource = Resource.create()
