@@ -30,6 +30,7 @@ from email.utils import getaddresses
 from typing import Any, Literal
 
 from sqlalchemy import and_, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import ColumnElement
 
 from approvals import lifecycle
@@ -546,6 +547,12 @@ async def approvals_for(
         return list(await session.scalars(query.order_by(Approval.created_at.desc()).limit(LISTED)))
 
 
+async def _as_it_stands(session: AsyncSession, actor: Principal, approval_id: str) -> Approval:
+    """The approval once due ones are settled, so a decision never lands on one whose time is up."""
+    await lifecycle.expire_due(session, workspace_id=actor.workspace_id)
+    return await lifecycle.get(session, actor.workspace_id, approval_id)
+
+
 async def decide_elsewhere(
     flow: ApprovalFlow,
     tools: dict[str, RegisteredTool],
@@ -560,8 +567,7 @@ async def decide_elsewhere(
     """A decision made on the approval page, over the API or in the CLI, by a person."""
     try:
         async with flow.db.transaction() as session:
-            await lifecycle.expire_due(session, workspace_id=actor.workspace_id)
-            approval = await lifecycle.get(session, actor.workspace_id, approval_id)
+            approval = await _as_it_stands(session, actor, approval_id)
             if not visible_to(approval, actor):
                 if actor.is_admin:
                     raise DecisionRefused("forbidden", "Only the user who asked can decide this approval")
@@ -582,8 +588,7 @@ async def resolve_elsewhere(
     """The person who asked settles a call whose outcome is unknown (in the inbox or over the API)."""
     try:
         async with flow.db.transaction() as session:
-            await lifecycle.expire_due(session, workspace_id=actor.workspace_id)
-            approval = await lifecycle.get(session, actor.workspace_id, approval_id)
+            approval = await _as_it_stands(session, actor, approval_id)
             if not visible_to(approval, actor):
                 raise DecisionRefused("not_found", f"No approval {approval_id} in this workspace")
             return await lifecycle.resolve_unknown(

@@ -25,6 +25,7 @@ from approvals.rules import CallFacts, Catalog, Decision, Effect, ToolInfo
 from server.approval_flow import (
     APPROVAL_REQUIRED_SCHEMA,
     NO_CHANNEL,
+    SETTLED_OR_RUNNING,
     ApprovalFlow,
     Channel,
     Prompt,
@@ -50,13 +51,7 @@ NOT_DECIDED = "none"
 UNKNOWN_TOOL = "unknown_tool"
 GET_APPROVAL = "companion_get_approval"
 COMPANION_APP = "companion"
-RUNNABLE_OR_RUN = (
-    ApprovalStatus.APPROVED,
-    ApprovalStatus.EXECUTING,
-    ApprovalStatus.SUCCEEDED,
-    ApprovalStatus.FAILED,
-    ApprovalStatus.OUTCOME_UNKNOWN,
-)
+RUNNABLE_OR_RUN = (ApprovalStatus.APPROVED, *SETTLED_OR_RUNNING)
 
 GET_APPROVAL_INPUT: dict[str, Any] = {
     "type": "object",
@@ -179,7 +174,7 @@ class ToolGateway:
 
     async def _usable_connections(self, principal: Principal) -> list[ConnectionView]:
         # An assistant lists tools and then calls them in quick succession; one
-        # lookup serves the burst, and a change elsewhere shows within cache_seconds.
+        # lookup serves the burst, and a change on any replica clears it (forget).
         async def lookup() -> list[ConnectionView]:
             async with self.db.session() as session:
                 return await usable_connections(session, principal)
