@@ -23,7 +23,7 @@ import pytest
 import uvicorn
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
-from sqlalchemy import delete
+from sqlalchemy import delete, select
 from sqlalchemy.engine import make_url
 
 from manifests import MANIFEST_DIR
@@ -31,7 +31,7 @@ from server import demo
 from server.app import Companion, create_app
 from server.settings import Settings
 from store.migrate import upgrade_async
-from store.models import Base
+from store.models import Base, Meeting, User
 from tools.registry import Registry
 
 TEST_SECRET = "test-secret-key-not-for-production"
@@ -131,6 +131,15 @@ async def companion(settings: Settings, registry: Registry) -> AsyncIterator[Com
 async def demo_keys(companion: Companion) -> demo.DemoKeys:
     async with companion.db.transaction() as session:
         return await demo.seed(session, companion.registry, companion.box, TEST_SECRET.encode())
+
+
+async def alices_meeting(companion: Companion) -> str:
+    """A meeting of the demo's alice@acme.test, for calls made as her."""
+    async with companion.db.session() as session:
+        alice = await session.scalar(select(User.id).where(User.email == "alice@acme.test"))
+        meeting = await session.scalar(select(Meeting.id).where(Meeting.owner_id == alice).limit(1))
+    assert meeting is not None
+    return meeting
 
 
 @asynccontextmanager

@@ -12,8 +12,8 @@ from sqlalchemy import select, update
 
 from server.demo import DEMO_PASSWORD
 from store import directory
-from store.models import Approval, Meeting, Role, RuleRow, User, utcnow
-from tests.conftest import COMPANION, mcp_client
+from store.models import Approval, Role, RuleRow, User, utcnow
+from tests.conftest import COMPANION, alices_meeting, mcp_client
 from tests.console import csrf_of, form_post, sign_in
 
 pytestmark = pytest.mark.anyio
@@ -33,11 +33,8 @@ async def waiting(app_client, demo_keys):
 
 
 @pytest.fixture
-async def alices_meeting(companion, demo_keys) -> dict[str, str]:
-    async with companion.db.session() as session:
-        alice = await session.scalar(select(User.id).where(User.email == "alice@acme.test"))
-        meeting = await session.scalar(select(Meeting.id).where(Meeting.owner_id == alice).limit(1))
-    return {"meeting_id": meeting, "text": "Send the quote"}
+async def alices_call(companion, demo_keys) -> dict[str, str]:
+    return {"meeting_id": await alices_meeting(companion), "text": "Send the quote"}
 
 
 @pytest.fixture
@@ -62,9 +59,9 @@ async def test_the_page_asks_for_sign_in_then_shows_the_call(browser, waiting):
 
 
 async def test_the_inbox_lists_what_waits_and_an_approval_lets_the_retry_run_once(
-    app_client, browser, demo_keys, alices_meeting
+    app_client, browser, demo_keys, alices_call
 ):
-    waiting = (await ask(app_client, demo_keys, alices_meeting)).structured_content["approval_id"]
+    waiting = (await ask(app_client, demo_keys, alices_call)).structured_content["approval_id"]
     await sign_in(browser, "alice@acme.test")
     inbox = await browser.get("/inbox")
     assert f'id="card-{waiting}"' in inbox.text and "Add the action item" in inbox.text
@@ -75,8 +72,8 @@ async def test_the_inbox_lists_what_waits_and_an_approval_lets_the_retry_run_onc
     assert f'id="card-{waiting}"' not in after.text
     assert "Add the action item" not in after.text
 
-    ran = await ask(app_client, demo_keys, alices_meeting)
-    again = await ask(app_client, demo_keys, alices_meeting)
+    ran = await ask(app_client, demo_keys, alices_call)
+    again = await ask(app_client, demo_keys, alices_call)
     assert not ran.is_error and not again.is_error
     assert ran.structured_content == again.structured_content
     history = await browser.get("/inbox/history")

@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import func, select, update
 
 from approvals import lifecycle
-from store.models import ActionItem, Approval, ApprovalStatus, Meeting, User, utcnow
-from tests.conftest import mcp_client
+from store.models import ActionItem, Approval, ApprovalStatus, utcnow
+from tests.conftest import alices_meeting, mcp_client
 from tests.console import form_post, sign_in
 
 pytestmark = pytest.mark.anyio
@@ -21,10 +21,7 @@ BASE = "http://127.0.0.1:8000"
 
 @pytest.fixture
 async def call(companion, demo_keys) -> dict[str, str]:
-    async with companion.db.session() as session:
-        alice = await session.scalar(select(User.id).where(User.email == "alice@acme.test"))
-        meeting = await session.scalar(select(Meeting.id).where(Meeting.owner_id == alice).limit(1))
-    return {"meeting_id": meeting, "text": "Send Carol the contract"}
+    return {"meeting_id": await alices_meeting(companion), "text": "Send Carol the contract"}
 
 
 async def ask(app_client, demo_keys, arguments):

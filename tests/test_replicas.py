@@ -13,9 +13,8 @@ import pytest
 from mcp import types
 from sqlalchemy import func, select, update
 
-from server.app import Companion
-from store.models import ActionItem, Meeting, Plan, User, Workspace
-from tests.conftest import free_port, mcp_client
+from store.models import ActionItem, Plan, Workspace
+from tests.conftest import alices_meeting, free_port, mcp_client
 from tests.processes import healthy, start
 
 pytestmark = pytest.mark.anyio
@@ -55,14 +54,6 @@ async def replicas(env, database_url, demo_keys) -> AsyncIterator[tuple[str, str
 
 def api(base: str, key: str) -> httpx2.AsyncClient:
     return httpx2.AsyncClient(base_url=f"{base}/api/v1", headers={"Authorization": f"Bearer {key}"}, timeout=30)
-
-
-async def alices_meeting(companion: Companion) -> str:
-    async with companion.db.session() as session:
-        alice = await session.scalar(select(User.id).where(User.email == "alice@acme.test"))
-        meeting = await session.scalar(select(Meeting.id).where(Meeting.owner_id == alice).limit(1))
-    assert meeting is not None
-    return meeting
 
 
 async def test_a_decision_on_one_replica_releases_the_call_waiting_on_the_other(replicas, demo_keys, companion):

@@ -9,12 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
 
 from server.observability.tracing import configure_tracing
 from server.settings import SettingsError
-from store.models import Meeting, User
-from tests.conftest import COMPANION, free_port, mcp_client
+from tests.conftest import COMPANION, alices_meeting, free_port, mcp_client
 from tests.processes import healthy
 
 pytestmark = pytest.mark.anyio
@@ -47,9 +45,7 @@ def spans_in(text: str) -> list[dict[str, Any]]:
 
 
 async def test_each_phase_of_a_call_is_a_span_sent_to_the_exporter_named(env, demo_keys, companion, tmp_path: Path):
-    async with companion.db.session() as session:
-        alice = await session.scalar(select(User.id).where(User.email == ALICE))
-        meeting = await session.scalar(select(Meeting.id).where(Meeting.owner_id == alice).limit(1))
+    meeting = await alices_meeting(companion)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     output = tmp_path / "stdout.txt"
