@@ -111,6 +111,7 @@ def serve_bare(database_url: str, port: int, user: str = USER, secret: str = SEC
     import uvicorn
     from mcp.server.mcpserver import MCPServer
 
+    from server.heap import freeze_long_lived
     from store.connections import ConnectionView
     from store.db import Database
     from store.models import ConnectionScope, ConnectionStatus
@@ -144,7 +145,9 @@ def serve_bare(database_url: str, port: int, user: str = USER, secret: str = SEC
         )
         return ActionItem.model_validate(made)
 
-    uvicorn.run(mcp.streamable_http_app(), host="127.0.0.1", port=port, log_level="warning")
+    app = mcp.streamable_http_app()
+    freeze_long_lived()  # as ``companion serve`` does: the comparison is of the gate, not of process settings
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 
 
 async def _principal_of(db: Database, user: str, secret: str) -> Principal:

@@ -33,6 +33,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.app import Companion, create_app
 from server.approval_flow import ApprovalFlow
+from server.heap import freeze_long_lived
 from server.observability.logging import configure as configure_logging
 from server.observability.tracing import configure_tracing
 from server.races import unless
@@ -51,11 +52,14 @@ def create() -> ASGIApp:
 
 
 def served(companion: Companion) -> ASGIApp:
-    """``companion``'s app, wrapped to stop the way the module docstring says."""
+    """``companion``'s app, wrapped to stop the way the module docstring says, with what start-up built frozen
+    (``server/heap.py``)."""
     # The MCP SDK answers calls as server-sent events through sse-starlette, which by default ends every open
     # event stream the moment uvicorn is asked to exit: a running call's result would never reach its caller.
     AppStatus.disable_automatic_graceful_drain()
-    return Draining(create_app(companion), companion.gateway.flow)
+    app = Draining(create_app(companion), companion.gateway.flow)
+    freeze_long_lived()
+    return app
 
 
 def _starts_event_stream(message: Message) -> bool:

@@ -178,6 +178,22 @@ async def answered_while_paused(base: str, paused: list[int]) -> None:
         await asyncio.sleep(0.1)
 
 
+def test_the_served_app_puts_what_start_up_built_out_of_the_collectors_way(tmp_path):
+    """server/heap.py: full collections walk what requests leave behind, not the modules, mappers and manifests."""
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path),
+        "COMPANION_DATA_DIR": str(tmp_path / "data"),
+        "COMPANION_SECRET_KEY": TEST_SECRET,
+    }
+    script = "import gc; from server.asgi import create; create(); print(gc.get_freeze_count(), len(gc.get_objects()))"
+    python = str(Path(COMPANION).with_name("python"))
+    done = subprocess.run([python, "-c", script], env=env, capture_output=True, text=True, timeout=60, check=True)
+    frozen, tracked = map(int, done.stdout.split())
+    assert frozen > 100_000
+    assert tracked < frozen / 10
+
+
 @pytest.mark.parametrize(
     ("options", "setting"),
     [(["--workers", "2"], {}), ([], {"COMPANION_WORKERS": "2"})],
