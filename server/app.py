@@ -109,7 +109,7 @@ class Companion:
     def build(cls, settings: Settings, *, registry: Registry | None = None) -> Companion:
         # A broken models file stops the server here rather than on the Models tab.
         catalogue_of(settings)
-        db = Database(settings.resolved_database_url)
+        db = Database(settings.resolved_database_url, pool_size=settings.database_pool_size)
         box = SecretBox(settings.encryption_keys())
         registry = registry or Registry.load(MANIFEST_DIR)
         http = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=10.0), follow_redirects=False)

@@ -15,6 +15,8 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from store.db import POOL_SIZE
+
 log = logging.getLogger(__name__)
 
 SECRET_KEY_FILE = "secret.key"
@@ -43,6 +45,12 @@ class Settings(BaseSettings):
     env: Literal["development", "production"] = "development"
     data_dir: Path = Path(".companion")
     database_url: str = ""
+    database_pool_size: int = Field(
+        default=POOL_SIZE,
+        ge=1,
+        le=1000,
+        description="PostgreSQL connections each process keeps open; a burst opens up to 10 more for a moment.",
+    )
     secret_key: SecretStr | None = None
     old_secret_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     base_url: str = "http://127.0.0.1:8000"

@@ -210,3 +210,22 @@ async def test_the_migrations_build_exactly_the_schema_the_models_describe(compa
     async with companion.db.engine.connect() as connection:
         drift = await connection.run_sync(_schema_drift)
     assert drift == []
+
+
+async def test_each_process_keeps_the_configured_number_of_postgresql_connections(tmp_path, monkeypatch):
+    from server.app import Companion
+    from server.settings import Settings
+
+    async def pool_size() -> int:
+        nowhere = "postgresql://companion@127.0.0.1:1/nowhere"
+        settings = Settings(database_url=nowhere, data_dir=tmp_path, secret_key="s")
+        companion = Companion.build(settings)
+        try:
+            return companion.db.engine.pool.size()
+        finally:
+            await companion.aclose()
+
+    monkeypatch.delenv("COMPANION_DATABASE_POOL_SIZE", raising=False)
+    assert await pool_size() == 20
+    monkeypatch.setenv("COMPANION_DATABASE_POOL_SIZE", "7")
+    assert await pool_size() == 7
