@@ -8,14 +8,26 @@ shown; the arguments themselves are kept sealed for replay, outside the hash.
 Each row carries the hash of the workspace's previous row, so changing,
 removing or reordering rows breaks the chain, and ``verify`` finds where.
 
-Rows go through one writer task per process, which appends them in order
-and commits whatever queued up while the previous commit ran, lingering
-20 ms so that calls made one after another share a commit too.
-A call's row is queued, not awaited: waiting would not narrow the one gap
-that matters (a crash after the provider acted but before the row is
-written), and approval steps, which change state, write their rows in the
-same transaction as the change instead. The writer retries while the
-database is away, and every queued row is flushed on shutdown.
+Only one writer task per process extends the chains. It appends whatever
+arrived while its previous commit ran, lingering 20 ms so that calls made one
+after another share a commit too, and it takes each workspace's chain head
+lock once per batch. Rows reach it two ways:
+
+- a call's row is queued in memory, not awaited: waiting would not narrow the
+  one gap that matters (a crash after the provider acted but before the row
+  is written);
+- on PostgreSQL, the rows of a change (an approval's step, a rule's edit)
+  are written to the outbox in the change's own transaction, so they commit
+  with it or not at all, and the writer moves them onto the chain after the
+  commit. A change takes no lock for its audit: when it chained its rows
+  itself, it held the head from its append to its commit, and under load
+  every change in the workspace, on every replica, queued behind it. Rows a
+  process left in the outbox when it died are chained by the next writer
+  that runs. On SQLite, which runs one writing transaction at a time anyway,
+  a change chains its rows itself as it commits.
+
+The writer retries while the database is away, and every queued row is
+flushed on shutdown.
 """
 
 from __future__ import annotations
@@ -25,12 +37,13 @@ import contextlib
 import hashlib
 import json
 import logging
+import weakref
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Connection, event, insert, select, update
+from sqlalchemy import Connection, delete, event, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
@@ -38,7 +51,7 @@ from sqlalchemy.orm import Session
 
 from store.correlation import current_request_id
 from store.db import Database
-from store.models import AuditEntry, AuditHead, utcnow
+from store.models import AuditEntry, AuditHead, AuditOutbox, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -192,32 +205,67 @@ def _append_optimistic(connection: Connection, rows: list[dict[str, Any]], heads
     return new_heads
 
 
-PENDING = "companion.audit"
+def _take_outbox(connection: Connection, limit: int) -> list[dict[str, Any]]:
+    """Remove up to ``limit`` of the oldest outbox rows and return them; a rollback puts them back."""
+    oldest = connection.scalars(select(AuditOutbox.id).order_by(AuditOutbox.id).limit(limit)).all()
+    if not oldest:
+        return []  # a read, not a write: on SQLite a write would end other connections' read-then-write turns
+    # Another writer taking the same rows makes this wait for its commit, then skip them: whoever returns from a
+    # round has seen every row that was in the outbox when the round began chained.
+    moved = delete(AuditOutbox).where(AuditOutbox.id.in_(oldest))
+    taken = connection.execute(moved.returning(AuditOutbox.id, AuditOutbox.row)).all()
+    return [_restored(row) for _, row in sorted(taken)]
+
+
+def _portable(row: dict[str, Any]) -> dict[str, Any]:
+    return {**row, "at": row["at"].isoformat()}
+
+
+def _restored(row: dict[str, Any]) -> dict[str, Any]:
+    return {**row, "at": datetime.fromisoformat(row["at"])}
+
+
+OUTBOX = "companion.audit.outbox"
+AT_COMMIT = "companion.audit.at_commit"
+_writers: weakref.WeakValueDictionary[int, AuditLog] = weakref.WeakValueDictionary()
 
 
 def append_in(session: AsyncSession, *records: AuditRecord) -> None:
-    """Append with the session's transaction, so the rows commit with the change they record, or not at all.
+    """Append with the session's transaction: the rows commit with the change they record, or not at all.
 
-    They are written as the transaction commits, after everything else: from
-    the head's lock to the commit, every other change in the workspace that
-    appends, on any replica, waits. Appending at once would hold the lock
-    across the rest of the transaction's round trips, and under load the
-    approval steps queued behind it for hundreds of milliseconds.
+    On PostgreSQL they wait in the outbox until this process's writer chains them, just after the commit (see
+    the module docstring for why the change does not chain them itself). SQLite lets one transaction write at a
+    time whatever it does, so there they are chained as the transaction commits, after everything else; a
+    writer committing beside the change could end the change's next write with "database is locked".
     """
-    session.sync_session.info.setdefault(PENDING, []).extend(records)
+    if session.get_bind().dialect.name == "sqlite":
+        session.sync_session.info.setdefault(AT_COMMIT, []).extend(records)
+        return
+    session.add_all(AuditOutbox(row=_portable(record.row())) for record in records)
+    session.sync_session.info[OUTBOX] = True
 
 
 @event.listens_for(Session, "before_commit")
 def _append_last(session: Session) -> None:
-    records = session.info.pop(PENDING, None)
+    records = session.info.pop(AT_COMMIT, None)
     if records:
         session.flush()  # the change first, so only the append and the commit happen under the lock
         append_rows(session.connection(), records)
 
 
+@event.listens_for(Session, "after_commit")
+def _chain_soon(session: Session) -> None:
+    if session.info.pop(OUTBOX, False):
+        bind = session.get_bind()
+        writer = _writers.get(id(getattr(bind, "engine", bind)))
+        if writer is not None:
+            writer.chain_outbox()
+
+
 @event.listens_for(Session, "after_rollback")
-def _nothing_to_append(session: Session) -> None:
-    session.info.pop(PENDING, None)
+def _nothing_to_chain(session: Session) -> None:
+    session.info.pop(OUTBOX, None)
+    session.info.pop(AT_COMMIT, None)
 
 
 TRANSIENT = (OperationalError, InterfaceError, OSError)
@@ -230,12 +278,13 @@ class _DatabaseAway(Exception):
 
 
 class AuditLog:
-    """Appends audit rows through a single writer task, batching commits."""
+    """Extends this process's chains through a single writer task, batching commits."""
 
     def __init__(self, db: Database, *, linger_seconds: float = 0.02) -> None:
         self.db = db
         self.linger_seconds = linger_seconds
         self._queue: list[AuditRecord] = []
+        self._outbox_waiting = False  # a change committed rows to the outbox that may not be chained yet
         self._wake = asyncio.Event()
         self._hurry = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
@@ -243,25 +292,40 @@ class AuditLog:
         self._heads: dict[str, str] = {}
         self._idle = asyncio.Event()
         self._idle.set()
+        # The first log of a database is the one its changes call on (the app's; tests make more).
+        _writers.setdefault(id(db.engine.sync_engine), self)
 
     def append(self, record: AuditRecord) -> None:
         """Queue ``record`` for the writer."""
         self._queue.append(record)
-        self._idle.clear()
-        self._wake.set()
         if len(self._queue) >= MAX_BATCH:
             self._hurry.set()
+        self._start()
+
+    def chain_outbox(self) -> None:
+        """A change just committed rows to the outbox: have the writer chain them."""
+        self._outbox_waiting = True
+        self._start()
+
+    def _start(self) -> None:
+        self._idle.clear()
+        self._wake.set()
         if self._writer is None or self._writer.done():
             self._writer = asyncio.get_running_loop().create_task(self._write_forever(), name="audit-writer")
 
     async def flush(self) -> None:
-        """Wait until every queued row is committed (without waiting out the linger)."""
+        """Wait until every queued row and every row in the outbox now is chained (without waiting out the
+        linger)."""
+        self.chain_outbox()
         self._hurry.set()
-        while self._queue or not self._idle.is_set():
+        while self._queue or self._outbox_waiting or not self._idle.is_set():
             await self._idle.wait()
 
     async def aclose(self) -> None:
-        await self.flush()
+        if _writers.get(id(self.db.engine.sync_engine)) is self:
+            del _writers[id(self.db.engine.sync_engine)]
+        if self._writer is not None or self._queue:
+            await self.flush()
         if self._writer is not None:
             self._writer.cancel()
             await asyncio.gather(self._writer, return_exceptions=True)
@@ -278,28 +342,29 @@ class AuditLog:
                     await asyncio.wait_for(self._hurry.wait(), self.linger_seconds)
             self._wake.clear()
             self._hurry.clear()
+            self._outbox_waiting = False
             batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
-            if self._queue:
+            try:
+                # Every round looks in the outbox, so rows a stopped process left there are chained too.
+                if await self._append_batch(batch) == MAX_BATCH:
+                    self._outbox_waiting = True
+                backoff = 0.1
+            except _DatabaseAway as away:
+                # Keep the rows, in order, and try again once the database answers.
+                log.warning("audit rows not written yet; retrying in %.1f s", backoff, exc_info=True)
+                self._queue[:0] = away.rows
+                self._outbox_waiting = True
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+            if self._queue or self._outbox_waiting:
                 self._wake.set()
-            if batch:
-                try:
-                    await self._append_batch(batch)
-                    backoff = 0.1
-                except _DatabaseAway as away:
-                    # Keep the rows, in order, and try again once the database answers.
-                    log.warning("audit rows not written yet; retrying in %.1f s", backoff, exc_info=True)
-                    self._queue[:0] = away.rows
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, 5.0)
-                    self._wake.set()
-                    continue
-            if not self._queue:
+            else:
                 self._idle.set()
 
-    async def _append_batch(self, batch: list[AuditRecord]) -> None:
+    async def _append_batch(self, batch: list[AuditRecord]) -> int:
+        """Chain ``batch`` and the outbox's oldest rows; return how many came from the outbox."""
         try:
-            await self._write(batch)
-            return
+            return await self._write(batch, MAX_BATCH)
         except TRANSIENT as exc:
             raise _DatabaseAway(batch) from exc
         except Exception:
@@ -307,43 +372,77 @@ class AuditLog:
         # One row is refused: it is a bug to fix, and must not hold back the others.
         for index, record in enumerate(batch):
             try:
-                await self._write([record])
+                await self._write([record], 0)
             except TRANSIENT as exc:
                 raise _DatabaseAway(batch[index:]) from exc
             except Exception:
                 log.error("dropped an audit row the database refuses: %r", record, exc_info=True)
+        moved = 0
+        while True:
+            try:
+                taken = await self._write([], 1)
+            except TRANSIENT as exc:
+                raise _DatabaseAway([]) from exc
+            except Exception:
+                if await self._drop_oldest_in_outbox():
+                    continue
+                return moved
+            if not taken:
+                return moved
+            moved += 1
 
-    async def _write(self, records: list[AuditRecord]) -> None:
-        """Append on the writer's own connection, chaining onto the heads it remembers.
+    async def _write(self, records: list[AuditRecord], take: int) -> int:
+        """Chain ``records`` and up to ``take`` outbox rows on the writer's own connection; return the outbox count.
 
-        While this process is the only writer of a chain that is two statements
-        and a commit; when another writer got there first, the head update
-        matches nothing, and the batch is chained again under the head's lock.
+        While this process is the only writer of a chain, that is the outbox's delete, the head's update, the
+        insert and a commit; when another writer got there first, the head update matches nothing, and the
+        rows are chained again under the head's lock.
         """
         if self._connection is None or self._connection.closed:
             # The writer keeps one connection, so a commit costs no pool checkout.
             self._connection = await self.db.engine.connect()
         connection = self._connection
-        rows = [record.row() for record in records]
-        workspaces = sorted({row["workspace_id"] for row in rows})
+        queued = [record.row() for record in records]
+
+        async def gather() -> tuple[int, list[dict[str, Any]]]:
+            taken = await connection.run_sync(_take_outbox, take) if take else []
+            # The outbox's rows were committed before this round began; the queue's are stamped now.
+            return len(taken), sorted([*taken, *queued], key=lambda row: row["at"])
+
         try:
-            if all(ws in self._heads for ws in workspaces):
+            taken, rows = await gather()
+            workspaces = sorted({row["workspace_id"] for row in rows})
+            if rows and all(ws in self._heads for ws in workspaces):
                 try:
-                    self._heads.update(
-                        await connection.run_sync(_append_optimistic, rows, {w: self._heads[w] for w in workspaces})
-                    )
+                    heads = {ws: self._heads[ws] for ws in workspaces}
+                    self._heads.update(await connection.run_sync(_append_optimistic, rows, heads))
                     await connection.commit()
-                    return
+                    return taken
                 except _StaleHead:
-                    await connection.rollback()
-            heads = {ws: await connection.run_sync(_lock_head, ws) for ws in workspaces}
-            self._heads.update(await connection.run_sync(_append_optimistic, rows, heads))
+                    await connection.rollback()  # which puts the taken rows back in the outbox
+                    taken, rows = await gather()
+                    workspaces = sorted({row["workspace_id"] for row in rows})
+            if rows:
+                heads = {ws: await connection.run_sync(_lock_head, ws) for ws in workspaces}
+                self._heads.update(await connection.run_sync(_append_optimistic, rows, heads))
             await connection.commit()
+            return taken
         except Exception:
             self._heads.clear()
             await connection.rollback()
             await connection.close()
             raise
+
+    async def _drop_oldest_in_outbox(self) -> bool:
+        """Drop the outbox row that fails to chain (the oldest); False if the outbox is empty."""
+        async with self.db.transaction() as session:
+            oldest = await session.scalar(select(func.min(AuditOutbox.id)))
+            row = await session.get(AuditOutbox, oldest) if oldest is not None else None
+            if row is None:
+                return False
+            log.error("dropped an audit row the database refuses: %r", row.row)
+            await session.delete(row)
+            return True
 
 
 @dataclass(frozen=True)

@@ -654,6 +654,7 @@ def _audit_verify(args: argparse.Namespace) -> None:
     from store import directory
 
     async def work(companion: Any) -> None:
+        await companion.audit.flush()  # rows a change committed moments ago may still be in the outbox
         async with companion.db.session() as session:
             workspace_id = None
             if args.workspace:

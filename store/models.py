@@ -356,6 +356,19 @@ class AuditHead(Base):
     last_hash: Mapped[str] = mapped_column(String(64), default="")
 
 
+class AuditOutbox(Base):
+    """Audit rows committed with the change they record, waiting for the audit writer to chain them.
+
+    A change writes its rows here in its own transaction, which takes no lock, and the writer moves them onto
+    the workspace's chain moments later, under the head's lock (``approvals/audit.py``).
+    """
+
+    __tablename__ = "audit_outbox"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    row: Mapped[dict[str, Any]] = mapped_column()
+
+
 class RuleRow(Base):
     """An auto-approval rule. Its definition is the API's rule JSON, validated before it is stored."""
 

@@ -98,6 +98,7 @@ async def test_denying_in_the_chat_runs_nothing_and_says_why(live_server, bob, c
     assert result.is_error is True
     assert result.content[0].text == "Denied in the assistant: not today. The call was not run."
     assert runs("add_note") == 0
+    await companion.audit.flush()
     async with companion.db.session() as session:
         events = (await session.scalars(select(AuditEntry.event).order_by(AuditEntry.id))).all()
     assert "approval.denied" in events and "approval.executed" not in events

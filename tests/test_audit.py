@@ -8,8 +8,8 @@ from dataclasses import replace
 import pytest
 from sqlalchemy import func, select, text
 
-from approvals.audit import AuditLog, AuditRecord, Outcome, append_in, verify
-from store.models import AuditEntry
+from approvals.audit import AuditLog, AuditRecord, Outcome, _portable, append_in, verify
+from store.models import AuditEntry, AuditOutbox
 
 pytestmark = pytest.mark.anyio
 
@@ -30,6 +30,11 @@ def record(tool: str, outcome: Outcome = Outcome.SUCCEEDED, workspace_id: str = 
     )
 
 
+async def outbox(companion) -> list[str]:
+    async with companion.db.session() as session:
+        return [row["tool"] for row in await session.scalars(select(AuditOutbox.row).order_by(AuditOutbox.id))]
+
+
 async def count(companion) -> int:
     async with companion.db.session() as session:
         return await session.scalar(select(func.count()).select_from(AuditEntry))
@@ -43,19 +48,37 @@ async def test_an_appended_row_is_committed_by_the_time_flush_returns(companion)
     await log.aclose()
 
 
-async def test_rows_appended_in_a_transaction_land_at_its_commit_chained_or_not_at_all(companion):
+async def test_rows_appended_in_a_transaction_commit_with_it_and_are_chained_after_or_not_at_all(companion):
     async with companion.db.transaction() as session:
         append_in(session, record("memo_add_note"), record("memo_share_note"))
-        assert await count(companion) == 0  # written last, as the transaction commits
+        assert await outbox(companion) == []  # committed with the change
     with pytest.raises(RuntimeError):
         async with companion.db.transaction() as session:
             append_in(session, record("memo_delete_note"))
             raise RuntimeError("the change failed")
+    assert await outbox(companion) in (["memo_add_note", "memo_share_note"], [])  # unless already chained
+    await companion.audit.flush()
+    assert await outbox(companion) == []
     async with companion.db.session() as session:
         rows = (await session.scalars(select(AuditEntry).order_by(AuditEntry.id))).all()
         assert [r.tool for r in rows] == ["memo_add_note", "memo_share_note"]
         assert rows[0].prev_hash == "" and rows[1].prev_hash == rows[0].hash
         assert all(report.intact for report in await verify(session))
+
+
+async def test_rows_left_in_the_outbox_by_a_process_that_stopped_are_chained_by_the_next_writer(companion):
+    async with companion.db.transaction() as session:
+        # As a process that died between its commit and its writer's round leaves them.
+        session.add_all(AuditOutbox(row=_portable(record(f"memo_{index}").row())) for index in range(3))
+    log = AuditLog(companion.db)
+    log.append(record("memo_later"))
+    await log.flush()
+    async with companion.db.session() as session:
+        tools = (await session.scalars(select(AuditEntry.tool).order_by(AuditEntry.id))).all()
+        assert all(report.intact for report in await verify(session))
+    assert tools == ["memo_0", "memo_1", "memo_2", "memo_later"]
+    assert await outbox(companion) == []
+    await log.aclose()
 
 
 async def test_queued_rows_are_flushed_and_kept_in_order(companion):
@@ -149,10 +172,10 @@ async def test_rows_wait_while_the_database_is_away_and_land_in_order_when_it_is
     real_write = log._write
     failures = iter([True, True, False, False])
 
-    async def flaky(records):
-        if next(failures):
+    async def flaky(records, take):
+        if next(failures, False):
             raise OperationalError("INSERT", {}, Exception("database is locked"))
-        await real_write(records)
+        return await real_write(records, take)
 
     monkeypatch.setattr(log, "_write", flaky)
     for index in range(3):
