@@ -32,7 +32,13 @@ Scenarios, each ``--seconds`` long with ``--clients`` MCP clients (each an SDK
 
 A write is a ``harmony_create_action_item`` call: the call answers
 ``approval_required``, the benchmark approves it over REST with the user's key
-and calls again; ask -> approve -> retry is one write, timed as one.
+and calls again. Each of those three requests is timed on its own (w-req), and
+ask -> approve -> retry together as one write operation (w-op); in real use a
+person's decision, not the server, sets the time between the first two.
+
+The latency target is judged per request (reads and w-req) on the paced runs:
+100 assistants that pause between calls, as assistants do while their model
+writes the next step, offering half of what one replica sustains.
 
 Throughput per core is reads per CPU-second of the server processes (read from
 /proc), so the load generator and PostgreSQL, which share this machine, do not
@@ -49,6 +55,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import math
 import os
 import random
@@ -98,6 +105,7 @@ MIXED = "Companion, 1 replica"
 MIXED_2 = "Companion, 2 replicas"
 PACED = "Companion, 1, paced {rate:.0f}/s"
 PACED_BARE = "bare SDK, paced {rate:.0f}/s"
+PACED_PREFIXES = (PACED.split("{")[0], PACED_BARE.split("{")[0])
 SHOWN_ERRORS = 3
 ERROR_PAUSE = 0.1
 
@@ -119,7 +127,8 @@ class Tally:
     """What one scenario's clients observed."""
 
     reads: list[float] = field(default_factory=list)
-    writes: list[float] = field(default_factory=list)
+    writes: list[float] = field(default_factory=list)  # ask -> approve -> run, each timed as one operation
+    write_requests: list[float] = field(default_factory=list)  # and each of those three requests on its own
     errors: Counter[str] = field(default_factory=Counter)
     elapsed: float = 0.0
     server_cores: float = 0.0
@@ -435,18 +444,25 @@ async def read(peer: Peer, setup: Setup) -> None:
         raise OperationError(f"read returned {str(data)[:120]}")
 
 
-async def write(peer: Peer, setup: Setup) -> None:
-    """Ask, approve as the person over REST, call again: the action item is created once."""
+async def write(peer: Peer, setup: Setup, requests: list[float]) -> None:
+    """Ask, approve as the person over REST, call again: the action item is created once. Each request's time is
+    appended to ``requests``."""
     assert peer.api is not None
     peer.writes += 1
     arguments = {"meeting_id": setup.write_meeting, "text": f"Load {peer.tag}.{peer.writes}"}
+    started = time.perf_counter()
     asked = structured(await peer.mcp.call_tool(WRITE_TOOL, arguments))
+    requests.append(time.perf_counter() - started)
     if asked.get("status") != "approval_required":
         raise OperationError(f"expected approval_required, got {str(asked)[:120]}")
+    started = time.perf_counter()
     approved = await peer.api.post(f"/approvals/{asked['approval_id']}/approve", json={})
+    requests.append(time.perf_counter() - started)
     if approved.status_code != 200:
         raise OperationError(f"approve answered {approved.status_code}: {approved.text[:120]}")
+    started = time.perf_counter()
     done = structured(await peer.mcp.call_tool(WRITE_TOOL, arguments))
+    requests.append(time.perf_counter() - started)
     if done.get("text") != arguments["text"]:
         raise OperationError(f"the approved retry returned {str(done)[:120]}")
 
@@ -467,15 +483,17 @@ async def drive(peer: Peer, setup: Setup, scenario: Scenario, stop_at: float, ta
             if time.monotonic() >= stop_at:
                 break
         writing = write_share > 0 and peer.rng.random() < write_share
+        requests: list[float] = []
         started = time.perf_counter()
         try:
             async with asyncio.timeout(CALL_TIMEOUT):
-                await (write if writing else read)(peer, setup)
+                await (write(peer, setup, requests) if writing else read(peer, setup))
         except Exception as exc:
             tally.errors[("write: " if writing else "read: ") + describe(exc)] += 1
             await asyncio.sleep(ERROR_PAUSE)  # a server that fails fast is not hammered in a hot loop
             continue
         (tally.writes if writing else tally.reads).append(time.perf_counter() - started)
+        tally.write_requests.extend(requests)
 
 
 async def warm(peer: Peer, setup: Setup, tally: Tally) -> None:
@@ -498,6 +516,10 @@ async def run_scenario(scenario: Scenario, setup: Setup, clients: int, seconds: 
                 for i in range(clients)
             ]
             await asyncio.gather(*(warm(p, setup, tally) for p in peers))
+        # This process's own full collections would otherwise land in the servers' latencies (as server/heap.py
+        # explains for the servers): what the clients hold for the whole run is put out of the collector's sight.
+        gc.collect()
+        gc.freeze()
         before = CpuMark.now(scenario.pids)
         started = time.monotonic()
         stop_at = started + seconds
@@ -508,6 +530,7 @@ async def run_scenario(scenario: Scenario, setup: Setup, clients: int, seconds: 
             tally.errors["the scenario overran its deadline"] += 1
         tally.elapsed = time.monotonic() - started
         record_cpu(tally, before, CpuMark.now(scenario.pids))
+        gc.unfreeze()
     return tally
 
 
@@ -527,20 +550,26 @@ def ms(value: float | None) -> str:
 
 
 HEADER = (
-    f"{'scenario':<30}{'ops':>7}{'ops/s':>8}{'read p50':>10}{'read p99':>10}{'write p50':>11}{'write p99':>11}"
-    f"{'errors':>8}{'server CPU':>12}{'loadgen CPU':>13}{'other CPU':>11}"
+    f"{'scenario':<30}{'ops':>6}{'ops/s':>7}{'read p50':>10}{'read p99':>10}{'w-req p50':>11}{'w-req p99':>11}"
+    f"{'w-op p50':>10}{'w-op p99':>10}{'errors':>8}{'server CPU':>12}{'loadgen CPU':>13}{'other CPU':>11}"
 )
 
 
 def row(name: str, tally: Tally) -> str:
     ops = len(tally.reads) + len(tally.writes)
     return (
-        f"{name:<30}{ops:>7}{ops / tally.elapsed:>8.0f}"
+        f"{name:<30}{ops:>6}{ops / tally.elapsed:>7.0f}"
         f"{ms(percentile_ms(tally.reads, 0.5)):>10}{ms(percentile_ms(tally.reads, 0.99)):>10}"
-        f"{ms(percentile_ms(tally.writes, 0.5)):>11}{ms(percentile_ms(tally.writes, 0.99)):>11}"
+        f"{ms(percentile_ms(tally.write_requests, 0.5)):>11}{ms(percentile_ms(tally.write_requests, 0.99)):>11}"
+        f"{ms(percentile_ms(tally.writes, 0.5)):>10}{ms(percentile_ms(tally.writes, 0.99)):>10}"
         f"{sum(tally.errors.values()):>8}{tally.server_cores:>12.2f}{tally.loadgen_cores:>13.2f}"
         f"{tally.other_cores:>11.2f}"
     )
+
+
+def worst_p99(tally: Tally) -> float:
+    """The p99 of the slower kind of request: reads, or a write's requests (ask, approve, run)."""
+    return max(filter(None, (percentile_ms(tally.reads, 0.99), percentile_ms(tally.write_requests, 0.99))), default=0.0)
 
 
 def reads_per_core(tally: Tally) -> float:
@@ -556,8 +585,9 @@ def report(results: dict[str, Tally], args: argparse.Namespace) -> None:
     for name, tally in results.items():
         print(row(name, tally))
     print(
-        "(latencies in ms; CPU in cores busy on average: the server processes, this load generator, and the rest "
-        "of the machine, PostgreSQL included)"
+        "(latencies in ms. w-req: each request of a write (the asking call, the approval over REST, the approved "
+        "call) on its own; w-op: the three together. CPU in cores busy on average: the server processes, this load "
+        "generator, and the rest of the machine, PostgreSQL included)"
     )
     for name, tally in results.items():
         if tally.errors:
@@ -584,14 +614,21 @@ def report(results: dict[str, Tally], args: argparse.Namespace) -> None:
         if args.clients == TARGET_CLIENTS
         else f" (the target is at {TARGET_CLIENTS} clients; this ran {args.clients})"
     )
-    for name, tally in results.items():
-        worst = max(filter(None, (percentile_ms(tally.reads, 0.99), percentile_ms(tally.writes, 0.99))), default=0.0)
-        print(f"  p99 < {TARGET_P99_MS:.0f} ms, {name}: {worst:.1f} ms - {verdict(worst < TARGET_P99_MS)}{at}")
     print(
-        "    (reads and writes, the worse of the two. Without pauses latency ~ clients / throughput, so at "
-        f"{args.clients} clients p99 < {TARGET_P99_MS:.0f} ms needs "
-        f"> {args.clients / TARGET_P99_MS * 1000:,.0f} ops/s; the paced runs offer half of what one replica sustains)"
+        f"  p99 < {TARGET_P99_MS:.0f} ms per request, {args.clients} clients offering half of what one replica "
+        f"sustains (the paced runs){at}:"
     )
+    for name, tally in results.items():
+        if name.startswith(PACED_PREFIXES):
+            worst = worst_p99(tally)
+            print(f"    {name}: {worst:.1f} ms - {verdict(worst < TARGET_P99_MS)}")
+    print(
+        "  closed loop (no pauses), for capacity only: latency ~ clients / throughput, so p99 < "
+        f"{TARGET_P99_MS:.0f} ms would need > {args.clients / TARGET_P99_MS * 1000:,.0f} ops/s:"
+    )
+    for name, tally in results.items():
+        if not name.startswith(PACED_PREFIXES):
+            print(f"    {name}: {worst_p99(tally):.1f} ms")
 
 
 def preamble(args: argparse.Namespace, setup: Setup) -> None:
