@@ -220,27 +220,31 @@ class ApprovalFlow:
         channel: Channel,
         run: Runner,
     ) -> Outcome:
-        approval, created = await self._approval_for(binding, arguments, decision, channel)
+        approval, created, claimed = await self._approval_for(binding, arguments, decision, channel)
         if created and self.announce is not None:
             self.announce(approval, summarize(tool, arguments), tool.manifest.name)
+        if claimed is not None:
+            return await self.execute(principal, approval, tool, run, claimed=claimed)
         status = approval.status
         if status in SETTLED_OR_RUNNING:
             return await self.stored(approval)
         if status is ApprovalStatus.DENIED:
             return self._denied(approval)
-        if status is ApprovalStatus.APPROVED:
-            return await self.execute(principal, approval, tool, run)
         return await self._confirm(principal, approval, tool, arguments, channel, run)
 
     async def _approval_for(
         self, binding: Binding, arguments: dict[str, Any], decision: Decision, channel: Channel
-    ) -> tuple[Approval, bool]:
-        """The approval for this exact call: the one already asked for, or a new one (then True)."""
+    ) -> tuple[Approval, bool, bool | None]:
+        """The approval for this exact call: the one already asked for, or a new one (then True); and, if it
+        was approved, whether this call claimed its run (None if it was not approved)."""
         async with self.db.transaction() as session:
             await lifecycle.expire_due(session, workspace_id=binding.workspace_id)
             found = await lifecycle.find_reusable(session, binding, window=self.ttl)
             if found is not None:
-                return found, False
+                if found.status is not ApprovalStatus.APPROVED:
+                    return found, False, None
+                # Claimed in the transaction that found it: one fewer before the call a person approved runs.
+                return found, False, await lifecycle.claim(session, found.id, lease=self.lease)
             created = await lifecycle.request(
                 session,
                 self.box,
@@ -253,7 +257,7 @@ class ApprovalFlow:
                 admin_may_approve=decision.admin_may_approve,
                 channel="form" if channel.form else "url" if channel.url else "result",
             )
-        return created, True
+        return created, True, None
 
     async def _confirm(
         self,
@@ -396,11 +400,21 @@ class ApprovalFlow:
             saved = await self.rulebook.create(session, principal, rule)
             await lifecycle.remember(session, approval, saved.id)
 
-    async def execute(self, principal: Principal, approval: Approval, tool: RegisteredTool, run: Runner) -> Outcome:
-        """Run an approved call once; every other caller gets the stored outcome."""
-        async with self.db.transaction() as session:
-            won = await lifecycle.claim(session, approval.id, lease=self.lease)
-        if not won:
+    async def execute(
+        self,
+        principal: Principal,
+        approval: Approval,
+        tool: RegisteredTool,
+        run: Runner,
+        *,
+        claimed: bool | None = None,
+    ) -> Outcome:
+        """Run an approved call once; every other caller gets the stored outcome. ``claimed`` is the outcome of a
+        claim the caller already made; without it, this claims."""
+        if claimed is None:
+            async with self.db.transaction() as session:
+                claimed = await lifecycle.claim(session, approval.id, lease=self.lease)
+        if not claimed:
             async with self.db.transaction() as session:
                 await lifecycle.expire_due(session, workspace_id=approval.workspace_id)
                 approval = await lifecycle.reload(session, approval.id)
