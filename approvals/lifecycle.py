@@ -172,56 +172,75 @@ async def get(session: AsyncSession, workspace_id: str, approval_id: str) -> App
     return approval
 
 
-async def expire_due(session: AsyncSession, *, workspace_id: str | None = None) -> int:
-    """Mark pending and approved-but-unrun approvals past their expiry as expired, and lapsed runs as unknown."""
-    await mark_lapsed(session, workspace_id=workspace_id)
-    due = Approval.status.in_([ApprovalStatus.PENDING, ApprovalStatus.APPROVED]) & (Approval.expires_at <= utcnow())
-    return await _settle_due(
-        session,
-        due,
+@dataclass(frozen=True)
+class _Move:
+    """A change an approval undergoes on its own once its time is up."""
+
+    statuses: tuple[ApprovalStatus, ...]
+    due: ColumnElement[bool]
+    values: dict[str, Any]
+    record_of: Callable[[Approval], AuditRecord]
+
+
+LAPSED_ERROR = "The server running this call stopped before it finished; it may or may not have happened."
+
+
+def _lapsed(now: datetime) -> _Move:
+    """executing → outcome_unknown where the running process stopped renewing its lease (it died)."""
+    return _Move(
+        (ApprovalStatus.EXECUTING,),
+        (Approval.status == ApprovalStatus.EXECUTING) & (Approval.lease_until < now),
+        {"status": ApprovalStatus.OUTCOME_UNKNOWN, "lease_until": None},
+        lambda approval: _record(approval, Event.OUTCOME_UNKNOWN, "outcome_unknown", actor=None, error=LAPSED_ERROR),
+    )
+
+
+def _expired(now: datetime) -> _Move:
+    """pending or approved-but-unrun → expired past the expiry."""
+    statuses = (ApprovalStatus.PENDING, ApprovalStatus.APPROVED)
+    return _Move(
+        statuses,
+        Approval.status.in_(statuses) & (Approval.expires_at <= now),
         {"status": ApprovalStatus.EXPIRED},
         lambda approval: _record(approval, Event.EXPIRED, "expired", actor=None),
-        workspace_id=workspace_id,
     )
+
+
+async def expire_due(session: AsyncSession, *, workspace_id: str | None = None) -> int:
+    """Mark pending and approved-but-unrun approvals past their expiry as expired, and lapsed runs as unknown.
+
+    Every approval step starts here, so one query finds both kinds.
+    """
+    now = utcnow()
+    return await _settle_due(session, (_lapsed(now), _expired(now)), workspace_id=workspace_id)
 
 
 async def mark_lapsed(session: AsyncSession, *, workspace_id: str | None = None) -> int:
     """executing → outcome_unknown where the running process stopped renewing its lease (it died)."""
-    error = "The server running this call stopped before it finished; it may or may not have happened."
-    return await _settle_due(
-        session,
-        (Approval.status == ApprovalStatus.EXECUTING) & (Approval.lease_until < utcnow()),
-        {"status": ApprovalStatus.OUTCOME_UNKNOWN, "lease_until": None},
-        lambda approval: _record(approval, Event.OUTCOME_UNKNOWN, "outcome_unknown", actor=None, error=error),
-        workspace_id=workspace_id,
-    )
+    return await _settle_due(session, (_lapsed(utcnow()),), workspace_id=workspace_id)
 
 
-async def _settle_due(
-    session: AsyncSession,
-    due: ColumnElement[bool],
-    values: dict[str, Any],
-    record_of: Callable[[Approval], AuditRecord],
-    *,
-    workspace_id: str | None,
-) -> int:
-    """Move each approval ``due`` describes, announcing and auditing each move.
+async def _settle_due(session: AsyncSession, moves: tuple[_Move, ...], *, workspace_id: str | None) -> int:
+    """Make each move on the approvals it is due for, announcing and auditing each.
 
-    ``due`` and the row's status are checked again in each UPDATE, so a
-    decision or a finish that lands meanwhile wins, and nothing moves twice.
+    The move's ``due`` and the row's status are checked again in each UPDATE,
+    so a decision or a finish that lands meanwhile wins, and nothing moves twice.
     """
-    query = select(Approval).where(due)
+    query = select(Approval).where(or_(*(move.due for move in moves)))
     if workspace_id:
         query = query.where(Approval.workspace_id == workspace_id)
     settled = 0
     for approval in list(await session.scalars(query)):
+        move = next(move for move in moves if approval.status in move.statuses)
         moved = await session.execute(
-            update(Approval).where(Approval.id == approval.id, Approval.status == approval.status, due).values(**values)
+            update(Approval)
+            .where(Approval.id == approval.id, Approval.status == approval.status, move.due)
+            .values(**move.values)
         )
         if moved.rowcount:
             settled += 1
             await announce(session, approval.id)
-            append_in(session, record_of(approval))
+            append_in(session, move.record_of(approval))
     return settled
 
 
