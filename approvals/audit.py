@@ -43,7 +43,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Connection, delete, event, func, insert, select, update
+from sqlalchemy import Connection, delete, event, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
@@ -324,7 +324,7 @@ class AuditLog:
     async def aclose(self) -> None:
         if _writers.get(id(self.db.engine.sync_engine)) is self:
             del _writers[id(self.db.engine.sync_engine)]
-        if self._writer is not None or self._queue:
+        if self._writer is not None:  # appending starts it: without it, nothing of this log's is waiting
             await self.flush()
         if self._writer is not None:
             self._writer.cancel()
@@ -436,8 +436,7 @@ class AuditLog:
     async def _drop_oldest_in_outbox(self) -> bool:
         """Drop the outbox row that fails to chain (the oldest); False if the outbox is empty."""
         async with self.db.transaction() as session:
-            oldest = await session.scalar(select(func.min(AuditOutbox.id)))
-            row = await session.get(AuditOutbox, oldest) if oldest is not None else None
+            row = await session.scalar(select(AuditOutbox).order_by(AuditOutbox.id).limit(1))
             if row is None:
                 return False
             log.error("dropped an audit row the database refuses: %r", row.row)
