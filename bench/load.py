@@ -68,11 +68,11 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import httpx2
@@ -84,6 +84,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.mcp_overhead import free_port  # noqa: E402
+
+T = TypeVar("T")
 
 SECRET = "bench-load-secret"
 USER = "alice@acme.test"
@@ -444,25 +446,27 @@ async def read(peer: Peer, setup: Setup) -> None:
         raise OperationError(f"read returned {str(data)[:120]}")
 
 
+async def timed(times: list[float], request: Awaitable[T]) -> T:
+    """``request``'s answer; how long it took is appended to ``times``."""
+    started = time.perf_counter()
+    answer = await request
+    times.append(time.perf_counter() - started)
+    return answer
+
+
 async def write(peer: Peer, setup: Setup, requests: list[float]) -> None:
     """Ask, approve as the person over REST, call again: the action item is created once. Each request's time is
     appended to ``requests``."""
     assert peer.api is not None
     peer.writes += 1
     arguments = {"meeting_id": setup.write_meeting, "text": f"Load {peer.tag}.{peer.writes}"}
-    started = time.perf_counter()
-    asked = structured(await peer.mcp.call_tool(WRITE_TOOL, arguments))
-    requests.append(time.perf_counter() - started)
+    asked = structured(await timed(requests, peer.mcp.call_tool(WRITE_TOOL, arguments)))
     if asked.get("status") != "approval_required":
         raise OperationError(f"expected approval_required, got {str(asked)[:120]}")
-    started = time.perf_counter()
-    approved = await peer.api.post(f"/approvals/{asked['approval_id']}/approve", json={})
-    requests.append(time.perf_counter() - started)
+    approved = await timed(requests, peer.api.post(f"/approvals/{asked['approval_id']}/approve", json={}))
     if approved.status_code != 200:
         raise OperationError(f"approve answered {approved.status_code}: {approved.text[:120]}")
-    started = time.perf_counter()
-    done = structured(await peer.mcp.call_tool(WRITE_TOOL, arguments))
-    requests.append(time.perf_counter() - started)
+    done = structured(await timed(requests, peer.mcp.call_tool(WRITE_TOOL, arguments)))
     if done.get("text") != arguments["text"]:
         raise OperationError(f"the approved retry returned {str(done)[:120]}")
 
