@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -9,12 +10,20 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 POOL_SIZE = 20
 """PostgreSQL connections a process keeps open. Under load, calls arrive in bursts, and a burst that needed more
 than SQLAlchemy's default of 5 opened a connection per extra session and closed it afterwards: PostgreSQL forks a
 backend for each, and those calls' p99 went from about 55 to 230 ms at 50 calls a second (``bench/load.py``)."""
+
+PING_IDLE_SECONDS = 1.0
+"""A pooled PostgreSQL connection unused for longer than this is pinged before it is handed out, and replaced if
+the ping fails. SQLAlchemy's ``pool_pre_ping`` pings on every checkout, which costs three round trips (BEGIN, the
+ping, ROLLBACK) per transaction, about a sixth of a tool call's time on a busy server. A connection used within the
+last second is taken on trust: if the database restarted in that second, the first statement on it fails, and
+SQLAlchemy then replaces every connection of the pool that is older than the failure."""
 
 
 def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
@@ -29,8 +38,32 @@ def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def create_engine(url: str, *, pool_size: int = POOL_SIZE, **kwargs: Any) -> AsyncEngine:
-    """An engine for ``url``; ``pool_size`` is for PostgreSQL (SQLite's connections are cheap to open)."""
+def _ping_when_idle(engine: AsyncEngine, idle_seconds: float) -> None:
+    """Ping a connection on checkout only if it sat in the pool longer than ``idle_seconds``."""
+    dialect = engine.dialect
+
+    def returned(_dbapi_connection: Any, record: Any) -> None:
+        record.info["returned_at"] = time.monotonic()
+
+    def checked_out(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        returned_at = record.info.get("returned_at")
+        if returned_at is None or time.monotonic() - returned_at <= idle_seconds:
+            return
+        try:
+            dialect.do_ping(dbapi_connection)
+        except Exception as exc:
+            # The pool discards this connection and hands out a new one.
+            raise DisconnectionError(f"a pooled connection idle for {idle_seconds:g} s did not answer") from exc
+
+    event.listen(engine.sync_engine, "checkin", returned)
+    event.listen(engine.sync_engine, "checkout", checked_out)
+
+
+def create_engine(
+    url: str, *, pool_size: int = POOL_SIZE, ping_idle_seconds: float = PING_IDLE_SECONDS, **kwargs: Any
+) -> AsyncEngine:
+    """An engine for ``url``; ``pool_size`` and ``ping_idle_seconds`` are for PostgreSQL (SQLite's connections are
+    files, cheap to open and never dropped by a server)."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
@@ -38,8 +71,9 @@ def create_engine(url: str, *, pool_size: int = POOL_SIZE, **kwargs: Any) -> Asy
         engine = create_async_engine(url, **kwargs)
         event.listen(engine.sync_engine, "connect", _tune_sqlite)
         return engine
-    kwargs.setdefault("pool_pre_ping", True)
-    return create_async_engine(url, pool_size=pool_size, **kwargs)
+    engine = create_async_engine(url, pool_size=pool_size, **kwargs)
+    _ping_when_idle(engine, ping_idle_seconds)
+    return engine
 
 
 class Database:

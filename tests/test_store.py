@@ -5,13 +5,17 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import timedelta
 
+import asyncpg
 import pytest
 from sqlalchemy import select, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
 from server import admin
 from store import directory
 from store.connections import add_connection, open_credentials, usable_connections
 from store.crypto import DecryptionError, SecretBox
+from store.db import Database
 from store.keys import authenticate, create_key, digest, revoke_key
 from store.migrate import schema_is_current
 from store.models import ApiKey, Connection, ConnectionScope, KeyKind, Meeting, Plan, Role
@@ -229,3 +233,29 @@ async def test_each_process_keeps_the_configured_number_of_postgresql_connection
     assert await pool_size() == 20
     monkeypatch.setenv("COMPANION_DATABASE_POOL_SIZE", "7")
     assert await pool_size() == 7
+
+
+@pytest.mark.parametrize("idle_seconds", [0.0, 3600.0], ids=["idle-connection", "busy-connection"])
+async def test_a_connection_the_database_dropped_is_replaced(database_url, idle_seconds):
+    """An idle connection is pinged before use and replaced unseen; one in steady use is trusted, so the one
+    statement that finds it dead fails, and the pool then replaces it."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite has no server to drop a connection")
+    db = Database(database_url, pool_size=1, ping_idle_seconds=idle_seconds)
+    try:
+        async with db.session() as session:
+            victim = await session.scalar(text("SELECT pg_backend_pid()"))
+        killer = await asyncpg.connect(make_url(database_url).set(drivername="postgresql").render_as_string(False))
+        try:
+            await killer.execute("SELECT pg_terminate_backend($1)", victim)
+        finally:
+            await killer.close()
+        if idle_seconds:
+            with pytest.raises(DBAPIError) as failed:
+                async with db.session() as session:
+                    await session.scalar(text("SELECT 1"))
+            assert failed.value.connection_invalidated
+        async with db.session() as session:
+            assert await session.scalar(text("SELECT 1")) == 1
+    finally:
+        await db.dispose()
