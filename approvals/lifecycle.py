@@ -24,7 +24,7 @@ from sqlalchemy.sql import ColumnElement
 
 from approvals.audit import AuditRecord, Event, Outcome, append_in
 from store.crypto import SecretBox
-from store.models import Approval, ApprovalStatus, utcnow
+from store.models import Approval, ApprovalStatus, new_id, utcnow
 from store.sealing import approval_arguments_context, approval_result_context
 from store.wakeups import announce
 
@@ -123,7 +123,10 @@ async def request(
     admin_may_approve: bool,
     channel: str,
 ) -> Approval:
+    # The id is made here, not by the INSERT, so the arguments are sealed to it and written in the same statement.
+    approval_id = new_id("apr")
     approval = Approval(
+        id=approval_id,
         workspace_id=binding.workspace_id,
         user_id=binding.user_id,
         api_key_id=binding.api_key_id,
@@ -132,7 +135,7 @@ async def request(
         tool=binding.tool,
         risk=binding.risk,
         args_digest=binding.args_digest,
-        sealed_arguments="",
+        sealed_arguments=box.seal_json(arguments, context=arguments_context(approval_id)),
         reasons=list(reasons),
         rule_ids=list(rule_ids),
         require_out_of_band=require_out_of_band,
@@ -141,8 +144,6 @@ async def request(
         expires_at=utcnow() + ttl,
     )
     session.add(approval)
-    await session.flush()
-    approval.sealed_arguments = box.seal_json(arguments, context=arguments_context(approval.id))
     await session.flush()
     append_in(session, _record(approval, Event.REQUESTED, Outcome.PENDING, actor=None))
     return approval
@@ -161,6 +162,14 @@ async def reload(session: AsyncSession, approval_id: str) -> Approval:
     if current is None:
         raise ApprovalError("not_found", f"No approval {approval_id}")
     return current
+
+
+async def _move(session: AsyncSession, where: list[ColumnElement[bool]], values: dict[str, Any]) -> Approval | None:
+    """The approval as a conditional UPDATE left it (read back in the same statement), or None if none matched."""
+    return await session.scalar(
+        update(Approval).where(*where).values(**values).returning(Approval),
+        execution_options={"populate_existing": True},
+    )
 
 
 async def get(session: AsyncSession, workspace_id: str, approval_id: str) -> Approval:
@@ -254,14 +263,12 @@ async def resolve_unknown(
         values.update(status=ApprovalStatus.APPROVED, expires_at=now + ttl, started_at=None)
     else:
         values.update(status=ApprovalStatus.SUCCEEDED, finished_at=now, error=None)
-    moved = await session.execute(
-        update(Approval)
-        .where(Approval.id == approval.id, Approval.status == ApprovalStatus.OUTCOME_UNKNOWN)
-        .values(**values)
-    )
-    approval = await reload(session, approval.id)
-    if not moved.rowcount:
+    unknown = [Approval.id == approval.id, Approval.status == ApprovalStatus.OUTCOME_UNKNOWN]
+    moved = await _move(session, unknown, values)
+    if moved is None:
+        approval = await reload(session, approval.id)
         raise ApprovalError("conflict", f"Approval {approval.id} is {approval.status.value}, not outcome_unknown")
+    approval = moved
     await announce(session, approval.id)
     event = Event.APPROVED if run_again else Event.EXECUTED
     append_in(session, _record(approval, event, approval.status.value, actor=actor_id))
@@ -285,18 +292,16 @@ async def decide(
         # The confirmation a client sends back must be for the prompt the server issued, once.
         conditions.append(Approval.nonce == nonce)
     status = ApprovalStatus.APPROVED if approve else ApprovalStatus.DENIED
-    moved = await session.execute(
-        update(Approval)
-        .where(*conditions)
-        .values(status=status, decided_at=now, decided_by=actor_id, decided_via=via, reason=reason, nonce=None)
-    )
-    approval = await reload(session, approval.id)
-    if not moved.rowcount:
+    decided = {"status": status, "decided_at": now, "decided_by": actor_id, "decided_via": via, "reason": reason}
+    moved = await _move(session, conditions, {**decided, "nonce": None})
+    if moved is None:
+        approval = await reload(session, approval.id)
         if approval.status is ApprovalStatus.PENDING and approval.expires_at <= now:
             raise ApprovalError("expired", f"Approval {approval.id} expired at {approval.expires_at.isoformat()}")
         if nonce is not None and approval.status is ApprovalStatus.PENDING:
             raise ApprovalError("conflict", "This confirmation was already used or was not issued for this request")
         raise ApprovalError("conflict", f"Approval {approval.id} is already {approval.status.value}")
+    approval = moved
     await announce(session, approval.id)
     event = Event.APPROVED if approve else Event.DENIED
     append_in(session, _record(approval, event, status.value, actor=actor_id, error=reason if not approve else None))
@@ -304,14 +309,15 @@ async def decide(
 
 
 async def cancel(session: AsyncSession, approval: Approval, *, actor_id: str) -> Approval:
-    moved = await session.execute(
-        update(Approval)
-        .where(Approval.id == approval.id, Approval.status == ApprovalStatus.PENDING)
-        .values(status=ApprovalStatus.CANCELLED, decided_at=utcnow(), decided_by=actor_id, decided_via="api")
+    moved = await _move(
+        session,
+        [Approval.id == approval.id, Approval.status == ApprovalStatus.PENDING],
+        {"status": ApprovalStatus.CANCELLED, "decided_at": utcnow(), "decided_by": actor_id, "decided_via": "api"},
     )
-    approval = await reload(session, approval.id)
-    if not moved.rowcount:
+    if moved is None:
+        approval = await reload(session, approval.id)
         raise ApprovalError("conflict", f"Approval {approval.id} is already {approval.status.value}")
+    approval = moved
     await announce(session, approval.id)
     append_in(session, _record(approval, Event.CANCELLED, "cancelled", actor=actor_id))
     return approval
@@ -360,27 +366,26 @@ async def finish(
     result: dict[str, Any] | None,
     error: str | None,
     duration_ms: float,
-) -> None:
-    """executing → succeeded | failed, keeping the result sealed for repeats of the call.
+) -> Approval:
+    """executing → succeeded | failed, keeping the result sealed for repeats of the call; the approval after.
 
     A run that outlived its lease and was marked outcome_unknown meanwhile is
     still recorded: its outcome is known after all.
     """
     status = ApprovalStatus.SUCCEEDED if ok else ApprovalStatus.FAILED
     sealed = box.seal_json(result, context=approval_result_context(approval.id)) if result is not None else None
-    await session.execute(
-        update(Approval)
-        .where(
-            Approval.id == approval.id,
-            Approval.status.in_([ApprovalStatus.EXECUTING, ApprovalStatus.OUTCOME_UNKNOWN]),
-        )
-        .values(status=status, finished_at=utcnow(), sealed_result=sealed, error=error, lease_until=None)
+    finished = await _move(
+        session,
+        [Approval.id == approval.id, Approval.status.in_([ApprovalStatus.EXECUTING, ApprovalStatus.OUTCOME_UNKNOWN])],
+        {"status": status, "finished_at": utcnow(), "sealed_result": sealed, "error": error, "lease_until": None},
     )
     await announce(session, approval.id)
     append_in(
         session,
         _record(approval, Event.EXECUTED, status.value, actor=None, error=error, duration_ms=duration_ms),
     )
+    # None if a person settled the call meanwhile (its lease had lapsed): then it is as they left it.
+    return finished if finished is not None else await reload(session, approval.id)
 
 
 def result_of(box: SecretBox, approval: Approval) -> dict[str, Any] | None:

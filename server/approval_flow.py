@@ -429,7 +429,7 @@ class ApprovalFlow:
         finally:
             renewing.cancel()
         async with self.db.transaction() as session:
-            await lifecycle.finish(
+            approval = await lifecycle.finish(
                 session,
                 self.box,
                 approval,
@@ -438,7 +438,6 @@ class ApprovalFlow:
                 error=error or None,
                 duration_ms=(time.perf_counter() - started) * 1000,
             )
-            approval = await lifecycle.reload(session, approval.id)
         return Outcome("ran" if ok else "failed", approval, data=data, message=error)
 
     async def _renew_forever(self, approval_id: str) -> None:
@@ -586,7 +585,9 @@ async def decide_elsewhere(
                 if actor.is_admin:
                     raise DecisionRefused("forbidden", "Only the user who asked can decide this approval")
                 raise DecisionRefused("not_found", f"No approval {approval_id} in this workspace")
-            await lifecycle.decide(session, approval, approve=approve, actor_id=actor.user_id, via=via, reason=reason)
+            approval = await lifecycle.decide(
+                session, approval, approve=approve, actor_id=actor.user_id, via=via, reason=reason
+            )
     except ApprovalError as exc:
         raise DecisionRefused(exc.code, str(exc)) from None
     tool = tools.get(approval.tool)
