@@ -20,9 +20,9 @@ backend for each, and those calls' p99 went from about 55 to 230 ms at 50 calls 
 
 PING_IDLE_SECONDS = 1.0
 """A pooled PostgreSQL connection unused for longer than this is pinged before it is handed out, and replaced if
-the ping fails. SQLAlchemy's ``pool_pre_ping`` pings on every checkout, which costs three round trips (BEGIN, the
-ping, ROLLBACK) per transaction, about a sixth of a tool call's time on a busy server. A connection used within the
-last second is taken on trust: if the database restarted in that second, the first statement on it fails, and
+the ping fails. SQLAlchemy's ``pool_pre_ping`` pings on every checkout: three more round trips (BEGIN, the ping,
+ROLLBACK) on each transaction, which itself takes three to seven, and under load each round trip is another wait
+in the event loop's queue. A connection used within the last second is taken on trust: if the database restarted in that second, the first statement on it fails, and
 SQLAlchemy then replaces every connection of the pool that is older than the failure."""
 
 
