@@ -64,6 +64,7 @@ import os
 import random
 import resource
 import secrets
+import shutil
 import signal
 import statistics
 import subprocess
@@ -112,6 +113,7 @@ PACED = "Companion paced {rate:.0f}/s, r{round}"
 PACED_BARE = "bare SDK paced {rate:.0f}/s, r{round}"
 PACED_PREFIXES = (PACED.split("{")[0], PACED_BARE.split("{")[0])
 SHOWN_ERRORS = 3
+ERROR_MARKS = ("Traceback", '"level": "ERROR"', "ERROR ", "ERROR:")  # our text and JSON formats, uvicorn's
 ERROR_PAUSE = 0.1
 
 
@@ -370,6 +372,17 @@ async def servers(kind: str, count: int, setup: Setup, scratch: Path) -> AsyncIt
         yield [f"http://127.0.0.1:{port}" for port in ports], [p.pid for p in processes]
     finally:
         stop(processes)
+        for log in logs:
+            keep_if_errors(log)
+
+
+def keep_if_errors(log: Path) -> None:
+    """A server log that recorded an error outlives the scratch directory, and the run says where it is."""
+    if not log.exists() or not any(mark in log.read_text(errors="replace") for mark in ERROR_MARKS):
+        return
+    kept = Path(tempfile.gettempdir()) / f"companion-load-{os.getpid()}-{log.name}"
+    shutil.copyfile(log, kept)
+    print(f"  {log.name} recorded errors; kept as {kept}", flush=True)
 
 
 # ---------------------------------------------------------------- CPU accounting
@@ -417,9 +430,14 @@ def record_cpu(tally: Tally, before: CpuMark, after: CpuMark) -> None:
 
 
 @asynccontextmanager
-async def open_peer(index: int, base: str, scenario: Scenario, setup: Setup, mode: str) -> AsyncIterator[Peer]:
+async def open_peer(
+    index: int, base: str, scenario: Scenario, setup: Setup, mode: str, tally: Tally
+) -> AsyncIterator[Peer]:
+    """One client; a failure while closing it is counted as an error of the scenario, which then goes on to close
+    the others (left to propagate, it would also be wrapped once by each client closed after it)."""
     headers = {"Authorization": f"Bearer {scenario.key}"} if scenario.key else {}
-    async with AsyncExitStack() as stack:
+    stack = AsyncExitStack()
+    try:
         http = await stack.enter_async_context(httpx2.AsyncClient(headers=headers, timeout=CALL_TIMEOUT))
         client = await stack.enter_async_context(
             Client(streamable_http_client(f"{base}/mcp", http_client=http), mode=mode)
@@ -434,6 +452,11 @@ async def open_peer(index: int, base: str, scenario: Scenario, setup: Setup, mod
                 )
             )
         yield Peer(f"{scenario.number}.{index}", client, api, random.Random(index))
+    finally:
+        try:
+            await stack.aclose()
+        except Exception as exc:
+            tally.errors["closing a client: " + describe(exc)] += 1
 
 
 def structured(result: Any) -> dict[str, Any]:
@@ -475,6 +498,8 @@ async def write(peer: Peer, setup: Setup, requests: list[float]) -> None:
 
 
 def describe(exc: BaseException) -> str:
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]  # the error itself, not the task groups it passed through
     if isinstance(exc, TimeoutError):
         return f"timed out after {CALL_TIMEOUT:.0f} s"
     return f"{type(exc).__name__}: {exc}"[:200]
@@ -518,7 +543,7 @@ async def run_scenario(scenario: Scenario, setup: Setup, clients: int, seconds: 
             # Entered one by one in this task: each client's task group must be left by the task that entered it.
             peers = [
                 await stack.enter_async_context(
-                    open_peer(i, scenario.bases[i % len(scenario.bases)], scenario, setup, mode)
+                    open_peer(i, scenario.bases[i % len(scenario.bases)], scenario, setup, mode, tally)
                 )
                 for i in range(clients)
             ]
