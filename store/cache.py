@@ -13,6 +13,8 @@ not kept.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
 
@@ -27,16 +29,18 @@ class _Abandoned(Exception):
 
 
 class SharedCache(Generic[K, V]):
-    def __init__(self, seconds: float, *, maxsize: int = 10_000) -> None:
+    def __init__(self, seconds: float, *, maxsize: int = 10_000, timer: Callable[[], float] = time.monotonic) -> None:
         # seconds == 0 keeps nothing, but concurrent misses still share a lookup.
-        self._values: TTLCache[K, V] | None = TTLCache(maxsize=maxsize, ttl=seconds) if seconds else None
+        self._values: TTLCache[K, V] | None = TTLCache(maxsize=maxsize, ttl=seconds, timer=timer) if seconds else None
         self._pending: dict[K, asyncio.Future[V]] = {}
         self._generation = 0  # counts clears: a lookup keeps its result only if none happened meanwhile
 
     async def get(self, key: K, lookup: Callable[[], Awaitable[V]], *, keep: Callable[[V], bool] | None = None) -> V:
         """The cached value for ``key``, or ``lookup()``'s, kept when ``keep`` (if given) says so."""
-        if self._values is not None and key in self._values:
-            return self._values[key]
+        if self._values is not None:
+            # One reading: between a membership test and a read the entry can expire, and the read then raises.
+            with contextlib.suppress(KeyError):
+                return self._values[key]
         pending = self._pending.get(key)
         if pending is not None:
             try:

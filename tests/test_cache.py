@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import itertools
 
 import pytest
 
@@ -99,3 +101,15 @@ async def test_keep_decides_what_is_kept_and_zero_seconds_keeps_nothing():
     await uncached.get("k", source)
     await uncached.get("k", source)
     assert source.calls == 2
+
+
+async def test_an_entry_that_expires_while_it_is_read_is_a_miss_not_an_error():
+    """The clock moves between any two readings of it. Here it moves on every reading, by steps of many sizes, so
+    some read lands just as its entry expires; that read looks the value up again."""
+    for step in (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7):
+        ticks = itertools.count(step=step)
+        cache: SharedCache[str, str] = SharedCache(1.0, timer=functools.partial(next, ticks))
+        source = Source()
+        for _ in range(30):
+            assert await cache.get("k", source) == "v1"
+        assert source.calls > 1  # entries did expire along the way
