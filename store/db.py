@@ -22,8 +22,9 @@ PING_IDLE_SECONDS = 1.0
 """A pooled PostgreSQL connection unused for longer than this is pinged before it is handed out, and replaced if
 the ping fails. SQLAlchemy's ``pool_pre_ping`` pings on every checkout: three more round trips (BEGIN, the ping,
 ROLLBACK) on each transaction, which itself takes three to seven, and under load each round trip is another wait
-in the event loop's queue. A connection used within the last second is taken on trust: if the database restarted in that second, the first statement on it fails, and
-SQLAlchemy then replaces every connection of the pool that is older than the failure."""
+in the event loop's queue. A connection used within the last second is taken on trust: if the database restarted
+in that second, the first statement on it fails, and SQLAlchemy then replaces every connection of the pool that is
+older than the failure."""
 
 
 def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
