@@ -48,6 +48,7 @@ from server.mcp_endpoint import (
 )
 from server.notify import ApprovalMail
 from server.observability.logging import RequestId
+from server.observability.loop import watch_loop_lag
 from server.observability.metrics import Metrics, metrics_routes
 from server.settings import Settings
 from store import invalidation, wakeups
@@ -238,6 +239,7 @@ def create_app(companion: Companion) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         # The SDK app's own lifespan is not used, so the MCP session manager is started here.
         background = [asyncio.create_task(work(companion)) for work in api_v1.WORKERS] if settings.run_workers else []
+        background.append(asyncio.create_task(watch_loop_lag(companion.gateway.metrics.loop_lag.observe)))
         if settings.auto_sync_minutes:
             background.append(asyncio.create_task(companion.autosync.forever()))
         if not companion.db.is_sqlite:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import httpx2
@@ -9,6 +11,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 
+from server.observability.loop import INTERVAL_SECONDS, watch_loop_lag
 from server.observability.metrics import PHASES, Metrics
 from store.models import Meeting
 from tests.fakes.linear import LinearFake
@@ -86,6 +89,28 @@ async def test_metrics_count_an_allowed_read_and_an_asked_write(app_client, http
 
     assert value(found, "companion_pending_approvals") == 1
     assert value(found, "companion_webhook_backlog") == 0
+    assert value(found, "python_gc_collections_total", generation="2") is not None
+
+
+@pytest.mark.settings(metrics_token=TOKEN)
+async def test_the_server_watches_its_event_loop_from_the_start(http):
+    await asyncio.sleep(2 * INTERVAL_SECONDS)
+    found = samples((await http.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})).text)
+    assert value(found, "companion_event_loop_lag_seconds_count") >= 1
+
+
+async def test_a_blocked_loop_shows_as_lag_as_long_as_the_block():
+    metrics = Metrics()
+    watcher = asyncio.create_task(watch_loop_lag(metrics.loop_lag.observe, interval=0.01))
+    await asyncio.sleep(0.05)
+    time.sleep(0.2)  # what a long garbage collection or a synchronous call does to every task on the loop
+    await asyncio.sleep(0.05)
+    watcher.cancel()
+    count = metrics.registry.get_sample_value("companion_event_loop_lag_seconds_count")
+    under_a_tenth = metrics.registry.get_sample_value("companion_event_loop_lag_seconds_bucket", {"le": "0.1"})
+    assert count >= 3
+    assert count - under_a_tenth >= 1
+    assert metrics.registry.get_sample_value("companion_event_loop_lag_seconds_sum") >= 0.19
 
 
 async def test_a_revoked_grant_counts_as_a_failed_refresh(settings, registry):

@@ -27,6 +27,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    GCCollector,
     Histogram,
     ProcessCollector,
     generate_latest,
@@ -52,6 +53,8 @@ Phase = Literal["auth", "decision", "approval_wait", "adapter", "audit"]
 PHASES: tuple[Phase, ...] = ("auth", "decision", "approval_wait", "adapter", "audit")
 # From a cached rule lookup (a millisecond) to a person deciding in the chat or a slow provider (minutes).
 PHASE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+# From a loop with headroom (under a millisecond) through a full garbage collection (tens of ms) to a stuck one.
+LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 
 
 class PhaseTimer:
@@ -135,9 +138,17 @@ class Metrics:
             ["app"],
             registry=self.registry,
         )
+        self.loop_lag = Histogram(
+            "companion_event_loop_lag_seconds",
+            "How late this worker's event loop woke a task that asked to wake on time (server/observability/loop.py).",
+            buckets=LAG_BUCKETS,
+            registry=self.registry,
+        )
         self.database = DatabaseGauges()
         self.registry.register(self.database)
         ProcessCollector(registry=self.registry)
+        # A full collection pauses the loop; how often they run explains many a lag.
+        GCCollector(registry=self.registry)
         # Every phase shows from the start, at zero, so a dashboard need not wait for the first call of each.
         for phase in PHASES:
             self.phase_seconds.labels(phase)
