@@ -50,6 +50,11 @@ throughput: p99 < 100 ms at 100 clients needs well over 1,000 operations per
 second, which no Python server reaches on two cores shared with its load
 generator and its database.
 
+For Companion's servers it also prints what their event loops went through,
+from their ``/metrics``: how many of the lag watcher's wake-ups came more than
+25 ms late, and how many full garbage collections ran. Every call in flight
+waits out such a pause, so these explain a p99 that the phases do not.
+
     .venv/bin/python bench/load.py --database-url postgresql://postgres@127.0.0.1:5432/postgres \
         [--clients 100] [--seconds 20] [--rounds 3] [--write-share 0.1] [--mode 2026-07-28|legacy] [--paced-rate OPS]
 """
@@ -82,6 +87,7 @@ import asyncpg
 import httpx2
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -92,6 +98,8 @@ from bench.mcp_overhead import free_port  # noqa: E402
 T = TypeVar("T")
 
 SECRET = "bench-load-secret"
+METRICS_TOKEN = "bench-load-metrics"
+LATE_SECONDS = 0.025  # an event-loop wake-up this late held up every call in flight on that server
 USER = "alice@acme.test"
 ADMIN = "admin@acme.test"
 READ_TOOL = "harmony_get_meeting"
@@ -141,6 +149,21 @@ class Tally:
     server_cores: float = 0.0
     loadgen_cores: float = 0.0
     other_cores: float = 0.0  # PostgreSQL, and whatever else runs on the machine meanwhile
+    loop: LoopHealth | None = None  # Companion's servers only, from their /metrics
+
+
+@dataclass(frozen=True)
+class LoopHealth:
+    """What the servers' event loops went through, as their ``/metrics`` count it (summed over replicas)."""
+
+    samples: float = 0.0  # wake-ups of the lag watcher, one every 0.25 s
+    late: float = 0.0  # of which more than LATE_SECONDS late
+    full_collections: float = 0.0  # generation-2 garbage collections
+
+    def __sub__(self, before: LoopHealth) -> LoopHealth:
+        return LoopHealth(
+            self.samples - before.samples, self.late - before.late, self.full_collections - before.full_collections
+        )
 
 
 @dataclass(frozen=True)
@@ -308,6 +331,7 @@ def companion_command(port: int, setup: Setup, scratch: Path) -> tuple[list[str]
         "COMPANION_DATA_DIR": str(scratch / "data"),
         "COMPANION_BASE_URL": f"http://127.0.0.1:{port}",
         "COMPANION_SHUTDOWN_SECONDS": "5",
+        "COMPANION_METRICS_TOKEN": METRICS_TOKEN,
     }
     companion = str(Path(sys.executable).with_name("companion"))
     return [companion, "serve", "--host", "127.0.0.1", "--port", str(port)], env
@@ -416,6 +440,24 @@ class CpuMark:
     @classmethod
     def now(cls, pids: Sequence[int]) -> CpuMark:
         return cls(sum(process_cpu(pid) for pid in pids), own_cpu(), machine_cpu())
+
+
+async def loop_health(bases: Sequence[str]) -> LoopHealth:
+    """The event-loop lag samples and full collections Companion's servers have counted since they started."""
+    samples = on_time = collections = 0.0
+    async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {METRICS_TOKEN}"}, timeout=10) as http:
+        for base in bases:
+            response = await http.get(f"{base}/metrics")
+            response.raise_for_status()
+            for family in text_string_to_metric_families(response.text):
+                for sample in family.samples:
+                    if sample.name == "companion_event_loop_lag_seconds_count":
+                        samples += sample.value
+                    elif sample.name == "companion_event_loop_lag_seconds_bucket":
+                        on_time += sample.value if float(sample.labels["le"]) == LATE_SECONDS else 0.0
+                    elif sample.name == "python_gc_collections_total" and sample.labels["generation"] == "2":
+                        collections += sample.value
+    return LoopHealth(samples, samples - on_time, collections)
 
 
 def record_cpu(tally: Tally, before: CpuMark, after: CpuMark) -> None:
@@ -552,6 +594,8 @@ async def run_scenario(scenario: Scenario, setup: Setup, clients: int, seconds: 
         # explains for the servers): what the clients hold for the whole run is put out of the collector's sight.
         gc.collect()
         gc.freeze()
+        # Read outside the timed window: a scrape costs the server a little work of its own.
+        loop_before = await loop_health(scenario.bases) if scenario.key else None
         before = CpuMark.now(scenario.pids)
         started = time.monotonic()
         stop_at = started + seconds
@@ -562,6 +606,8 @@ async def run_scenario(scenario: Scenario, setup: Setup, clients: int, seconds: 
             tally.errors["the scenario overran its deadline"] += 1
         tally.elapsed = time.monotonic() - started
         record_cpu(tally, before, CpuMark.now(scenario.pids))
+        if loop_before is not None:
+            tally.loop = await loop_health(scenario.bases) - loop_before
         gc.unfreeze()
     return tally
 
@@ -621,6 +667,14 @@ def report(results: dict[str, Tally], args: argparse.Namespace, rate: float) -> 
         "call) on its own; w-op: the three together. CPU in cores busy on average: the server processes, this load "
         "generator, and the rest of the machine, PostgreSQL included)"
     )
+    print("\nCompanion's event loop in each scenario (its /metrics; every call in flight waits out a late wake-up):")
+    for name, tally in results.items():
+        if tally.loop is not None and tally.loop.samples:
+            print(
+                f"  {name}: {tally.loop.late:.0f} of {tally.loop.samples:.0f} wake-ups "
+                f"({tally.loop.late / tally.loop.samples:.0%}) more than {LATE_SECONDS * 1000:.0f} ms late; "
+                f"{tally.loop.full_collections:.0f} full garbage collections"
+            )
     for name, tally in results.items():
         if tally.errors:
             shown = "; ".join(f"{count}x {message}" for message, count in list(tally.errors.items())[:SHOWN_ERRORS])
