@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, exists, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from store.models import ActionItem, Contact, MeetingContact, Summary, TranscriptSegment
@@ -18,16 +18,24 @@ class MeetingParts:
     has_summary: bool
 
 
+# Built once: the meeting is a bound parameter, so each read skips building the statements and their cache keys.
+_MEETING = bindparam("meeting_id")
+_CONTACTS = select(Contact).join(MeetingContact).where(MeetingContact.meeting_id == _MEETING).order_by(Contact.name)
+_ACTION_ITEMS = select(ActionItem).where(ActionItem.meeting_id == _MEETING).order_by(ActionItem.created_at)
+# Both figures in one statement: each statement is a round trip, and under load every round trip is a wait.
+_SEGMENTS_AND_SUMMARY = select(
+    select(func.count())
+    .select_from(TranscriptSegment)
+    .where(TranscriptSegment.meeting_id == _MEETING)
+    .scalar_subquery(),
+    exists().where(Summary.meeting_id == _MEETING),
+)
+
+
 async def parts_of(session: AsyncSession, meeting_id: str) -> MeetingParts:
     """The meeting's contacts (by name), action items (oldest first), transcript size and whether it has a summary."""
-    contacts = await session.scalars(
-        select(Contact).join(MeetingContact).where(MeetingContact.meeting_id == meeting_id).order_by(Contact.name)
-    )
-    items = await session.scalars(
-        select(ActionItem).where(ActionItem.meeting_id == meeting_id).order_by(ActionItem.created_at)
-    )
-    segments = await session.scalar(
-        select(func.count()).select_from(TranscriptSegment).where(TranscriptSegment.meeting_id == meeting_id)
-    )
-    summary = await session.scalar(select(Summary.meeting_id).where(Summary.meeting_id == meeting_id))
-    return MeetingParts(list(contacts), list(items), segments or 0, summary is not None)
+    meeting = {"meeting_id": meeting_id}
+    contacts = await session.scalars(_CONTACTS, meeting)
+    items = await session.scalars(_ACTION_ITEMS, meeting)
+    segments, summarized = (await session.execute(_SEGMENTS_AND_SUMMARY, meeting)).one()
+    return MeetingParts(list(contacts), list(items), segments or 0, bool(summarized))
