@@ -362,14 +362,21 @@ async def remember(session: AsyncSession, approval: Approval, rule_id: str) -> N
     await session.execute(update(Approval).where(Approval.id == approval.id).values(remember_rule_id=rule_id))
 
 
+_CLAIM = (
+    update(Approval)
+    .where(
+        Approval.id == bindparam("approval_id"), Approval.status == ApprovalStatus.APPROVED, Approval.expires_at > _NOW
+    )
+    .values(status=ApprovalStatus.EXECUTING, started_at=_NOW, lease_until=bindparam("lease_ends"))
+    # The caller has the row it claimed and needs nothing of it changed in memory; the run's finish reads it back.
+    .execution_options(synchronize_session=False)
+)
+
+
 async def claim(session: AsyncSession, approval_id: str, *, lease: timedelta) -> bool:
     """approved → executing, held for ``lease`` unless renewed. True for exactly one caller, and only before expiry."""
     now = utcnow()
-    moved = await session.execute(
-        update(Approval)
-        .where(Approval.id == approval_id, Approval.status == ApprovalStatus.APPROVED, Approval.expires_at > now)
-        .values(status=ApprovalStatus.EXECUTING, started_at=now, lease_until=now + lease)
-    )
+    moved = await session.execute(_CLAIM, {"approval_id": approval_id, "now": now, "lease_ends": now + lease})
     return bool(moved.rowcount)
 
 

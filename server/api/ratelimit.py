@@ -12,10 +12,11 @@ is 429 ``rate_limited`` with ``Retry-After``.
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
-from sqlalchemy import delete
+from sqlalchemy import Executable, delete
 from sqlalchemy.dialects import postgresql, sqlite
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -29,16 +30,20 @@ WINDOW = 60
 PREFIX = "/api/v1/"
 
 
+@functools.cache
+def _counting(dialect: str) -> Executable:
+    """The upsert that adds one to a key's window, built once per dialect: every /api/v1 request runs it."""
+    insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(RateWindow)
+    return insert.on_conflict_do_update(
+        index_elements=["key_id", "window"], set_={"count": RateWindow.count + 1}
+    ).returning(RateWindow.count)
+
+
 async def count_request(db: Database, key_id: str, window: int) -> int:
     """Add one to this key's window and return the new count."""
     async with db.transaction() as session:
-        insert = (postgresql.insert if session.bind.dialect.name == "postgresql" else sqlite.insert)(RateWindow)
-        statement = (
-            insert.values(key_id=key_id, window=window, count=1)
-            .on_conflict_do_update(index_elements=["key_id", "window"], set_={"count": RateWindow.count + 1})
-            .returning(RateWindow.count)
-        )
-        count = int((await session.execute(statement)).scalar_one())
+        counting = _counting(session.bind.dialect.name)
+        count = int((await session.execute(counting, {"key_id": key_id, "window": window, "count": 1})).scalar_one())
         if count == 1:
             # The first request of a window clears the key's older windows, so the table stays small.
             await session.execute(delete(RateWindow).where(RateWindow.key_id == key_id, RateWindow.window < window))
