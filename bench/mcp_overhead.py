@@ -67,7 +67,13 @@ def serve_ours(database_url: str, data_dir: str, port: int) -> None:
     settings = Settings(
         database_url=database_url, data_dir=Path(data_dir), secret_key=SECRET, base_url=f"http://127.0.0.1:{port}"
     )
-    uvicorn.run(create_app(Companion.build(settings)), host="127.0.0.1", port=port, log_level="warning")
+    uvicorn.run(
+        create_app(Companion.build(settings)),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        timeout_keep_alive=settings.keep_alive_seconds,
+    )
 
 
 class Contact(BaseModel):
@@ -112,6 +118,7 @@ def serve_bare(database_url: str, port: int, user: str = USER, secret: str = SEC
     from mcp.server.mcpserver import MCPServer
 
     from server.heap import freeze_long_lived
+    from server.settings import Settings
     from store.connections import ConnectionView
     from store.db import Database
     from store.models import ConnectionScope, ConnectionStatus
@@ -147,7 +154,9 @@ def serve_bare(database_url: str, port: int, user: str = USER, secret: str = SEC
 
     app = mcp.streamable_http_app()
     freeze_long_lived()  # as ``companion serve`` does: the comparison is of the gate, not of process settings
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+    # Idle connections kept as long as `companion serve` keeps them, so both servers answer on the same terms.
+    keep_alive = Settings.model_fields["keep_alive_seconds"].default
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", timeout_keep_alive=keep_alive)
 
 
 async def _principal_of(db: Database, user: str, secret: str) -> Principal:

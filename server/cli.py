@@ -440,6 +440,9 @@ def _serve(args: argparse.Namespace) -> None:
         # server/asgi.py makes waiting calls answer at once and lets running calls finish. Waiting approvals
         # live in the database and are decided and run through the other replicas.
         "timeout_graceful_shutdown": int(settings.shutdown_seconds),
+        # uvicorn's default of 5 s equals httpx's and many SDKs' idle expiry: the two ends closing an idle connection
+        # at once made a request now and then fail with a reset (bench/load.py, 100 clients).
+        "timeout_keep_alive": settings.keep_alive_seconds,
         # As JSON lines, uvicorn's own records go through the root handler instead of its text formatters.
         **({"log_config": None} if settings.log_format == "json" else {}),
     }

@@ -131,6 +131,16 @@ class Settings(BaseSettings):
         le=600,
         description="On SIGTERM, how long running calls may take to finish before the process stops anyway.",
     )
+    keep_alive_seconds: int = Field(
+        default=75,
+        ge=1,
+        le=3600,
+        description=(
+            "How long `companion serve` keeps an idle HTTP connection open for the client's next request. Keep it"
+            " above your load balancer's idle timeout (docs/deploy.md), so the balancer, not the server, closes an"
+            " idle connection: a request sent on one the server is closing fails without an answer."
+        ),
+    )
     smtp_host: str = Field(default="", description="The mail server for Companion's own e-mail; empty sends none.")
     smtp_port: int = Field(default=587, ge=1, le=65535)
     smtp_security: Literal["starttls", "tls", "none"] = "starttls"

@@ -226,6 +226,41 @@ async def test_serve_with_two_workers_answers_from_each_and_stops_cleanly(tmp_pa
         process.wait()
 
 
+async def test_serve_keeps_an_idle_connection_open_as_long_as_the_setting_says(env):
+    """COMPANION_KEEP_ALIVE_SECONDS: a connection idle for less is reused, and the server closes one idle longer.
+
+    uvicorn's own default, 5 s, is httpx's idle expiry too: both ends closing at once made requests fail now and
+    then. The setting exists so the server outlasts its clients' and its load balancer's idle timeouts."""
+    port = free_port()
+    process = start({**env, "COMPANION_KEEP_ALIVE_SECONDS": "1"}, port)
+    request = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+
+    async def answered(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        writer.write(request)
+        await writer.drain()
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(
+            int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")
+        )
+        await reader.readexactly(length)
+        return head.startswith(b"HTTP/1.1 200")
+
+    try:
+        await healthy(f"http://127.0.0.1:{port}")
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        assert await answered(reader, writer)
+        await asyncio.sleep(0.3)
+        assert await answered(reader, writer)  # the same connection, idle for less than the setting
+        idle_since = time.monotonic()
+        async with asyncio.timeout(10):
+            assert await reader.read() == b""  # the server closed it
+        assert 0.8 < time.monotonic() - idle_since < 4  # after the setting's 1 s, well before uvicorn's 5 s
+        writer.close()
+    finally:
+        process.terminate()
+        process.wait()
+
+
 @pytest.mark.parametrize("mode", ["legacy", "2026-07-28"])
 async def test_stdio_serves_the_same_tools_for_the_key_in_the_environment(env, mode):
     keys = json.loads(run(env, "demo", "seed", "--json").stdout)
