@@ -31,6 +31,7 @@ from store.wakeups import announce
 
 OPEN = (ApprovalStatus.PENDING, ApprovalStatus.APPROVED, ApprovalStatus.EXECUTING)
 SETTLED = (ApprovalStatus.SUCCEEDED, ApprovalStatus.FAILED, ApprovalStatus.DENIED)
+UNRUN = (ApprovalStatus.PENDING, ApprovalStatus.APPROVED)  # what an expiry still applies to
 
 _NOW = bindparam("now")
 """The time at which a statement built once in this module runs, given with each run."""
@@ -93,7 +94,7 @@ _REUSABLE = (
         # A binding without a key matches approvals without one, as ``== None`` (IS NULL) did when built per call.
         Approval.api_key_id.is_not_distinct_from(bindparam("api_key_id")),
         or_(
-            Approval.status.in_([ApprovalStatus.PENDING, ApprovalStatus.APPROVED]) & (Approval.expires_at > _NOW),
+            Approval.status.in_(UNRUN) & (Approval.expires_at > _NOW),
             # Running, or run by a process that died: a repeat never runs it a second time on its own.
             Approval.status.in_([ApprovalStatus.EXECUTING, ApprovalStatus.OUTCOME_UNKNOWN]),
             Approval.status.in_(SETTLED)
@@ -224,8 +225,8 @@ _LAPSED = _Move(
 """executing → outcome_unknown where the running process stopped renewing its lease (it died)."""
 
 _EXPIRED = _Move(
-    (ApprovalStatus.PENDING, ApprovalStatus.APPROVED),
-    Approval.status.in_((ApprovalStatus.PENDING, ApprovalStatus.APPROVED)) & (Approval.expires_at <= _NOW),
+    UNRUN,
+    Approval.status.in_(UNRUN) & (Approval.expires_at <= _NOW),
     {"status": ApprovalStatus.EXPIRED},
     lambda approval: _record(approval, Event.EXPIRED, "expired", actor=None),
 )
@@ -427,6 +428,4 @@ def result_of(box: SecretBox, approval: Approval) -> dict[str, Any] | None:
 
 
 def is_expired(approval: Approval, now: datetime | None = None) -> bool:
-    return approval.status in (ApprovalStatus.PENDING, ApprovalStatus.APPROVED) and approval.expires_at <= (
-        now or utcnow()
-    )
+    return approval.status in UNRUN and approval.expires_at <= (now or utcnow())
