@@ -178,18 +178,24 @@ async def answered_while_paused(base: str, paused: list[int]) -> None:
         await asyncio.sleep(0.1)
 
 
-def test_the_served_app_puts_what_start_up_built_out_of_the_collectors_way(tmp_path):
-    """server/heap.py: full collections walk what requests leave behind, not the modules, mappers and manifests."""
+def after_serving(tmp_path: Path, script: str) -> str:
+    """What ``script`` prints in a fresh interpreter: the collector's state is per process, and tests change it."""
     env = {
         "PATH": os.environ["PATH"],
         "HOME": str(tmp_path),
         "COMPANION_DATA_DIR": str(tmp_path / "data"),
         "COMPANION_SECRET_KEY": TEST_SECRET,
     }
-    script = "import gc; from server.asgi import create; create(); print(gc.get_freeze_count(), len(gc.get_objects()))"
     python = str(Path(COMPANION).with_name("python"))
-    done = subprocess.run([python, "-c", script], env=env, capture_output=True, text=True, timeout=60, check=True)
-    frozen, tracked = map(int, done.stdout.split())
+    return subprocess.run(
+        [python, "-c", script], env=env, capture_output=True, text=True, timeout=60, check=True
+    ).stdout
+
+
+def test_the_served_app_puts_what_start_up_built_out_of_the_collectors_way(tmp_path):
+    """server/heap.py: full collections walk what requests leave behind, not the modules, mappers and manifests."""
+    script = "import gc; from server.asgi import create; create(); print(gc.get_freeze_count(), len(gc.get_objects()))"
+    frozen, tracked = map(int, after_serving(tmp_path, script).split())
     assert frozen > 100_000
     assert tracked < frozen / 10
 
@@ -223,17 +229,7 @@ print(json.dumps({"served": served, "default": default}))
 
 def test_the_served_app_runs_a_full_collection_a_tenth_as_often_as_cpython_would(tmp_path):
     """server/heap.py: a full collection pauses every call in flight, and after the freeze it is rarely needed."""
-    env = {
-        "PATH": os.environ["PATH"],
-        "HOME": str(tmp_path),
-        "COMPANION_DATA_DIR": str(tmp_path / "data"),
-        "COMPANION_SECRET_KEY": TEST_SECRET,
-    }
-    python = str(Path(COMPANION).with_name("python"))
-    done = subprocess.run(
-        [python, "-c", FULL_COLLECTIONS_UNDER_CHURN], env=env, capture_output=True, text=True, timeout=60, check=True
-    )
-    counts = json.loads(done.stdout)
+    counts = json.loads(after_serving(tmp_path, FULL_COLLECTIONS_UNDER_CHURN))
     served, default = counts["served"], counts["default"]
     assert served["1"] >= 50 and default["1"] >= 50  # the same churn, enough of it to matter
     assert default.get("2", 0) >= 4  # CPython's own thresholds: a full collection every ten of the middle generation
