@@ -51,11 +51,14 @@ async def create_key(
     kind: KeyKind = KeyKind.AGENT,
     scopes: list[str] | None = None,
     token: str | None = None,
+    person_facing: bool = False,
 ) -> IssuedKey:
     scopes = list(DEFAULT_SCOPES[kind] if scopes is None else scopes)
     unknown = sorted(set(scopes) - SCOPES)
     if unknown:
         raise KeyRequestError(f"scopes: unknown scope {', '.join(unknown)} (known: {', '.join(sorted(SCOPES))})")
+    if person_facing:
+        await _check_person_facing(session, workspace_id, kind)
     token = token or new_token()
     key = ApiKey(
         prefix=token[:VISIBLE_CHARS],
@@ -65,6 +68,7 @@ async def create_key(
         user_id=user_id,
         name=name,
         scopes=scopes,
+        person_facing=person_facing,
     )
     session.add(key)
     await session.flush()
@@ -100,6 +104,8 @@ def _principal(key: ApiKey, email: str, workspace: Workspace, role: Role, integr
         manages_integrations=integrations,
         plan=workspace.plan,
         rate_limit=workspace.rate_limit_per_minute,
+        person_facing=key.person_facing and key.kind is KeyKind.AGENT and workspace.person_facing_keys,
+        in_chat_max_risk=workspace.in_chat_max_risk,
     )
 
 
@@ -130,6 +136,31 @@ async def authenticate(session: AsyncSession, token: str, *, touch_after: timede
     return _principal(*row)
 
 
+PERSON_FACING_WARNING = (
+    "Mark a key person-facing only if the program using it (Claude Desktop, Claude Code, VS Code…) shows "
+    "approval forms to you and never to the AI model. Answers given in its chat then approve calls as if you "
+    "had clicked Approve in the inbox, and a remembered answer lasts at most 1 hour. If the model or anyone "
+    "else can answer those forms, it can approve its own actions."
+)
+
+
+async def _check_person_facing(session: AsyncSession, workspace_id: str, kind: KeyKind) -> None:
+    if kind is not KeyKind.AGENT:
+        raise KeyRequestError("person_facing: only an agent key is used by an assistant's host")
+    allowed = await session.scalar(select(Workspace.person_facing_keys).where(Workspace.id == workspace_id))
+    if not allowed:
+        raise KeyRequestError("person_facing: an admin of this workspace does not allow person-facing keys")
+
+
+async def set_person_facing(session: AsyncSession, key: ApiKey, value: bool) -> None:
+    """Mark (or unmark) an agent key as used by a person-facing host; the owner alone may, within the policy."""
+    if value:
+        await _check_person_facing(session, key.workspace_id, key.kind)
+    key.person_facing = value
+    await session.flush()
+    await announce(session, Topic.KEYS)
+
+
 async def revoke_key(session: AsyncSession, key_id: str, *, at: datetime | None = None) -> bool:
     """Revoke a key (a rotated one still in its grace period too); False if there is no such live key."""
     result = await session.execute(update(ApiKey).where(ApiKey.id == key_id, live()).values(revoked_at=at or utcnow()))
@@ -143,6 +174,8 @@ async def rotate_key(session: AsyncSession, key: ApiKey, *, grace: timedelta) ->
         session, workspace_id=key.workspace_id, user_id=key.user_id, name=key.name, kind=key.kind,
         scopes=list(key.scopes),
     )  # fmt: skip
+    # Set directly: the owner's word carries over, and the workspace's policy still decides whether it counts.
+    issued.key.person_facing = key.person_facing
     key.revoked_at = utcnow() + grace
     await session.flush()
     await announce(session, Topic.KEYS)

@@ -118,6 +118,10 @@ class Workspace(Base):
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
     # Enterprise's custom API rate, requests per minute per key; other plans use their plan's rate.
     rate_limit_per_minute: Mapped[int | None] = mapped_column(Integer)
+    # Whether members may mark agent keys as used by a person-facing host (whose in-chat answers may approve),
+    # and the riskiest action such an in-chat answer may approve (SECURITY.md).
+    person_facing_keys: Mapped[bool] = mapped_column(Boolean, default=True)
+    in_chat_max_risk: Mapped[str] = mapped_column(String(16), default="delete")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -209,6 +213,8 @@ class ApiKey(Base):
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(String(200), default="")
     scopes: Mapped[list[Any]] = mapped_column(default=list)
+    # Its owner says the host behind it shows elicitation forms to them, not to the model (SECURITY.md).
+    person_facing: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_used_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]

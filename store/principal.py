@@ -21,6 +21,10 @@ class Principal:
     manages_integrations: bool = False
     plan: Plan = Plan.PLUS
     rate_limit: int | None = None
+    # The key is used by a person-facing host (its owner said so, and the workspace allows it): an answer to a
+    # form in its chat comes from the person, so it may approve up to ``in_chat_max_risk`` (SECURITY.md).
+    person_facing: bool = False
+    in_chat_max_risk: str = "delete"
 
     @property
     def is_admin(self) -> bool:

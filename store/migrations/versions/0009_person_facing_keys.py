@@ -1,0 +1,29 @@
+"""Agent keys a person marked as used by a person-facing host, and each workspace's in-chat approval policy
+
+Revision ID: 0009
+Revises: 0008
+Create Date: 2026-12-07
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0009"
+down_revision = "0008"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    # Existing keys are not person-facing: an in-chat answer through them decides nothing until their owner says so.
+    op.add_column("api_keys", sa.Column("person_facing", sa.Boolean(), nullable=False, server_default=sa.false()))
+    op.add_column("workspaces", sa.Column("person_facing_keys", sa.Boolean(), nullable=False, server_default=sa.true()))
+    op.add_column("workspaces", sa.Column("in_chat_max_risk", sa.String(16), nullable=False, server_default="delete"))
+
+
+def downgrade() -> None:
+    op.drop_column("workspaces", "in_chat_max_risk")
+    op.drop_column("workspaces", "person_facing_keys")
+    op.drop_column("api_keys", "person_facing")
