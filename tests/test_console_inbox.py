@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import subprocess
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import httpx2
 import pytest
 from sqlalchemy import select, update
 
+from server.approval_flow import approval_view
 from server.demo import DEMO_PASSWORD
 from store import directory
 from store.models import Approval, Role, RuleRow, User, utcnow
@@ -230,3 +233,63 @@ async def test_the_workspace_switcher_shows_another_workspace_the_person_belongs
         stranger = await session.scalar(select(User.id).where(User.email == "bob@acme.test"))
     refused = await form_post(browser, "/inbox", "/workspace", {"workspace_id": stranger or "ws_nope"})
     assert refused.status_code == 404
+
+
+def form_blocks(page: str, approval_id: str) -> dict[str, str]:
+    """Each decision form of a card, by the last part of its action, as HTML."""
+    blocks = re.findall(
+        r'<form method="post" action="/approvals/' + approval_id + r'/(\w[\w-]*)"(.*?)</form>', page, re.S
+    )
+    return {action: body for action, body in blocks}
+
+
+async def test_the_reason_is_in_the_deny_form_alone_so_enter_there_denies(browser, waiting):
+    await sign_in(browser, "alice@acme.test")
+    for path in ("/inbox", f"/approvals/{waiting}"):
+        forms = form_blocks((await browser.get(path)).text, waiting)
+        assert set(forms) == {"approve", "deny"}
+        # Implicit submission (Enter in a field) submits the field's own form through its first submit button.
+        assert 'name="reason"' in forms["deny"] and re.findall(r"<button[^>]*>([^<]*)</button>", forms["deny"]) == [
+            "Deny"
+        ]
+        assert 'name="reason"' not in forms["approve"] and "<input id=" not in forms["approve"]
+        assert 'hx-post="/approvals/' + waiting + '/deny"' in forms["deny"]
+
+
+async def test_a_summary_of_several_lines_is_shown_in_full_with_what_remember_would_approve(
+    browser, waiting, monkeypatch
+):
+    from server.web import inbox
+
+    long_address = "carol@globex.example.mail-relay-" + "x" * 80 + ".evil.example"
+
+    def view_with_lines(*args, **kwargs):
+        view = approval_view(*args, **kwargs)
+        view["summary"] = (
+            f"Send an e-mail “Q3”\nTo: bob@client.com\nBcc: {long_address}\n⚠ xn--pple-43d.com mixes scripts"
+        )
+        view["remember_scope"] = "e-mails from Work mail to bob@client.com only"
+        view["full_arguments"] = '{\n  "bcc": ["' + long_address + '"]\n}'
+        return view
+
+    monkeypatch.setattr(inbox, "approval_view", view_with_lines)
+    await sign_in(browser, "alice@acme.test")
+    for path in ("/inbox", f"/approvals/{waiting}"):
+        page = (await browser.get(path)).text
+        assert '<a href="/approvals/' + waiting + '">Send an e-mail “Q3”</a>' in page
+        assert (
+            f'<p class="summary">To: bob@client.com\nBcc: {long_address}\n⚠ xn--pple-43d.com mixes scripts</p>' in page
+        )
+        scope = page.index("e-mails from Work mail to bob@client.com only")
+        remember = page.index(">Approve and remember for 1 hour</button>")
+        assert 0 < scope - remember < 400, "the scope is said right next to the remember button"
+        assert "<summary>Show full arguments</summary>" in page and long_address + "&#34;]\n}</pre>" in page
+    css = (Path(inbox.__file__).parent / "static" / "inbox.css").read_text()
+    assert "white-space: pre-line" in css and "overflow-wrap: anywhere" in css and "ellipsis" not in css
+
+
+async def test_no_timer_refresh_reflows_the_inbox_without_javascript(browser, waiting):
+    await sign_in(browser, "alice@acme.test")
+    page = (await browser.get("/inbox")).text
+    assert 'http-equiv="refresh"' not in page and "appear here when you reload" in page
+    assert 'id="new-requests"' in page and 'id="show-new"' in page

@@ -240,11 +240,12 @@ async def decide(request: Request, viewer: Viewer) -> Response:
     except DecisionRefused as exc:
         status = {"not_found": 404, "forbidden": 403}.get(exc.code, 409)
         raise Refused(status, str(exc), "Not done") from None
-    remembered = action == "approve" and remember == "1h"
+    async with companion.db.session() as session:
+        approval = await lifecycle.reload(session, approval.id)
+    # Said only when a rule was saved: "remember" on someone else's call, say, saves none.
+    remembered = action == "approve" and approval.remember_rule_id is not None
     message = DONE[action] + (" Calls like this are approved for the next hour." if remembered else "")
     if is_htmx(request):
-        async with companion.db.session() as session:
-            approval = await lifecycle.reload(session, approval.id)
         (card,) = await _cards(request, viewer, [approval])
         return render(request, "_approval_card.html", viewer, card=card, done=message)
     flash(request, message)

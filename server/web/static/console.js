@@ -22,6 +22,13 @@
       if (dialog && dialog.showModal) { event.preventDefault(); dialog.showModal(); }
       return;
     }
+    // <button data-dismiss> puts away the message it is in; messages never leave on a timer.
+    var dismiss = event.target.closest("[data-dismiss]");
+    if (dismiss) {
+      var message = dismiss.closest("[data-dismissable]");
+      if (message) { event.preventDefault(); message.remove(); }
+      return;
+    }
     var closer = event.target.closest("[data-close]");
     if (closer) {
       var open = closer.closest("dialog");
