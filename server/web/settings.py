@@ -1,15 +1,24 @@
-"""The person's own settings: approval e-mails and their password."""
+"""The person's own settings: approval e-mails, their password, their agent keys' hosts, and (for admins)
+what an answer given in an assistant's chat may approve in the workspace.
+
+A key is marked person-facing by its owner alone: it says the program using it shows approval forms to
+them and never to the AI model, which only they can know. Admins bound what such answers may approve.
+"""
 
 from __future__ import annotations
 
+from sqlalchemy import Select, select
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from server.web.pages import Viewer, companion_of, flash, form_of, page, redirect, render
+from server.web.pages import Refused, Viewer, companion_of, flash, form_of, page, redirect, render, require_admin
 from server.web.signin import client_of
 from store import throttle
-from store.models import User
+from store.in_chat_policy import RISKS, InChatPolicy, policy_of, set_policy
+from store.keys import PERSON_FACING_WARNING, KeyRequestError, live, set_person_facing
+from store.models import ApiKey, KeyKind, User
 from store.passwords import PasswordError, fingerprint, set_password, verify
 from store.web_sessions import close_others
 
@@ -21,9 +30,43 @@ async def _user(request: Request, viewer: Viewer) -> User:
     return user
 
 
-def _show(
-    request: Request, viewer: Viewer, user: User, *, status: int = 200, errors: dict[str, str] | None = None
+# What each level lets an in-chat answer approve, in the words the settings page uses.
+RISK_WORDS = {
+    "read": "Only reading: looking things up, listing and searching. Nothing changes anywhere.",
+    "write": "Also creating and changing things, such as issues, records, events and action items.",
+    "send": "Also sending things to people: e-mails, messages and invitations.",
+    "delete": "Also deleting things, which may not be undone.",
+}
+
+
+def _own_keys_query(viewer: Viewer) -> Select[tuple[ApiKey]]:
+    principal = viewer.principal
+    return select(ApiKey).where(
+        ApiKey.user_id == principal.user_id,
+        ApiKey.workspace_id == principal.workspace_id,
+        ApiKey.kind == KeyKind.AGENT,
+        live(),
+    )
+
+
+async def _own_keys(session: AsyncSession, viewer: Viewer) -> list[ApiKey]:
+    """The viewer's own live agent keys in this workspace: the only keys they may mark."""
+    return list(await session.scalars(_own_keys_query(viewer).order_by(ApiKey.created_at.desc())))
+
+
+async def _show(
+    request: Request,
+    viewer: Viewer,
+    user: User,
+    *,
+    status: int = 200,
+    errors: dict[str, str] | None = None,
+    key_errors: dict[str, str] | None = None,
+    policy_error: str | None = None,
 ) -> Response:
+    async with companion_of(request).db.session() as session:
+        keys = await _own_keys(session, viewer)
+        policy = await policy_of(session, viewer.principal.workspace_id)
     return render(
         request,
         "settings.html",
@@ -33,12 +76,26 @@ def _show(
         mail_ready=companion_of(request).mail.configured,
         errors=errors or {},
         method=request.session.get("via", "password"),
+        keys=keys,
+        key_errors=key_errors or {},
+        warning=PERSON_FACING_WARNING,
+        policy=policy,
+        policy_error=policy_error,
+        risks=[(risk, RISK_WORDS[risk]) for risk in RISKS],
     )
+
+
+def _plain(error: Exception) -> str:
+    """A store error ("field: what is wrong") as a sentence for the page."""
+    text = str(error)
+    field, sep, rest = text.partition(": ")
+    words = rest if sep and field.isidentifier() else text
+    return words[:1].upper() + words[1:] + ("" if words.endswith(".") else ".")
 
 
 @page
 async def settings_page(request: Request, viewer: Viewer) -> Response:
-    return _show(request, viewer, await _user(request, viewer))
+    return await _show(request, viewer, await _user(request, viewer))
 
 
 @page
@@ -67,7 +124,7 @@ async def password(request: Request, viewer: Viewer) -> Response:
     elif new != repeat:
         errors["repeat"] = "The two new passwords differ."
     if errors:
-        return _show(request, viewer, user, status=400, errors=errors)
+        return await _show(request, viewer, user, status=400, errors=errors)
     async with companion_of(request).db.transaction() as session:
         stored = await session.get(User, user.id)
         assert stored is not None
@@ -80,13 +137,62 @@ async def password(request: Request, viewer: Viewer) -> Response:
             request.session["pw"] = fingerprint(stored)
             await close_others(session, stored.id, keep=str(request.session.get("sid")))
     if errors:
-        return _show(request, viewer, user, status=400, errors=errors)
+        return await _show(request, viewer, user, status=400, errors=errors)
     flash(request, "Your password is changed. Your other sessions are signed out.")
     return redirect("/settings")
+
+
+@page
+async def person_facing(request: Request, viewer: Viewer) -> Response:
+    """Mark or unmark one of the viewer's own agent keys as used by a person-facing host."""
+    form = await form_of(request)
+    wanted = form.get("person_facing") == "on"
+    key_id = request.path_params["key_id"]
+    try:
+        async with companion_of(request).db.transaction() as session:
+            # Only the owner's own live key in this workspace: an admin cannot vouch for someone else's host.
+            key = await session.scalar(_own_keys_query(viewer).where(ApiKey.id == key_id))
+            if key is None:
+                raise Refused(404, "You have no such key in this workspace.", "Not found")
+            name = key.name or key.prefix
+            await set_person_facing(session, key, wanted)
+    except KeyRequestError as exc:
+        user = await _user(request, viewer)
+        return await _show(request, viewer, user, status=400, key_errors={key_id: _plain(exc)})
+    flash(
+        request,
+        f"“{name}” is marked as used by a person-facing host."
+        if wanted
+        else f"“{name}” is no longer marked person-facing: answers in its chat decide nothing.",
+    )
+    return redirect("/settings#keys")
+
+
+@page
+async def in_chat_policy(request: Request, viewer: Viewer) -> Response:
+    """The workspace's policy on approvals answered in an assistant's chat; admins and owners only."""
+    require_admin(viewer, "what approvals in the assistant's chat may do")
+    form = await form_of(request)
+    allow = form.get("person_facing_keys") == "on"
+    max_risk = str(form.get("in_chat_max_risk") or "")
+    if max_risk not in RISKS:
+        user = await _user(request, viewer)
+        return await _show(request, viewer, user, status=400, policy_error=f"Choose one of: {', '.join(RISKS)}.")
+    async with companion_of(request).db.transaction() as session:
+        await set_policy(session, viewer.principal.workspace_id, InChatPolicy(allow, max_risk))  # type: ignore[arg-type]
+    flash(
+        request,
+        f"Saved. In-chat answers on person-facing keys may approve calls up to “{max_risk}”."
+        if allow
+        else "Saved. Person-facing keys are off: answers in an assistant's chat approve nothing in this workspace.",
+    )
+    return redirect("/settings#in-chat")
 
 
 routes = [
     Route("/settings", settings_page, methods=["GET"]),
     Route("/settings/notifications", notifications, methods=["POST"]),
     Route("/settings/password", password, methods=["POST"]),
+    Route("/settings/keys/{key_id}/person-facing", person_facing, methods=["POST"]),
+    Route("/settings/in-chat-policy", in_chat_policy, methods=["POST"]),
 ]
