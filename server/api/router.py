@@ -25,7 +25,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from server.api.auth import principal_of
-from server.api.errors import body_of, from_validation
+from server.api.errors import ApiError, body_of, from_validation
+from store.models import KeyKind
+from store.principal import Principal
 
 Endpoint = Callable[..., Awaitable[Any]]
 
@@ -45,9 +47,32 @@ class Operation:
     multipart: dict[str, Any] | None = None
     description: str = ""
     public: bool = False
+    #: Whether an agent key may call it although it is not a GET (none does today: see ``refuse_agent_writes``).
+    agent_may_write: bool = False
+
+    @property
+    def writes(self) -> bool:
+        return self.method not in ("GET", "HEAD", "OPTIONS")
 
 
 M = TypeVar("M", bound=BaseModel)
+
+AGENT_WRITE_REFUSED = (
+    "An agent key can read over the REST API but cannot change anything: uploads, data, integrations, "
+    "webhooks, keys and rules take a person's user key (or the console). An assistant acts through its "
+    "tools over MCP, where a sensitive call waits for a person's approval."
+)
+
+
+def refuse_agent_writes(principal: Principal) -> Principal:
+    """The caller, if it may change something over REST: a person (user key or session), never an agent key.
+
+    Whoever holds an agent key may be a prompt-injected assistant (SECURITY.md); what it may do is what its
+    tools allow, with approvals, so every REST write path is closed to it, not only the decisions.
+    """
+    if principal.key_kind is not KeyKind.USER:
+        raise ApiError(403, AGENT_WRITE_REFUSED)
+    return principal
 
 
 def query_of(request: Request, model: type[M]) -> M:
@@ -72,6 +97,9 @@ class ApiRouter:
         def register(endpoint: Endpoint) -> Endpoint:
             summary = spec.pop("summary", "") or (inspect.getdoc(endpoint) or "").split("\n")[0]
             description = inspect.getdoc(endpoint) or ""
+            if method != "GET" and not spec.get("agent_may_write") and not spec.get("public"):
+                # Agent keys are refused here (403): the document says so for every write.
+                spec["errors"] = tuple(sorted({*spec.get("errors", ()), 403}))
             self.operations.append(
                 Operation(method, path, endpoint, summary, self.tag, description=description, **spec)
             )
@@ -98,8 +126,11 @@ class ApiRouter:
 def _handler(operation: Operation) -> Callable[[Request], Awaitable[Response]]:
     async def handle(request: Request) -> Response:
         if not operation.public:
-            # Who is asking comes before what they sent: a stranger learns nothing from validation errors.
-            principal_of(request)
+            # Who is asking comes before what they sent: a stranger learns nothing from validation errors,
+            # and an agent key's upload is refused before a byte of it is read.
+            principal = principal_of(request)
+            if operation.writes and not operation.agent_may_write:
+                refuse_agent_writes(principal)
         arguments: dict[str, Any] = {}
         if operation.query is not None:
             arguments["query"] = query_of(request, operation.query)
