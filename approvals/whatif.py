@@ -3,15 +3,30 @@
 Both decide with the same compiled index the gateway uses, so an answer here
 is the answer a real call gets. The REST API, the CLI and the web console
 shape these answers for their own readers.
+
+Explain checks the arguments it is given against the tool's input schema
+first, as a real call is checked: what reaches the rule engine is what a call
+could carry, and a bad argument is named.
+
+Replay uses the arguments only of the viewer's own calls. A what-if is free
+to ask (nothing is saved, nothing is audited), so deciding someone else's
+recorded call on its arguments would let an admin read them one guess at a
+time: propose ``body matches "4.*"``, see whether the decision moves, try the
+next digit. Another person's call is therefore decided without its arguments
+(they are not even decrypted), and where a rule of either set would look at
+them, the call is not replayed but counted as ``withheld``.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError as SchemaViolation
 from sqlalchemy import select
 
 from approvals.rulebook import RuleBook
@@ -28,6 +43,10 @@ class InvalidQuestion(ValueError):
     def __init__(self, fields: dict[str, str]) -> None:
         self.fields = fields
         super().__init__("; ".join(f"{name}: {problem}" for name, problem in fields.items()))
+
+
+class InvalidArguments(InvalidQuestion):
+    """Arguments the tool's input schema refuses; ``fields`` maps ``arguments.<path>`` to the problem."""
 
 
 class AskingForOthers(Exception):
@@ -60,6 +79,83 @@ async def _subject(db: Database, actor: Principal, who: str | None) -> tuple[str
     return row[0], Role(row[1]).value
 
 
+def _field_of(error: SchemaViolation) -> str:
+    """The argument an error is about, as the gateway names it (``to.0``, ``subject``, or ``(arguments)``)."""
+    path = ".".join(str(p) for p in error.absolute_path)
+    if error.validator == "required" and isinstance(error.instance, dict):
+        missing = [name for name in error.validator_value if name not in error.instance]
+        return ".".join(filter(None, [path, missing[0] if missing else ""]))
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        allowed = set(error.schema.get("properties", {}))
+        extra = sorted(k for k in error.instance if k not in allowed)
+        return ".".join(filter(None, [path, extra[0] if extra else ""]))
+    return path or "(arguments)"
+
+
+MESSAGE_CHARS = 300
+
+#: Compiled validators by schema object; the schema is kept beside its validator so its id stays its own.
+_VALIDATORS: dict[int, tuple[Any, Draft202012Validator]] = {}
+
+
+def _validator(schema: Mapping[str, Any]) -> Draft202012Validator:
+    kept = _VALIDATORS.get(id(schema))
+    if kept is None or kept[0] is not schema:
+        kept = (schema, Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER))
+        _VALIDATORS[id(schema)] = kept
+    return kept[1]
+
+
+def _broken_text(value: Any, path: str = "") -> Iterator[str]:
+    """Paths of strings that are not valid Unicode (a lone surrogate), which no real call can carry."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            yield path or "(arguments)"
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _broken_text(key, ".".join(filter(None, [path, str(key)])))
+            yield from _broken_text(item, ".".join(filter(None, [path, str(key)])))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _broken_text(item, ".".join(filter(None, [path, str(index)])))
+
+
+def checked_arguments(info: Any, arguments: Any) -> dict[str, Any]:
+    """``arguments`` as the tool would take them, or InvalidArguments naming each bad one (``arguments.<path>``).
+
+    Arguments the schema requires but the question leaves out are not demanded (see ``explain``).
+
+    The order is the gateway's: canonical form first where the catalog carries the tool's
+    canonicalisation, then the manifest's JSON Schema with its formats.
+    """
+    if not isinstance(arguments, dict):
+        raise InvalidArguments({"arguments": "must be a JSON object"})
+    broken = list(_broken_text(arguments))
+    if broken:
+        raise InvalidArguments({f"arguments.{path}": "is not valid Unicode text" for path in broken})
+    canonicalize: Callable[[dict[str, Any]], dict[str, Any]] | None = getattr(info, "canonicalize", None)
+    if canonicalize is not None:
+        try:
+            arguments = canonicalize(arguments)
+        except Exception as exc:  # the canonical step names its fields the way schema validation does
+            fields = getattr(exc, "fields", None)
+            if not isinstance(fields, Mapping) or not fields:
+                raise
+            raise InvalidArguments({f"arguments.{k}": str(v) for k, v in fields.items()}) from None
+    problems: dict[str, str] = {}
+    # Every value given is held to its schema; one not given is not demanded (``required``): the
+    # question is what the rules say of the arguments named, and a missing one is missing to a rule too.
+    errors = (e for e in _validator(info.input_schema).iter_errors(arguments) if e.validator != "required")
+    for error in sorted(errors, key=lambda e: [str(p) for p in e.absolute_path]):
+        message = error.message if len(error.message) <= MESSAGE_CHARS else error.message[:MESSAGE_CHARS] + "…"
+        problems.setdefault(f"arguments.{_field_of(error)}", message)
+    if problems:
+        raise InvalidArguments(problems)
+    return arguments
+
+
 async def explain(
     rulebook: RuleBook,
     actor: Principal,
@@ -70,10 +166,15 @@ async def explain(
     connection_scope: str = "workspace",
     at: datetime | None = None,
 ) -> Explanation:
-    """The decision a call would get (now, unless ``at``), with every rule that matched it."""
+    """The decision a call would get (now, unless ``at``), with every rule that matched it.
+
+    Each argument given must be one the tool would take (InvalidArguments naming it otherwise);
+    arguments left out are simply absent, as the connection page asks with none at all.
+    """
     info = rulebook.catalog.get(tool)
     if info is None:
         raise InvalidQuestion({"tool": f"unknown tool {tool!r}"})
+    arguments = checked_arguments(info, arguments)
     user_id, role = await _subject(rulebook.db, actor, who)
     index = await rulebook.index_for(actor.workspace_id)
     facts = CallFacts(
@@ -112,10 +213,53 @@ class Replay:
     replayed: int
     counts: dict[tuple[Effect, Effect], int]
     calls: list[ChangedCall]
+    #: Other people's calls left out because a rule of either set looks at their arguments.
+    withheld: int = 0
 
     @property
     def changed(self) -> int:
         return sum(self.counts.values())
+
+
+class _Unread(dict):  # type: ignore[type-arg]
+    """Arguments that are not there to read: empty, and it remembers whether a rule tried."""
+
+    read = False
+
+    def _looked(self) -> None:
+        self.read = True
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        self._looked()
+        return default
+
+    def __getitem__(self, key: Any) -> Any:
+        self._looked()
+        raise KeyError(key)
+
+    def __contains__(self, key: object) -> bool:
+        self._looked()
+        return False
+
+    def __iter__(self) -> Iterator[Any]:
+        self._looked()
+        return iter(())
+
+    def __len__(self) -> int:
+        self._looked()
+        return 0
+
+    def keys(self) -> Any:
+        self._looked()
+        return {}.keys()
+
+    def values(self) -> Any:
+        self._looked()
+        return {}.values()
+
+    def items(self) -> Any:
+        self._looked()
+        return {}.items()
 
 
 async def replay(
@@ -133,6 +277,10 @@ async def replay(
 
     Members replay only their own calls; admins the whole workspace's. At most
     ``limit`` changed calls are listed, but all of them are counted.
+
+    Only the actor's own calls are decided on their arguments. Another person's call is decided
+    without them (never decrypted); if a rule of either set would read an argument of it, the call
+    is not replayed and counts as ``withheld``, since its outcome would tell what the argument holds.
     """
     query = select(AuditEntry).where(
         AuditEntry.workspace_id == actor.workspace_id,
@@ -150,11 +298,14 @@ async def replay(
     after_index = RuleIndex.build(proposed, catalog)
     counts: Counter[tuple[Effect, Effect]] = Counter()
     changed: list[ChangedCall] = []
-    replayed = 0
+    replayed = withheld = 0
     for entry in calls:
         if entry.tool not in catalog:
             continue
-        arguments = box.open_json(entry.sealed_arguments, context=f"audit-args:{entry.args_digest}")
+        own = entry.user_id == actor.user_id
+        arguments: dict[str, Any] = (
+            box.open_json(entry.sealed_arguments, context=f"audit-args:{entry.args_digest}") if own else _Unread()
+        )
         facts = CallFacts(
             workspace_id=entry.workspace_id,
             user_id=entry.user_id,
@@ -167,8 +318,11 @@ async def replay(
             now=entry.at,
             timezone=actor.timezone,
         )
-        replayed += 1
         before, after = before_index.decide(facts), after_index.decide(facts)
+        if isinstance(arguments, _Unread) and arguments.read:
+            withheld += 1
+            continue
+        replayed += 1
         if before.effect is after.effect:
             continue
         counts[(before.effect, after.effect)] += 1
@@ -185,4 +339,21 @@ async def replay(
                     after_rules=after.rule_ids,
                 )
             )
-    return Replay(since, until, replayed, dict(counts), changed)
+    return Replay(since, until, replayed, dict(counts), changed, withheld)
+
+
+async def simulate(
+    rulebook: RuleBook,
+    box: SecretBox,
+    actor: Principal,
+    *,
+    propose: Callable[[list[Rule]], list[Rule]],
+    since: datetime,
+    until: datetime,
+    limit: int,
+) -> Replay:
+    """Replay [since, until) under the workspace's rules and under ``propose(rules)``, for every front end."""
+    async with rulebook.db.session() as session:
+        current = await rulebook.rules_of(session, actor.workspace_id)
+    proposed = propose(current)
+    return await replay(rulebook, box, actor, current=current, proposed=proposed, since=since, until=until, limit=limit)

@@ -159,6 +159,11 @@ async def explain_call(companion: Any, actor: Principal, body: ExplainBody) -> d
             connection_scope=body.connection_scope,
             at=body.at,
         )
+    except whatif.InvalidArguments as exc:
+        # The call described could not be made: the gateway would refuse it before any rule, and so does this.
+        raise ApiError(
+            400, f"Invalid arguments: {exc}", code="invalid_arguments", details={"fields": exc.fields}
+        ) from None
     except whatif.InvalidQuestion as exc:
         raise invalid(exc.fields) from None
     except whatif.AskingForOthers as exc:
@@ -235,15 +240,11 @@ async def simulate_changes(companion: Any, actor: Principal, body: SimulateBody)
     since = body.since or until - timedelta(days=7)
     if since >= until:
         raise invalid({"from": "must be before to"})
-    async with companion.db.session() as session:
-        current = await companion.rulebook.rules_of(session, actor.workspace_id)
-    proposed = _proposed(current, body.changes, actor, companion.rulebook.check)
-    result = await whatif.replay(
+    result = await whatif.simulate(
         companion.rulebook,
         companion.box,
         actor,
-        current=current,
-        proposed=proposed,
+        propose=lambda current: _proposed(current, body.changes, actor, companion.rulebook.check),
         since=since,
         until=until,
         limit=body.limit,
@@ -253,6 +254,9 @@ async def simulate_changes(companion: Any, actor: Principal, body: SimulateBody)
         "to": until.isoformat(),
         "replayed": result.replayed,
         "changed": result.changed,
+        # Other people's calls that a rule would decide on their arguments: not replayed, since the
+        # outcome would reveal what those arguments hold (only your own calls' arguments are used).
+        "withheld": result.withheld,
         "counts": {f"{before.value}->{after.value}": n for (before, after), n in result.counts.items()},
         "calls": [
             {

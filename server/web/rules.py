@@ -167,6 +167,9 @@ class Simulation:
     moves: list[tuple[EffectWords, EffectWords, int]]
     calls: list[ChangedCallView]
     whole_workspace: bool
+    #: Other people's calls not replayed because this rule (or a current one) looks at their arguments,
+    #: which only their owner may read.
+    withheld: int = 0
 
 
 def _editor(
@@ -299,19 +302,18 @@ async def _simulate(request: Request, viewer: Viewer, rule: Rule, existing: Rule
     """How the last week's calls would have gone with this rule saved; nothing is saved."""
     companion = companion_of(request)
     actor = viewer.principal
-    async with companion.db.session() as session:
-        current = await companion.rulebook.rules_of(session, actor.workspace_id)
-    if existing is None:
-        proposed = [*current, rule.model_copy(update={"id": "proposed"})]
-    else:
-        proposed = [rule if r.id == existing.id else r for r in current]
+
+    def propose(current: list[Rule]) -> list[Rule]:
+        if existing is None:
+            return [*current, rule.model_copy(update={"id": "proposed"})]
+        return [rule if r.id == existing.id else r for r in current]
+
     until = utcnow()
-    replay = await whatif.replay(
+    replay = await whatif.simulate(
         companion.rulebook,
         companion.box,
         actor,
-        current=current,
-        proposed=proposed,
+        propose=propose,
         since=until - timedelta(days=SIMULATED_DAYS),
         until=until,
         limit=SIMULATED_CALLS_SHOWN,
@@ -335,6 +337,7 @@ async def _simulate(request: Request, viewer: Viewer, rule: Rule, existing: Rule
             for call in replay.calls
         ],
         whole_workspace=actor.is_admin,
+        withheld=replay.withheld,
     )
 
 

@@ -102,6 +102,19 @@ def arguments_from(
     return arguments, errors
 
 
+def form_errors(inputs: list[Argument], fields: dict[str, str]) -> dict[str, str]:
+    """Argument problems (``arguments.to.0``) beside the form field that holds the argument, or the JSON box."""
+    shown = {a.path for a in inputs if input_of(a) != "json"}
+    errors: dict[str, str] = {}
+    for name, problem in fields.items():
+        path = name.removeprefix("arguments").lstrip(".")
+        top = path.split(".", 1)[0]
+        field = f"arg.{top}" if top in shown else "json"
+        said = problem if path == top or not path else f"{path}: {problem}"
+        errors[field] = f"{errors[field]}; {said}" if field in errors else said
+    return errors
+
+
 async def _mentions(request: Request, viewer: Viewer, refs: tuple[RuleRef, ...]) -> list[RuleMention]:
     if not refs:
         return []
@@ -175,6 +188,8 @@ async def explain(request: Request, viewer: Viewer) -> Response:
                     who=who,
                     connection_scope=connection_scope,
                 )
+            except whatif.InvalidArguments as exc:
+                errors = form_errors(inputs, exc.fields)
             except whatif.InvalidQuestion as exc:
                 errors = exc.fields
             except whatif.AskingForOthers as exc:
