@@ -18,6 +18,7 @@ from jsonschema.exceptions import SchemaError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 IDENTIFIER = r"^[a-z][a-z0-9_]*$"
+ADAPTER_REFERENCE = r"^[a-z][a-z0-9_]*\.[a-z_][a-z0-9_]*$"
 
 
 class ManifestError(Exception):
@@ -189,6 +190,30 @@ class RememberSpec(Strict):
     op: Literal["eq", "in", "domain_in"] = "eq"
 
 
+ARGUMENT_PATH = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$"
+
+
+def schema_at(schema: dict[str, Any], path: str) -> dict[str, Any] | None:
+    """The schema of the argument at a dotted path, arrays stepped through; None when there is no such argument."""
+    node: dict[str, Any] | None = schema
+    for name in path.split("."):
+        while node is not None and node.get("type") == "array" and isinstance(node.get("items"), dict):
+            node = node["items"]
+        properties = node.get("properties") if node is not None else None
+        node = properties.get(name) if isinstance(properties, dict) else None
+    return node
+
+
+def _mailbox_paths(schema: dict[str, Any]) -> list[str]:
+    """Top-level arguments that hold e-mail addresses, alone or in an array."""
+    found = []
+    for name, node in schema.get("properties", {}).items():
+        items = node.get("items") if node.get("type") == "array" else node
+        if isinstance(items, dict) and items.get("format") == "email":
+            found.append(name)
+    return found
+
+
 class ToolSpec(Strict):
     name: str = Field(pattern=IDENTIFIER, max_length=64)
     title: str
@@ -206,7 +231,30 @@ class ToolSpec(Strict):
         description="What a remembered approval keeps constant; by default every required argument must match.",
     )
 
+    recipients: list[str] | None = Field(
+        default=None,
+        description="Egress arguments, as names or dotted paths: who or where the call sends to (addresses, "
+        "attendees, channels, URLs). Rules can cover them all at once, and the summary names each in full. "
+        "By default, the arguments of format email.",
+    )
+    shown: list[str] | None = Field(
+        default=None,
+        description="The arguments a person sees in the summary, in this order; by default all of them.",
+    )
+    canonical: dict[str, str] = Field(
+        default_factory=dict,
+        description="Argument path -> adapter function (str) -> str that puts the value in the one form the "
+        "provider acts on, before any rule decides, e.g. a Slack channel name without its #.",
+    )
+
     _schemas_are_valid = field_validator("input_schema", "output_schema")(_check_json_schema)
+
+    @property
+    def egress(self) -> tuple[str, ...]:
+        """The egress argument paths, declared or inferred from format email."""
+        if self.recipients is not None:
+            return tuple(self.recipients)
+        return tuple(_mailbox_paths(self.input_schema))
 
     @model_validator(mode="after")
     def _placeholders_name_arguments(self) -> ToolSpec:
@@ -217,6 +265,17 @@ class ToolSpec(Strict):
         for index, item in enumerate(self.remember or []):
             if item.arg not in properties:
                 raise ValueError(f"remember[{index}].arg: {item.arg!r} is not an argument of {self.name}")
+        named = [
+            *((f"recipients[{i}]", path, ARGUMENT_PATH) for i, path in enumerate(self.recipients or [])),
+            *((f"shown[{i}]", name, r"^[A-Za-z_][A-Za-z0-9_]*$") for i, name in enumerate(self.shown or [])),
+            *((f"canonical.{path}", path, ARGUMENT_PATH) for path in self.canonical),
+        ]
+        for where, path, pattern in named:
+            if not re.match(pattern, path) or schema_at(self.input_schema, path) is None:
+                raise ValueError(f"{where}: {path!r} is not an argument of {self.name}")
+        for path, reference in self.canonical.items():
+            if not re.match(ADAPTER_REFERENCE, reference):
+                raise ValueError(f"canonical.{path}: {reference!r} is not an adapter function, module.function")
         return self
 
 

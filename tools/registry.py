@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import typing
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -21,6 +21,7 @@ from jsonschema.exceptions import ValidationError as SchemaViolation
 from pydantic import BaseModel
 from pydantic import ValidationError as ModelViolation
 
+from tools import canonical
 from tools.context import ToolContext
 from tools.errors import InvalidArguments
 from tools.manifest import Manifest, ManifestError, Risk, ToolSpec, manifest_files, parse_manifest
@@ -57,6 +58,7 @@ class RegisteredTool:
     arguments_model: type[BaseModel]
     input_validator: Draft202012Validator
     output_validator: Draft202012Validator
+    canonical_hooks: Mapping[str, canonical.Hook] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -74,8 +76,26 @@ class RegisteredTool:
     def annotations(self) -> dict[str, Any]:
         return {"title": self.spec.title, **_ANNOTATIONS[self.spec.risk], "openWorldHint": self.manifest.open_world}
 
+    @property
+    def egress(self) -> tuple[str, ...]:
+        """The argument paths naming who or where the call sends to, for rules that cover every recipient."""
+        return self.spec.egress
+
+    def canonicalize(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        """The arguments in the one form that is digested, decided on, shown and run; pure and idempotent."""
+        return canonical.canonicalize(self.spec.input_schema, arguments, self.canonical_hooks)
+
+    def recipients(self, arguments: dict[str, Any]) -> tuple[str, ...]:
+        """Every egress value of canonical arguments, in order, each once."""
+        return canonical.recipients(arguments, self.egress)
+
     def parse_arguments(self, arguments: dict[str, Any]) -> BaseModel:
-        """Check arguments against the manifest schema, then type them; errors name each field."""
+        """Canonicalise, check against the manifest schema, then type; errors name each field.
+
+        Canonicalising again is a no-op on arguments that already were, so the adapter always
+        gets the canonical form, whichever path brought the call here.
+        """
+        arguments = self.canonicalize(arguments)
         problems: dict[str, str] = {}
         for error in sorted(self.input_validator.iter_errors(arguments), key=lambda e: list(e.absolute_path)):
             problems.setdefault(_field_of(error), error.message)
@@ -183,6 +203,25 @@ def _resolve_hooks(path: Path, manifest: Manifest, packages: tuple[str, ...]) ->
     return hooks
 
 
+def _resolve_canonical_hooks(
+    path: Path, index: int, spec: ToolSpec, packages: tuple[str, ...]
+) -> dict[str, canonical.Hook]:
+    """The functions that canonicalise the tool's declared arguments: plain synchronous functions, no I/O."""
+    hooks: dict[str, canonical.Hook] = {}
+    problems: list[str] = []
+    for argument, reference in spec.canonical.items():
+        module_name, _, function_name = reference.partition(".")
+        module = _import_adapter_module(module_name, packages)
+        function = getattr(module, function_name, None) if module else None
+        if not callable(function) or inspect.iscoroutinefunction(function):
+            problems.append(f"{path}: tools[{index}].canonical.{argument}: {reference} is not a function (str) -> str")
+            continue
+        hooks[argument] = function
+    if problems:
+        raise ManifestError(problems)
+    return hooks
+
+
 def _check_model_matches_schema(path: Path, index: int, spec: ToolSpec, model: type[BaseModel]) -> None:
     """The adapter's argument model and the manifest schema must describe the same fields."""
     where = f"{path}: tools[{index}].input_schema"
@@ -255,6 +294,7 @@ class Registry:
                 try:
                     adapter, model = _resolve_adapter(path, index, spec, adapter_packages)
                     _check_model_matches_schema(path, index, spec, model)
+                    hooks_of_tool = _resolve_canonical_hooks(path, index, spec, adapter_packages)
                 except ManifestError as exc:
                     problems.extend(exc.problems)
                     continue
@@ -266,6 +306,7 @@ class Registry:
                     arguments_model=model,
                     input_validator=Draft202012Validator(spec.input_schema, format_checker=checker),
                     output_validator=Draft202012Validator(spec.output_schema, format_checker=checker),
+                    canonical_hooks=hooks_of_tool,
                 )
         if problems:
             raise ManifestError(problems)
