@@ -174,7 +174,7 @@ async def test_a_stage_outside_the_deals_pipeline_is_refused_with_the_stages_it_
     result = await hubspot.call("hubspot_update_deal_stage", {"deal_id": ids["navy"], "stage": "Closed Won"})
     assert result.error_code == "invalid_arguments"
     assert result.message == (
-        "Invalid arguments: stage: no stage 'Closed Won' in pipeline 'Renewals'; "
+        "Invalid arguments: stage: no stage 'closedwon' in pipeline 'Renewals'; "
         "its stages are: Up for renewal (1001), Renewed (1002)"
     )
     assert not any(s.method == "PATCH" for s in hubspot.fake.api_requests())

@@ -191,3 +191,64 @@ def test_cli_validate_fails_with_one_line_per_problem_and_no_traceback(tmp_path)
     assert result.returncode == 1
     assert result.stderr.strip() == f"error: {tmp_path / 'harmony.yaml'}: tools[0].output_schema: field required"
     assert "Traceback" not in result.stderr
+
+
+# -- recipients, shown and canonical forms -------------------------------------------------------------
+
+EGRESS = {
+    "gmail_send_email": ("to", "cc", "bcc"),
+    "gmail_create_draft": ("to", "cc", "bcc"),
+    "email_send_email": ("to", "cc", "bcc", "reply_to"),
+    "gcal_create_event": ("attendees",),
+    "slack_post_message": ("channel",),
+}
+
+
+def action_item(manifest: dict) -> tuple[int, dict]:
+    index = next(i for i, t in enumerate(manifest["tools"]) if t["name"] == "harmony_create_action_item")
+    return index, manifest["tools"][index]
+
+
+def test_every_shipped_tool_that_acts_declares_its_recipients_and_what_a_person_sees():
+    registry = Registry.load(MANIFEST_DIR)
+    acting = [tool for tool in registry.tools.values() if tool.risk.value != "read"]
+    assert all(tool.spec.recipients is not None and tool.spec.shown is not None for tool in acting)
+    assert {tool.name: tool.egress for tool in acting if tool.egress} == EGRESS
+
+
+def test_egress_defaults_to_the_arguments_that_hold_addresses(tmp_path):
+    manifest = harmony()
+    _, tool = action_item(manifest)
+    del tool["recipients"]
+    write(tmp_path, "harmony.yaml", manifest)
+    assert Registry.load(tmp_path).tools["harmony_create_action_item"].egress == ("assignee_email",)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "named"),
+    [
+        ("recipients", ["nobody"], "recipients[0]: 'nobody'"),
+        ("recipients", ["text.inner"], "recipients[0]: 'text.inner'"),
+        ("shown", ["text", "due"], "shown[1]: 'due'"),
+        ("canonical", {"owner": "harmony.nothing_here"}, "canonical.owner: 'owner'"),
+    ],
+)
+def test_recipients_shown_and_canonical_must_name_arguments(tmp_path, field, value, named):
+    manifest = harmony()
+    index, tool = action_item(manifest)
+    tool[field] = value
+    path = write(tmp_path, "harmony.yaml", manifest)
+    assert problems_of(tmp_path) == [
+        f"{path}: tools[{index}]: {named} is not an argument of harmony_create_action_item"
+    ]
+
+
+@pytest.mark.parametrize("reference", ["harmony.nothing_here", "harmony.create_action_item", "nowhere.text"])
+def test_a_canonical_form_must_be_a_plain_function_of_the_app(tmp_path, reference):
+    manifest = harmony()
+    index, tool = action_item(manifest)
+    tool["canonical"] = {"text": reference}
+    path = write(tmp_path, "harmony.yaml", manifest)
+    assert problems_of(tmp_path) == [
+        f"{path}: tools[{index}].canonical.text: {reference} is not a function (str) -> str"
+    ]

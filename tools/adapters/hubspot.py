@@ -103,6 +103,23 @@ class UpdateDealStage(Arguments):
     stage: str
 
 
+def deal_stage(value: str) -> str:
+    """Canonical stage: lower-case letters and digits only, the form of HubSpot's own stage ids.
+
+    A label then reads as its default pipeline's id ("Closed Won" and "closedwon" are one value), so a rule
+    on a stage holds however the assistant spells it. It runs before any rule decides; the adapter matches
+    stages in the same form.
+    """
+    canonical = _stage_key(value)
+    if not canonical:
+        raise ValueError("names no stage: give a stage label, such as Contract Sent, or a stage id")
+    return canonical
+
+
+def _stage_key(text: str) -> str:
+    return "".join(char for char in text.lower() if char.isalnum())
+
+
 def _text(value: Scalar) -> str:
     """Filter values travel as strings; booleans as HubSpot spells them."""
     if isinstance(value, bool):
@@ -297,16 +314,17 @@ async def update_deal_stage(ctx: ToolContext, arguments: UpdateDealStage) -> dic
     if pipeline is None:
         raise NotFound(f"HubSpot deal {arguments.deal_id} is in pipeline {pipeline_id!r}, which no longer exists.")
     # Stages belong to a pipeline: a deal may only move to a stage of its own pipeline.
-    wanted = arguments.stage.strip().lower()
     stages = sorted(pipeline.get("stages") or [], key=lambda s: s.get("displayOrder", 0))
-    stage = next((s for s in stages if wanted in (s["id"].lower(), s["label"].lower())), None)
-    if stage is None:
+    matches = [s for s in stages if arguments.stage in (_stage_key(s["id"]), _stage_key(s["label"]))]
+    if len(matches) != 1:
         listed = ", ".join(f"{s['label']} ({s['id']})" for s in stages)
+        problem = "no stage" if not matches else "more than one stage named"
         raise InvalidArguments(
-            {"stage": f"no stage {arguments.stage!r} in pipeline {pipeline['label']!r}; its stages are: {listed}"}
+            {"stage": f"{problem} {arguments.stage!r} in pipeline {pipeline['label']!r}; its stages are: {listed}"}
         )
+    found = matches[0]
     # Setting a property to a value is idempotent, so a 5xx may be retried without moving the deal twice.
-    updated = await ctx.api.json("PATCH", path, json={"properties": {"dealstage": stage["id"]}}, idempotent=True)
+    updated = await ctx.api.json("PATCH", path, json={"properties": {"dealstage": found["id"]}}, idempotent=True)
     # An update answers with the properties it set; the deal's others are as read above.
     properties = {**(deal.get("properties") or {}), **(updated.get("properties") or {})}
     return _deal({**updated, "properties": properties}, pipelines)

@@ -56,14 +56,17 @@ async def _notion(ctx: ToolContext, method: str, path: str, **kwargs: Any) -> An
     return await ctx.api.json(method, path, headers={"Notion-Version": NOTION_VERSION}, **kwargs)
 
 
-def _notion_id(value: str, field: str) -> str:
-    """A page or database id as Notion's API takes it, from an id with or without dashes, or a Notion URL."""
+def notion_id(value: str) -> str:
+    """Canonical page or database id: the dashed lower-case UUID, from an id with or without dashes or a Notion URL.
+
+    It runs before any rule decides, so a rule on a page holds however the page is written.
+    """
     text = value.strip()
     found = URL_ID.match(text)
     plain = found.group(1) if found else text
     parts = UUID.match(plain)
     if parts is None:
-        raise InvalidArguments({field: f"{value!r} is neither a Notion id nor a Notion page URL"})
+        raise ValueError("is neither a Notion id nor a Notion page URL")
     return "-".join(parts.groups()).lower()
 
 
@@ -193,13 +196,12 @@ async def create_page(ctx: ToolContext, arguments: CreatePage) -> dict[str, Any]
     children = blocks_of(arguments.content or "")
     title = {"title": _rich_text(arguments.title)}
     if arguments.parent_page_id is not None and arguments.parent_database_id is None:
-        parent = {"page_id": _notion_id(arguments.parent_page_id, "parent_page_id")}
+        parent = {"page_id": arguments.parent_page_id}
         # A page inside a page has one property, its title, always named "title".
         properties = {"title": title}
     elif arguments.parent_database_id is not None and arguments.parent_page_id is None:
-        database_id = _notion_id(arguments.parent_database_id, "parent_database_id")
-        parent = {"database_id": database_id}
-        properties = {await _title_property(ctx, database_id): title}
+        parent = {"database_id": arguments.parent_database_id}
+        properties = {await _title_property(ctx, arguments.parent_database_id): title}
     else:
         problem = "give exactly one of parent_page_id and parent_database_id"
         raise InvalidArguments({"parent_page_id": problem, "parent_database_id": problem})
@@ -217,7 +219,7 @@ async def create_page(ctx: ToolContext, arguments: CreatePage) -> dict[str, Any]
 
 
 async def append_to_page(ctx: ToolContext, arguments: AppendToPage) -> dict[str, Any]:
-    page_id = _notion_id(arguments.page_id, "page_id")
+    page_id = arguments.page_id
     children = blocks_of(arguments.content)
     if not children:
         raise InvalidArguments({"content": "has no text to add"})

@@ -56,6 +56,19 @@ class ListChannels(Arguments):
     cursor: str | None = None
 
 
+def channel(value: str) -> str:
+    """Canonical channel: an id as it is; a name without its # and in lower case, as Slack stores names.
+
+    It runs before any rule decides, so a rule on ``exec`` also holds for ``#EXEC``.
+    """
+    if CHANNEL_ID.match(value):
+        return value
+    name = value.lstrip("#").lower()
+    if not name:
+        raise ValueError("names no channel: give a channel id (C…) or a name such as #general")
+    return name
+
+
 async def _call(
     ctx: ToolContext,
     http_method: str,
@@ -114,10 +127,9 @@ async def _failure(ctx: ToolContext, error: str, body: dict[str, Any]) -> ToolEr
 
 
 async def _channel_id(ctx: ToolContext, channel: str) -> str:
-    """A channel id as given, or the id of the open channel with that name (with or without #)."""
+    """A channel id as given, or the id of the open channel with that canonical name."""
     if CHANNEL_ID.match(channel):
         return channel
-    name = channel.removeprefix("#").lower()
 
     async def page(cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
         data = await _call(
@@ -129,10 +141,10 @@ async def _channel_id(ctx: ToolContext, channel: str) -> str:
         return data.get("channels") or [], _next_cursor(data)
 
     async for found in every_page(page):
-        if found.get("name") == name:
+        if found.get("name") == channel:
             return str(found["id"])
     raise InvalidArguments(
-        {"channel": f"no open channel named #{name} that the Slack app can see; private ones need it invited"}
+        {"channel": f"no open channel named #{channel} that the Slack app can see; private ones need it invited"}
     )
 
 
