@@ -1,0 +1,185 @@
+"""The one summary of a call that a person approves, whichever channel shows it.
+
+The in-chat message, the inbox card, the approval page and the e-mail notice all
+show this text, so a person sees the same thing everywhere, and it must not lie:
+every recipient is named in full on a line of its own, the sending connection is
+named, a non-ASCII domain is shown as punycode with a warning, and every value is
+escaped so that no argument can write a line of its own. Only values that say
+nothing about who receives the call (a body, say) may be shortened, and then say
+how long they are.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from typing import Any
+from urllib.parse import urlsplit
+
+import idna
+
+from store.connections import ConnectionView
+from tools.canonical import values_at
+from tools.mail import canonical_domain
+from tools.registry import RegisteredTool
+
+HEADLINE_VALUE_LIMIT = 80
+DETAIL_VALUE_LIMIT = 200
+
+#: How a recipient line is labelled, by the egress argument it comes from.
+LABELS = {
+    "to": "To",
+    "cc": "Cc",
+    "bcc": "Bcc",
+    "reply_to": "Reply-To",
+    "attendees": "Attendees",
+    "channel": "Channel",
+    "url": "URL",
+}
+
+#: Setup or option fields that hold the address a connection sends as, best first.
+SENDER_FIELDS = ("from_address", "account_email", "account")
+
+_NAMED_ESCAPES = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def escape(text: str) -> str:
+    """Text that shows every character it holds on one line: breaks, controls and invisible ones as escapes.
+
+    A backslash is doubled, so an escape in the output can only come from the character it stands for.
+    """
+    return "".join(_escaped(char) for char in text)
+
+
+def _escaped(char: str) -> str:
+    if char in _NAMED_ESCAPES:
+        return _NAMED_ESCAPES[char]
+    category = unicodedata.category(char)
+    if category[0] == "C" or (category[0] == "Z" and char != " "):
+        code = ord(char)
+        return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
+    return char
+
+
+def render(tool: RegisteredTool, arguments: dict[str, Any], connection: ConnectionView | None) -> str:
+    """The call in plain text, lines separated by ``\\n``; the same arguments always give the same text."""
+    egress = {path.split(".")[0] for path in tool.egress}
+    lines = [_headline(tool, arguments, egress), *_through(tool, connection), f"Risk: {tool.risk.value}"]
+    recipients: list[tuple[str, str]] = []
+    for path in tool.egress:
+        label = LABELS.get(path.split(".")[0], path.split(".")[0].replace("_", " ").capitalize())
+        recipients.extend((label, value) for value in values_at(arguments, path) if isinstance(value, str))
+    lines.extend(f"{label}: {escape(_ascii_domain(value))}" for label, value in recipients)
+    warned = dict.fromkeys(w for _, value in recipients if (w := _domain_warning(value)) is not None)
+    lines.extend(warned)
+    properties = list(tool.spec.input_schema.get("properties", {}))
+    shown = [name for name in tool.spec.shown or properties if name in arguments and name not in egress]
+    if shown:
+        lines.append("Details:")
+        lines.extend(f"  {escape(name)}: {_shortened(arguments[name], DETAIL_VALUE_LIMIT)}" for name in shown)
+    hidden = [name for name in arguments if name not in egress and name not in shown]
+    if hidden:
+        lines.append(f"Also set (see the full arguments): {escape(', '.join(hidden))}")
+    return "\n".join(lines)
+
+
+def full_arguments(arguments: dict[str, Any]) -> str:
+    """Every argument as indented JSON in ASCII, so nothing invisible survives: the in-chat "see all" view."""
+    return json.dumps(arguments, ensure_ascii=True, indent=2).replace("\x7f", "\\u007f")
+
+
+def _headline(tool: RegisteredTool, arguments: dict[str, Any], egress: set[str]) -> str:
+    """The manifest's summary with its placeholders filled: recipients whole, other values shortened."""
+
+    def fill(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in arguments:
+            return "…"
+        value = arguments[name]
+        if name in egress:
+            items = value if isinstance(value, list) else [value]
+            return ", ".join(escape(_ascii_domain(item)) if isinstance(item, str) else _json(item) for item in items)
+        return _shortened(value, HEADLINE_VALUE_LIMIT)
+
+    return re.sub(r"{([^{}]+)}", fill, tool.spec.summary) if tool.spec.summary else escape(tool.spec.title)
+
+
+def _through(tool: RegisteredTool, connection: ConnectionView | None) -> list[str]:
+    """Which app and connection act, and the address they send as where the connection has one."""
+    app = escape(tool.manifest.name)
+    if connection is None:
+        return [f"Through: {app} (connection not known)"]
+    label = escape(connection.label or connection.id)
+    lines = [f"Through: {app}, connection “{label}” ({connection.scope.value})"]
+    settings = {**connection.options, **connection.setup}
+    sender = next((str(settings[name]) for name in SENDER_FIELDS if settings.get(name)), None)
+    if sender is not None:
+        name = settings.get("from_name")
+        lines.append(f"Sender: {escape(f'{name} <{sender}>' if name else sender)}")
+    return lines
+
+
+def _shortened(value: Any, limit: int) -> str:
+    """A value escaped, cut at ``limit`` characters with its full length stated."""
+    text = value if isinstance(value, str) else _json(value)
+    if len(text) <= limit:
+        return escape(text) if isinstance(value, str) else text
+    cut = escape(text[:limit]) if isinstance(value, str) else text[:limit]
+    return f"{cut} [… {len(text):,} characters in all]"
+
+
+def _json(value: Any) -> str:
+    """A structured value as compact JSON, with anything invisible escaped as JSON escapes it."""
+    text = json.dumps(value, ensure_ascii=False)
+    return "".join(char if _escaped(char) == char else _json_escape(char) for char in text)
+
+
+def _json_escape(char: str) -> str:
+    code = ord(char)
+    if code <= 0xFFFF:
+        return f"\\u{code:04x}"
+    code -= 0x10000
+    return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
+
+
+def _domain(value: str) -> str | None:
+    """The domain a recipient reaches: a mailbox's, or a URL's host."""
+    if "://" in value:
+        try:
+            return urlsplit(value).hostname
+        except ValueError:
+            return None
+    return value.rpartition("@")[2] if "@" in value else None
+
+
+def _ascii_domain(value: str) -> str:
+    """A mailbox with its domain as punycode, in case it reached here before canonicalisation."""
+    domain = _domain(value)
+    if "://" in value or domain is None or domain.isascii():
+        return value
+    try:
+        return f"{value.rpartition('@')[0]}@{canonical_domain(domain)}"
+    except ValueError:
+        return value
+
+
+def _domain_warning(value: str) -> str | None:
+    """A warning line for a domain that is not plain ASCII, naming the scripts its letters are written in."""
+    domain = _domain(value)
+    if domain is None:
+        return None
+    shown = escape(_ascii_domain(value))
+    if domain.isascii() and not any(label.startswith("xn--") for label in domain.lower().split(".")):
+        return None
+    try:
+        letters = idna.decode(domain)
+    except (idna.IDNAError, UnicodeError):
+        letters = domain
+    scripts = sorted({unicodedata.name(c, "UNKNOWN").split(" ")[0].title() for c in letters if c.isalpha()})
+    mixed = f"mixing {', '.join(scripts[:-1])} and {scripts[-1]} letters" if len(scripts) > 1 else ""
+    written = mixed or (f"written in {scripts[0]} letters" if scripts else "written in non-ASCII characters")
+    return (
+        f"Warning: the domain of {shown} is not plain ASCII ({written}); it is shown as punycode, "
+        "and may imitate a familiar domain"
+    )
