@@ -13,23 +13,45 @@ Semantics (DESIGN.md, Rules):
 - With no rule, the tool's risk decides: read → allow; write, send, delete → ask.
 - Shadow rules never change a decision; the decision reports what it would
   have been had they been enforced.
+- Personal connections answer to their owner: on a personal connection's call
+  a workspace allow rule is set aside (as if absent), while workspace ask,
+  deny and locks still bound the user layer.
+- A condition that cannot be decided safely (a string too long to test, a
+  value that is not strictly one mailbox where domain_in needs one) is
+  *undecidable*. It never lets an allow rule apply and always lets an ask or
+  deny rule apply, so whatever the assistant sends fails safe.
+
+The assistant is the adversary (SECURITY.md): every argument may be crafted,
+so no test here recurses or takes more than linear time in its input, and
+regular expressions run on RE2.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import functools
 import re
+import unicodedata
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, time
-from email.utils import getaddresses
 from enum import IntEnum, StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
+import idna
+import re2
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 MAX_PATTERN_LENGTH = 200
+# A string longer than this is not matched against a pattern: the condition is undecidable.
+MAX_TESTED_LENGTH = 10_000
+# RFC 5321's limits: a longer address or part cannot be delivered, so it is not one valid mailbox.
+MAX_ADDRESS_LENGTH = 254
+MAX_LOCAL_LENGTH = 64
+MAX_DOMAIN_LENGTH = 253
+RECIPIENTS = "@recipients"
+RECIPIENT_OPS = ("domain_in", "in", "not_in", "matches", "max_length", "exists")
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
@@ -49,9 +71,90 @@ SEVERITY = {Effect.ALLOW: Severity.ALLOW, Effect.ASK: Severity.ASK, Effect.DENY:
 DEFAULT_BY_RISK = {"read": Effect.ALLOW, "write": Effect.ASK, "send": Effect.ASK, "delete": Effect.ASK}
 
 Op = Literal[
-    "eq", "ne", "in", "not_in", "lt", "lte", "gt", "gte", "matches", "contains", "domain_in", "max_length", "exists"
-]
+    "eq", "ne", "in", "not_in", "lt", "lte", "gt", "gte", "matches", "contains", "domain_in", "max_length", "exists",
+    "keys_in",
+]  # fmt: skip
 NUMERIC_OPS = {"lt", "lte", "gt", "gte"}
+
+
+# Patterns and addresses. Both are checked at save and tested on the decision
+# path against the assistant's input, so both are linear and bounded.
+
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.never_capture = True  # only "does it match" matters: no groups to track
+_RE2_OPTIONS.log_errors = False  # a bad pattern is the saver's error, reported to them, not to stderr
+
+
+def _regex(pattern: str) -> Any:
+    """The pattern compiled by RE2, which matches in linear time (re2 caches compilations); raise ValueError."""
+    try:
+        return re2.compile(pattern, _RE2_OPTIONS)
+    except re2.error as exc:
+        detail = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+        raise ValueError(
+            f"value: invalid regular expression: {detail}"
+            " (patterns run in linear time, so backreferences and lookaround are not available)"
+        ) from None
+
+
+# Python's re is fine here: fixed patterns with no ambiguity, on input already cut to RFC lengths.
+_DOT_ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
+_LDH_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def _host_name(ascii_domain: str) -> bool:
+    """Whether a lowercase ASCII domain is LDH labels with a non-numeric top level (so no IP address)."""
+    labels = ascii_domain.split(".")
+    return (
+        len(labels) >= 2
+        and len(ascii_domain) <= MAX_DOMAIN_LENGTH
+        and not labels[-1].isdigit()
+        and all(_LDH_LABEL.fullmatch(label) for label in labels)
+    )
+
+
+def ascii_domain(domain: str) -> str | None:
+    """The domain's lowercase ASCII form (IDN labels as punycode), or None if it is not strictly a host name.
+
+    Rule values and recipients go through this same function, so the two are
+    compared in one form. IDNA 2008 refuses invisible and look-alike-prone
+    code points, and no Unicode case mapping is applied: a domain that needs
+    one is not accepted.
+    """
+    # Checked before the cache, so no long string is ever kept as a key.
+    return _ascii_domain(domain) if 0 < len(domain) <= MAX_DOMAIN_LENGTH else None
+
+
+@functools.lru_cache(maxsize=4096)
+def _ascii_domain(domain: str) -> str | None:
+    """``ascii_domain`` for a domain of a possible length; cached because a workspace mails few domains."""
+    lowered = domain.translate(_ASCII_LOWER)
+    if lowered.isascii() and "xn--" not in lowered:
+        return lowered if _host_name(lowered) else None
+    # Named rather than left to IDNA: control, format (zero-width), private and separator characters.
+    if any(unicodedata.category(char)[0] in "CZ" for char in lowered):
+        return None
+    try:
+        encoded = idna.encode(lowered).decode("ascii")
+    except (idna.IDNAError, UnicodeError):
+        return None
+    return encoded if _host_name(encoded) else None
+
+
+def mailbox_domain(address: Any) -> str | None:
+    """The ASCII domain of exactly one strictly valid mailbox ``local@domain``; None for anything else.
+
+    No display names, comments, quotes, angle brackets or whitespace: what is
+    tested must be exactly what the mail goes to, and parsing those forms is
+    where recursive parsers and ambiguity live.
+    """
+    if not isinstance(address, str) or len(address) > MAX_ADDRESS_LENGTH or address.count("@") != 1:
+        return None
+    local, domain = address.split("@")
+    if len(local) > MAX_LOCAL_LENGTH or not _DOT_ATOM.fullmatch(local):
+        return None
+    return ascii_domain(domain)
 
 
 class Strict(BaseModel):
@@ -59,9 +162,14 @@ class Strict(BaseModel):
 
 
 class Condition(Strict):
-    """A test on one argument, addressed by a dotted path (``to``, ``deal.amount``)."""
+    """A test on one argument, addressed by a dotted path (``to``, ``deal.amount``), or on all of a call's
+    recipients at once (``@recipients``: every egress argument the tool's manifest declares)."""
 
-    arg: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+    arg: str = Field(
+        min_length=1,
+        max_length=200,
+        pattern=r"^(@recipients|[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*)$",
+    )
     op: Op
     value: Any = None
 
@@ -77,16 +185,17 @@ class Condition(Strict):
                 raise ValueError("value: matches needs a regular expression")
             if len(value) > MAX_PATTERN_LENGTH:
                 raise ValueError(f"value: patterns are limited to {MAX_PATTERN_LENGTH} characters")
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"value: invalid regular expression: {exc}") from None
+            _regex(value)
         if op == "domain_in":
             if not isinstance(value, list) or not value:
                 raise ValueError("value: domain_in needs a non-empty list of domains")
             for domain in value:
-                if not isinstance(domain, str) or not re.fullmatch(r"[A-Za-z0-9.-]+\.[A-Za-z]{2,}", domain):
+                if not isinstance(domain, str) or ascii_domain(domain) is None:
                     raise ValueError(f"value: {domain!r} is not a domain")
+        if op == "keys_in" and (
+            not isinstance(value, list) or not value or not all(isinstance(key, str) for key in value)
+        ):
+            raise ValueError("value: keys_in needs a non-empty list of field names")
         if op == "max_length" and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
             raise ValueError("value: max_length needs a whole number of 0 or more")
         if op == "exists" and not isinstance(value, bool):
@@ -114,6 +223,10 @@ class RuleContext(Strict):
 
     roles: list[Literal["owner", "admin", "member"]] | None = Field(default=None, min_length=1)
     connection_scope: Literal["workspace", "personal"] | None = None
+    # "Remember this" binds a rule to the connection it was approved on, so it opens no other mailbox.
+    connection_ids: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = Field(
+        default=None, min_length=1, max_length=20
+    )
     weekdays: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] | None = Field(default=None, min_length=1)
     hours: HourWindow | None = None
 
@@ -171,6 +284,8 @@ class ToolInfo:
     app: str
     risk: str
     input_schema: Mapping[str, Any]
+    # Names of the arguments saying who or where a call sends to; the gateway gathers their values as recipients.
+    egress: tuple[str, ...] = ()
 
 
 Catalog = Mapping[str, ToolInfo]
@@ -216,6 +331,7 @@ _OP_TYPES: dict[str, set[str]] = {
     "domain_in": {"string", "array"},
     "max_length": {"string", "array"},
     "contains": {"string", "array"},
+    "keys_in": {"object"},
 }
 
 
@@ -252,6 +368,9 @@ def validate(rule: Rule, catalog: Catalog, *, now: datetime | None = None) -> li
         problems["risk"] = f"none of the tools {rule.tool!r} matches has risk {rule.risk!r}"
         raise RuleError(problems)
     for index, condition in enumerate(rule.conditions):
+        if condition.arg == RECIPIENTS:
+            problems.update(_recipients_problems(index, condition, tools, catalog))
+            continue
         for name in tools:
             schema = _schema_at(catalog[name].input_schema, condition.arg)
             if schema is None:
@@ -270,6 +389,19 @@ def validate(rule: Rule, catalog: Catalog, *, now: datetime | None = None) -> li
     if problems:
         raise RuleError(problems)
     return tools
+
+
+def _recipients_problems(index: int, condition: Condition, tools: list[str], catalog: Catalog) -> dict[str, str]:
+    """Why an ``@recipients`` condition could not apply: a tool that sends nowhere, or an op with no meaning on it."""
+    for name in tools:
+        if not catalog[name].egress:
+            return {f"conditions[{index}].arg": f"{name} declares no recipients, so {RECIPIENTS} cannot apply to it"}
+    if condition.op not in RECIPIENT_OPS:
+        return {
+            f"conditions[{index}].op": f"{condition.op} does not apply to {RECIPIENTS}; use one of "
+            + ", ".join(RECIPIENT_OPS)
+        }
+    return {}
 
 
 # Evaluation. Everything below runs on the decision path, so rules are
@@ -316,12 +448,56 @@ def _every(value: Any, test: Callable[[Any], bool]) -> bool:
     return test(value)
 
 
-def _addresses(value: Any) -> list[str] | None:
-    texts = value if isinstance(value, list) else [value]
-    if not all(isinstance(text, str) for text in texts):
-        return None
-    found = [address for _, address in getaddresses(texts) if address]
-    return found or None
+def _tri_every(value: Any, test: Callable[[Any], bool | None]) -> bool | None:
+    """Whether every item passes a test that may be undecidable (None); one undecidable item makes all of it so.
+
+    An empty list passes nothing, as in ``_every``: no recipients is not "only our domain".
+    """
+    items = value if isinstance(value, list) else (value,)
+    if not items:
+        return False
+    verdict = True
+    for item in items:
+        passed = test(item)
+        if passed is None:
+            return None
+        verdict = verdict and passed
+    return verdict
+
+
+def _matches(pattern: str) -> Callable[[Any], bool | None]:
+    regex = _regex(pattern)
+
+    def matches(text: Any) -> bool | None:
+        if not isinstance(text, str):
+            return False
+        if len(text) > MAX_TESTED_LENGTH:
+            return None
+        try:
+            return regex.fullmatch(text) is not None
+        except UnicodeEncodeError:  # a lone surrogate has no UTF-8 form for RE2 to read
+            return None
+
+    return lambda v: _tri_every(v, matches)
+
+
+def _domain_in(domains: Iterable[str]) -> Callable[[Any], bool | None]:
+    allowed = frozenset(ascii_domain(domain) for domain in domains)
+
+    def in_domains(address: Any) -> bool | None:
+        domain = mailbox_domain(address)
+        return None if domain is None else domain in allowed
+
+    return lambda v: _tri_every(v, in_domains)
+
+
+def _undecidable_test(condition: Condition) -> Callable[[Any], bool | None] | None:
+    """The test for an op whose answer may be undecidable (None), or None for an op that always decides."""
+    if condition.op == "matches":
+        return _matches(condition.value)
+    if condition.op == "domain_in":
+        return _domain_in(condition.value)
+    return None
 
 
 def _test(condition: Condition) -> Callable[[Any], bool]:
@@ -348,44 +524,56 @@ def _test(condition: Condition) -> Callable[[Any], bool]:
             "gte": lambda a: a >= expected,
         }[op]
         return lambda v: _is_number(v) and compare(v)
-    if op == "matches":
-        pattern = re.compile(expected)
-        return lambda v: _every(v, lambda x: isinstance(x, str) and pattern.fullmatch(x) is not None)
     if op == "contains":
         return lambda v: (
             (isinstance(v, str) and isinstance(expected, str) and expected in v)
             or (isinstance(v, list) and any(_same(x, expected) for x in v))
         )
-    if op == "domain_in":
-        domains = {d.lower() for d in expected}
-
-        def domain_in(v: Any) -> bool:
-            addresses = _addresses(v)
-            return addresses is not None and all("@" in a and a.rsplit("@", 1)[1].lower() in domains for a in addresses)
-
-        return domain_in
     if op == "max_length":
         return lambda v: isinstance(v, str | list) and len(v) <= expected
+    if op == "keys_in":
+        keys = frozenset(expected)
+        return lambda v: _every(v, lambda x: isinstance(x, dict) and keys.issuperset(x))
     raise AssertionError(op)
 
 
-def _compile_condition(condition: Condition) -> Callable[[dict[str, Any]], bool]:
-    if "." in condition.arg:
-        get = _getter(condition.arg)
-    else:
-        # Most conditions name a top-level argument: one dict lookup, no path walk.
-        name = condition.arg
+def _value_getter(arg: str) -> Callable[[CallFacts], Any]:
+    if arg == RECIPIENTS:
+        return lambda call: list(call.recipients)
+    if "." in arg:
+        get = _getter(arg)
+        return lambda call: get(call.arguments)
+    # Most conditions name a top-level argument: one dict lookup, no path walk.
+    return lambda call: call.arguments.get(arg, _MISSING)
 
-        def get(arguments: Any) -> Any:
-            return arguments.get(name, _MISSING)
 
+def _compile_condition(condition: Condition, effect: Effect) -> Callable[[CallFacts], bool]:
+    """The condition as a test of a call. Knowing the rule's effect, an undecidable answer is settled here
+    once: it fails an allow rule and holds for an ask or deny rule."""
     if condition.op == "exists":
         wanted = condition.value
-        return lambda arguments: (get(arguments) is not _MISSING) is wanted
+        if condition.arg == RECIPIENTS:
+            # Recipients are always "there"; existing means there is at least one.
+            return lambda call: bool(call.recipients) is wanted
+        get_argument = _value_getter(condition.arg)
+        return lambda call: (get_argument(call) is not _MISSING) is wanted
+    get = _value_getter(condition.arg)
+    undecidable = _undecidable_test(condition)
+    if undecidable is not None:
+        fail_safe = effect is not Effect.ALLOW
+
+        def check_or_fail_safe(call: CallFacts) -> bool:
+            value = get(call)
+            if value is _MISSING:
+                return False
+            verdict = undecidable(value)
+            return fail_safe if verdict is None else verdict
+
+        return check_or_fail_safe
     test = _test(condition)
 
-    def check(arguments: dict[str, Any]) -> bool:
-        value = get(arguments)
+    def check(call: CallFacts) -> bool:
+        value = get(call)
         return value is not _MISSING and test(value)
 
     return check
@@ -405,6 +593,9 @@ class CallFacts:
     arguments: dict[str, Any]
     now: datetime
     timezone: str = "UTC"
+    # The canonical values of the tool's egress arguments (every to, cc, bcc, attendee, channel, URL), in one list.
+    recipients: tuple[str, ...] = ()
+    connection_id: str | None = None
 
 
 def _context_check(context: RuleContext) -> Callable[[CallFacts], bool] | None:
@@ -415,6 +606,9 @@ def _context_check(context: RuleContext) -> Callable[[CallFacts], bool] | None:
     if context.connection_scope is not None:
         scope = context.connection_scope
         checks.append(lambda call: call.connection_scope == scope)
+    if context.connection_ids is not None:
+        connections = frozenset(context.connection_ids)
+        checks.append(lambda call: call.connection_id in connections)
     if context.weekdays is not None:
         days = frozenset(WEEKDAYS.index(day) for day in context.weekdays)
         checks.append(lambda call: call.now.astimezone(ZoneInfo(call.timezone)).weekday() in days)
@@ -453,7 +647,7 @@ class CompiledRule:
     locks: bool
     risk: str | None
     expires: float | None
-    conditions: tuple[Callable[[dict[str, Any]], bool], ...]
+    conditions: tuple[Callable[[CallFacts], bool], ...]
     context: Callable[[CallFacts], bool] | None
     reason: str
     cap: CapCharge | None
@@ -470,7 +664,7 @@ def compile_rule(rule: Rule) -> CompiledRule:
         locks=rule.scope == "workspace" and rule.locked,
         risk=rule.risk,
         expires=rule.expires_at.timestamp() if rule.expires_at else None,
-        conditions=tuple(_compile_condition(c) for c in rule.conditions),
+        conditions=tuple(_compile_condition(c, rule.effect) for c in rule.conditions),
         context=_context_check(rule.context),
         reason=_reason(ref),
         cap=CapCharge(rule.id, rule.cap.max, rule.cap.per_seconds) if rule.cap else None,
@@ -527,12 +721,29 @@ def _reason(ref: RuleRef) -> str:
     return f"{label} ({ref.effect.value})"
 
 
-def _applies(rule: CompiledRule, call: CallFacts, arguments: dict[str, Any]) -> bool:
+def _set_aside_reasons(rules: list[CompiledRule]) -> tuple[str, ...]:
+    return tuple(
+        f"{rule.reason} set aside: only the owner's own rules auto-approve calls on a personal connection"
+        for rule in rules
+    )
+
+
+def _sets_aside(admin: int, user: int, final: int) -> bool:
+    """Whether a workspace allow rule, had it applied, would have changed the decision.
+
+    Only then is it worth finding and naming the allow rules a personal
+    connection set aside: an admin allow changes nothing once an admin ask or
+    deny applies, and can only lower the result to the user layer's (or allow).
+    """
+    return admin == NONE and final > max(user, 0)
+
+
+def _applies(rule: CompiledRule, call: CallFacts) -> bool:
     if rule.risk is not None and rule.risk != call.risk:
         return False
     if rule.context is not None and not rule.context(call):
         return False
-    return all(check(arguments) for check in rule.conditions)
+    return all(check(call) for check in rule.conditions)
 
 
 def decide_among(candidates: Iterable[CompiledRule], call: CallFacts) -> Decision:
@@ -543,11 +754,12 @@ def decide_among(candidates: Iterable[CompiledRule], call: CallFacts) -> Decisio
     """
     at = call.now.timestamp()
     risk = call.risk
-    arguments = call.arguments
+    personal = call.connection_scope == "personal"
     default = DEFAULT_SEVERITY.get(risk, 1)
     admin = user = shadow_admin = shadow_user = NONE
     locked = shadow_locked = False
     matched: list[CompiledRule] = []
+    passed_over: list[CompiledRule] = []
     for rule in candidates:
         expires = rule.expires
         if expires is not None and at >= expires:
@@ -557,7 +769,12 @@ def decide_among(candidates: Iterable[CompiledRule], call: CallFacts) -> Decisio
             shadow_locked = True
             if not rule.shadow:
                 locked = True
-        if not _applies(rule, call, arguments):
+        if personal and rule.admin and rule.severity == 0:
+            # Personal connections answer to their owner: a workspace allow is as if absent (its lock stays).
+            if not rule.shadow:
+                passed_over.append(rule)
+            continue
+        if not _applies(rule, call):
             continue
         matched.append(rule)
         severity = rule.severity
@@ -572,8 +789,9 @@ def decide_among(candidates: Iterable[CompiledRule], call: CallFacts) -> Decisio
             if not rule.shadow and severity > user:
                 user = severity
     final = _combine(admin, user, locked, default)
+    set_aside = [r for r in passed_over if _applies(r, call)] if passed_over and _sets_aside(admin, user, final) else []
     if not matched:
-        return Decision(EFFECTS[final], (NO_MATCH_REASON.get(risk, "no rule matched"),))
+        return _no_match(final, risk, set_aside)
     if admin == final:
         deciding = [r for r in matched if r.admin and not r.shadow and r.severity == final]
     elif user == final:
@@ -582,7 +800,12 @@ def decide_among(candidates: Iterable[CompiledRule], call: CallFacts) -> Decisio
         deciding = []
     shadow_final = _combine(shadow_admin, shadow_user, shadow_locked, default)
     enforced_admin = [r for r in matched if r.admin and not r.shadow]
-    return _decision(final, risk, deciding, matched, shadow_final, enforced_admin)
+    return _decision(final, risk, deciding, matched, shadow_final, enforced_admin, set_aside)
+
+
+def _no_match(final: int, risk: str, set_aside: list[CompiledRule]) -> Decision:
+    reasons = (NO_MATCH_REASON.get(risk, "no rule matched"),)
+    return Decision(EFFECTS[final], reasons + _set_aside_reasons(set_aside) if set_aside else reasons)
 
 
 def _decision(
@@ -592,6 +815,7 @@ def _decision(
     matched: list[CompiledRule],
     shadow_final: int,
     enforced_admin: list[CompiledRule],
+    set_aside: list[CompiledRule],
 ) -> Decision:
     """The decision once its severity and rules are known (``matched`` is non-empty)."""
     shadow_effect = None
@@ -600,9 +824,10 @@ def _decision(
         shadow_effect = EFFECTS[shadow_final]
         shadow_rules = tuple(r.ref for r in matched if r.shadow and r.severity == shadow_final)
     asks = final == 1
+    reasons = tuple(r.reason for r in deciding) if deciding else (DEFAULT_REASON.get(risk, "default"),)
     return Decision(
         effect=EFFECTS[final],
-        reasons=tuple(r.reason for r in deciding) if deciding else (DEFAULT_REASON.get(risk, "default"),),
+        reasons=reasons + _set_aside_reasons(set_aside) if set_aside else reasons,
         rules=tuple(r.ref for r in deciding),
         matched=tuple(r.ref for r in matched),
         shadow_effect=shadow_effect,
@@ -623,11 +848,15 @@ class _Filed:
         default_factory=lambda: ([], [], [])
     )
     shadow: list[CompiledRule] = field(default_factory=list)
+    # The shadow rules a personal connection's call still heeds (an admin shadow allow is set aside there).
+    shadow_strict: list[CompiledRule] = field(default_factory=list)
     locks: list[CompiledRule] = field(default_factory=list)
 
     def add(self, rule: CompiledRule) -> None:
         self.every.append(rule)
         (self.shadow if rule.shadow else self.by_severity[rule.severity]).append(rule)
+        if rule.shadow and rule.severity > 0:
+            self.shadow_strict.append(rule)
         if rule.locks:
             self.locks.append(rule)
 
@@ -637,14 +866,16 @@ FEW = 6
 
 
 def _hits(rules: list[CompiledRule], call: CallFacts, at: float) -> list[CompiledRule]:
-    arguments = call.arguments
-    return [r for r in rules if (r.expires is None or at < r.expires) and _applies(r, call, arguments)]
+    return [r for r in rules if (r.expires is None or at < r.expires) and _applies(r, call)]
 
 
-def _strongest(filed: _Filed, call: CallFacts, at: float, above: int) -> tuple[int, list[CompiledRule]]:
-    """The highest severity above ``above`` at which an enforced rule applies, with the rules applying there."""
+def _strongest(
+    filed: _Filed, call: CallFacts, at: float, above: int, lowest: int = 0
+) -> tuple[int, list[CompiledRule]]:
+    """The highest severity above ``above`` (and at least ``lowest``) at which an enforced rule applies,
+    with the rules applying there."""
     for severity in (2, 1, 0):
-        if severity <= above:
+        if severity <= above or severity < lowest:
             break
         group = filed.by_severity[severity]
         if group:
@@ -705,16 +936,23 @@ class RuleIndex:
             # A handful of rules is quicker to scan in one pass than to visit group by group.
             return decide_among(admin_rules.every + user_rules.every, call)
         default = DEFAULT_SEVERITY.get(risk, 1)
-        admin, admin_hits = _strongest(admin_rules, call, at, NONE)
+        personal = call.connection_scope == "personal"
+        # On a personal connection the admin layer can only ask or deny (see decide_among).
+        admin, admin_hits = _strongest(admin_rules, call, at, NONE, 1 if personal else 0)
         # A user rule matters only where it is stricter than the admin layer (or, with no admin rule, at all).
         user, user_hits = _strongest(user_rules, call, at, admin)
         locked = admin == NONE and user != NONE and _locked(admin_rules, call, at, shadow=False)
         final = _combine(admin, user, locked, default)
         deciding = admin_hits if admin == final else user_hits if user == final else []
+        set_aside: list[CompiledRule] = []
+        if personal and admin_rules.by_severity[0] and _sets_aside(admin, user, final):
+            set_aside = _hits(admin_rules.by_severity[0], call, at)
+        admin_shadow = admin_rules.shadow_strict if personal else admin_rules.shadow
         shadow_final = final
         shadow_hits: list[CompiledRule] = []
+        # Any shadow rule, even one set aside, may be a lock that bears on the shadow result.
         if final != 2 and (admin_rules.shadow or user_rules.shadow):
-            shadow_hits = _hits(admin_rules.shadow, call, at) + _hits(user_rules.shadow, call, at)
+            shadow_hits = _hits(admin_shadow, call, at) + _hits(user_rules.shadow, call, at)
             # Even with no shadow rule applying, a shadow lock still sets user rules aside in the shadow result.
             shadow_admin = max([admin, *(r.severity for r in shadow_hits if r.admin)])
             shadow_user = max([user, *(r.severity for r in shadow_hits if not r.admin)])
@@ -722,9 +960,9 @@ class RuleIndex:
             shadow_final = _combine(shadow_admin, shadow_user, shadow_locked, default)
         matched = admin_hits + user_hits + shadow_hits
         if not matched:
-            return Decision(EFFECTS[final], (NO_MATCH_REASON.get(risk, "no rule matched"),))
+            return _no_match(final, risk, set_aside)
         # When the admin layer asks, its ask rules (the only ones with approver flags) are admin_hits.
-        return _decision(final, risk, deciding, matched, shadow_final, admin_hits if admin == 1 else [])
+        return _decision(final, risk, deciding, matched, shadow_final, admin_hits if admin == 1 else [], set_aside)
 
 
 class LinearRules:

@@ -1,7 +1,11 @@
-"""The rule engine, as pure functions: operators, precedence, admin bounds, caps, expiry, shadow mode, validation."""
+"""The rule engine, as pure functions: operators, precedence, admin bounds, caps, expiry, shadow mode, validation.
+
+The adversary's side of it (crafted addresses, stalling patterns, bcc) is in test_rules_adversarial.py.
+"""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from unittest.mock import patch
 
@@ -33,11 +37,13 @@ CATALOG = {
             "properties": {
                 "to": {"type": "array", "items": {"type": "string"}},
                 "cc": {"type": "array", "items": {"type": "string"}},
+                "bcc": {"type": "array", "items": {"type": "string"}},
                 "subject": {"type": "string"},
                 "body": {"type": "string"},
                 "priority": {"type": "integer"},
             },
         },
+        egress=("to", "cc", "bcc"),
     ),
     "gmail_search_messages": ToolInfo("gmail", "read", {"type": "object", "properties": {"query": {"type": "string"}}}),
     "hubspot_update_deal_stage": ToolInfo(
@@ -68,7 +74,10 @@ def rule(**fields) -> Rule:
 
 
 def call(tool: str, arguments: dict | None = None, **facts) -> CallFacts:
+    """The facts of a call, with its recipients gathered from the tool's egress arguments as the gateway does."""
     info = CATALOG[tool]
+    arguments = arguments or {}
+    recipients = tuple(value for name in info.egress for value in arguments.get(name, ()))
     return CallFacts(
         workspace_id="ws",
         user_id=facts.pop("user_id", "alice"),
@@ -77,9 +86,11 @@ def call(tool: str, arguments: dict | None = None, **facts) -> CallFacts:
         tool=tool,
         risk=info.risk,
         connection_scope=facts.pop("connection_scope", "workspace"),
-        arguments=arguments or {},
+        arguments=arguments,
         now=facts.pop("now", NOW),
         timezone=facts.pop("timezone", "UTC"),
+        recipients=facts.pop("recipients", recipients),
+        connection_id=facts.pop("connection_id", None),
     )
 
 
@@ -141,21 +152,56 @@ SEND = "gmail_send_email"
         ({"arg": "to", "op": "contains", "value": "ceo@a.test"}, {"to": ["x@a.test", "ceo@a.test"]}, True),
         ({"arg": "to", "op": "domain_in", "value": ["acme.test"]}, {"to": ["a@acme.test", "B@ACME.TEST"]}, True),
         ({"arg": "to", "op": "domain_in", "value": ["acme.test"]}, {"to": ["a@acme.test", "b@client.com"]}, False),
-        ({"arg": "to", "op": "domain_in", "value": ["acme.test"]}, {"to": ["Ann <ann@acme.test>"]}, True),
+        # An address is exactly one mailbox: a display name is not decided on (it was, before issue 18).
+        ({"arg": "to", "op": "domain_in", "value": ["acme.test"]}, {"to": ["Ann <ann@acme.test>"]}, False),
         ({"arg": "to", "op": "domain_in", "value": ["acme.test"]}, {"to": ["a@acme.test.evil.com"]}, False),
         ({"arg": "to", "op": "domain_in", "value": ["acme.test"]}, {"to": []}, False),
-        ({"arg": "subject", "op": "domain_in", "value": ["acme.test"]}, {"subject": "a@acme.test, b@acme.test"}, True),
+        # Nor is a list of addresses in one string (it was, before issue 18).
+        ({"arg": "subject", "op": "domain_in", "value": ["acme.test"]}, {"subject": "a@acme.test, b@acme.test"}, False),
+        ({"arg": "subject", "op": "domain_in", "value": ["acme.test"]}, {"subject": "a@acme.test"}, True),
+        ({"arg": "to", "op": "domain_in", "value": ["bücher.example"]}, {"to": ["a@xn--bcher-kva.example"]}, True),
+        ({"arg": "to", "op": "domain_in", "value": ["xn--bcher-kva.example"]}, {"to": ["a@bücher.example"]}, True),
+        ({"arg": "to", "op": "domain_in", "value": ["acme.test"]}, {"to": ["a@acme.test."]}, False),
         ({"arg": "body", "op": "max_length", "value": 5}, {"body": "12345"}, True),
         ({"arg": "body", "op": "max_length", "value": 5}, {"body": "123456"}, False),
         ({"arg": "to", "op": "max_length", "value": 1}, {"to": ["a@b.test", "c@d.test"]}, False),
         ({"arg": "cc", "op": "exists", "value": True}, {"cc": []}, True),
         ({"arg": "cc", "op": "exists", "value": False}, {}, True),
         ({"arg": "cc", "op": "exists", "value": False}, {"cc": ["a@b.test"]}, False),
+        ({"arg": "@recipients", "op": "domain_in", "value": ["acme.test"]}, {"to": ["a@acme.test"]}, True),
+        ({"arg": "@recipients", "op": "domain_in", "value": ["acme.test"]}, {"cc": ["b@client.com"]}, False),
+        ({"arg": "@recipients", "op": "domain_in", "value": ["acme.test"]}, {"subject": "nobody"}, False),
+        ({"arg": "@recipients", "op": "in", "value": ["a@acme.test"]}, {"to": ["a@acme.test"]}, True),
+        ({"arg": "@recipients", "op": "not_in", "value": ["ceo@acme.test"]}, {"bcc": ["ceo@acme.test"]}, False),
+        ({"arg": "@recipients", "op": "matches", "value": r"[a-z]+@acme\.test"}, {"to": ["a@acme.test"]}, True),
+        ({"arg": "@recipients", "op": "max_length", "value": 2}, {"to": ["a@a.test"], "cc": ["b@b.test"]}, True),
+        ({"arg": "@recipients", "op": "max_length", "value": 1}, {"to": ["a@a.test"], "cc": ["b@b.test"]}, False),
+        ({"arg": "@recipients", "op": "exists", "value": True}, {"to": [], "cc": []}, False),
+        ({"arg": "@recipients", "op": "exists", "value": False}, {"to": []}, True),
     ],
 )
 def test_each_operator(condition, arguments, matches):
     decision = decide([rule(effect="allow", app="gmail", tool=SEND, conditions=[condition])], call(SEND, arguments))
     assert decision.effect is (Effect.ALLOW if matches else Effect.ASK)
+
+
+def test_keys_in_holds_when_an_object_touches_only_the_listed_fields():
+    r = rule(
+        effect="allow",
+        app="hubspot",
+        tool="hubspot_update_deal_stage",
+        conditions=[{"arg": "deal", "op": "keys_in", "value": ["amount", "close_date"]}],
+    )
+    assert decide([r], call("hubspot_update_deal_stage", {"deal": {"amount": 5}})).effect is Effect.ALLOW
+    assert decide([r], call("hubspot_update_deal_stage", {"deal": {"amount": 5, "owner": "x"}})).effect is Effect.ASK
+    assert decide([r], call("hubspot_update_deal_stage", {"deal": ["amount"]})).effect is Effect.ASK
+
+
+def test_a_rule_bound_to_connections_applies_only_to_calls_on_them():
+    remembered = rule(scope="user", effect="allow", tool=SEND, context={"connection_ids": ["conn-1", "conn-2"]})
+    assert decide([remembered], call(SEND, connection_id="conn-2")).effect is Effect.ALLOW
+    assert decide([remembered], call(SEND, connection_id="conn-3")).effect is Effect.ASK
+    assert decide([remembered], call(SEND)).effect is Effect.ASK
 
 
 def test_conditions_reach_into_nested_arguments():
@@ -238,6 +284,28 @@ def test_a_locked_admin_rule_stops_users_widening_even_when_its_conditions_miss(
     assert decide([user_allow], call(SEND, {"to": ["a@acme.test"]})).effect is Effect.ALLOW
     assert decide([locked, user_allow], call(SEND, {"to": ["a@acme.test"]})).effect is Effect.ASK
     assert decide([locked, user_allow], call(SEND, {"to": ["ceo@acme.test"]})).effect is Effect.DENY
+
+
+PERSONAL_SET_ASIDE = "(allow) set aside: only the owner's own rules auto-approve calls on a personal connection"
+
+
+def test_on_a_personal_connection_a_workspace_allow_is_set_aside_and_the_reasons_say_so():
+    team_may_send = rule(id="team", effect="allow", tool=SEND, description="team may send")
+    assert decide([team_may_send], call(SEND)).effect is Effect.ALLOW
+    decision = decide([team_may_send], call(SEND, connection_scope="personal"))
+    assert decision.effect is Effect.ASK and decision.rules == () and decision.matched == ()
+    assert decision.reasons == ("no rule matched; default for send tools: ask", f"team may send {PERSONAL_SET_ASIDE}")
+
+
+def test_on_a_personal_connection_the_owners_allow_decides_within_workspace_asks_denies_and_locks():
+    mine = rule(id="mine", scope="user", effect="allow", tool=SEND)
+    personal = call(SEND, {"to": ["a@acme.test"]}, connection_scope="personal")
+    assert decide([mine, rule(effect="allow", tool=SEND)], personal).rule_ids == ("mine",)
+    assert decide([mine, rule(id="ask", effect="ask", tool=SEND)], personal).rule_ids == ("ask",)
+    assert decide([mine, rule(effect="deny", tool=SEND)], personal).effect is Effect.DENY
+    # A locked workspace allow no longer allows here, but its lock still stops the owner widening the default.
+    locked_allow = rule(effect="allow", tool=SEND, locked=True)
+    assert decide([mine, locked_allow], personal).effect is Effect.ASK
 
 
 def test_other_users_rules_do_not_apply():
@@ -335,6 +403,21 @@ def test_risk_narrows_what_a_rule_selects():
             "conditions[0].op",
             "lt does not apply to 'subject', which is string in gmail_send_email",
         ),
+        (
+            {"tool": SEND, "conditions": [{"arg": "subject", "op": "keys_in", "value": ["a"]}]},
+            "conditions[0].op",
+            "keys_in does not apply to 'subject', which is string in gmail_send_email",
+        ),
+        (
+            {"app": "gmail", "tool": "gmail_*", "conditions": [{"arg": "@recipients", "op": "exists", "value": True}]},
+            "conditions[0].arg",
+            "gmail_search_messages declares no recipients",
+        ),
+        (
+            {"tool": SEND, "conditions": [{"arg": "@recipients", "op": "contains", "value": "a@acme.test"}]},
+            "conditions[0].op",
+            "contains does not apply to @recipients; use one of domain_in, in, not_in, matches, max_length, exists",
+        ),
     ],
 )
 def test_rules_that_could_never_apply_are_refused_naming_the_field(fields, field, message):
@@ -351,6 +434,15 @@ def test_rules_that_could_never_apply_are_refused_naming_the_field(fields, field
         ({"conditions": [{"arg": "subject", "op": "matches", "value": "(unclosed"}]}, "invalid regular expression"),
         ({"conditions": [{"arg": "subject", "op": "matches", "value": "a" * 201}]}, "limited to 200 characters"),
         ({"conditions": [{"arg": "to", "op": "domain_in", "value": ["not a domain"]}]}, "is not a domain"),
+        ({"conditions": [{"arg": "to", "op": "domain_in", "value": ["acme.test."]}]}, "is not a domain"),
+        ({"conditions": [{"arg": "to", "op": "domain_in", "value": ["a\u200bcme.test"]}]}, "is not a domain"),
+        ({"conditions": [{"arg": "to", "op": "domain_in", "value": ["10.0.0.1"]}]}, "is not a domain"),
+        ({"conditions": [{"arg": "subject", "op": "matches", "value": "(?=x)x"}]}, "lookaround are not available"),
+        ({"conditions": [{"arg": "subject", "op": "matches", "value": r"(a)\1"}]}, "invalid regular expression"),
+        ({"conditions": [{"arg": "deal", "op": "keys_in", "value": []}]}, "keys_in needs a non-empty list"),
+        ({"conditions": [{"arg": "@everyone", "op": "exists", "value": True}]}, "String should match pattern"),
+        ({"context": {"connection_ids": []}}, "at least 1 item"),
+        ({"context": {"connection_ids": [f"c{i}" for i in range(21)]}}, "at most 20 items"),
         ({"conditions": [{"arg": "priority", "op": "gt", "value": "3"}]}, "gt needs a number"),
         ({"conditions": [{"arg": "to", "op": "between", "value": 1}]}, "Input should be"),
         ({"effect": "ask", "cap": {"max": 3, "per_seconds": 60}}, "only an allow rule can carry a cap"),
@@ -402,7 +494,13 @@ CONDITIONS = st.sampled_from(
         {"arg": "priority", "op": "lt", "value": 3},
         {"arg": "cc", "op": "exists", "value": True},
         {"arg": "body", "op": "max_length", "value": 10},
+        {"arg": "@recipients", "op": "domain_in", "value": ["acme.test"]},
+        {"arg": "@recipients", "op": "max_length", "value": 1},
+        {"arg": "subject", "op": "matches", "value": "[A-Z].*"},
     ]
+)
+CONTEXTS = st.sampled_from(
+    [{}, {}, {"connection_scope": "personal"}, {"connection_ids": ["c1"]}, {"connection_ids": ["c1", "c2"]}]
 )
 
 
@@ -420,6 +518,7 @@ def rules_strategy(draw):
         "mode": draw(st.sampled_from(["enforce", "enforce", "shadow"])),
         "user_id": draw(st.sampled_from(["alice", "bob"])) if scope == "user" else None,
         "expires_at": draw(st.sampled_from([None, None, NOW - timedelta(seconds=1), NOW + timedelta(hours=1)])),
+        "context": draw(CONTEXTS),
     }
     if scope == "workspace":
         fields["locked"] = draw(st.booleans())
@@ -432,18 +531,23 @@ def rules_strategy(draw):
 
 
 CALLS = st.builds(
-    lambda tool, subject, to, priority, user, role: call(
+    lambda tool, subject, to, bcc, priority, user, role, scope, connection: call(
         tool,
-        {"subject": subject, "to": to, "priority": priority} if tool == SEND else {},
+        {"subject": subject, "to": to, "bcc": bcc, "priority": priority} if tool == SEND else {},
         user_id=user,
         role=role,
+        connection_scope=scope,
+        connection_id=connection,
     ),
     st.sampled_from(TOOLS),
-    st.sampled_from(["Hi", "Q3 report", "hello"]),
-    st.sampled_from([["a@acme.test"], ["a@acme.test", "b@client.com"], []]),
+    st.sampled_from(["Hi", "Q3 report", "hello", "Q" * 10_001]),
+    st.sampled_from([["a@acme.test"], ["a@acme.test", "b@client.com"], [], ["mallory@evil.example@acme.test"]]),
+    st.sampled_from([[], ["b@acme.test"], ["drop@evil.example"], ["#exec"]]),
     st.integers(0, 5),
     st.sampled_from(["alice", "bob"]),
     st.sampled_from(["member", "admin"]),
+    st.sampled_from(["workspace", "personal"]),
+    st.sampled_from([None, "c1", "c2"]),
 )
 
 
@@ -464,8 +568,23 @@ def test_adding_an_allow_rule_never_turns_a_deny_into_an_allow(rules, facts, dat
     assert not (before.effect is Effect.DENY and after.effect is not Effect.DENY)
 
 
-def test_a_shadow_lock_sets_user_rules_aside_in_the_shadow_result_even_when_its_conditions_miss():
-    """Found by the property below in CI: the grouped path skipped shadow locks when no shadow rule applied."""
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(rules=st.lists(rules_strategy(), max_size=12), facts=CALLS)
+def test_workspace_allow_rules_never_change_a_personal_connections_decision(rules, facts):
+    personal = replace(facts, connection_scope="personal")
+    # A locked allow is kept: its lock still binds (only its allowing is set aside).
+    without = [r for r in rules if not (r.scope == "workspace" and r.effect is Effect.ALLOW and not r.locked)]
+    kept = RuleIndex.build(rules, CATALOG).decide(personal)
+    assert kept.effect is RuleIndex.build(without, CATALOG).decide(personal).effect
+    assert not any(ref.scope == "workspace" and ref.effect is Effect.ALLOW for ref in kept.matched)
+
+
+@pytest.mark.parametrize("scope", ["workspace", "personal"])
+def test_a_shadow_lock_sets_user_rules_aside_in_the_shadow_result_even_when_its_conditions_miss(scope):
+    """Found by the property below in CI: the grouped path skipped shadow locks when no shadow rule applied.
+
+    On a personal connection the shadow allow itself is set aside, but its lock is not.
+    """
     rules = [
         Rule(id="mine", effect="allow", scope="user", user_id="alice", tool=SEND),
         Rule(
@@ -473,7 +592,7 @@ def test_a_shadow_lock_sets_user_rules_aside_in_the_shadow_result_even_when_its_
             conditions=[{"arg": "subject", "op": "eq", "value": "never"}],
         ),
     ]  # fmt: skip
-    facts = call(SEND, {"subject": "Hi", "to": ["a@acme.test"], "priority": 0})
+    facts = call(SEND, {"subject": "Hi", "to": ["a@acme.test"], "priority": 0}, connection_scope=scope)
     with patch.object(rules_module, "FEW", -1):
         grouped = RuleIndex.build(rules, CATALOG).decide(facts)
     linear = LinearRules(rules, CATALOG).decide(facts)
