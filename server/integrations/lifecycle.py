@@ -7,14 +7,17 @@ user alone. Nothing here touches data at the provider.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+import re
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.integrations.setup import SetupProblems, check_options, split_setup
+from server.integrations.setup import SetupProblems, check_hosts, check_options, split_setup
+from server.webhooks.urls import HostPolicy
 from store.connections import ConnectionView, add_connection, credentials_context, open_credentials
 from store.crypto import SecretBox
 from store.db import Database
@@ -27,6 +30,8 @@ from tools.errors import ToolError
 from tools.manifest import Manifest
 from tools.registry import Registry
 from tools.tokens import TokenKeeper
+
+log = logging.getLogger(__name__)
 
 
 class IntegrationError(Exception):
@@ -99,6 +104,9 @@ class Integrations:
     registry: Registry
     keeper: TokenKeeper
     http: httpx.AsyncClient
+    #: Where hosts typed into setup fields may point: public addresses only, unless the deployment allows
+    #: private ones (``server.webhooks.urls.host_policy(settings)``, the webhook address policy).
+    hosts: HostPolicy = field(default_factory=HostPolicy)
 
     def manifest(self, app: str) -> Manifest:
         manifest = self.registry.manifests.get(app)
@@ -159,7 +167,7 @@ class Integrations:
 
     def context(self, actor: Principal, row: Connection) -> ToolContext:
         view = ConnectionView.of(row)
-        return ToolContext(
+        context = ToolContext(
             principal=actor,
             connection=view,
             sessions=self.db.sessions,
@@ -168,6 +176,17 @@ class Integrations:
             manifest=self.registry.manifests[row.app],
             keeper=self.keeper,
         )
+        # The address policy for hosts in setup fields, which the adapter checks again as it connects
+        # (tools.adapters.email.HostCheck). ToolContext has no field for it yet, hence the attribute.
+        setattr(context, "hosts", self.hosts)  # noqa: B010
+        return context
+
+    async def check_hosts(self, manifest: Manifest, method: str, plain: dict[str, Any]) -> None:
+        """Refuse setup fields naming internal hosts (422 naming the field); a name that does not resolve yet passes."""
+        try:
+            await check_hosts(manifest, method, plain, self.hosts, unresolved_ok=True)
+        except SetupProblems as exc:
+            raise invalid_setup(exc) from None
 
     # -- connecting with typed credentials ---------------------------------------------------------
 
@@ -212,6 +231,7 @@ class Integrations:
             plain, secrets = split_setup(manifest, chosen, setup)
         except SetupProblems as exc:
             raise invalid_setup(exc) from None
+        await self.check_hosts(manifest, chosen, plain)
         async with self.db.transaction() as session:
             row = await add_connection(
                 session,
@@ -250,11 +270,19 @@ class Integrations:
 
     async def update_credentials(self, actor: Principal, connection_id: str, setup: dict[str, Any]) -> dict[str, Any]:
         """Rotate an API key or password in place: settings, options and mappings stay."""
+        async with self.db.session() as session:
+            found = await self.get(session, actor, connection_id, manage=True)
+            manifest = self.registry.manifests[found.app]
+            if found.auth_method == "oauth2":
+                raise IntegrationError(409, f"{manifest.name} uses OAuth: re-authenticate it instead.")
+            try:
+                typed, _ = split_setup(manifest, found.auth_method, {**found.setup, **setup}, require_secrets=True)
+            except SetupProblems as exc:
+                raise invalid_setup(exc) from None
+        # A changed host is checked before the write, outside its transaction (resolving may take seconds).
+        await self.check_hosts(manifest, found.auth_method, typed)
         async with self.db.transaction() as session:
             row = await self.get(session, actor, connection_id, manage=True)
-            manifest = self.registry.manifests[row.app]
-            if row.auth_method == "oauth2":
-                raise IntegrationError(409, f"{manifest.name} uses OAuth: re-authenticate it instead.")
             try:
                 plain, secrets = split_setup(manifest, row.auth_method, {**row.setup, **setup}, require_secrets=True)
             except SetupProblems as exc:
@@ -273,7 +301,12 @@ class Integrations:
     # -- managing ------------------------------------------------------------------------------------
 
     async def test(self, actor: Principal, connection_id: str) -> dict[str, Any]:
-        """One cheap provider call; OK, or the provider's error in plain words."""
+        """One cheap provider call: OK, or what kind of failure it was, in fixed words.
+
+        Nothing the remote said reaches the answer or the connection's last error: no banner, no
+        provider error text, no exception message. A server typed into a setup field could be any
+        service inside the network, and an echo would let a person read it through this button.
+        """
         async with self.db.session() as session:
             row = await self.get(session, actor, connection_id, manage=False)
         manifest = self.registry.manifests[row.app]
@@ -283,12 +316,22 @@ class Integrations:
         if hook is None:
             return {"ok": True, "code": None, "message": f"{manifest.name} needs no connection test."}
         try:
+            await check_hosts(manifest, row.auth_method, row.setup or {}, self.hosts, unresolved_ok=True)
             message = await hook(self.context(actor, row))
+        except SetupProblems as exc:
+            failure, code, said = "address", "address_refused", "; ".join(exc.fields.values())
         except ToolError as exc:
-            async with self.db.transaction() as session:
-                await session.execute(update(Connection).where(Connection.id == row.id).values(last_error=str(exc)))
-            return {"ok": False, "code": exc.code, "message": str(exc)}
-        return {"ok": True, "code": None, "message": message}
+            failure = test_failure(exc)
+            code = exc.code
+            said = str(exc) if failure in OUR_OWN_WORDS else failure_message(manifest, failure)
+        except Exception:
+            log.exception("the connection test of %s failed inside Companion", row.app)
+            failure, code, said = "unexpected", "server_error", failure_message(manifest, "unexpected")
+        else:
+            return {"ok": True, "code": None, "message": plain_line(str(message))}
+        async with self.db.transaction() as session:
+            await session.execute(update(Connection).where(Connection.id == row.id).values(last_error=said))
+        return {"ok": False, "code": code, "failure": failure, "message": said}
 
     async def set_options(self, actor: Principal, connection_id: str, values: dict[str, Any]) -> dict[str, Any]:
         async with self.db.transaction() as session:
@@ -313,7 +356,11 @@ class Integrations:
         try:
             return await hook(self.context(actor, row))
         except ToolError as exc:
-            raise IntegrationError(502, str(exc), code=exc.code) from None
+            # Like Test connection: the kind of failure in fixed words, never the provider's own text.
+            failure = test_failure(exc)
+            manifest = self.registry.manifests[row.app]
+            said = str(exc) if failure in OUR_OWN_WORDS else failure_message(manifest, failure)
+            raise IntegrationError(502, said, code=exc.code) from None
 
     async def set_mappings(self, actor: Principal, connection_id: str, changes: dict[str, Any]) -> dict[str, Any]:
         """Object and field mappings (Harmony -> provider), sync direction and auto sync."""
@@ -391,6 +438,62 @@ class Integrations:
                 .limit(limit)
             )
             return [run_json(run) for run in runs]
+
+
+#: What Test connection says for each kind of failure: fixed words, never the remote's.
+TEST_FAILURES: dict[str, str] = {
+    "connect": "Companion could not connect to {who}. Check the server's address and port, and that it is running.",
+    "timeout": "{who} did not answer in time. Try again in a moment; if it keeps happening, check the address.",
+    "tls": (
+        "A secure (TLS) connection to {who} could not be set up. Check that the security setting suits the port "
+        "(tls for 465, starttls for 587) and that the server's certificate is valid."
+    ),
+    "credentials": (
+        "{who} no longer accepts these credentials. Check them and reconnect "
+        "(Marketplace > Installed > Re-authenticate)."
+    ),
+    "refused": "{who} accepted the connection but refused the test request. Check the account's permissions.",
+    "rate_limited": "{who} is limiting requests right now. Try again in a minute.",
+    "unsupported": "{who} does not support this connection's settings. Check the security setting and the port.",
+    "unexpected": "{who} did not answer the test as expected. Check the connection's settings, or try again later.",
+}
+#: Failure kinds whose message is Companion's own (a missing setting, a refused address), so it is shown.
+OUR_OWN_WORDS = frozenset({"settings", "address"})
+_BY_CODE = {
+    "needs_reauth": "credentials",
+    "provider_timeout": "timeout",
+    "provider_unavailable": "connect",
+    "rate_limited": "rate_limited",
+    "forbidden": "refused",
+    "not_found": "refused",
+    "invalid_request": "refused",
+    "not_configured": "settings",
+    "not_connected": "settings",
+    "address_refused": "address",
+}
+
+
+def test_failure(exc: ToolError) -> str:
+    """The kind of a failed connection test: the adapter's own mark where it made one, else by error code."""
+    marked = getattr(exc, "failure", None)
+    if isinstance(marked, str) and (marked in TEST_FAILURES or marked in OUR_OWN_WORDS):
+        return marked
+    return _BY_CODE.get(exc.code, "unexpected")
+
+
+def failure_message(manifest: Manifest, failure: str) -> str:
+    who = "The mail server" if manifest.auth.type == "smtp" else manifest.name
+    text = TEST_FAILURES.get(failure, TEST_FAILURES["unexpected"]).format(who=who)
+    return text[0].upper() + text[1:]
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+
+
+def plain_line(text: str, limit: int = 200) -> str:
+    """A success message as one short line: an account name from a provider cannot add lines or pages."""
+    line = _CONTROL.sub(" ", text).strip()
+    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 HARMONY_FIELDS: dict[str, tuple[str, ...]] = {

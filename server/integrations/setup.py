@@ -10,7 +10,11 @@ from fnmatch import fnmatch
 from typing import Any
 from urllib.parse import urlsplit
 
+from server.webhooks.urls import HostPolicy, Unresolved, UnsafeUrl
 from tools.manifest import Manifest, SetupField
+
+#: Setup fields that name a host the server connects to (the E-mail app's SMTP server).
+HOST_FIELD_NAMES = frozenset({"host"})
 
 
 class SetupProblems(Exception):
@@ -98,3 +102,33 @@ def check_options(manifest: Manifest, values: dict[str, Any]) -> dict[str, Any]:
     if problems:
         raise SetupProblems(problems)
     return checked
+
+
+def host_fields(manifest: Manifest, method: str) -> list[SetupField]:
+    """The setup fields of ``method`` that name a host the server will connect to."""
+    return [f for f in manifest.auth.fields_for(method) if f.type == "string" and f.name in HOST_FIELD_NAMES]
+
+
+async def check_hosts(
+    manifest: Manifest, method: str, plain: dict[str, Any], policy: HostPolicy, *, unresolved_ok: bool
+) -> None:
+    """Refuse a host field that is, or resolves to, an internal address (the webhook address policy).
+
+    When a connection is saved, a name that does not resolve yet is let through (``unresolved_ok``):
+    it points nowhere, and it is checked again each time a connection is opened, where it must resolve.
+    """
+    problems: dict[str, str] = {}
+    for field in host_fields(manifest, method):
+        value = plain.get(field.name)
+        if not isinstance(value, str) or not value:
+            continue
+        port = plain.get("port") if isinstance(plain.get("port"), int) else 0
+        try:
+            await policy.addresses(value, port)
+        except Unresolved as exc:
+            if not unresolved_ok:
+                problems[f"setup.{field.name}"] = f"{field.label}: {exc}"
+        except UnsafeUrl as exc:
+            problems[f"setup.{field.name}"] = f"{field.label}: {exc}"
+    if problems:
+        raise SetupProblems(problems)

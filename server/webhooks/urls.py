@@ -1,4 +1,4 @@
-"""Which webhook URLs the server will call: https in production, and only public addresses.
+"""Which addresses the server will call on a user's say: webhook URLs, and hosts typed into setup fields.
 
 A webhook URL is chosen by a user, and the server calls it from inside the
 deployment's network, so an unchecked URL would let a user reach internal
@@ -7,6 +7,12 @@ host name resolves to is checked, when the endpoint is saved and again at
 each delivery, and the delivery connects to an address that was checked
 (``pinned``), so a name that resolves to a public address at the check and
 to a private one a moment later (DNS rebinding) cannot slip through.
+
+The same policy holds for a host a person types when connecting an app (the
+E-mail app's SMTP server): ``HostPolicy`` checks it when the connection is
+saved and again each time a connection is opened, and the adapter connects to
+an address it returned. ``COMPANION_WEBHOOKS_ALLOW_PRIVATE`` lifts both, for
+development and on-premises servers.
 """
 
 from __future__ import annotations
@@ -30,6 +36,9 @@ Resolver = Callable[[str, int], Awaitable[list[str]]]
 
 class UnsafeUrl(ValueError):
     """A URL the server refuses to call; the message says why, without the addresses it resolved to."""
+
+    #: True when the address is refused by the policy; False when the host did not resolve at all.
+    refused = True
 
 
 def allow_private(settings: Any) -> bool:
@@ -125,26 +134,91 @@ def refusal(address: Address) -> str | None:
     return next((name for name, hit in checks if hit), None)
 
 
+class Unresolved(UnsafeUrl):
+    """A host name that did not resolve (now): not a refusal of where it points, since it points nowhere yet."""
+
+    refused = False
+
+
+async def checked_addresses(
+    host: str, port: int, *, allow_private: bool, resolver: Resolver = system_resolve, only: str
+) -> list[str]:
+    """The addresses ``host`` resolves to, every one of them public unless allowed; ``only`` ends a refusal."""
+    try:
+        async with asyncio.timeout(RESOLVE_SECONDS):
+            addresses = await resolver(host, port)
+    except TimeoutError:
+        raise Unresolved(f"the host {host} did not resolve within {RESOLVE_SECONDS:g} s") from None
+    except OSError:
+        raise Unresolved(f"the host {host} does not resolve") from None
+    if not addresses:
+        raise Unresolved(f"the host {host} does not resolve")
+    if not allow_private:
+        for address in addresses:
+            reason = refusal(ipaddress.ip_address(address))
+            if reason is not None:
+                raise UnsafeUrl(f"the host {host} resolves to a {reason} address; {only}")
+    return addresses
+
+
 async def resolve(
     url: str, *, https_only: bool, allow_private: bool, resolver: Resolver = system_resolve
 ) -> tuple[Target, list[str]]:
     """The URL checked, and the addresses its host resolves to, every one of them public (unless allowed)."""
     target = parse(url, https_only=https_only)
-    try:
-        async with asyncio.timeout(RESOLVE_SECONDS):
-            addresses = await resolver(target.host, target.port)
-    except TimeoutError:
-        raise UnsafeUrl(f"the host {target.host} did not resolve within {RESOLVE_SECONDS:g} s") from None
-    except OSError:
-        raise UnsafeUrl(f"the host {target.host} does not resolve") from None
-    if not addresses:
-        raise UnsafeUrl(f"the host {target.host} does not resolve")
-    if not allow_private:
-        for address in addresses:
-            reason = refusal(ipaddress.ip_address(address))
-            if reason is not None:
-                raise UnsafeUrl(
-                    f"the host {target.host} resolves to a {reason} address; webhooks are delivered to public "
-                    "addresses only"
-                )
+    addresses = await checked_addresses(
+        target.host,
+        target.port,
+        allow_private=allow_private,
+        resolver=resolver,
+        only="webhooks are delivered to public addresses only",
+    )
     return target, addresses
+
+
+MAX_HOST_LENGTH = 253
+
+
+def host_name(value: str) -> str:
+    """A host typed into a setup field, in its ASCII form: a name or an IP address, nothing around it."""
+    host = value.strip()
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]  # an IPv6 literal as URLs write it
+    if not host or len(host) > MAX_HOST_LENGTH:
+        raise UnsafeUrl(f"must be a host name of at most {MAX_HOST_LENGTH} characters, such as smtp.example.com")
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        pass
+    if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F or c in "/:@?#[]\\%" for c in host):
+        raise UnsafeUrl("must be a host name alone, such as smtp.example.com: no scheme, port, path or user")
+    try:
+        ascii_host = host.encode("idna").decode("ascii").rstrip(".").lower()
+    except UnicodeError:
+        raise UnsafeUrl("is not a valid host name") from None
+    if not ascii_host:
+        raise UnsafeUrl("is not a valid host name")
+    return ascii_host
+
+
+@dataclass(frozen=True)
+class HostPolicy:
+    """Where a connection typed into a setup field may go: public addresses, unless the deployment allows more."""
+
+    allow_private: bool = False
+    resolver: Resolver = system_resolve
+
+    async def addresses(self, host: str, port: int) -> list[str]:
+        """The checked addresses to connect to ``host`` on; UnsafeUrl (Unresolved for a name that points nowhere)."""
+        return await checked_addresses(
+            host_name(host),
+            port,
+            allow_private=self.allow_private,
+            resolver=self.resolver,
+            only="Companion connects only to servers on public addresses",
+        )
+
+
+def host_policy(settings: Any, resolver: Resolver = system_resolve) -> HostPolicy:
+    """The deployment's policy for hosts in setup fields: the webhook policy, with its one switch."""
+    return HostPolicy(allow_private=allow_private(settings), resolver=resolver)

@@ -11,15 +11,18 @@ answering after DATA may already have queued the message.
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
+import socket
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from email.errors import HeaderParseError
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
-from typing import Any
+from typing import Any, Protocol
 
 import aiosmtplib
 from pydantic import BaseModel, ConfigDict
@@ -30,6 +33,17 @@ from tools.mail import set_body
 
 DEFAULT_TIMEOUT = 20.0
 RECONNECT = "Reconnect the E-mail connection (Marketplace > Installed > Re-authenticate) and try again."
+
+
+class HostCheck(Protocol):
+    """The deployment's address policy for hosts in setup fields (``server.webhooks.urls.HostPolicy``).
+
+    ``addresses`` returns the addresses the host may be reached on, or raises ValueError: with
+    ``refused`` true when the policy refuses where it points (an internal address), false when the
+    name does not resolve. It is handed to the adapter on the context as ``hosts``.
+    """
+
+    def addresses(self, host: str, port: int) -> Awaitable[list[str]]: ...
 
 
 class Arguments(BaseModel):
@@ -60,10 +74,15 @@ class MailServer:
     from_name: str
     timeout: float
 
-    def client(self) -> aiosmtplib.SMTP:
+    def client(self, sock: socket.socket | None = None) -> aiosmtplib.SMTP:
+        """A client for this server; over ``sock`` (already connected to a checked address) when given.
+
+        The host name stays the name typed, so TLS checks the certificate against it, not the address.
+        """
         return aiosmtplib.SMTP(
             hostname=self.host,
-            port=self.port,
+            port=None if sock is not None else self.port,
+            sock=sock,
             username=self.username,
             password=self.password,
             use_tls=self.security == "tls",
@@ -115,8 +134,33 @@ def _tls_failure(exc: BaseException) -> ssl.SSLError | None:
     return None
 
 
+def _failed(error: ToolError, failure: str) -> ToolError:
+    """Mark which kind of failure this is (connect, timeout, tls, credentials, unsupported), for Test connection.
+
+    Test connection tells a person the kind in fixed words and never repeats what the server said.
+    """
+    error.failure = failure  # type: ignore[attr-defined]
+    return error
+
+
 async def _connect_failure(ctx: ToolContext, server: MailServer, exc: BaseException) -> ToolError:
     """What a person should hear about a session that failed before any mail was sent."""
+    error = await _connect_error(ctx, server, exc)
+    tls = _tls_failure(exc)
+    if isinstance(exc, aiosmtplib.SMTPAuthenticationError):
+        return _failed(error, "credentials")
+    if tls is not None:
+        return _failed(error, "tls")
+    if isinstance(exc, aiosmtplib.SMTPTimeoutError):
+        return _failed(error, "timeout")
+    if isinstance(exc, aiosmtplib.SMTPConnectResponseError | aiosmtplib.SMTPConnectError):
+        return _failed(error, "connect")
+    if isinstance(exc, aiosmtplib.SMTPServerDisconnected):
+        return _failed(error, "connect")
+    return _failed(error, "unsupported")
+
+
+async def _connect_error(ctx: ToolContext, server: MailServer, exc: BaseException) -> ToolError:
     where = f"The mail server at {server.host}:{server.port}"
     if isinstance(exc, aiosmtplib.SMTPAuthenticationError):
         reason = "The mail server refused the user name or password."
@@ -145,15 +189,61 @@ async def _connect_failure(ctx: ToolContext, server: MailServer, exc: BaseExcept
     return ToolError(f"{where} does not support this connection's settings: {exc}", code="provider_error")
 
 
+async def _checked_socket(ctx: ToolContext, server: MailServer) -> socket.socket | None:
+    """A socket connected to an address of the SMTP server that the address policy allows, now.
+
+    The host is resolved and checked on every use, and the session runs over the socket to the
+    address that was checked, so a name that pointed at a public address when the connection was
+    saved cannot be turned to an internal one later (DNS rebinding). None when the context carries
+    no policy (the server hands one to every context it builds; see ``HostCheck``).
+    """
+    hosts: HostCheck | None = getattr(ctx, "hosts", None)
+    if hosts is None:
+        return None
+    where = f"The mail server at {server.host}:{server.port}"
+    try:
+        addresses = await hosts.addresses(server.host, server.port)
+    except ValueError as exc:
+        if getattr(exc, "refused", True):
+            raise _failed(
+                ToolError(f"The E-mail connection's SMTP server is not allowed: {exc}.", code="address_refused"),
+                "address",
+            ) from None
+        raise _failed(ToolError(f"{where} could not be reached.", code="provider_unavailable"), "connect") from None
+    loop = asyncio.get_running_loop()
+    timed_out = False
+    for address in addresses:
+        family = socket.AF_INET6 if ipaddress.ip_address(address).version == 6 else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        try:
+            async with asyncio.timeout(server.timeout):
+                await loop.sock_connect(sock, (address, server.port))
+        except TimeoutError:
+            sock.close()
+            timed_out = True
+            continue
+        except OSError:
+            sock.close()
+            continue
+        return sock
+    if timed_out:
+        raise _failed(ToolError(f"{where} did not answer in time.", code="provider_unavailable"), "timeout")
+    raise _failed(ToolError(f"{where} could not be reached.", code="provider_unavailable"), "connect")
+
+
 @asynccontextmanager
 async def _signed_in(ctx: ToolContext, server: MailServer) -> AsyncIterator[aiosmtplib.SMTP]:
     """An SMTP session past EHLO, STARTTLS (or TLS) and AUTH; QUIT when done."""
-    smtp = server.client()
+    sock = await _checked_socket(ctx, server)
+    smtp = server.client(sock)
     try:
         await smtp.connect()
     # A failed STARTTLS handshake comes through as a bare ssl.SSLError.
     except (aiosmtplib.SMTPException, ssl.SSLError) as exc:
         smtp.close()
+        if sock is not None:
+            sock.close()
         raise await _connect_failure(ctx, server, exc) from None
     try:
         yield smtp
