@@ -8,11 +8,17 @@ the index files them by tool (globs expanded against the catalog), the linear
 baseline scans them all with glob matching on every call.
 
 Cedar (``cedarpy``) gets the same workspace rules translated to policies
-(allow → permit, ask and deny → forbid, plus a permit for every read, the
-default) for the part Cedar can express: workspace rules with eq, ne, in,
-not_in, numeric comparisons, contains and exists. It answers "may this call
-run without asking?", which we compare with our engine on the same subset.
+(allow → permit unless the connection is personal, ask and deny → forbid,
+plus a permit for every read, the default) for the part Cedar can express:
+workspace rules with eq, ne, in, not_in, numeric comparisons, contains and
+exists. It answers "may this call run without asking?", which we compare
+with our engine on the same subset.
 Cedar evaluates every policy of a set per request, so it runs on a sample.
+
+A tool with a ``to`` argument declares it as egress, and ``domain_in`` rules
+on it test all of a call's recipients (``@recipients``), as the README's
+example does. ``matches`` runs on RE2. Calls come on workspace and personal
+connections alike; on a personal one, workspace allow rules are set aside.
 
     .venv/bin/python bench/rules.py [--rules 10000] [--calls 100000] [--seed 7]
 """
@@ -71,7 +77,7 @@ def catalog(rng: random.Random) -> dict[str, ToolInfo]:
         for name, risk in names:
             chosen = rng.sample(sorted(ARGS), k=4)
             schema = {"type": "object", "properties": {arg: ARGS[arg] for arg in chosen}}
-            tools[f"{app}_{name}"] = ToolInfo(app, risk, schema)
+            tools[f"{app}_{name}"] = ToolInfo(app, risk, schema, egress=("to",) if "to" in chosen else ())
     return tools
 
 
@@ -91,7 +97,8 @@ def condition(rng: random.Random, arg: str, schema: dict[str, Any], cedar_only: 
             "domain_in": rng.sample(DOMAINS, k=2),
             "max_length": rng.randint(1, 4),
         }[op]
-        return {"arg": arg, "op": op, "value": value}
+        # Every tool with a ``to`` argument declares it as egress.
+        return {"arg": "@recipients" if op == "domain_in" and arg == "to" else arg, "op": op, "value": value}
     ops = ["eq", "ne", "in", "not_in", "contains", "exists"] + ([] if cedar_only else ["matches"])
     op = rng.choice(ops)
     value = {
@@ -185,18 +192,13 @@ def make_calls(
         workspace = rng.choice(workspaces)
         name = rng.choice(names)
         info = tools[name]
+        user = rng.choice(users[workspace])
+        role = rng.choice(["member", "admin"])
+        scope = rng.choice(["workspace", "personal"])
+        values = arguments(rng, info)  # drawn last, as before, so a seed still gives the same calls
+        recipients = tuple(values.get("to", ()))
         calls.append(
-            CallFacts(
-                workspace,
-                rng.choice(users[workspace]),
-                rng.choice(["member", "admin"]),
-                info.app,
-                name,
-                info.risk,
-                rng.choice(["workspace", "personal"]),
-                arguments(rng, info),
-                NOW,
-            )
+            CallFacts(workspace, user, role, info.app, name, info.risk, scope, values, NOW, recipients=recipients)
         )
     return calls
 
@@ -260,6 +262,9 @@ def cedar_policies(rules: list[Rule]) -> tuple[str, list[Rule]]:
                     tests.append(f"({has} && {path}.contains({literal}))")
                 else:
                     tests.append(f'({has} && {path} like "*{value}*")')
+        if rule.effect is Effect.ALLOW:
+            # Personal connections answer to their owner: a workspace allow does not reach them.
+            tests.append('context.scope != "personal"')
         verb = "permit" if rule.effect is Effect.ALLOW else "forbid"
         when = " && ".join(tests) or "true"
         policies.append(f'@id("{rule.id}")\n{verb}(principal, action, resource) when {{ {when} }};')
@@ -289,7 +294,13 @@ def compare_with_cedar(tools: dict[str, ToolInfo], rules: dict[str, list[Rule]],
             "principal": f'User::"{call.user_id}"',
             "action": 'Action::"call"',
             "resource": f'Tool::"{call.tool}"',
-            "context": {"app": call.app, "tool": call.tool, "risk": call.risk, "args": call.arguments},
+            "context": {
+                "app": call.app,
+                "tool": call.tool,
+                "risk": call.risk,
+                "scope": call.connection_scope,
+                "args": call.arguments,
+            },
         }
         started = time.perf_counter_ns()
         allowed = cedarpy.is_authorized(request, sets[call.workspace_id], entities).allowed
