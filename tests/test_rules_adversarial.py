@@ -267,6 +267,20 @@ def test_a_string_too_long_to_test_fails_safe():
     assert decide([deny], call(MAIL, {"subject": "x" * 10_001})) is Effect.DENY
 
 
+def test_text_with_no_utf_8_form_fails_safe_under_matches():
+    anything = {"arg": "subject", "op": "matches", "value": ".*"}
+    lone_surrogate = call(MAIL, {"subject": "hi \ud800"})
+    assert decide([rule(effect="allow", tool=MAIL, conditions=[anything])], lone_surrogate) is Effect.ASK
+    assert decide([rule(effect="deny", tool=MAIL, conditions=[anything])], lone_surrogate) is Effect.DENY
+
+
+def test_one_untestable_recipient_makes_a_deny_pattern_hold_for_all():
+    deny_ceo = rule(effect="deny", tool=MAIL, conditions=[{"arg": "@recipients", "op": "matches", "value": "ceo@.*"}])
+    padded = "x" * 10_001 + "@acme.test"
+    assert decide([deny_ceo], call(MAIL, {"to": ["ceo@acme.test"], "bcc": [padded]})) is Effect.DENY
+    assert decide([deny_ceo], call(MAIL, {"to": ["ann@acme.test"]})) is Effect.ASK
+
+
 def test_three_thousand_parentheses_under_domain_in_decide_at_once():
     allow_ours = rule(effect="allow", tool=MAIL, conditions=[{"arg": "to", "op": "domain_in", "value": ["acme.test"]}])
     started = time.perf_counter()
