@@ -143,6 +143,7 @@ async def test_the_confirmation_stays_until_dismissed(console):
     # The stream says the pending set changed and the list is fetched again: the confirmation stays.
     await asyncio.sleep(4)
     await expect(confirmation).to_be_visible()
+    assert (await card.bounding_box())["height"] >= height - 1
     await card.get_by_role("button", name="Dismiss this message").click()
     await expect(card).to_have_count(0)
     await expect(page.locator("#all-done")).to_be_visible()

@@ -156,10 +156,7 @@
     var card = event.target;
     if (!card.matches || !card.matches("article.approval[data-done]")) { return; }
     card.removeAttribute("data-done");
-    if (heights[card.id]) {
-      card.style.minHeight = heights[card.id] + "px";
-      delete heights[card.id];
-    }
+    if (heights[card.id]) { card.style.minHeight = heights[card.id] + "px"; }
     var done = card.querySelector(".done-text");
     var result = done ? done.textContent.trim() : "Done.";
     if (list && list.contains(card)) {
@@ -169,6 +166,17 @@
       if (done) { done.focus(); }
       say(result);
     }
+  });
+
+  // Until htmx settles a swap, the new card wears the old one's class and style; then it gets its own back
+  // (no style at all), so the kept height goes on again, and the count is taken from the real status.
+  document.addEventListener("htmx:afterSettle", function (event) {
+    var card = event.target;
+    if (!card.matches || !card.matches("article.approval") || !heights[card.id]) { return; }
+    card.style.minHeight = heights[card.id] + "px";
+    card.removeAttribute("data-done");
+    delete heights[card.id];
+    updateCount(); // its class (the status) is its own only now
   });
 
   document.addEventListener("click", function (event) {
@@ -197,14 +205,12 @@
 
   if (!list) { return; }
 
+  var idle = document.getElementById("new-idle");
   function updateBar() {
     if (!bar) { return; }
-    if (!arrived.length) {
-      bar.hidden = true;
-      return;
-    }
-    words.textContent = plural(arrived.length, "new request", "new requests");
-    bar.hidden = false;
+    if (arrived.length) { words.textContent = plural(arrived.length, "new request", "new requests"); }
+    bar.hidden = !arrived.length;
+    if (idle) { idle.classList.toggle("covered", !!arrived.length); }
   }
 
   function insertArrived() {

@@ -1,0 +1,125 @@
+"""Pictures of the console where a person decides: the inbox with two cards (and the "new requests" bar), the
+approval page and the settings page, at a desktop width and a phone's.
+
+Set ``COMPANION_CONSOLE_SHOTS=/some/folder`` to keep them; otherwise they go to a scratch folder, so the pages
+are at least rendered, non-empty and without a sideways scroll at both widths every run.
+
+Until every channel uses the one summary renderer, the e-mail card's summary here is written in the shape it
+renders (labelled lines, every recipient in full), with what "remember" would approve and the full arguments.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from playwright.async_api import expect
+
+from manifests import MANIFEST_DIR
+from server.web import inbox
+from tests.browser.test_inbox import a_meeting_of, ask
+from tests.browser.test_screenshots import connect_alices_apps
+from tests.conftest import mcp_client
+from tools.registry import Registry
+
+pytestmark = pytest.mark.anyio
+
+WIDTHS = (1280, 390)
+LONG = "carol@globex.example.mail-relay-europe-west-and-north-backup.evil.example"
+
+
+@pytest.fixture(scope="module")
+def registry() -> Registry:
+    return Registry.load(MANIFEST_DIR)
+
+
+@pytest.fixture
+def shots(tmp_path: Path) -> Path:
+    folder = Path(os.environ.get("COMPANION_CONSOLE_SHOTS") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@pytest.fixture
+def rendered_summaries(monkeypatch):
+    original = inbox.approval_view
+
+    def view(*args, **kwargs):
+        card = original(*args, **kwargs)
+        if card["tool"] == "email_send_email":
+            arguments = card["arguments"]
+            lines = [f"Send the e-mail “{arguments.get('subject', '')}” from Work mail (alice@acme.test)"]
+            for label in ("to", "cc", "bcc"):
+                if arguments.get(label):
+                    lines.append(f"{label.capitalize()}: {', '.join(arguments[label])}")
+            lines.append("⚠ A recipient's domain is not one you have written to before.")
+            card["summary"] = "\n".join(lines)
+            card["remember_scope"] = "e-mails from Work mail to exactly these recipients, for 1 hour."
+            card["full_arguments"] = json.dumps(arguments, indent=2, ensure_ascii=False)
+        return card
+
+    monkeypatch.setattr(inbox, "approval_view", view)
+
+
+async def no_sideways_scroll(page) -> None:
+    overflow = await page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+    assert overflow <= 0, f"the page scrolls sideways by {overflow}px"
+
+
+async def test_screenshots_of_the_inbox_the_approval_page_and_settings(console, shots, rendered_summaries):
+    await connect_alices_apps(console)
+    meeting = await a_meeting_of(console, "alice@acme.test")
+    await ask(console, {"meeting_id": meeting, "text": "Send Carol the pricing sheet"})
+    async with mcp_client(console.base_url, console.keys.keys["alice@acme.test"]) as assistant:
+        mail = await assistant.call_tool(
+            "email_send_email",
+            {
+                "to": ["bob@client.com"],
+                "cc": ["dana@client.com", "erin@partner.io"],
+                "bcc": [LONG],
+                "subject": "Q3 proposal",
+                "body_text": "Hi Bob, the Q3 proposal is attached.",
+            },
+        )
+    email_id = mail.structured_content["approval_id"]
+
+    page = await console.person("alice@acme.test")
+    await expect(page.locator("#pending article")).to_have_count(2)
+    for width in WIDTHS:
+        await page.set_viewport_size({"width": width, "height": 900})
+        await page.goto("/inbox")
+        await expect(page.locator("#pending article")).to_have_count(2)
+        await page.locator(f"#card-{email_id} details summary").click()
+        await no_sideways_scroll(page)
+        await page.screenshot(path=shots / f"inbox-{width}.png", full_page=True)
+
+        await page.goto(f"/approvals/{email_id}")
+        await no_sideways_scroll(page)
+        await page.screenshot(path=shots / f"approval-{width}.png", full_page=True)
+
+    # A third request arrives while the inbox is open: the bar, and the cards where they were.
+    await page.set_viewport_size({"width": 1280, "height": 900})
+    await page.goto("/inbox")
+    await expect(page.locator("#pending article")).to_have_count(2)
+    await page.wait_for_timeout(1500)
+    await ask(console, {"meeting_id": meeting, "text": "Book the room for Thursday"})
+    await expect(page.locator("#new-requests")).to_be_visible(timeout=8000)
+    await page.screenshot(path=shots / "inbox-new-bar-1280.png")
+    await page.locator("#pending article").first.get_by_role("button", name="Approve", exact=True).click()
+    await expect(page.locator("#pending article").first).to_contain_text("Approved.")
+    await expect(page.locator("#pending-count")).to_have_text("2")  # one on the page, one behind the bar
+    await page.screenshot(path=shots / "inbox-decided-1280.png")
+
+    for email in ("alice@acme.test", "admin@acme.test"):
+        who = email.split("@")[0]
+        person = page if who == "alice" else await console.person(email)
+        for width in WIDTHS:
+            await person.set_viewport_size({"width": width, "height": 900})
+            await person.goto("/settings")
+            await no_sideways_scroll(person)
+            await person.screenshot(path=shots / f"settings-{who}-{width}.png", full_page=True)
+
+    for picture in shots.glob("*.png"):
+        assert picture.stat().st_size > 15_000, picture.name
