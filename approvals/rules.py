@@ -16,8 +16,9 @@ Semantics (DESIGN.md, Rules):
 - Personal connections answer to their owner: on a personal connection's call
   a workspace allow rule is set aside (as if absent), while workspace ask,
   deny and locks still bound the user layer.
-- A condition that cannot be decided safely (a string too long to test, a
-  value that is not strictly one mailbox where domain_in needs one) is
+- A condition that cannot be decided safely (a string too long to test or
+  no string at all where matches needs one, a value that is not strictly
+  one mailbox where domain_in needs one) is
   *undecidable*. It never lets an allow rule apply and always lets an ask or
   deny rule apply, so whatever the assistant sends fails safe.
 
@@ -469,9 +470,8 @@ def _matches(pattern: str) -> Callable[[Any], bool | None]:
     regex = _regex(pattern)
 
     def matches(text: Any) -> bool | None:
-        if not isinstance(text, str):
-            return False
-        if len(text) > MAX_TESTED_LENGTH:
+        # Not text (an object where a string belongs) or too long to test: a deny on it must still hold.
+        if not isinstance(text, str) or len(text) > MAX_TESTED_LENGTH:
             return None
         try:
             return regex.fullmatch(text) is not None

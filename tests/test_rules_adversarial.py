@@ -274,6 +274,15 @@ def test_text_with_no_utf_8_form_fails_safe_under_matches():
     assert decide([rule(effect="deny", tool=MAIL, conditions=[anything])], lone_surrogate) is Effect.DENY
 
 
+def test_no_text_where_a_pattern_expects_text_fails_safe():
+    deny_secrets = rule(
+        effect="deny", tool=MAIL, conditions=[{"arg": "subject", "op": "matches", "value": ".*secret.*"}]
+    )
+    for hidden in ({"text": "the secret"}, ["the secret", 7], 7, None):
+        assert decide([deny_secrets], call(MAIL, {"subject": hidden})) is Effect.DENY
+    assert decide([deny_secrets], call(MAIL, {"subject": "lunch"})) is Effect.ASK
+
+
 def test_one_untestable_recipient_makes_a_deny_pattern_hold_for_all():
     deny_ceo = rule(effect="deny", tool=MAIL, conditions=[{"arg": "@recipients", "op": "matches", "value": "ceo@.*"}])
     padded = "x" * 10_001 + "@acme.test"
