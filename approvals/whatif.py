@@ -122,20 +122,22 @@ def _broken_text(value: Any, path: str = "") -> Iterator[str]:
             yield from _broken_text(item, ".".join(filter(None, [path, str(index)])))
 
 
-def checked_arguments(info: Any, arguments: Any) -> dict[str, Any]:
+def checked_arguments(
+    info: Any, arguments: Any, canonicalize: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+) -> dict[str, Any]:
     """``arguments`` as the tool would take them, or InvalidArguments naming each bad one (``arguments.<path>``).
 
     Arguments the schema requires but the question leaves out are not demanded (see ``explain``).
 
-    The order is the gateway's: canonical form first where the catalog carries the tool's
-    canonicalisation, then the manifest's JSON Schema with its formats.
+    The order is the gateway's: the tool's canonical form first (``canonicalize``, or the catalog's
+    where it carries one), then the manifest's JSON Schema with its formats.
     """
     if not isinstance(arguments, dict):
         raise InvalidArguments({"arguments": "must be a JSON object"})
     broken = list(_broken_text(arguments))
     if broken:
         raise InvalidArguments({f"arguments.{path}": "is not valid Unicode text" for path in broken})
-    canonicalize: Callable[[dict[str, Any]], dict[str, Any]] | None = getattr(info, "canonicalize", None)
+    canonicalize = canonicalize or getattr(info, "canonicalize", None)
     if canonicalize is not None:
         try:
             arguments = canonicalize(arguments)
@@ -156,6 +158,16 @@ def checked_arguments(info: Any, arguments: Any) -> dict[str, Any]:
     return arguments
 
 
+def canonical_form(registry: Any, tool: str) -> Callable[[dict[str, Any]], dict[str, Any]] | None:
+    """The tool's canonicalisation from the server's tool registry (None where it has none).
+
+    Explain decides on the form a real call is decided on: ``#EXEC`` is asked about as ``exec``.
+    """
+    registered = getattr(registry, "tools", {}).get(tool)
+    canonicalize = getattr(registered, "canonicalize", None)
+    return canonicalize if callable(canonicalize) else None
+
+
 async def explain(
     rulebook: RuleBook,
     actor: Principal,
@@ -165,16 +177,18 @@ async def explain(
     who: str | None = None,
     connection_scope: str = "workspace",
     at: datetime | None = None,
+    canonicalize: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
 ) -> Explanation:
     """The decision a call would get (now, unless ``at``), with every rule that matched it.
 
     Each argument given must be one the tool would take (InvalidArguments naming it otherwise);
-    arguments left out are simply absent, as the connection page asks with none at all.
+    arguments left out are simply absent, as the connection page asks with none at all. With the
+    tool's ``canonicalize``, the rules decide on the canonical form, as they do for a real call.
     """
     info = rulebook.catalog.get(tool)
     if info is None:
         raise InvalidQuestion({"tool": f"unknown tool {tool!r}"})
-    arguments = checked_arguments(info, arguments)
+    arguments = checked_arguments(info, arguments, canonicalize)
     user_id, role = await _subject(rulebook.db, actor, who)
     index = await rulebook.index_for(actor.workspace_id)
     facts = CallFacts(

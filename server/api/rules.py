@@ -158,6 +158,7 @@ async def explain_call(companion: Any, actor: Principal, body: ExplainBody) -> d
             who=body.user,
             connection_scope=body.connection_scope,
             at=body.at,
+            canonicalize=whatif.canonical_form(companion.registry, body.tool),
         )
     except whatif.InvalidArguments as exc:
         # The call described could not be made: the gateway would refuse it before any rule, and so does this.

@@ -187,6 +187,7 @@ async def explain(request: Request, viewer: Viewer) -> Response:
                     arguments=arguments,
                     who=who,
                     connection_scope=connection_scope,
+                    canonicalize=whatif.canonical_form(companion.registry, tool),
                 )
             except whatif.InvalidArguments as exc:
                 errors = form_errors(inputs, exc.fields)
