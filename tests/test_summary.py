@@ -207,3 +207,9 @@ def test_every_recipient_is_shown_whole_and_no_argument_writes_a_line(call, via)
     assert len([line for line in lines if line.startswith("  ")]) == len(
         [n for n in arguments if n not in tool.egress and n in tool.spec.input_schema["properties"]]
     )
+
+
+def test_a_structured_value_is_json_with_its_invisible_characters_escaped():
+    fields = {"Title\n": "CEO\u2028", "Note": "a\\b \u00e9\u200b"}
+    lines = shown("salesforce_update_record", {"object": "Contact", "id": "0031", "fields": fields})
+    assert '  fields: {"Title\\n": "CEO\\u2028", "Note": "a\\\\b \u00e9\\u200b"}' in lines

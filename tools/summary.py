@@ -132,7 +132,8 @@ def _shortened(value: Any, limit: int) -> str:
 def _json(value: Any) -> str:
     """A structured value as compact JSON, with anything invisible escaped as JSON escapes it."""
     text = json.dumps(value, ensure_ascii=False)
-    return "".join(char if _escaped(char) == char else _json_escape(char) for char in text)
+    # JSON has escaped its own backslashes and line breaks already; what is left unsafe gets a JSON escape.
+    return "".join(char if char == "\\" or _escaped(char) == char else _json_escape(char) for char in text)
 
 
 def _json_escape(char: str) -> str:
