@@ -73,12 +73,12 @@ def render(tool: RegisteredTool, arguments: dict[str, Any], connection: Connecti
     lines.extend(f"{label}: {escape(_ascii_domain(value))}" for label, value in recipients)
     warned = dict.fromkeys(w for _, value in recipients if (w := _domain_warning(value)) is not None)
     lines.extend(warned)
-    properties = list(tool.spec.input_schema.get("properties", {}))
-    shown = [name for name in tool.spec.shown or properties if name in arguments and name not in egress]
+    listed = list(tool.spec.input_schema.get("properties", {})) if tool.spec.shown is None else tool.spec.shown
+    shown = [name for name in listed if name in arguments and name not in egress]
     if shown:
         lines.append("Details:")
         lines.extend(f"  {escape(name)}: {_shortened(arguments[name], DETAIL_VALUE_LIMIT)}" for name in shown)
-    hidden = [name for name in arguments if name not in egress and name not in shown]
+    hidden = sorted(name for name in arguments if name not in egress and name not in shown)
     if hidden:
         lines.append(f"Also set (see the full arguments): {escape(', '.join(hidden))}")
     return "\n".join(lines)
