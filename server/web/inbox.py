@@ -108,13 +108,13 @@ async def _pending(request: Request, viewer: Viewer) -> list[dict[str, Any]]:
 
 @page
 async def inbox(request: Request, viewer: Viewer) -> Response:
-    return render(request, "inbox.html", viewer, tab="pending", cards=await _pending(request, viewer))
+    return render(request, "inbox.html", viewer, tab="pending", cards=await _pending(request, viewer), listed=LISTED)
 
 
 @page
 async def pending_list(request: Request, viewer: Viewer) -> Response:
     """The pending list alone, which the inbox swaps in when the stream says it changed."""
-    return render(request, "_inbox_pending.html", viewer, cards=await _pending(request, viewer))
+    return render(request, "_inbox_pending.html", viewer, cards=await _pending(request, viewer), listed=LISTED)
 
 
 @page

@@ -159,3 +159,23 @@ async def test_on_the_approval_page_the_confirmation_stays_and_takes_focus(conso
     await asyncio.sleep(2)
     await expect(confirmation).to_be_visible()
     assert (await status_of(console, approval_id))[0] is ApprovalStatus.APPROVED
+
+
+async def test_the_approval_page_says_when_the_request_was_decided_elsewhere(console):
+    approval_id = await waiting(console, "Cancel the offsite")
+    page = await console.person("alice@acme.test")
+    await page.goto(f"/approvals/{approval_id}")
+    card = page.locator(f"#card-{approval_id}")
+    approve = card.get_by_role("button", name="Approve", exact=True)
+    await expect(approve).to_be_visible()
+    await page.wait_for_timeout(1500)
+    before = await card.bounding_box()
+
+    inbox = await console.person("alice@acme.test")
+    await inbox.locator(f"#card-{approval_id}").get_by_role("button", name="Deny").click()
+    await expect(inbox.locator(f"#card-{approval_id}")).to_contain_text("Denied.")
+
+    await expect(card).to_contain_text("No longer waiting: it is denied now", timeout=8000)
+    await expect(approve).to_be_disabled()
+    assert await card.bounding_box() == before
+    assert (await status_of(console, approval_id))[0] is ApprovalStatus.DENIED

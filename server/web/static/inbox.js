@@ -203,6 +203,30 @@
     }
   }, true);
 
+  // The approval page: a decision made anywhere else covers the card here, with what it became.
+  var watched = document.getElementById("watched");
+  if (watched && window.EventSource) {
+    var stream = new EventSource(watched.getAttribute("data-events"));
+    stream.addEventListener("approvals", function () {
+      var mine = watched.querySelector("article.approval");
+      if (!mine || !isLive(mine) || mine.hasAttribute("data-busy")) { return; }
+      window.fetch(watched.getAttribute("data-watch"), { credentials: "same-origin", headers: { Accept: "text/html" } })
+        .then(function (response) { return response.ok ? response.text() : ""; })
+        .then(function (html) {
+          var now = new DOMParser().parseFromString(html, "text/html").getElementById(mine.id);
+          if (!now || isLive(now)) { return; }
+          var badge = now.querySelector(".badges .badge:last-child");
+          mine.setAttribute("data-gone", "");
+          setBusy(mine, true);
+          mine.removeAttribute("data-busy");
+          cover(mine, "No longer waiting: it is " + (badge ? badge.textContent.trim() : "decided") +
+            " now, decided elsewhere or expired. Reload the page to see it.", false);
+          say("This request is no longer waiting: it was decided elsewhere, or it expired.");
+        })
+        .catch(function () { /* the next event tries again */ });
+    });
+  }
+
   if (!list) { return; }
 
   var idle = document.getElementById("new-idle");
@@ -245,9 +269,10 @@
     var freshIds = {};
     freshCards.forEach(function (card) { freshIds[card.id] = true; });
     var shown = {};
+    var complete = fresh.getAttribute("data-full") !== "yes";
     cards().forEach(function (card) {
       shown[card.id] = true;
-      if (isLive(card) && !freshIds[card.id] && !card.hasAttribute("data-busy")) { markGone(card); }
+      if (complete && isLive(card) && !freshIds[card.id] && !card.hasAttribute("data-busy")) { markGone(card); }
     });
     var before = arrived.length;
     arrived = freshCards.filter(function (card) { return !shown[card.id]; });
