@@ -178,6 +178,15 @@ async def test_an_smtp_host_on_an_internal_address_is_refused_naming_the_field(c
     assert await mail_connections(companion) == 0
 
 
+@pytest.mark.parametrize("host", ["localhost", "LOCALHOST.", "2130706433", "0x7f.0.0.1", "127.1", "[::ffff:10.0.0.1]"])
+async def test_other_spellings_of_an_internal_address_are_refused_by_the_system_resolver(companion, alice_api, host):
+    """The check is on what the name resolves to, so no spelling of 127.0.0.1 gets past it."""
+    answer = await connect_mail(alice_api, host)
+    assert answer.status_code == 422, answer.text
+    assert "address; Companion connects only to servers on public addresses" in answer.text
+    assert await mail_connections(companion) == 0
+
+
 async def test_an_smtp_host_that_is_not_a_host_name_is_refused(companion, alice_api):
     for typed in ("smtp.example.com:25", "smtp://smtp.example.com", "alice@smtp.example.com", "a b"):
         answer = await connect_mail(alice_api, typed)
