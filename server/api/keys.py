@@ -16,7 +16,16 @@ from starlette.requests import Request
 from server.api.auth import person_of
 from server.api.errors import ApiError
 from server.api.router import ApiRouter
-from store.keys import DEFAULT_SCOPES, create_key, live, revoke_key, rotate_key
+from store.keys import (
+    DEFAULT_SCOPES,
+    PERSON_FACING_WARNING,
+    KeyRequestError,
+    create_key,
+    live,
+    revoke_key,
+    rotate_key,
+    set_person_facing,
+)
 from store.models import ApiKey, KeyKind, User
 from store.plans import RULES
 from store.principal import Principal
@@ -32,6 +41,13 @@ class KeyIn(BaseModel):
         default="agent", description="agent: for an assistant (tools and API); user: acts for you (API, approvals)"
     )
     scopes: list[Literal["api", "tools"]] | None = Field(default=None, description="Default: by kind")
+    person_facing: bool = Field(default=False, description=f"Agent keys only. {PERSON_FACING_WARNING}")
+
+
+class KeyChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    person_facing: bool = Field(description=PERSON_FACING_WARNING)
 
 
 class RotateIn(BaseModel):
@@ -48,6 +64,7 @@ class KeyOut(BaseModel):
     name: str
     kind: KeyKind
     scopes: list[str]
+    person_facing: bool = Field(description="Its owner said its host shows approval forms to them, not to the model")
     owner: str = Field(description="The owner's e-mail")
     created_at: datetime
     last_used_at: datetime | None
@@ -64,7 +81,8 @@ class KeyList(BaseModel):
 
 def _out(key: ApiKey, owner: str) -> KeyOut:
     return KeyOut(
-        id=key.id, prefix=key.prefix, name=key.name, kind=key.kind, scopes=list(key.scopes), owner=owner,
+        id=key.id, prefix=key.prefix, name=key.name, kind=key.kind, scopes=list(key.scopes),
+        person_facing=key.person_facing, owner=owner,
         created_at=key.created_at, last_used_at=key.last_used_at, revoked_at=key.revoked_at,
     )  # fmt: skip
 
@@ -106,7 +124,12 @@ async def _managed_key(session: object, person: Principal, key_id: str) -> ApiKe
     return key
 
 
-@api.post("/keys", body=KeyIn, response=NewKey, status=201, errors=(403,), summary="Create an API key")
+def _refused(exc: KeyRequestError) -> ApiError:
+    field, _, message = str(exc).partition(": ")
+    return ApiError(422, f"Invalid request: {exc}", details={"fields": {field: message}})
+
+
+@api.post("/keys", body=KeyIn, response=NewKey, status=201, errors=(403, 422), summary="Create an API key")
 async def create(request: Request, body: KeyIn) -> NewKey:
     """A new key for you. Its plaintext is in this answer only; Companion keeps just its SHA-256."""
     person = person_of(request)
@@ -114,10 +137,13 @@ async def create(request: Request, body: KeyIn) -> NewKey:
     scopes = body.scopes if body.scopes is not None else DEFAULT_SCOPES[kind]
     async with request.app.state.companion.db.transaction() as session:
         await _check_room(session, person)
-        issued = await create_key(
-            session, workspace_id=person.workspace_id, user_id=person.user_id, name=body.name, kind=kind,
-            scopes=list(scopes),
-        )  # fmt: skip
+        try:
+            issued = await create_key(
+                session, workspace_id=person.workspace_id, user_id=person.user_id, name=body.name, kind=kind,
+                scopes=list(scopes), person_facing=body.person_facing,
+            )  # fmt: skip
+        except KeyRequestError as exc:
+            raise _refused(exc) from None
         return NewKey(**_out(issued.key, person.email).model_dump(), token=issued.token)
 
 
@@ -147,6 +173,21 @@ async def revoke(request: Request) -> None:
         key = await _managed_key(session, person, request.path_params["id"])
         if not await revoke_key(session, key.id):
             raise ApiError(404, "API key not found")
+
+
+@api.patch("/keys/{id}", body=KeyChange, response=KeyOut, errors=(404, 422), summary="Change an API key")
+async def change(request: Request, body: KeyChange) -> KeyOut:
+    """Mark your own agent key as used by a person-facing host, or not. Only the key's owner may."""
+    person = person_of(request)
+    async with request.app.state.companion.db.transaction() as session:
+        key = await _managed_key(session, person, request.path_params["id"])
+        if key.revoked_at is not None or key.user_id != person.user_id:
+            raise ApiError(404, "API key not found")
+        try:
+            await set_person_facing(session, key, body.person_facing)
+        except KeyRequestError as exc:
+            raise _refused(exc) from None
+        return _out(key, person.email)
 
 
 @api.post("/keys/{id}/rotate", body=RotateIn, response=NewKey, status=201, errors=(404,), summary="Rotate an API key")

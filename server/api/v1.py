@@ -13,7 +13,19 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
-from server.api import approvals, contacts, insights, integrations, keys, meetings, models, rules, uploads, webhooks
+from server.api import (
+    approvals,
+    contacts,
+    in_chat_policy,
+    insights,
+    integrations,
+    keys,
+    meetings,
+    models,
+    rules,
+    uploads,
+    webhooks,
+)
 from server.api.openapi import openapi_document
 from server.api.router import ApiRouter
 from server.processing import worker as processing
@@ -27,6 +39,7 @@ ROUTERS: list[ApiRouter] = [
     contacts.api,
     insights.api,
     keys.api,
+    in_chat_policy.api,
     webhooks.api,
     uploads.api,
     models.api,
