@@ -16,3 +16,9 @@ def canonical_json(value: Any) -> str:
 
 def arguments_digest(arguments: dict[str, Any]) -> str:
     return hashlib.sha256(canonical_json(arguments).encode()).hexdigest()
+
+
+def loose_digest(arguments: Any) -> str:
+    """A digest of arguments that may not even be valid JSON text (a lone surrogate, NaN), for auditing a refusal."""
+    text = json.dumps(arguments, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=repr)
+    return hashlib.sha256(text.encode()).hexdigest()

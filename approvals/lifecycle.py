@@ -19,14 +19,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, bindparam, or_, select, update
+from sqlalchemy import Select, bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import ColumnElement
 
 from approvals.audit import AuditRecord, Event, Outcome, append_in
 from store.crypto import SecretBox
 from store.models import Approval, ApprovalStatus, new_id, utcnow
-from store.sealing import approval_arguments_context, approval_result_context
+from store.sealing import approval_arguments_context, approval_result_context, approval_summary_context
 from store.wakeups import announce
 
 OPEN = (ApprovalStatus.PENDING, ApprovalStatus.APPROVED, ApprovalStatus.EXECUTING)
@@ -145,6 +145,8 @@ async def request(
     require_out_of_band: bool,
     admin_may_approve: bool,
     channel: str,
+    sender: str = "",
+    summary: str | None = None,
 ) -> Approval:
     # The id is made here, not by the INSERT, so the arguments are sealed to it and written in the same statement.
     approval_id = new_id("apr")
@@ -159,6 +161,8 @@ async def request(
         risk=binding.risk,
         args_digest=binding.args_digest,
         sealed_arguments=box.seal_json(arguments, context=arguments_context(approval_id)),
+        sender=sender,
+        sealed_summary=box.seal_json(summary, context=approval_summary_context(approval_id)) if summary else None,
         reasons=list(reasons),
         rule_ids=list(rule_ids),
         require_out_of_band=require_out_of_band,
@@ -305,12 +309,15 @@ async def decide(
     approval: Approval,
     *,
     approve: bool,
-    actor_id: str,
+    actor_id: str | None,
     via: str,
     reason: str | None = None,
     nonce: str | None = None,
 ) -> Approval:
-    """pending → approved | denied, if it is still pending and unexpired (and, in chat, the nonce still fresh)."""
+    """pending → approved | denied, if it is still pending and unexpired (and, in chat, the nonce still fresh).
+
+    ``actor_id`` is None where no person decided: a rule that now allows the call approved it.
+    """
     now = utcnow()
     conditions = [Approval.id == approval.id, Approval.status == ApprovalStatus.PENDING, Approval.expires_at > now]
     if nonce is not None:
@@ -346,6 +353,23 @@ async def cancel(session: AsyncSession, approval: Approval, *, actor_id: str) ->
     await announce(session, approval.id)
     append_in(session, _record(approval, Event.CANCELLED, "cancelled", actor=actor_id))
     return approval
+
+
+async def pending_of_key(session: AsyncSession, workspace_id: str, api_key_id: str | None) -> int:
+    """How many unexpired approvals a key has waiting for a person (found through ix_approvals_status)."""
+    return int(
+        await session.scalar(
+            select(func.count())
+            .select_from(Approval)
+            .where(
+                Approval.workspace_id == workspace_id,
+                Approval.status == ApprovalStatus.PENDING,
+                Approval.api_key_id.is_not_distinct_from(api_key_id),
+                Approval.expires_at > utcnow(),
+            )
+        )
+        or 0
+    )
 
 
 async def issue_nonce(session: AsyncSession, approval: Approval) -> str:
@@ -418,6 +442,14 @@ async def finish(
     )
     # None if a person settled the call meanwhile (its lease had lapsed): then it is as they left it.
     return finished if finished is not None else await reload(session, approval.id)
+
+
+def summary_of(box: SecretBox, approval: Approval) -> str | None:
+    """The summary rendered when the call was asked, as every channel shows it; None for older approvals."""
+    if approval.sealed_summary is None:
+        return None
+    value = box.open_json(approval.sealed_summary, context=approval_summary_context(approval.id))
+    return value if isinstance(value, str) else None
 
 
 def result_of(box: SecretBox, approval: Approval) -> dict[str, Any] | None:

@@ -51,6 +51,7 @@ from server.observability.logging import RequestId
 from server.observability.loop import watch_loop_lag
 from server.observability.metrics import Metrics, metrics_routes
 from server.settings import Settings
+from server.webhooks.urls import host_policy
 from store import invalidation, wakeups
 from store.cache import SharedCache
 from store.crypto import SecretBox, derive_key
@@ -124,11 +125,14 @@ class Companion:
             ttl=timedelta(seconds=settings.approval_ttl_seconds),
             wait_seconds=settings.approval_wait_seconds,
             lease=timedelta(seconds=settings.execution_lease_seconds),
+            max_pending_per_key=settings.max_pending_approvals_per_key,
         )
         metrics = Metrics()
         keeper = TokenKeeper(
             db.sessions, box, provider_policy(settings), on_refresh_failure=metrics.token_refresh_failed
         )
+        # Hosts typed into setup fields (SMTP) follow the webhook address policy, at connect time and at use.
+        hosts = host_policy(settings)
         gateway = ToolGateway(
             registry,
             db,
@@ -140,8 +144,9 @@ class Companion:
             keeper,
             cache_seconds=settings.cache_seconds,
             metrics=metrics,
+            hosts=hosts,
         )
-        integrations = Integrations(db, box, registry, keeper, http)
+        integrations = Integrations(db, box, registry, keeper, http, hosts=hosts)
         oauth = OAuthConnect(integrations, settings.base_url, timedelta(seconds=settings.oauth_state_seconds))
         sync = SyncEngine(integrations)
         autosync = AutoSync(sync, timedelta(minutes=settings.auto_sync_minutes or 60))

@@ -6,27 +6,30 @@ person:
 
 1. form elicitation in the assistant (inline on 2025-11-25 sessions; a
    prompt returned as ``InputRequiredResult`` and answered on the retry on
-   2026-07-28), with approve, deny and "remember";
+   2026-07-28), with approve, deny and "remember" (at most 1 hour), only
+   through a key its owner marked as used by a person-facing host, and only
+   up to the risk the workspace allows: anything else that arrives through
+   the assistant's connection is the assistant's own word (SECURITY.md);
 2. URL elicitation to the approval page, also for approvals an admin rule
    keeps out of band;
 3. otherwise a normal tool result saying approval is required, with the id,
    the page and the expiry; the assistant asks the user, who approves on the
    page or over the API, and the repeated call runs.
 
-An approved call runs once: the approved → executing step is a conditional
-UPDATE, the winner runs the adapter and stores the result, and every other
-repeat gets that stored result.
+An approved call runs once, whatever path reaches it: the approved →
+executing step is a conditional UPDATE, the winner runs the adapter and stores
+the result, and every other repeat gets that stored result, including a
+repeat that a rule (one "remember" created, say) now allows.
 """
 
 from __future__ import annotations
 
 import asyncio
-import re
+import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from email.utils import getaddresses
 from typing import Any, Literal
 
 from sqlalchemy import and_, or_, select
@@ -36,38 +39,48 @@ from sqlalchemy.sql import ColumnElement
 from approvals import lifecycle
 from approvals.lifecycle import ApprovalError, Binding
 from approvals.rulebook import RuleBook
-from approvals.rules import Decision, Rule
-from server.races import unless
+from approvals.rules import Decision, Rule, RuleError
+from server.races import first
 from store import wakeups
 from store.crypto import SecretBox
 from store.db import Database
+from store.in_chat_policy import IN_CHAT_REMEMBER_SECONDS, may_approve_in_chat
 from store.models import Approval, ApprovalStatus, utcnow
 from store.principal import Principal
 from tools.registry import RegisteredTool
+from tools.summary import full_arguments, render
 
 REMEMBER_FOR = {"1h": timedelta(hours=1), "30d": timedelta(days=30)}
 
-CONFIRM_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "decision": {
-            "type": "string",
-            "title": "Decision",
-            "enum": ["approve", "deny"],
-            "enumNames": ["Approve", "Deny"],
+IN_CHAT_REMEMBER = "1h"
+NOT_REMEMBERED = "Nothing was decided: this call cannot be remembered"
+assert REMEMBER_FOR[IN_CHAT_REMEMBER].total_seconds() <= IN_CHAT_REMEMBER_SECONDS
+
+
+def confirm_schema(remember_scope: str) -> dict[str, Any]:
+    """The in-chat form: approve or deny, a reason, and "remember" for at most an hour, said in plain words."""
+    return {
+        "type": "object",
+        "properties": {
+            "decision": {
+                "type": "string",
+                "title": "Decision",
+                "enum": ["approve", "deny"],
+                "enumNames": ["Approve", "Deny"],
+            },
+            "remember": {
+                "type": "string",
+                "title": "Remember this choice for 1 hour",
+                "description": remember_scope,
+                "enum": ["no", IN_CHAT_REMEMBER],
+                "enumNames": ["No, ask every time", "For 1 hour"],
+                "default": "no",
+            },
+            "reason": {"type": "string", "title": "Reason (if you deny)", "maxLength": 500},
         },
-        "remember": {
-            "type": "string",
-            "title": "Remember this choice",
-            "description": "Approve calls like this one without asking, for a while",
-            "enum": ["no", "1h", "30d"],
-            "enumNames": ["No, ask every time", "For 1 hour", "For 30 days"],
-            "default": "no",
-        },
-        "reason": {"type": "string", "title": "Reason (if you deny)", "maxLength": 500},
-    },
-    "required": ["decision"],
-}
+        "required": ["decision"],
+    }
+
 
 APPROVAL_REQUIRED_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -93,6 +106,7 @@ class Prompt:
     message: str
     kind: Literal["form", "url"]
     url: str
+    schema: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -135,47 +149,82 @@ class Outcome:
     prompt: Prompt | None = None
 
 
-def _plain(value: Any) -> str:
-    if isinstance(value, list):
-        return ", ".join(_plain(item) for item in value)
-    text = str(value)
-    return text if len(text) <= 80 else text[:77] + "…"
-
-
-def summarize(tool: RegisteredTool, arguments: dict[str, Any]) -> str:
-    """The call in plain words, from the manifest's summary template or its title and key arguments."""
-    if tool.spec.summary:
-        return re.sub(r"{([^{}]+)}", lambda m: _plain(arguments.get(m.group(1), "…")), tool.spec.summary)
-    shown = [f"{name} {_plain(value)}" for name, value in list(arguments.items())[:4]]
-    return f"{tool.spec.title}" + (f": {'; '.join(shown)}" if shown else "")
+def _label(text: str, limit: int = 500) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _remember_conditions(tool: RegisteredTool, arguments: dict[str, Any]) -> list[dict[str, Any]]:
+    """What a remembered approval keeps constant: the manifest's ``remember`` constraints on the arguments that
+    define the call's effect, or by default every required argument as it was."""
     specs = tool.spec.remember
     if specs is None:
         required = tool.spec.input_schema.get("required", [])
         return [{"arg": name, "op": "eq", "value": arguments[name]} for name in required if name in arguments]
-    conditions = []
+    conditions: list[dict[str, Any]] = []
     for spec in specs:
         if spec.arg not in arguments:
             conditions.append({"arg": spec.arg, "op": "exists", "value": False})
             continue
         value = arguments[spec.arg]
-        if spec.op == "domain_in":
+        if spec.op in ("domain_in", "in") and value == []:
+            # An empty list stays empty: approving mail with no Bcc never approves mail with one.
+            conditions.append({"arg": spec.arg, "op": "max_length", "value": 0})
+        elif spec.op == "domain_in":
             texts = value if isinstance(value, list) else [value]
-            domains = sorted(
-                {a.rsplit("@", 1)[1].lower() for _, a in getaddresses([str(t) for t in texts]) if "@" in a}
-            )
+            # Arguments are canonical here: each is one mailbox whose domain is lower-case ASCII (punycode).
+            domains = sorted({str(text).rsplit("@", 1)[-1] for text in texts})
             conditions.append({"arg": spec.arg, "op": "domain_in", "value": domains})
         elif spec.op == "in":
             conditions.append({"arg": spec.arg, "op": "in", "value": value if isinstance(value, list) else [value]})
+        elif spec.op == "exists":
+            # Which optional fields an update touches, whatever it sets them to.
+            conditions.append({"arg": spec.arg, "op": "exists", "value": True})
+        elif spec.op == "keys_in" and isinstance(value, dict) and value:
+            conditions.append({"arg": spec.arg, "op": "keys_in", "value": sorted(value)})
         else:
             conditions.append({"arg": spec.arg, "op": "eq", "value": value})
     return conditions
 
 
+def _words(condition: dict[str, Any]) -> str:
+    arg, op, value = condition["arg"], condition["op"], condition["value"]
+    if op == "exists":
+        return f"changing {arg}" if value else f"no {arg}"
+    if op == "max_length":
+        return f"{arg} empty"
+    if op == "domain_in":
+        return f"{arg} only at {', '.join(value)}"
+    if op == "in":
+        return f"{arg} among {', '.join(map(str, value))}"
+    if op == "keys_in":
+        return f"{arg} changing only {', '.join(value)}"
+    return f"{arg} exactly {json.dumps(value, ensure_ascii=True)}"
+
+
+def remember_scope(tool: RegisteredTool, arguments: dict[str, Any], sender: str) -> str:
+    """What "remember" would approve later, in plain words, shown before the click in every channel."""
+    conditions = "; ".join(_words(c) for c in _remember_conditions(tool, arguments)) or "any arguments"
+    through = f" through {sender}" if sender else ""
+    return f"Remembering approves later {tool.spec.title} calls{through} with {conditions}, without asking."
+
+
 # The approval's id goes with an approved call, so an adapter can send it as the provider's idempotency key.
 Runner = Callable[[Principal, RegisteredTool, Any, str], Awaitable[tuple[bool, dict[str, Any] | None, str]]]
+
+
+def in_chat_may_decide(principal: Principal, approval: Approval) -> bool:
+    """Whether an answer in this assistant's chat may decide ``approval``.
+
+    Everything that arrives through an assistant's connection is the
+    assistant's own word unless its key's owner said the host shows forms to
+    them and not to the model, and the workspace lets such an answer approve
+    a call of this risk. An admin rule may keep the call out of band anyway.
+    """
+    return (
+        principal.person_facing
+        and not approval.require_out_of_band
+        and may_approve_in_chat(principal.in_chat_max_risk, approval.risk)
+    )
 
 
 class ApprovalFlow:
@@ -189,6 +238,7 @@ class ApprovalFlow:
         ttl: timedelta,
         wait_seconds: float,
         lease: timedelta = timedelta(seconds=30),
+        max_pending_per_key: int = 20,
     ) -> None:
         self.db = db
         self.box = box
@@ -197,6 +247,7 @@ class ApprovalFlow:
         self.ttl = ttl
         self.wait_seconds = wait_seconds
         self.lease = lease
+        self.max_pending_per_key = max_pending_per_key
         # Told of each new approval, after it is committed (the approver's e-mail).
         self.announce: Callable[[Approval, str, str], None] | None = None
         # Set when this process starts to shut down (server/asgi.py): a call waiting for a decision then answers
@@ -219,10 +270,49 @@ class ApprovalFlow:
         decision: Decision,
         channel: Channel,
         run: Runner,
+        *,
+        sender: str = "",
+        summary: str | None = None,
     ) -> Outcome:
-        approval, created, claimed = await self._approval_for(binding, arguments, decision, channel)
+        """Ask for, or find again, the approval of this call, and take it as far as the channel allows.
+
+        Raises TooManyPending, before anything is stored, when the key has too many approvals waiting.
+        """
+        approval, created, claimed = await self._approval_for(binding, arguments, decision, channel, sender, summary)
         if created and self.announce is not None:
-            self.announce(approval, summarize(tool, arguments), tool.manifest.name)
+            self.announce(approval, self.summary(approval, tool, arguments), tool.manifest.name)
+        return await self._go_on(principal, approval, claimed, tool, arguments, channel, run)
+
+    async def settle_allowed(
+        self, principal: Principal, binding: Binding, tool: RegisteredTool, run: Runner
+    ) -> Outcome | None:
+        """A call the rules now allow, settled on the approval it already has, if any (else None: run it).
+
+        A person may have approved it with "remember", or a rule been added while it waited: the approval is
+        still the unit of execution, so the call runs through it once, and a repeat gets its stored result.
+        """
+        async with self.db.transaction() as session:
+            found = await lifecycle.find_reusable(session, binding, window=self.ttl)
+            if found is None:
+                return None
+            claimed: bool | None = None
+            if found.status is ApprovalStatus.PENDING:
+                found = await lifecycle.decide(session, found, approve=True, actor_id=None, via="rule")
+            if found.status is ApprovalStatus.APPROVED:
+                claimed = await lifecycle.claim(session, found.id, lease=self.lease)
+        arguments = lifecycle.arguments_of(self.box, found)
+        return await self._go_on(principal, found, claimed, tool, arguments, NO_CHANNEL, run)
+
+    async def _go_on(
+        self,
+        principal: Principal,
+        approval: Approval,
+        claimed: bool | None,
+        tool: RegisteredTool,
+        arguments: dict[str, Any],
+        channel: Channel,
+        run: Runner,
+    ) -> Outcome:
         if claimed is not None:
             return await self.execute(principal, approval, tool, run, claimed=claimed)
         status = approval.status
@@ -233,7 +323,13 @@ class ApprovalFlow:
         return await self._confirm(principal, approval, tool, arguments, channel, run)
 
     async def _approval_for(
-        self, binding: Binding, arguments: dict[str, Any], decision: Decision, channel: Channel
+        self,
+        binding: Binding,
+        arguments: dict[str, Any],
+        decision: Decision,
+        channel: Channel,
+        sender: str,
+        summary: str | None,
     ) -> tuple[Approval, bool, bool | None]:
         """The approval for this exact call: the one already asked for, or a new one (then True); and, if it
         was approved, whether this call claimed its run (None if it was not approved)."""
@@ -245,6 +341,9 @@ class ApprovalFlow:
                     return found, False, None
                 # Claimed in the transaction that found it: one fewer before the call a person approved runs.
                 return found, False, await lifecycle.claim(session, found.id, lease=self.lease)
+            waiting = await lifecycle.pending_of_key(session, binding.workspace_id, binding.api_key_id)
+            if waiting >= self.max_pending_per_key:
+                raise TooManyPending(self.max_pending_per_key)
             created = await lifecycle.request(
                 session,
                 self.box,
@@ -256,6 +355,8 @@ class ApprovalFlow:
                 require_out_of_band=decision.require_out_of_band,
                 admin_may_approve=decision.admin_may_approve,
                 channel="form" if channel.form else "url" if channel.url else "result",
+                sender=sender,
+                summary=summary,
             )
         return created, True, None
 
@@ -271,46 +372,61 @@ class ApprovalFlow:
         answer = channel.answer if channel.answer and channel.answer.approval_id == approval.id else None
         if answer is not None:
             return await self._apply(principal, approval, tool, arguments, answer, channel, run)
-        in_chat_allowed = not approval.require_out_of_band
-        if channel.form and in_chat_allowed:
-            prompt = await self._prompt(approval, tool, arguments, "form")
-            if channel.deferred:
-                return Outcome("prompt", approval, prompt=prompt)
-            assert channel.ask_inline is not None
-            reply = await self._ask(channel.ask_inline, prompt)
-            if reply is None:
-                return self._required(approval, tool, arguments)
-            return await self._apply(principal, approval, tool, arguments, reply, channel, run)
-        if channel.url:
-            prompt = await self._prompt(approval, tool, arguments, "url")
-            if channel.deferred:
-                return Outcome("prompt", approval, prompt=prompt)
-            assert channel.ask_inline is not None
-            reply = await self._ask(channel.ask_inline, prompt)
-            if reply is not None and reply.action == "accept":
-                return await self._after_page(principal, approval, tool, run)
-        return self._required(approval, tool, arguments)
+        kind: Literal["form", "url"] | None = None
+        if channel.form and in_chat_may_decide(principal, approval):
+            kind = "form"
+        elif channel.url:
+            kind = "url"
+        if kind is None:
+            return self._required(approval, tool, arguments)
+        prompt = await self._prompt(approval, tool, arguments, kind)
+        if channel.deferred:
+            return Outcome("prompt", approval, prompt=prompt)
+        assert channel.ask_inline is not None
+        reply = await self._ask(channel.ask_inline, prompt, approval)
+        if isinstance(reply, Approval):
+            return await self._settled_elsewhere(principal, reply, tool, run)
+        if reply is None:
+            return self._required(approval, tool, arguments)
+        return await self._apply(principal, approval, tool, arguments, reply, channel, run)
 
-    async def _ask(self, ask: Callable[[Prompt], Awaitable[Answer]], prompt: Prompt) -> Answer | None:
-        """The person's reply in the assistant, or None if this process stops waiting for it first."""
+    async def _ask(
+        self, ask: Callable[[Prompt], Awaitable[Answer]], prompt: Prompt, approval: Approval
+    ) -> Answer | Approval | None:
+        """The person's reply in the assistant; or the approval, if a person decided it in another channel first
+        (the prompt is then withdrawn, and the assistant gets that decision at once); or None if this process
+        stops waiting first."""
         if self.stopped_waiting.is_set():
             return None
-        _, reply = await unless(self.stopped_waiting, ask(prompt))
-        return reply
+        won = await first(self.stopped_waiting, ask(prompt), self._until_decided(approval.id))
+        return None if won is None else won[1]
+
+    async def _until_decided(self, approval_id: str) -> Approval:
+        delay = 0.05
+        while True:
+            async with self.db.session() as session:
+                current = await session.get(Approval, approval_id, populate_existing=True)
+            assert current is not None
+            if current.status is not ApprovalStatus.PENDING or lifecycle.is_expired(current):
+                return current
+            if not await wakeups.changed(approval_id, delay):
+                delay = min(delay * 2, 0.5)
 
     async def _prompt(
         self, approval: Approval, tool: RegisteredTool, arguments: dict[str, Any], kind: Literal["form", "url"]
     ) -> Prompt:
         async with self.db.transaction() as session:
             nonce = await lifecycle.issue_nonce(session, approval)
-        summary = summarize(tool, arguments)
+        summary = self.summary(approval, tool, arguments)
         if kind == "form":
             message = (
-                f"{tool.manifest.name} wants to: {summary}.\n"
-                f"This is a {tool.risk.value} action ({approval.tool}). Approve it once, or deny it."
+                f"{tool.manifest.name} wants to: {summary}\n"
+                f"This is a {tool.risk.value} action ({approval.tool}). Approve it once, or deny it.\n"
+                f"Full arguments:\n{full_arguments(arguments)}"
             )
-        else:
-            message = f"Approve on the approval page: {summary} ({tool.manifest.name}, {approval.tool})."
+            schema = confirm_schema(remember_scope(tool, arguments, approval.sender))
+            return Prompt(approval.id, nonce, message, kind, self.page_url(approval.id), schema)
+        message = f"Approve on the approval page ({tool.manifest.name}, {approval.tool}): {summary}"
         return Prompt(approval.id, nonce, message, kind, self.page_url(approval.id))
 
     async def _apply(
@@ -323,18 +439,33 @@ class ApprovalFlow:
         channel: Channel,
         run: Runner,
     ) -> Outcome:
+        async with self.db.session() as session:
+            approval = await lifecycle.reload(session, approval.id)
+        if approval.status is not ApprovalStatus.PENDING:
+            # Decided in another channel while the prompt was open: the assistant gets that decision.
+            return await self._settled_elsewhere(principal, approval, tool, run)
         if answer.kind == "url":
             # Accepting a URL prompt only means the person opened the page; the decision is made there.
             if answer.action == "accept":
                 return await self._after_page(principal, approval, tool, run)
             return self._required(approval, tool, arguments)
-        if answer.action == "cancel":
+        if answer.action == "cancel" or not in_chat_may_decide(principal, approval):
+            # A form answer through a key that is not person-facing is the assistant's word: it decides nothing.
             return self._required(approval, tool, arguments)
         content = answer.content or {}
         approve = answer.action == "accept" and content.get("decision") == "approve"
         reason = content.get("reason") if not approve else None
         if answer.action == "decline" and not reason:
             reason = "declined in the assistant"
+        rule = None
+        if approve and content.get("remember") in REMEMBER_FOR:
+            # In chat, remembering lasts at most an hour whatever the answer claims.
+            try:
+                rule = self.remembered_rule(approval, tool, arguments, REMEMBER_FOR[IN_CHAT_REMEMBER])
+            except RuleError as exc:
+                return Outcome(
+                    "failed", approval, message=f"Nothing was decided: this call cannot be remembered: {exc}"
+                )
         try:
             async with self.db.transaction() as session:
                 approval = await lifecycle.decide(
@@ -346,6 +477,8 @@ class ApprovalFlow:
                     reason=reason if isinstance(reason, str) else None,
                     nonce=answer.nonce if channel.deferred else None,
                 )
+                if rule is not None:
+                    await self.keep_remembered(session, principal, approval, rule)
         except ApprovalError as exc:
             async with self.db.session() as session:
                 approval = await lifecycle.reload(session, approval.id)
@@ -355,9 +488,6 @@ class ApprovalFlow:
             return await self._settled_elsewhere(principal, approval, tool, run)
         if not approve:
             return self._denied(approval)
-        remember = content.get("remember")
-        if remember in REMEMBER_FOR:
-            await self.remember(principal, approval, tool, arguments, REMEMBER_FOR[remember])
         return await self.execute(principal, approval, tool, run)
 
     async def _settled_elsewhere(
@@ -371,6 +501,8 @@ class ApprovalFlow:
             return self._denied(approval)
         if approval.status in SETTLED_OR_RUNNING:
             return await self.stored(approval)
+        if approval.status is ApprovalStatus.PENDING:
+            return self._required(approval, tool, lifecycle.arguments_of(self.box, approval))
         return Outcome("failed", approval, message=f"Approval {approval.id} is {approval.status.value}.")
 
     async def _after_page(self, principal: Principal, approval: Approval, tool: RegisteredTool, run: Runner) -> Outcome:
@@ -378,13 +510,16 @@ class ApprovalFlow:
         decided = await self._wait(
             approval, lambda a: a.status is not ApprovalStatus.PENDING or lifecycle.is_expired(a)
         )
-        if decided.status is ApprovalStatus.PENDING:
-            return self._required(decided, tool, lifecycle.arguments_of(self.box, decided))
         return await self._settled_elsewhere(principal, decided, tool, run)
 
-    async def remember(
-        self, principal: Principal, approval: Approval, tool: RegisteredTool, arguments: dict[str, Any], span: timedelta
-    ) -> None:
+    def remembered_rule(
+        self, approval: Approval, tool: RegisteredTool, arguments: dict[str, Any], span: timedelta
+    ) -> Rule:
+        """The user rule "remember" creates: this tool, this connection, the arguments that define the effect.
+
+        Built and checked before anything is decided, so a rule that cannot be saved leaves the approval as
+        it was (RuleError names the field).
+        """
         rule = Rule.model_validate(
             {
                 "effect": "allow",
@@ -392,13 +527,22 @@ class ApprovalFlow:
                 "app": tool.app,
                 "tool": tool.name,
                 "conditions": _remember_conditions(tool, arguments),
+                "context": {"connection_ids": [approval.connection_id]},
                 "expires_at": utcnow() + span,
-                "description": f"Remembered when approving {approval.id}: {summarize(tool, arguments)}",
+                "description": _label(
+                    f"Remembered when approving {approval.id}: {remember_scope(tool, arguments, approval.sender)}"
+                ),
             }
         )
-        async with self.db.transaction() as session:
-            saved = await self.rulebook.create(session, principal, rule)
-            await lifecycle.remember(session, approval, saved.id)
+        self.rulebook.check(rule)
+        return rule
+
+    async def keep_remembered(
+        self, session: AsyncSession, principal: Principal, approval: Approval, rule: Rule
+    ) -> None:
+        """Save a remembered rule in the transaction that approves: both commit, or neither does."""
+        saved = await self.rulebook.create(session, principal, rule)
+        await lifecycle.remember(session, approval, saved.id)
 
     async def execute(
         self,
@@ -485,8 +629,12 @@ class ApprovalFlow:
         because = f": {approval.reason}" if approval.reason else ""
         return Outcome("denied", approval, message=f"Denied {who}{because}. The call was not run.")
 
+    def summary(self, approval: Approval, tool: RegisteredTool, arguments: dict[str, Any]) -> str:
+        """What every channel shows: the summary rendered when the call was asked (older approvals: now)."""
+        return lifecycle.summary_of(self.box, approval) or render(tool, arguments, None)
+
     def _required(self, approval: Approval, tool: RegisteredTool, arguments: dict[str, Any]) -> Outcome:
-        summary = summarize(tool, arguments)
+        summary = self.summary(approval, tool, arguments)
         where = (
             "An admin rule requires approval outside the assistant: "
             if approval.require_out_of_band
@@ -523,6 +671,16 @@ def unknown_outcome_message(approval: Approval, url: str) -> str:
         f"happened in {approval.app}. It will not run again on its own. Ask the user to check, then to choose "
         f"at {url}: run it once more, or record that it happened."
     )
+
+
+class TooManyPending(Exception):
+    """A key already has as many approvals waiting as it may: a flood of requests would bury the real ones."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"This key already has {limit} approvals waiting for a person; ask them to decide those first, "
+            "or wait for them to expire."
+        )
 
 
 class DecisionRefused(Exception):
@@ -577,7 +735,11 @@ async def decide_elsewhere(
     reason: str | None = None,
     remember: str | None = None,
 ) -> Approval:
-    """A decision made on the approval page, over the API or in the CLI, by a person."""
+    """A decision made on the approval page, over the API or in the CLI, by a person.
+
+    With ``remember``, the rule is built and checked first, and saved in the
+    transaction that approves: the two commit together or not at all.
+    """
     try:
         async with flow.db.transaction() as session:
             approval = await _as_it_stands(session, actor, approval_id)
@@ -585,15 +747,21 @@ async def decide_elsewhere(
                 if actor.is_admin:
                     raise DecisionRefused("forbidden", "Only the user who asked can decide this approval")
                 raise DecisionRefused("not_found", f"No approval {approval_id} in this workspace")
+            rule = None
+            tool = tools.get(approval.tool)
+            if approve and remember in REMEMBER_FOR and tool is not None and approval.user_id == actor.user_id:
+                arguments = lifecycle.arguments_of(flow.box, approval)
+                try:
+                    rule = flow.remembered_rule(approval, tool, arguments, REMEMBER_FOR[remember])
+                except RuleError as exc:
+                    raise DecisionRefused("invalid", f"{NOT_REMEMBERED}: {exc}") from None
             approval = await lifecycle.decide(
                 session, approval, approve=approve, actor_id=actor.user_id, via=via, reason=reason
             )
+            if rule is not None:
+                await flow.keep_remembered(session, actor, approval, rule)
     except ApprovalError as exc:
         raise DecisionRefused(exc.code, str(exc)) from None
-    tool = tools.get(approval.tool)
-    if approve and remember in REMEMBER_FOR and tool is not None and approval.user_id == actor.user_id:
-        arguments = lifecycle.arguments_of(flow.box, approval)
-        await flow.remember(actor, approval, tool, arguments, REMEMBER_FOR[remember])
     return approval
 
 
@@ -636,7 +804,10 @@ def approval_view(flow: ApprovalFlow, tools: dict[str, RegisteredTool], approval
         "app_name": tool.manifest.name if tool else approval.app,
         "tool": approval.tool,
         "risk": approval.risk,
-        "summary": summarize(tool, arguments) if tool else approval.tool,
+        "summary": flow.summary(approval, tool, arguments) if tool else approval.tool,
+        "sender": approval.sender,
+        "remember_scope": remember_scope(tool, arguments, approval.sender) if tool else None,
+        "full_arguments": full_arguments(arguments),
         "arguments": arguments,
         "reasons": list(approval.reasons or []),
         "rule_ids": list(approval.rule_ids or []),

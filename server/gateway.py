@@ -18,7 +18,7 @@ import httpx
 
 from approvals import caps, lifecycle
 from approvals.audit import AuditLog, AuditRecord, Outcome
-from approvals.digest import arguments_digest
+from approvals.digest import arguments_digest, loose_digest
 from approvals.lifecycle import ApprovalError, Binding
 from approvals.rulebook import RuleBook
 from approvals.rules import CallFacts, Catalog, Decision, Effect, ToolInfo
@@ -29,8 +29,9 @@ from server.approval_flow import (
     ApprovalFlow,
     Channel,
     Prompt,
-    summarize,
+    TooManyPending,
 )
+from server.approval_flow import Outcome as FlowOutcome
 from server.observability.metrics import Metrics
 from store.cache import SharedCache
 from store.connections import ConnectionView, open_credentials, usable_connections
@@ -39,10 +40,13 @@ from store.db import Database
 from store.invalidation import Topic, subscribe
 from store.models import ApprovalStatus, ConnectionStatus, utcnow
 from store.principal import Principal
+from store.rate_windows import take
 from store.sealing import audit_arguments_context
-from tools.context import ToolContext
+from tools.context import HostCheck, ToolContext
 from tools.errors import InvalidArguments, ToolError
+from tools.manifest import Risk
 from tools.registry import RegisteredTool, Registry
+from tools.summary import escape, render
 from tools.tokens import TokenKeeper
 
 log = logging.getLogger(__name__)
@@ -118,8 +122,18 @@ def _suffix(connection: ConnectionView) -> str:
     return label[:20] or connection.id.split("_")[-1][:8]
 
 
+def sender_of(bound: BoundTool) -> str:
+    """The connection a call acts through, in plain words: whose it is, the app and its label."""
+    connection = bound.connection
+    whose = "your personal" if connection.scope.value == "personal" else "the workspace's"
+    label = f" “{escape(connection.label)}”" if connection.label else ""
+    return f"{whose} {bound.tool.manifest.name} connection{label}"
+
+
 def catalog_of(registry: Registry) -> Catalog:
-    return {name: ToolInfo(t.app, t.risk.value, t.spec.input_schema) for name, t in registry.tools.items()}
+    return {
+        name: ToolInfo(t.app, t.risk.value, t.spec.input_schema, egress=t.egress) for name, t in registry.tools.items()
+    }
 
 
 @dataclass
@@ -159,7 +173,9 @@ class ToolGateway:
         *,
         cache_seconds: float = 0,
         metrics: Metrics | None = None,
+        hosts: HostCheck | None = None,
     ) -> None:
+        self.hosts = hosts
         self.keeper = keeper
         self.metrics = metrics or Metrics()
         self.registry = registry
@@ -207,10 +223,13 @@ class ToolGateway:
 
     async def decide(self, principal: Principal, bound: BoundTool, arguments: dict[str, Any]) -> Decision:
         index = await self.rulebook.index_for(principal.workspace_id)
-        return index.decide(self.facts(principal, bound.tool, bound.connection.scope.value, arguments))
+        return index.decide(self.facts(principal, bound.tool, bound.connection, arguments))
 
     @staticmethod
-    def facts(principal: Principal, tool: RegisteredTool, scope: str, arguments: dict[str, Any]) -> CallFacts:
+    def facts(
+        principal: Principal, tool: RegisteredTool, connection: ConnectionView, arguments: dict[str, Any]
+    ) -> CallFacts:
+        """What the rules decide on, from canonical arguments: the same values the adapter will be given."""
         return CallFacts(
             workspace_id=principal.workspace_id,
             user_id=principal.user_id,
@@ -218,10 +237,12 @@ class ToolGateway:
             app=tool.app,
             tool=tool.name,
             risk=tool.risk.value,
-            connection_scope=scope,
+            connection_scope=connection.scope.value,
             arguments=arguments,
             now=utcnow(),
             timezone=principal.timezone,
+            connection_id=connection.id,
+            recipients=tool.recipients(arguments),
         )
 
     async def call(
@@ -229,7 +250,6 @@ class ToolGateway:
     ) -> CallResult:
         started = time.perf_counter()
         arguments = arguments or {}
-        digest = arguments_digest(arguments)
         if name == GET_APPROVAL:
             result = await self.get_approval(principal, arguments)
             outcome = Outcome.SUCCEEDED if result.ok else Outcome.FAILED
@@ -240,15 +260,46 @@ class ToolGateway:
             bound = next((b for b in await self.tools_for(principal) if b.name == name), None)
         if bound is None:
             result = CallResult.failure(UNKNOWN_TOOL, f"Unknown tool {name!r}: it is not among your tools.")
-            await self._audit(principal, None, name, digest, None, Outcome.INVALID, result, started)
+            await self._audit(principal, None, name, loose_digest(arguments), None, Outcome.INVALID, result, started)
+            return result
+        counted = await take(self.db, principal)
+        if counted.over:
+            result = CallResult.failure(
+                "rate_limited",
+                f"This key may make {counted.limit} requests a minute; try again in {counted.retry_after} s.",
+                retry_after=counted.retry_after,
+            )
+            await self._audit(principal, bound, name, loose_digest(arguments), None, Outcome.REFUSED, result, started)
             return result
         try:
+            # What the rules decide on, the person sees and the adapter runs is this canonical form, nothing else.
+            arguments = bound.tool.canonicalize(arguments)
             parsed = bound.tool.parse_arguments(arguments)
         except InvalidArguments as exc:
             result = CallResult.failure(exc.code, str(exc), fields=exc.fields)
-            await self._audit(principal, bound, name, digest, None, Outcome.INVALID, result, started)
+            await self._audit(principal, bound, name, loose_digest(arguments), None, Outcome.INVALID, result, started)
+            return result
+        digest = arguments_digest(arguments)
+        try:
+            return await self._decide_and_run(principal, bound, name, arguments, parsed, digest, channel, started)
+        except Exception:
+            # Whatever went wrong, the call is refused and the audit log says so.
+            log.exception("tool call %r failed inside Companion", name[:128])
+            result = CallResult.failure("server_error", f"{bound.tool.spec.title} failed inside Companion.")
+            await self._audit(principal, bound, name, digest, None, Outcome.FAILED, result, started, arguments)
             return result
 
+    async def _decide_and_run(
+        self,
+        principal: Principal,
+        bound: BoundTool,
+        name: str,
+        arguments: dict[str, Any],
+        parsed: Any,
+        digest: str,
+        channel: Channel,
+        started: float,
+    ) -> CallResult:
         with self.metrics.phase("decision"):
             decision = await self.decide(principal, bound, arguments)
             if decision.effect is Effect.ALLOW and decision.caps:
@@ -261,11 +312,30 @@ class ToolGateway:
             return result
         if decision.effect is Effect.ASK:
             return await self._ask(principal, bound, name, arguments, digest, decision, channel, started)
-
+        if bound.tool.risk is not Risk.READ or decision.rules:
+            # A call that was asked for before may have an approval already (approved with "remember", say):
+            # then it runs through that approval, once, and a repeat gets its stored result.
+            run = self._runner(bound.connection)
+            flow = await self.flow.settle_allowed(principal, self._binding(principal, bound, digest), bound.tool, run)
+            if flow is not None:
+                return await self._answer(principal, bound, name, arguments, digest, decision, flow, started)
         result = await self._execute(principal, bound.tool, bound.connection, parsed)
         outcome = Outcome.SUCCEEDED if result.ok else Outcome.FAILED
         await self._audit(principal, bound, name, digest, decision, outcome, result, started, arguments)
         return result
+
+    @staticmethod
+    def _binding(principal: Principal, bound: BoundTool, digest: str) -> Binding:
+        return Binding(
+            workspace_id=principal.workspace_id,
+            user_id=principal.user_id,
+            api_key_id=principal.key_id,
+            connection_id=bound.connection.id,
+            app=bound.tool.app,
+            tool=bound.tool.name,
+            risk=bound.tool.risk.value,
+            args_digest=digest,
+        )
 
     async def _ask(
         self,
@@ -278,22 +348,41 @@ class ToolGateway:
         channel: Channel,
         started: float,
     ) -> CallResult:
-        binding = Binding(
-            workspace_id=principal.workspace_id,
-            user_id=principal.user_id,
-            api_key_id=principal.key_id,
-            connection_id=bound.connection.id,
-            app=bound.tool.app,
-            tool=bound.tool.name,
-            risk=bound.tool.risk.value,
-            args_digest=digest,
-        )
-
+        binding = self._binding(principal, bound, digest)
         run = self._runner(bound.connection)
         with self.metrics.phase("approval_wait") as wait:
-            flow = await self.flow.handle(principal, binding, bound.tool, arguments, decision, channel, run)
+            try:
+                flow = await self.flow.handle(
+                    principal,
+                    binding,
+                    bound.tool,
+                    arguments,
+                    decision,
+                    channel,
+                    run,
+                    sender=sender_of(bound),
+                    summary=render(bound.tool, arguments, bound.connection),
+                )
+            except TooManyPending as exc:
+                result = CallResult.failure("too_many_pending", str(exc))
+                await self._audit(principal, bound, name, digest, decision, Outcome.REFUSED, result, started, arguments)
+                return result
             # An approved call runs inside the flow; its adapter time is a phase of its own.
             wait.exclude(run.seconds)
+        return await self._answer(principal, bound, name, arguments, digest, decision, flow, started)
+
+    async def _answer(
+        self,
+        principal: Principal,
+        bound: BoundTool,
+        name: str,
+        arguments: dict[str, Any],
+        digest: str,
+        decision: Decision,
+        flow: FlowOutcome,
+        started: float,
+    ) -> CallResult:
+        """What the approval flow produced, as the call's result, audited."""
         approval_id = flow.approval.id
         if flow.kind in ("ran", "stored"):
             result = CallResult(ok=True, data=flow.data)
@@ -326,7 +415,8 @@ class ToolGateway:
                 approval = await lifecycle.get(session, principal.workspace_id, approval_id)
         except ApprovalError as exc:
             return CallResult.failure(exc.code, str(exc))
-        if approval.user_id != principal.user_id:
+        if approval.user_id != principal.user_id or approval.api_key_id != principal.key_id:
+            # An approval answers to the key that asked: another assistant of the same person cannot run it.
             return CallResult.failure("not_found", f"No approval {approval_id} in this workspace")
         tool = self.registry.tools.get(approval.tool)
         connection = next(
@@ -339,7 +429,7 @@ class ToolGateway:
             "approval_id": approval.id,
             "status": approval.status.value,
             "tool": approval.tool,
-            "summary": summarize(tool, arguments_of_call),
+            "summary": self.flow.summary(approval, tool, arguments_of_call),
             "expires_at": approval.expires_at.isoformat().replace("+00:00", "Z"),
             "approve_url": self.flow.page_url(approval.id),
             "decided_via": approval.decided_via,
@@ -381,6 +471,7 @@ class ToolGateway:
             manifest=tool.manifest,
             keeper=self.keeper,
             approval_id=approval_id,
+            hosts=self.hosts,
         )
         try:
             with self.metrics.phase("adapter"):

@@ -23,7 +23,7 @@ from mcp.shared.exceptions import MCPError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import ConfigDict
 
-from server.approval_flow import CONFIRM_SCHEMA, Answer, Channel, Prompt
+from server.approval_flow import Answer, Channel, Prompt
 from server.gateway import (
     GET_APPROVAL,
     GET_APPROVAL_INPUT,
@@ -104,9 +104,9 @@ def _result(outcome: CallResult) -> types.CallToolResult | types.InputRequiredRe
 
 
 def _input_required(prompt: Prompt) -> types.InputRequiredResult:
-    if prompt.kind == "form":
+    if prompt.kind == "form" and prompt.schema is not None:
         params: types.ElicitRequestParams = types.ElicitRequestFormParams(
-            message=prompt.message, requested_schema=CONFIRM_SCHEMA
+            message=prompt.message, requested_schema=prompt.schema
         )
     else:
         params = types.ElicitRequestURLParams(message=prompt.message, url=prompt.url)
@@ -155,8 +155,8 @@ def _channel(ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestP
         return Channel()
 
     async def ask(prompt: Prompt) -> Answer:
-        if prompt.kind == "form":
-            reply = await ctx.session.elicit_form(prompt.message, CONFIRM_SCHEMA, related_request_id=ctx.request_id)
+        if prompt.kind == "form" and prompt.schema is not None:
+            reply = await ctx.session.elicit_form(prompt.message, prompt.schema, related_request_id=ctx.request_id)
         else:
             reply = await ctx.session.elicit_url(
                 prompt.message, prompt.url, elicitation_id=prompt.approval_id, related_request_id=ctx.request_id

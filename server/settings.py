@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     approval_wait_seconds: float = Field(
         default=60, ge=0, le=600, description="How long a call waits for a decision made elsewhere, or a run."
     )
+    max_pending_approvals_per_key: int = Field(
+        default=20, ge=1, le=10_000, description="How many approvals one key may have waiting for a person at once."
+    )
     cache_seconds: float = Field(
         default=1.0,
         ge=0,
@@ -87,7 +90,8 @@ class Settings(BaseSettings):
     )
     webhooks_allow_private: bool = Field(
         default=False,
-        description="Let webhook URLs reach private, loopback and link-local addresses (development and on-premises).",
+        description="Let webhook URLs, and hosts typed into setup fields (the SMTP server), reach private, loopback "
+        "and link-local addresses (development and on-premises).",
     )
     upload_max_bytes: int = Field(
         default=500 * 1024 * 1024,

@@ -435,6 +435,10 @@ class Approval(Base):
     risk: Mapped[str] = mapped_column(String(16))
     args_digest: Mapped[str] = mapped_column(String(64))
     sealed_arguments: Mapped[str] = mapped_column(Text)
+    # The connection the call acts through, in plain words, as it was when the call was asked.
+    sender: Mapped[str] = mapped_column(Text, default="")
+    # What every channel shows the person (tools/summary.py), rendered once when asked; sealed like the arguments.
+    sealed_summary: Mapped[str | None] = mapped_column(Text)
     status: Mapped[ApprovalStatus] = mapped_column(
         _enum(ApprovalStatus, "approval_status"), default=ApprovalStatus.PENDING
     )

@@ -23,6 +23,7 @@ from store.models import Approval, AuditEntry, Connection, OAuthFlow, WebhookEnd
 from store.sealing import (
     approval_arguments_context,
     approval_result_context,
+    approval_summary_context,
     audit_arguments_context,
     credentials_context,
     oauth_flow_context,
@@ -48,6 +49,9 @@ SEALED: tuple[Sealed, ...] = (
         "approvals.sealed_arguments", Approval.id, Approval.sealed_arguments, lambda r: approval_arguments_context(r.id)
     ),
     Sealed("approvals.sealed_result", Approval.id, Approval.sealed_result, lambda r: approval_result_context(r.id)),
+    Sealed(
+        "approvals.sealed_summary", Approval.id, Approval.sealed_summary, lambda r: approval_summary_context(r.id)
+    ),
     Sealed(
         "webhook_endpoints.sealed_secret",
         WebhookEndpoint.id,

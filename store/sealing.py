@@ -23,5 +23,9 @@ def approval_result_context(approval_id: str) -> str:
     return f"approval-result:{approval_id}"
 
 
+def approval_summary_context(approval_id: str) -> str:
+    return f"approval-summary:{approval_id}"
+
+
 def audit_arguments_context(digest: str) -> str:
     return f"audit-args:{digest}"

@@ -120,8 +120,9 @@ async def connected_to(
 ) -> AsyncIterator[Harness]:
     """The server core on an emptied database with the demo data, and ``app`` connected for ``user``.
 
-    Credentials default to tokens (or a key) the fake issues. With ``allow`` (the default) a
-    workspace rule lets the app's tools run without asking.
+    Credentials default to tokens (or a key) the fake issues. With ``allow`` (the default) a rule
+    lets the app's tools run without asking: the workspace's for a workspace connection, the user's own
+    for a personal one (only its owner's rules can auto-approve a personal connection's calls).
     """
     if origin is not None:
         settings = provider_settings(settings, app, origin)
@@ -159,9 +160,12 @@ async def connected_to(
         admin_principal = await companion.principal_for(admin_key.token)
         assert principal is not None and admin_principal is not None
         if allow:
+            personal = scope is ConnectionScope.PERSONAL
             async with companion.db.transaction() as session:
                 await companion.rulebook.create(
-                    session, admin_principal, Rule(effect=Effect.ALLOW, scope="workspace", app=app, tool="*")
+                    session,
+                    principal if personal else admin_principal,
+                    Rule(effect=Effect.ALLOW, scope="user" if personal else "workspace", app=app, tool="*"),
                 )
         yield Harness(companion, fake, app, principal, connection_id, key.token, keys)
     finally:

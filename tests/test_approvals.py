@@ -30,7 +30,8 @@ ERAS = ["legacy", "2026-07-28"]
 
 @pytest.fixture
 async def bob(companion, demo_keys):
-    """Bob's agent key and user key, and his Memo connection."""
+    """Bob's agent keys (one he marked person-facing, used by the in-chat tests, and a plain one), his user key,
+    and his Memo connection."""
     async with companion.db.transaction() as session:
         workspace = await workspace_by_slug(session, "acme")
         user = await user_by_email(session, "bob@acme.test")
@@ -44,10 +45,13 @@ async def bob(companion, demo_keys):
             label="Notes",
             credentials={"api_key": "memo-secret"},
         )
-        agent = await create_key(session, workspace_id=workspace.id, user_id=user.id, name="assistant")
+        agent = await create_key(
+            session, workspace_id=workspace.id, user_id=user.id, name="desktop", person_facing=True
+        )
+        plain = await create_key(session, workspace_id=workspace.id, user_id=user.id, name="assistant")
         person = await create_key(session, workspace_id=workspace.id, user_id=user.id, kind=KeyKind.USER)
     memo.CALLS.clear()
-    return {"agent": agent.token, "user": person.token}
+    return {"agent": agent.token, "plain": plain.token, "user": person.token}
 
 
 def answering(*replies):
@@ -193,7 +197,8 @@ async def test_a_domain_in_rule_auto_approves_internal_mail_and_asks_for_the_res
     async with mcp_client(live_server, bob["agent"]) as client:
         inside = await client.call_tool("memo_share_note", {"to": ["ann@acme.test", "Bo@ACME.test"], "text": "x"})
         outside = await client.call_tool("memo_share_note", {"to": ["ann@acme.test", "bob@client.com"], "text": "x"})
-    assert inside.structured_content == {"shared_with": ["ann@acme.test", "Bo@ACME.test"]}
+    # What runs is the canonical form the rule decided on: the domain in lower case.
+    assert inside.structured_content == {"shared_with": ["ann@acme.test", "Bo@acme.test"]}
     assert outside.structured_content["status"] == "approval_required"
     assert runs("share_note") == 1
 

@@ -29,7 +29,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from server.app import Companion
-from server.approval_flow import _remember_conditions, summarize
+from server.approval_flow import _remember_conditions
+from tools.summary import render
 from server.gateway import CallResult
 from server.settings import Settings
 from store.models import Connection, ConnectionStatus
@@ -40,7 +41,8 @@ from tools.context import ToolContext
 from tools.errors import ToolError
 from tools.registry import Registry
 
-pytestmark = pytest.mark.anyio
+# The tests' SMTP server listens on 127.0.0.1, which the address policy refuses unless a deployment allows it.
+pytestmark = [pytest.mark.anyio, pytest.mark.settings(webhooks_allow_private=True)]
 
 USERNAME = "alice@acme.test"
 PASSWORD = "correct horse battery staple"
@@ -436,8 +438,9 @@ async def test_the_connection_check_reports_missing_settings_by_name(mail):
 
 async def test_an_approval_states_the_recipients_and_the_subject(registry):
     arguments = {**RECAP, "to": ["bob@partner.test", "carol@partner.test"]}
-    summary = summarize(registry.tools[SEND], arguments)
-    assert summary == "Send an e-mail to bob@partner.test, carol@partner.test — subject “Recap of today's call”"
+    summary = render(registry.tools[SEND], arguments, None).splitlines()
+    assert summary[0] == "Send an e-mail to bob@partner.test, carol@partner.test — subject “Recap of today's call”"
+    assert "To: bob@partner.test" in summary and "To: carol@partner.test" in summary
 
 
 async def test_a_remembered_approval_keeps_copies_to_the_same_domains(registry):

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -15,6 +16,16 @@ from tools.errors import ToolError
 from tools.manifest import Manifest
 from tools.provider import ProviderApi
 from tools.tokens import TokenKeeper
+
+
+class HostCheck(Protocol):
+    """The deployment's address policy for hosts typed into setup fields (``server.webhooks.urls.HostPolicy``).
+
+    ``addresses`` returns the addresses the host may be reached on, or raises ValueError: with ``refused``
+    true when the policy refuses where it points (an internal address), false when the name does not resolve.
+    """
+
+    def addresses(self, host: str, port: int) -> Awaitable[list[str]]: ...
 
 
 @dataclass
@@ -29,6 +40,9 @@ class ToolContext:
     # Set when a person approved this call: the same approval runs again only by a person's choice, so a
     # provider that accepts an idempotency key can be given one derived from it.
     approval_id: str | None = None
+    # Where an adapter that connects to a host from its setup (SMTP) may connect. Every context the server
+    # builds carries the deployment's policy; None (a context a test built by hand) checks nothing.
+    hosts: HostCheck | None = None
 
     @cached_property
     def api(self) -> ProviderApi:

@@ -24,7 +24,7 @@ from server.approval_flow import (
 )
 from store.models import Approval, ApprovalStatus
 
-STATUS = {"not_found": 404, "forbidden": 403, "conflict": 409, "expired": 409}
+STATUS = {"not_found": 404, "forbidden": 403, "conflict": 409, "expired": 409, "invalid": 422}
 
 
 class ApproveBody(BaseModel):

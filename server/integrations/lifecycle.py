@@ -175,10 +175,8 @@ class Integrations:
             credentials=open_credentials(self.box, view),
             manifest=self.registry.manifests[row.app],
             keeper=self.keeper,
+            hosts=self.hosts,
         )
-        # The address policy for hosts in setup fields, which the adapter checks again as it connects
-        # (tools.adapters.email.HostCheck). ToolContext has no field for it yet, hence the attribute.
-        setattr(context, "hosts", self.hosts)  # noqa: B010
         return context
 
     async def check_hosts(self, manifest: Manifest, method: str, plain: dict[str, Any]) -> None:

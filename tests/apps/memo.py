@@ -9,6 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from tools.context import ToolContext
 
 CALLS: list[tuple[str, str, dict[str, Any]]] = []
+# The approval each run was made under (None for a call no one had to approve), to prove an approval runs once.
+RUNS: list[str | None] = []
 
 
 class ListNotes(BaseModel):
@@ -34,15 +36,19 @@ async def list_notes(ctx: ToolContext, args: ListNotes) -> dict[str, Any]:
 
 async def add_note(ctx: ToolContext, args: AddNote) -> dict[str, Any]:
     CALLS.append(("add_note", ctx.connection.id, args.model_dump()))
+    RUNS.append(ctx.approval_id)
     return {"id": len(CALLS), "text": args.text}
 
 
 class ShareNote(BaseModel):
     model_config = ConfigDict(extra="forbid")
     to: list[str] = Field(min_length=1)
+    cc: list[str] = Field(default_factory=list)
+    bcc: list[str] = Field(default_factory=list)
     text: str = Field(min_length=1)
 
 
 async def share_note(ctx: ToolContext, args: ShareNote) -> dict[str, Any]:
     CALLS.append(("share_note", ctx.connection.id, args.model_dump()))
+    RUNS.append(ctx.approval_id)
     return {"shared_with": args.to}

@@ -15,14 +15,14 @@ import asyncio
 import ipaddress
 import socket
 import ssl
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from email.errors import HeaderParseError
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
-from typing import Any, Protocol
+from typing import Any
 
 import aiosmtplib
 from pydantic import BaseModel, ConfigDict
@@ -33,17 +33,6 @@ from tools.mail import set_body
 
 DEFAULT_TIMEOUT = 20.0
 RECONNECT = "Reconnect the E-mail connection (Marketplace > Installed > Re-authenticate) and try again."
-
-
-class HostCheck(Protocol):
-    """The deployment's address policy for hosts in setup fields (``server.webhooks.urls.HostPolicy``).
-
-    ``addresses`` returns the addresses the host may be reached on, or raises ValueError: with
-    ``refused`` true when the policy refuses where it points (an internal address), false when the
-    name does not resolve. It is handed to the adapter on the context as ``hosts``.
-    """
-
-    def addresses(self, host: str, port: int) -> Awaitable[list[str]]: ...
 
 
 class Arguments(BaseModel):
@@ -195,9 +184,9 @@ async def _checked_socket(ctx: ToolContext, server: MailServer) -> socket.socket
     The host is resolved and checked on every use, and the session runs over the socket to the
     address that was checked, so a name that pointed at a public address when the connection was
     saved cannot be turned to an internal one later (DNS rebinding). None when the context carries
-    no policy (the server hands one to every context it builds; see ``HostCheck``).
+    no policy (the server hands one to every context it builds; see ``tools.context.HostCheck``).
     """
-    hosts: HostCheck | None = getattr(ctx, "hosts", None)
+    hosts = ctx.hosts
     if hosts is None:
         return None
     where = f"The mail server at {server.host}:{server.port}"

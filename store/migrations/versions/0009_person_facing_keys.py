@@ -1,4 +1,4 @@
-"""Agent keys a person marked as used by a person-facing host, and each workspace's in-chat approval policy
+"""Person-facing agent keys, each workspace's in-chat approval policy, and who an approved call acts as
 
 Revision ID: 0009
 Revises: 0008
@@ -21,9 +21,13 @@ def upgrade() -> None:
     op.add_column("api_keys", sa.Column("person_facing", sa.Boolean(), nullable=False, server_default=sa.false()))
     op.add_column("workspaces", sa.Column("person_facing_keys", sa.Boolean(), nullable=False, server_default=sa.true()))
     op.add_column("workspaces", sa.Column("in_chat_max_risk", sa.String(16), nullable=False, server_default="delete"))
+    op.add_column("approvals", sa.Column("sender", sa.Text(), nullable=False, server_default=""))
+    op.add_column("approvals", sa.Column("sealed_summary", sa.Text(), nullable=True))
 
 
 def downgrade() -> None:
+    op.drop_column("approvals", "sealed_summary")
+    op.drop_column("approvals", "sender")
     op.drop_column("workspaces", "in_chat_max_risk")
     op.drop_column("workspaces", "person_facing_keys")
     op.drop_column("api_keys", "person_facing")

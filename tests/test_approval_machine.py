@@ -1,0 +1,244 @@
+"""The approval machine as Hypothesis plays it: every way to reach an approval, in any order.
+
+An approval is the unit of execution. Whatever interleaving of the entry
+points below Hypothesis tries (the assistant's retry, ``companion_get_approval``,
+an in-chat answer, a person's decision over the API with or without
+"remember", a rule added later, expiry, a crash while running and the
+person's choice after it), each approval runs its adapter at most once, and
+once it has run, every path that reaches it returns the stored result.
+
+The machine runs in a worker thread and performs each step on the test's
+event loop, so the real gateway, flow and database are what it exercises.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from datetime import timedelta
+from typing import Any
+
+import anyio
+import anyio.from_thread
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
+from sqlalchemy import delete, select, update
+
+from approvals import lifecycle
+from approvals.rules import Rule
+from server.approval_flow import Answer, Channel, DecisionRefused, decide_elsewhere, resolve_elsewhere
+from store.connections import add_connection
+from store.directory import user_by_email, workspace_by_slug
+from store.keys import authenticate, create_key
+from store.models import Approval, ApprovalStatus, ConnectionScope, KeyKind, RuleRow, utcnow
+from tests.apps import memo
+
+pytestmark = pytest.mark.anyio
+
+TEXTS = ["pay Ann", "pay Bo", "pay Cy"]
+
+
+async def _people(companion) -> tuple[Any, Any]:
+    async with companion.db.transaction() as session:
+        workspace = await workspace_by_slug(session, "acme")
+        user = await user_by_email(session, "bob@acme.test")
+        await add_connection(
+            session, companion.box, app="memo", scope=ConnectionScope.PERSONAL, workspace_id=None,
+            user_id=user.id, label="Notes", credentials={"api_key": "memo-secret"},
+        )  # fmt: skip
+        agent = await create_key(session, workspace_id=workspace.id, user_id=user.id, person_facing=True)
+        person = await create_key(session, workspace_id=workspace.id, user_id=user.id, kind=KeyKind.USER)
+    async with companion.db.session() as session:
+        return (
+            await authenticate(session, agent.token, touch_after=timedelta(hours=1)),
+            await authenticate(session, person.token, touch_after=timedelta(hours=1)),
+        )
+
+
+class ApprovalMachine(RuleBasedStateMachine):
+    companion: Any
+    agent: Any
+    person: Any
+    round = 0
+
+    def __init__(self) -> None:
+        super().__init__()
+        # Each example asks about calls of its own, so approvals of earlier examples never answer them.
+        ApprovalMachine.round += 1
+        self.texts = [f"{text} #{self.round}" for text in TEXTS]
+        self.nonces: dict[str, str] = {}
+        self.first_run = len(memo.RUNS)
+        self.results: dict[str, dict[str, Any]] = {}
+
+    def step(self, work: Any) -> Any:
+        return anyio.from_thread.run(work)
+
+    async def _approval_of(self, text: str) -> Approval | None:
+        async with self.companion.db.session() as session:
+            return await session.scalar(
+                select(Approval)
+                .where(Approval.api_key_id == self.agent.key_id, Approval.tool == "memo_add_note")
+                .where(Approval.args_digest == _digest(text))
+                .order_by(Approval.created_at.desc())
+                .limit(1)
+            )
+
+    def _seen(self, result: Any) -> None:
+        """Every answer carrying an approval's result must carry the one it stored."""
+        data = result.data if result.ok else None
+        if not data:
+            return
+        approval_id = data.get("approval_id")
+        output = data.get("result") if "result" in data else None
+        if approval_id and output:
+            assert self.results.setdefault(approval_id, output) == output
+
+    @rule(index=st.integers(0, 2))
+    def retry(self, index: int) -> None:
+        """The assistant calls (again), with no way to ask the person in the chat."""
+        result = self.step(
+            lambda: self.companion.gateway.call(self.agent, "memo_add_note", {"text": self.texts[index]})
+        )
+        approval = self.step(lambda: self._approval_of(self.texts[index]))
+        if approval is not None and approval.status is ApprovalStatus.SUCCEEDED and result.ok and result.data:
+            stored = self.results.setdefault(approval.id, result.data)
+            assert result.data == stored, "a repeat of a call that ran returns what it returned"
+
+    @rule(index=st.integers(0, 2))
+    def prompt_in_chat(self, index: int) -> None:
+        channel = Channel(form=True)
+        result = self.step(
+            lambda: self.companion.gateway.call(self.agent, "memo_add_note", {"text": self.texts[index]}, channel)
+        )
+        if result.prompt is not None:
+            self.nonces[self.texts[index]] = result.prompt.nonce
+
+    @rule(index=st.integers(0, 2), approve=st.booleans(), remember=st.sampled_from(["no", "1h", "30d"]))
+    def answer_in_chat(self, index: int, approve: bool, remember: str) -> None:
+        approval = self.step(lambda: self._approval_of(self.texts[index]))
+        if approval is None:
+            return
+        content = {"decision": "approve" if approve else "deny", "remember": remember}
+        answer = Answer(approval.id, self.nonces.get(self.texts[index], "stale"), "form", "accept", content)
+        self.step(
+            lambda: self.companion.gateway.call(
+                self.agent, "memo_add_note", {"text": self.texts[index]}, Channel(form=True, answer=answer)
+            )
+        )
+
+    @rule(index=st.integers(0, 2))
+    def get_approval(self, index: int) -> None:
+        approval = self.step(lambda: self._approval_of(self.texts[index]))
+        if approval is None:
+            return
+        result = self.step(
+            lambda: self.companion.gateway.call(self.agent, "companion_get_approval", {"approval_id": approval.id})
+        )
+        self._seen(result)
+
+    @rule(index=st.integers(0, 2), approve=st.booleans(), remember=st.sampled_from([None, "1h", "30d"]))
+    def decide_over_the_api(self, index: int, approve: bool, remember: str | None) -> None:
+        approval = self.step(lambda: self._approval_of(self.texts[index]))
+        if approval is None:
+            return
+        flow, tools = self.companion.gateway.flow, self.companion.registry.tools
+
+        async def decide() -> None:
+            with contextlib.suppress(DecisionRefused):
+                await decide_elsewhere(
+                    flow, tools, self.person, approval.id, approve=approve, via="api", remember=remember
+                )
+
+        self.step(decide)
+
+    @rule()
+    def allow_by_rule(self) -> None:
+        rule_ = Rule(effect="allow", scope="user", app="memo", tool="memo_add_note")
+
+        async def add() -> None:
+            async with self.companion.db.transaction() as session:
+                await self.companion.gateway.rulebook.create(session, self.person, rule_)
+
+        self.step(add)
+
+    @rule(index=st.integers(0, 2))
+    def expire(self, index: int) -> None:
+        async def now_past() -> None:
+            async with self.companion.db.transaction() as session:
+                await session.execute(
+                    update(Approval)
+                    .where(Approval.api_key_id == self.agent.key_id, Approval.args_digest == _digest(self.texts[index]))
+                    .values(expires_at=utcnow() - timedelta(seconds=1))
+                )
+
+        self.step(now_past)
+
+    @rule(index=st.integers(0, 2))
+    def crash_while_running(self, index: int) -> None:
+        """A replica claims the approved call and dies before the adapter returns anything."""
+
+        async def crash() -> None:
+            approval = await self._approval_of(self.texts[index])
+            if approval is None or approval.status is not ApprovalStatus.APPROVED:
+                return
+            async with self.companion.db.transaction() as session:
+                if await lifecycle.claim(session, approval.id, lease=timedelta(seconds=-1)):
+                    await lifecycle.expire_due(session, workspace_id=approval.workspace_id)
+
+        self.step(crash)
+
+    @rule(index=st.integers(0, 2), run_again=st.booleans())
+    def settle_the_unknown(self, index: int, run_again: bool) -> None:
+        async def settle() -> None:
+            approval = await self._approval_of(self.texts[index])
+            if approval is None or approval.status is not ApprovalStatus.OUTCOME_UNKNOWN:
+                return
+            await resolve_elsewhere(
+                self.companion.gateway.flow, self.person, approval.id, run_again=run_again, via="api"
+            )
+
+        self.step(settle)
+
+    def teardown(self) -> None:
+        # Rules outlive nothing: the next example starts from the manifest's defaults again.
+        async def forget_rules() -> None:
+            async with self.companion.db.transaction() as session:
+                await session.execute(delete(RuleRow))
+
+        self.step(forget_rules)
+
+    @invariant()
+    def each_approval_ran_its_adapter_at_most_once(self) -> None:
+        ran = [approval_id for approval_id in memo.RUNS[self.first_run :] if approval_id is not None]
+        assert len(ran) == len(set(ran)), f"an approval ran twice: {ran}"
+
+    @invariant()
+    def nothing_ran_under_an_approval_no_one_approved(self) -> None:
+        async def statuses() -> dict[str, ApprovalStatus]:
+            async with self.companion.db.session() as session:
+                rows = await session.execute(select(Approval.id, Approval.status))
+                return {approval_id: status for approval_id, status in rows}
+
+        known = self.step(statuses)
+        for approval_id in filter(None, memo.RUNS[self.first_run :]):
+            assert known[approval_id] in (
+                ApprovalStatus.SUCCEEDED, ApprovalStatus.FAILED, ApprovalStatus.EXECUTING,
+                ApprovalStatus.OUTCOME_UNKNOWN,
+            ), f"{approval_id} ran but is {known[approval_id]}"  # fmt: skip
+
+
+def _digest(text: str) -> str:
+    from approvals.digest import arguments_digest
+
+    return arguments_digest({"text": text})
+
+
+@pytest.mark.settings(approval_wait_seconds=0)
+async def test_every_path_to_an_approval_runs_it_at_most_once(companion, demo_keys) -> None:
+    ApprovalMachine.companion = companion
+    ApprovalMachine.agent, ApprovalMachine.person = await _people(companion)
+    memo.RUNS.clear()
+    run = settings(max_examples=40, stateful_step_count=25, deadline=None, suppress_health_check=list(HealthCheck))
+    await anyio.to_thread.run_sync(lambda: run_state_machine_as_test(ApprovalMachine, settings=run))
+    assert any(memo.RUNS), "the machine never ran a call under an approval: it proved nothing"
