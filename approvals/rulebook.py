@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -16,13 +18,34 @@ from store.invalidation import Topic, announce, subscribe
 from store.models import RuleRow, utcnow
 from store.principal import Principal
 
+log = logging.getLogger(__name__)
+
 
 class RulePermissionError(Exception):
     """The actor may not create, change or see this rule."""
 
 
 def _to_rule(row: RuleRow) -> Rule:
-    return Rule.model_validate({**row.definition, "id": row.id, "scope": row.scope, "user_id": row.user_id})
+    """A stored rule, failing safe where its conditions no longer pass today's checks.
+
+    A pattern RE2 refuses or a domain the stricter check refuses must not stop a whole workspace's rules from
+    loading, nor silently widen anything: an ask or deny rule then applies without its conditions (stricter),
+    and an allow rule only in shadow mode, until someone edits it.
+    """
+    stored = {**row.definition, "id": row.id, "scope": row.scope, "user_id": row.user_id}
+    try:
+        return Rule.model_validate(stored)
+    except ValidationError as exc:
+        log.warning("rule %s no longer validates and is applied without its conditions: %s", row.id, exc)
+        safe = {
+            **stored,
+            "conditions": [],
+            "description": f"{stored.get('description', '')} (stored conditions "
+            "no longer valid; applied without them until edited)"[:500].lstrip(),
+        }
+        if stored.get("effect") == "allow":
+            safe["mode"] = "shadow"
+        return Rule.model_validate(safe)
 
 
 def _definition(rule: Rule) -> dict[str, Any]:

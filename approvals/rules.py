@@ -432,6 +432,21 @@ def _getter(path: str) -> Callable[[Any], Any]:
     return get
 
 
+def recipients_of(egress: tuple[str, ...], arguments: dict[str, Any]) -> tuple[str, ...]:
+    """The string values at a tool's egress paths, in order, each once: what ``@recipients`` tests.
+
+    The gateway gathers them from the registered tool (``tools.canonical.recipients``) the same way; this
+    copy serves the what-ifs, which see only the catalog.
+    """
+    found: list[str] = []
+    for path in egress:
+        value = _getter(path)(arguments)
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, str):
+                found.append(item)
+    return tuple(dict.fromkeys(found))
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 

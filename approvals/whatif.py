@@ -30,7 +30,7 @@ from jsonschema.exceptions import ValidationError as SchemaViolation
 from sqlalchemy import select
 
 from approvals.rulebook import RuleBook
-from approvals.rules import CallFacts, Decision, Effect, Rule, RuleIndex
+from approvals.rules import CallFacts, Decision, Effect, Rule, RuleIndex, recipients_of
 from store.crypto import SecretBox
 from store.db import Database
 from store.models import AuditEntry, Membership, Role, User, utcnow
@@ -202,6 +202,7 @@ async def explain(
         arguments=arguments,
         now=at or utcnow(),
         timezone=actor.timezone,
+        recipients=recipients_of(info.egress, arguments),
     )
     return Explanation(tool, user_id, index.explain(facts))
 
@@ -233,6 +234,20 @@ class Replay:
     @property
     def changed(self) -> int:
         return sum(self.counts.values())
+
+
+class _UnreadRecipients(tuple):  # type: ignore[type-arg]
+    """Recipients that are not there to read: none, and it remembers whether a rule tried."""
+
+    read = False
+
+    def __iter__(self) -> Iterator[Any]:
+        self.read = True
+        return iter(())
+
+    def __len__(self) -> int:
+        self.read = True
+        return 0
 
 
 class _Unread(dict):  # type: ignore[type-arg]
@@ -320,6 +335,8 @@ async def replay(
         arguments: dict[str, Any] = (
             box.open_json(entry.sealed_arguments, context=f"audit-args:{entry.args_digest}") if own else _Unread()
         )
+        # Another person's recipients are theirs to read, as their arguments are.
+        recipients = recipients_of(catalog[entry.tool].egress, arguments) if own else _UnreadRecipients()
         facts = CallFacts(
             workspace_id=entry.workspace_id,
             user_id=entry.user_id,
@@ -331,9 +348,11 @@ async def replay(
             arguments=arguments,
             now=entry.at,
             timezone=actor.timezone,
+            connection_id=entry.connection_id,
+            recipients=recipients,
         )
         before, after = before_index.decide(facts), after_index.decide(facts)
-        if isinstance(arguments, _Unread) and arguments.read:
+        if isinstance(arguments, _Unread) and (arguments.read or recipients.read):
             withheld += 1
             continue
         replayed += 1
