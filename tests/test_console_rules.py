@@ -154,8 +154,9 @@ async def test_a_bad_value_shows_beside_its_field_and_nothing_is_saved(admin, co
 
 
 async def test_simulate_lists_the_calls_the_rule_would_change_and_saves_nothing(
-    admin, app_client, demo_keys, companion
+    alice, app_client, demo_keys, companion
 ):
+    """Alice replays her own calls, whose arguments she may read (an admin's replay withholds them)."""
     async with mcp_client(BASE, demo_keys.keys["alice@acme.test"], transport=app_client.transport) as client:
         for text in ("email Carol", "email Dan", "plan the offsite"):
             await client.call_tool(CREATE_ITEM, {"meeting_id": "mtg_missing", "text": text})
@@ -163,7 +164,7 @@ async def test_simulate_lists_the_calls_the_rule_would_change_and_saves_nothing(
     await companion.audit.flush()
     proposal = {
         "effect": "allow",
-        "scope": "workspace",
+        "scope": "user",
         "app": "harmony",
         "tool": CREATE_ITEM,
         "conditions.0.arg": "text",
@@ -171,12 +172,12 @@ async def test_simulate_lists_the_calls_the_rule_would_change_and_saves_nothing(
         "conditions.0.value": "email .*",
         "action": "simulate",
     }
-    simulated = await form_post(admin, "/rules/new", "/rules/new", proposal)
+    simulated = await form_post(alice, "/rules/new", "/rules/new", proposal)
     assert simulated.status_code == 200
     shown = words(simulated.text)
-    assert "2 of 4 calls would have been decided differently with this rule." in shown
+    assert "2 of 4 calls would have been decided differently with this rule (your own calls" in shown
     assert "Ask → would become Allow 2 calls" in shown
-    assert shown.count("Alice Archer Create an action item Ask Allow") == 2
+    assert shown.count("you Create an action item Ask Allow") == 2
     assert await rule_count(companion) == 0
     assert 'value="email .*"' in simulated.text  # the form is still filled in, ready to save
 

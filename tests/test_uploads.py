@@ -132,11 +132,11 @@ async def test_an_upload_streams_to_disk_with_its_sha256_and_queues_a_job(api, s
 
 async def test_the_seeds_curl_example_works_types_come_from_the_extension_when_generic(api, settings):
     """curl -F file=@recording.mp3 sends application/octet-stream; the extension names the type."""
-    async with api.client("agent:alice@acme.test") as agent:
-        answer = await upload(agent, ("recording.mp3", AUDIO, "application/octet-stream"), None)
+    async with api.client() as alice:
+        answer = await upload(alice, ("recording.mp3", AUDIO, "application/octet-stream"), None)
         assert answer.status_code == 202, answer.text
         assert answer.json()["file"]["content_type"] == "audio/mpeg" and answer.json()["transcript"] is None
-        macos = await upload(agent, ("memo.m4a", b"m4a", "audio/x-m4a"), None)
+        macos = await upload(alice, ("memo.m4a", b"m4a", "audio/x-m4a"), None)
         assert macos.json()["file"]["content_type"] == "audio/mp4"
 
 
