@@ -461,3 +461,64 @@ async def test_denying_on_the_page_releases_an_open_url_prompt_with_the_denial(l
     assert [type(p) for p in callback.asked] == [types.ElicitRequestURLParams]
     assert result.is_error and "no thanks" in result.content[0].text
     assert memo.RUNS == []
+
+
+async def test_remembering_a_record_update_keeps_the_record_and_the_fields_it_changes(companion):
+    tool = companion.registry.tools["salesforce_update_record"]
+    arguments = {"object": "Contact", "id": "003000000000001AAA", "fields": {"Title": "CTO", "Phone": "1"}}
+    approval = Approval(id="apr_x", connection_id="con_x", sender="the workspace's Salesforce connection")
+    rule = companion.gateway.flow.remembered_rule(approval, tool, arguments, timedelta(hours=1))
+    conditions = [c.model_dump() for c in rule.conditions]
+    assert conditions == [
+        {"arg": "object", "op": "eq", "value": "Contact"},
+        {"arg": "id", "op": "eq", "value": "003000000000001AAA"},
+        {"arg": "fields", "op": "keys_in", "value": ["Phone", "Title"]},
+    ]
+    assert rule.context.connection_ids == ["con_x"]
+    assert "fields changing only Phone, Title" in rule.description
+
+
+# 5. No rule stalls the server ------------------------------------------------------------------------------------
+
+
+async def test_a_backtracking_pattern_never_holds_the_server(live_server, bob):
+    rule = {
+        "effect": "deny", "scope": "user", "app": "memo", "tool": "memo_add_note",
+        "conditions": [{"arg": "text", "op": "matches", "value": "(a+)+b"}],
+    }  # fmt: skip
+    assert (await api(live_server, bob["user"], "POST", "/rules", rule)).status_code == 201
+    async with (
+        mcp_client(live_server, bob["agent"]) as client,
+        httpx2.AsyncClient(base_url=live_server, timeout=5) as http,
+    ):
+        started = time.monotonic()
+        calls = [client.call_tool("memo_add_note", {"text": "a" * n}) for n in (27, 5_000, 50_000)]
+        answers, health = await asyncio.gather(asyncio.gather(*calls), http.get("/healthz"))
+        took = time.monotonic() - started
+    assert health.status_code == 200
+    assert [a.structured_content["status"] for a in answers[:2]] == ["approval_required"] * 2
+    # Too long to test: the deny rule applies, as a rule that cannot decide safely must.
+    assert answers[2].is_error and "not allowed" in answers[2].content[0].text
+    assert took < 5
+
+
+async def test_a_stored_rule_that_no_longer_validates_fails_safe(companion, demo_keys):
+    """A rule saved before patterns ran on RE2 (a lookahead) loads: a deny applies without its condition."""
+    async with companion.db.transaction() as session:
+        workspace = await workspace_by_slug(session, "acme")
+        for effect in ("deny", "allow"):
+            session.add(
+                RuleRow(
+                    workspace_id=workspace.id, scope="workspace", user_id=None, created_by=None,
+                    definition={"effect": effect, "tool": "harmony_create_action_item",
+                                "conditions": [{"arg": "text", "op": "matches", "value": "(?=x)x"}]},
+                )
+            )  # fmt: skip
+    index = await companion.rulebook.index_for(workspace.id)
+    assert index.size == 2
+    async with companion.db.session() as session:
+        loaded = await companion.rulebook.rules_of(session, workspace.id)
+    assert {(r.effect.value, r.mode, len(r.conditions)) for r in loaded} == {
+        ("deny", "enforce", 0),
+        ("allow", "shadow", 0),
+    }

@@ -184,10 +184,14 @@ def _check_json_schema(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 class RememberSpec(Strict):
-    """One argument constraint a "remember this" approval keeps in the rule it creates."""
+    """One argument constraint a "remember this" approval keeps in the rule it creates.
+
+    ``eq`` keeps the value, ``in`` its items, ``domain_in`` the domains of its addresses (an empty list stays
+    empty), ``keys_in`` the fields an object sets, ``exists`` whether an optional field is set at all.
+    """
 
     arg: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
-    op: Literal["eq", "in", "domain_in"] = "eq"
+    op: Literal["eq", "in", "domain_in", "keys_in", "exists"] = "eq"
 
 
 ARGUMENT_PATH = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$"
