@@ -103,6 +103,7 @@ async def test_a_new_request_shows_a_bar_and_moves_no_button(console):
     await expect(page.locator("#pending article")).to_have_count(1)
     await expect(page.locator("#pending-count")).to_have_text("2")
 
+    await page.wait_for_timeout(700)  # a control that just appeared ignores clicks for a moment
     await bar.get_by_role("button", name="Show").click()
     await expect(page.locator("#pending article")).to_have_count(2)
     await expect(page.locator("#pending article").first).to_have_id(f"card-{arrived}")
@@ -126,6 +127,7 @@ async def test_a_card_decided_elsewhere_stays_in_place_under_a_note(console):
     await expect(card).to_contain_text("No longer waiting", timeout=8000)
     assert await card.bounding_box() == before
     await expect(approve).to_be_disabled()
+    await page.wait_for_timeout(700)  # a control that just appeared ignores clicks for a moment
     await card.get_by_role("button", name="Dismiss").click()
     await expect(card).to_have_count(0)
 

@@ -16,6 +16,9 @@
   var allDone = document.getElementById("all-done");
   var count = document.getElementById("pending-count");
   var FOCUSABLE = 'a[href], button:not([disabled]), input:not([type="hidden"]):not([disabled]), select, textarea, summary';
+  // A control that has just appeared where the pointer may already be ignores clicks for a moment:
+  // a click meant for what was there before lands on nothing instead.
+  var ARMING_MS = 600;
   var arrived = []; // cards fetched and not shown yet, newest first
   var heights = {}; // a card's height when its decision was sent, by card id
 
@@ -95,6 +98,7 @@
     close.className = "button small";
     close.textContent = "Dismiss";
     close.setAttribute("data-cover-close", keepDisabled ? "card" : "note");
+    close.setAttribute("data-armed-at", String(Date.now() + ARMING_MS));
     note.appendChild(words);
     note.appendChild(close);
     card.appendChild(note);
@@ -180,6 +184,12 @@
   });
 
   document.addEventListener("click", function (event) {
+    var early = event.target.closest("[data-armed-at]");
+    if (early && Date.now() < Number(early.getAttribute("data-armed-at"))) {
+      event.preventDefault();
+      event.stopPropagation();
+      return;
+    }
     var closer = event.target.closest("[data-cover-close]");
     if (closer) {
       var covered = closer.closest("article.approval");
@@ -233,6 +243,9 @@
   function updateBar() {
     if (!bar) { return; }
     if (arrived.length) { words.textContent = plural(arrived.length, "new request", "new requests"); }
+    if (arrived.length && bar.hidden && showButton) {
+      showButton.setAttribute("data-armed-at", String(Date.now() + ARMING_MS));
+    }
     bar.hidden = !arrived.length;
     if (idle) { idle.classList.toggle("covered", !!arrived.length); }
   }
