@@ -181,3 +181,18 @@ async def test_the_approval_page_says_when_the_request_was_decided_elsewhere(con
     await expect(approve).to_be_disabled()
     assert await card.bounding_box() == before
     assert (await status_of(console, approval_id))[0] is ApprovalStatus.DENIED
+
+
+async def test_after_the_last_card_focus_goes_to_the_new_requests_waiting_behind_the_bar(console):
+    shown = await waiting(console, "Print the agenda")
+    page = await console.person("alice@acme.test")
+    card = page.locator(f"#card-{shown}")
+    await expect(card).to_be_visible()
+    await page.wait_for_timeout(1500)
+    await waiting(console, "Print the minutes")
+    await expect(page.locator("#new-requests")).to_be_visible(timeout=8000)
+    await card.get_by_role("button", name="Approve", exact=True).click()
+    await expect(card).to_contain_text("Approved.")
+    await expect(page.get_by_role("button", name="Show")).to_be_focused()
+    await expect(page.locator("#announcer")).to_contain_text("1 new request waits: press Show to see them.")
+    await expect(page.locator("#all-done")).to_be_hidden()

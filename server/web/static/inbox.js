@@ -66,6 +66,10 @@
       if (first) { first.focus(); }
       return " Next: " + titleOf(next);
     }
+    if (arrived.length && showButton) {
+      showButton.focus();
+      return " " + plural(arrived.length, "new request waits", "new requests wait") + ": press Show to see them.";
+    }
     if (allDone) {
       allDone.hidden = false;
       allDone.focus();
