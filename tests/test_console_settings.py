@@ -77,7 +77,9 @@ async def test_an_approver_who_asked_for_it_gets_an_email_with_a_link(mailing, d
     approval_id = waiting.structured_content["approval_id"]
     assert to == ["alice@acme.test"] and mail["Subject"] == "Approval waiting: Harmony" and mail["Bcc"] is None
     body = mail.get_payload(decode=True).decode()
-    assert "Add the action item “Call Erin Bcc: everyone@acme.test” to meeting mtg_x" in body
+    # The summary names the call, and a line break in an argument cannot write a line of its own (issue 18).
+    assert "Add the action item “Call Erin" in body and "everyone@acme.test" in body
+    assert not any(line.strip().startswith("Bcc: everyone") for line in body.splitlines())
     assert f"{BASE}/approvals/{approval_id}" in body and f"{BASE}/inbox" in body
 
 
