@@ -11,7 +11,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from approvals.audit import AuditRecord, Event, append_in
-from approvals.rules import Catalog, Rule, RuleError, RuleIndex, validate
+from approvals.rules import Catalog, Rule, RuleError, RuleIndex, in_canonical_form, validate
 from store.cache import SharedCache
 from store.db import Database
 from store.invalidation import Topic, announce, subscribe
@@ -104,11 +104,16 @@ class RuleBook:
     def check(self, rule: Rule, *, now: datetime | None = None) -> list[str]:
         return validate(rule, self.catalog, now=now or utcnow())
 
+    def prepared(self, rule: Rule, *, now: datetime | None = None) -> Rule:
+        """The rule as it will be kept: checked, with its values in the form calls are decided on."""
+        self.check(rule, now=now)
+        return in_canonical_form(rule, self.catalog)
+
     async def create(self, session: AsyncSession, actor: Principal, rule: Rule) -> Rule:
         rule = rule.model_copy(update={"user_id": actor.user_id if rule.scope == "user" else None})
         if not may_manage(actor, rule):
             raise RulePermissionError("Only a workspace admin can create workspace rules")
-        self.check(rule)
+        rule = self.prepared(rule)
         row = RuleRow(
             workspace_id=actor.workspace_id,
             scope=rule.scope,
@@ -132,7 +137,7 @@ class RuleBook:
         merged = Rule.model_validate(
             {**current.model_dump(mode="json", by_alias=True, exclude_none=True), **changes, "id": rule_id}
         )
-        self.check(merged)
+        merged = self.prepared(merged)
         row = await session.get(RuleRow, rule_id)
         assert row is not None
         row.definition = _definition(merged)

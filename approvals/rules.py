@@ -287,9 +287,60 @@ class ToolInfo:
     input_schema: Mapping[str, Any]
     # Names of the arguments saying who or where a call sends to; the gateway gathers their values as recipients.
     egress: tuple[str, ...] = ()
+    # The tool's canonical form of one value of an argument (ValueError if it has none): rule values are kept in
+    # it, so a rule on "#Exec" decides on the "exec" that calls are decided on.
+    canonical: Callable[[str, Any], Any] | None = field(default=None, compare=False)
 
 
 Catalog = Mapping[str, ToolInfo]
+
+# The ops whose values name what an argument holds, and so must be in its canonical form.
+_VALUE_OPS = frozenset({"eq", "ne", "in", "not_in", "contains"})
+
+
+def in_canonical_form(rule: Rule, catalog: Catalog) -> Rule:
+    """The rule with its values in the form calls are decided on, for every tool it applies to.
+
+    RuleError names a value a tool cannot take at all, or one that two of its tools would read differently.
+    """
+    tools = matched_tools(rule, catalog)
+    problems: dict[str, str] = {}
+    conditions = []
+    for index, condition in enumerate(rule.conditions):
+        value = condition.value
+        if condition.op in _VALUE_OPS:
+            try:
+                value = _canonical_condition_value(condition, tools, catalog)
+            except ValueError as exc:
+                problems[f"conditions[{index}].value"] = str(exc)
+        conditions.append(condition.model_copy(update={"value": value}))
+    if problems:
+        raise RuleError(problems)
+    return rule.model_copy(update={"conditions": conditions})
+
+
+def _canonical_condition_value(condition: Condition, tools: list[str], catalog: Catalog) -> Any:
+    forms: dict[str, Any] = {}
+    for name in tools:
+        canonical = catalog[name].canonical
+        if canonical is None:
+            continue
+        try:
+            forms[name] = (
+                [_one(canonical, condition.arg, item) for item in condition.value]
+                if isinstance(condition.value, list)
+                else _one(canonical, condition.arg, condition.value)
+            )
+        except ValueError as exc:
+            raise ValueError(f"{name} cannot take {condition.value!r} as {condition.arg}: {exc}") from None
+    distinct = {repr(form) for form in forms.values()}
+    if len(distinct) > 1:
+        raise ValueError(f"{condition.value!r} means different things to {', '.join(sorted(forms))}; split the rule")
+    return next(iter(forms.values()), condition.value)
+
+
+def _one(canonical: Callable[[str, Any], Any], arg: str, value: Any) -> Any:
+    return canonical(arg, value) if isinstance(value, str) else value
 
 
 class RuleError(ValueError):
@@ -464,6 +515,12 @@ def _every(value: Any, test: Callable[[Any], bool]) -> bool:
     return test(value)
 
 
+def _some(value: Any, test: Callable[[Any], bool]) -> bool:
+    if isinstance(value, list):
+        return any(test(item) for item in value)
+    return test(value)
+
+
 def _tri_every(value: Any, test: Callable[[Any], bool | None]) -> bool | None:
     """Whether every item passes a test that may be undecidable (None); one undecidable item makes all of it so.
 
@@ -481,7 +538,26 @@ def _tri_every(value: Any, test: Callable[[Any], bool | None]) -> bool | None:
     return verdict
 
 
-def _matches(pattern: str) -> Callable[[Any], bool | None]:
+def _tri_some(value: Any, test: Callable[[Any], bool | None]) -> bool | None:
+    """Whether some item passes a test that may be undecidable: one that passes settles it, else one undecidable
+    item makes all of it so."""
+    items = value if isinstance(value, list) else (value,)
+    verdict: bool | None = False
+    for item in items:
+        passed = test(item)
+        if passed:
+            return True
+        if passed is None:
+            verdict = None
+    return verdict
+
+
+# How a condition reads a list (every recipient, every label): an allow rule must hold for every item, and an
+# ask or deny rule holds as soon as one item fits, so adding a harmless item never escapes a deny.
+_QUANTIFIED_OPS = frozenset({"in", "not_in", "matches", "domain_in", "keys_in"})
+
+
+def _matches(pattern: str, quantify: Callable[..., bool | None]) -> Callable[[Any], bool | None]:
     regex = _regex(pattern)
 
     def matches(text: Any) -> bool | None:
@@ -493,38 +569,43 @@ def _matches(pattern: str) -> Callable[[Any], bool | None]:
         except UnicodeEncodeError:  # a lone surrogate has no UTF-8 form for RE2 to read
             return None
 
-    return lambda v: _tri_every(v, matches)
+    return lambda v: quantify(v, matches)
 
 
-def _domain_in(domains: Iterable[str]) -> Callable[[Any], bool | None]:
+def _domain_in(domains: Iterable[str], quantify: Callable[..., bool | None]) -> Callable[[Any], bool | None]:
     allowed = frozenset(ascii_domain(domain) for domain in domains)
 
     def in_domains(address: Any) -> bool | None:
         domain = mailbox_domain(address)
         return None if domain is None else domain in allowed
 
-    return lambda v: _tri_every(v, in_domains)
+    return lambda v: quantify(v, in_domains)
 
 
-def _undecidable_test(condition: Condition) -> Callable[[Any], bool | None] | None:
+def _undecidable_test(condition: Condition, effect: Effect) -> Callable[[Any], bool | None] | None:
     """The test for an op whose answer may be undecidable (None), or None for an op that always decides."""
+    quantify = _tri_every if effect is Effect.ALLOW else _tri_some
     if condition.op == "matches":
-        return _matches(condition.value)
+        return _matches(condition.value, quantify)
     if condition.op == "domain_in":
-        return _domain_in(condition.value)
+        return _domain_in(condition.value, quantify)
     return None
 
 
-def _test(condition: Condition) -> Callable[[Any], bool]:
+def _test(condition: Condition, effect: Effect = Effect.ALLOW) -> Callable[[Any], bool]:
     op, expected = condition.op, condition.value
+    each = _every if effect is Effect.ALLOW or op not in _QUANTIFIED_OPS else _some
     if op == "eq":
         return lambda v: _same(v, expected)
     if op == "ne":
         return lambda v: not _same(v, expected)
     if op == "in":
-        return lambda v: _every(v, lambda x: any(_same(x, e) for e in expected))
+        return lambda v: each(v, lambda x: any(_same(x, e) for e in expected))
     if op == "not_in":
         members = expected
+        if effect is not Effect.ALLOW:
+            # Some item outside the list: "deny anything not to these channels" holds once one is elsewhere.
+            return lambda v: _some(v, lambda x: not any(_same(x, e) for e in members))
 
         def not_in(v: Any) -> bool:
             values = v if isinstance(v, list) else [v]
@@ -548,7 +629,7 @@ def _test(condition: Condition) -> Callable[[Any], bool]:
         return lambda v: isinstance(v, str | list) and len(v) <= expected
     if op == "keys_in":
         keys = frozenset(expected)
-        return lambda v: _every(v, lambda x: isinstance(x, dict) and keys.issuperset(x))
+        return lambda v: each(v, lambda x: isinstance(x, dict) and keys.issuperset(x))
     raise AssertionError(op)
 
 
@@ -573,7 +654,7 @@ def _compile_condition(condition: Condition, effect: Effect) -> Callable[[CallFa
         get_argument = _value_getter(condition.arg)
         return lambda call: (get_argument(call) is not _MISSING) is wanted
     get = _value_getter(condition.arg)
-    undecidable = _undecidable_test(condition)
+    undecidable = _undecidable_test(condition, effect)
     if undecidable is not None:
         fail_safe = effect is not Effect.ALLOW
 
@@ -585,7 +666,7 @@ def _compile_condition(condition: Condition, effect: Effect) -> Callable[[CallFa
             return fail_safe if verdict is None else verdict
 
         return check_or_fail_safe
-    test = _test(condition)
+    test = _test(condition, effect)
 
     def check(call: CallFacts) -> bool:
         value = get(call)

@@ -30,7 +30,7 @@ from jsonschema.exceptions import ValidationError as SchemaViolation
 from sqlalchemy import select
 
 from approvals.rulebook import RuleBook
-from approvals.rules import CallFacts, Decision, Effect, Rule, RuleIndex, recipients_of
+from approvals.rules import CallFacts, Decision, Effect, Rule, RuleIndex, in_canonical_form, recipients_of
 from store.crypto import SecretBox
 from store.db import Database
 from store.models import AuditEntry, Membership, Role, User, utcnow
@@ -388,5 +388,6 @@ async def simulate(
     """Replay [since, until) under the workspace's rules and under ``propose(rules)``, for every front end."""
     async with rulebook.db.session() as session:
         current = await rulebook.rules_of(session, actor.workspace_id)
-    proposed = propose(current)
+    # Proposed values are compared in the form calls are decided on, as they would be once saved.
+    proposed = [in_canonical_form(rule, rulebook.catalog) for rule in propose(current)]
     return await replay(rulebook, box, actor, current=current, proposed=proposed, since=since, until=until, limit=limit)

@@ -132,7 +132,8 @@ def sender_of(bound: BoundTool) -> str:
 
 def catalog_of(registry: Registry) -> Catalog:
     return {
-        name: ToolInfo(t.app, t.risk.value, t.spec.input_schema, egress=t.egress) for name, t in registry.tools.items()
+        name: ToolInfo(t.app, t.risk.value, t.spec.input_schema, egress=t.egress, canonical=t.canonical_value)
+        for name, t in registry.tools.items()
     }
 
 
@@ -251,10 +252,7 @@ class ToolGateway:
         started = time.perf_counter()
         arguments = arguments or {}
         if name == GET_APPROVAL:
-            result = await self.get_approval(principal, arguments)
-            outcome = Outcome.SUCCEEDED if result.ok else Outcome.FAILED
-            self.metrics.call_answered(COMPANION_APP, GET_APPROVAL, NOT_DECIDED, outcome)
-            return result
+            return await self._get_approval_call(principal, arguments, started)
         # Authorization: the caller may call only the tools of connections it may use.
         with self.metrics.phase("auth"):
             bound = next((b for b in await self.tools_for(principal) if b.name == name), None)
@@ -262,15 +260,10 @@ class ToolGateway:
             result = CallResult.failure(UNKNOWN_TOOL, f"Unknown tool {name!r}: it is not among your tools.")
             await self._audit(principal, None, name, loose_digest(arguments), None, Outcome.INVALID, result, started)
             return result
-        counted = await take(self.db, principal)
-        if counted.over:
-            result = CallResult.failure(
-                "rate_limited",
-                f"This key may make {counted.limit} requests a minute; try again in {counted.retry_after} s.",
-                retry_after=counted.retry_after,
-            )
-            await self._audit(principal, bound, name, loose_digest(arguments), None, Outcome.REFUSED, result, started)
-            return result
+        refused = await self._over_rate(principal)
+        if refused is not None:
+            await self._audit(principal, bound, name, loose_digest(arguments), None, Outcome.REFUSED, refused, started)
+            return refused
         try:
             # What the rules decide on, the person sees and the adapter runs is this canonical form, nothing else.
             arguments = bound.tool.canonicalize(arguments)
@@ -288,6 +281,28 @@ class ToolGateway:
             result = CallResult.failure("server_error", f"{bound.tool.spec.title} failed inside Companion.")
             await self._audit(principal, bound, name, digest, None, Outcome.FAILED, result, started, arguments)
             return result
+
+    async def _over_rate(self, principal: Principal) -> CallResult | None:
+        """Count the call against the key's plan rate (the REST counters); the refusal once it is over."""
+        counted = await take(self.db, principal)
+        if not counted.over:
+            return None
+        return CallResult.failure(
+            "rate_limited",
+            f"This key may make {counted.limit} requests a minute; try again in {counted.retry_after} s.",
+            retry_after=counted.retry_after,
+        )
+
+    async def _get_approval_call(self, principal: Principal, arguments: dict[str, Any], started: float) -> CallResult:
+        """companion_get_approval, counted and audited like any call: it may run an approved call."""
+        result = await self._over_rate(principal)
+        if result is None:
+            result = await self.get_approval(principal, arguments)
+        outcome = Outcome.SUCCEEDED if result.ok else Outcome.REFUSED
+        self.metrics.call_answered(COMPANION_APP, GET_APPROVAL, NOT_DECIDED, outcome)
+        if not result.ok:
+            await self._audit(principal, None, GET_APPROVAL, loose_digest(arguments), None, outcome, result, started)
+        return result
 
     async def _decide_and_run(
         self,
@@ -311,6 +326,9 @@ class ToolGateway:
             await self._audit(principal, bound, name, digest, decision, Outcome.REFUSED, result, started, arguments)
             return result
         if decision.effect is Effect.ASK:
+            if decision.admin_may_approve and bound.connection.scope.value == "personal":
+                # A personal connection answers to its owner: no workspace admin decides its calls.
+                decision = replace(decision, admin_may_approve=False)
             return await self._ask(principal, bound, name, arguments, digest, decision, channel, started)
         if bound.tool.risk is not Risk.READ or decision.rules:
             # A call that was asked for before may have an approval already (approved with "remember", say):
@@ -407,8 +425,10 @@ class ToolGateway:
     async def get_approval(self, principal: Principal, arguments: dict[str, Any]) -> CallResult:
         """The built-in companion_get_approval: an approval's state, running it once if approved."""
         approval_id = arguments.get("approval_id")
-        if not isinstance(approval_id, str) or not approval_id:
-            return CallResult.failure("invalid_arguments", "Invalid arguments: approval_id: a string is required")
+        if not isinstance(approval_id, str) or not 0 < len(approval_id) <= 64 or set(arguments) != {"approval_id"}:
+            return CallResult.failure(
+                "invalid_arguments", "Invalid arguments: approval_id: an approval's id is required, and nothing else"
+            )
         try:
             async with self.db.transaction() as session:
                 await lifecycle.expire_due(session, workspace_id=principal.workspace_id)

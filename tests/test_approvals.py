@@ -90,7 +90,8 @@ async def test_approving_in_the_chat_runs_the_call_once(live_server, bob, mode):
     assert len(callback.asked) == 1
     prompt = callback.asked[0]
     assert isinstance(prompt, types.ElicitRequestFormParams)
-    assert "Memo wants to: Add a note: text buy milk" in prompt.message
+    assert prompt.message.startswith("Memo wants to: Add a note\nThrough: Memo, connection “Notes” (personal)")
+    assert "\n  text: buy milk\n" in prompt.message
     assert set(prompt.requested_schema["properties"]) == {"decision", "remember", "reason"}
 
 
@@ -197,8 +198,8 @@ async def test_a_domain_in_rule_auto_approves_internal_mail_and_asks_for_the_res
     async with mcp_client(live_server, bob["agent"]) as client:
         inside = await client.call_tool("memo_share_note", {"to": ["ann@acme.test", "Bo@ACME.test"], "text": "x"})
         outside = await client.call_tool("memo_share_note", {"to": ["ann@acme.test", "bob@client.com"], "text": "x"})
-    # What runs is the canonical form the rule decided on: the domain in lower case.
-    assert inside.structured_content == {"shared_with": ["ann@acme.test", "Bo@acme.test"]}
+    # What runs is the canonical form the rule decided on: the address in lower case.
+    assert inside.structured_content == {"shared_with": ["ann@acme.test", "bo@acme.test"]}
     assert outside.structured_content["status"] == "approval_required"
     assert runs("share_note") == 1
 
@@ -217,7 +218,12 @@ async def test_remember_creates_a_rule_that_approves_calls_like_this_one(live_se
     assert third.structured_content == {"shared_with": ["zed@client.com"]}
     [rule] = (await api(live_server, bob["user"], "GET", "/rules")).json()["data"]
     assert rule["scope"] == "user" and rule["tool"] == "memo_share_note"
-    assert rule["conditions"] == [{"arg": "to", "op": "domain_in", "value": ["acme.test"]}]
+    assert rule["conditions"] == [
+        {"arg": "to", "op": "domain_in", "value": ["acme.test"]},
+        {"arg": "cc", "op": "exists", "value": False},
+        {"arg": "bcc", "op": "exists", "value": False},
+    ]
+    assert rule["context"]["connection_ids"]
     assert rule["expires_at"] is not None
 
 
@@ -326,7 +332,8 @@ async def test_a_harmony_write_runs_after_approval_and_its_row_appears(live_serv
         approval_id = waiting.structured_content["approval_id"]
         listed = await api(live_server, user_key, "GET", "/approvals?status=pending")
         assert [a["id"] for a in listed.json()["data"]] == [approval_id]
-        assert listed.json()["data"][0]["summary"] == f"Add the action item “Send the DPA” to meeting {meeting}"
+        headline = listed.json()["data"][0]["summary"].splitlines()[0]
+        assert headline == f"Add the action item “Send the DPA” to meeting {meeting}"
         await api(live_server, user_key, "POST", f"/approvals/{approval_id}/approve")
         done = await client.call_tool("harmony_create_action_item", arguments)
     async with companion.db.session() as session:

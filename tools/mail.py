@@ -61,7 +61,9 @@ def canonical_mailbox(text: str) -> str:
     local, _, domain = text.partition("@")
     if not local or len(local) > 64 or not all(_ATEXT.match(atom) for atom in local.split(".")):
         raise ValueError("has a local part (before the @) that is not a plain dot-atom")
-    address = f"{local}@{canonical_domain(domain)}"
+    # Lower case throughout: mail systems read local parts without regard to case, and a rule on
+    # ceo@acme.test must not miss CEO@acme.test.
+    address = f"{local.lower()}@{canonical_domain(domain)}"
     if len(address) > 254:
         raise ValueError("is longer than 254 characters")
     return address

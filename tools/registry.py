@@ -85,6 +85,20 @@ class RegisteredTool:
         """The arguments in the one form that is digested, decided on, shown and run; pure and idempotent."""
         return canonical.canonicalize(self.spec.input_schema, arguments, self.canonical_hooks)
 
+    def canonical_value(self, arg: str, value: Any) -> Any:
+        """One value as this tool would canonicalise it in argument ``arg`` (``@recipients``: its first
+        egress argument), so a rule's values are compared in the form calls are; ValueError if it has none."""
+        name = (self.egress[0] if arg == "@recipients" and self.egress else arg).split(".")[0]
+        if "." in arg or name not in self.spec.input_schema.get("properties", {}):
+            return value
+        schema = self.spec.input_schema["properties"][name]
+        many = isinstance(schema, dict) and schema.get("type") == "array"
+        try:
+            canonical = self.canonicalize({name: [value] if many else value})[name]
+        except InvalidArguments as exc:
+            raise ValueError(next(iter(exc.fields.values()), str(exc))) from None
+        return canonical[0] if many else canonical
+
     def recipients(self, arguments: dict[str, Any]) -> tuple[str, ...]:
         """Every egress value of canonical arguments, in order, each once."""
         return canonical.recipients(arguments, self.egress)
