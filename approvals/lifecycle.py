@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, bindparam, func, or_, select, update
+from sqlalchemy import Select, bindparam, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import ColumnElement
 
@@ -353,6 +353,18 @@ async def cancel(session: AsyncSession, approval: Approval, *, actor_id: str) ->
     await announce(session, approval.id)
     append_in(session, _record(approval, Event.CANCELLED, "cancelled", actor=actor_id))
     return approval
+
+
+async def one_request_of_key_at_a_time(session: AsyncSession, api_key_id: str | None) -> None:
+    """Hold, until the transaction ends, the lock under which a key's new approvals are counted.
+
+    On PostgreSQL an advisory lock per key; SQLite takes its one write lock with the request's INSERT,
+    before the count, so the count there includes every approval committed before.
+    """
+    if session.bind.dialect.name == "postgresql":
+        await session.execute(
+            text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"), {"key": f"pending:{api_key_id}"}
+        )
 
 
 async def pending_of_key(session: AsyncSession, workspace_id: str, api_key_id: str | None) -> int:

@@ -158,8 +158,14 @@ def _remember_conditions(tool: RegisteredTool, arguments: dict[str, Any]) -> lis
     define the call's effect, or by default every required argument as it was."""
     specs = tool.spec.remember
     if specs is None:
-        required = tool.spec.input_schema.get("required", [])
-        return [{"arg": name, "op": "eq", "value": arguments[name]} for name in required if name in arguments]
+        # Every required argument as it was, and every recipient argument as it was (or still absent).
+        kept = dict.fromkeys([*tool.spec.input_schema.get("required", []), *(p.split(".")[0] for p in tool.egress)])
+        return [
+            {"arg": name, "op": "eq", "value": arguments[name]}
+            if name in arguments
+            else {"arg": name, "op": "exists", "value": False}
+            for name in kept
+        ]
     conditions: list[dict[str, Any]] = []
     for spec in specs:
         if spec.arg not in arguments:
@@ -341,9 +347,7 @@ class ApprovalFlow:
                     return found, False, None
                 # Claimed in the transaction that found it: one fewer before the call a person approved runs.
                 return found, False, await lifecycle.claim(session, found.id, lease=self.lease)
-            waiting = await lifecycle.pending_of_key(session, binding.workspace_id, binding.api_key_id)
-            if waiting >= self.max_pending_per_key:
-                raise TooManyPending(self.max_pending_per_key)
+            await lifecycle.one_request_of_key_at_a_time(session, binding.api_key_id)
             created = await lifecycle.request(
                 session,
                 self.box,
@@ -358,6 +362,12 @@ class ApprovalFlow:
                 sender=sender,
                 summary=summary,
             )
+            # Counted after the INSERT, under the key's lock: a burst of concurrent calls cannot all slip under.
+            if (
+                await lifecycle.pending_of_key(session, binding.workspace_id, binding.api_key_id)
+                > self.max_pending_per_key
+            ):
+                raise TooManyPending(self.max_pending_per_key)
         return created, True, None
 
     async def _confirm(
@@ -534,8 +544,7 @@ class ApprovalFlow:
                 ),
             }
         )
-        self.rulebook.check(rule)
-        return rule
+        return self.rulebook.prepared(rule)
 
     async def keep_remembered(
         self, session: AsyncSession, principal: Principal, approval: Approval, rule: Rule

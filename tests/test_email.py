@@ -30,7 +30,6 @@ from cryptography.x509.oid import NameOID
 
 from server.app import Companion
 from server.approval_flow import _remember_conditions
-from tools.summary import render
 from server.gateway import CallResult
 from server.settings import Settings
 from store.models import Connection, ConnectionStatus
@@ -40,6 +39,7 @@ from tools.adapters import email as adapter
 from tools.context import ToolContext
 from tools.errors import ToolError
 from tools.registry import Registry
+from tools.summary import render
 
 # The tests' SMTP server listens on 127.0.0.1, which the address policy refuses unless a deployment allows it.
 pytestmark = [pytest.mark.anyio, pytest.mark.settings(webhooks_allow_private=True)]
@@ -449,4 +449,5 @@ async def test_a_remembered_approval_keeps_copies_to_the_same_domains(registry):
         {"arg": "to", "op": "domain_in", "value": ["partner.test"]},
         {"arg": "cc", "op": "domain_in", "value": ["acme.test"]},
         {"arg": "bcc", "op": "exists", "value": False},
+        {"arg": "reply_to", "op": "exists", "value": False},
     ]

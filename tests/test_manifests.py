@@ -219,7 +219,7 @@ def test_every_shipped_tool_that_acts_declares_its_recipients_and_what_a_person_
 def test_egress_defaults_to_the_arguments_that_hold_addresses(tmp_path):
     manifest = harmony()
     _, tool = action_item(manifest)
-    del tool["recipients"]
+    del tool["recipients"], tool["remember"]  # what remember keeps must then cover the inferred recipients
     write(tmp_path, "harmony.yaml", manifest)
     assert Registry.load(tmp_path).tools["harmony_create_action_item"].egress == ("assignee_email",)
 
@@ -240,6 +240,19 @@ def test_recipients_shown_and_canonical_must_name_arguments(tmp_path, field, val
     path = write(tmp_path, "harmony.yaml", manifest)
     assert problems_of(tmp_path) == [
         f"{path}: tools[{index}]: {named} is not an argument of harmony_create_action_item"
+    ]
+
+
+def test_what_remember_keeps_must_cover_every_recipient(tmp_path):
+    """A remembered approval must never reach someone the approved call did not."""
+    manifest = harmony()
+    index, tool = action_item(manifest)
+    tool["recipients"] = ["assignee_email"]
+    tool["remember"] = [{"arg": "meeting_id"}]
+    path = write(tmp_path, "harmony.yaml", manifest)
+    assert problems_of(tmp_path) == [
+        f"{path}: tools[{index}]: remember: keeps nothing of the recipient argument 'assignee_email' of "
+        "harmony_create_action_item"
     ]
 
 

@@ -280,6 +280,12 @@ class ToolSpec(Strict):
         for path, reference in self.canonical.items():
             if not re.match(ADAPTER_REFERENCE, reference):
                 raise ValueError(f"canonical.{path}: {reference!r} is not an adapter function, module.function")
+        if self.remember is not None:
+            # A remembered approval must never reach someone the approved call did not.
+            kept = {item.arg for item in self.remember}
+            for path in self.egress:
+                if path.split(".")[0] not in kept:
+                    raise ValueError(f"remember: keeps nothing of the recipient argument {path!r} of {self.name}")
         return self
 
 
