@@ -23,6 +23,7 @@ import mcp_types as types
 import pytest
 from sqlalchemy import select, update
 
+from approvals.rules import Rule
 from server.approval_flow import Answer, Channel
 from store.connections import add_connection
 from store.directory import user_by_email, workspace_by_slug
@@ -111,6 +112,19 @@ async def approvals(companion) -> list[Approval]:
 async def rules(companion) -> list[RuleRow]:
     async with companion.db.session() as session:
         return list(await session.scalars(select(RuleRow)))
+
+
+async def audited(companion, where: Any, *, count: int) -> list[AuditEntry]:
+    """The audit rows matching ``where`` once ``count`` of them are written (the live server's writer chains them
+    in the background), or what there is after a few seconds."""
+    deadline = time.monotonic() + 5
+    while True:
+        await companion.audit.flush()
+        async with companion.db.session() as session:
+            rows = list((await session.scalars(select(AuditEntry).where(where).order_by(AuditEntry.id))).all())
+        if len(rows) >= count or time.monotonic() > deadline:
+            return rows
+        await asyncio.sleep(0.05)
 
 
 def forms(callback) -> list[types.ElicitRequestFormParams]:
@@ -388,9 +402,7 @@ async def test_one_key_cannot_bury_a_person_in_pending_approvals(live_server, bo
     assert len(await approvals(companion)) == 3
     async with mcp_client(live_server, bob["other_agent"]) as other:
         assert (await other.call_tool("memo_add_note", {"text": "real"})).structured_content["approval_id"]
-    await companion.audit.flush()
-    async with companion.db.session() as session:
-        refused = (await session.scalars(select(AuditEntry).where(AuditEntry.error == "too_many_pending"))).all()
+    refused = await audited(companion, AuditEntry.error == "too_many_pending", count=2)
     assert len(refused) == 2 and all(row.outcome == "refused" for row in refused)
 
 
@@ -522,3 +534,84 @@ async def test_a_stored_rule_that_no_longer_validates_fails_safe(companion, demo
         ("deny", "enforce", 0),
         ("allow", "shadow", 0),
     }
+
+
+# 4. Rules decide on what will run ----------------------------------------------------------------------------------
+
+
+async def test_rule_values_are_kept_in_the_form_calls_are_decided_on(live_server, bob, companion):
+    allow = {"effect": "allow", "scope": "user", "app": "memo", "tool": "memo_share_note"}
+    deny = {
+        "effect": "deny", "scope": "user", "app": "memo", "tool": "memo_share_note",
+        "conditions": [{"arg": "@recipients", "op": "in", "value": ["CEO@Acme.test", "ann@bücher.example"]}],
+    }  # fmt: skip
+    for rule in (allow, deny):
+        assert (await api(live_server, bob["user"], "POST", "/rules", rule)).status_code == 201
+    saved = (await api(live_server, bob["user"], "GET", "/rules")).json()["data"]
+    assert ["ceo@acme.test", "ann@xn--bcher-kva.example"] in [c["value"] for r in saved for c in r["conditions"]]
+    async with mcp_client(live_server, bob["agent"]) as client:
+        shouted = await client.call_tool(
+            "memo_share_note", {"to": ["ok@acme.test"], "bcc": ["ceo@ACME.TEST"], "text": "x"}
+        )
+        idn = await client.call_tool("memo_share_note", {"to": ["Ann@Bücher.example"], "text": "x"})
+        fine = await client.call_tool("memo_share_note", {"to": ["ok@acme.test"], "text": "x"})
+    assert shouted.is_error and idn.is_error
+    assert fine.structured_content == {"shared_with": ["ok@acme.test"]}
+    slack = Rule(
+        effect="deny", scope="workspace", app="slack", tool="slack_post_message",
+        conditions=[{"arg": "channel", "op": "in", "value": ["#Leadership", "C0LEADERS1"]}],
+    )  # fmt: skip
+    assert companion.rulebook.prepared(slack).conditions[0].value == ["leadership", "C0LEADERS1"]
+
+
+async def test_adding_a_harmless_recipient_never_escapes_a_deny(live_server, bob):
+    allow = {"effect": "allow", "scope": "user", "app": "memo", "tool": "memo_share_note"}
+    denies = [
+        {"arg": "@recipients", "op": "domain_in", "value": ["evil.example"]},
+        {"arg": "bcc", "op": "domain_in", "value": ["evil.example"]},
+        {"arg": "@recipients", "op": "matches", "value": ".*@evil\\.example"},
+    ]
+    assert (await api(live_server, bob["user"], "POST", "/rules", allow)).status_code == 201
+    async with mcp_client(live_server, bob["agent"]) as client:
+        for condition in denies:
+            deny = {"effect": "deny", "scope": "user", "app": "memo", "tool": "memo_share_note",
+                    "conditions": [condition]}  # fmt: skip
+            created = await api(live_server, bob["user"], "POST", "/rules", deny)
+            sent = await client.call_tool(
+                "memo_share_note", {"to": ["ok@acme.test"], "bcc": ["ok2@acme.test", "x@evil.example"], "text": "x"}
+            )
+            assert sent.is_error and "not allowed" in sent.content[0].text, condition
+            await api(live_server, bob["user"], "DELETE", f"/rules/{created.json()['id']}")
+    assert memo.RUNS == []
+
+
+async def test_no_admin_decides_a_call_on_someone_elses_personal_connection(live_server, bob):
+    ask = {"effect": "ask", "scope": "workspace", "app": "memo", "tool": "memo_share_note", "admin_may_approve": True}
+    assert (await api(live_server, bob["admin"], "POST", "/rules", ask)).status_code == 201
+    async with mcp_client(live_server, bob["agent"]) as client:
+        waiting = await client.call_tool("memo_share_note", {"to": ["x@evil.example"], "text": "x"})
+    approval_id = waiting.structured_content["approval_id"]
+    decided = await api(live_server, bob["admin"], "POST", f"/approvals/{approval_id}/approve", {})
+    assert decided.status_code == 403
+    assert memo.RUNS == []
+
+
+@pytest.mark.settings(max_pending_approvals_per_key=5)
+async def test_a_burst_of_concurrent_calls_cannot_slip_past_the_pending_cap(bob, companion):
+    async with companion.db.session() as session:
+        agent = await authenticate(session, bob["agent"], touch_after=timedelta(hours=1))
+    calls = [companion.gateway.call(agent, "memo_add_note", {"text": f"burst {n}"}) for n in range(20)]
+    results = await asyncio.gather(*calls)
+    assert sum(1 for r in results if r.ok) == 5
+    assert sum(1 for r in results if r.error_code == "too_many_pending") == 15
+    assert len(await approvals(companion)) == 5
+
+
+async def test_asking_for_approvals_is_checked_counted_and_audited_like_any_call(live_server, bob, companion):
+    async with mcp_client(live_server, bob["agent"]) as client:
+        huge = await client.call_tool("companion_get_approval", {"approval_id": "apr_" + "x" * 300_000})
+        unknown = await client.call_tool("companion_get_approval", {"approval_id": "apr_nothing"})
+    assert huge.is_error and len(huge.content[0].text) < 200
+    assert unknown.is_error
+    rows = await audited(companion, AuditEntry.tool == "companion_get_approval", count=2)
+    assert [row.outcome for row in rows] == ["refused", "refused"]

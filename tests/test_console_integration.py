@@ -108,8 +108,9 @@ async def test_the_page_shows_the_connection_and_what_each_tool_would_do_for_the
             ),
         )
     page = (await alice.get(path)).text
-    assert "Runs without asking" in tool_row(page, "linear_create_issue")
-    assert "Team rule" in tool_row(page, "linear_create_issue")
+    # Alice's connection is personal: only her own rules auto-approve its calls, and the page says why.
+    assert "Asks first" in tool_row(page, "linear_create_issue")
+    assert "Team rule (allow) set aside" in tool_row(page, "linear_create_issue")
 
 
 async def test_test_connection_reports_success_and_the_providers_refusal(people, linear):

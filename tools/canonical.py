@@ -104,6 +104,11 @@ def _mailboxes(schema: Any, value: Any, path: tuple[str | int, ...], problems: d
             problems.setdefault(_field(path), f"not one plain e-mail address (local@domain): it {exc}")
             return value
     if isinstance(value, list):
+        most = schema.get("maxItems")
+        if isinstance(most, int) and len(value) > most:
+            # Refused before any item is parsed: 100,000 addresses must not cost seconds to turn away.
+            problems.setdefault(_field(path), f"has {len(value):,} items; at most {most} are allowed")
+            return value
         items = schema.get("items")
         return [_mailboxes(items, item, (*path, index), problems) for index, item in enumerate(value)]
     if isinstance(value, dict):

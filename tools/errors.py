@@ -24,6 +24,11 @@ class InvalidArguments(ToolError):
     code = "invalid_arguments"
 
     def __init__(self, fields: dict[str, str]) -> None:
-        self.fields = fields
-        listed = "; ".join(f"{name}: {problem}" for name, problem in fields.items())
+        # A problem may quote the value (a list of 100,000 addresses): the answer names it, not repeats it.
+        self.fields = {name[:200]: _short(problem) for name, problem in list(fields.items())[:50]}
+        listed = "; ".join(f"{name}: {problem}" for name, problem in self.fields.items())
         super().__init__(f"Invalid arguments: {listed}")
+
+
+def _short(text: str, limit: int = 300) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text):,} characters)"

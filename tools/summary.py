@@ -43,6 +43,10 @@ SENDER_FIELDS = ("from_address", "account_email", "account")
 
 _NAMED_ESCAPES = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
+#: Letters and symbols that draw as blank space though Unicode does not file them as spaces (Hangul fillers,
+#: the Braille blank, Khmer's inherent vowels, the combining grapheme joiner): escaped like invisible ones.
+_BLANK_LOOKING = frozenset("\u034f\u115f\u1160\u17b4\u17b5\u180e\u2800\u3164\uffa0")
+
 
 def escape(text: str) -> str:
     """Text that shows every character it holds on one line: breaks, controls and invisible ones as escapes.
@@ -56,7 +60,7 @@ def _escaped(char: str) -> str:
     if char in _NAMED_ESCAPES:
         return _NAMED_ESCAPES[char]
     category = unicodedata.category(char)
-    if category[0] == "C" or (category[0] == "Z" and char != " "):
+    if category[0] == "C" or (category[0] == "Z" and char != " ") or char in _BLANK_LOOKING:
         code = ord(char)
         return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
     return char
@@ -169,7 +173,10 @@ def _domain_warning(value: str) -> str | None:
     """A warning line for a domain that is not plain ASCII, naming the scripts its letters are written in."""
     domain = _domain(value)
     if domain is None:
-        return None
+        # A channel or another name, not an address: it may still imitate a familiar one.
+        if value.isascii():
+            return None
+        return f"Warning: {escape(value)} is not plain ASCII ({_written(value)}); it may imitate a familiar name"
     shown = escape(_ascii_domain(value))
     if domain.isascii() and not any(label.startswith("xn--") for label in domain.lower().split(".")):
         return None
@@ -177,10 +184,14 @@ def _domain_warning(value: str) -> str | None:
         letters = idna.decode(domain)
     except (idna.IDNAError, UnicodeError):
         letters = domain
-    scripts = sorted({unicodedata.name(c, "UNKNOWN").split(" ")[0].title() for c in letters if c.isalpha()})
-    mixed = f"mixing {', '.join(scripts[:-1])} and {scripts[-1]} letters" if len(scripts) > 1 else ""
-    written = mixed or (f"written in {scripts[0]} letters" if scripts else "written in non-ASCII characters")
     return (
-        f"Warning: the domain of {shown} is not plain ASCII ({written}); it is shown as punycode, "
+        f"Warning: the domain of {shown} is not plain ASCII ({_written(letters)}); it is shown as punycode, "
         "and may imitate a familiar domain"
     )
+
+
+def _written(letters: str) -> str:
+    """Which scripts the letters of a name are written in, in words."""
+    scripts = sorted({unicodedata.name(c, "UNKNOWN").split(" ")[0].title() for c in letters if c.isalpha()})
+    mixed = f"mixing {', '.join(scripts[:-1])} and {scripts[-1]} letters" if len(scripts) > 1 else ""
+    return mixed or (f"written in {scripts[0]} letters" if scripts else "written in non-ASCII characters")
