@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import html
 import re
+from datetime import timedelta
 
 import httpx2
 import pytest
 from sqlalchemy import func, select
 
 from approvals.rules import Rule
+from store.connections import add_connection
 from store.directory import member_principal
-from store.models import Membership, RuleRow, User
+from store.models import ConnectionScope, Membership, RuleRow, User, utcnow
 from tests.conftest import mcp_client
 from tests.console import csrf_of, form_post
 
@@ -51,6 +53,29 @@ def options(page: str, select_name: str) -> list[str]:
 def error_beside(page: str, field: str) -> str:
     match = re.search(rf'id="f-{re.escape(field.replace(".", "-"))}-error">([^<]*)<', page)
     return match.group(1) if match else ""
+
+
+def form_of_page(page: str) -> dict[str, str | list[str]]:
+    """What the rule form sends as it stands: filled inputs, checked boxes, selected options."""
+    form: dict[str, list[str]] = {}
+    body = page[page.index('<form id="rule-editor"') :]
+    body = body[: body.index("</form>")]
+    for tag in re.findall(r"<input\b[^>]*>", body):
+        name = re.search(r'name="([^"]+)"', tag)
+        if not name or name.group(1) == "action":
+            continue
+        kind = re.search(r'type="([^"]+)"', tag)
+        if kind and kind.group(1) in ("checkbox", "radio") and not re.search(r"\schecked\b", tag):
+            continue
+        value = re.search(r'value="([^"]*)"', tag)
+        form.setdefault(name.group(1), []).append(html.unescape(value.group(1)) if value else "on")
+    for name, inside in re.findall(r'<select[^>]*name="([^"]+)"[^>]*>(.*?)</select>', body, re.S):
+        chosen = (
+            re.findall(r'<option value="([^"]*)" selected', inside)
+            or re.findall(r'<option value="([^"]*)"', inside)[:1]
+        )
+        form[name] = [html.unescape(v) for v in chosen]
+    return {name: values[0] if len(values) == 1 else values for name, values in form.items()}
 
 
 async def rule_count(companion) -> int:
@@ -312,3 +337,230 @@ async def test_pages_ask_for_sign_in_first(app_client):
     async with httpx2.AsyncClient(transport=app_client.transport, base_url=BASE) as browser:
         response = await browser.get("/rules/new")
     assert response.status_code == 303 and response.headers["location"] == "/login?next=/rules/new"
+
+
+async def alices_gmail(companion, label: str = "Work") -> str:
+    async with companion.db.transaction() as session:
+        alice = await session.scalar(select(User).where(User.email == "alice@acme.test"))
+        connection = await add_connection(
+            session,
+            companion.box,
+            app="gmail",
+            scope=ConnectionScope.PERSONAL,
+            workspace_id=None,
+            user_id=alice.id,
+            label=label,
+            credentials={"access_token": "t"},
+        )
+        return connection.id
+
+
+async def test_a_remembered_rule_keeps_its_connection_through_the_editor(alice, companion):
+    """What "remember" makes: a personal allow bound to one connection; editing its description keeps the binding."""
+    connection_id = await alices_gmail(companion)
+    remembered = await create(
+        companion,
+        "alice@acme.test",
+        effect="allow",
+        scope="user",
+        app="gmail",
+        tool="gmail_send_email",
+        conditions=[{"arg": "@recipients", "op": "domain_in", "value": ["acme.test"]}],
+        context={"connection_ids": [connection_id]},
+        expires_at=(utcnow() + timedelta(hours=1)).replace(second=0, microsecond=0),
+        description="Remembered when approving apr_1",
+    )
+    listed = words((await alice.get("/rules")).text)
+    assert "when every recipient is at acme.test" in listed
+    assert f"only on the connection {connection_id}" in listed  # the list names it by id
+    page = await alice.get(f"/rules/{remembered.id}/edit")
+    assert page.status_code == 200
+    shown = words(page.text)
+    assert "Only on this connection" in shown and "“Work”" in shown
+    assert options(page.text, "conditions.0.arg")[:2] == ["", "@recipients"]
+    assert re.search(r'<option value="@recipients" selected>All recipients \(to, cc, bcc\)</option>', page.text)
+    assert re.search(r'<option value="domain_in" selected>are all only at domains</option>', page.text)
+    preview = words(page.text[page.text.index('<section class="card stack rule-preview"') :]).strip()
+    assert preview.startswith("In plain words Allow Send a Gmail message gmail_send_email")
+    assert "when every recipient is at acme.test When only on the connection “Work”" in preview
+    form = form_of_page(page.text)
+    assert form["context.connection_ids"] == connection_id
+    unchecked = {name: value for name, value in form.items() if name != "context.connection_ids"}
+    redrawn = await alice.post(f"/rules/{remembered.id}/edit", data={**unchecked, "action": "refresh"})
+    assert f'value="{connection_id}" >' in redrawn.text  # still offered, now unchecked
+    assert "“Work”" not in words(redrawn.text[redrawn.text.index("In plain words") :])
+    saved = await alice.post(
+        f"/rules/{remembered.id}/edit", data={**form, "description": "Mail inside Acme", "action": "save"}
+    )
+    assert saved.status_code == 303, words(saved.text)
+    after = await only_rule(companion)
+    assert after.context.connection_ids == [connection_id]
+    assert after.description == "Mail inside Acme"
+    assert after == remembered.model_copy(update={"description": "Mail inside Acme"})
+    # A new expiry, with a redraw on the way (an empty condition added), keeps the binding too.
+    redrawn = await alice.post(
+        f"/rules/{remembered.id}/edit", data={**form, "action": "add-condition"}, headers={"HX-Request": "true"}
+    )
+    again = form_of_page(redrawn.text)
+    assert again["context.connection_ids"] == connection_id
+    later = (utcnow() + timedelta(days=2)).strftime("%Y-%m-%dT%H:%M")
+    await alice.post(f"/rules/{remembered.id}/edit", data={**again, "expires_at": later, "action": "save"})
+    after = await only_rule(companion)
+    assert after.context.connection_ids == [connection_id] and after.conditions == remembered.conditions
+    assert after.expires_at.strftime("%Y-%m-%dT%H:%M") == later
+
+
+async def test_an_admin_sees_another_persons_connection_only_by_id(admin, companion):
+    connection_id = await alices_gmail(companion, label="Alice's private mail")
+    rule = await create(
+        companion,
+        "admin@acme.test",
+        effect="deny",
+        scope="workspace",
+        tool="gmail_send_email",
+        context={"connection_ids": [connection_id]},
+    )
+    page = await admin.get(f"/rules/{rule.id}/edit")
+    assert "Alice&#39;s private mail" not in page.text and "Alice's private mail" not in page.text
+    assert f'value="{connection_id}" checked' in page.text
+
+
+async def test_all_recipients_is_offered_only_for_tools_that_declare_recipients(admin):
+    choose = {"effect": "allow", "scope": "workspace", "action": "add-condition"}
+    mail = await form_post(admin, "/rules/new", "/rules/new", {**choose, "app": "gmail", "tool": "gmail_send_email"})
+    assert options(mail.text, "conditions.0.arg")[:2] == ["", "@recipients"]
+    assert "All recipients (to, cc, bcc)" in mail.text
+    meetings = await form_post(
+        admin, "/rules/new", "/rules/new", {**choose, "app": "harmony", "tool": "harmony_list_meetings"}
+    )
+    assert "@recipients" not in options(meetings.text, "conditions.0.arg")
+    assert "All recipients" not in meetings.text
+    picked = await form_post(
+        admin,
+        "/rules/new",
+        "/rules/new",
+        {**choose, "app": "gmail", "tool": "gmail_send_email", "conditions.0.arg": "@recipients", "action": "refresh"},
+    )
+    assert options(picked.text, "conditions.0.op") == [
+        "domain_in", "in", "not_in", "matches", "max_length", "exists", "missing"
+    ]  # fmt: skip
+    assert "An allow rule needs every recipient to fit" in words(picked.text)
+    denying = await form_post(
+        admin,
+        "/rules/new",
+        "/rules/new",
+        {
+            **choose,
+            "effect": "deny",
+            "app": "gmail",
+            "tool": "gmail_send_email",
+            "conditions.0.arg": "@recipients",
+            "action": "refresh",
+        },
+    )
+    assert '<option value="domain_in" selected>include one at domains</option>' in denying.text
+    assert "An deny rule" not in denying.text and "A deny rule holds once any recipient fits" in words(denying.text)
+
+
+async def test_a_recipients_rule_made_in_the_form_is_saved_and_read_by_its_effect(admin, companion):
+    allow = {
+        "effect": "allow",
+        "scope": "workspace",
+        "app": "gmail",
+        "tool": "gmail_send_email",
+        "conditions.0.arg": "@recipients",
+        "conditions.0.op": "domain_in",
+        "conditions.0.value": "Acme.test",
+        "action": "save",
+    }
+    saved = await form_post(admin, "/rules/new", "/rules/new", allow)
+    assert saved.status_code == 303, words(saved.text)
+    deny = {**allow, "effect": "deny", "conditions.0.value": "evil.example, @bad.example"}
+    assert (await form_post(admin, "/rules/new", "/rules/new", deny)).status_code == 303
+    rules = {rule.effect.value: rule for rule in await saved_rules(companion)}
+    assert rules["allow"].conditions[0].model_dump() == {
+        "arg": "@recipients",
+        "op": "domain_in",
+        "value": ["acme.test"],
+    }
+    assert rules["deny"].conditions[0].value == ["evil.example", "bad.example"]
+    listed = words((await admin.get("/rules")).text)
+    assert "when every recipient is at acme.test" in listed
+    assert "when any recipient is at evil.example or bad.example" in listed
+    assert "Not on anyone's personal connection: only its owner's rules auto-approve there" in listed
+    assert "an allow rule needs every item to fit; an ask or deny rule applies once any item fits" in listed
+
+
+def test_words_for_recipients_keys_and_connections_follow_the_rule():
+    from approvals.rules import Condition, RuleContext
+    from server.web.rules_schema import Argument
+    from server.web.rules_words import Vocabulary, condition_phrase, context_words
+
+    recipients = Condition(arg="@recipients", op="domain_in", value=["acme.test"])
+    assert str(condition_phrase(recipients, None, "allow")) == "every recipient is at acme.test"
+    assert str(condition_phrase(recipients, None, "deny")) == "any recipient is at acme.test"
+    assert str(condition_phrase(recipients, None, "ask")) == "any recipient is at acme.test"
+    assert not condition_phrase(recipients, None, "deny").code
+    outside = Condition(arg="@recipients", op="not_in", value=["a@acme.test"])
+    assert str(condition_phrase(outside, None, "allow")) == "no recipient is “a@acme.test”"
+    assert str(condition_phrase(outside, None, "deny")) == "any recipient is not “a@acme.test”"
+    many = Condition(arg="@recipients", op="max_length", value=3)
+    assert str(condition_phrase(many, None, "deny")) == "the call has at most 3 recipients"
+    none = Condition(arg="@recipients", op="exists", value=False)
+    assert str(condition_phrase(none, None, "ask")) == "the call has no recipients"
+    keys = Condition(arg="properties", op="keys_in", value=["name", "amount"])
+    assert (
+        str(condition_phrase(keys, Argument("properties", "object")))
+        == "properties sets only the fields name and amount"
+    )
+    listed = Argument("items.fields", "object", many=True)
+    assert str(condition_phrase(keys, listed, "allow")).endswith("each set only the fields name and amount")
+    assert str(condition_phrase(keys, listed, "deny")).endswith("include one setting only the fields name and amount")
+    labels = Condition(arg="labels", op="in", value=["spam"])
+    array = Argument("labels", "string", array=True, many=True)
+    assert str(condition_phrase(labels, array, "allow")) == "labels are all among “spam”"
+    assert str(condition_phrase(labels, array, "deny")) == "labels include one of “spam”"
+    vocabulary = Vocabulary({}, {}, {}, connection_labels={"conn_1": "Work"})
+    context = RuleContext(connection_ids=["conn_1", "conn_2"])
+    assert context_words(context, "UTC", vocabulary) == ["only on the connections “Work” and conn_2"]
+    assert context_words(RuleContext(connection_ids=["conn_1"]), "UTC") == ["only on the connection conn_1"]
+
+
+def test_object_arguments_offer_keys_in_and_take_their_fields():
+    from server.web.rules_schema import arguments_of
+
+    schema = {
+        "type": "object",
+        "properties": {
+            "record": {"type": "object", "properties": {"name": {"type": "string"}, "amount": {"type": "number"}}},
+            "free": {"type": "object", "additionalProperties": {"type": "string"}},
+        },
+    }
+    found = {a.path: a for a in arguments_of(schema)}
+    record, free = found["record"], found["free"]
+    assert record.operators[0] == "keys_in" and record.label_of("keys_in") == "sets only these fields"
+    assert record.value_input("keys_in") == "fields" and record.fields == ("name", "amount")
+    assert record.parse("keys_in", "", ["name", "name"]) == ["name"]
+    assert free.value_input("keys_in") == "list"
+    assert free.parse("keys_in", "a, b ,a", []) == ["a", "b"]
+
+
+async def test_an_object_argument_is_tested_by_the_fields_it_sets(admin, companion):
+    choose = {"effect": "allow", "scope": "workspace", "app": "salesforce", "tool": "salesforce_update_record"}
+    picked = await form_post(
+        admin, "/rules/new", "/rules/new", {**choose, "conditions.0.arg": "fields", "action": "refresh"}
+    )
+    assert options(picked.text, "conditions.0.op") == ["keys_in", "exists", "missing"]
+    assert '<option value="keys_in" selected>sets only these fields</option>' in picked.text
+    saved = await form_post(
+        admin,
+        "/rules/new",
+        "/rules/new",
+        {**choose, "conditions.0.arg": "fields", "conditions.0.op": "keys_in", "conditions.0.value": "Name, StageName"},
+    )
+    assert saved.status_code == 303, words(saved.text)
+    rule = await only_rule(companion)
+    assert rule.conditions[0].model_dump() == {"arg": "fields", "op": "keys_in", "value": ["Name", "StageName"]}
+    assert "when fields sets only the fields Name and StageName" in words((await admin.get("/rules")).text)
+    page = await admin.get(f"/rules/{rule.id}/edit")
+    assert 'value="Name, StageName"' in page.text

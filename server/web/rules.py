@@ -8,7 +8,7 @@ so the console decides exactly as the gateway does.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -39,7 +39,7 @@ from server.web.rules_form import (
     problems_of_rule,
 )
 from server.web.rules_words import EFFECTS, EffectWords, RuleWords, Vocabulary, describe
-from store.models import RuleRow, utcnow
+from store.models import Connection, ConnectionScope, RuleRow, utcnow
 
 SIMULATED_DAYS = 7
 SIMULATED_CALLS_SHOWN = 50
@@ -172,7 +172,44 @@ class Simulation:
     withheld: int = 0
 
 
-def _editor(
+@dataclass(frozen=True)
+class ConnectionChoice:
+    """A connection a rule is bound to, as the form shows it: its label where the viewer may see it, else its id."""
+
+    id: str
+    label: str | None
+
+
+async def _connections_named(request: Request, viewer: Viewer, ids: list[str]) -> list[ConnectionChoice]:
+    """The draft's connections, labelled when they are the workspace's or the viewer's own."""
+    if not ids:
+        return []
+    actor = viewer.principal
+    companion = companion_of(request)
+    vocabulary = _vocabulary(request)
+    async with companion.db.session() as session:
+        rows = await session.execute(
+            select(
+                Connection.id,
+                Connection.label,
+                Connection.app,
+                Connection.scope,
+                Connection.workspace_id,
+                Connection.user_id,
+            ).where(Connection.id.in_(ids))
+        )
+        labels: dict[str, str] = {}
+        for connection_id, label, app, scope, workspace_id, user_id in rows:
+            visible = (scope == ConnectionScope.WORKSPACE and workspace_id == actor.workspace_id) or (
+                scope == ConnectionScope.PERSONAL and user_id == actor.user_id
+            )
+            if visible:
+                whose = "your" if scope == ConnectionScope.PERSONAL else "the workspace's"
+                labels[connection_id] = label or f"{whose} {vocabulary.app_name(app)} connection"
+    return [ConnectionChoice(connection_id, labels.get(connection_id)) for connection_id in ids]
+
+
+async def _editor(
     request: Request,
     viewer: Viewer,
     draft: RuleDraft,
@@ -186,6 +223,19 @@ def _editor(
     """The form; ``settle`` fits the draft to changed choices, while a checked draft is shown exactly as sent."""
     vocabulary = _vocabulary(request)
     choices = Choices.settled(draft, vocabulary) if settle else Choices.for_draft(draft, vocabulary)
+    # The saved rule's connections stay offered once unchecked, so a redraw never drops one unseen.
+    saved = (existing.context.connection_ids or []) if existing else []
+    connections = await _connections_named(request, viewer, list(dict.fromkeys([*draft.connection_ids, *saved])))
+    preview = None
+    if not errors:
+        # The rule in the words the list will use, once the draft makes one; nothing while it is half filled in.
+        try:
+            rule, _ = _checked(request, viewer, draft, existing)
+        except FormErrors:
+            rule = None
+        if rule is not None:
+            labelled = replace(vocabulary, connection_labels={c.id: c.label for c in connections if c.label})
+            preview = (rule, describe(rule, labelled, viewer.principal.timezone))
     return render(
         request,
         "rules_editor.html" if is_htmx(request) else "rules_form.html",
@@ -203,6 +253,8 @@ def _editor(
         weekdays=WEEKDAYS,
         field_label=field_label,
         field_anchor=field_anchor,
+        connections=connections,
+        preview=preview,
     )
 
 
@@ -214,13 +266,13 @@ async def new_rule(request: Request, viewer: Viewer) -> Response:
         app=query.get("app", ""),
         tool=query.get("tool", "*"),
     )
-    return _editor(request, viewer, draft, existing=None, settle=True)
+    return await _editor(request, viewer, draft, existing=None, settle=True)
 
 
 @page
 async def edit_rule(request: Request, viewer: Viewer) -> Response:
     rule = await _manageable(request, viewer)
-    return _editor(request, viewer, RuleDraft.of(rule), existing=rule)
+    return await _editor(request, viewer, RuleDraft.of(rule), existing=rule)
 
 
 @page
@@ -253,14 +305,14 @@ async def _submitted(
         if row.isdigit() and int(row) < len(draft.conditions):
             del draft.conditions[int(row)]
     if action not in ("simulate", "save"):
-        return _editor(request, viewer, draft, existing=existing, settle=True)
+        return await _editor(request, viewer, draft, existing=existing, settle=True)
     try:
         rule, changes = _checked(request, viewer, draft, existing)
     except FormErrors as problems:
-        return _editor(request, viewer, draft, existing=existing, errors=problems.fields, status=422)
+        return await _editor(request, viewer, draft, existing=existing, errors=problems.fields, status=422)
     if action == "simulate":
         simulation = await _simulate(request, viewer, rule, existing)
-        return _editor(request, viewer, draft, existing=existing, simulation=simulation)
+        return await _editor(request, viewer, draft, existing=existing, simulation=simulation)
     companion = companion_of(request)
     try:
         async with companion.db.transaction() as session:
@@ -269,7 +321,7 @@ async def _submitted(
             else:
                 saved = await companion.rulebook.replace(session, viewer.principal, existing.id, changes)
     except RuleError as exc:
-        return _editor(request, viewer, draft, existing=existing, errors=problems_of_rule(exc), status=422)
+        return await _editor(request, viewer, draft, existing=existing, errors=problems_of_rule(exc), status=422)
     except RulePermissionError as exc:
         raise Refused(403, str(exc)) from None
     except LookupError:

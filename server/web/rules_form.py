@@ -82,6 +82,8 @@ class RuleDraft:
     admin_may_approve: bool = False
     roles: list[str] = field(default_factory=list)
     connection_scope: str = ""
+    # The connections a rule is bound to ("remember" binds one); the form shows them and keeps them.
+    connection_ids: list[str] = field(default_factory=list)
     weekdays: list[str] = field(default_factory=list)
     hours_from: str = ""
     hours_to: str = ""
@@ -106,6 +108,7 @@ class RuleDraft:
             admin_may_approve=rule.admin_may_approve,
             roles=list(context.roles or []),
             connection_scope=context.connection_scope or "",
+            connection_ids=list(context.connection_ids or []),
             weekdays=list(context.weekdays or []),
             hours_from=f"{context.hours.start:%H:%M}" if context.hours else "",
             hours_to=f"{context.hours.end:%H:%M}" if context.hours else "",
@@ -144,6 +147,9 @@ class RuleDraft:
             admin_may_approve=form.get("admin_may_approve") == "on",
             roles=[str(v) for v in form.getlist("context.roles")],
             connection_scope=text("context.connection_scope"),
+            connection_ids=list(
+                dict.fromkeys(s for v in form.getlist("context.connection_ids") if (s := str(v).strip()))
+            ),
             weekdays=[str(v) for v in form.getlist("context.weekdays")],
             hours_from=text("context.hours.from"),
             hours_to=text("context.hours.to"),
@@ -218,6 +224,8 @@ class RuleDraft:
             context["roles"] = self.roles
         if self.connection_scope:
             context["connection_scope"] = self.connection_scope
+        if self.connection_ids:
+            context["connection_ids"] = self.connection_ids
         if self.weekdays:
             context["weekdays"] = self.weekdays
         if self.hours_from or self.hours_to:
@@ -242,6 +250,7 @@ FIELD_LABELS = {
     "context.hours": "Hours",
     "context.hours.from": "Hours: from",
     "context.hours.to": "Hours: to",
+    "context.connection_ids": "Connections",
     "description": "Description",
     "locked": "Lock",
     "require_out_of_band": "Approve only on the web",
@@ -343,7 +352,8 @@ class Choices:
             # A pattern saved over the API, or a tool of an app no longer chosen: shown, so it is never lost unseen.
             groups[0].tools.append(ToolChoice(draft.tool, f"Tools matching {draft.tool}"))
         covered = tools_selected(catalog, app=app, tool=draft.tool, risk=draft.risk or None)
-        return cls(vocabulary, apps, groups, {a.path: a for a in common_arguments(catalog, covered)}, covered)
+        shared = common_arguments(catalog, covered, vocabulary.senders)
+        return cls(vocabulary, apps, groups, {a.path: a for a in shared}, covered)
 
     @classmethod
     def settled(cls, draft: RuleDraft, vocabulary: Vocabulary) -> Choices:

@@ -25,6 +25,14 @@
     el.focus();
   }
 
+  // A typed value is not in the plain-words preview until the next redraw: say so rather than show stale words.
+  document.addEventListener("input", function (event) {
+    var editor = document.getElementById("rule-editor");
+    var preview = editor && editor.querySelector(".rule-preview");
+    if (!preview || !editor.contains(event.target) || event.target.hasAttribute("hx-post")) { return; }
+    preview.classList.add("is-stale");
+  });
+
   document.addEventListener("htmx:afterSettle", function (event) {
     var editor = document.getElementById("rule-editor");
     if (!editor || !editor.contains(event.detail.elt) && event.detail.elt !== editor) { return; }
