@@ -147,9 +147,7 @@ class ApiKey(Model):
     name: str
     kind: OpenEnum[KeyKind]
     scopes: list[str]
-    person_facing: bool = Field(
-        default=False, description="Its owner said its host shows approval forms to them, not to the model"
-    )
+    person_facing: bool = Field(description="Its owner said its host shows approval forms to them, not to the model")
     owner: str = Field(description="The owner's e-mail")
     created_at: datetime
     last_used_at: datetime | None

@@ -369,7 +369,8 @@ async def test_past_the_plans_limit_the_answer_is_rate_limited_with_retry_after(
 
 PAGE = {"data": [], "pagination": {"page": 1, "per_page": 20, "total": 0, "has_more": False, "next_cursor": None}}
 KEY = {
-    "id": "key_1", "prefix": "hck_abc", "name": "", "kind": "agent", "scopes": ["api"], "owner": ADMIN,
+    "id": "key_1", "prefix": "hck_abc", "name": "", "kind": "agent", "scopes": ["api"], "person_facing": False,
+    "owner": ADMIN,
     "created_at": "2026-02-01T10:00:00Z", "last_used_at": None, "revoked_at": None, "token": "hck_abc123",
 }  # fmt: skip
 LIMITED = {"error": {"code": "rate_limited", "message": "Slow down", "details": {"limit": 20}}}

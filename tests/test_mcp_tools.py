@@ -199,7 +199,7 @@ async def test_a_write_tool_waits_for_approval_and_nothing_runs_meanwhile(app_cl
     pending = result.structured_content
     assert pending["status"] == "approval_required"
     assert pending["approve_url"] == f"http://127.0.0.1:8000/approvals/{pending['approval_id']}"
-    assert pending["summary"] == f"Add the action item “Send the contract” to meeting {meeting_id}"
+    assert pending["summary"].splitlines()[0] == f"Add the action item “Send the contract” to meeting {meeting_id}"
     assert "Ask the user to approve it" in result.content[0].text
     async with companion.db.session() as session:
         assert await session.scalar(select(func.count()).select_from(ActionItem)) == before
