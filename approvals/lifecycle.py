@@ -24,8 +24,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import ColumnElement
 
 from approvals.audit import AuditRecord, Event, Outcome, append_in
+from store import invalidation
 from store.crypto import SecretBox
-from store.models import Approval, ApprovalStatus, new_id, utcnow
+from store.invalidation import Topic
+from store.models import ApiKey, Approval, ApprovalStatus, new_id, utcnow
 from store.sealing import approval_arguments_context, approval_result_context, approval_summary_context
 from store.wakeups import announce
 
@@ -172,6 +174,12 @@ async def request(
     )
     session.add(approval)
     await session.flush()
+    if binding.api_key_id is not None:
+        # Every replica forgets the key's principal, so the key's next allowed call looks for this approval.
+        await session.execute(
+            update(ApiKey).where(ApiKey.id == binding.api_key_id).values(last_asked_at=approval.created_at)
+        )
+        await invalidation.announce(session, Topic.KEYS)
     append_in(session, _record(approval, Event.REQUESTED, Outcome.PENDING, actor=None))
     return approval
 

@@ -297,6 +297,10 @@ class ApprovalFlow:
         A person may have approved it with "remember", or a rule been added while it waited: the approval is
         still the unit of execution, so the call runs through it once, and a repeat gets its stored result.
         """
+        async with self.db.session() as session:
+            # Most allowed calls were never asked about: one read, with nothing to commit, says so.
+            if await lifecycle.find_reusable(session, binding, window=self.ttl) is None:
+                return None
         async with self.db.transaction() as session:
             found = await lifecycle.find_reusable(session, binding, window=self.ttl)
             if found is None:

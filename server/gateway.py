@@ -12,6 +12,7 @@ import logging
 import re
 import time
 from dataclasses import dataclass, field, replace
+from datetime import UTC, timedelta
 from typing import Any
 
 import httpx
@@ -40,7 +41,7 @@ from store.db import Database
 from store.invalidation import Topic, subscribe
 from store.models import ApprovalStatus, ConnectionStatus, utcnow
 from store.principal import Principal
-from store.rate_windows import take
+from store.rate_windows import CallTally
 from store.sealing import audit_arguments_context
 from tools.context import HostCheck, ToolContext
 from tools.errors import InvalidArguments, ToolError
@@ -56,6 +57,7 @@ UNKNOWN_TOOL = "unknown_tool"
 GET_APPROVAL = "companion_get_approval"
 COMPANION_APP = "companion"
 RUNNABLE_OR_RUN = (ApprovalStatus.APPROVED, *SETTLED_OR_RUNNING)
+ASKED_MARGIN = timedelta(hours=1)
 
 GET_APPROVAL_INPUT: dict[str, Any] = {
     "type": "object",
@@ -177,6 +179,7 @@ class ToolGateway:
         hosts: HostCheck | None = None,
     ) -> None:
         self.hosts = hosts
+        self.tally = CallTally(db)
         self.keeper = keeper
         self.metrics = metrics or Metrics()
         self.registry = registry
@@ -284,7 +287,7 @@ class ToolGateway:
 
     async def _over_rate(self, principal: Principal) -> CallResult | None:
         """Count the call against the key's plan rate (the REST counters); the refusal once it is over."""
-        counted = await take(self.db, principal)
+        counted = await self.tally.take(principal)
         if not counted.over:
             return None
         return CallResult.failure(
@@ -330,7 +333,7 @@ class ToolGateway:
                 # A personal connection answers to its owner: no workspace admin decides its calls.
                 decision = replace(decision, admin_may_approve=False)
             return await self._ask(principal, bound, name, arguments, digest, decision, channel, started)
-        if bound.tool.risk is not Risk.READ or decision.rules:
+        if (bound.tool.risk is not Risk.READ or decision.rules) and self._may_have_asked(principal):
             # A call that was asked for before may have an approval already (approved with "remember", say):
             # then it runs through that approval, once, and a repeat gets its stored result.
             run = self._runner(bound.connection)
@@ -341,6 +344,16 @@ class ToolGateway:
         outcome = Outcome.SUCCEEDED if result.ok else Outcome.FAILED
         await self._audit(principal, bound, name, digest, decision, outcome, result, started, arguments)
         return result
+
+    def _may_have_asked(self, principal: Principal) -> bool:
+        """Whether an approval asked through this key could still answer a call: one asked less than two
+        expiry periods ago (and an hour for a long run), the longest a settled approval answers repeats."""
+        asked = principal.last_asked_at
+        if asked is None:
+            return False
+        if asked.tzinfo is None:
+            asked = asked.replace(tzinfo=UTC)
+        return utcnow() - asked < 2 * self.flow.ttl + ASKED_MARGIN
 
     @staticmethod
     def _binding(principal: Principal, bound: BoundTool, digest: str) -> Binding:

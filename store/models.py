@@ -217,6 +217,9 @@ class ApiKey(Base):
     person_facing: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_used_at: Mapped[datetime | None]
+    # When a call through this key last asked for a person's approval: a call a rule allows is looked for among
+    # approvals only while one of its key's could still answer it.
+    last_asked_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from store.models import KeyKind, Plan, Role
 
@@ -25,6 +26,7 @@ class Principal:
     # form in its chat comes from the person, so it may approve up to ``in_chat_max_risk`` (SECURITY.md).
     person_facing: bool = False
     in_chat_max_risk: str = "delete"
+    last_asked_at: datetime | None = None
 
     @property
     def is_admin(self) -> bool:

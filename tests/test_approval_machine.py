@@ -37,9 +37,14 @@ from tests.apps import memo
 pytestmark = pytest.mark.anyio
 
 TEXTS = ["pay Ann", "pay Bo", "pay Cy"]
+# Approvals that answer a repeat of their call (within the expiry window): it never runs beside them.
+ANSWERING = (
+    ApprovalStatus.PENDING, ApprovalStatus.APPROVED, ApprovalStatus.EXECUTING, ApprovalStatus.SUCCEEDED,
+    ApprovalStatus.FAILED, ApprovalStatus.DENIED, ApprovalStatus.OUTCOME_UNKNOWN,
+)  # fmt: skip
 
 
-async def _people(companion) -> tuple[Any, Any]:
+async def _people(companion) -> tuple[str, Any, Any]:
     async with companion.db.transaction() as session:
         workspace = await workspace_by_slug(session, "acme")
         user = await user_by_email(session, "bob@acme.test")
@@ -51,6 +56,7 @@ async def _people(companion) -> tuple[Any, Any]:
         person = await create_key(session, workspace_id=workspace.id, user_id=user.id, kind=KeyKind.USER)
     async with companion.db.session() as session:
         return (
+            agent.token,
             await authenticate(session, agent.token, touch_after=timedelta(hours=1)),
             await authenticate(session, person.token, touch_after=timedelta(hours=1)),
         )
@@ -59,17 +65,20 @@ async def _people(companion) -> tuple[Any, Any]:
 class ApprovalMachine(RuleBasedStateMachine):
     companion: Any
     agent: Any
+    agent_token: str
     person: Any
-    round = 0
 
     def __init__(self) -> None:
         super().__init__()
-        # Each example asks about calls of its own, so approvals of earlier examples never answer them.
-        ApprovalMachine.round += 1
-        self.texts = [f"{text} #{self.round}" for text in TEXTS]
+        self.texts = TEXTS
         self.nonces: dict[str, str] = {}
         self.first_run = len(memo.RUNS)
         self.results: dict[str, dict[str, Any]] = {}
+
+    async def _call(self, *call: Any) -> Any:
+        """A call as the server takes one: the key resolved afresh, as each request resolves it."""
+        principal = await self.companion.principal_for(self.agent_token)
+        return await self.companion.gateway.call(principal, *call)
 
     def step(self, work: Any) -> Any:
         return anyio.from_thread.run(work)
@@ -97,9 +106,12 @@ class ApprovalMachine(RuleBasedStateMachine):
     @rule(index=st.integers(0, 2))
     def retry(self, index: int) -> None:
         """The assistant calls (again), with no way to ask the person in the chat."""
-        result = self.step(
-            lambda: self.companion.gateway.call(self.agent, "memo_add_note", {"text": self.texts[index]})
-        )
+        before = self.step(lambda: self._approval_of(self.texts[index]))
+        ran_before = len(memo.RUNS)
+        result = self.step(lambda: self._call("memo_add_note", {"text": self.texts[index]}))
+        if before is not None and before.status in ANSWERING and not lifecycle.is_expired(before):
+            # The call has an approval that answers it: whatever a rule now says, it runs through that one.
+            assert None not in memo.RUNS[ran_before:], f"ran beside its approval {before.id} ({before.status})"
         approval = self.step(lambda: self._approval_of(self.texts[index]))
         if approval is not None and approval.status is ApprovalStatus.SUCCEEDED and result.ok and result.data:
             stored = self.results.setdefault(approval.id, result.data)
@@ -108,9 +120,7 @@ class ApprovalMachine(RuleBasedStateMachine):
     @rule(index=st.integers(0, 2))
     def prompt_in_chat(self, index: int) -> None:
         channel = Channel(form=True)
-        result = self.step(
-            lambda: self.companion.gateway.call(self.agent, "memo_add_note", {"text": self.texts[index]}, channel)
-        )
+        result = self.step(lambda: self._call("memo_add_note", {"text": self.texts[index]}, channel))
         if result.prompt is not None:
             self.nonces[self.texts[index]] = result.prompt.nonce
 
@@ -121,20 +131,14 @@ class ApprovalMachine(RuleBasedStateMachine):
             return
         content = {"decision": "approve" if approve else "deny", "remember": remember}
         answer = Answer(approval.id, self.nonces.get(self.texts[index], "stale"), "form", "accept", content)
-        self.step(
-            lambda: self.companion.gateway.call(
-                self.agent, "memo_add_note", {"text": self.texts[index]}, Channel(form=True, answer=answer)
-            )
-        )
+        self.step(lambda: self._call("memo_add_note", {"text": self.texts[index]}, Channel(form=True, answer=answer)))
 
     @rule(index=st.integers(0, 2))
     def get_approval(self, index: int) -> None:
         approval = self.step(lambda: self._approval_of(self.texts[index]))
         if approval is None:
             return
-        result = self.step(
-            lambda: self.companion.gateway.call(self.agent, "companion_get_approval", {"approval_id": approval.id})
-        )
+        result = self.step(lambda: self._call("companion_get_approval", {"approval_id": approval.id}))
         self._seen(result)
 
     @rule(index=st.integers(0, 2), approve=st.booleans(), remember=st.sampled_from([None, "1h", "30d"]))
@@ -201,10 +205,12 @@ class ApprovalMachine(RuleBasedStateMachine):
         self.step(settle)
 
     def teardown(self) -> None:
-        # Rules outlive nothing: the next example starts from the manifest's defaults again.
+        # Each example starts afresh: no rules but the manifest's defaults, and no approvals, so a replayed
+        # example behaves as it did the first time.
         async def forget_rules() -> None:
             async with self.companion.db.transaction() as session:
                 await session.execute(delete(RuleRow))
+                await session.execute(delete(Approval))
 
         self.step(forget_rules)
 
@@ -237,8 +243,8 @@ def _digest(text: str) -> str:
 @pytest.mark.settings(approval_wait_seconds=0)
 async def test_every_path_to_an_approval_runs_it_at_most_once(companion, demo_keys) -> None:
     ApprovalMachine.companion = companion
-    ApprovalMachine.agent, ApprovalMachine.person = await _people(companion)
+    ApprovalMachine.agent_token, ApprovalMachine.agent, ApprovalMachine.person = await _people(companion)
     memo.RUNS.clear()
-    run = settings(max_examples=40, stateful_step_count=25, deadline=None, suppress_health_check=list(HealthCheck))
+    run = settings(max_examples=100, stateful_step_count=30, deadline=None, suppress_health_check=list(HealthCheck))
     await anyio.to_thread.run_sync(lambda: run_state_machine_as_test(ApprovalMachine, settings=run))
     assert any(memo.RUNS), "the machine never ran a call under an approval: it proved nothing"
