@@ -49,9 +49,7 @@ SEALED: tuple[Sealed, ...] = (
         "approvals.sealed_arguments", Approval.id, Approval.sealed_arguments, lambda r: approval_arguments_context(r.id)
     ),
     Sealed("approvals.sealed_result", Approval.id, Approval.sealed_result, lambda r: approval_result_context(r.id)),
-    Sealed(
-        "approvals.sealed_summary", Approval.id, Approval.sealed_summary, lambda r: approval_summary_context(r.id)
-    ),
+    Sealed("approvals.sealed_summary", Approval.id, Approval.sealed_summary, lambda r: approval_summary_context(r.id)),
     Sealed(
         "webhook_endpoints.sealed_secret",
         WebhookEndpoint.id,
