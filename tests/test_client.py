@@ -312,6 +312,17 @@ async def test_keys_are_created_listed_rotated_and_revoked(admin, connect, demo_
     assert refused.value.status == 403 and refused.value.code == "forbidden"
 
 
+async def test_a_person_marks_their_own_agent_key_person_facing(admin, connect, demo_keys):
+    desktop = await admin.keys.create(name="desktop", person_facing=True)
+    assert desktop.person_facing is True
+    plain = await admin.keys.create(name="script")
+    assert plain.person_facing is False
+    changed = await admin.keys.change(plain.id, person_facing=True)
+    assert changed.person_facing is True and changed.id == plain.id
+    with pytest.raises(Forbidden):
+        await connect(desktop.token).keys.change(desktop.id, person_facing=False)
+
+
 # --- Errors and rate limits ---
 
 
