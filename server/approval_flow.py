@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -412,19 +413,8 @@ class ApprovalFlow:
         stops waiting first."""
         if self.stopped_waiting.is_set():
             return None
-        won = await first(self.stopped_waiting, ask(prompt), self._until_decided(approval.id))
+        won = await first(self.stopped_waiting, ask(prompt), self._wait(approval, _decided, seconds=math.inf))
         return None if won is None else won[1]
-
-    async def _until_decided(self, approval_id: str) -> Approval:
-        delay = 0.05
-        while True:
-            async with self.db.session() as session:
-                current = await session.get(Approval, approval_id, populate_existing=True)
-            assert current is not None
-            if current.status is not ApprovalStatus.PENDING or lifecycle.is_expired(current):
-                return current
-            if not await wakeups.changed(approval_id, delay):
-                delay = min(delay * 2, 0.5)
 
     async def _prompt(
         self, approval: Approval, tool: RegisteredTool, arguments: dict[str, Any], kind: Literal["form", "url"]
@@ -521,9 +511,7 @@ class ApprovalFlow:
 
     async def _after_page(self, principal: Principal, approval: Approval, tool: RegisteredTool, run: Runner) -> Outcome:
         """Wait a while for the decision made on the approval page, then act on it."""
-        decided = await self._wait(
-            approval, lambda a: a.status is not ApprovalStatus.PENDING or lifecycle.is_expired(a)
-        )
+        decided = await self._wait(approval, _decided)
         return await self._settled_elsewhere(principal, decided, tool, run)
 
     def remembered_rule(
@@ -621,12 +609,15 @@ class ApprovalFlow:
             return Outcome("failed", settled, message=unknown_outcome_message(settled, self.page_url(settled.id)))
         return Outcome("failed", settled, message=settled.error or f"The approved call {settled.id} failed.")
 
-    async def _wait(self, approval: Approval, done: Callable[[Approval], bool]) -> Approval:
+    async def _wait(
+        self, approval: Approval, done: Callable[[Approval], bool], *, seconds: float | None = None
+    ) -> Approval:
         """Re-read the approval whenever it is announced as changed (on any replica), and poll besides.
 
-        Gives up at the deadline, or within a poll once the process stops waiting (it is shutting down).
+        Gives up after ``seconds`` (by default the configured wait), or within a poll once the process
+        stops waiting (it is shutting down).
         """
-        deadline = time.monotonic() + self.wait_seconds
+        deadline = time.monotonic() + (self.wait_seconds if seconds is None else seconds)
         delay = 0.02
         while True:
             async with self.db.session() as session:
@@ -668,6 +659,11 @@ class ApprovalFlow:
             "out_of_band": approval.require_out_of_band,
         }
         return Outcome("required", approval, data=data, message=message)
+
+
+def _decided(approval: Approval) -> bool:
+    """Whether a person (or the clock) has settled a pending approval."""
+    return approval.status is not ApprovalStatus.PENDING or lifecycle.is_expired(approval)
 
 
 SETTLED_OR_RUNNING = (
