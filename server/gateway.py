@@ -124,6 +124,10 @@ def _suffix(connection: ConnectionView) -> str:
     return label[:20] or connection.id.split("_")[-1][:8]
 
 
+def _needs_reauth(tool: RegisteredTool) -> str:
+    return f"The {tool.manifest.name} connection needs to be reconnected before its tools can run."
+
+
 def sender_of(bound: BoundTool) -> str:
     """The connection a call acts through, in plain words: whose it is, the app and its label."""
     connection = bound.connection
@@ -271,9 +275,16 @@ class ToolGateway:
             # What the rules decide on, the person sees and the adapter runs is this canonical form, nothing else.
             arguments = bound.tool.canonicalize(arguments)
             parsed = bound.tool.parse_arguments(arguments)
+            if bound.tool.resolvers:
+                arguments = await self._resolved(principal, bound, arguments)
+                parsed = bound.tool.parse_arguments(arguments)
         except InvalidArguments as exc:
             result = CallResult.failure(exc.code, str(exc), fields=exc.fields)
             await self._audit(principal, bound, name, loose_digest(arguments), None, Outcome.INVALID, result, started)
+            return result
+        except ToolError as exc:
+            result = CallResult.failure(exc.code, str(exc))
+            await self._audit(principal, bound, name, loose_digest(arguments), None, Outcome.FAILED, result, started)
             return result
         digest = arguments_digest(arguments)
         try:
@@ -478,6 +489,29 @@ class ToolGateway:
             data.update(status=outcome.approval.status.value, result=outcome.data, error=outcome.message or None)
         return CallResult(ok=True, data=data)
 
+    async def _resolved(self, principal: Principal, bound: BoundTool, arguments: dict[str, Any]) -> dict[str, Any]:
+        """The arguments with what only the provider knows resolved (a Slack channel id to its name), so the
+        rules decide on the value that runs; the provider is asked with the connection the call would use."""
+        if bound.connection.status is ConnectionStatus.NEEDS_REAUTH:
+            raise ToolError(_needs_reauth(bound.tool), code="needs_reauth")
+        with self.metrics.phase("resolve"):
+            return await bound.tool.resolve(self._context(principal, bound.tool, bound.connection), arguments)
+
+    def _context(
+        self, principal: Principal, tool: RegisteredTool, connection: ConnectionView, approval_id: str | None = None
+    ) -> ToolContext:
+        return ToolContext(
+            principal=principal,
+            connection=connection,
+            sessions=self.db.sessions,
+            http=self.http,
+            credentials=open_credentials(self.box, connection),
+            manifest=tool.manifest,
+            keeper=self.keeper,
+            approval_id=approval_id,
+            hosts=self.hosts,
+        )
+
     def _runner(self, connection: ConnectionView) -> TimedRunner:
         return TimedRunner(self, connection)
 
@@ -491,21 +525,8 @@ class ToolGateway:
         approval_id: str | None = None,
     ) -> CallResult:
         if connection.status is ConnectionStatus.NEEDS_REAUTH:
-            return CallResult.failure(
-                "needs_reauth",
-                f"The {tool.manifest.name} connection needs to be reconnected before its tools can run.",
-            )
-        context = ToolContext(
-            principal=principal,
-            connection=connection,
-            sessions=self.db.sessions,
-            http=self.http,
-            credentials=open_credentials(self.box, connection),
-            manifest=tool.manifest,
-            keeper=self.keeper,
-            approval_id=approval_id,
-            hosts=self.hosts,
-        )
+            return CallResult.failure("needs_reauth", _needs_reauth(tool))
+        context = self._context(principal, tool, connection, approval_id)
         try:
             with self.metrics.phase("adapter"):
                 data = await tool.adapter(context, arguments)

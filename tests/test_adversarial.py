@@ -23,7 +23,7 @@ import mcp_types as types
 import pytest
 from sqlalchemy import select, update
 
-from approvals.rules import Rule
+from approvals.rules import Rule, RuleError
 from server.approval_flow import Answer, Channel
 from store.connections import add_connection
 from store.directory import user_by_email, workspace_by_slug
@@ -559,9 +559,16 @@ async def test_rule_values_are_kept_in_the_form_calls_are_decided_on(live_server
     assert fine.structured_content == {"shared_with": ["ok@acme.test"]}
     slack = Rule(
         effect="deny", scope="workspace", app="slack", tool="slack_post_message",
-        conditions=[{"arg": "channel", "op": "in", "value": ["#Leadership", "C0LEADERS1"]}],
+        conditions=[{"arg": "channel", "op": "in", "value": ["#Leadership", "D0DIRECT01"]}],
     )  # fmt: skip
-    assert companion.rulebook.prepared(slack).conditions[0].value == ["leadership", "C0LEADERS1"]
+    assert companion.rulebook.prepared(slack).conditions[0].value == ["leadership", "D0DIRECT01"]
+    # Calls name channels by name once Slack resolved their ids: a rule on an id would never match, so it is refused.
+    by_id = Rule(
+        effect="deny", scope="workspace", app="slack", tool="slack_post_message",
+        conditions=[{"arg": "channel", "op": "eq", "value": "C0LEADERS1"}],
+    )  # fmt: skip
+    with pytest.raises(RuleError, match="C0LEADERS1 is a Slack channel id"):
+        companion.rulebook.prepared(by_id)
 
 
 async def test_adding_a_harmless_recipient_never_escapes_a_deny(live_server, bob):

@@ -265,3 +265,26 @@ def test_a_canonical_form_must_be_a_plain_function_of_the_app(tmp_path, referenc
     assert problems_of(tmp_path) == [
         f"{path}: tools[{index}].canonical.text: {reference} is not a function (str) -> str"
     ]
+
+
+def test_a_resolved_argument_must_say_which_values_rules_may_name(tmp_path):
+    """Without a rule form, a rule naming the unresolved form (a Slack channel id) would save and never match."""
+    manifest = harmony()
+    index, tool = action_item(manifest)
+    tool["resolve"] = {"text": "harmony.create_action_item"}
+    path = write(tmp_path, "harmony.yaml", manifest)
+    assert problems_of(tmp_path) == [
+        f"{path}: tools[{index}]: resolve.text: needs rule_form.text, saying which values rules may name"
+    ]
+
+
+def test_a_resolver_must_be_an_async_function_of_the_app(tmp_path):
+    manifest = harmony()
+    index, tool = action_item(manifest)
+    tool["resolve"] = {"text": "harmony.nothing_here"}
+    tool["rule_form"] = {"text": "harmony.nothing_here"}
+    path = write(tmp_path, "harmony.yaml", manifest)
+    assert problems_of(tmp_path) == [
+        f"{path}: tools[{index}].resolve.text: harmony.nothing_here is not an async function (ctx, str) -> str",
+        f"{path}: tools[{index}].rule_form.text: harmony.nothing_here is not a function (str) -> str",
+    ]

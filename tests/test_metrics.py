@@ -83,7 +83,8 @@ async def test_metrics_count_an_allowed_read_and_an_asked_write(app_client, http
 
     # Both calls were authorized, decided and audited; only the read ran its adapter, only the write waited.
     counts = {phase: value(found, "companion_call_phase_seconds_count", phase=phase) for phase in PHASES}
-    assert counts == {"auth": 2, "decision": 2, "approval_wait": 1, "adapter": 1, "audit": 2}
+    # Neither tool asks its provider for a canonical form, so neither has a resolve phase.
+    assert counts == {"auth": 2, "resolve": 0, "decision": 2, "approval_wait": 1, "adapter": 1, "audit": 2}
     assert value(found, "companion_call_phase_seconds_sum", phase="adapter") > 0
     assert value(found, "companion_call_phase_seconds_bucket", phase="approval_wait", le="+Inf") == 1
 

@@ -13,6 +13,7 @@ import time
 import httpx
 import pytest
 
+from approvals.rules import Condition, Effect, Rule
 from store.connections import ConnectionView, open_credentials
 from store.models import Connection, ConnectionStatus
 from tests.fakes.base import Seen
@@ -64,6 +65,56 @@ async def test_a_channel_name_is_looked_up_on_every_page_of_the_channel_list(sla
     assert len(pages) == 2 and pages[1].query["cursor"]
     assert pages[0].query["types"] == "public_channel,private_channel" and pages[0].query["exclude_archived"] == "true"
     assert slack.fake.messages[0]["channel"] == "C0LEADERS1"
+
+
+# -- ids are resolved to names before any rule decides ------------------------------------------
+
+
+async def rule(slack, effect: str, **condition) -> None:
+    """A rule of the harness's user on posting, with one condition on the channel."""
+    async with slack.companion.db.transaction() as session:
+        await slack.companion.rulebook.create(
+            session,
+            slack.principal,
+            Rule(
+                effect=Effect(effect),
+                scope="user",
+                app="slack",
+                tool=POST,
+                conditions=[Condition(arg="channel", **condition)],
+            ),
+        )
+
+
+async def test_a_deny_on_a_channels_name_holds_when_the_agent_names_it_by_id(slack):
+    await rule(slack, "deny", op="eq", value="leadership")
+    for channel in ("C0LEADERS1", "#Leadership", "leadership"):
+        result = await slack.call(POST, {"channel": channel, "text": "Layoffs list attached"})
+        assert result.error_code == "denied", channel
+    assert slack.fake.messages == [] and calls(slack, "chat.postMessage") == []
+
+
+async def test_an_id_is_asked_of_slack_once_and_the_name_is_what_is_decided_shown_and_posted_to(slack):
+    await rule(slack, "ask", op="eq", value="general")
+    asked = await slack.call(POST, {"channel": "C0GENERAL1", "text": "Hello"})
+    assert asked.data is not None and asked.data["status"] == "approval_required"
+    assert "Post to Slack general: Hello" in asked.data["summary"]
+    [info] = calls(slack, "conversations.info")
+    assert info.query == {"channel": "C0GENERAL1"}
+    assert calls(slack, "chat.postMessage") == []
+
+
+async def test_a_direct_message_keeps_its_id(slack):
+    slack.fake.channels.append({**_channel("D0DIRECT01", "", 2), "is_im": True})
+    await rule(slack, "deny", op="eq", value="D0DIRECT01")
+    result = await slack.call(POST, {"channel": "D0DIRECT01", "text": "psst"})
+    assert result.error_code == "denied"
+
+
+async def test_an_id_slack_does_not_know_is_refused_before_any_rule_or_post(slack):
+    result = await slack.call(POST, {"channel": "C0HRPRIVT1", "text": "Hello"})
+    assert result.error_code == "invalid_arguments" and "channel_not_found" in result.message
+    assert calls(slack, "chat.postMessage") == []
 
 
 async def test_a_reply_goes_into_the_thread_and_its_link_says_so(slack):

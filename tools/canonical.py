@@ -10,14 +10,21 @@ themselves, so it may safely run again on a stored call.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from tools.errors import InvalidArguments
 from tools.mail import canonical_mailbox
 
+if TYPE_CHECKING:
+    from tools.context import ToolContext
+
 #: An app's canonical form of one string argument; it raises ValueError saying what is wrong.
 Hook = Callable[[str], str]
+
+#: An app's canonical form of one string argument that only its provider knows (a Slack channel id's name);
+#: it raises InvalidArguments naming the argument, or ToolError when the provider cannot answer.
+Resolver = Callable[["ToolContext", str], Awaitable[str]]
 
 
 def canonicalize(schema: dict[str, Any], arguments: dict[str, Any], hooks: Mapping[str, Hook]) -> dict[str, Any]:
@@ -35,6 +42,18 @@ def canonicalize(schema: dict[str, Any], arguments: dict[str, Any], hooks: Mappi
     if problems:
         raise InvalidArguments(problems)
     return result
+
+
+async def resolve(ctx: ToolContext, arguments: dict[str, Any], hooks: Mapping[str, Resolver]) -> dict[str, Any]:
+    """Canonical arguments with each value at a resolver's path in the form its provider gives it.
+
+    Each distinct value is asked about once, and the answer replaces it wherever it occurs.
+    """
+    for path, hook in hooks.items():
+        values = {value for value in values_at(arguments, path) if isinstance(value, str)}
+        answers = {value: await hook(ctx, value) for value in sorted(values)}
+        arguments = _apply(arguments, path.split("."), (), answers.__getitem__, {})
+    return arguments
 
 
 def values_at(arguments: dict[str, Any], path: str) -> list[Any]:

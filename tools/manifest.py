@@ -250,6 +250,17 @@ class ToolSpec(Strict):
         description="Argument path -> adapter function (str) -> str that puts the value in the one form the "
         "provider acts on, before any rule decides, e.g. a Slack channel name without its #.",
     )
+    resolve: dict[str, str] = Field(
+        default_factory=dict,
+        description="Argument path -> async adapter function (ctx, str) -> str that asks the provider for the "
+        "value's one form, after canonical and before any rule decides, e.g. a Slack channel id to its name.",
+    )
+    rule_form: dict[str, str] = Field(
+        default_factory=dict,
+        description="Argument path -> adapter function (str) -> str that checks a rule's value for a resolved "
+        "argument, raising ValueError for a value no resolved call can have (a Slack channel id), so such a "
+        "rule is refused at save instead of never matching.",
+    )
 
     _schemas_are_valid = field_validator("input_schema", "output_schema")(_check_json_schema)
 
@@ -273,13 +284,20 @@ class ToolSpec(Strict):
             *((f"recipients[{i}]", path, ARGUMENT_PATH) for i, path in enumerate(self.recipients or [])),
             *((f"shown[{i}]", name, r"^[A-Za-z_][A-Za-z0-9_]*$") for i, name in enumerate(self.shown or [])),
             *((f"canonical.{path}", path, ARGUMENT_PATH) for path in self.canonical),
+            *((f"resolve.{path}", path, ARGUMENT_PATH) for path in self.resolve),
+            *((f"rule_form.{path}", path, ARGUMENT_PATH) for path in self.rule_form),
         ]
         for where, path, pattern in named:
             if not re.match(pattern, path) or schema_at(self.input_schema, path) is None:
                 raise ValueError(f"{where}: {path!r} is not an argument of {self.name}")
-        for path, reference in self.canonical.items():
-            if not re.match(ADAPTER_REFERENCE, reference):
-                raise ValueError(f"canonical.{path}: {reference!r} is not an adapter function, module.function")
+        for where, hooks in (("canonical", self.canonical), ("resolve", self.resolve), ("rule_form", self.rule_form)):
+            for path, reference in hooks.items():
+                if not re.match(ADAPTER_REFERENCE, reference):
+                    raise ValueError(f"{where}.{path}: {reference!r} is not an adapter function, module.function")
+        for path in self.resolve:
+            if path not in self.rule_form:
+                # Without it, a rule naming the unresolved form would save and then never match.
+                raise ValueError(f"resolve.{path}: needs rule_form.{path}, saying which values rules may name")
         if self.remember is not None:
             # A remembered approval must never reach someone the approved call did not.
             kept = {item.arg for item in self.remember}

@@ -59,6 +59,8 @@ class RegisteredTool:
     input_validator: Draft202012Validator
     output_validator: Draft202012Validator
     canonical_hooks: Mapping[str, canonical.Hook] = field(default_factory=dict)
+    resolvers: Mapping[str, canonical.Resolver] = field(default_factory=dict)
+    rule_forms: Mapping[str, canonical.Hook] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -85,6 +87,11 @@ class RegisteredTool:
         """The arguments in the one form that is digested, decided on, shown and run; pure and idempotent."""
         return canonical.canonicalize(self.spec.input_schema, arguments, self.canonical_hooks)
 
+    async def resolve(self, ctx: ToolContext, arguments: dict[str, Any]) -> dict[str, Any]:
+        """Canonical, valid arguments with the values only the provider can put in their one form resolved:
+        the last step before anything is digested, decided on, shown or run."""
+        return await canonical.resolve(ctx, arguments, self.resolvers)
+
     def canonical_value(self, arg: str, value: Any) -> Any:
         """One value as this tool would canonicalise it in argument ``arg`` (``@recipients``: its first
         egress argument), so a rule's values are compared in the form calls are; ValueError if it has none."""
@@ -97,6 +104,11 @@ class RegisteredTool:
             canonical = self.canonicalize({name: [value] if many else value})[name]
         except InvalidArguments as exc:
             raise ValueError(next(iter(exc.fields.values()), str(exc))) from None
+        rule_form = self.rule_forms.get(name)
+        if rule_form is not None:
+            for item in canonical if many else [canonical]:
+                if isinstance(item, str):
+                    rule_form(item)
         return canonical[0] if many else canonical
 
     def recipients(self, arguments: dict[str, Any]) -> tuple[str, ...]:
@@ -217,23 +229,37 @@ def _resolve_hooks(path: Path, manifest: Manifest, packages: tuple[str, ...]) ->
     return hooks
 
 
-def _resolve_canonical_hooks(
-    path: Path, index: int, spec: ToolSpec, packages: tuple[str, ...]
-) -> dict[str, canonical.Hook]:
-    """The functions that canonicalise the tool's declared arguments: plain synchronous functions, no I/O."""
+@dataclass(frozen=True)
+class HooksOfTool:
+    canonicalizers: dict[str, canonical.Hook]
+    resolvers: dict[str, canonical.Resolver]
+    rule_forms: dict[str, canonical.Hook]
+
+
+def _resolve_canonical_hooks(path: Path, index: int, spec: ToolSpec, packages: tuple[str, ...]) -> HooksOfTool:
+    """The functions that put the tool's declared arguments in their one form: plain synchronous functions
+    with no I/O (``canonical``), async ones that ask the provider (``resolve``), and the check of a rule's
+    value for a resolved argument (``rule_form``)."""
     hooks: dict[str, canonical.Hook] = {}
+    resolvers: dict[str, canonical.Resolver] = {}
+    rule_forms: dict[str, canonical.Hook] = {}
     problems: list[str] = []
-    for argument, reference in spec.canonical.items():
-        module_name, _, function_name = reference.partition(".")
-        module = _import_adapter_module(module_name, packages)
-        function = getattr(module, function_name, None) if module else None
-        if not callable(function) or inspect.iscoroutinefunction(function):
-            problems.append(f"{path}: tools[{index}].canonical.{argument}: {reference} is not a function (str) -> str")
-            continue
-        hooks[argument] = function
+    for where, declared, found, is_async, shape in (
+        ("canonical", spec.canonical, hooks, False, "a function (str) -> str"),
+        ("resolve", spec.resolve, resolvers, True, "an async function (ctx, str) -> str"),
+        ("rule_form", spec.rule_form, rule_forms, False, "a function (str) -> str"),
+    ):
+        for argument, reference in declared.items():
+            module_name, _, function_name = reference.partition(".")
+            module = _import_adapter_module(module_name, packages)
+            function = getattr(module, function_name, None) if module else None
+            if not callable(function) or inspect.iscoroutinefunction(function) is not is_async:
+                problems.append(f"{path}: tools[{index}].{where}.{argument}: {reference} is not {shape}")
+                continue
+            found[argument] = function
     if problems:
         raise ManifestError(problems)
-    return hooks
+    return HooksOfTool(hooks, resolvers, rule_forms)
 
 
 def _check_model_matches_schema(path: Path, index: int, spec: ToolSpec, model: type[BaseModel]) -> None:
@@ -320,7 +346,9 @@ class Registry:
                     arguments_model=model,
                     input_validator=Draft202012Validator(spec.input_schema, format_checker=checker),
                     output_validator=Draft202012Validator(spec.output_schema, format_checker=checker),
-                    canonical_hooks=hooks_of_tool,
+                    canonical_hooks=hooks_of_tool.canonicalizers,
+                    resolvers=hooks_of_tool.resolvers,
+                    rule_forms=hooks_of_tool.rule_forms,
                 )
         if problems:
             raise ManifestError(problems)

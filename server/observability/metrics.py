@@ -49,8 +49,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("harmony-companion")
 
-Phase = Literal["auth", "decision", "approval_wait", "adapter", "audit"]
-PHASES: tuple[Phase, ...] = ("auth", "decision", "approval_wait", "adapter", "audit")
+Phase = Literal["auth", "resolve", "decision", "approval_wait", "adapter", "audit"]
+PHASES: tuple[Phase, ...] = ("auth", "resolve", "decision", "approval_wait", "adapter", "audit")
 # From a cached rule lookup (a millisecond) to a person deciding in the chat or a slow provider (minutes).
 PHASE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 # From a loop with headroom (under a millisecond) through a full garbage collection (tens of ms) to a stuck one.

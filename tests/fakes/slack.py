@@ -1,4 +1,5 @@
-"""A fake of Slack's Web API: auth.test, conversations.list, chat.postMessage, chat.getPermalink, oauth.v2.access.
+"""A fake of Slack's Web API: auth.test, conversations.list and .info, chat.postMessage, chat.getPermalink,
+oauth.v2.access.
 
 Every method answers HTTP 200, with ``{"ok": true, ...}`` or ``{"ok": false,
 "error": "<code>"}``, a refused token included: ``not_authed`` without one,
@@ -72,6 +73,7 @@ class SlackFake(ProviderFake):
             [
                 Route("/api/auth.test", self.auth_test, methods=methods),
                 Route("/api/conversations.list", self.conversations_list, methods=methods),
+                Route("/api/conversations.info", self.conversations_info, methods=methods),
                 Route("/api/chat.postMessage", self.post_message, methods=methods),
                 Route("/api/chat.getPermalink", self.get_permalink, methods=methods),
             ],
@@ -238,6 +240,16 @@ class SlackFake(ProviderFake):
         page = channels[start : start + limit]
         rest = channels[start + limit :]
         return _ok(channels=page, response_metadata={"next_cursor": _cursor(rest[0]["id"]) if rest else ""})
+
+    async def conversations_info(self, request: Request) -> Response:
+        """One conversation by id; a private one the bot is not in is channel_not_found, as for a missing one."""
+        arguments = await self._arguments(request)
+        if not arguments.get("channel"):
+            return _error("channel_not_found")
+        channel = next((c for c in self._visible() if c["id"] == arguments["channel"]), None)
+        if channel is None:
+            return _error("channel_not_found")
+        return _ok(channel=channel)
 
     async def post_message(self, request: Request) -> Response:
         arguments = await self._arguments(request)

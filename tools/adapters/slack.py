@@ -69,6 +69,36 @@ def channel(value: str) -> str:
     return name
 
 
+def channel_in_rules(channel: str) -> str:
+    """A channel as a rule may name it: by name, since ids are resolved to names before rules decide."""
+    if CHANNEL_ID.match(channel) and not channel.startswith("D"):
+        raise ValueError(
+            f"{channel} is a Slack channel id; calls are decided on channel names (an id is looked up in Slack "
+            "first), so name the channel instead, such as leadership"
+        )
+    return channel
+
+
+async def channel_name(ctx: ToolContext, channel: str) -> str:
+    """The name of the channel a canonical channel names: a name as it is; an id asked of Slack.
+
+    Rules are written on names (``leadership``), so an id must not let a call past them: the id is
+    resolved to the name before any rule decides, and that name is what the person sees and what is
+    posted to. A direct message has no name and keeps its id.
+    """
+    if not CHANNEL_ID.match(channel):
+        return channel
+    data = await _call(ctx, "GET", "conversations.info", params={"channel": channel})
+    found = data.get("channel") or {}
+    if found.get("is_archived"):
+        field, meaning = ARGUMENT_ERRORS["is_archived"]
+        raise InvalidArguments({field: f"{meaning} (Slack: is_archived)"})
+    name = found.get("name")
+    if found.get("is_im") or not isinstance(name, str) or not name:
+        return channel
+    return name.lower()
+
+
 async def _call(
     ctx: ToolContext,
     http_method: str,
