@@ -13,7 +13,7 @@ from sqlalchemy import delete, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from approvals.rules import CapCharge
-from store.db import Database
+from store.db import Database, dialect_name
 from store.models import CapHit, utcnow
 
 
@@ -23,7 +23,7 @@ class _CapReached(Exception):
 
 
 async def _take(session: AsyncSession, charge: CapCharge, user_id: str) -> None:
-    if session.bind.dialect.name == "postgresql":
+    if dialect_name(session) == "postgresql":
         await session.execute(
             text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
             {"key": f"cap:{charge.rule_id}:{user_id}"},

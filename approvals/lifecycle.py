@@ -19,13 +19,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, bindparam, func, or_, select, text, update
+from sqlalchemy import BindParameter, Select, bindparam, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import ColumnElement
 
 from approvals.audit import AuditRecord, Event, Outcome, append_in
 from store import invalidation
 from store.crypto import SecretBox
+from store.db import dialect_name, rows_matched
 from store.invalidation import Topic
 from store.models import ApiKey, Approval, ApprovalStatus, new_id, utcnow
 from store.sealing import approval_arguments_context, approval_result_context, approval_summary_context
@@ -35,7 +36,7 @@ OPEN = (ApprovalStatus.PENDING, ApprovalStatus.APPROVED, ApprovalStatus.EXECUTIN
 SETTLED = (ApprovalStatus.SUCCEEDED, ApprovalStatus.FAILED, ApprovalStatus.DENIED)
 UNRUN = (ApprovalStatus.PENDING, ApprovalStatus.APPROVED)  # what an expiry still applies to
 
-_NOW = bindparam("now")
+_NOW: BindParameter[datetime] = bindparam("now")
 """The time at which a statement built once in this module runs, given with each run."""
 
 
@@ -259,7 +260,7 @@ async def mark_lapsed(session: AsyncSession, *, workspace_id: str | None = None)
 
 
 @functools.cache
-def _due_query(moves: tuple[_Move, ...], in_workspace: bool) -> Select[tuple[Approval]]:
+def _due_query(moves: tuple[_Move, ...], in_workspace: bool) -> Select[Approval]:
     # Built once per kind: every approval step runs it, and building it cost more than running it finds nothing.
     query = select(Approval).where(or_(*(move.due for move in moves)))
     return query.where(Approval.workspace_id == bindparam("workspace_id")) if in_workspace else query
@@ -283,7 +284,7 @@ async def _settle_due(session: AsyncSession, moves: tuple[_Move, ...], *, worksp
             .values(**move.values),
             {"now": now},
         )
-        if moved.rowcount:
+        if rows_matched(moved):
             settled += 1
             await announce(session, approval.id)
             append_in(session, move.record_of(approval))
@@ -369,7 +370,7 @@ async def one_request_of_key_at_a_time(session: AsyncSession, api_key_id: str | 
     On PostgreSQL an advisory lock per key; SQLite takes its one write lock with the request's INSERT,
     before the count, so the count there includes every approval committed before.
     """
-    if session.bind.dialect.name == "postgresql":
+    if dialect_name(session) == "postgresql":
         await session.execute(
             text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"), {"key": f"pending:{api_key_id}"}
         )
@@ -422,7 +423,7 @@ async def claim(session: AsyncSession, approval_id: str, *, lease: timedelta) ->
     """approved → executing, held for ``lease`` unless renewed. True for exactly one caller, and only before expiry."""
     now = utcnow()
     moved = await session.execute(_CLAIM, {"approval_id": approval_id, "now": now, "lease_ends": now + lease})
-    return bool(moved.rowcount)
+    return bool(rows_matched(moved))
 
 
 async def renew(session: AsyncSession, approval_id: str, *, lease: timedelta) -> None:

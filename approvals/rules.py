@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, time
 from enum import IntEnum, StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol
 from zoneinfo import ZoneInfo
 
 import idna
@@ -86,16 +86,23 @@ _RE2_OPTIONS.never_capture = True  # only "does it match" matters: no groups to 
 _RE2_OPTIONS.log_errors = False  # a bad pattern is the saver's error, reported to them, not to stderr
 
 
-def _regex(pattern: str) -> Any:
+class _Pattern(Protocol):
+    """What is used of a pattern RE2 compiled (the re2 module has no type hints)."""
+
+    def fullmatch(self, text: str) -> object | None: ...
+
+
+def _regex(pattern: str) -> _Pattern:
     """The pattern compiled by RE2, which matches in linear time (re2 caches compilations); raise ValueError."""
     try:
-        return re2.compile(pattern, _RE2_OPTIONS)
+        compiled: _Pattern = re2.compile(pattern, _RE2_OPTIONS)
     except re2.error as exc:
         detail = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
         raise ValueError(
             f"value: invalid regular expression: {detail}"
             " (patterns run in linear time, so backreferences and lookaround are not available)"
         ) from None
+    return compiled
 
 
 # Python's re is fine here: fixed patterns with no ambiguity, on input already cut to RFC lengths.
@@ -613,7 +620,7 @@ def _test(condition: Condition, effect: Effect = Effect.ALLOW) -> Callable[[Any]
 
         return not_in
     if op in NUMERIC_OPS:
-        compare = {
+        compare: Callable[[Any], bool] = {
             "lt": lambda a: a < expected,
             "lte": lambda a: a <= expected,
             "gt": lambda a: a > expected,

@@ -30,7 +30,16 @@ from jsonschema.exceptions import ValidationError as SchemaViolation
 from sqlalchemy import select
 
 from approvals.rulebook import RuleBook
-from approvals.rules import CallFacts, Decision, Effect, Rule, RuleIndex, in_canonical_form, recipients_of
+from approvals.rules import (
+    CallFacts,
+    Decision,
+    Effect,
+    Rule,
+    RuleIndex,
+    ToolInfo,
+    in_canonical_form,
+    recipients_of,
+)
 from store.crypto import SecretBox
 from store.db import Database
 from store.models import AuditEntry, Membership, Role, User, utcnow
@@ -82,10 +91,16 @@ async def _subject(db: Database, actor: Principal, who: str | None) -> tuple[str
 def _field_of(error: SchemaViolation) -> str:
     """The argument an error is about, as the gateway names it (``to.0``, ``subject``, or ``(arguments)``)."""
     path = ".".join(str(p) for p in error.absolute_path)
-    if error.validator == "required" and isinstance(error.instance, dict):
+    # An error from validation always has its keyword's value and its schema (jsonschema types them as possibly
+    # unset, for an error built by hand): "required" names a list, and an object schema is a mapping.
+    if error.validator == "required" and isinstance(error.instance, dict) and isinstance(error.validator_value, list):
         missing = [name for name in error.validator_value if name not in error.instance]
         return ".".join(filter(None, [path, missing[0] if missing else ""]))
-    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+    if (
+        error.validator == "additionalProperties"
+        and isinstance(error.instance, dict)
+        and isinstance(error.schema, Mapping)
+    ):
         allowed = set(error.schema.get("properties", {}))
         extra = sorted(k for k in error.instance if k not in allowed)
         return ".".join(filter(None, [path, extra[0] if extra else ""]))
@@ -123,7 +138,7 @@ def _broken_text(value: Any, path: str = "") -> Iterator[str]:
 
 
 def checked_arguments(
-    info: Any, arguments: Any, canonicalize: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    info: ToolInfo, arguments: object, canonicalize: Callable[[dict[str, Any]], dict[str, Any]] | None = None
 ) -> dict[str, Any]:
     """``arguments`` as the tool would take them, or InvalidArguments naming each bad one (``arguments.<path>``).
 
@@ -236,7 +251,7 @@ class Replay:
         return sum(self.counts.values())
 
 
-class _UnreadRecipients(tuple):  # type: ignore[type-arg]
+class _UnreadRecipients(tuple[str, ...]):
     """Recipients that are not there to read: none, and it remembers whether a rule tried."""
 
     read = False
@@ -250,7 +265,7 @@ class _UnreadRecipients(tuple):  # type: ignore[type-arg]
         return 0
 
 
-class _Unread(dict):  # type: ignore[type-arg]
+class _Unread(dict[str, Any]):
     """Arguments that are not there to read: empty, and it remembers whether a rule tried."""
 
     read = False
@@ -331,9 +346,11 @@ async def replay(
     for entry in calls:
         if entry.tool not in catalog:
             continue
-        own = entry.user_id == actor.user_id
+        # The query takes only calls whose arguments were sealed; of those, only the actor's own are opened.
+        sealed = entry.sealed_arguments if entry.user_id == actor.user_id else None
+        own = sealed is not None
         arguments: dict[str, Any] = (
-            box.open_json(entry.sealed_arguments, context=f"audit-args:{entry.args_digest}") if own else _Unread()
+            box.open_json(sealed, context=f"audit-args:{entry.args_digest}") if sealed is not None else _Unread()
         )
         # Another person's recipients are theirs to read, as their arguments are.
         recipients = recipients_of(catalog[entry.tool].egress, arguments) if own else _UnreadRecipients()
@@ -352,7 +369,9 @@ async def replay(
             recipients=recipients,
         )
         before, after = before_index.decide(facts), after_index.decide(facts)
-        if isinstance(arguments, _Unread) and (arguments.read or recipients.read):
+        if isinstance(arguments, _Unread) and (
+            arguments.read or (isinstance(recipients, _UnreadRecipients) and recipients.read)
+        ):
             withheld += 1
             continue
         replayed += 1

@@ -6,9 +6,9 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import event
+from sqlalchemy import CursorResult, Result, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
@@ -75,6 +75,19 @@ def create_engine(
     engine = create_async_engine(url, pool_size=pool_size, **kwargs)
     _ping_when_idle(engine, ping_idle_seconds)
     return engine
+
+
+def dialect_name(session: AsyncSession) -> str:
+    """The database behind ``session``: "sqlite" or "postgresql"."""
+    return session.get_bind().dialect.name
+
+
+def rows_matched(result: Result[Any]) -> int:
+    """The rows an UPDATE or DELETE run through ``AsyncSession.execute`` matched.
+
+    SQLAlchemy returns a ``CursorResult`` for such a statement, but types ``Session.execute`` as returning a plain
+    ``Result``, which has no ``rowcount``; this says so in one place rather than at each conditional update."""
+    return cast(CursorResult[Any], result).rowcount
 
 
 class Database:

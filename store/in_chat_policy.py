@@ -9,7 +9,7 @@ cap the risk of what an in-chat answer may approve (SECURITY.md).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeGuard
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -29,6 +29,10 @@ class InChatPolicy:
     in_chat_max_risk: Risk
 
 
+def _is_risk(value: str) -> TypeGuard[Risk]:
+    return value in RISKS
+
+
 def may_approve_in_chat(max_risk: str, risk: str) -> bool:
     """Whether an in-chat answer may approve a call of ``risk`` under a workspace's ``max_risk``."""
     return risk in RISKS and max_risk in RISKS and RISKS.index(risk) <= RISKS.index(max_risk)
@@ -40,8 +44,8 @@ async def policy_of(session: AsyncSession, workspace_id: str) -> InChatPolicy:
             select(Workspace.person_facing_keys, Workspace.in_chat_max_risk).where(Workspace.id == workspace_id)
         )
     ).one()
-    max_risk = row.in_chat_max_risk if row.in_chat_max_risk in RISKS else "read"
-    return InChatPolicy(bool(row.person_facing_keys), max_risk)  # type: ignore[arg-type]
+    max_risk: Risk = row.in_chat_max_risk if _is_risk(row.in_chat_max_risk) else "read"
+    return InChatPolicy(bool(row.person_facing_keys), max_risk)
 
 
 async def set_policy(session: AsyncSession, workspace_id: str, policy: InChatPolicy) -> None:

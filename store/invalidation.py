@@ -20,6 +20,8 @@ from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
+from store.db import dialect_name
+
 log = logging.getLogger(__name__)
 
 CHANNEL = "companion_changes"
@@ -58,7 +60,7 @@ def dispatch(payload: str) -> None:
 
 async def announce(session: AsyncSession, topic: Topic) -> None:
     """Say that ``topic`` changed, once this transaction commits."""
-    if session.bind.dialect.name == "postgresql":
+    if dialect_name(session) == "postgresql":
         await session.execute(text("SELECT pg_notify(:channel, :topic)"), {"channel": CHANNEL, "topic": topic.value})
     session.sync_session.info.setdefault(PENDING, set()).add(topic)
 

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import ColumnElement, Select, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from store.db import rows_matched
 from store.invalidation import Topic, announce
 from store.models import ApiKey, KeyKind, Membership, Role, User, Workspace, utcnow
 from store.principal import Principal
@@ -80,7 +81,7 @@ def live() -> ColumnElement[bool]:
     return or_(ApiKey.revoked_at.is_(None), ApiKey.revoked_at > utcnow())
 
 
-def _principal_query() -> Select[tuple[ApiKey, str, Workspace, Role, bool]]:
+def _principal_query() -> Select[ApiKey, str, Workspace, Role, bool]:
     return (
         select(ApiKey, User.email, Workspace, Membership.role, Membership.manages_integrations)
         .join(User, User.id == ApiKey.user_id)
@@ -166,7 +167,7 @@ async def revoke_key(session: AsyncSession, key_id: str, *, at: datetime | None 
     """Revoke a key (a rotated one still in its grace period too); False if there is no such live key."""
     result = await session.execute(update(ApiKey).where(ApiKey.id == key_id, live()).values(revoked_at=at or utcnow()))
     await announce(session, Topic.KEYS)
-    return bool(result.rowcount)
+    return bool(rows_matched(result))
 
 
 async def rotate_key(session: AsyncSession, key: ApiKey, *, grace: timedelta) -> IssuedKey:

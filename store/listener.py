@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any
 
 import asyncpg
 from sqlalchemy.engine import make_url
@@ -26,8 +25,9 @@ class Listener:
         self.handlers = dict(handlers)
         self.listening = asyncio.Event()
 
-    def _received(self, _connection: Any, _pid: int, channel: str, payload: str) -> None:
-        self.handlers[channel](payload)
+    def _received(self, _connection: object, _pid: int, channel: str, payload: object) -> None:
+        # A NOTIFY's payload arrives as text; asyncpg's listener type leaves it as object.
+        self.handlers[channel](str(payload))
 
     async def forever(self, retry_seconds: float = 1.0) -> None:
         while True:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import bindparam, exists, func, select
+from sqlalchemy import BindParameter, bindparam, exists, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from store.models import ActionItem, Contact, MeetingContact, Summary, TranscriptSegment
@@ -19,7 +19,7 @@ class MeetingParts:
 
 
 # Built once: the meeting is a bound parameter, so each read skips building the statements and their cache keys.
-_MEETING = bindparam("meeting_id")
+_MEETING: BindParameter[str] = bindparam("meeting_id")
 _CONTACTS = select(Contact).join(MeetingContact).where(MeetingContact.meeting_id == _MEETING).order_by(Contact.name)
 _ACTION_ITEMS = select(ActionItem).where(ActionItem.meeting_id == _MEETING).order_by(ActionItem.created_at)
 # Both figures in one statement: each statement is a round trip, and under load every round trip is a wait.

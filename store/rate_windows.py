@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from sqlalchemy import Executable, delete
 from sqlalchemy.dialects import postgresql, sqlite
 
-from store.db import Database
+from store.db import Database, dialect_name
 from store.models import RateWindow
 from store.plans import requests_per_minute
 from store.principal import Principal
@@ -44,7 +44,7 @@ def _counting(dialect: str) -> Executable:
 async def count_request(db: Database, key_id: str, window: int, requests: int = 1) -> int:
     """Add ``requests`` to this key's window and return the new count."""
     async with db.transaction() as session:
-        counting = _counting(session.bind.dialect.name)
+        counting = _counting(dialect_name(session))
         params = {"key_id": key_id, "window": window, "count": requests}
         count = int((await session.execute(counting, params)).scalar_one())
         if count == requests:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from sqlalchemy import delete, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from store.db import Database
+from store.db import Database, dialect_name
 from store.models import SignInAttempts
 
 WINDOW_SECONDS = 15 * 60
@@ -42,7 +42,7 @@ async def take_attempt(db: Database, *, email: str, client: str, now: float | No
     window = int(now // WINDOW_SECONDS)
     over = False
     async with db.transaction() as session:
-        insert = (postgresql.insert if session.bind.dialect.name == "postgresql" else sqlite.insert)(SignInAttempts)
+        insert = (postgresql.insert if dialect_name(session) == "postgresql" else sqlite.insert)(SignInAttempts)
         for limit, value in ((BY_EMAIL, email), (BY_CLIENT, client)):
             statement = (
                 insert.values(subject=_subject(limit, value), window=window, count=1)

@@ -16,6 +16,8 @@ from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
+from store.db import dialect_name
+
 CHANNEL = "companion_approvals"
 _waiting: defaultdict[str, set[asyncio.Event]] = defaultdict(set)
 
@@ -27,7 +29,7 @@ def wake(approval_id: str) -> None:
 
 async def announce(session: AsyncSession, approval_id: str) -> None:
     """Say that ``approval_id`` changed, once this transaction commits."""
-    if session.bind.dialect.name == "postgresql":
+    if dialect_name(session) == "postgresql":
         await session.execute(text("SELECT pg_notify(:channel, :id)"), {"channel": CHANNEL, "id": approval_id})
     else:
         session.sync_session.info.setdefault("wake", set()).add(approval_id)

@@ -31,8 +31,15 @@ def _run(connection: Connection) -> None:
         context.run_migrations()
 
 
+def _url() -> str:
+    url = context.config.get_main_option("sqlalchemy.url")
+    if url is None:
+        raise RuntimeError("sqlalchemy.url is not set: migrations run through store.migrate, which sets it")
+    return url
+
+
 async def _run_async() -> None:
-    engine = create_engine(context.config.get_main_option("sqlalchemy.url"))
+    engine = create_engine(_url())
     try:
         async with engine.connect() as connection:
             await connection.run_sync(_run)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import UTC
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
@@ -152,7 +153,7 @@ _HASHED = (
 )
 
 
-def _entry_hash(prev_hash: str, row: dict) -> str:
+def _entry_hash(prev_hash: str, row: dict[str, Any]) -> str:
     fields = {name: row[name] for name in _HASHED}
     at = fields["at"]
     if at.tzinfo is None:
