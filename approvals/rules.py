@@ -3,7 +3,7 @@
 Pure: no I/O. The server hands in the tool catalog and the rules; this module
 returns decisions that can be explained, replayed and benchmarked.
 
-Semantics (DESIGN.md, Rules):
+Semantics (the README's Rules section):
 
 - Within a layer, severity decides regardless of order: deny > ask > allow.
 - Workspace (admin) rules bound user rules. When an admin rule matches, a
@@ -1066,22 +1066,3 @@ class RuleIndex:
             return _no_match(final, risk, set_aside)
         # When the admin layer asks, its ask rules (the only ones with approver flags) are admin_hits.
         return _decision(final, risk, deciding, matched, shadow_final, admin_hits if admin == 1 else [], set_aside)
-
-
-class LinearRules:
-    """The same decisions from a plain scan of every rule: the reference the index must agree with."""
-
-    def __init__(self, rules: Iterable[Rule], catalog: Catalog) -> None:
-        self.catalog = catalog
-        self.rules = [compile_rule(rule) for rule in rules]
-
-    def decide(self, call: CallFacts) -> Decision:
-        app = self.catalog[call.tool].app
-        candidates = [
-            compiled
-            for compiled in self.rules
-            if (compiled.admin or compiled.rule.user_id == call.user_id)
-            and (compiled.rule.app is None or compiled.rule.app == app)
-            and fnmatch.fnmatchcase(call.tool, compiled.rule.tool)
-        ]
-        return decide_among(candidates, call)

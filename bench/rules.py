@@ -36,7 +36,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from approvals.rules import CallFacts, Effect, LinearRules, Rule, RuleIndex, ToolInfo
+from approvals.rules import CallFacts, Effect, Rule, RuleIndex, ToolInfo
+from tests.linear_rules import LinearRules
 
 NOW = datetime(2026, 11, 18, 15, 0, tzinfo=UTC)
 ARGS: dict[str, dict[str, Any]] = {

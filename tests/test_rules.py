@@ -18,13 +18,13 @@ from approvals.digest import arguments_digest, canonical_json
 from approvals.rules import (
     CallFacts,
     Effect,
-    LinearRules,
     Rule,
     RuleError,
     RuleIndex,
     ToolInfo,
     validate,
 )
+from tests.linear_rules import LinearRules
 
 NOW = datetime(2026, 11, 18, 15, 30, tzinfo=UTC)  # a Wednesday
 
