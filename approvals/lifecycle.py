@@ -32,7 +32,6 @@ from store.models import ApiKey, Approval, ApprovalStatus, new_id, utcnow
 from store.sealing import approval_arguments_context, approval_result_context, approval_summary_context
 from store.wakeups import announce
 
-OPEN = (ApprovalStatus.PENDING, ApprovalStatus.APPROVED, ApprovalStatus.EXECUTING)
 SETTLED = (ApprovalStatus.SUCCEEDED, ApprovalStatus.FAILED, ApprovalStatus.DENIED)
 UNRUN = (ApprovalStatus.PENDING, ApprovalStatus.APPROVED)  # what an expiry still applies to
 
@@ -252,11 +251,6 @@ async def expire_due(session: AsyncSession, *, workspace_id: str | None = None) 
     Every approval step starts here, so one query finds both kinds.
     """
     return await _settle_due(session, (_LAPSED, _EXPIRED), workspace_id=workspace_id)
-
-
-async def mark_lapsed(session: AsyncSession, *, workspace_id: str | None = None) -> int:
-    """executing → outcome_unknown where the running process stopped renewing its lease (it died)."""
-    return await _settle_due(session, (_LAPSED,), workspace_id=workspace_id)
 
 
 @functools.cache

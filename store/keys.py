@@ -111,12 +111,6 @@ def _principal(key: ApiKey, email: str, workspace: Workspace, role: Role, integr
     )
 
 
-async def principal_of_key(session: AsyncSession, key_id: str) -> Principal | None:
-    """The principal of a live key, by its id (a signed-in web session remembers only the id)."""
-    row = (await session.execute(_principal_query().where(ApiKey.id == key_id))).one_or_none()
-    return _principal(*row) if row is not None else None
-
-
 async def authenticate(session: AsyncSession, token: str, *, touch_after: timedelta) -> Principal | None:
     """The principal behind ``token``, or None for an unknown, revoked or orphaned key.
 

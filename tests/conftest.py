@@ -12,7 +12,7 @@ import os
 import secrets
 import socket
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -227,8 +227,3 @@ def env(database_url, tmp_path, companion) -> dict[str, str]:
         "COMPANION_SECRET_KEY": TEST_SECRET,
         "COMPANION_DATA_DIR": str(tmp_path / "data"),
     }
-
-
-@pytest.fixture
-def project_root() -> Iterator[Path]:
-    yield Path(__file__).resolve().parent.parent

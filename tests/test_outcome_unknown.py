@@ -104,7 +104,7 @@ async def test_a_slow_run_that_finishes_after_its_lease_lapsed_still_records_its
 ):
     approval_id = await died_while_running(app_client, demo_keys, companion, call)
     async with companion.db.transaction() as session:
-        assert await lifecycle.mark_lapsed(session) == 1
+        assert await lifecycle.expire_due(session) == 1  # as every approval step first does: the lapsed run
         approval = await session.get(Approval, approval_id)
         assert approval is not None and approval.status is ApprovalStatus.OUTCOME_UNKNOWN
         await lifecycle.finish(
