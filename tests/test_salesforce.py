@@ -7,10 +7,11 @@ import time
 
 import pytest
 
+from approvals.rules import Condition, Effect, Rule
 from store.models import ConnectionScope, ConnectionStatus
 from tests.fakes.salesforce import API, SalesforceFake
 from tests.providers import connected
-from tools.adapters.salesforce import soql_problem
+from tools.adapters.salesforce import record_id, soql_problem
 
 pytestmark = pytest.mark.anyio
 
@@ -166,6 +167,37 @@ async def test_object_names_and_ids_are_checked_before_any_call(salesforce):
 
 
 # -- salesforce_update_record ----------------------------------------------------------------------
+
+
+def test_every_spelling_of_a_record_id_has_one_canonical_form():
+    forms = {record_id(spelling) for spelling in ("001A0000006Vm9r", "001A0000006Vm9rIAC", "001a0000006vm9riac")}
+    assert forms == {"001A0000006Vm9rIAC"}  # Salesforce's own documented example of the pair
+    assert record_id("001A0000006Vm9rIAC") == "001A0000006Vm9rIAC"
+    with pytest.raises(ValueError, match="spell no case"):
+        record_id("001A0000006Vm9r999")
+
+
+async def test_a_rule_on_a_record_holds_however_the_agent_spells_its_id(salesforce):
+    record = contact_id(salesforce, "Mulder")
+    async with salesforce.companion.db.transaction() as session:
+        await salesforce.companion.rulebook.create(
+            session,
+            salesforce.principal,
+            Rule(
+                effect=Effect.DENY,
+                scope="user",
+                app="salesforce",
+                tool="salesforce_update_record",
+                conditions=[Condition(arg="id", op="eq", value=record[:15])],
+            ),
+        )
+    # An 18-character id names its record in any case; the 15-character one only as it is.
+    for spelling in (record, record[:15], record.lower(), record.upper()):
+        result = await salesforce.call(
+            "salesforce_update_record", {"object": "Contact", "id": spelling, "fields": {"Title": "CEO"}}
+        )
+        assert result.error_code == "denied", spelling
+    assert [r for r in salesforce.fake.records["Contact"] if r.get("Title") == "CEO"] == []
 
 
 async def test_an_update_patches_the_fields_and_returns_them_as_saved(salesforce):

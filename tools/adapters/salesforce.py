@@ -26,6 +26,9 @@ NAME = r"^[A-Za-z][A-Za-z0-9_]{0,79}$"
 RECORD_ID = r"^[A-Za-z0-9]{15}([A-Za-z0-9]{3})?$"
 QUERY_LOCATOR = r"^[A-Za-z0-9]{15,18}-[0-9]+$"
 
+#: The 18-character id's last three characters each spell the case of five characters of the 15-character one.
+ID_SUFFIX = "ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"
+
 ApiName = Annotated[str, Field(pattern=NAME)]
 RecordId = Annotated[str, Field(pattern=RECORD_ID)]
 
@@ -61,6 +64,31 @@ class UpdateRecord(Arguments):
     object: ApiName
     id: RecordId
     fields: dict[ApiName, str | int | float | bool | None] = Field(min_length=1)
+
+
+def record_id(value: str) -> str:
+    """Canonical record id: the 18-character form, with the case its suffix spells.
+
+    Salesforce reads a 15-character id case-sensitively and an 18-character one case-insensitively,
+    so ``003Dn00000AbCdE``, ``003Dn00000AbCdEIAV`` and ``003DN00000ABCDEIAV`` are one record: a rule on
+    any of them must hold for all. Values that are no id are left for schema validation to report.
+    """
+    if not re.fullmatch(RECORD_ID, value):
+        return value
+    if len(value) == 18:
+        restored = []
+        for chunk, spelled in zip(_chunks(value[:15]), value[15:].upper(), strict=True):
+            if spelled not in ID_SUFFIX:
+                raise ValueError(f"{value} is not a Salesforce id: its last three characters spell no case")
+            bits = ID_SUFFIX.index(spelled)
+            restored.append("".join(c.upper() if bits >> i & 1 else c.lower() for i, c in enumerate(chunk)))
+        value = "".join(restored)
+    suffix = "".join(ID_SUFFIX[sum(1 << i for i, c in enumerate(chunk) if c.isupper())] for chunk in _chunks(value))
+    return value + suffix
+
+
+def _chunks(fifteen: str) -> tuple[str, str, str]:
+    return fifteen[:5], fifteen[5:10], fifteen[10:15]
 
 
 def _outside_strings(soql: str) -> str | None:
