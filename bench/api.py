@@ -25,6 +25,10 @@ import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from server.app import Companion
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -32,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 SECRET = "bench-secret"
 
 
-async def seed(companion: object, count: int) -> tuple[str, str]:
+async def seed(companion: Companion, count: int) -> tuple[str, str]:
     """The demo workspace, then ``count`` meetings in bulk; returns the admin's key and the workspace id."""
     from sqlalchemy import insert
 
@@ -40,8 +44,8 @@ async def seed(companion: object, count: int) -> tuple[str, str]:
     from store.directory import workspace_by_slug
     from store.models import Meeting, MeetingStatus, new_id
 
-    async with companion.db.transaction() as session:  # type: ignore[attr-defined]
-        keys = await demo.seed(session, companion.registry, companion.box, SECRET.encode())  # type: ignore[attr-defined]
+    async with companion.db.transaction() as session:
+        keys = await demo.seed(session, companion.registry, companion.box, SECRET.encode())
         workspace = await workspace_by_slug(session, "acme")
     rng = random.Random(7)
     start = datetime(2020, 1, 1, tzinfo=UTC)
@@ -58,7 +62,7 @@ async def seed(companion: object, count: int) -> tuple[str, str]:
             }
             for n in range(first, min(first + batch, count))
         ]
-        async with companion.db.transaction() as session:  # type: ignore[attr-defined]
+        async with companion.db.transaction() as session:
             await session.execute(insert(Meeting), rows)
     return keys.keys["admin@acme.test"], workspace.id
 

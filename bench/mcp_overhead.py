@@ -35,9 +35,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
@@ -165,12 +166,15 @@ async def _principal_of(db: Database, user: str, secret: str) -> Principal:
     from store.models import KeyKind
 
     async with db.session() as session:
-        return await authenticate(
+        principal = await authenticate(
             session, demo_token(secret.encode(), user, KeyKind.AGENT), touch_after=timedelta(days=1)
         )
+    if principal is None:
+        raise RuntimeError(f"the demo agent key of {user} does not authenticate")
+    return principal
 
 
-async def prepare(database_url: str, data_dir: str) -> tuple[str, str]:
+async def prepare(database_url: str, data_dir: str) -> tuple[str, str, str]:
     """Migrate and seed; return the admin's agent key, a meeting to read and one to add action items to."""
     from sqlalchemy import select, update
 
@@ -196,6 +200,8 @@ async def prepare(database_url: str, data_dir: str) -> tuple[str, str]:
                 await session.scalars(select(Meeting.id).where(Meeting.status == MeetingStatus.PROCESSED).limit(2))
             ).all()
         admin = await companion.principal_for(keys.keys[USER])
+        if admin is None:
+            raise RuntimeError(f"the demo key of {USER} does not authenticate")
         async with companion.db.transaction() as session:
             await companion.rulebook.create(
                 session,
@@ -225,7 +231,7 @@ async def wait_until_up(port: int) -> None:
     raise RuntimeError(f"server on port {port} did not start")
 
 
-TOOLS = {
+TOOLS: dict[str, tuple[str, Callable[[str], dict[str, Any]]]] = {
     "read": ("harmony_get_meeting", lambda meeting: {"meeting_id": meeting}),
     "write": ("harmony_create_action_item", lambda meeting: {"meeting_id": meeting, "text": "Follow up"}),
 }
@@ -238,6 +244,7 @@ async def run_once(
     import httpx2
     from mcp import Client
     from mcp.client.streamable_http import streamable_http_client
+    from mcp.types import TextContent
 
     latencies: list[float] = []
     headers = {"Authorization": f"Bearer {key}"} if key else {}
@@ -254,7 +261,8 @@ async def run_once(
                 result = await client.call_tool(tool, arguments)
                 latencies.append(time.perf_counter() - started)
                 if result.is_error or (result.structured_content or {}).get("status") == "approval_required":
-                    raise RuntimeError(result.content[0].text)
+                    first = result.content[0]
+                    raise RuntimeError(first.text if isinstance(first, TextContent) else repr(first))
 
     await asyncio.gather(*(worker(calls // concurrency) for _ in range(concurrency)))
     return latencies

@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -131,7 +132,7 @@ async def main(requests: int, rounds: int, storm: int) -> None:
             view = ConnectionView.of(row)
         http = companion.http
 
-        def api(credentials: dict) -> ProviderApi:
+        def api(credentials: dict[str, Any]) -> ProviderApi:
             return ProviderApi(manifest, view, http, companion.gateway.keeper, dict(credentials))
 
         fresh = {"method": "oauth2", "access_token": "fresh", "refresh_token": "r0", "expires_at": None}
@@ -153,8 +154,8 @@ async def main(requests: int, rounds: int, storm: int) -> None:
 
         expired = {**fresh, "access_token": "stale", "expires_at": time.time() - 10}
         async with companion.db.transaction() as session:
-            from store.connections import credentials_context
             from store.models import Connection
+            from store.sealing import credentials_context
 
             stored = await session.get(Connection, view.id)
             assert stored is not None
