@@ -214,6 +214,15 @@ def build_mcp_server(
     ) -> types.ListResourceTemplatesResult:
         return types.ListResourceTemplatesResult(resource_templates=[])
 
+    # Listing resources declares the resources capability, and a server that
+    # declares it answers reads. With none to offer, every URI is one that does
+    # not exist: -32602 naming the URI (SEP-2164), not "method not found", which
+    # would contradict the capability just declared.
+    async def no_resource(
+        ctx: ServerRequestContext[Any, Any], params: types.ReadResourceRequestParams
+    ) -> types.ReadResourceResult:
+        raise MCPError(code=types.INVALID_PARAMS, message="Resource not found", data={"uri": params.uri})
+
     def input_schema(name: str) -> dict[str, Any] | None:
         # Lets the SDK check Mcp-Param headers without running the whole tools/list
         # handler on every call. A suffixed name (a second connection of an app)
@@ -236,6 +245,7 @@ def build_mcp_server(
         on_list_prompts=no_prompts,
         on_list_resources=no_resources,
         on_list_resource_templates=no_resource_templates,
+        on_read_resource=no_resource,
     )
     # Confirmation prompts on 2026-07-28 carry their state through the client; the
     # SDK seals it (AES-GCM under a key derived from the server secret, bound to
