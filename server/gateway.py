@@ -133,7 +133,8 @@ def sender_of(bound: BoundTool) -> str:
     connection = bound.connection
     whose = "your personal" if connection.scope.value == "personal" else "the workspace's"
     label = f" “{escape(connection.label)}”" if connection.label else ""
-    return f"{whose} {bound.tool.manifest.name} connection{label}"
+    account = f", as {escape(connection.account)}" if connection.account else ""
+    return f"{whose} {bound.tool.manifest.name} connection{label}{account}"
 
 
 def catalog_of(registry: Registry) -> Catalog:

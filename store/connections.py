@@ -31,6 +31,7 @@ class ConnectionView:
     auth_method: str = "none"
     options: dict[str, Any] = field(default_factory=dict)
     mappings: dict[str, Any] = field(default_factory=dict)
+    account: str | None = None
 
     @classmethod
     def of(cls, row: Connection) -> ConnectionView:
@@ -47,6 +48,7 @@ class ConnectionView:
             auth_method=row.auth_method,
             options=dict(row.options or {}),
             mappings=dict(row.mappings or {}),
+            account=row.account,
         )
 
 

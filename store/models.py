@@ -182,6 +182,8 @@ class Connection(Base):
     workspace_id: Mapped[str | None] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
     user_id: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     label: Mapped[str] = mapped_column(String(200), default="")
+    # Who the connection acts as, as its provider names it (a mailbox address), asked when it is made.
+    account: Mapped[str | None] = mapped_column(String(320))
     status: Mapped[ConnectionStatus] = mapped_column(
         _enum(ConnectionStatus, "connection_status"), default=ConnectionStatus.ACTIVE
     )

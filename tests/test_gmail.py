@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import time
 
+import httpx
 import pytest
 
+from store.models import Approval
 from tests.fakes.gmail import GmailFake
 from tests.providers import connected
 
@@ -203,3 +205,23 @@ async def test_a_5xx_is_not_retried_for_a_send(gmail):
 
 async def test_test_connection_names_the_mailbox(gmail):
     assert await gmail.test_connection() == "Signed in to Gmail as alice@acme.test"
+
+
+async def test_the_mailbox_a_connection_sends_as_is_named_in_every_approval(settings, registry):
+    """Learnt from Gmail when the person connects, so an approval says which address the mail leaves from."""
+    async with connected(settings, registry, GmailFake(), "gmail", allow=False) as gmail:
+        gmail.fake.address = "alice.private@gmail.example"
+        oauth = gmail.companion.oauth
+        started = await oauth.start(gmail.principal, "gmail", connection_id=gmail.connection_id)
+        to_google = await oauth.redirect(gmail.principal, started["flow_id"])
+        async with httpx.AsyncClient() as browser:
+            approved = await browser.get(to_google)
+        back = httpx.URL(approved.headers["location"])
+        await oauth.finish(gmail.principal, back.params["state"], back.params["code"])
+        asked = await gmail.call("gmail_send_email", {**HELLO, "to": ["bob@globex.test"]})
+        assert asked.data is not None and asked.data["status"] == "approval_required"
+        async with gmail.companion.db.session() as session:
+            approval = await session.get(Approval, asked.data["approval_id"])
+        assert approval is not None
+        assert approval.sender == "your personal Gmail connection “gmail test”, as alice.private@gmail.example"
+        assert sends(gmail) == 0

@@ -140,6 +140,12 @@ class ApiSpec(Strict):
         pattern=r"^[a-z][a-z0-9_]*\.[a-z_][a-z0-9_]*$",
         description="Adapter function that makes one cheap authenticated call, for Test connection.",
     )
+    account: str | None = Field(
+        default=None,
+        pattern=r"^[a-z][a-z0-9_]*\.[a-z_][a-z0-9_]*$",
+        description="Adapter function (ctx) -> str naming who the connection acts as, in the provider's words "
+        "(a mailbox address); asked when the connection is made, and shown with every call it sends.",
+    )
 
 
 class SyncSpec(Strict):

@@ -177,6 +177,7 @@ class AppHooks:
     """An app's functions beyond its tools: the cheap call behind Test connection, and its sync."""
 
     test: Callable[[ToolContext], Awaitable[str]] | None = None
+    account: Callable[[ToolContext], Awaitable[str]] | None = None
     sync: Callable[[ToolContext, str | None], AsyncIterator[Any]] | None = None
     push: Callable[[ToolContext, str | None, dict[str, Any]], Awaitable[str]] | None = None
     choices: dict[str, Callable[[ToolContext], Awaitable[list[dict[str, Any]]]]] = field(default_factory=dict)
@@ -199,6 +200,12 @@ def _resolve_hooks(path: Path, manifest: Manifest, packages: tuple[str, ...]) ->
         test=find(
             "api.test",
             manifest.api.test if manifest.api else None,
+            inspect.iscoroutinefunction,
+            "an async function (ctx) -> str",
+        ),
+        account=find(
+            "api.account",
+            manifest.api.account if manifest.api else None,
             inspect.iscoroutinefunction,
             "an async function (ctx) -> str",
         ),

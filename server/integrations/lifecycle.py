@@ -298,6 +298,28 @@ class Integrations:
 
     # -- managing ------------------------------------------------------------------------------------
 
+    async def learn_account(self, actor: Principal, connection_id: str) -> None:
+        """Ask the provider who a connection acts as, and keep it for every call's summary.
+
+        Anything but an answer clears it: after a re-authentication, an account from the old grant must
+        never stand for the new one.
+        """
+        async with self.db.session() as session:
+            row = await session.get(Connection, connection_id)
+        if row is None:
+            return
+        hook = self.registry.hooks[row.app].account
+        if hook is None:
+            return
+        try:
+            account: str | None = plain_line(str(await hook(self.context(actor, row))), limit=320) or None
+        except Exception:
+            log.warning("could not learn the account of connection %s (%s)", connection_id, row.app)
+            account = None
+        async with self.db.transaction() as session:
+            await session.execute(update(Connection).where(Connection.id == connection_id).values(account=account))
+            await announce(session, Topic.CONNECTIONS)
+
     async def test(self, actor: Principal, connection_id: str) -> dict[str, Any]:
         """One cheap provider call: OK, or what kind of failure it was, in fixed words.
 

@@ -238,4 +238,10 @@ class OAuthConnect:
             )
             await session.flush()
             await announce(session, Topic.CONNECTIONS)
-            return connection_json(row, manifest), flow_values["return_to"]
+            connection_id = row.id
+        assert actor is not None  # refused above when it was not the flow's own
+        await lifecycle.learn_account(actor, connection_id)
+        async with lifecycle.db.session() as session:
+            learned = await session.get(Connection, connection_id)
+            assert learned is not None
+            return connection_json(learned, manifest), flow_values["return_to"]

@@ -110,6 +110,12 @@ async def profile(ctx: ToolContext) -> str:
     return f"Signed in to Gmail as {me['emailAddress']}"
 
 
+async def address(ctx: ToolContext) -> str:
+    """Who the connection sends as: Gmail puts the mailbox's own address in From."""
+    me = await ctx.api.json("GET", f"{MAILBOX}/profile")
+    return str(me["emailAddress"])
+
+
 async def send_email(ctx: ToolContext, arguments: Compose) -> dict[str, Any]:
     sent = await ctx.api.json("POST", f"{MAILBOX}/messages/send", json=await _compose(ctx, arguments))
     return {"id": sent["id"], "thread_id": sent["threadId"], "labels": list(sent.get("labelIds") or [])}
