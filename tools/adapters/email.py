@@ -25,18 +25,14 @@ from email.utils import formatdate, make_msgid
 from typing import Any
 
 import aiosmtplib
-from pydantic import BaseModel, ConfigDict
 
+from tools.arguments import Arguments
 from tools.context import ToolContext
 from tools.errors import InvalidArguments, ToolError
 from tools.mail import set_body
 
 DEFAULT_TIMEOUT = 20.0
 RECONNECT = "Reconnect the E-mail connection (Marketplace > Installed > Re-authenticate) and try again."
-
-
-class Arguments(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class SendEmail(Arguments):

@@ -22,8 +22,9 @@ from typing import Any, Literal
 from urllib.parse import quote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, Field
 
+from tools.arguments import Arguments
 from tools.context import ToolContext
 from tools.errors import InvalidArguments, NotFound, ToolError
 from tools.idempotency import base32hex_key
@@ -41,10 +42,6 @@ LONGEST_FREE_TIME_SEARCH = timedelta(days=31)
 #: freeBusy answers for at most 50 calendars (calendarExpansionMax).
 FREE_BUSY_CALENDARS = 50
 NOT_A_CURSOR = "not a cursor returned by this tool; pass next_cursor from the previous page"
-
-
-class Arguments(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class ListEvents(Arguments):

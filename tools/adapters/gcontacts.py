@@ -14,8 +14,7 @@ import re
 from collections.abc import AsyncIterator
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
-
+from tools.arguments import Arguments
 from tools.context import ToolContext
 from tools.errors import InvalidArguments
 from tools.pagination import every_page
@@ -24,10 +23,6 @@ from tools.sync import SyncRecord
 CONTACT_FIELDS = "names,emailAddresses,organizations,phoneNumbers"
 RESOURCE_NAME = re.compile(r"^people/[0-9A-Za-z]+$")
 SYNC_PAGE_SIZE = 100
-
-
-class Arguments(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class SearchContacts(Arguments):

@@ -17,8 +17,9 @@ import html
 from email.message import EmailMessage
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from tools.arguments import Arguments
 from tools.context import ToolContext
 from tools.errors import InvalidArguments
 from tools.mail import set_body
@@ -29,10 +30,6 @@ LISTED_HEADERS = ["From", "To", "Subject", "Date"]
 # Gmail counts concurrent requests per user and answers 429 beyond a handful; a page of
 # headers is fetched a few messages at a time.
 CONCURRENT_GETS = 5
-
-
-class Arguments(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class Compose(Arguments):

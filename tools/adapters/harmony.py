@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import selectinload
 
@@ -27,14 +27,11 @@ from store.models import (
     User,
 )
 from store.sharing import visible_contacts, visible_meetings
+from tools.arguments import Arguments
 from tools.context import ToolContext
 from tools.errors import NotFound
 from tools.pagination import keyset, page_of
 from tools.times import hms, start_of
-
-
-class Arguments(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class ListMeetings(Arguments):

@@ -15,8 +15,9 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import quote
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from tools.arguments import Arguments
 from tools.context import ToolContext
 from tools.errors import InvalidArguments, NotFound
 from tools.pagination import every_page
@@ -52,10 +53,6 @@ Operator = Literal[
     "NOT_CONTAINS_TOKEN",
 ]
 Scalar = str | int | float | bool
-
-
-class Arguments(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class Filter(Arguments):

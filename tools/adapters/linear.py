@@ -14,8 +14,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from tools.arguments import Arguments
 from tools.context import ToolContext
 from tools.errors import InvalidArguments, NotFound, ToolError
 from tools.idempotency import uuid4_key
@@ -30,10 +31,6 @@ ISSUE_FIELDS = """
   team { key }
   labels { nodes { name } }
 """
-
-
-class Arguments(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class ListTeams(Arguments):

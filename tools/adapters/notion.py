@@ -13,8 +13,7 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
-
+from tools.arguments import Arguments
 from tools.context import ToolContext
 from tools.errors import InvalidArguments, ToolError
 
@@ -26,10 +25,6 @@ BULLETS = ("- ", "* ")
 UUID = re.compile(r"^([0-9a-f]{8})-?([0-9a-f]{4})-?([0-9a-f]{4})-?([0-9a-f]{4})-?([0-9a-f]{12})$", re.I)
 # A Notion URL ends its path with the page's id, after the title slug: /Meeting-notes-1a2b...; ?v= names a view.
 URL_ID = re.compile(r"^https?://[^/?#]*notion\.(?:so|site|com)/(?:[^?#]*[/-])?([0-9a-f]{32})(?:[?#]|$)", re.I)
-
-
-class Arguments(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class Search(Arguments):

@@ -15,8 +15,9 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from tools.arguments import Arguments
 from tools.context import ToolContext
 from tools.errors import InvalidArguments
 from tools.pagination import every_page
@@ -43,10 +44,6 @@ PEOPLE_SOQL = {
 # LastReferencedDate, FOR UPDATE locks the rows. A read tool may do none of that.
 WRITE_WORD = re.compile(r"\b(INSERT|UPDATE|DELETE|UPSERT|MERGE|UNDELETE)\b", re.IGNORECASE)
 FOR_CLAUSE = re.compile(r"\bFOR\s+(UPDATE|VIEW|REFERENCE)\b", re.IGNORECASE)
-
-
-class Arguments(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class Query(Arguments):

@@ -15,8 +15,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
-
+from tools.arguments import Arguments
 from tools.context import ToolContext
 from tools.errors import InvalidArguments, ToolError
 from tools.pagination import every_page
@@ -38,10 +37,6 @@ ARGUMENT_ERRORS = {
 }
 
 CHANNEL_TYPES = "public_channel,private_channel"
-
-
-class Arguments(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class PostMessage(Arguments):
