@@ -15,9 +15,13 @@ from typing import Any, Literal
 import yaml
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 IDENTIFIER = r"^[a-z][a-z0-9_]*$"
+# RFC 9110's token: the characters a header name may have.
+HEADER_NAME = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$"
+# Credentials come from the connection, never from a file anyone can read.
+CREDENTIAL_HEADERS = {"authorization", "proxy-authorization", "cookie"}
 ADAPTER_REFERENCE = r"^[a-z][a-z0-9_]*\.[a-z_][a-z0-9_]*$"
 
 
@@ -146,6 +150,28 @@ class ApiSpec(Strict):
         description="Adapter function (ctx) -> str naming who the connection acts as, in the provider's words "
         "(a mailbox address); asked when the connection is made, and shown with every call it sends.",
     )
+    headers: dict[str, str] = Field(
+        default_factory=dict,
+        description="Headers sent on every request to the API, e.g. an API version; a call's own headers win.",
+    )
+    classify: str | None = Field(
+        default=None,
+        pattern=r"^[a-z][a-z0-9_]*\.[a-z_][a-z0-9_]*$",
+        description="Adapter function (httpx.Response) -> tools.provider.Reading | None, reading the provider's "
+        "answers where the HTTP status misstates them: a rate limit, a refused token, a thing not found.",
+    )
+
+    @field_validator("headers")
+    @classmethod
+    def _headers_are_plain(cls, headers: dict[str, str]) -> dict[str, str]:
+        for name, value in headers.items():
+            if not re.match(HEADER_NAME, name):
+                raise ValueError(f"{name!r} is not a header name")
+            if name.lower() in CREDENTIAL_HEADERS:
+                raise ValueError(f"{name}: credentials come from the connection, not from the manifest")
+            if any(c in value for c in "\r\n\0"):
+                raise ValueError(f"{name}: a header value is one line")
+        return headers
 
 
 class SyncSpec(Strict):
@@ -330,6 +356,24 @@ class Manifest(Strict):
         default_factory=list, description="Settings a person can change after connecting, e.g. calendars to read."
     )
     tools: list[ToolSpec] = Field(min_length=1)
+
+    # The app's api.classify function, bound by the registry: the shared client reads answers through it.
+    _classify: Any = PrivateAttr(default=None)
+
+    @property
+    def classify(self) -> Any:
+        """The app's hook reading its provider's answers (``tools.provider.Classify``), once the registry bound it."""
+        return self._classify
+
+    def bind_classify(self, hook: Any) -> None:
+        self._classify = hook
+
+    @model_validator(mode="after")
+    def _no_credential_in_default_headers(self) -> Manifest:
+        key = self.auth.api_key
+        if self.api and key and key.header.lower() in {h.lower() for h in self.api.headers}:
+            raise ValueError(f"api.headers.{key.header}: the API key's header comes from the connection")
+        return self
 
     @model_validator(mode="after")
     def _api_placeholders_are_setup_fields(self) -> Manifest:

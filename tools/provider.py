@@ -6,6 +6,10 @@ it expires and once on a 401, retrying a 429 or 5xx with backoff (honouring
 ``Retry-After``), and turning a provider's error into a message a person can
 act on. No message it raises carries a credential.
 
+It knows HTTP, not providers. Where a provider says something its status code
+does not (a 403 that means "slow down", a 200 that means "token expired"), the
+app's ``classify`` hook reads the answer and the client acts on the ``Reading``.
+
 Only requests that are safe to repeat are retried after a 5xx or a timeout: a
 POST that sends an e-mail may have been done even though the answer was an
 error. A 429 or a refused connection is always retried, since the provider did
@@ -18,16 +22,18 @@ import asyncio
 import base64
 import logging
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
 from store.connections import ConnectionView
-from tools.errors import NotFound, ToolError
+from tools.errors import ToolError
 from tools.manifest import Manifest
 from tools.tokens import ProviderPolicy, TokenKeeper, is_fresh
 
@@ -63,33 +69,27 @@ def provider_message(body: Any) -> str:
     return ""
 
 
-def graphql_codes(body: Any) -> set[str]:
-    """The ``extensions.code`` of each GraphQL error in a body."""
-    if not isinstance(body, dict) or not isinstance(body.get("errors"), list):
-        return set()
-    return {str((e.get("extensions") or {}).get("code", "")).upper() for e in body["errors"] if isinstance(e, dict)}
+class Reading(StrEnum):
+    """What an app's ``classify`` hook reads in a provider's answer that the HTTP status alone misstates."""
+
+    #: The provider did nothing and asks to slow down: sent again after Retry-After (or a backoff), like a 429.
+    RATE_LIMITED = "rate_limited"
+    #: The provider refused the credentials in its own words: refreshed once and sent again, like a 401.
+    REFUSED_TOKEN = "refused_token"
+    #: Whatever the status, the thing asked about does not exist.
+    NOT_FOUND = "not_found"
 
 
-GRAPHQL_NOT_FOUND = {"ENTITY_NOT_FOUND", "NOT_FOUND"}
-# Google APIs say "slow down" with a 403 and one of these reasons rather than a 429.
-RATE_LIMIT_REASONS = {"rateLimitExceeded", "userRateLimitExceeded"}
+Classify = Callable[[httpx.Response], Reading | None]
+"""An app's hook: called on every answer, success or not; None leaves the answer to its HTTP status."""
 
 
-def is_rate_limited(response: httpx.Response) -> bool:
-    if response.status_code == 429:
-        return True
-    if response.status_code != 403:
-        return False
+def json_body(response: httpx.Response) -> Any:
+    """The answer's JSON, or None when it has none; for hooks that read error bodies."""
     try:
-        error = response.json().get("error")
-    except (ValueError, AttributeError):
-        return False
-    reasons = (
-        {e.get("reason") for e in (error or {}).get("errors", []) if isinstance(e, dict)}
-        if isinstance(error, dict)
-        else set()
-    )
-    return bool(reasons & RATE_LIMIT_REASONS)
+        return response.json()
+    except ValueError:
+        return None
 
 
 def retry_after_seconds(response: httpx.Response) -> float | None:
@@ -115,6 +115,12 @@ class ProviderApi:
     http: httpx.AsyncClient
     keeper: TokenKeeper
     credentials: dict[str, Any]
+
+    @property
+    def classify(self) -> Classify | None:
+        # Bound by the registry when it loads the app, so every ProviderApi of the app reads answers its way.
+        hook: Classify | None = self.manifest.classify
+        return hook
 
     @property
     def policy(self) -> ProviderPolicy:
@@ -184,13 +190,6 @@ class ProviderApi:
         )
         return True
 
-    async def refresh_refused_token(self) -> bool:
-        """For a provider that refuses a token in its own words (Slack: HTTP 200 ``token_expired``), not a 401.
-
-        Refreshes once, as after a 401; False when the connection has no OAuth token to refresh.
-        """
-        return await self._ensure_fresh(force=True)
-
     async def send(
         self,
         method: str,
@@ -217,7 +216,7 @@ class ProviderApi:
                     params={k: v for k, v in (params or {}).items() if v is not None} or None,
                     json=json,
                     data=data,
-                    headers={**(headers or {}), **self._auth_headers()},
+                    headers={**self._default_headers, **(headers or {}), **self._auth_headers()},
                     timeout=self.policy.timeout,
                 )
             except (httpx.ConnectError, httpx.ConnectTimeout):
@@ -234,22 +233,26 @@ class ProviderApi:
                     f"Could not reach {self.name}: {type(exc).__name__}.", code="provider_unavailable"
                 ) from None
             else:
-                if response.is_success:
+                reading = self._read(response)
+                if reading is None and response.is_success:
                     return response
-                if response.status_code == 401 and not refreshed_on_401:
+                if _refused(response, reading) and not refreshed_on_401:
                     refreshed_on_401 = True
                     if await self._ensure_fresh(force=True, refused=sent_with):
                         continue
-                if response.status_code == 401:
-                    await self.keeper.mark_needs_reauth(self.connection, f"{self.name} refused the credentials (401).")
-                    raise self._error(response)
+                if _refused(response, reading):
+                    said = "401" if response.status_code == 401 else f"{response.status_code}, {reading}"
+                    await self.keeper.mark_needs_reauth(
+                        self.connection, f"{self.name} refused the credentials ({said})."
+                    )
+                    raise self._error(response, reading)
                 retry_after = retry_after_seconds(response)
-                if is_rate_limited(response) or (response.status_code >= 500 and repeatable):
+                if _limited(response, reading) or (reading is None and response.status_code >= 500 and repeatable):
                     wait = retry_after if retry_after is not None else self._backoff(attempt)
                 else:
-                    raise self._error(response)
+                    raise self._error(response, reading)
                 if wait > self.policy.max_wait or attempt >= self.policy.retries:
-                    raise self._error(response)
+                    raise self._error(response, reading)
             if attempt >= self.policy.retries:
                 raise ToolError(f"Could not reach {self.name}.", code="provider_unavailable")
             attempt += 1
@@ -273,40 +276,39 @@ class ProviderApi:
         if not isinstance(body, dict):
             raise ToolError(f"{self.name} answered with an unexpected body.", code="provider_error")
         if body.get("errors") and not body.get("data"):
-            codes = graphql_codes(body)
+            # What a code in the errors' extensions means is the provider's own vocabulary: its classify
+            # hook has read this answer already, so what is left is a request the provider refused.
             message = f"{self.name} rejected the request: {provider_message(body).rstrip('.')}."
-            if codes & GRAPHQL_NOT_FOUND:
-                raise NotFound(message)
-            if codes & {"RATELIMITED", "RATE_LIMITED"}:
-                raise ProviderError(message, code="rate_limited")
             raise ProviderError(message, code="invalid_request")
         return dict(body.get("data") or {})
 
     def _backoff(self, attempt: int) -> float:
         return BACKOFF_BASE * (2**attempt) * (1 + random.random() / 2)
 
-    def _error(self, response: httpx.Response) -> ProviderError:
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        detail = provider_message(body).rstrip(".")
-        status = response.status_code
-        if graphql_codes(body) & GRAPHQL_NOT_FOUND:
-            status = 404
+    @property
+    def _default_headers(self) -> dict[str, str]:
+        return dict(self.manifest.api.headers) if self.manifest.api else {}
+
+    def _read(self, response: httpx.Response) -> Reading | None:
+        classify = self.classify
+        return classify(response) if classify is not None else None
+
+    def _error(self, response: httpx.Response, reading: Reading | None = None) -> ProviderError:
+        detail = provider_message(json_body(response)).rstrip(".")
+        status = 404 if reading is Reading.NOT_FOUND else response.status_code
         said = f": {detail}" if detail else ""
-        if status == 401:
+        if _refused(response, reading):
             return ProviderError(
                 f"{self.name} no longer accepts this connection's credentials{said}. "
                 "Reconnect it (Marketplace > Installed > Re-authenticate) and try again.",
                 code="needs_reauth",
                 status=status,
             )
-        if status == 403 and not is_rate_limited(response):
+        if status == 403 and not _limited(response, reading):
             return ProviderError(f"{self.name} refused the request{said}.", code="forbidden", status=status)
         if status == 404:
             return ProviderError(f"{self.name} found nothing there{said}.", code="not_found", status=status)
-        if is_rate_limited(response):
+        if _limited(response, reading):
             retry_after = retry_after_seconds(response)
             when = f" Try again in {retry_after:.0f} s." if retry_after is not None else ""
             return ProviderError(
@@ -324,3 +326,11 @@ class ProviderApi:
             code="invalid_request",
             status=status,
         )
+
+
+def _refused(response: httpx.Response, reading: Reading | None) -> bool:
+    return reading is Reading.REFUSED_TOKEN or (reading is None and response.status_code == 401)
+
+
+def _limited(response: httpx.Response, reading: Reading | None) -> bool:
+    return reading is Reading.RATE_LIMITED or (reading is None and response.status_code == 429)

@@ -2,24 +2,34 @@
 
 Loading checks everything a broken manifest could get wrong before the server
 takes a single call: the YAML, the schemas, that each adapter exists, that its
-argument model agrees with the input schema, and that names are unique.
+argument model agrees with the input schema in fields, types and defaults, and
+that names are unique.
+
+Apps are plugins. Each is an entry point in the ``harmony_companion.apps``
+group: its name is the app's id, its value the app's adapter module, and that
+module's ``MANIFEST`` is the path of the app's manifest file. The shipped apps
+register this way too (in ``pyproject.toml``), so an installed distribution
+adds an app exactly as Companion adds its own.
 """
 
 from __future__ import annotations
 
 import importlib
 import inspect
+import os
 import typing
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from importlib.metadata import entry_points
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError as SchemaViolation
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
 from pydantic import ValidationError as ModelViolation
+from pydantic.errors import PydanticUserError
 
 from tools import canonical
 from tools.context import ToolContext
@@ -27,6 +37,7 @@ from tools.errors import InvalidArguments
 from tools.manifest import Manifest, ManifestError, Risk, ToolSpec, manifest_files, parse_manifest
 
 ADAPTER_PACKAGES = ("tools.adapters",)
+APPS_GROUP = "harmony_companion.apps"
 
 Adapter = Callable[[ToolContext, Any], Awaitable[Any]]
 
@@ -141,6 +152,22 @@ class RegisteredTool:
         ]
 
 
+@dataclass(frozen=True)
+class AdapterModules:
+    """Where a manifest's ``module.function`` references are looked up: the module an installed app registered
+    under that name first, then ``<package>.<module>`` in each package in turn."""
+
+    registered: Mapping[str, ModuleType]
+    packages: tuple[str, ...]
+
+    def find(self, name: str) -> ModuleType | None:
+        module = self.registered.get(name)
+        return module if module is not None else _import_adapter_module(name, self.packages)
+
+    def searched(self, name: str) -> str:
+        return ", ".join([f"app {name!r} in {APPS_GROUP}", *(f"{p}.{name}" for p in self.packages)])
+
+
 def _import_adapter_module(name: str, packages: tuple[str, ...]) -> ModuleType | None:
     for package in packages:
         qualified = f"{package}.{name}"
@@ -153,14 +180,15 @@ def _import_adapter_module(name: str, packages: tuple[str, ...]) -> ModuleType |
 
 
 def _resolve_adapter(
-    path: Path, index: int, spec: ToolSpec, packages: tuple[str, ...]
+    path: Path, index: int, spec: ToolSpec, modules: AdapterModules
 ) -> tuple[Adapter, type[BaseModel]]:
     where = f"{path}: tools[{index}].adapter"
     module_name, _, function_name = spec.adapter.partition(".")
-    module = _import_adapter_module(module_name, packages)
+    module = modules.find(module_name)
     if module is None:
-        searched = ", ".join(f"{p}.{module_name}" for p in packages)
-        raise ManifestError([f"{where}: no adapter module {module_name!r} (looked for {searched})"])
+        raise ManifestError(
+            [f"{where}: no adapter module {module_name!r} (looked for {modules.searched(module_name)})"]
+        )
     function = getattr(module, function_name, None)
     if function is None or not inspect.iscoroutinefunction(function):
         raise ManifestError([f"{where}: {spec.adapter} is not an async function in {module.__name__}"])
@@ -183,18 +211,27 @@ class AppHooks:
     choices: dict[str, Callable[[ToolContext], Awaitable[list[dict[str, Any]]]]] = field(default_factory=dict)
 
 
-def _resolve_hooks(path: Path, manifest: Manifest, packages: tuple[str, ...]) -> AppHooks:
+def _resolve_hooks(path: Path, manifest: Manifest, modules: AdapterModules) -> AppHooks:
     problems: list[str] = []
 
     def find(where: str, reference: str | None, check: Callable[[Any], bool], shape: str) -> Any:
         if reference is None:
             return None
         module_name, _, function_name = reference.partition(".")
-        module = _import_adapter_module(module_name, packages)
+        module = modules.find(module_name)
         function = getattr(module, function_name, None) if module else None
         if function is None or not check(function):
             problems.append(f"{path}: {where}: {reference} is not {shape}")
         return function
+
+    classify = find(
+        "api.classify",
+        manifest.api.classify if manifest.api else None,
+        lambda f: callable(f) and not inspect.iscoroutinefunction(f),
+        "a function (httpx.Response) -> Reading | None",
+    )
+    if classify is not None:
+        manifest.bind_classify(classify)
 
     hooks = AppHooks(
         test=find(
@@ -243,7 +280,7 @@ class HooksOfTool:
     rule_forms: dict[str, canonical.Hook]
 
 
-def _resolve_canonical_hooks(path: Path, index: int, spec: ToolSpec, packages: tuple[str, ...]) -> HooksOfTool:
+def _resolve_canonical_hooks(path: Path, index: int, spec: ToolSpec, modules: AdapterModules) -> HooksOfTool:
     """The functions that put the tool's declared arguments in their one form: plain synchronous functions
     with no I/O (``canonical``), async ones that ask the provider (``resolve``), and the check of a rule's
     value for a resolved argument (``rule_form``)."""
@@ -258,7 +295,7 @@ def _resolve_canonical_hooks(path: Path, index: int, spec: ToolSpec, packages: t
     ):
         for argument, reference in declared.items():
             module_name, _, function_name = reference.partition(".")
-            module = _import_adapter_module(module_name, packages)
+            module = modules.find(module_name)
             function = getattr(module, function_name, None) if module else None
             if not callable(function) or inspect.iscoroutinefunction(function) is not is_async:
                 problems.append(f"{path}: tools[{index}].{where}.{argument}: {reference} is not {shape}")
@@ -286,8 +323,165 @@ def _check_model_matches_schema(path: Path, index: int, spec: ToolSpec, model: t
         problems.append(
             f"{where}: required {sorted(schema_required)} but {model.__name__} requires {sorted(model_required)}"
         )
+    problems.extend(_type_and_default_problems(where, spec.input_schema, model))
     if problems:
         raise ManifestError(problems)
+
+
+_JSON_TYPE_OF: tuple[tuple[type, str], ...] = (
+    (bool, "boolean"),
+    (int, "integer"),
+    (float, "number"),
+    (str, "string"),
+    (type(None), "null"),
+    (list, "array"),
+    (dict, "object"),
+)
+
+
+def _type_of(value: Any) -> str:
+    return next((name for kind, name in _JSON_TYPE_OF if isinstance(value, kind)), "object")
+
+
+def _json_types(node: Any, defs: Mapping[str, Any]) -> frozenset[str] | None:
+    """The JSON types a schema admits; None where it does not say (no type, or a combination left unread)."""
+    if not isinstance(node, dict):
+        return None
+    if isinstance(node.get("$ref"), str):
+        return _json_types(defs.get(node["$ref"].rsplit("/", 1)[-1]), defs)
+    if "const" in node:
+        return frozenset({_type_of(node["const"])})
+    if isinstance(node.get("enum"), list):
+        return frozenset(_type_of(value) for value in node["enum"])
+    declared = node.get("type")
+    if isinstance(declared, str):
+        return frozenset({declared})
+    if isinstance(declared, list):
+        return frozenset(str(t) for t in declared)
+    for combination in ("anyOf", "oneOf"):
+        if isinstance(node.get(combination), list):
+            parts = [_json_types(part, defs) for part in node[combination]]
+            known = [part for part in parts if part is not None]
+            return frozenset[str]().union(*known) if len(known) == len(parts) else None
+    return None
+
+
+def _admits(types: frozenset[str], other: frozenset[str]) -> bool:
+    """Every value of a type in ``other`` is of a type in ``types``: a JSON integer is a number too."""
+    return all(t in types or (t == "integer" and "number" in types) for t in other)
+
+
+def _resolved(node: Any, defs: Mapping[str, Any]) -> Any:
+    while isinstance(node, dict) and isinstance(node.get("$ref"), str):
+        node = defs.get(node["$ref"].rsplit("/", 1)[-1])
+    if isinstance(node, dict) and isinstance(node.get("anyOf"), list):
+        # Optional[X]: what matters below is X's items or properties.
+        others = [part for part in node["anyOf"] if not (isinstance(part, dict) and part.get("type") == "null")]
+        if len(others) == 1:
+            return _resolved(others[0], defs)
+    return node
+
+
+def _type_problems(
+    where: str, name: str, declared: Any, modelled: Any, defs: Mapping[str, Any], optional: bool, owner: str
+) -> list[str]:
+    """Where the manifest's schema of one argument and the model's disagree on a JSON type, arrays' items and
+    nested objects' properties included. The model may also take null for an argument it defaults to None."""
+    declared_types, modelled_types = _json_types(declared, defs), _json_types(modelled, defs)
+    problems = []
+    if declared_types is not None and modelled_types is not None:
+        if optional and "null" not in declared_types:
+            modelled_types = modelled_types - {"null"}
+        if not (_admits(modelled_types, declared_types) and _admits(declared_types, modelled_types)):
+            problems.append(
+                f"{where}: properties.{name}: type {'|'.join(sorted(declared_types))} but {owner} takes "
+                f"{'|'.join(sorted(modelled_types))}"
+            )
+            return problems
+    declared, modelled = _resolved(declared, {}), _resolved(modelled, defs)
+    if not (isinstance(declared, dict) and isinstance(modelled, dict)):
+        return problems
+    if "items" in declared and "items" in modelled:
+        problems += _type_problems(where, f"{name}[]", declared["items"], modelled["items"], defs, False, owner)
+    inner, modelled_inner = declared.get("properties"), modelled.get("properties")
+    if isinstance(inner, dict) and isinstance(modelled_inner, dict):
+        for key in sorted(set(inner) & set(modelled_inner)):
+            problems += _type_problems(where, f"{name}.{key}", inner[key], modelled_inner[key], defs, True, owner)
+    return problems
+
+
+def _type_and_default_problems(where: str, schema: dict[str, Any], model: type[BaseModel]) -> list[str]:
+    """The schema and the model must agree on each argument's JSON type, and on the default of each argument
+    the schema gives one: a caller reads the schema, the adapter gets the model's value."""
+    owner = model.__name__
+    try:
+        modelled = model.model_json_schema(by_alias=True, mode="validation")
+    except PydanticUserError as exc:
+        return [f"{where}: {owner} cannot be described as JSON Schema to compare: {exc}"]
+    defs: dict[str, Any] = modelled.get("$defs", {})
+    properties: dict[str, Any] = schema.get("properties", {})
+    fields = {info.alias or name: info for name, info in model.model_fields.items()}
+    problems: list[str] = []
+    for name in sorted(set(properties) & set(fields) & set(modelled.get("properties", {}))):
+        info, declared = fields[name], properties[name]
+        optional = not info.is_required() and info.get_default(call_default_factory=True) is None
+        problems += _type_problems(where, name, declared, modelled["properties"][name], defs, optional, owner)
+        if not isinstance(declared, dict) or "default" not in declared:
+            continue
+        default = declared["default"]
+        if not Draft202012Validator(declared).is_valid(default):
+            problems.append(f"{where}: properties.{name}: default {default!r} is not valid for its own schema")
+            continue
+        if info.is_required():
+            continue  # the required lists differ, said above
+        try:
+            meant = TypeAdapter[Any](info.annotation).validate_python(default) if info.annotation else default
+        except ModelViolation:
+            meant = default
+        actual = info.get_default(call_default_factory=True)
+        if meant != actual:
+            problems.append(f"{where}: properties.{name}: default {default!r} but {owner} defaults to {actual!r}")
+    return problems
+
+
+@dataclass(frozen=True)
+class RegisteredApp:
+    """One entry point of the ``harmony_companion.apps`` group, loaded: the app's id, adapter module and manifest."""
+
+    id: str
+    module: ModuleType
+    manifest: Path
+    origin: str
+
+
+def registered_apps(group: str = APPS_GROUP) -> tuple[list[RegisteredApp], list[str]]:
+    """The apps installed distributions register in ``group``, by id; and a problem for each broken entry point.
+
+    Read from the installed distributions' metadata on every call, so an app installed while the process
+    runs is seen by the next registry built.
+    """
+    apps: dict[str, RegisteredApp] = {}
+    problems: list[str] = []
+    for point in sorted(entry_points(group=group), key=lambda p: (p.name, p.value)):
+        origin = f"entry point {point.name} = {point.value}" + (f" of {point.dist.name}" if point.dist else "")
+        if point.name in apps:
+            problems.append(f"{origin}: app {point.name!r} is registered twice, also by {apps[point.name].origin}")
+            continue
+        try:
+            module = point.load()
+        except Exception as exc:  # a broken plugin is reported with the rest, not a crash at start
+            problems.append(f"{origin}: cannot be imported: {type(exc).__name__}: {exc}")
+            continue
+        manifest = getattr(module, "MANIFEST", None)
+        if not isinstance(module, ModuleType) or not isinstance(manifest, str | os.PathLike):
+            problems.append(f"{origin}: must name an adapter module whose MANIFEST is the path of its manifest")
+            continue
+        path = Path(manifest)
+        if not path.is_file():
+            problems.append(f"{origin}: MANIFEST {path} is not a file")
+            continue
+        apps[point.name] = RegisteredApp(point.name, module, path, origin)
+    return list(apps.values()), problems
 
 
 class Registry:
@@ -301,33 +495,55 @@ class Registry:
         self.hooks = hooks
 
     @classmethod
-    def load(cls, *directories: Path, adapter_packages: tuple[str, ...] = ADAPTER_PACKAGES) -> Registry:
-        """Load every manifest in ``directories``; raise ManifestError listing every problem found.
+    def load(
+        cls, *directories: Path, adapter_packages: tuple[str, ...] = ADAPTER_PACKAGES, plugins: bool = True
+    ) -> Registry:
+        """Every app registered in the ``harmony_companion.apps`` entry-point group (unless ``plugins`` is
+        false), and every manifest in ``directories``; raise ManifestError listing every problem found.
 
-        Adapters are looked up in ``adapter_packages`` in order, so a deployment
-        can add apps of its own beside the shipped ones.
+        A manifest in a directory takes the place of the registered app with its id, whose adapter module
+        it keeps: so ``companion manifests validate DIR`` checks an edited manifest in place of the installed
+        one. Adapter references (``module.function``) name a registered app's module, or else a module in
+        ``adapter_packages``, tried in order.
         """
         problems: list[str] = [f"{d}: not a directory of manifests" for d in directories if not d.is_dir()]
         if problems:
             raise ManifestError(problems)
+        registered, problems = registered_apps() if plugins else ([], [])
+        modules = AdapterModules({app.id: app.module for app in registered}, adapter_packages)
         manifests: dict[str, Manifest] = {}
         tools: dict[str, RegisteredTool] = {}
         hooks: dict[str, AppHooks] = {}
         owner_of_tool: dict[str, Path] = {}
         owner_of_app: dict[str, Path] = {}
+        parsed: list[tuple[Path, Manifest]] = []
         for path in [path for directory in directories for path in manifest_files(directory)]:
             try:
-                manifest = parse_manifest(path)
+                parsed.append((path, parse_manifest(path)))
+            except ManifestError as exc:
+                problems.extend(exc.problems)
+        given = {manifest.id for _, manifest in parsed}
+        from_plugins: list[tuple[Path, Manifest]] = []
+        for app in registered:
+            if app.id in given:
+                continue
+            try:
+                manifest = parse_manifest(app.manifest)
             except ManifestError as exc:
                 problems.extend(exc.problems)
                 continue
+            if manifest.id != app.id:
+                problems.append(f"{app.manifest}: id: {manifest.id!r} but {app.origin} registers it as {app.id!r}")
+                continue
+            from_plugins.append((app.manifest, manifest))
+        for path, manifest in from_plugins + parsed:
             if manifest.id in owner_of_app:
                 problems.append(f"{path}: id: duplicate app id {manifest.id!r}, also in {owner_of_app[manifest.id]}")
                 continue
             owner_of_app[manifest.id] = path
             manifests[manifest.id] = manifest
             try:
-                hooks[manifest.id] = _resolve_hooks(path, manifest, adapter_packages)
+                hooks[manifest.id] = _resolve_hooks(path, manifest, modules)
             except ManifestError as exc:
                 problems.extend(exc.problems)
             for index, spec in enumerate(manifest.tools):
@@ -339,9 +555,9 @@ class Registry:
                     continue
                 owner_of_tool[spec.name] = path
                 try:
-                    adapter, model = _resolve_adapter(path, index, spec, adapter_packages)
+                    adapter, model = _resolve_adapter(path, index, spec, modules)
                     _check_model_matches_schema(path, index, spec, model)
-                    hooks_of_tool = _resolve_canonical_hooks(path, index, spec, adapter_packages)
+                    hooks_of_tool = _resolve_canonical_hooks(path, index, spec, modules)
                 except ManifestError as exc:
                     problems.extend(exc.problems)
                     continue
@@ -360,7 +576,10 @@ class Registry:
         if problems:
             raise ManifestError(problems)
         if not manifests:
-            raise ManifestError([f"{', '.join(map(str, directories))}: no manifests (*.yaml) found"])
+            where = ", ".join(
+                [*map(str, directories), f"entry points {APPS_GROUP}"] if plugins else map(str, directories)
+            )
+            raise ManifestError([f"{where}: no manifests (*.yaml) found"])
         return cls(manifests, tools, hooks)
 
     def tools_of(self, app: str) -> list[RegisteredTool]:

@@ -26,10 +26,14 @@ from typing import Any
 
 import aiosmtplib
 
+from manifests import MANIFEST_DIR
 from tools.arguments import Arguments
 from tools.context import ToolContext
 from tools.errors import InvalidArguments, ToolError
 from tools.mail import set_body
+
+#: The manifest this adapter carries out; the entry point in pyproject.toml registers the pair.
+MANIFEST = MANIFEST_DIR / "email.yaml"
 
 DEFAULT_TIMEOUT = 20.0
 RECONNECT = "Reconnect the E-mail connection (Marketplace > Installed > Re-authenticate) and try again."

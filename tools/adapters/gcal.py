@@ -24,6 +24,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AwareDatetime, Field
 
+from manifests import MANIFEST_DIR
+from tools.adapters import google
 from tools.arguments import Arguments
 from tools.context import ToolContext
 from tools.errors import InvalidArguments, NotFound, ToolError
@@ -31,6 +33,11 @@ from tools.idempotency import base32hex_key
 from tools.pagination import decode_cursor, encode_cursor, every_page
 from tools.provider import ProviderError
 from tools.sync import SyncRecord
+
+#: The manifest this adapter carries out; the entry point in pyproject.toml registers the pair.
+MANIFEST = MANIFEST_DIR / "gcal.yaml"
+#: The shared client reads Google's answers Google's way (its 403 rate limits).
+classify = google.classify
 
 PRIMARY = "primary"
 #: calendarList's largest page; events.list allows 2500, but 250 keeps each answer of a sync small.

@@ -14,11 +14,18 @@ import re
 from collections.abc import AsyncIterator
 from typing import Any
 
+from manifests import MANIFEST_DIR
+from tools.adapters import google
 from tools.arguments import Arguments
 from tools.context import ToolContext
 from tools.errors import InvalidArguments
 from tools.pagination import every_page
 from tools.sync import SyncRecord
+
+#: The manifest this adapter carries out; the entry point in pyproject.toml registers the pair.
+MANIFEST = MANIFEST_DIR / "gcontacts.yaml"
+#: The shared client reads Google's answers Google's way (its 403 rate limits).
+classify = google.classify
 
 CONTACT_FIELDS = "names,emailAddresses,organizations,phoneNumbers"
 RESOURCE_NAME = re.compile(r"^people/[0-9A-Za-z]+$")

@@ -19,11 +19,18 @@ from typing import Any
 
 from pydantic import Field
 
+from manifests import MANIFEST_DIR
+from tools.adapters import google
 from tools.arguments import Arguments
 from tools.context import ToolContext
 from tools.errors import InvalidArguments
 from tools.mail import set_body
 from tools.provider import ProviderError
+
+#: The manifest this adapter carries out; the entry point in pyproject.toml registers the pair.
+MANIFEST = MANIFEST_DIR / "gmail.yaml"
+#: The shared client reads Google's answers Google's way (its 403 rate limits).
+classify = google.classify
 
 MAILBOX = "/gmail/v1/users/me"
 LISTED_HEADERS = ["From", "To", "Subject", "Date"]

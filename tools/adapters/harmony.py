@@ -14,6 +14,7 @@ from pydantic import Field
 from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import selectinload
 
+from manifests import MANIFEST_DIR
 from store.meetings import parts_of
 from store.models import (
     ActionItem,
@@ -32,6 +33,9 @@ from tools.context import ToolContext
 from tools.errors import NotFound
 from tools.pagination import keyset, page_of
 from tools.times import hms, start_of
+
+#: The manifest this adapter carries out; the entry point in pyproject.toml registers the pair.
+MANIFEST = MANIFEST_DIR / "harmony.yaml"
 
 
 class ListMeetings(Arguments):

@@ -17,12 +17,16 @@ from urllib.parse import quote
 
 from pydantic import Field
 
+from manifests import MANIFEST_DIR
 from tools.arguments import Arguments
 from tools.context import ToolContext
 from tools.errors import InvalidArguments, NotFound
 from tools.pagination import every_page
 from tools.provider import ProviderError
 from tools.sync import SyncRecord
+
+#: The manifest this adapter carries out; the entry point in pyproject.toml registers the pair.
+MANIFEST = MANIFEST_DIR / "hubspot.yaml"
 
 #: Contact properties every contact result carries; also what sync reads and writes.
 CONTACT_PROPERTIES = ("firstname", "lastname", "email", "company", "jobtitle", "phone")

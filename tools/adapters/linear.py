@@ -14,15 +14,42 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 from pydantic import Field
 
+from manifests import MANIFEST_DIR
 from tools.arguments import Arguments
 from tools.context import ToolContext
 from tools.errors import InvalidArguments, NotFound, ToolError
 from tools.idempotency import uuid4_key
 from tools.pagination import every_page
-from tools.provider import ProviderError
+from tools.provider import ProviderError, Reading, json_body
 from tools.sync import SyncRecord
+
+#: The manifest this adapter carries out; the entry point in pyproject.toml registers the pair.
+MANIFEST = MANIFEST_DIR / "linear.yaml"
+
+#: Linear's words, in each GraphQL error's ``extensions.code``, for a thing that is not there and for "slow down".
+NOT_FOUND_CODES = {"ENTITY_NOT_FOUND", "NOT_FOUND"}
+RATE_LIMITED_CODES = {"RATELIMITED", "RATE_LIMITED"}
+
+
+def classify(response: httpx.Response) -> Reading | None:
+    """Linear names its errors in the body, on a 400 as on a 200 that carries errors and no data."""
+    if response.is_success and b'"errors"' not in response.content:
+        return None
+    body = json_body(response)
+    if not isinstance(body, dict) or not isinstance(body.get("errors"), list):
+        return None
+    if response.is_success and body.get("data"):
+        return None  # a partial answer: the data is what was asked for
+    codes = {str((e.get("extensions") or {}).get("code", "")).upper() for e in body["errors"] if isinstance(e, dict)}
+    if codes & NOT_FOUND_CODES:
+        return Reading.NOT_FOUND
+    if codes & RATE_LIMITED_CODES:
+        return Reading.RATE_LIMITED
+    return None
+
 
 ISSUE_FIELDS = """
   id identifier title description priority url

@@ -1,7 +1,7 @@
 """Notion, through its REST API (https://api.notion.com/v1), version 2022-06-28.
 
-Every request names the API version in the ``Notion-Version`` header; Notion
-refuses one without it. Lists come back as ``{"object": "list", "results",
+Every request names the API version in the ``Notion-Version`` header (the
+manifest's ``api.headers``); Notion refuses one without it. Lists come back as ``{"object": "list", "results",
 "next_cursor", "has_more"}`` and take ``start_cursor``/``page_size``. A page's
 title lives in whichever of its properties has type ``title``; a database's in
 its own ``title`` array. Content is a list of blocks, at most 100 per request,
@@ -13,11 +13,14 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
+from manifests import MANIFEST_DIR
 from tools.arguments import Arguments
 from tools.context import ToolContext
 from tools.errors import InvalidArguments, ToolError
 
-NOTION_VERSION = "2022-06-28"
+#: The manifest this adapter carries out; the entry point in pyproject.toml registers the pair.
+MANIFEST = MANIFEST_DIR / "notion.yaml"
+
 MAX_BLOCKS = 100
 MAX_TEXT = 2000
 HEADINGS = {"#": "heading_1", "##": "heading_2", "###": "heading_3"}
@@ -47,8 +50,8 @@ class AppendToPage(Arguments):
 
 
 async def _notion(ctx: ToolContext, method: str, path: str, **kwargs: Any) -> Any:
-    """One call to Notion's API, with the version header it requires."""
-    return await ctx.api.json(method, path, headers={"Notion-Version": NOTION_VERSION}, **kwargs)
+    """One call to Notion's API; the version header it requires comes from the manifest."""
+    return await ctx.api.json(method, path, **kwargs)
 
 
 def notion_id(value: str) -> str:

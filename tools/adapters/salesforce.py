@@ -17,11 +17,15 @@ from urllib.parse import urlsplit
 
 from pydantic import Field
 
+from manifests import MANIFEST_DIR
 from tools.arguments import Arguments
 from tools.context import ToolContext
 from tools.errors import InvalidArguments
 from tools.pagination import every_page
 from tools.sync import SyncRecord
+
+#: The manifest this adapter carries out; the entry point in pyproject.toml registers the pair.
+MANIFEST = MANIFEST_DIR / "salesforce.yaml"
 
 NAME = r"^[A-Za-z][A-Za-z0-9_]{0,79}$"
 RECORD_ID = r"^[A-Za-z0-9]{15}([A-Za-z0-9]{3})?$"
@@ -61,6 +65,12 @@ class UpdateRecord(Arguments):
     object: ApiName
     id: RecordId
     fields: dict[ApiName, str | int | float | bool | None] = Field(min_length=1)
+
+
+def object_name(value: str) -> str:
+    """Canonical object name: lower case, as Salesforce reads API names in any case (``contact`` is Contact),
+    so a rule on ``Contact`` also holds for ``CONTACT``."""
+    return value.lower()
 
 
 def record_id(value: str) -> str:

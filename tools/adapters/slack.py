@@ -5,7 +5,8 @@ Every method answers HTTP 200 with ``{"ok": true, ...}`` or ``{"ok": false,
 HTTP status, so ``_call`` reads ``ok`` for the shared client. Only rate limits
 (429 with Retry-After) and outages are HTTP errors, and the shared client
 handles those. A rotating token that expired shows as ``token_expired`` rather
-than a 401, so ``_call`` has the shared keeper refresh it and sends once more.
+than a 401, so ``classify`` tells the shared client, which refreshes it once
+and sends again, as after a 401.
 Lists page with ``cursor`` in and ``response_metadata.next_cursor`` out, an
 empty string on the last page.
 """
@@ -15,10 +16,29 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import httpx
+
+from manifests import MANIFEST_DIR
 from tools.arguments import Arguments
 from tools.context import ToolContext
 from tools.errors import InvalidArguments, ToolError
 from tools.pagination import every_page
+from tools.provider import Reading, json_body
+
+#: The manifest this adapter carries out; the entry point in pyproject.toml registers the pair.
+MANIFEST = MANIFEST_DIR / "slack.yaml"
+
+
+def classify(response: httpx.Response) -> Reading | None:
+    """A rotating token that expired early (the keeper refreshes it on time otherwise) is refused in a 200.
+
+    Slack refused the call before doing anything, so after one refresh it is safe to send again, even a post.
+    """
+    if not response.is_success or b"token_expired" not in response.content:
+        return None
+    body = json_body(response)
+    return Reading.REFUSED_TOKEN if isinstance(body, dict) and body.get("error") == "token_expired" else None
+
 
 #: Channel ids are upper case (C… public or private, G… older private, D… direct); names never are.
 CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{8,}$")
@@ -106,18 +126,9 @@ async def _call(
     # JSON bodies must name their charset, or Slack adds a missing_charset warning to every answer.
     headers = {"Content-Type": "application/json; charset=utf-8"} if json is not None else None
 
-    async def send() -> dict[str, Any]:
-        body = await ctx.api.json(http_method, api_method, params=params, json=json, headers=headers)
-        if not isinstance(body, dict):
-            raise ToolError("Slack answered with an unexpected body.", code="provider_error")
-        return body
-
-    body = await send()
-    if body.get("error") == "token_expired":
-        # A rotating token expired early (the keeper refreshes it on time otherwise). Slack refused the
-        # call before doing anything, so after one refresh it is safe to send again, even a post.
-        await ctx.api.refresh_refused_token()
-        body = await send()
+    body = await ctx.api.json(http_method, api_method, params=params, json=json, headers=headers)
+    if not isinstance(body, dict):
+        raise ToolError("Slack answered with an unexpected body.", code="provider_error")
     if body.get("ok"):
         return body
     raise await _failure(ctx, str(body.get("error") or "unknown_error"), body)
