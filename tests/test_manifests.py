@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import re
 import shutil
 import subprocess
 import sys
@@ -13,7 +15,7 @@ import yaml
 from manifests import MANIFEST_DIR
 from tests.conftest import HARMONY_TOOLS
 from tools.manifest import ManifestError
-from tools.registry import Registry
+from tools.registry import Registry, registered_apps
 
 HARMONY = MANIFEST_DIR / "harmony.yaml"
 
@@ -36,13 +38,15 @@ def problems_of(directory: Path) -> list[str]:
 
 def test_shipped_manifests_load_with_every_tool_bound_to_an_adapter():
     registry = Registry.load(MANIFEST_DIR)
-    assert set(registry.manifests) == SHIPPED_APPS
+    apps, problems = registered_apps()
+    assert problems == []
+    # Every shipped manifest is registered through the entry-point group, as an installed app would be.
+    assert {path.stem for path in MANIFEST_DIR.glob("*.yaml")} <= {app.id for app in apps} == set(registry.manifests)
     assert {tool.name for tool in registry.tools_of("harmony")} == HARMONY_TOOLS
     assert registry.tools["harmony_create_action_item"].risk.value == "write"
     assert all(t.risk.value == "read" for t in registry.tools_of("harmony") if t.name != "harmony_create_action_item")
 
 
-SHIPPED_APPS = {"harmony", "linear", "hubspot", "salesforce", "gmail", "email", "gcal", "gcontacts", "notion", "slack"}
 VERBS = {
     "send": ("send", "post"),
     "write": ("create", "update", "append"),
@@ -94,7 +98,10 @@ def test_an_adapter_module_that_does_not_exist_is_named(tmp_path):
     manifest["tools"][3]["adapter"] = "nowhere.get_summary"
     path = write(tmp_path, "harmony.yaml", manifest)
     [problem] = problems_of(tmp_path)
-    assert problem.startswith(f"{path}: tools[3].adapter: no adapter module 'nowhere'")
+    assert problem == (
+        f"{path}: tools[3].adapter: no adapter module 'nowhere' "
+        "(looked for app 'nowhere' in harmony_companion.apps, tools.adapters.nowhere)"
+    )
 
 
 def test_an_adapter_function_that_does_not_exist_is_named(tmp_path):
@@ -113,6 +120,98 @@ def test_a_schema_that_disagrees_with_the_adapter_arguments_is_named(tmp_path):
     path = write(tmp_path, "harmony.yaml", manifest)
     [problem] = problems_of(tmp_path)
     assert problem == f"{path}: tools[0].input_schema: properties ['owner'] unknown to ListMeetings"
+
+
+def test_a_schema_type_the_adapter_arguments_do_not_take_is_named(tmp_path):
+    manifest = harmony()
+    manifest["tools"][0]["input_schema"]["properties"]["limit"]["type"] = "string"
+    del manifest["tools"][0]["input_schema"]["properties"]["limit"]["minimum"]
+    del manifest["tools"][0]["input_schema"]["properties"]["limit"]["maximum"]
+    del manifest["tools"][0]["input_schema"]["properties"]["limit"]["default"]
+    path = write(tmp_path, "harmony.yaml", manifest)
+    [problem] = problems_of(tmp_path)
+    assert problem == f"{path}: tools[0].input_schema: properties.limit: type string but ListMeetings takes integer"
+
+
+def test_a_type_that_disagrees_inside_an_array_is_named(tmp_path):
+    manifest = harmony()
+    index, tool = action_item(manifest)
+    tool["input_schema"]["properties"]["text"] = {"type": "array", "items": {"type": "string"}}
+    path = write(tmp_path, "harmony.yaml", manifest)
+    assert f"{path}: tools[{index}].input_schema: properties.text: type array but CreateActionItem takes string" in (
+        problems_of(tmp_path)
+    )
+
+
+def test_a_nullable_schema_type_needs_a_model_that_takes_null(tmp_path):
+    manifest = harmony()
+    manifest["tools"][0]["input_schema"]["properties"]["limit"]["type"] = ["integer", "null"]
+    path = write(tmp_path, "harmony.yaml", manifest)
+    assert problems_of(tmp_path) == [
+        f"{path}: tools[0].input_schema: properties.limit: type integer|null but ListMeetings takes integer"
+    ]
+
+
+def test_a_default_that_disagrees_with_the_adapter_arguments_is_named(tmp_path):
+    manifest = harmony()
+    manifest["tools"][0]["input_schema"]["properties"]["limit"]["default"] = 25
+    path = write(tmp_path, "harmony.yaml", manifest)
+    assert problems_of(tmp_path) == [
+        f"{path}: tools[0].input_schema: properties.limit: default 25 but ListMeetings defaults to 20"
+    ]
+
+
+def test_a_default_where_the_adapter_arguments_have_none_is_named(tmp_path):
+    manifest = harmony()
+    manifest["tools"][0]["input_schema"]["properties"]["query"]["default"] = "standup"
+    path = write(tmp_path, "harmony.yaml", manifest)
+    assert problems_of(tmp_path) == [
+        f"{path}: tools[0].input_schema: properties.query: default 'standup' but ListMeetings defaults to None"
+    ]
+
+
+def test_a_default_its_own_schema_refuses_is_named(tmp_path):
+    manifest = harmony()
+    manifest["tools"][0]["input_schema"]["properties"]["limit"]["default"] = 500
+    path = write(tmp_path, "harmony.yaml", manifest)
+    assert problems_of(tmp_path) == [
+        f"{path}: tools[0].input_schema: properties.limit: default 500 is not valid for its own schema"
+    ]
+
+
+@pytest.mark.parametrize("header", ["Authorization", "cookie"])
+def test_default_headers_never_carry_credentials(tmp_path, header):
+    manifest = harmony()
+    manifest["api"] = {"headers": {header: "Bearer pasted-into-a-file"}}
+    path = write(tmp_path, "harmony.yaml", manifest)
+    assert problems_of(tmp_path) == [
+        f"{path}: api.headers: {header}: credentials come from the connection, not from the manifest"
+    ]
+
+
+def test_readme_app_table_lists_every_registered_app_with_its_tools_and_risks():
+    """The README's table of connected apps is the registry's, so adding an app means adding its row."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme.split("## Connected apps", 1)[1].split("\n## ", 1)[0]
+    lines = section.splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith("| "))
+    table = list(itertools.takewhile(lambda line: line.startswith("| "), lines[first:]))
+    rows = table[2:]  # below the header and its rule
+    documented: dict[str, dict[str, str]] = {}
+    for row in rows:
+        app = re.search(r"\(`([a-z_]+)`\)", row)[1]
+        tools_cell = row.split(" | ")[2]
+        documented[app] = {}
+        for group in tools_cell.split(";"):
+            risk = re.search(r"\((write|send|delete)\)\s*$", group.strip())
+            for name in re.findall(r"`([a-z][a-z0-9_]*)`", group):
+                documented[app][name] = risk[1] if risk else "read"
+    registry = Registry.load(MANIFEST_DIR)
+    # Harmony's own data is described above the table; every app a person connects has a row.
+    connected = {app for app, manifest in registry.manifests.items() if not manifest.auto_install}
+    assert set(documented) == connected
+    for app in connected:
+        assert documented[app] == {t.name: t.risk.value for t in registry.tools_of(app)}, app
 
 
 def test_a_duplicate_tool_name_in_one_file_is_named(tmp_path):
