@@ -59,6 +59,8 @@ class Binding:
     tool: str
     risk: str
     args_digest: str
+    # The account the connection acts as (a mailbox): a call asked as one is another call as any other.
+    account: str | None = None
 
 
 arguments_context = approval_arguments_context
@@ -95,6 +97,7 @@ _REUSABLE = (
         Approval.connection_id == bindparam("connection_id"),
         # A binding without a key matches approvals without one, as ``== None`` (IS NULL) did when built per call.
         Approval.api_key_id.is_not_distinct_from(bindparam("api_key_id")),
+        Approval.account.is_not_distinct_from(bindparam("account")),
         or_(
             Approval.status.in_(UNRUN) & (Approval.expires_at > _NOW),
             # Running, or run by a process that died: a repeat never runs it a second time on its own.
@@ -129,6 +132,7 @@ async def find_reusable(session: AsyncSession, binding: Binding, *, window: time
             "args_digest": binding.args_digest,
             "connection_id": binding.connection_id,
             "api_key_id": binding.api_key_id,
+            "account": binding.account,
             "now": now,
             "settled_since": now - window,
         },
@@ -162,6 +166,7 @@ async def request(
         tool=binding.tool,
         risk=binding.risk,
         args_digest=binding.args_digest,
+        account=binding.account,
         sealed_arguments=box.seal_json(arguments, context=arguments_context(approval_id)),
         sender=sender,
         sealed_summary=box.seal_json(summary, context=approval_summary_context(approval_id)) if summary else None,

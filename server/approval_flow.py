@@ -216,7 +216,7 @@ def remember_scope(tool: RegisteredTool, arguments: dict[str, Any], sender: str)
 
 
 # The approval's id goes with an approved call, so an adapter can send it as the provider's idempotency key.
-Runner = Callable[[Principal, RegisteredTool, Any, str], Awaitable[tuple[bool, dict[str, Any] | None, str]]]
+Runner = Callable[[Principal, RegisteredTool, Any, Approval], Awaitable[tuple[bool, dict[str, Any] | None, str]]]
 
 
 def in_chat_may_decide(principal: Principal, approval: Approval) -> bool:
@@ -570,7 +570,7 @@ class ApprovalFlow:
         started = time.perf_counter()
         renewing = asyncio.create_task(self._renew_forever(approval.id))
         try:
-            ok, data, error = await run(principal, tool, tool.parse_arguments(arguments), approval.id)
+            ok, data, error = await run(principal, tool, tool.parse_arguments(arguments), approval)
         finally:
             renewing.cancel()
         async with self.db.transaction() as session:

@@ -39,7 +39,7 @@ from store.connections import ConnectionView, open_credentials, usable_connectio
 from store.crypto import SecretBox
 from store.db import Database
 from store.invalidation import Topic, subscribe
-from store.models import ApprovalStatus, ConnectionStatus, utcnow
+from store.models import Approval, ApprovalStatus, ConnectionStatus, utcnow
 from store.principal import Principal
 from store.rate_windows import CallTally
 from store.sealing import audit_arguments_context
@@ -157,11 +157,21 @@ class TimedRunner:
     seconds: float = 0.0
 
     async def __call__(
-        self, who: Principal, tool: RegisteredTool, parsed: Any, approval_id: str
+        self, who: Principal, tool: RegisteredTool, parsed: Any, approval: Approval
     ) -> tuple[bool, dict[str, Any] | None, str]:
+        if approval.account != self.connection.account:
+            # Re-authenticated as someone else since the person approved: it must not send as them.
+            return (
+                False,
+                None,
+                (
+                    f"The {tool.manifest.name} connection acts as another account than when this call was approved; "
+                    "ask again."
+                ),
+            )
         started = time.perf_counter()
         try:
-            result = await self.gateway._execute(who, tool, self.connection, parsed, approval_id=approval_id)
+            result = await self.gateway._execute(who, tool, self.connection, parsed, approval_id=approval.id)
         finally:
             self.seconds += time.perf_counter() - started
         return result.ok, result.data, result.message
@@ -378,6 +388,7 @@ class ToolGateway:
             tool=bound.tool.name,
             risk=bound.tool.risk.value,
             args_digest=digest,
+            account=bound.connection.account,
         )
 
     async def _ask(

@@ -442,6 +442,8 @@ class Approval(Base):
     sealed_arguments: Mapped[str] = mapped_column(Text)
     # The connection the call acts through, in plain words, as it was when the call was asked.
     sender: Mapped[str] = mapped_column(Text, default="")
+    # Who the connection acted as when the call was asked; it runs only as the same account.
+    account: Mapped[str | None] = mapped_column(String(320))
     # What every channel shows the person (tools/summary.py), rendered once when asked; sealed like the arguments.
     sealed_summary: Mapped[str | None] = mapped_column(Text)
     status: Mapped[ApprovalStatus] = mapped_column(

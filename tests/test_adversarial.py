@@ -482,7 +482,7 @@ async def test_remembering_a_record_update_keeps_the_record_and_the_fields_it_ch
     rule = companion.gateway.flow.remembered_rule(approval, tool, arguments, timedelta(hours=1))
     conditions = [c.model_dump() for c in rule.conditions]
     assert conditions == [
-        {"arg": "object", "op": "eq", "value": "Contact"},
+        {"arg": "object", "op": "eq", "value": "contact"},
         {"arg": "id", "op": "eq", "value": "003000000000001AAA"},
         {"arg": "fields", "op": "keys_in", "value": ["Phone", "Title"]},
     ]
@@ -569,6 +569,11 @@ async def test_rule_values_are_kept_in_the_form_calls_are_decided_on(live_server
     )  # fmt: skip
     with pytest.raises(RuleError, match="C0LEADERS1 is a Slack channel id"):
         companion.rulebook.prepared(by_id)
+    with pytest.raises(RuleError, match="C0LEADERS1 is a Slack channel id"):
+        companion.rulebook.prepared(Rule(
+            effect="deny", scope="workspace", app="slack", tool="slack_post_message",
+            conditions=[{"arg": "channel", "op": "in", "value": ["#C0LEADERS1"]}],
+        ))  # fmt: skip
 
 
 async def test_adding_a_harmless_recipient_never_escapes_a_deny(live_server, bob):

@@ -6,8 +6,11 @@ import time
 
 import httpx
 import pytest
+from sqlalchemy import select, update
 
-from store.models import Approval
+from approvals.rules import Effect, Rule
+from server.approval_flow import decide_elsewhere
+from store.models import Approval, RuleRow
 from tests.fakes.gmail import GmailFake
 from tests.providers import connected
 
@@ -225,3 +228,51 @@ async def test_the_mailbox_a_connection_sends_as_is_named_in_every_approval(sett
         assert approval is not None
         assert approval.sender == "your personal Gmail connection “gmail test”, as alice.private@gmail.example"
         assert sends(gmail) == 0
+
+
+async def test_an_approval_asked_as_one_account_never_sends_as_another(settings, registry):
+    """Re-authenticated as another mailbox while a call waits: the call asked as the old one never runs, and
+    what "remember" allowed of the old one is forgotten."""
+    async with connected(settings, registry, GmailFake(), "gmail", allow=False) as gmail:
+        integrations = gmail.companion.integrations
+        await integrations.learn_account(gmail.principal, gmail.connection_id)
+        asked = await gmail.call("gmail_send_email", HELLO)
+        assert asked.data is not None
+        async with gmail.companion.db.transaction() as session:
+            await gmail.companion.rulebook.create(
+                session,
+                gmail.principal,
+                Rule(effect=Effect.ALLOW, scope="user", app="gmail", tool="gmail_send_email"),
+            )
+            remembered = (await session.execute(select(RuleRow.id))).scalars().all()
+            await session.execute(
+                update(Approval).where(Approval.id == asked.data["approval_id"]).values(remember_rule_id=remembered[-1])
+            )
+        gmail.fake.address = "mallory@evil.example"
+        await integrations.learn_account(gmail.principal, gmail.connection_id)
+        actor = await gmail.companion.principal_for(gmail.keys.user_keys["alice@acme.test"])
+        assert actor is not None
+        await decide_elsewhere(
+            gmail.companion.gateway.flow,
+            gmail.companion.registry.tools,
+            actor,
+            asked.data["approval_id"],
+            approve=True,
+            via="api",
+        )
+        ran = await gmail.call("companion_get_approval", {"approval_id": asked.data["approval_id"]})
+        assert ran.data is not None and ran.data["status"] == "failed" and "another account" in str(ran.data)
+        again = await gmail.call("gmail_send_email", HELLO)
+        assert again.data is not None and again.data["status"] == "approval_required"
+        assert again.data["approval_id"] != asked.data["approval_id"]
+        assert sends(gmail) == 0
+
+
+@pytest.mark.parametrize(
+    "answer",
+    ["alice@acme.test\nBcc: mallory@evil.example", "alice@acme.test, mallory@evil.example", "a" * 400 + "@acme.test"],
+)
+async def test_only_one_plain_mailbox_is_kept_as_the_account(gmail, answer):
+    gmail.fake.address = answer
+    await gmail.companion.integrations.learn_account(gmail.principal, gmail.connection_id)
+    assert (await gmail.row()).account is None

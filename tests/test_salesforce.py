@@ -133,7 +133,7 @@ async def test_a_record_is_read_with_the_fields_asked_for_and_its_id(salesforce)
     )
     assert record == {"sobject_type": "Contact", "Id": record_id, "Email": "dana@globex.test", "Title": "VP Operations"}
     sent = salesforce.fake.api_requests()[-1]
-    assert sent.path == f"{API}/sobjects/Contact/{record_id}" and sent.query == {"fields": "Id,Email,Title"}
+    assert sent.path == f"{API}/sobjects/contact/{record_id}" and sent.query == {"fields": "Id,Email,Title"}
 
 
 async def test_without_fields_every_field_comes_back(salesforce):
@@ -177,6 +177,29 @@ def test_every_spelling_of_a_record_id_has_one_canonical_form():
         record_id("001A0000006Vm9r999")
 
 
+async def test_a_rule_on_an_object_holds_however_the_agent_spells_its_name(salesforce):
+    record = contact_id(salesforce, "Mulder")
+    async with salesforce.companion.db.transaction() as session:
+        await salesforce.companion.rulebook.create(
+            session,
+            salesforce.principal,
+            Rule(
+                effect=Effect.DENY,
+                scope="user",
+                app="salesforce",
+                tool="salesforce_update_record",
+                conditions=[Condition(arg="object", op="in", value=["Contact", "Lead"])],
+            ),
+        )
+    # Salesforce reads object names in any case, so each of these would update the Contact.
+    for spelling in ("Contact", "contact", "CONTACT", "cOnTaCt"):
+        result = await salesforce.call(
+            "salesforce_update_record", {"object": spelling, "id": record, "fields": {"Title": "CEO"}}
+        )
+        assert result.error_code == "denied", spelling
+    assert [r for r in salesforce.fake.records["Contact"] if r.get("Title") == "CEO"] == []
+
+
 async def test_a_rule_on_a_record_holds_however_the_agent_spells_its_id(salesforce):
     record = contact_id(salesforce, "Mulder")
     async with salesforce.companion.db.transaction() as session:
@@ -208,7 +231,7 @@ async def test_an_update_patches_the_fields_and_returns_them_as_saved(salesforce
     )
     assert updated == {"sobject_type": "Contact", "Id": record_id, "Title": "Special Agent", "Phone": None}
     patch, read_back = salesforce.fake.api_requests()[-2:]
-    assert (patch.method, patch.path) == ("PATCH", f"{API}/sobjects/Contact/{record_id}")
+    assert (patch.method, patch.path) == ("PATCH", f"{API}/sobjects/contact/{record_id}")
     assert json.loads(patch.body) == {"Title": "Special Agent", "Phone": None}
     assert (read_back.method, read_back.query) == ("GET", {"fields": "Id,Title,Phone"})
     assert salesforce.fake.find("Contact", record_id)["Title"] == "Special Agent"

@@ -117,7 +117,8 @@ class RegisteredTool:
             raise ValueError(next(iter(exc.fields.values()), str(exc))) from None
         rule_form = self.rule_forms.get(name)
         if rule_form is not None:
-            for item in canonical if many else [canonical]:
+            # Both as written and as kept: "#C0LEADERS1" names an id, though its canonical form looks like a name.
+            for item in [*(value if many else [value]), *(canonical if many else [canonical])]:
                 if isinstance(item, str):
                     rule_form(item)
         return canonical[0] if many else canonical

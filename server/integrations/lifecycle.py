@@ -23,7 +23,7 @@ from store.crypto import SecretBox
 from store.db import Database
 from store.events import record_event
 from store.invalidation import Topic, announce
-from store.models import Connection, ConnectionScope, ConnectionStatus, SyncRun
+from store.models import Approval, Connection, ConnectionScope, ConnectionStatus, RuleRow, SyncRun
 from store.principal import Principal
 from tools.context import ToolContext
 from tools.errors import ToolError
@@ -302,7 +302,8 @@ class Integrations:
         """Ask the provider who a connection acts as, and keep it for every call's summary.
 
         Anything but an answer clears it: after a re-authentication, an account from the old grant must
-        never stand for the new one.
+        never stand for the new one. Approvals asked as the old account then no longer run (the runner
+        compares), and what "remember" allowed on this connection is forgotten: it was said of the old one.
         """
         async with self.db.session() as session:
             row = await session.get(Connection, connection_id)
@@ -312,13 +313,23 @@ class Integrations:
         if hook is None:
             return
         try:
-            account: str | None = plain_line(str(await hook(self.context(actor, row))), limit=320) or None
+            answer = str(await hook(self.context(actor, row)))
+            # Only a plain line that fits is kept; a cut or mended one could name someone else.
+            account: str | None = answer if answer and plain_line(answer, limit=320) == answer else None
         except Exception:
             log.warning("could not learn the account of connection %s (%s)", connection_id, row.app)
             account = None
+        if account == row.account:
+            return
         async with self.db.transaction() as session:
             await session.execute(update(Connection).where(Connection.id == connection_id).values(account=account))
             await announce(session, Topic.CONNECTIONS)
+            if row.account is not None:
+                remembered = select(Approval.remember_rule_id).where(
+                    Approval.connection_id == connection_id, Approval.remember_rule_id.is_not(None)
+                )
+                await session.execute(delete(RuleRow).where(RuleRow.id.in_(remembered)))
+                await announce(session, Topic.RULES)
 
     async def test(self, actor: Principal, connection_id: str) -> dict[str, Any]:
         """One cheap provider call: OK, or what kind of failure it was, in fixed words.

@@ -386,8 +386,10 @@ class SalesforceFake(ProviderFake):
         return self._batch(self.locators[locator], locator, int(start))
 
     async def record(self, request: Request) -> Response:
-        sobject, record_id = request.path_params["sobject"], request.path_params["record_id"]
-        if sobject not in FIELDS:
+        # Object names are case-insensitive: /sobjects/contact/<id> is a Contact.
+        asked_type, record_id = request.path_params["sobject"], request.path_params["record_id"]
+        sobject = next((name for name in FIELDS if name.lower() == asked_type.lower()), None)
+        if sobject is None:
             return errors(404, "NOT_FOUND", "The requested resource does not exist")
         record = self.find(sobject, record_id)
         if record is None:

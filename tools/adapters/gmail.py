@@ -24,7 +24,7 @@ from tools.adapters import google
 from tools.arguments import Arguments
 from tools.context import ToolContext
 from tools.errors import InvalidArguments
-from tools.mail import set_body
+from tools.mail import canonical_mailbox, set_body
 from tools.provider import ProviderError
 
 #: The manifest this adapter carries out; the entry point in pyproject.toml registers the pair.
@@ -117,7 +117,7 @@ async def profile(ctx: ToolContext) -> str:
 async def address(ctx: ToolContext) -> str:
     """Who the connection sends as: Gmail puts the mailbox's own address in From."""
     me = await ctx.api.json("GET", f"{MAILBOX}/profile")
-    return str(me["emailAddress"])
+    return canonical_mailbox(str(me["emailAddress"]))
 
 
 async def send_email(ctx: ToolContext, arguments: Compose) -> dict[str, Any]:

@@ -86,9 +86,10 @@ def channel(value: str) -> str:
 
 def channel_in_rules(channel: str) -> str:
     """A channel as a rule may name it: by name, since ids are resolved to names before rules decide."""
-    if CHANNEL_ID.match(channel) and not channel.startswith("D"):
+    written = channel.lstrip("#")
+    if CHANNEL_ID.match(written) and not written.startswith("D"):
         raise ValueError(
-            f"{channel} is a Slack channel id; calls are decided on channel names (an id is looked up in Slack "
+            f"{written} is a Slack channel id; calls are decided on channel names (an id is looked up in Slack "
             "first), so name the channel instead, such as leadership"
         )
     return channel

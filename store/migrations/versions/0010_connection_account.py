@@ -1,4 +1,4 @@
-"""Who each connection acts as, so a call's summary can name the sending mailbox
+"""Who each connection acts as, so a call's summary can name the sending mailbox and it runs only as that
 
 Revision ID: 0010
 Revises: 0009
@@ -19,7 +19,9 @@ depends_on = None
 def upgrade() -> None:
     # Existing connections learn their account when next re-authenticated; until then none is shown.
     op.add_column("connections", sa.Column("account", sa.String(320), nullable=True))
+    op.add_column("approvals", sa.Column("account", sa.String(320), nullable=True))
 
 
 def downgrade() -> None:
+    op.drop_column("approvals", "account")
     op.drop_column("connections", "account")
