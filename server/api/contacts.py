@@ -7,9 +7,9 @@ from starlette.requests import Request
 
 from server.api.auth import api_caller
 from server.api.errors import ApiError
-from server.api.pages import Page, PageQuery, paginate
 from server.api.resources import ContactFilters, ContactOut, MeetingOut, contact_out, meeting_out
 from server.api.router import ApiRouter
+from server.services.pages import Page, PageQuery, paginate
 from store.models import Contact, Meeting, MeetingContact
 from store.sharing import visible_contacts, visible_meetings
 

@@ -8,9 +8,9 @@ from starlette.requests import Request
 
 from server.api.auth import api_caller
 from server.api.errors import ApiError
-from server.api.pages import Page, paginate
 from server.api.resources import InsightData, InsightDetail, InsightFilters, InsightOut, insight_out
 from server.api.router import ApiRouter
+from server.services.pages import Page, paginate
 from store.models import Insight, Meeting
 from store.principal import Principal
 from store.sharing import visible_meetings

@@ -15,7 +15,6 @@ from starlette.requests import Request
 
 from server.api.auth import api_caller
 from server.api.errors import ApiError
-from server.api.pages import Page, PageQuery, paginate
 from server.api.resources import (
     InsightOut,
     MeetingDetail,
@@ -31,6 +30,7 @@ from server.api.resources import (
     transcript_line,
 )
 from server.api.router import ApiRouter
+from server.services.pages import Page, PageQuery, paginate
 from store.meetings import parts_of
 from store.models import Insight, Meeting, Summary, Team, TranscriptSegment, User
 from store.principal import Principal

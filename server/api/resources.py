@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from server.api.pages import PageQuery
+from server.services.pages import PageQuery
 from store.models import ActionItem, Contact, Insight, Meeting, MeetingStatus, Summary, TranscriptSegment
 from tools.times import hms
 

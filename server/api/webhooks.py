@@ -23,8 +23,8 @@ from starlette.requests import Request
 
 from server.api.auth import api_caller
 from server.api.errors import ApiError, invalid
-from server.api.pages import Page, PageQuery, paginate
 from server.api.router import ApiRouter
+from server.services.pages import Page, PageQuery, paginate
 from server.webhooks import endpoints, urls
 from server.webhooks.dispatcher import Dispatcher, webhook_client
 from server.webhooks.outbox import EVENTS, TEST_EVENT, WebhookEvent, enqueue_test

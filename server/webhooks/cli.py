@@ -50,8 +50,8 @@ def _webhooks(args: argparse.Namespace) -> None:
 
     from server.api import webhooks as service
     from server.api.errors import from_validation
-    from server.api.pages import PageQuery
     from server.cli import CliError, _acting
+    from server.services.pages import PageQuery
 
     async def work(companion: Any, person: Any) -> Any:
         if args.action == "list":
