@@ -516,37 +516,31 @@ def _acting(args: argparse.Namespace, work: Callable[[Any, Any], Awaitable[Any]]
 
 
 def _rules_list(args: argparse.Namespace) -> None:
-    from server.api.rules import rule_json
+    from server.services.rules import Rules
 
     async def work(companion: Any, person: Any) -> Any:
-        async with companion.db.session() as session:
-            return [rule_json(r) for r in await companion.rulebook.visible_to(session, person)]
+        rules = await Rules(companion.rulebook).visible(person)
+        return [r.model_dump(mode="json", by_alias=True) for r in rules]
 
     _acting(args, work)
 
 
 def _rules_add(args: argparse.Namespace) -> None:
-    from approvals.rulebook import RulePermissionError
-    from approvals.rules import Rule, RuleError
-    from server.api.rules import rule_json
+    from pydantic import ValidationError
+
+    from server.services.errors import InvalidInput, ServiceError
+    from server.services.rules import RuleIn, Rules
 
     data = _json_argument(args.rule, "rule")
 
     async def work(companion: Any, person: Any) -> Any:
-        from pydantic import ValidationError
-
-        from server.api.errors import from_validation
-
         try:
-            rule = Rule.model_validate({k: v for k, v in data.items() if k not in ("id", "user_id")})
-        except ValidationError as exc:
-            raise from_validation(exc) from None
-        try:
-            async with companion.db.transaction() as session:
-                return rule_json(await companion.rulebook.create(session, person, rule))
-        except RuleError as exc:
-            raise CliError(str(exc)) from None
-        except RulePermissionError as exc:
+            try:
+                rule = RuleIn.model_validate(data)
+            except ValidationError as exc:
+                raise InvalidInput.of(exc) from None
+            return (await Rules(companion.rulebook).add(person, rule)).model_dump(mode="json", by_alias=True)
+        except ServiceError as exc:
             raise CliError(str(exc)) from None
 
     if not isinstance(data, dict):
@@ -555,13 +549,13 @@ def _rules_add(args: argparse.Namespace) -> None:
 
 
 def _rules_remove(args: argparse.Namespace) -> None:
-    from approvals.rulebook import RulePermissionError
+    from server.services.errors import ServiceError
+    from server.services.rules import Rules
 
     async def work(companion: Any, person: Any) -> Any:
         try:
-            async with companion.db.transaction() as session:
-                await companion.rulebook.delete(session, person, args.rule_id)
-        except (LookupError, RulePermissionError) as exc:
+            await Rules(companion.rulebook).remove(person, args.rule_id)
+        except ServiceError as exc:
             raise CliError(f"rule_id: {exc}") from None
         print(f"Removed {args.rule_id}.")
 
@@ -569,12 +563,23 @@ def _rules_remove(args: argparse.Namespace) -> None:
 
 
 def _rules_explain(args: argparse.Namespace) -> None:
-    from server.api.rules import ExplainBody, explain_call
+    from pydantic import ValidationError
+
+    from server.services.errors import InvalidInput, ServiceError
+    from server.services.rule_whatifs import ExplainRequest, RuleWhatIfs
 
     arguments = _json_argument(args.arguments, "arguments")
 
     async def work(companion: Any, person: Any) -> Any:
-        return await explain_call(companion, person, ExplainBody(tool=args.tool, arguments=arguments, user=args.user))
+        whatifs = RuleWhatIfs(companion.rulebook, companion.box, companion.registry)
+        try:
+            try:
+                question = ExplainRequest(tool=args.tool, arguments=arguments, user=args.user)
+            except ValidationError as exc:
+                raise InvalidInput.of(exc) from None
+            return (await whatifs.explain_call(person, question)).model_dump(mode="json")
+        except ServiceError as exc:
+            raise CliError(str(exc)) from None
 
     _acting(args, work)
 
@@ -582,22 +587,27 @@ def _rules_explain(args: argparse.Namespace) -> None:
 def _rules_simulate(args: argparse.Namespace) -> None:
     from datetime import timedelta
 
-    from server.api.rules import SimulateBody, simulate_changes
+    from pydantic import ValidationError
+
+    from server.services.errors import InvalidInput, ServiceError
+    from server.services.rule_whatifs import RuleWhatIfs, SimulateRequest
     from store.models import utcnow
 
     changes = _json_argument(args.changes, "changes")
 
     async def work(companion: Any, person: Any) -> Any:
-        from pydantic import ValidationError
-
-        from server.api.errors import from_validation
-
         now = utcnow()
+        whatifs = RuleWhatIfs(companion.rulebook, companion.box, companion.registry)
         try:
-            body = SimulateBody.model_validate({"changes": changes, "from": now - timedelta(days=args.days), "to": now})
-        except ValidationError as exc:
-            raise from_validation(exc) from None
-        return await simulate_changes(companion, person, body)
+            try:
+                request = SimulateRequest.model_validate(
+                    {"changes": changes, "from": now - timedelta(days=args.days), "to": now}
+                )
+            except ValidationError as exc:
+                raise InvalidInput.of(exc) from None
+            return (await whatifs.simulate(person, request)).model_dump(mode="json", by_alias=True)
+        except ServiceError as exc:
+            raise CliError(str(exc)) from None
 
     _acting(args, work)
 

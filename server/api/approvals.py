@@ -1,18 +1,23 @@
-"""Approvals over the API: list, read, approve and deny, and settle an unknown outcome, for the person who decides."""
+"""Approvals over the API: list, read, approve and deny, and settle an unknown outcome, for the person who decides.
+
+Decisions are a person's: every operation takes a user key (``person_of``), so an assistant's agent key can
+neither approve its own calls nor read what waits (SECURITY.md). The decisions themselves are the approval
+flow's (``server.approval_flow``), which the inbox, the approval page and the CLI use too.
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+from datetime import datetime
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import select
 from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
 
 from approvals import lifecycle
 from server.api.auth import person_of
-from server.api.errors import ApiError, body_of
+from server.api.errors import ApiError
+from server.api.router import ApiRouter
 from server.approval_flow import (
     DecisionRefused,
     approval_view,
@@ -23,57 +28,111 @@ from server.approval_flow import (
     visible_to,
 )
 from store.models import Approval, ApprovalStatus
+from store.principal import Principal
+
+api = ApiRouter("Approvals")
 
 STATUS = {"not_found": 404, "forbidden": 403, "conflict": 409, "expired": 409, "invalid": 422}
 
 
+class ApprovalFilters(BaseModel):
+    status: ApprovalStatus | None = Field(default=None, description="Only approvals in this state; default: all")
+
+    @field_validator("status", mode="before")
+    @classmethod
+    def _known(cls, value: Any) -> Any:
+        if value is not None and value not in {s.value for s in ApprovalStatus}:
+            raise ValueError("unknown status")
+        return value
+
+
 class ApproveBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    remember: Literal["no", "1h", "30d"] = "no"
+
+    remember: Literal["no", "1h", "30d"] = Field(
+        default="no",
+        description="Also create a personal rule that approves such calls for this long (remember_scope says "
+        "which calls, in plain words)",
+    )
 
 
 class DenyBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    reason: str | None = Field(default=None, max_length=500)
+
+    reason: str | None = Field(default=None, max_length=500, description="Shown to the assistant and in the audit")
 
 
-async def list_approvals(request: Request) -> JSONResponse:
-    actor = person_of(request)
+class ApprovalOut(BaseModel):
+    """One call waiting for (or past) a person's decision, bound to its exact arguments."""
+
+    id: str
+    status: ApprovalStatus
+    app: str
+    app_name: str
+    tool: str
+    risk: str
+    summary: str = Field(description="What will happen, in plain words: every recipient in full")
+    sender: str = Field(description="The connection the call acts through")
+    remember_scope: str | None = Field(description="What approving with remember would approve later")
+    full_arguments: str = Field(description="Every argument as indented ASCII JSON, nothing hidden")
+    arguments: dict[str, Any]
+    reasons: list[str]
+    rule_ids: list[str]
+    require_out_of_band: bool
+    user_id: str = Field(description="Who asked")
+    connection_id: str
+    created_at: datetime
+    expires_at: datetime
+    decided_at: datetime | None
+    decided_by: str | None
+    decided_via: str | None
+    reason: str | None
+    remember_rule_id: str | None
+    result: dict[str, Any] | None = Field(description="The call's result, once it ran")
+    error: str | None
+    approve_url: str = Field(description="The approval page")
+
+
+class ApprovalList(BaseModel):
+    data: list[ApprovalOut]
+
+
+def _view(request: Request, approval: Approval) -> dict[str, Any]:
     companion = request.app.state.companion
-    status = request.query_params.get("status")
-    if status is not None and status not in {s.value for s in ApprovalStatus}:
-        raise ApiError(422, "Invalid request: status: unknown status", details={"fields": {"status": "unknown status"}})
-    rows = await approvals_for(companion.gateway.flow, actor, ApprovalStatus(status) if status else None)
-    views = [approval_view(companion.gateway.flow, companion.registry.tools, a) for a in rows]
-    return JSONResponse({"data": views})
+    view: dict[str, Any] = approval_view(companion.gateway.flow, companion.registry.tools, approval)
+    return view
 
 
-async def _visible(request: Request) -> Approval:
-    actor = person_of(request)
-    companion = request.app.state.companion
-    async with companion.db.transaction() as session:
+def _refused(exc: DecisionRefused) -> ApiError:
+    return ApiError(STATUS[exc.code], str(exc), code=exc.code if exc.code == "expired" else None)
+
+
+@api.get("/approvals", caller=person_of, query=ApprovalFilters, response=ApprovalList, summary="List approvals")
+async def list_approvals(request: Request, actor: Principal, query: ApprovalFilters) -> ApprovalList:
+    """Your calls' approvals, and those an admin rule lets admins decide; newest first, at most 200."""
+    flow = request.app.state.companion.gateway.flow
+    rows = await approvals_for(flow, actor, query.status)
+    return ApprovalList.model_validate({"data": [_view(request, a) for a in rows]})
+
+
+@api.get("/approvals/{approval_id}", caller=person_of, response=ApprovalOut, errors=(404,), summary="Get an approval")
+async def get_approval(request: Request, actor: Principal) -> dict[str, Any]:
+    approval_id = request.path_params["approval_id"]
+    async with request.app.state.companion.db.transaction() as session:
         # A run whose process died shows as outcome_unknown from the first read after its lease lapsed.
         await lifecycle.expire_due(session, workspace_id=actor.workspace_id)
         approval = await session.scalar(
-            select(Approval).where(
-                Approval.id == request.path_params["approval_id"], Approval.workspace_id == actor.workspace_id
-            )
+            select(Approval).where(Approval.id == approval_id, Approval.workspace_id == actor.workspace_id)
         )
     if approval is None or not visible_to(approval, actor):
-        raise ApiError(404, f"No approval {request.path_params['approval_id']} in this workspace")
-    return approval
+        raise ApiError(404, f"No approval {approval_id} in this workspace")
+    return _view(request, approval)
 
 
-async def get_approval(request: Request) -> JSONResponse:
-    approval = await _visible(request)
+async def _decide(
+    request: Request, actor: Principal, *, approve: bool, reason: str | None, remember: str | None
+) -> dict[str, Any]:
     companion = request.app.state.companion
-    return JSONResponse(approval_view(companion.gateway.flow, companion.registry.tools, approval))
-
-
-async def _decide(request: Request, *, approve: bool) -> JSONResponse:
-    actor = person_of(request)
-    companion = request.app.state.companion
-    body = await body_of(request, ApproveBody if approve else DenyBody)
     try:
         approval = await decide_elsewhere(
             companion.gateway.flow,
@@ -82,60 +141,72 @@ async def _decide(request: Request, *, approve: bool) -> JSONResponse:
             request.path_params["approval_id"],
             approve=approve,
             via="api",
-            reason=getattr(body, "reason", None),
-            remember=getattr(body, "remember", None),
+            reason=reason,
+            remember=remember,
         )
     except DecisionRefused as exc:
-        raise ApiError(STATUS[exc.code], str(exc), code=exc.code if exc.code == "expired" else None) from None
-    return JSONResponse(approval_view(companion.gateway.flow, companion.registry.tools, approval))
+        raise _refused(exc) from None
+    return _view(request, approval)
 
 
-async def cancel(request: Request) -> JSONResponse:
-    actor = person_of(request)
-    companion = request.app.state.companion
+@api.post(
+    "/approvals/{approval_id}/approve", caller=person_of, body=ApproveBody, response=ApprovalOut,
+    errors=(404, 409), summary="Approve a call",
+)  # fmt: skip
+async def approve_call(request: Request, actor: Principal, body: ApproveBody) -> dict[str, Any]:
+    """Approve the pending call; the assistant's waiting call (or its next try) then runs it, once.
+
+    409 once it is decided, expired (code ``expired``) or withdrawn.
+    """
+    return await _decide(request, actor, approve=True, reason=None, remember=body.remember)
+
+
+@api.post(
+    "/approvals/{approval_id}/deny", caller=person_of, body=DenyBody, response=ApprovalOut, errors=(404, 409),
+    summary="Deny a call",
+)  # fmt: skip
+async def deny_call(request: Request, actor: Principal, body: DenyBody) -> dict[str, Any]:
+    return await _decide(request, actor, approve=False, reason=body.reason, remember=None)
+
+
+@api.post(
+    "/approvals/{approval_id}/cancel", caller=person_of, response=ApprovalOut, errors=(404, 409),
+    summary="Withdraw your own request",
+)  # fmt: skip
+async def cancel_approval(request: Request, actor: Principal) -> dict[str, Any]:
     try:
-        approval = await cancel_request(companion.gateway.flow, actor, request.path_params["approval_id"])
+        approval = await cancel_request(
+            request.app.state.companion.gateway.flow, actor, request.path_params["approval_id"]
+        )
     except DecisionRefused as exc:
         raise ApiError(STATUS[exc.code], str(exc)) from None
-    return JSONResponse(approval_view(companion.gateway.flow, companion.registry.tools, approval))
+    return _view(request, approval)
 
 
-async def _resolve(request: Request, *, run_again: bool) -> JSONResponse:
-    actor = person_of(request)
-    companion = request.app.state.companion
+async def _resolve(request: Request, actor: Principal, *, run_again: bool) -> dict[str, Any]:
+    flow = request.app.state.companion.gateway.flow
     try:
         approval = await resolve_elsewhere(
-            companion.gateway.flow, actor, request.path_params["approval_id"], run_again=run_again, via="api"
+            flow, actor, request.path_params["approval_id"], run_again=run_again, via="api"
         )
     except DecisionRefused as exc:
         raise ApiError(STATUS[exc.code], str(exc)) from None
-    return JSONResponse(approval_view(companion.gateway.flow, companion.registry.tools, approval))
+    return _view(request, approval)
 
 
-async def run_again(request: Request) -> JSONResponse:
+@api.post(
+    "/approvals/{approval_id}/run-again", caller=person_of, response=ApprovalOut, errors=(404, 409),
+    summary="Settle an unknown outcome: it did not happen",
+)  # fmt: skip
+async def settle_as_not_happened(request: Request, actor: Principal) -> dict[str, Any]:
     """outcome_unknown → approved: it did not happen, so it may run once more on the assistant's next try."""
-    return await _resolve(request, run_again=True)
+    return await _resolve(request, actor, run_again=True)
 
 
-async def happened(request: Request) -> JSONResponse:
+@api.post(
+    "/approvals/{approval_id}/happened", caller=person_of, response=ApprovalOut, errors=(404, 409),
+    summary="Settle an unknown outcome: it happened",
+)  # fmt: skip
+async def settle_as_happened(request: Request, actor: Principal) -> dict[str, Any]:
     """outcome_unknown → succeeded: it did happen, so it is never run again."""
-    return await _resolve(request, run_again=False)
-
-
-async def approve(request: Request) -> JSONResponse:
-    return await _decide(request, approve=True)
-
-
-async def deny(request: Request) -> JSONResponse:
-    return await _decide(request, approve=False)
-
-
-routes = [
-    Route("/approvals", list_approvals, methods=["GET"]),
-    Route("/approvals/{approval_id}", get_approval, methods=["GET"]),
-    Route("/approvals/{approval_id}/approve", approve, methods=["POST"]),
-    Route("/approvals/{approval_id}/deny", deny, methods=["POST"]),
-    Route("/approvals/{approval_id}/cancel", cancel, methods=["POST"]),
-    Route("/approvals/{approval_id}/run-again", run_again, methods=["POST"]),
-    Route("/approvals/{approval_id}/happened", happened, methods=["POST"]),
-]
+    return await _resolve(request, actor, run_again=False)

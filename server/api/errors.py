@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any, TypeVar
 
@@ -9,6 +10,16 @@ from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
+
+from server.services.errors import (
+    Conflict,
+    Forbidden,
+    InvalidArguments,
+    InvalidInput,
+    NotFound,
+    ServiceError,
+    fields_of,
+)
 
 log = logging.getLogger(__name__)
 
@@ -50,29 +61,46 @@ def invalid(fields: dict[str, str]) -> ApiError:
 
 
 def from_validation(exc: ValidationError, *, prefix: str = "") -> ApiError:
-    fields: dict[str, str] = {}
-    for err in exc.errors():
-        location = ".".join(str(p) for p in err["loc"]) or "(body)"
-        message = err["msg"].removeprefix("Value error, ")
-        head, _, rest = message.partition(": ")
-        if err["type"] == "value_error" and rest and " " not in head:
-            # Model-level checks name their own field first ("cap: only an allow rule ...").
-            location, message = ".".join(filter(None, [location if location != "(body)" else "", head])), rest
-        fields[f"{prefix}{location}"] = message
-    return invalid(fields)
+    return invalid(fields_of(exc, prefix=prefix))
+
+
+#: The status each kind of use-case refusal answers with; a kind not listed (nor its base) is a 400.
+SERVICE_STATUSES: dict[type[ServiceError], int] = {NotFound: 404, Forbidden: 403, Conflict: 409}
+
+
+def from_service(exc: ServiceError) -> ApiError:
+    """A use case's refusal as the API answers it: the status by its kind, with its code, message and details."""
+    if isinstance(exc, InvalidArguments):
+        # The call described could not be made at all: refused as the gateway refuses it, before any rule.
+        return ApiError(400, f"Invalid arguments: {exc.message}", code=exc.code, details=exc.details)
+    if isinstance(exc, InvalidInput):
+        return invalid(exc.fields)
+    status = next((SERVICE_STATUSES[kind] for kind in type(exc).__mro__ if kind in SERVICE_STATUSES), 400)
+    return ApiError(status, exc.message, code=exc.code, details=exc.details)
 
 
 M = TypeVar("M", bound=BaseModel)
 
 
-async def body_of(request: Request, model: type[M]) -> M:
-    """The request's JSON body as ``model`` (an empty body is ``{}``); a 422 naming each bad field otherwise."""
+async def body_of(request: Request, model: type[M], *, lone_surrogates: bool = False) -> M:
+    """The request's JSON body as ``model`` (an empty body is ``{}``); a 422 naming each bad field otherwise.
+
+    The JSON parser refuses an escaped lone surrogate (``\\ud800``) as invalid JSON, so no such text
+    reaches a store. ``lone_surrogates`` lets one through to a use case that names the field holding it
+    instead, as a tool's argument checks do; malformed JSON is then a 400.
+    """
     raw = await request.body()
     if b"\\u0000" in raw:
         # PostgreSQL text cannot hold NUL; refused here rather than failing deep in a query.
         raise ApiError(400, "The request body holds a NUL character.", code="bad_request")
     try:
-        return model.model_validate_json(raw or b"{}")
+        if not lone_surrogates:
+            return model.model_validate_json(raw or b"{}")
+        try:
+            data = json.loads(raw or b"{}")
+        except ValueError:
+            raise ApiError(400, "The body must be JSON") from None
+        return model.model_validate(data)
     except ValidationError as exc:
         raise from_validation(exc) from None
 

@@ -32,7 +32,7 @@ class PolicyBody(BaseModel):
 
 
 @api.get("/workspace/in-chat-policy", response=PolicyBody, summary="Read the in-chat approval policy")
-async def read(request: Request) -> PolicyBody:
+async def read_in_chat_policy(request: Request) -> PolicyBody:
     """What an answer given in an assistant's chat may approve in this workspace."""
     caller = api_caller(request)
     async with request.app.state.companion.db.session() as session:
@@ -41,7 +41,7 @@ async def read(request: Request) -> PolicyBody:
 
 
 @api.patch("/workspace/in-chat-policy", body=PolicyBody, response=PolicyBody, errors=(403,), summary="Set the policy")
-async def change(request: Request, body: PolicyBody) -> PolicyBody:
+async def change_in_chat_policy(request: Request, body: PolicyBody) -> PolicyBody:
     """Admins only, with a user key. Applies to the next call of every key in the workspace."""
     person = person_of(request)
     if not person.is_admin:

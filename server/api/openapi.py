@@ -8,7 +8,8 @@ change to a model changes the document.
 from __future__ import annotations
 
 import re
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 from pydantic.json_schema import models_json_schema
@@ -26,6 +27,7 @@ ERROR_STATUSES = {
     415: "The upload's content type is not accepted.",
     422: "A field is invalid; details.fields names each one.",
     429: "Too many requests; wait for Retry-After seconds.",
+    502: "The app's provider failed to answer; the message says how, in Companion's words.",
 }
 
 
@@ -48,7 +50,13 @@ RATE_HEADERS = {
 }
 
 
-def _parameters(operation: Operation, schemas: dict[tuple[type[BaseModel], str], Any]) -> list[dict[str, Any]]:
+#: Which JSON Schema of a model: what a body must be (validation), or what an answer is (serialization).
+Mode = Literal["validation", "serialization"]
+#: The component schema of each (model, mode), as ``models_json_schema`` keys them.
+Keyed = Mapping[tuple[Any, Mode], dict[str, Any]]
+
+
+def _parameters(operation: Operation, schemas: Keyed) -> list[dict[str, Any]]:
     parameters = [
         {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
         for name in re.findall(r"{(\w+)(?::\w+)?}", operation.path)
@@ -64,13 +72,24 @@ def _parameters(operation: Operation, schemas: dict[tuple[type[BaseModel], str],
     return parameters
 
 
+def _success(
+    status: int, model: Any, keyed: Keyed, mode: Mapping[type[BaseModel], Mode], *, html: bool
+) -> dict[str, Any]:
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        return {"description": "No content" if status == 204 else "OK", "headers": RATE_HEADERS}
+    content: dict[str, Any] = {"application/json": {"schema": keyed[(model, mode[model])]}}
+    if html:
+        content["text/html"] = {"schema": {"type": "string"}}
+    return {"description": "OK", "headers": RATE_HEADERS, "content": content}
+
+
 def openapi_document(operations: list[Operation], *, title: str, version: str, server_url: str) -> dict[str, Any]:
     models: set[type[BaseModel]] = {ErrorBody}
     for operation in operations:
-        for model in (operation.body, operation.response):
+        for model in (operation.body, operation.response, *operation.also.values()):
             if isinstance(model, type) and issubclass(model, BaseModel):
                 models.add(model)
-    mode = {m: "serialization" for m in models}
+    mode: dict[type[BaseModel], Mode] = {m: "serialization" for m in models}
     for operation in operations:
         if operation.body is not None:
             mode[operation.body] = "validation"
@@ -102,15 +121,14 @@ def openapi_document(operations: list[Operation], *, title: str, version: str, s
                 "required": True,
                 "content": {"multipart/form-data": {"schema": operation.multipart}},
             }
-        if isinstance(operation.response, type) and issubclass(operation.response, BaseModel):
-            success = {
-                "description": "OK",
-                "headers": RATE_HEADERS,
-                "content": {"application/json": {"schema": keyed[(operation.response, mode[operation.response])]}},
+        answers = {operation.status: operation.response, **operation.also}
+        for status, model in answers.items():
+            entry["responses"][str(status)] = _success(status, model, keyed, mode, html=operation.html)
+        for status, where in operation.redirects.items():
+            entry["responses"][str(status)] = {
+                "description": where,
+                "headers": {"Location": {"description": "Where the browser goes next", "schema": {"type": "string"}}},
             }
-        else:
-            success = {"description": "No content" if operation.status == 204 else "OK", "headers": RATE_HEADERS}
-        entry["responses"][str(operation.status)] = success
         statuses = {400, 401, 429, *operation.errors} | ({403} if not operation.public else set())
         if operation.query is not None or operation.body is not None:
             statuses.add(422)

@@ -9,7 +9,13 @@ An endpoint is declared with the models of its query, body and answer::
 
 The router parses and checks the query and body (a 422 names each bad field),
 calls the endpoint with them, and serialises what it returns through the
-response model, so the document cannot drift from the code.
+response model, so the document cannot drift from the code. A use case's
+refusal (``server.services.errors``) becomes the API's error answer here.
+
+``caller`` names who may call (``person_of``: a person's user key): it runs
+before anything of the request is read, and the endpoint gets its principal as
+``actor``. An endpoint that answers another status on some paths (202 for an
+OAuth start beside 201 for a key) declares it in ``also`` and returns a ``Reply``.
 """
 
 from __future__ import annotations
@@ -25,7 +31,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from server.api.auth import principal_of
-from server.api.errors import ApiError, body_of, from_validation
+from server.api.errors import ApiError, body_of, from_service, from_validation
+from server.services.errors import ServiceError
 from store.models import KeyKind
 from store.principal import Principal
 
@@ -49,6 +56,16 @@ class Operation:
     public: bool = False
     #: Whether an agent key may call it although it is not a GET (none does today: see ``refuse_agent_writes``).
     agent_may_write: bool = False
+    #: Who may call, checked before the request is read; its principal is passed to the endpoint as ``actor``.
+    caller: Callable[[Request], Principal] | None = None
+    #: Other success statuses and their answers' models (None: no body), returned as a ``Reply``.
+    also: dict[int, Any] = field(default_factory=dict)
+    #: Redirects it answers (a browser's way through OAuth), each with what it leads to.
+    redirects: dict[int, str] = field(default_factory=dict)
+    #: Whether a browser that accepts HTML gets the success answer as a page instead of JSON.
+    html: bool = False
+    #: Whether the body may carry an escaped lone surrogate to the endpoint, which names the field (``body_of``).
+    lone_surrogates: bool = False
 
     @property
     def writes(self) -> bool:
@@ -56,6 +73,15 @@ class Operation:
 
 
 M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """An answer with another of the operation's declared statuses (``also``) than its usual one."""
+
+    status: int
+    body: BaseModel | None = None
+
 
 AGENT_WRITE_REFUSED = (
     "An agent key can read over the REST API but cannot change anything: uploads, data, integrations, "
@@ -113,6 +139,9 @@ class ApiRouter:
     def post(self, path: str, **spec: Any) -> Callable[[Endpoint], Endpoint]:
         return self.add("POST", path, **spec)
 
+    def put(self, path: str, **spec: Any) -> Callable[[Endpoint], Endpoint]:
+        return self.add("PUT", path, **spec)
+
     def patch(self, path: str, **spec: Any) -> Callable[[Endpoint], Endpoint]:
         return self.add("PATCH", path, **spec)
 
@@ -125,28 +154,38 @@ class ApiRouter:
 
 def _handler(operation: Operation) -> Callable[[Request], Awaitable[Response]]:
     async def handle(request: Request) -> Response:
-        if not operation.public:
-            # Who is asking comes before what they sent: a stranger learns nothing from validation errors,
-            # and an agent key's upload is refused before a byte of it is read.
-            principal = principal_of(request)
-            if operation.writes and not operation.agent_may_write:
-                refuse_agent_writes(principal)
         arguments: dict[str, Any] = {}
+        principal: Principal | None = None
+        # Who is asking comes before what they sent: a stranger learns nothing from validation errors,
+        # and an agent key's upload is refused before a byte of it is read.
+        if operation.caller is not None:
+            principal = arguments["actor"] = operation.caller(request)
+        elif not operation.public:
+            principal = principal_of(request)
+        if principal is not None and operation.writes and not operation.agent_may_write:
+            refuse_agent_writes(principal)
         if operation.query is not None:
             arguments["query"] = query_of(request, operation.query)
         if operation.body is not None:
-            arguments["body"] = await body_of(request, operation.body)
-        result = await operation.endpoint(request, **arguments)
+            arguments["body"] = await body_of(request, operation.body, lone_surrogates=operation.lone_surrogates)
+        try:
+            result = await operation.endpoint(request, **arguments)
+        except ServiceError as exc:
+            raise from_service(exc) from None
         if isinstance(result, Response):
             return result
+        status, model = operation.status, operation.response
+        if isinstance(result, Reply):
+            if result.status not in operation.also:
+                raise AssertionError(f"{operation.endpoint.__name__} answered an undeclared {result.status}")
+            status, model, result = result.status, operation.also[result.status], result.body
         if result is None:
-            return Response(status_code=204 if operation.status == 200 else operation.status)
-        model = operation.response
+            return Response(status_code=204 if status == 200 else status)
         if isinstance(model, type) and issubclass(model, BaseModel) and not isinstance(result, model):
             # What leaves is what the document promises: an answer outside its model is a bug here, not data.
             result = model.model_validate(result)
-        payload = result.model_dump(mode="json") if isinstance(result, BaseModel) else result
-        return JSONResponse(payload, status_code=operation.status)
+        payload = result.model_dump(mode="json", by_alias=True) if isinstance(result, BaseModel) else result
+        return JSONResponse(payload, status_code=status)
 
     handle.__name__ = operation.endpoint.__name__
     return handle

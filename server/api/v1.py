@@ -43,6 +43,9 @@ ROUTERS: list[ApiRouter] = [
     webhooks.api,
     uploads.api,
     models.api,
+    approvals.api,
+    rules.api,
+    integrations.api,
 ]
 
 #: Long-running tasks started with the server (and stopped with it), each given the Companion.
@@ -70,7 +73,4 @@ def routes() -> list[BaseRoute]:
     return [
         Route("/openapi.json", openapi_json, methods=["GET"]),
         *declared,
-        *approvals.routes,
-        *rules.routes,
-        *integrations.routes,
     ]

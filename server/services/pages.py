@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import ColumnElement, Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.api.errors import invalid
+from server.services.errors import InvalidInput
 from tools.errors import InvalidArguments
 from tools.pagination import encode_cursor, keyset
 
@@ -68,7 +68,7 @@ async def paginate(
         try:
             limited = keyset(query, order, cursor=paging.cursor, limit=size, descending=descending)
         except InvalidArguments:
-            raise invalid({"cursor": "not a cursor this endpoint returned"}) from None
+            raise InvalidInput({"cursor": "not a cursor this endpoint returned"}) from None
         rows = list(await (session.scalars(limited) if scalars else session.execute(limited)))
         total = None
         page_number = None

@@ -2,8 +2,9 @@
 
 Admins see and manage workspace rules; everyone sees and manages their own
 personal rules (``RuleBook.visible_to`` and ``may_manage``). Saving goes
-through the rule book, simulating and explaining through ``approvals.whatif``,
-so the console decides exactly as the gateway does.
+through the rule book, simulating and explaining through the rule what-ifs
+(``server.services.rule_whatifs``, as the API and the CLI do), so the console
+decides exactly as the gateway does.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from approvals import whatif
 from approvals.rulebook import RulePermissionError, may_manage
 from approvals.rules import WEEKDAYS, Effect, Rule, RuleError
+from server.services.errors import Forbidden, ServiceError
+from server.services.rule_whatifs import RuleChanges, RuleWhatIfs
 from server.web import rules_explain
 from server.web.pages import Refused, Viewer, companion_of, flash, form_of, is_htmx, page, redirect, render
 from server.web.people_lookup import Person, people_by_id
@@ -311,7 +313,7 @@ async def _submitted(
     except FormErrors as problems:
         return await _editor(request, viewer, draft, existing=existing, errors=problems.fields, status=422)
     if action == "simulate":
-        simulation = await _simulate(request, viewer, rule, existing)
+        simulation = await _simulate(request, viewer, changes, existing)
         return await _editor(request, viewer, draft, existing=existing, simulation=simulation)
     companion = companion_of(request)
     try:
@@ -350,26 +352,25 @@ def _checked(request: Request, viewer: Viewer, draft: RuleDraft, existing: Rule 
     return rule, changes
 
 
-async def _simulate(request: Request, viewer: Viewer, rule: Rule, existing: Rule | None) -> Simulation:
-    """How the last week's calls would have gone with this rule saved; nothing is saved."""
+async def _simulate(request: Request, viewer: Viewer, changes: dict[str, Any], existing: Rule | None) -> Simulation:
+    """How the last week's calls would have gone with this rule saved; nothing is saved.
+
+    The rule is proposed as the API proposes a change (``RuleWhatIfs.replay``), so both replay alike.
+    """
     companion = companion_of(request)
     actor = viewer.principal
-
-    def propose(current: list[Rule]) -> list[Rule]:
-        if existing is None:
-            return [*current, rule.model_copy(update={"id": "proposed"})]
-        return [rule if r.id == existing.id else r for r in current]
-
+    whatifs = RuleWhatIfs(companion.rulebook, companion.box, companion.registry)
+    proposal = RuleChanges(add=[changes]) if existing is None else RuleChanges(update={existing.id: changes})
     until = utcnow()
-    replay = await whatif.simulate(
-        companion.rulebook,
-        companion.box,
-        actor,
-        propose=propose,
-        since=until - timedelta(days=SIMULATED_DAYS),
-        until=until,
-        limit=SIMULATED_CALLS_SHOWN,
-    )
+    try:
+        replay = await whatifs.replay(
+            actor, proposal, since=until - timedelta(days=SIMULATED_DAYS), until=until, limit=SIMULATED_CALLS_SHOWN
+        )
+    except Forbidden as exc:
+        raise Refused(403, str(exc)) from None
+    except ServiceError as exc:
+        # The form was checked as saving checks it: only a rule someone changed or deleted meanwhile lands here.
+        raise Refused(409, f"The rule changed meanwhile: {exc}. Reload the page.", "Changed meanwhile") from None
     async with companion.db.session() as session:
         people = await people_by_id(session, [call.user_id for call in replay.calls])
     titles = _vocabulary(request).tool_titles

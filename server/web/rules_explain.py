@@ -18,6 +18,8 @@ from starlette.routing import Route
 from approvals import whatif
 from approvals.rulebook import may_see
 from approvals.rules import Cap, RuleRef
+from server.services.errors import Forbidden, InvalidArguments, InvalidInput
+from server.services.rule_whatifs import ExplainRequest, RuleWhatIfs
 from server.web.pages import Refused, Viewer, companion_of, is_htmx, page, render
 from server.web.people_lookup import members_of, people_by_id
 from server.web.rules_form import tool_groups
@@ -179,21 +181,15 @@ async def explain(request: Request, viewer: Viewer) -> Response:
     elif asked:
         arguments, errors = arguments_from(inputs, values, raw_json)
         if not errors:
+            whatifs = RuleWhatIfs(companion.rulebook, companion.box, companion.registry)
+            question = ExplainRequest(tool=tool, arguments=arguments, user=who, connection_scope=connection_scope)
             try:
-                explained = await whatif.explain(
-                    companion.rulebook,
-                    actor,
-                    tool=tool,
-                    arguments=arguments,
-                    who=who,
-                    connection_scope=connection_scope,
-                    canonicalize=whatif.canonical_form(companion.registry, tool),
-                )
-            except whatif.InvalidArguments as exc:
+                explained = await whatifs.explain(actor, question)
+            except InvalidArguments as exc:
                 errors = form_errors(inputs, exc.fields)
-            except whatif.InvalidQuestion as exc:
+            except InvalidInput as exc:
                 errors = exc.fields
-            except whatif.AskingForOthers as exc:
+            except Forbidden as exc:
                 raise Refused(403, str(exc)) from None
             else:
                 explanation = await _explanation(request, viewer, explained, who)

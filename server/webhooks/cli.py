@@ -1,6 +1,6 @@
 """``companion webhooks``: the API's webhook operations from the command line, acting as a member.
 
-Each command runs the same service function as its API endpoint, so the
+Each command runs the same use case as its API endpoint (``server.services.webhooks``), so the
 permission rules, the URL checks and the one-time secret are the same.
 """
 
@@ -48,14 +48,21 @@ def _limit(text: str) -> int:
 def _webhooks(args: argparse.Namespace) -> None:
     from pydantic import ValidationError
 
-    from server.api import webhooks as service
-    from server.api.errors import from_validation
     from server.cli import CliError, _acting
+    from server.services.errors import InvalidInput, ServiceError
     from server.services.pages import PageQuery
+    from server.services.webhooks import DeliveryQuery, WebhookIn, Webhooks
+    from store.principal import Principal
 
     async def work(companion: Any, person: Any) -> Any:
+        try:
+            return await run(Webhooks(companion.db, companion.box, companion.settings), person)
+        except ServiceError as exc:
+            raise CliError(str(exc)) from None
+
+    async def run(webhooks: Webhooks, person: Principal) -> Any:
         if args.action == "list":
-            page = await service.webhooks_page(companion, person, PageQuery(per_page=100))
+            page = await webhooks.page(person, PageQuery(per_page=100))
             rows = [e.model_dump(mode="json") for e in page.data]
             if args.json:
                 return rows
@@ -67,10 +74,10 @@ def _webhooks(args: argparse.Namespace) -> None:
             return None
         if args.action == "add":
             try:
-                body = service.WebhookIn(url=args.url, events=args.events, description=args.description)
+                body = WebhookIn(url=args.url, events=args.events, description=args.description)
             except ValidationError as exc:
-                raise from_validation(exc) from None
-            created = (await service.add_webhook(companion, person, body)).model_dump(mode="json")
+                raise InvalidInput.of(exc) from None
+            created = (await webhooks.add(person, body)).model_dump(mode="json")
             if args.json:
                 return created
             print(f"Created webhook endpoint {created['id']} for {created['url']} ({', '.join(created['events'])}).")
@@ -78,12 +85,12 @@ def _webhooks(args: argparse.Namespace) -> None:
             print("Copy it now: it is not shown again.")
             return None
         if args.action == "remove":
-            await service.remove_webhook(companion, person, args.endpoint_id)
+            await webhooks.remove(person, args.endpoint_id)
             print(f"Removed {args.endpoint_id}.")
             return None
         if args.action == "deliveries":
-            query = service.DeliveryQuery(per_page=args.limit, status=args.status)
-            page = await service.deliveries_page(companion, person, args.endpoint_id, query)
+            query = DeliveryQuery(per_page=args.limit, status=args.status)
+            page = await webhooks.deliveries(person, args.endpoint_id, query)
             rows = [d.model_dump(mode="json") for d in page.data]
             if args.json:
                 return rows
@@ -96,14 +103,14 @@ def _webhooks(args: argparse.Namespace) -> None:
                 print("no deliveries")
             return None
         if args.action == "test":
-            delivery = await service.send_test(companion, person, args.endpoint_id)
+            delivery = await webhooks.send_test(person, args.endpoint_id)
             if delivery.status is not DeliveryStatus.DELIVERED:
                 raise CliError(f"test event not delivered: {delivery.last_error}")
             if args.json:
                 return delivery.model_dump(mode="json")
             print(f"Test event {delivery.id} delivered (HTTP {delivery.last_status_code}).")
             return None
-        delivery = await service.retry_delivery(companion, person, args.delivery_id)
+        delivery = await webhooks.retry(person, args.delivery_id)
         if args.json:
             return delivery.model_dump(mode="json")
         print(f"Queued {delivery.id} again; the server's worker will send it.")
