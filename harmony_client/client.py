@@ -13,10 +13,13 @@ import httpx
 
 from harmony_client._http import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT, AsyncHttp, SyncHttp
 from harmony_client.models import RateLimit
+from harmony_client.resources.approvals import Approvals, AsyncApprovals
 from harmony_client.resources.contacts import AsyncContacts, Contacts
 from harmony_client.resources.insights import AsyncInsights, Insights
+from harmony_client.resources.integrations import AsyncIntegrations, Integrations
 from harmony_client.resources.keys import AsyncKeys, Keys
 from harmony_client.resources.meetings import AsyncMeetings, Meetings
+from harmony_client.resources.rules import AsyncRules, Rules
 
 
 class Harmony:
@@ -43,6 +46,9 @@ class Harmony:
         self.contacts = Contacts(self._http)
         self.insights = Insights(self._http)
         self.keys = Keys(self._http)
+        self.approvals = Approvals(self._http)
+        self.rules = Rules(self._http)
+        self.integrations = Integrations(self._http)
 
     @property
     def rate_limit(self) -> RateLimit | None:
@@ -78,6 +84,9 @@ class AsyncHarmony:
         self.contacts = AsyncContacts(self._http)
         self.insights = AsyncInsights(self._http)
         self.keys = AsyncKeys(self._http)
+        self.approvals = AsyncApprovals(self._http)
+        self.rules = AsyncRules(self._http)
+        self.integrations = AsyncIntegrations(self._http)
 
     @property
     def rate_limit(self) -> RateLimit | None:

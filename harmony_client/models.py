@@ -2,8 +2,13 @@
 
 The names drop the server's ``Out`` suffixes (``MeetingOut`` is ``Meeting``,
 ``KeyOut`` is ``ApiKey``, ``NewKey`` is ``NewApiKey``, ``JobOut`` is
-``ProcessingJob``, ``StoredFileOut`` is ``StoredFile``); the fields are the
-server's, one for one. Models keep fields a newer server adds (``extra="allow"``)
+``ProcessingJob``, ``StoredFileOut`` is ``StoredFile``, ``ApprovalOut`` is
+``Approval``, ``RuleOut`` is ``Rule``, ``AppOut`` is ``App``, ``ConnectionOut``
+is ``Connection``, ``TestResult`` is ``ConnectionTest``, ``MappingsOut`` is
+``Mappings``, ``OAuthStarted`` is ``OAuthStart``, ``SyncRunOut`` is
+``SyncRun``); the fields are the server's, one for one. Python names stand in
+for the two that are keywords: a simulation's and an hour window's
+``from``/``to`` are ``since``/``until`` (``start``/``end``). Models keep fields a newer server adds (``extra="allow"``)
 and accept enum values this client does not know yet, so an old client keeps
 working when the API grows.
 """
@@ -12,8 +17,8 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Annotated, Any, Generic, TypeVar
+from datetime import datetime, time
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -196,6 +201,267 @@ class ProcessingStatus(Model):
     status: OpenEnum[MeetingStatus]
     error: str | None = Field(description="Why processing failed, when the status is failed")
     job: ProcessingJob | None
+
+
+class ApprovalStatus(enum.StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    DENIED = "denied"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+    EXECUTING = "executing"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    OUTCOME_UNKNOWN = "outcome_unknown"
+
+
+class Approval(Model):
+    """One call waiting for (or past) a person's decision, bound to its exact arguments."""
+
+    id: str
+    status: OpenEnum[ApprovalStatus]
+    app: str
+    app_name: str
+    tool: str
+    risk: str
+    summary: str = Field(description="What will happen, in plain words: every recipient in full")
+    sender: str = Field(description="The connection the call acts through")
+    remember_scope: str | None = Field(description="What approving with remember would approve later")
+    full_arguments: str = Field(description="Every argument as indented ASCII JSON, nothing hidden")
+    arguments: dict[str, Any]
+    reasons: list[str]
+    rule_ids: list[str]
+    require_out_of_band: bool
+    user_id: str = Field(description="Who asked")
+    connection_id: str
+    created_at: datetime
+    expires_at: datetime
+    decided_at: datetime | None
+    decided_by: str | None
+    decided_via: str | None
+    reason: str | None
+    remember_rule_id: str | None
+    result: dict[str, Any] | None = Field(description="The call's result, once it ran")
+    error: str | None
+    approve_url: str = Field(description="The approval page")
+
+
+class ApprovalList(Model):
+    data: list[Approval]
+
+
+class Effect(enum.StrEnum):
+    ALLOW = "allow"
+    ASK = "ask"
+    DENY = "deny"
+
+
+class Condition(Model):
+    """A test on one argument (a dotted path such as ``deal.amount``), or on every recipient (``@recipients``)."""
+
+    arg: str
+    op: str = Field(description="eq, in, not_in, lt, gt, matches, domain_in, max_length, exists, contains, ...")
+    value: Any = None
+
+
+class HourWindow(Model):
+    start: time = Field(alias="from")
+    end: time = Field(alias="to")
+
+
+class RuleContext(Model):
+    roles: list[str] | None = None
+    connection_scope: str | None = None
+    connection_ids: list[str] | None = None
+    weekdays: list[str] | None = None
+    hours: HourWindow | None = None
+
+
+class Cap(Model):
+    max: int
+    per_seconds: int
+
+
+class Rule(Model):
+    """An auto-approval rule as the server keeps it."""
+
+    id: str = ""
+    effect: OpenEnum[Effect]
+    scope: str = Field(description="workspace (an admin's) or user (your own)")
+    app: str | None = None
+    tool: str = "*"
+    risk: str | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+    context: RuleContext = Field(default_factory=RuleContext)
+    cap: Cap | None = None
+    expires_at: datetime | None = None
+    mode: str = "enforce"
+    locked: bool = False
+    require_out_of_band: bool = False
+    admin_may_approve: bool = False
+    description: str = ""
+
+
+class RuleList(Model):
+    data: list[Rule]
+
+
+class RuleMatch(Model):
+    id: str
+    effect: OpenEnum[Effect]
+    scope: str
+    description: str
+
+
+class ShadowDecision(Model):
+    effect: OpenEnum[Effect] = Field(description="What rules in shadow mode would have decided")
+    rules: list[str]
+
+
+class CapApplied(Model):
+    rule_id: str
+    max: int
+    per_seconds: int
+
+
+class Explanation(Model):
+    """The decision a call would get, the rules that decided it, and every rule that matched it."""
+
+    tool: str
+    user_id: str
+    effect: OpenEnum[Effect]
+    reasons: list[str]
+    rules: list[RuleMatch] = Field(description="The rules that decided")
+    matched: list[RuleMatch] = Field(description="Every rule that matched, the deciding ones included")
+    shadow: ShadowDecision | None
+    caps: list[CapApplied]
+    require_out_of_band: bool
+
+
+class SimulatedCall(Model):
+    audit_id: int
+    at: datetime
+    user_id: str
+    tool: str
+    recorded: str = Field(description="The decision the call got when it was made")
+    before: OpenEnum[Effect]
+    after: OpenEnum[Effect]
+    after_rules: list[str]
+
+
+class Simulation(Model):
+    since: datetime = Field(alias="from")
+    until: datetime = Field(alias="to")
+    replayed: int
+    changed: int
+    withheld: int = Field(description="Others' calls not replayed, as a rule would read their arguments")
+    counts: dict[str, int] = Field(description='Changed calls by move, e.g. {"ask->allow": 2}')
+    calls: list[SimulatedCall]
+
+
+class ToolSummary(Model):
+    name: str
+    title: str
+    risk: str
+
+
+class SyncFields(Model):
+    provider_fields: list[str]
+    default_mappings: dict[str, str]
+
+
+class App(Model):
+    """An app this server can connect, with how it connects, what it asks for and the tools it brings."""
+
+    id: str
+    name: str
+    description: str
+    category: str
+    scopes: list[str]
+    methods: list[str]
+    oauth_configured: bool | None
+    setup_fields: list[dict[str, Any]]
+    options: list[dict[str, Any]]
+    syncs: str | None
+    sync_fields: SyncFields | None
+    tools: list[ToolSummary]
+
+
+class AppList(Model):
+    data: list[App]
+
+
+class Connection(Model):
+    """A connected app: never its credentials."""
+
+    id: str
+    app: str
+    app_name: str
+    scope: str
+    label: str
+    status: str = Field(description="active, needs_reauth, error or disconnected")
+    auth_method: str
+    setup: dict[str, Any]
+    options: dict[str, Any]
+    mappings: dict[str, Any]
+    has_credentials: bool
+    last_error: str | None
+    owner_id: str | None
+    created_at: datetime | None
+    updated_at: datetime | None
+    last_sync_at: datetime | None
+
+
+class ConnectionList(Model):
+    data: list[Connection]
+
+
+class OAuthStart(Model):
+    """An OAuth connect begun: open ``authorize_url`` in a browser signed in to the console as the same person."""
+
+    flow_id: str
+    authorize_url: str
+    expires_at: datetime
+
+
+class ConnectionTest(Model):
+    ok: bool
+    code: str | None
+    message: str
+    failure: str | None = None
+
+
+class ChoiceList(Model):
+    data: list[dict[str, Any]]
+
+
+class Mappings(Model):
+    fields: dict[str, str]
+    direction: str
+    auto_sync: bool
+    objects: dict[str, str] | None = None
+    provider_fields: list[str]
+    provider_objects: list[str]
+    object: str
+
+
+class SyncRun(Model):
+    id: str
+    connection_id: str
+    full: bool
+    status: str = Field(description="running, succeeded or failed")
+    triggered_by: str | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    counts: dict[str, Any]
+    errors: list[Any]
+
+
+class SyncRunList(Model):
+    data: list[SyncRun]
+
+
+Remember = Literal["no", "1h", "30d"]
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,9 @@
 """harmony_client, the Python SDK, against the real app: in process (async) and on a live uvicorn server (sync).
 
-Auto-pagination over the 24 demo meetings, filters, each resource, typed
-errors parsed from real error answers, rate-limit headers and a real 429,
+Auto-pagination over the 24 demo meetings, filters, each resource (approvals
+decided for an assistant's real calls, rules explained and simulated against
+recorded ones, an app connected to a fake Linear and walked through its life),
+typed errors parsed from real error answers, rate-limit headers and a real 429,
 an upload and its status, the models checked field by field against
 ``/api/v1/openapi.json``, webhook verification against the server's signer
 and the documented receiver snippet, and the seed's three use cases as the
@@ -20,15 +22,17 @@ import json
 import os
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
 import httpx
+import httpx2
 import pytest
 import uvicorn
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
@@ -50,10 +54,15 @@ from harmony_client import (
     models,
     webhooks,
 )
-from server.app import create_app
+from server import demo
+from server.app import Companion, create_app
+from server.demo import DemoKeys
 from server.webhooks import signing
-from store.models import Insight, Meeting, MeetingContact, MeetingStatus, Plan, Team, Workspace
-from tests.conftest import free_port
+from store.models import Base, Insight, Meeting, MeetingContact, MeetingStatus, Plan, Team, Workspace
+from tests.conftest import TEST_SECRET, free_port, mcp_client
+from tests.fakes.base import serve
+from tests.fakes.linear import LinearFake
+from tests.providers import provider_settings
 from tests.webhook_receiver import load_snippet
 
 pytestmark = pytest.mark.anyio
@@ -153,13 +162,27 @@ async def test_the_models_match_the_openapi_document_field_by_field(app):
         "Page_MeetingOut_": models.Page[models.Meeting], "KeyOut": models.ApiKey, "NewKey": models.NewApiKey,
         "KeyList": models.KeyList, "UploadAccepted": models.UploadAccepted, "StoredFileOut": models.StoredFile,
         "ProcessingStatus": models.ProcessingStatus, "JobOut": models.ProcessingJob,
+        "ApprovalOut": models.Approval, "ApprovalList": models.ApprovalList, "RuleOut": models.Rule,
+        "RuleList": models.RuleList, "Condition": models.Condition, "RuleContext": models.RuleContext,
+        "HourWindow": models.HourWindow, "Cap": models.Cap, "Explanation": models.Explanation,
+        "RuleMatch": models.RuleMatch, "ShadowDecision": models.ShadowDecision, "CapApplied": models.CapApplied,
+        "Simulation": models.Simulation, "SimulatedCall": models.SimulatedCall, "AppOut": models.App,
+        "AppList": models.AppList, "ToolSummary": models.ToolSummary, "SyncFields": models.SyncFields,
+        "ConnectionOut": models.Connection, "ConnectionList": models.ConnectionList,
+        "OAuthStarted": models.OAuthStart, "TestResult": models.ConnectionTest, "ChoiceList": models.ChoiceList,
+        "MappingsOut": models.Mappings, "SyncRunOut": models.SyncRun, "SyncRunList": models.SyncRunList,
     }  # fmt: skip
     for name, model in pairs.items():
         schema = schemas[name]
-        required = {field for field, info in model.model_fields.items() if info.is_required()}
-        assert set(model.model_fields) == set(schema["properties"]), name
+        # A field named for a Python keyword (``from``) carries the API's name as its alias.
+        names = {info.alias or field: info for field, info in model.model_fields.items()}
+        required = {field for field, info in names.items() if info.is_required()}
+        assert set(names) == set(schema["properties"]), name
         assert required == set(schema.get("required", [])), name
-    for name, enum in (("MeetingStatus", models.MeetingStatus), ("KeyKind", models.KeyKind)):
+    for name, enum in (
+        ("MeetingStatus", models.MeetingStatus), ("KeyKind", models.KeyKind), ("ApprovalStatus", models.ApprovalStatus),
+        ("Effect", models.Effect),
+    ):  # fmt: skip
         assert [member.value for member in enum] == schemas[name]["enum"]
     assert [member.value for member in models.JobState] == schemas["JobStatus"]["enum"]
 
@@ -566,6 +589,186 @@ def test_tolerance_is_the_callers_choice():
     old = signed(b"{}", at=time.time() - 600)
     assert webhooks.verify(SECRET, old, b"{}", tolerance=900) == {}
     assert webhooks.sign(SECRET, old["X-Harmony-Timestamp"], "{}") == old["X-Harmony-Signature"]
+
+
+# --- Approvals, rules and integrations: what a person decides, with their user key ---
+
+
+async def waiting_call(app: Any, agent_key: str, text: str) -> str:
+    """An assistant's call that needs a person's approval; the id of its approval."""
+    async with mcp_client(BASE.removesuffix("/api/v1"), agent_key, transport=httpx2.ASGITransport(app=app)) as mcp:
+        result = await mcp.call_tool("harmony_create_action_item", {"meeting_id": "mtg_missing", "text": text})
+    assert result.structured_content and result.structured_content["status"] == "approval_required"
+    return str(result.structured_content["approval_id"])
+
+
+async def test_a_script_approves_and_denies_what_an_assistant_asked(app, connect, demo_keys):
+    alice = connect(demo_keys.user_keys[ALICE])
+    to_approve = await waiting_call(app, demo_keys.keys[ALICE], "send the deck to Carol")
+    to_deny = await waiting_call(app, demo_keys.keys[ALICE], "fire Bob")
+    pending = {a.id: a for a in await alice.approvals.list()}
+    assert set(pending) == {to_approve, to_deny}
+    shown = pending[to_deny]
+    assert shown.status is models.ApprovalStatus.PENDING and shown.tool == "harmony_create_action_item"
+    assert shown.arguments["text"] == "fire Bob" and "fire Bob" in shown.full_arguments
+    assert shown.expires_at > shown.created_at and shown.approve_url.endswith(to_deny)
+    approved = await alice.approvals.approve(to_approve)
+    assert approved.status is models.ApprovalStatus.APPROVED and approved.decided_via == "api"
+    denied = await alice.approvals.deny(to_deny, reason="not through the assistant")
+    assert (denied.status, denied.reason) == (models.ApprovalStatus.DENIED, "not through the assistant")
+    assert (await alice.approvals.get(to_deny)).decided_by == denied.decided_by
+    assert await alice.approvals.list() == []
+    assert {a.id for a in await alice.approvals.list(status=None)} == {to_approve, to_deny}
+    with pytest.raises(HarmonyError) as again:
+        await alice.approvals.approve(to_deny)
+    assert (again.value.status, again.value.code) == (409, "conflict")
+    assert again.value.message == f"Approval {to_deny} is already denied"
+    with pytest.raises(NotFound):
+        await connect(demo_keys.user_keys[ADMIN]).approvals.get(to_approve)  # Alice's own, not a shared one
+    with pytest.raises(Forbidden):
+        await connect(demo_keys.keys[ALICE]).approvals.approve(to_approve)  # never the assistant's own key
+
+
+async def test_a_request_is_withdrawn_and_the_sync_client_decides_over_a_socket(live_server, demo_keys):
+    async with mcp_client(live_server, demo_keys.keys[ADMIN]) as mcp:
+        waiting = await mcp.call_tool("harmony_create_action_item", {"meeting_id": "mtg_x", "text": "call Dan"})
+        withdrawn = await mcp.call_tool("harmony_create_action_item", {"meeting_id": "mtg_x", "text": "call Eve"})
+    ids = [str(r.structured_content["approval_id"]) for r in (waiting, withdrawn)]
+
+    def decide() -> tuple[models.Approval, models.Approval]:
+        with Harmony(api_key=demo_keys.user_keys[ADMIN], base_url=f"{live_server}/api/v1") as harmony:
+            return harmony.approvals.approve(ids[0], remember="1h"), harmony.approvals.cancel(ids[1])
+
+    approved, cancelled = await in_thread(decide)
+    assert approved.status is models.ApprovalStatus.APPROVED and approved.remember_rule_id
+    assert cancelled.status is models.ApprovalStatus.CANCELLED
+
+
+async def test_a_script_manages_rules_and_asks_what_they_would_decide(app, admin, connect, demo_keys, companion):
+    rule = await admin.rules.create(
+        effect="deny", scope="workspace", tool="harmony_create_action_item",
+        conditions=[models.Condition(arg="text", op="contains", value="fire")],
+        context={"hours": {"from": "00:00", "to": "23:59"}}, description="No firing through the assistant",
+    )  # fmt: skip
+    assert rule.id and rule.effect is models.Effect.DENY and rule.conditions[0].value == "fire"
+    assert rule.context.hours is not None and rule.context.hours.end.hour == 23
+    assert [r.id for r in await admin.rules.list()] == [rule.id]
+    changed = await admin.rules.update(rule.id, description="No firing", app="harmony")
+    assert (changed.description, changed.app, changed.conditions) == ("No firing", "harmony", rule.conditions)
+    assert (await admin.rules.update(rule.id, app=None)).app is None, "None clears what may be empty"
+    assert await admin.rules.get(rule.id) == await admin.rules.update(rule.id)
+
+    explained = await admin.rules.explain("harmony_create_action_item", {"text": "fire Bob"}, user=ALICE)
+    assert explained.effect is models.Effect.DENY and [r.id for r in explained.rules] == [rule.id]
+    harmless = await admin.rules.explain("harmony_create_action_item", {"text": "hire Bob"})
+    assert harmless.effect is models.Effect.ASK and harmless.rules == [] and harmless.reasons
+    with pytest.raises(HarmonyError) as bad_arguments:
+        await admin.rules.explain("harmony_create_action_item", {"text": 7})
+    assert (bad_arguments.value.status, bad_arguments.value.code) == (400, "invalid_arguments")
+    assert set(bad_arguments.value.details["fields"]) == {"arguments.text"}
+
+    alice = connect(demo_keys.user_keys[ALICE])
+    await waiting_call(app, demo_keys.keys[ALICE], "email Carol")
+    await companion.audit.flush()  # call rows are queued; a replay reads what is written
+    allow = {"effect": "allow", "scope": "user", "tool": "harmony_create_action_item"}
+    simulated = await alice.rules.simulate(add=[allow], since=datetime.now(UTC) - timedelta(hours=1))
+    assert simulated.replayed == 1 and simulated.counts == {"ask->allow": 1}
+    call = simulated.calls[0]
+    assert (call.before, call.after) == (models.Effect.ASK, models.Effect.ALLOW) and call.recorded == "ask"
+    assert simulated.since < call.at < simulated.until
+    # Alice's call is decided on its arguments by the admin's rule, so the admin's replay withholds it.
+    withheld = await admin.rules.simulate(remove=[rule.id])
+    assert (withheld.replayed, withheld.withheld) == (0, 1)
+
+    with pytest.raises(InvalidRequest) as unknown_tool:
+        await alice.rules.create(effect="allow", scope="user", tool="harmony_teleport")
+    assert unknown_tool.value.fields == {"tool": "'harmony_teleport' matches no tool of any app"}
+    with pytest.raises(Forbidden):
+        await alice.rules.create(effect="allow", scope="workspace")
+    with pytest.raises(NotFound):
+        await alice.rules.get(rule.id)
+    with pytest.raises(Forbidden):
+        await connect(demo_keys.keys[ADMIN]).rules.list()
+    await admin.rules.delete(rule.id)
+    with pytest.raises(NotFound):
+        await admin.rules.get(rule.id)
+
+
+@dataclass
+class LinearWorld:
+    """A server whose Linear is a fake on loopback, with its OAuth client configured."""
+
+    companion: Companion
+    fake: LinearFake
+    keys: DemoKeys
+    transport: httpx.ASGITransport
+
+
+@pytest.fixture
+async def linear(settings, registry) -> AsyncIterator[LinearWorld]:
+    fake = LinearFake()
+    async with serve(fake) as origin:
+        companion = Companion.build(provider_settings(settings, "linear", origin), registry=registry)
+        async with companion.db.transaction() as session:
+            for table in reversed(Base.metadata.sorted_tables):
+                await session.execute(delete(table))
+            keys = await demo.seed(session, companion.registry, companion.box, TEST_SECRET.encode())
+        app = create_app(companion)
+        try:
+            async with app.router.lifespan_context(app):
+                yield LinearWorld(companion, fake, keys, httpx.ASGITransport(app=app))
+        finally:
+            await companion.aclose()
+
+
+async def test_a_script_connects_an_app_and_walks_its_life(linear):
+    fake = linear.fake
+    async with (
+        AsyncHarmony(api_key=linear.keys.user_keys[ALICE], base_url=BASE, transport=linear.transport) as alice,
+        AsyncHarmony(api_key=linear.keys.keys[ALICE], base_url=BASE, transport=linear.transport) as assistant,
+    ):
+        offered = {a.id: a for a in await alice.integrations.apps()}
+        assert offered["linear"].methods == ["oauth2", "api_key"] and offered["linear"].oauth_configured is True
+        assert "harmony" not in offered, "built in, not connected"
+
+        connection = await alice.integrations.connect(
+            "linear", method="api_key", scope="personal", label="Mine", setup={"api_key": fake.issue_key()}
+        )
+        assert isinstance(connection, models.Connection)
+        assert (connection.status, connection.label, connection.has_credentials) == ("active", "Mine", True)
+        assert "api_key" not in connection.setup, "a secret is never answered"
+        assert [c.id for c in await alice.integrations.list()] == [connection.id]
+        assert (await alice.integrations.test(connection.id)) == models.ConnectionTest(
+            ok=True, code=None, message="Signed in to Linear as Alice"
+        )
+        fake.api_keys.clear()
+        failing = await alice.integrations.test(connection.id)
+        assert (failing.ok, failing.code, failing.failure) == (False, "needs_reauth", "credentials")
+        rotated = await alice.integrations.update_credentials(connection.id, {"api_key": fake.issue_key()})
+        assert rotated.id == connection.id and rotated.status == "active"
+
+        mappings = await alice.integrations.mappings(connection.id)
+        assert mappings.object == "users" and mappings.direction == "to_harmony"
+        with pytest.raises(InvalidRequest) as one_way:
+            await alice.integrations.set_mappings(connection.id, direction="bidirectional")
+        assert set(one_way.value.fields) == {"direction"}
+        assert (await alice.integrations.set_mappings(connection.id, auto_sync=True)).mappings["auto_sync"] is True
+
+        run = await alice.integrations.sync(connection.id)
+        assert run.status == "running" and run.connection_id == connection.id
+        await linear.companion.sync.wait()
+        [done] = await alice.integrations.sync_logs(connection.id)
+        assert (done.id, done.status, done.counts["fetched"]) == (run.id, "succeeded", 3)
+        started = await alice.integrations.connect("linear", scope="personal")
+        assert isinstance(started, models.OAuthStart) and started.authorize_url.endswith(f"/{started.flow_id}/start")
+
+        gone = await alice.integrations.disconnect(connection.id)
+        assert gone.status == "disconnected" and gone.has_credentials is False
+        await alice.integrations.delete(connection.id)
+        with pytest.raises(NotFound):
+            await alice.integrations.get(connection.id)
+        with pytest.raises(Forbidden):
+            await assistant.integrations.list()
 
 
 # --- The seed's use cases, as the seed writes them ---
