@@ -29,18 +29,20 @@ import json
 import math
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import ColumnElement
 
 from approvals import lifecycle
+from approvals.audit import Outcome
 from approvals.lifecycle import ApprovalError, Binding
 from approvals.rulebook import RuleBook
 from approvals.rules import Decision, Rule, RuleError
+from server.call_result import CallResult
+from server.confirmation import NO_CHANNEL, Answer, Channel, Prompt
 from server.races import first
 from store import wakeups
 from store.crypto import SecretBox
@@ -96,58 +98,6 @@ APPROVAL_REQUIRED_SCHEMA: dict[str, Any] = {
         "out_of_band": {"type": "boolean"},
     },
 }
-
-
-@dataclass(frozen=True)
-class Prompt:
-    """A question for the person, sent through the assistant."""
-
-    approval_id: str
-    nonce: str
-    message: str
-    kind: Literal["form", "url"]
-    url: str
-    schema: dict[str, Any] | None = None
-
-
-@dataclass(frozen=True)
-class Answer:
-    """The person's reply to a prompt, as the client returned it."""
-
-    approval_id: str
-    nonce: str
-    kind: Literal["form", "url"]
-    action: Literal["accept", "decline", "cancel"]
-    content: dict[str, Any] | None = None
-
-
-@dataclass(frozen=True)
-class Channel:
-    """How this client can be asked, from what it declared when it called."""
-
-    form: bool = False
-    url: bool = False
-    ask_inline: Callable[[Prompt], Awaitable[Answer]] | None = None
-    answer: Answer | None = None
-
-    @property
-    def deferred(self) -> bool:
-        """True where a prompt is returned to the client and answered on its retry (2026-07-28)."""
-        return self.ask_inline is None
-
-
-NO_CHANNEL = Channel()
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What the approval step produced for the caller."""
-
-    kind: Literal["ran", "stored", "required", "prompt", "denied", "failed"]
-    approval: Approval
-    data: dict[str, Any] | None = None
-    message: str = ""
-    prompt: Prompt | None = None
 
 
 def _label(text: str, limit: int = 500) -> str:
@@ -216,7 +166,12 @@ def remember_scope(tool: RegisteredTool, arguments: dict[str, Any], sender: str)
 
 
 # The approval's id goes with an approved call, so an adapter can send it as the provider's idempotency key.
-Runner = Callable[[Principal, RegisteredTool, Any, Approval], Awaitable[tuple[bool, dict[str, Any] | None, str]]]
+class Executor(Protocol):
+    """Runs an approved call's adapter once, as an allowed call would run; the flow stores what it returns."""
+
+    async def __call__(
+        self, principal: Principal, tool: RegisteredTool, arguments: Any, approval: Approval
+    ) -> CallResult: ...
 
 
 def in_chat_may_decide(principal: Principal, approval: Approval) -> bool:
@@ -276,11 +231,11 @@ class ApprovalFlow:
         arguments: dict[str, Any],
         decision: Decision,
         channel: Channel,
-        run: Runner,
+        run: Executor,
         *,
         sender: str = "",
         summary: str | None = None,
-    ) -> Outcome:
+    ) -> CallResult:
         """Ask for, or find again, the approval of this call, and take it as far as the channel allows.
 
         Raises TooManyPending, before anything is stored, when the key has too many approvals waiting.
@@ -291,8 +246,8 @@ class ApprovalFlow:
         return await self._go_on(principal, approval, claimed, tool, arguments, channel, run)
 
     async def settle_allowed(
-        self, principal: Principal, binding: Binding, tool: RegisteredTool, run: Runner
-    ) -> Outcome | None:
+        self, principal: Principal, binding: Binding, tool: RegisteredTool, run: Executor
+    ) -> CallResult | None:
         """A call the rules now allow, settled on the approval it already has, if any (else None: run it).
 
         A person may have approved it with "remember", or a rule been added while it waited: the approval is
@@ -322,8 +277,8 @@ class ApprovalFlow:
         tool: RegisteredTool,
         arguments: dict[str, Any],
         channel: Channel,
-        run: Runner,
-    ) -> Outcome:
+        run: Executor,
+    ) -> CallResult:
         if claimed is not None:
             return await self.execute(principal, approval, tool, run, claimed=claimed)
         status = approval.status
@@ -382,8 +337,8 @@ class ApprovalFlow:
         tool: RegisteredTool,
         arguments: dict[str, Any],
         channel: Channel,
-        run: Runner,
-    ) -> Outcome:
+        run: Executor,
+    ) -> CallResult:
         answer = channel.answer if channel.answer and channel.answer.approval_id == approval.id else None
         if answer is not None:
             return await self._apply(principal, approval, tool, arguments, answer, channel, run)
@@ -396,7 +351,7 @@ class ApprovalFlow:
             return self._required(approval, tool, arguments)
         prompt = await self._prompt(approval, tool, arguments, kind)
         if channel.deferred:
-            return Outcome("prompt", approval, prompt=prompt)
+            return CallResult.pending(approval, prompt=prompt)
         assert channel.ask_inline is not None
         reply = await self._ask(channel.ask_inline, prompt, approval)
         if isinstance(reply, Approval):
@@ -441,8 +396,8 @@ class ApprovalFlow:
         arguments: dict[str, Any],
         answer: Answer,
         channel: Channel,
-        run: Runner,
-    ) -> Outcome:
+        run: Executor,
+    ) -> CallResult:
         async with self.db.session() as session:
             approval = await lifecycle.reload(session, approval.id)
         if approval.status is not ApprovalStatus.PENDING:
@@ -467,8 +422,8 @@ class ApprovalFlow:
             try:
                 rule = self.remembered_rule(approval, tool, arguments, REMEMBER_FOR[IN_CHAT_REMEMBER])
             except RuleError as exc:
-                return Outcome(
-                    "failed", approval, message=f"Nothing was decided: this call cannot be remembered: {exc}"
+                return CallResult.failure(
+                    "failed", f"Nothing was decided: this call cannot be remembered: {exc}", approval=approval
                 )
         try:
             async with self.db.transaction() as session:
@@ -488,15 +443,15 @@ class ApprovalFlow:
                 approval = await lifecycle.reload(session, approval.id)
             if approval.status is ApprovalStatus.PENDING:
                 # A stale or replayed confirmation, or one that came after the expiry.
-                return Outcome("failed", approval, message=f"Confirmation rejected: {exc}")
+                return CallResult.failure("failed", f"Confirmation rejected: {exc}", approval=approval)
             return await self._settled_elsewhere(principal, approval, tool, run)
         if not approve:
             return self._denied(approval)
         return await self.execute(principal, approval, tool, run)
 
     async def _settled_elsewhere(
-        self, principal: Principal, approval: Approval, tool: RegisteredTool, run: Runner
-    ) -> Outcome:
+        self, principal: Principal, approval: Approval, tool: RegisteredTool, run: Executor
+    ) -> CallResult:
         async with self.db.session() as session:
             approval = await lifecycle.reload(session, approval.id)
         if approval.status is ApprovalStatus.APPROVED:
@@ -507,9 +462,11 @@ class ApprovalFlow:
             return await self.stored(approval)
         if approval.status is ApprovalStatus.PENDING:
             return self._required(approval, tool, lifecycle.arguments_of(self.box, approval))
-        return Outcome("failed", approval, message=f"Approval {approval.id} is {approval.status.value}.")
+        return CallResult.failure("failed", f"Approval {approval.id} is {approval.status.value}.", approval=approval)
 
-    async def _after_page(self, principal: Principal, approval: Approval, tool: RegisteredTool, run: Runner) -> Outcome:
+    async def _after_page(
+        self, principal: Principal, approval: Approval, tool: RegisteredTool, run: Executor
+    ) -> CallResult:
         """Wait a while for the decision made on the approval page, then act on it."""
         decided = await self._wait(approval, _decided)
         return await self._settled_elsewhere(principal, decided, tool, run)
@@ -550,10 +507,10 @@ class ApprovalFlow:
         principal: Principal,
         approval: Approval,
         tool: RegisteredTool,
-        run: Runner,
+        run: Executor,
         *,
         claimed: bool | None = None,
-    ) -> Outcome:
+    ) -> CallResult:
         """Run an approved call once; every other caller gets the stored outcome. ``claimed`` is the outcome of a
         claim the caller already made; without it, this claims."""
         if claimed is None:
@@ -564,13 +521,15 @@ class ApprovalFlow:
                 await lifecycle.expire_due(session, workspace_id=approval.workspace_id)
                 approval = await lifecycle.reload(session, approval.id)
             if approval.status is ApprovalStatus.EXPIRED:
-                return Outcome("failed", approval, message=f"Approval {approval.id} expired before the call ran.")
+                return CallResult.failure(
+                    "failed", f"Approval {approval.id} expired before the call ran.", approval=approval
+                )
             return await self.stored(approval)
         arguments = lifecycle.arguments_of(self.box, approval)
         started = time.perf_counter()
         renewing = asyncio.create_task(self._renew_forever(approval.id))
         try:
-            ok, data, error = await run(principal, tool, tool.parse_arguments(arguments), approval)
+            ran = await run(principal, tool, tool.parse_arguments(arguments), approval)
         finally:
             renewing.cancel()
         async with self.db.transaction() as session:
@@ -578,12 +537,14 @@ class ApprovalFlow:
                 session,
                 self.box,
                 approval,
-                ok=ok,
-                result=data,
-                error=error or None,
+                ok=ran.ok,
+                result=ran.data,
+                error=ran.message or None,
                 duration_ms=(time.perf_counter() - started) * 1000,
             )
-        return Outcome("ran" if ok else "failed", approval, data=data, message=error)
+        if ran.ok:
+            return CallResult.succeeded(ran.data, approval=approval)
+        return CallResult.failure("failed", ran.message, approval=approval)
 
     async def _renew_forever(self, approval_id: str) -> None:
         """Keep the claim on a running call alive; if this process dies, the lease lapses and says so."""
@@ -592,22 +553,28 @@ class ApprovalFlow:
             async with self.db.transaction() as session:
                 await lifecycle.renew(session, approval_id, lease=self.lease)
 
-    async def stored(self, approval: Approval) -> Outcome:
+    async def stored(self, approval: Approval) -> CallResult:
         settled = await self._wait(approval, lambda a: a.status is not ApprovalStatus.EXECUTING)
         if settled.status is ApprovalStatus.EXECUTING:
-            return Outcome("failed", settled, message=f"The approved call {settled.id} is still running; ask again.")
+            return CallResult.failure(
+                "failed", f"The approved call {settled.id} is still running; ask again.", approval=settled
+            )
         if settled.status is ApprovalStatus.SUCCEEDED:
             result = lifecycle.result_of(self.box, settled)
             if result is None:
                 # A person recorded that a call whose server stopped did happen: there is nothing to return.
                 message = f"The user recorded that approved call {settled.id} happened; it is not run again."
-                return Outcome("failed", settled, message=message)
-            return Outcome("stored", settled, data=result)
+                return CallResult.failure("failed", message, approval=settled)
+            return CallResult.succeeded(result, approval=settled)
         if settled.status is ApprovalStatus.DENIED:
             return self._denied(settled)
         if settled.status is ApprovalStatus.OUTCOME_UNKNOWN:
-            return Outcome("failed", settled, message=unknown_outcome_message(settled, self.page_url(settled.id)))
-        return Outcome("failed", settled, message=settled.error or f"The approved call {settled.id} failed.")
+            return CallResult.failure(
+                "failed", unknown_outcome_message(settled, self.page_url(settled.id)), approval=settled
+            )
+        return CallResult.failure(
+            "failed", settled.error or f"The approved call {settled.id} failed.", approval=settled
+        )
 
     async def _wait(
         self, approval: Approval, done: Callable[[Approval], bool], *, seconds: float | None = None
@@ -628,16 +595,18 @@ class ApprovalFlow:
             if not await wakeups.changed(approval.id, min(delay, max(0.0, deadline - time.monotonic()))):
                 delay = min(delay * 2, 0.5)
 
-    def _denied(self, approval: Approval) -> Outcome:
+    def _denied(self, approval: Approval) -> CallResult:
         who = "in the assistant" if approval.decided_via == "elicitation" else f"via {approval.decided_via}"
         because = f": {approval.reason}" if approval.reason else ""
-        return Outcome("denied", approval, message=f"Denied {who}{because}. The call was not run.")
+        return CallResult.failure(
+            "denied", f"Denied {who}{because}. The call was not run.", outcome=Outcome.REFUSED, approval=approval
+        )
 
     def summary(self, approval: Approval, tool: RegisteredTool, arguments: dict[str, Any]) -> str:
         """What every channel shows: the summary rendered when the call was asked (older approvals: now)."""
         return lifecycle.summary_of(self.box, approval) or render(tool, arguments, None)
 
-    def _required(self, approval: Approval, tool: RegisteredTool, arguments: dict[str, Any]) -> Outcome:
+    def _required(self, approval: Approval, tool: RegisteredTool, arguments: dict[str, Any]) -> CallResult:
         summary = self.summary(approval, tool, arguments)
         where = (
             "An admin rule requires approval outside the assistant: "
@@ -658,7 +627,7 @@ class ApprovalFlow:
             "reasons": list(approval.reasons or []),
             "out_of_band": approval.require_out_of_band,
         }
-        return Outcome("required", approval, data=data, message=message)
+        return CallResult.pending(approval, data=data, message=message)
 
 
 def _decided(approval: Approval) -> bool:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, timedelta
 from typing import Any
 
@@ -23,16 +23,9 @@ from approvals.digest import arguments_digest, loose_digest
 from approvals.lifecycle import ApprovalError, Binding
 from approvals.rulebook import RuleBook
 from approvals.rules import CallFacts, Catalog, Decision, Effect, ToolInfo
-from server.approval_flow import (
-    APPROVAL_REQUIRED_SCHEMA,
-    NO_CHANNEL,
-    SETTLED_OR_RUNNING,
-    ApprovalFlow,
-    Channel,
-    Prompt,
-    TooManyPending,
-)
-from server.approval_flow import Outcome as FlowOutcome
+from server.approval_flow import APPROVAL_REQUIRED_SCHEMA, SETTLED_OR_RUNNING, ApprovalFlow, TooManyPending
+from server.call_result import CallResult
+from server.confirmation import NO_CHANNEL, Channel
 from server.observability.metrics import Metrics
 from store.cache import SharedCache
 from store.connections import ConnectionView, open_credentials, usable_connections
@@ -103,22 +96,6 @@ class BoundTool:
         return {"type": "object", "anyOf": [self.tool.spec.output_schema, APPROVAL_REQUIRED_SCHEMA]}
 
 
-@dataclass(frozen=True)
-class CallResult:
-    """What a call produced: structured data, a question for the person, or an error to act on."""
-
-    ok: bool
-    data: dict[str, Any] | None = None
-    error_code: str | None = None
-    message: str = ""
-    details: dict[str, Any] = field(default_factory=dict)
-    prompt: Prompt | None = None
-
-    @classmethod
-    def failure(cls, code: str, message: str, **details: Any) -> CallResult:
-        return cls(ok=False, error_code=code, message=message, details=details)
-
-
 def _suffix(connection: ConnectionView) -> str:
     label = re.sub(r"[^a-z0-9]+", "_", connection.label.lower()).strip("_")
     return label[:20] or connection.id.split("_")[-1][:8]
@@ -146,7 +123,7 @@ def catalog_of(registry: Registry) -> Catalog:
 
 @dataclass
 class TimedRunner:
-    """How the approval flow runs an approved call: the same execution as an allowed one.
+    """The flow's executor: an approved call runs as an allowed one does, as the account it was asked as.
 
     It adds up the time the execution took, so the gateway can tell the flow's
     own time (the approval wait) from the adapter's.
@@ -156,25 +133,19 @@ class TimedRunner:
     connection: ConnectionView
     seconds: float = 0.0
 
-    async def __call__(
-        self, who: Principal, tool: RegisteredTool, parsed: Any, approval: Approval
-    ) -> tuple[bool, dict[str, Any] | None, str]:
+    async def __call__(self, who: Principal, tool: RegisteredTool, parsed: Any, approval: Approval) -> CallResult:
         if approval.account != self.connection.account:
             # Re-authenticated as someone else since the person approved: it must not send as them.
-            return (
-                False,
-                None,
-                (
-                    f"The {tool.manifest.name} connection acts as another account than when this call was approved; "
-                    "ask again."
-                ),
+            return CallResult.failure(
+                "account_changed",
+                f"The {tool.manifest.name} connection acts as another account than when this call was approved; "
+                "ask again.",
             )
         started = time.perf_counter()
         try:
-            result = await self.gateway._execute(who, tool, self.connection, parsed, approval_id=approval.id)
+            return await self.gateway.run_adapter(who, tool, self.connection, parsed, approval_id=approval.id)
         finally:
             self.seconds += time.perf_counter() - started
-        return result.ok, result.data, result.message
 
 
 class ToolGateway:
@@ -275,12 +246,14 @@ class ToolGateway:
         with self.metrics.phase("auth"):
             bound = next((b for b in await self.tools_for(principal) if b.name == name), None)
         if bound is None:
-            result = CallResult.failure(UNKNOWN_TOOL, f"Unknown tool {name!r}: it is not among your tools.")
-            await self._audit(principal, None, name, loose_digest(arguments), None, Outcome.INVALID, result, started)
+            result = CallResult.failure(
+                UNKNOWN_TOOL, f"Unknown tool {name!r}: it is not among your tools.", outcome=Outcome.INVALID
+            )
+            await self._audit(principal, None, name, loose_digest(arguments), None, result, started)
             return result
         refused = await self._over_rate(principal)
         if refused is not None:
-            await self._audit(principal, bound, name, loose_digest(arguments), None, Outcome.REFUSED, refused, started)
+            await self._audit(principal, bound, name, loose_digest(arguments), None, refused, started)
             return refused
         try:
             # What the rules decide on, the person sees and the adapter runs is this canonical form, nothing else.
@@ -290,12 +263,12 @@ class ToolGateway:
                 arguments = await self._resolved(principal, bound, arguments)
                 parsed = bound.tool.parse_arguments(arguments)
         except InvalidArguments as exc:
-            result = CallResult.failure(exc.code, str(exc), fields=exc.fields)
-            await self._audit(principal, bound, name, loose_digest(arguments), None, Outcome.INVALID, result, started)
+            result = CallResult.failure(exc.code, str(exc), outcome=Outcome.INVALID, fields=exc.fields)
+            await self._audit(principal, bound, name, loose_digest(arguments), None, result, started)
             return result
         except ToolError as exc:
             result = CallResult.failure(exc.code, str(exc))
-            await self._audit(principal, bound, name, loose_digest(arguments), None, Outcome.FAILED, result, started)
+            await self._audit(principal, bound, name, loose_digest(arguments), None, result, started)
             return result
         digest = arguments_digest(arguments)
         try:
@@ -304,7 +277,7 @@ class ToolGateway:
             # Whatever went wrong, the call is refused and the audit log says so.
             log.exception("tool call %r failed inside Companion", name[:128])
             result = CallResult.failure("server_error", f"{bound.tool.spec.title} failed inside Companion.")
-            await self._audit(principal, bound, name, digest, None, Outcome.FAILED, result, started, arguments)
+            await self._audit(principal, bound, name, digest, None, result, started, arguments)
             return result
 
     async def _over_rate(self, principal: Principal) -> CallResult | None:
@@ -315,6 +288,7 @@ class ToolGateway:
         return CallResult.failure(
             "rate_limited",
             f"This key may make {counted.limit} requests a minute; try again in {counted.retry_after} s.",
+            outcome=Outcome.REFUSED,
             retry_after=counted.retry_after,
         )
 
@@ -323,10 +297,9 @@ class ToolGateway:
         result = await self._over_rate(principal)
         if result is None:
             result = await self.get_approval(principal, arguments)
-        outcome = Outcome.SUCCEEDED if result.ok else Outcome.REFUSED
-        self.metrics.call_answered(COMPANION_APP, GET_APPROVAL, NOT_DECIDED, outcome)
+        self.metrics.call_answered(COMPANION_APP, GET_APPROVAL, NOT_DECIDED, result.outcome)
         if not result.ok:
-            await self._audit(principal, None, GET_APPROVAL, loose_digest(arguments), None, outcome, result, started)
+            await self._audit(principal, None, GET_APPROVAL, loose_digest(arguments), None, result, started)
         return result
 
     async def _decide_and_run(
@@ -347,8 +320,10 @@ class ToolGateway:
                 if full is not None:
                     decision = replace(decision, effect=Effect.ASK, reasons=(*decision.reasons, caps.describe(full)))
         if decision.effect is Effect.DENY:
-            result = CallResult.failure("denied", f"{bound.tool.spec.title} is not allowed: {decision.reasons[0]}.")
-            await self._audit(principal, bound, name, digest, decision, Outcome.REFUSED, result, started, arguments)
+            result = CallResult.failure(
+                "denied", f"{bound.tool.spec.title} is not allowed: {decision.reasons[0]}.", outcome=Outcome.REFUSED
+            )
+            await self._audit(principal, bound, name, digest, decision, result, started, arguments)
             return result
         if decision.effect is Effect.ASK:
             if decision.admin_may_approve and bound.connection.scope.value == "personal":
@@ -359,12 +334,14 @@ class ToolGateway:
             # A call that was asked for before may have an approval already (approved with "remember", say):
             # then it runs through that approval, once, and a repeat gets its stored result.
             run = self._runner(bound.connection)
-            flow = await self.flow.settle_allowed(principal, self._binding(principal, bound, digest), bound.tool, run)
-            if flow is not None:
-                return await self._answer(principal, bound, name, arguments, digest, decision, flow, started)
-        result = await self._execute(principal, bound.tool, bound.connection, parsed)
-        outcome = Outcome.SUCCEEDED if result.ok else Outcome.FAILED
-        await self._audit(principal, bound, name, digest, decision, outcome, result, started, arguments)
+            settled = await self.flow.settle_allowed(
+                principal, self._binding(principal, bound, digest), bound.tool, run
+            )
+            if settled is not None:
+                await self._audit(principal, bound, name, digest, decision, settled, started, arguments)
+                return settled
+        result = await self.run_adapter(principal, bound.tool, bound.connection, parsed)
+        await self._audit(principal, bound, name, digest, decision, result, started, arguments)
         return result
 
     def _may_have_asked(self, principal: Principal) -> bool:
@@ -406,7 +383,7 @@ class ToolGateway:
         run = self._runner(bound.connection)
         with self.metrics.phase("approval_wait") as wait:
             try:
-                flow = await self.flow.handle(
+                result = await self.flow.handle(
                     principal,
                     binding,
                     bound.tool,
@@ -418,44 +395,12 @@ class ToolGateway:
                     summary=render(bound.tool, arguments, bound.connection),
                 )
             except TooManyPending as exc:
-                result = CallResult.failure("too_many_pending", str(exc))
-                await self._audit(principal, bound, name, digest, decision, Outcome.REFUSED, result, started, arguments)
+                result = CallResult.failure("too_many_pending", str(exc), outcome=Outcome.REFUSED)
+                await self._audit(principal, bound, name, digest, decision, result, started, arguments)
                 return result
             # An approved call runs inside the flow; its adapter time is a phase of its own.
             wait.exclude(run.seconds)
-        return await self._answer(principal, bound, name, arguments, digest, decision, flow, started)
-
-    async def _answer(
-        self,
-        principal: Principal,
-        bound: BoundTool,
-        name: str,
-        arguments: dict[str, Any],
-        digest: str,
-        decision: Decision,
-        flow: FlowOutcome,
-        started: float,
-    ) -> CallResult:
-        """What the approval flow produced, as the call's result, audited."""
-        approval_id = flow.approval.id
-        if flow.kind in ("ran", "stored"):
-            result = CallResult(ok=True, data=flow.data)
-            outcome = Outcome.SUCCEEDED
-        elif flow.kind == "required":
-            result = CallResult(ok=True, data=flow.data, message=flow.message)
-            outcome = Outcome.PENDING
-        elif flow.kind == "prompt":
-            result = CallResult(ok=True, prompt=flow.prompt)
-            outcome = Outcome.PENDING
-        elif flow.kind == "denied":
-            result = CallResult.failure("denied", flow.message, approval_id=approval_id)
-            outcome = Outcome.REFUSED
-        else:
-            result = CallResult.failure("failed", flow.message, approval_id=approval_id)
-            outcome = Outcome.FAILED
-        await self._audit(
-            principal, bound, name, digest, decision, outcome, result, started, arguments, approval_id=approval_id
-        )
+        await self._audit(principal, bound, name, digest, decision, result, started, arguments)
         return result
 
     async def get_approval(self, principal: Principal, arguments: dict[str, Any]) -> CallResult:
@@ -463,23 +408,29 @@ class ToolGateway:
         approval_id = arguments.get("approval_id")
         if not isinstance(approval_id, str) or not 0 < len(approval_id) <= 64 or set(arguments) != {"approval_id"}:
             return CallResult.failure(
-                "invalid_arguments", "Invalid arguments: approval_id: an approval's id is required, and nothing else"
+                "invalid_arguments",
+                "Invalid arguments: approval_id: an approval's id is required, and nothing else",
+                outcome=Outcome.REFUSED,
             )
         try:
             async with self.db.transaction() as session:
                 await lifecycle.expire_due(session, workspace_id=principal.workspace_id)
                 approval = await lifecycle.get(session, principal.workspace_id, approval_id)
         except ApprovalError as exc:
-            return CallResult.failure(exc.code, str(exc))
+            return CallResult.failure(exc.code, str(exc), outcome=Outcome.REFUSED)
         if approval.user_id != principal.user_id or approval.api_key_id != principal.key_id:
             # An approval answers to the key that asked: another assistant of the same person cannot run it.
-            return CallResult.failure("not_found", f"No approval {approval_id} in this workspace")
+            return CallResult.failure(
+                "not_found", f"No approval {approval_id} in this workspace", outcome=Outcome.REFUSED
+            )
         tool = self.registry.tools.get(approval.tool)
         connection = next(
             (c for c in await self._usable_connections(principal) if c.id == approval.connection_id), None
         )
         if tool is None or connection is None:
-            return CallResult.failure("not_found", f"The tool or connection of {approval_id} is gone")
+            return CallResult.failure(
+                "not_found", f"The tool or connection of {approval_id} is gone", outcome=Outcome.REFUSED
+            )
         arguments_of_call = lifecycle.arguments_of(self.box, approval)
         data: dict[str, Any] = {
             "approval_id": approval.id,
@@ -495,11 +446,12 @@ class ToolGateway:
         }
         if approval.status in RUNNABLE_OR_RUN:
             if approval.status is ApprovalStatus.APPROVED:
-                outcome = await self.flow.execute(principal, approval, tool, self._runner(connection))
+                settled = await self.flow.execute(principal, approval, tool, self._runner(connection))
             else:
-                outcome = await self.flow.stored(approval)
-            data.update(status=outcome.approval.status.value, result=outcome.data, error=outcome.message or None)
-        return CallResult(ok=True, data=data)
+                settled = await self.flow.stored(approval)
+            assert settled.approval is not None  # the flow answers for this approval
+            data.update(status=settled.approval.status.value, result=settled.data, error=settled.message or None)
+        return CallResult.succeeded(data)
 
     async def _resolved(self, principal: Principal, bound: BoundTool, arguments: dict[str, Any]) -> dict[str, Any]:
         """The arguments with what only the provider knows resolved (a Slack channel id to its name), so the
@@ -527,7 +479,7 @@ class ToolGateway:
     def _runner(self, connection: ConnectionView) -> TimedRunner:
         return TimedRunner(self, connection)
 
-    async def _execute(
+    async def run_adapter(
         self,
         principal: Principal,
         tool: RegisteredTool,
@@ -551,7 +503,7 @@ class ToolGateway:
         if problems:
             log.error("adapter %s returned a result outside its output schema: %s", tool.spec.adapter, problems)
             return CallResult.failure("server_error", f"{tool.spec.title} returned a malformed result.")
-        return CallResult(ok=True, data=data)
+        return CallResult.succeeded(data)
 
     async def _audit(
         self,
@@ -560,13 +512,12 @@ class ToolGateway:
         name: str,
         digest: str,
         decision: Decision | None,
-        outcome: Outcome,
         result: CallResult,
         started: float,
         arguments: dict[str, Any] | None = None,
-        *,
-        approval_id: str | None = None,
     ) -> None:
+        outcome = result.outcome
+        approval_id = result.approval.id if result.approval is not None else None
         decided = decision.effect.value if decision else NOT_DECIDED
         app = bound.tool.app if bound else ""
         duration_ms = (time.perf_counter() - started) * 1000

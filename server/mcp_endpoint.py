@@ -23,14 +23,14 @@ from mcp.shared.exceptions import MCPError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import ConfigDict
 
-from server.approval_flow import Answer, Channel, Prompt
+from server.call_result import CallResult
+from server.confirmation import Answer, Channel, Prompt
 from server.gateway import (
     GET_APPROVAL,
     GET_APPROVAL_INPUT,
     GET_APPROVAL_OUTPUT,
     UNKNOWN_TOOL,
     BoundTool,
-    CallResult,
     ToolGateway,
 )
 from store.principal import Principal

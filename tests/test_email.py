@@ -30,7 +30,7 @@ from cryptography.x509.oid import NameOID
 
 from server.app import Companion
 from server.approval_flow import _remember_conditions
-from server.gateway import CallResult
+from server.call_result import CallResult
 from server.settings import Settings
 from store.models import Connection, ConnectionStatus
 from tests.conftest import free_port
