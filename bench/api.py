@@ -40,7 +40,7 @@ async def seed(companion: Companion, count: int) -> tuple[str, str]:
     """The demo workspace, then ``count`` meetings in bulk; returns the admin's key and the workspace id."""
     from sqlalchemy import insert
 
-    from server import demo
+    from server.services import demo
     from store.directory import workspace_by_slug
     from store.models import Meeting, MeetingStatus, new_id
 

@@ -244,7 +244,7 @@ async def prepare(database_url: str, data_dir: Path) -> Setup:
 async def seed_enterprise(companion: Any) -> Any:
     from sqlalchemy import update
 
-    from server import demo
+    from server.services import demo
     from store.models import Plan, Workspace
 
     async with companion.db.transaction() as session:

@@ -161,7 +161,7 @@ def serve_bare(database_url: str, port: int, user: str = USER, secret: str = SEC
 
 
 async def _principal_of(db: Database, user: str, secret: str) -> Principal:
-    from server.demo import demo_token
+    from server.services.demo import demo_token
     from store.keys import authenticate
     from store.models import KeyKind
 
@@ -179,8 +179,8 @@ async def prepare(database_url: str, data_dir: str) -> tuple[str, str, str]:
     from sqlalchemy import select, update
 
     from approvals.rules import Rule
-    from server import demo
     from server.app import Companion
+    from server.services import demo
     from server.settings import Settings
     from store.migrate import upgrade_async
     from store.models import Meeting, MeetingStatus, Plan, Workspace

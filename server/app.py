@@ -27,18 +27,11 @@ from approvals.audit import AuditLog
 from approvals.rulebook import RuleBook
 from manifests import MANIFEST_DIR
 from server import web
-from server.ai_models import catalogue_of
 from server.api import errors
 from server.api import v1 as api_v1
 from server.api.errors import ApiError
 from server.api.nul import RefuseNul
 from server.api.ratelimit import RateLimit
-from server.approval_flow import ApprovalFlow
-from server.gateway import ToolGateway, catalog_of
-from server.integrations.autosync import AutoSync
-from server.integrations.lifecycle import Integrations
-from server.integrations.oauth import OAuthConnect
-from server.integrations.sync import SyncEngine
 from server.mcp_endpoint import (
     TOOLS_SCOPE,
     PrincipalSource,
@@ -46,12 +39,19 @@ from server.mcp_endpoint import (
     build_mcp_server,
     principal_from_bearer,
 )
-from server.notify import ApprovalMail
 from server.observability.logging import RequestId
 from server.observability.loop import watch_loop_lag
 from server.observability.metrics import Metrics, metrics_routes
+from server.services.addresses import host_policy
+from server.services.ai_models import catalogue_of
+from server.services.approval_flow import ApprovalFlow
+from server.services.approval_mail import ApprovalMail
+from server.services.integrations.autosync import AutoSync
+from server.services.integrations.lifecycle import Integrations
+from server.services.integrations.oauth import OAuthConnect
+from server.services.integrations.sync import SyncEngine
+from server.services.tool_gateway import ToolGateway, catalog_of
 from server.settings import Settings
-from server.webhooks.urls import host_policy
 from store import invalidation, wakeups
 from store.cache import SharedCache
 from store.crypto import SecretBox, derive_key

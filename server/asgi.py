@@ -32,11 +32,11 @@ from sse_starlette.sse import AppStatus
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.app import Companion, create_app
-from server.approval_flow import ApprovalFlow
 from server.heap import freeze_long_lived
 from server.observability.logging import configure as configure_logging
 from server.observability.tracing import configure_tracing
-from server.races import unless
+from server.services.approval_flow import ApprovalFlow
+from server.services.races import unless
 from server.settings import load_settings
 
 DISCONNECT: Message = {"type": "http.disconnect"}

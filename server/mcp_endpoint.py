@@ -23,9 +23,9 @@ from mcp.shared.exceptions import MCPError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import ConfigDict
 
-from server.call_result import CallResult
-from server.confirmation import Answer, Channel, Prompt
-from server.gateway import (
+from server.services.call_result import CallResult
+from server.services.confirmation import Answer, Channel, Prompt
+from server.services.tool_gateway import (
     GET_APPROVAL,
     GET_APPROVAL_INPUT,
     GET_APPROVAL_OUTPUT,

@@ -27,8 +27,8 @@ from sqlalchemy import delete, select
 from sqlalchemy.engine import make_url
 
 from manifests import MANIFEST_DIR
-from server import demo
 from server.app import Companion, create_app
+from server.services import demo
 from server.settings import Settings
 from store.migrate import upgrade_async
 from store.models import Base, Meeting, User

@@ -6,7 +6,7 @@ import re
 
 import httpx2
 
-from server.demo import DEMO_PASSWORD
+from server.services.demo import DEMO_PASSWORD
 
 
 def csrf_of(page: str) -> str:

@@ -15,9 +15,9 @@ from typing import Any
 from sqlalchemy import delete, select
 
 from approvals.rules import Effect, Rule
-from server import demo
 from server.app import Companion
-from server.call_result import CallResult
+from server.services import demo
+from server.services.call_result import CallResult
 from server.settings import OAuthClient, Settings
 from store.connections import ConnectionView, add_connection, open_credentials
 from store.directory import user_by_email, workspace_by_slug

@@ -24,7 +24,7 @@ import pytest
 from sqlalchemy import select, update
 
 from approvals.rules import Rule, RuleError
-from server.confirmation import Answer, Channel
+from server.services.confirmation import Answer, Channel
 from store.connections import add_connection
 from store.directory import user_by_email, workspace_by_slug
 from store.keys import authenticate, create_key

@@ -27,8 +27,8 @@ from sqlalchemy import delete, select, update
 
 from approvals import lifecycle
 from approvals.rules import Rule
-from server.approval_flow import DecisionRefused, decide_elsewhere, resolve_elsewhere
-from server.confirmation import Answer, Channel
+from server.services.approval_flow import DecisionRefused, decide_elsewhere, resolve_elsewhere
+from server.services.confirmation import Answer, Channel
 from store.connections import add_connection
 from store.directory import user_by_email, workspace_by_slug
 from store.keys import authenticate, create_key

@@ -54,10 +54,10 @@ from harmony_client import (
     models,
     webhooks,
 )
-from server import demo
 from server.app import Companion, create_app
-from server.demo import DemoKeys
-from server.webhooks import signing
+from server.services import demo
+from server.services.demo import DemoKeys
+from server.services.webhooks import signing
 from store.models import Base, Insight, Meeting, MeetingContact, MeetingStatus, Plan, Team, Workspace
 from tests.conftest import TEST_SECRET, free_port, mcp_client
 from tests.fakes.base import serve

@@ -12,8 +12,8 @@ import httpx2
 import pytest
 from sqlalchemy import select, update
 
-from server.approval_flow import approval_view
-from server.demo import DEMO_PASSWORD
+from server.services.approval_flow import approval_view
+from server.services.demo import DEMO_PASSWORD
 from store import directory
 from store.models import Approval, Role, RuleRow, User, utcnow
 from tests.conftest import COMPANION, alices_meeting, mcp_client

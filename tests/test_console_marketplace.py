@@ -13,7 +13,7 @@ import httpx2
 import pytest
 from sqlalchemy import select
 
-from server.ai_models import SHIPPED_MODELS_FILE, ModelsFileError, catalogue_of, enabled_models, load_models
+from server.services.ai_models import SHIPPED_MODELS_FILE, ModelsFileError, catalogue_of, enabled_models, load_models
 from store.directory import workspace_by_slug
 from store.models import Connection
 from tests.console import csrf_of, form_post, sign_in

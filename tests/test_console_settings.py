@@ -12,7 +12,7 @@ from aiosmtpd.controller import Controller
 from sqlalchemy import select
 
 from server.app import Companion, create_app
-from server.demo import DEMO_PASSWORD
+from server.services.demo import DEMO_PASSWORD
 from store.directory import workspace_by_slug
 from store.in_chat_policy import InChatPolicy, policy_of, set_policy
 from store.keys import PERSON_FACING_WARNING, create_key

@@ -24,7 +24,7 @@ from sqlalchemy import func, select
 
 from server.api.router import AGENT_WRITE_REFUSED
 from server.app import Companion
-from server.webhooks.urls import HostPolicy
+from server.services.addresses import HostPolicy
 from store.models import AuditEntry, Connection, Meeting, WebhookEndpoint
 from tests.conftest import mcp_client
 from tests.console import form_post

@@ -29,8 +29,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from server.app import Companion
-from server.approval_flow import _remember_conditions
-from server.call_result import CallResult
+from server.services.approval_flow import _remember_conditions
+from server.services.call_result import CallResult
 from server.settings import Settings
 from store.models import Connection, ConnectionStatus
 from tests.conftest import free_port

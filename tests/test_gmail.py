@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import select, update
 
 from approvals.rules import Effect, Rule
-from server.approval_flow import decide_elsewhere
+from server.services.approval_flow import decide_elsewhere
 from store.models import Approval, RuleRow
 from tests.fakes.gmail import GmailFake
 from tests.providers import connected

@@ -16,8 +16,8 @@ import httpx2
 import pytest
 from sqlalchemy import delete, select, update
 
-from server import demo
 from server.app import Companion, create_app
+from server.services import demo
 from store.directory import user_by_email, workspace_by_slug
 from store.keys import create_key
 from store.models import Base, Connection, Contact, Event, KeyKind, Membership, OAuthFlow, SyncedRecord, User

@@ -80,7 +80,7 @@ async def test_a_call_logs_with_the_callers_request_id_through_the_adapter(
             logging.getLogger("tests").warning("the key %s leaked into a message", key)
     assert result.is_error is False
     assert seen_by_adapter == [GIVEN_ID]
-    [call] = [line for line in lines if line["logger"] == "server.gateway"]
+    [call] = [line for line in lines if line["logger"] == "server.services.tool_gateway"]
     assert call["request_id"] == GIVEN_ID
     assert call["message"] == "tool call 'harmony_list_meetings': allow, succeeded"
     assert (call["level"], call["tool"], call["decision"], call["outcome"]) == (

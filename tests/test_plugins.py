@@ -14,8 +14,8 @@ import httpx2
 import pytest
 from sqlalchemy import delete
 
-from server import demo
 from server.app import Companion, create_app
+from server.services import demo
 from server.settings import Settings
 from store.connections import add_connection
 from store.directory import user_by_email

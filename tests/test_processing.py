@@ -16,9 +16,9 @@ import pytest
 from sqlalchemy import select, update
 
 from server.app import Companion
-from server.processing import jobs
-from server.processing import worker as processing_worker
-from server.processing.pipeline import (
+from server.services.processing import jobs
+from server.services.processing import worker as processing_worker
+from server.services.processing.pipeline import (
     NO_TRANSCRIPT,
     PROCESS_MEETING,
     Pipeline,
@@ -28,10 +28,10 @@ from server.processing.pipeline import (
     StepRegistry,
     SummaryDraft,
 )
-from server.processing.steps.transcript_file import TranscriptError, TranscriptFile, parse_srt, parse_webvtt
-from server.processing.worker import pipeline_for, step_registry, work_once
+from server.services.processing.steps.transcript_file import TranscriptError, TranscriptFile, parse_srt, parse_webvtt
+from server.services.processing.worker import pipeline_for, step_registry, work_once
+from server.services.webhooks.outbox import EVENTS
 from server.settings import Settings
-from server.webhooks.outbox import EVENTS
 from store.directory import workspace_by_slug
 from store.models import (
     Insight,

@@ -17,7 +17,7 @@ import httpx
 import pytest
 from sqlalchemy import update
 
-from server.demo import demo_token
+from server.services.demo import demo_token
 from store.models import KeyKind, Plan, Workspace
 from tests.conftest import COMPANION, TEST_SECRET, free_port
 

@@ -11,7 +11,7 @@ from sqlalchemy import select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
-from server import admin
+from server.services import workspaces
 from store import directory
 from store.connections import add_connection, open_credentials, usable_connections
 from store.crypto import DecryptionError, SecretBox
@@ -56,7 +56,7 @@ async def test_the_schema_is_at_the_newest_migration(companion):
 
 async def _workspace_with(companion, slug, *people):
     async with companion.db.transaction() as session:
-        workspace = await admin.create_workspace(session, companion.registry, companion.box, slug=slug, name=slug)
+        workspace = await workspaces.create_workspace(session, companion.registry, companion.box, slug=slug, name=slug)
         users = {}
         for email, role in people:
             users[email], _ = await directory.add_member(session, workspace, email=email, role=role)
@@ -65,7 +65,7 @@ async def _workspace_with(companion, slug, *people):
 
 async def test_workspaces_carry_a_plan_and_get_harmony_installed(companion):
     async with companion.db.transaction() as session:
-        workspace = await admin.create_workspace(
+        workspace = await workspaces.create_workspace(
             session, companion.registry, companion.box, slug="initech", name="Initech", plan=Plan.ENTERPRISE
         )
     async with companion.db.session() as session:

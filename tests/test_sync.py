@@ -12,9 +12,9 @@ import pytest
 from sqlalchemy import select
 
 from server.app import Companion
-from server.integrations.autosync import AutoSync
-from server.integrations.lifecycle import IntegrationError
-from server.integrations.sync import SyncEngine
+from server.services.integrations.autosync import AutoSync
+from server.services.integrations.lifecycle import IntegrationError
+from server.services.integrations.sync import SyncEngine
 from store.models import ConnectionScope, Contact, Meeting, MeetingStatus, SyncedRecord
 from store.principal import Principal
 from tests.fakes.gcal import PRIMARY_ID, GoogleCalendarFake

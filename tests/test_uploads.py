@@ -18,10 +18,10 @@ import httpx
 import pytest
 from sqlalchemy import func, select, update
 
-from server import demo
 from server.app import Companion, create_app
-from server.processing import storage
-from server.processing.storage import FilePolicy, FormReader, UploadRejected
+from server.services import demo
+from server.services.processing import storage
+from server.services.processing.storage import FilePolicy, FormReader, UploadRejected
 from server.settings import Settings
 from store.directory import add_member, create_workspace, user_by_email, workspace_by_slug
 from store.keys import create_key

@@ -33,13 +33,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from sqlalchemy import delete, select, update
 
-from server import demo
 from server.app import Companion, create_app
-from server.webhooks import cli as webhooks_cli
-from server.webhooks import urls
-from server.webhooks.dispatcher import Dispatcher, default_backoff, webhook_client, worker
-from server.webhooks.endpoints import create_endpoint, open_secret, secret_context
-from server.webhooks.outbox import enqueue
+from server.cli import webhooks as webhooks_cli
+from server.services import addresses, demo
+from server.services.webhooks.dispatcher import Dispatcher, default_backoff, webhook_client, worker
+from server.services.webhooks.endpoints import create_endpoint, open_secret, secret_context
+from server.services.webhooks.outbox import enqueue
 from store.db import Database
 from store.directory import add_member, create_workspace
 from store.keys import create_key
@@ -290,8 +289,8 @@ CHILD = """
 import asyncio, sys
 from datetime import timedelta
 from server.settings import load_settings
-from server.webhooks.dispatcher import Dispatcher, webhook_client
-from server.webhooks.outbox import enqueue
+from server.services.webhooks.dispatcher import Dispatcher, webhook_client
+from server.services.webhooks.outbox import enqueue
 from store.crypto import SecretBox
 from store.db import Database
 
@@ -419,8 +418,8 @@ async def test_replays_and_forgeries_are_refused_by_the_documented_check(world):
 
 
 def test_the_documented_check_accepts_what_the_server_signs():
-    from server.webhooks.signing import headers as signed_headers
-    from server.webhooks.signing import new_secret
+    from server.services.webhooks.signing import headers as signed_headers
+    from server.services.webhooks.signing import new_secret
 
     secret = new_secret()
     body = '{"event":"meeting.failed","timestamp":"2026-02-01T15:30:00Z","data":{"meeting_id":"mtg_1"}}'
@@ -458,10 +457,10 @@ def test_the_documented_check_accepts_what_the_server_signs():
     ],
 )
 async def test_urls_that_reach_non_public_addresses_are_refused(url, reason):
-    with pytest.raises(urls.UnsafeUrl, match=f"resolves to a {reason} address"):
-        await urls.resolve(url, https_only=False, allow_private=False)
-    target, addresses = await urls.resolve(url, https_only=False, allow_private=True)
-    assert addresses and target.url == url
+    with pytest.raises(addresses.UnsafeUrl, match=f"resolves to a {reason} address"):
+        await addresses.resolve(url, https_only=False, allow_private=False)
+    target, resolved = await addresses.resolve(url, https_only=False, allow_private=True)
+    assert resolved and target.url == url
 
 
 @pytest.mark.parametrize(
@@ -477,8 +476,8 @@ async def test_urls_that_reach_non_public_addresses_are_refused(url, reason):
     ],
 )
 def test_malformed_urls_are_refused(url, problem):
-    with pytest.raises(urls.UnsafeUrl, match=re.escape(problem)):
-        urls.parse(url, https_only=False)
+    with pytest.raises(addresses.UnsafeUrl, match=re.escape(problem)):
+        addresses.parse(url, https_only=False)
 
 
 async def test_every_address_of_a_name_must_be_public_and_production_wants_https():
@@ -488,29 +487,29 @@ async def test_every_address_of_a_name_must_be_public_and_production_wants_https
     async def mixed(host: str, port: int) -> list[str]:
         return ["8.8.8.8", "10.0.0.7"]
 
-    target, addresses = await urls.resolve(
+    target, resolved = await addresses.resolve(
         "https://hooks.example.com/h", https_only=True, allow_private=False, resolver=public
     )
-    assert addresses == ["8.8.8.8", "2001:4860:4860::8888"]
+    assert resolved == ["8.8.8.8", "2001:4860:4860::8888"]
     assert target.pinned("2001:4860:4860::8888") == "https://[2001:4860:4860::8888]/h"
     assert target.host_header == "hooks.example.com"
-    with pytest.raises(urls.UnsafeUrl, match="private address"):
-        await urls.resolve("https://hooks.example.com/h", https_only=True, allow_private=False, resolver=mixed)
-    with pytest.raises(urls.UnsafeUrl, match="must use https"):
-        await urls.resolve("http://hooks.example.com/h", https_only=True, allow_private=False, resolver=public)
-    with pytest.raises(urls.UnsafeUrl, match="does not resolve"):
-        await urls.resolve("https://nowhere.invalid/h", https_only=False, allow_private=False)
+    with pytest.raises(addresses.UnsafeUrl, match="private address"):
+        await addresses.resolve("https://hooks.example.com/h", https_only=True, allow_private=False, resolver=mixed)
+    with pytest.raises(addresses.UnsafeUrl, match="must use https"):
+        await addresses.resolve("http://hooks.example.com/h", https_only=True, allow_private=False, resolver=public)
+    with pytest.raises(addresses.UnsafeUrl, match="does not resolve"):
+        await addresses.resolve("https://nowhere.invalid/h", https_only=False, allow_private=False)
 
 
 async def test_the_api_refuses_unsafe_urls_naming_the_field(world, monkeypatch):
     async with world.person() as client:
-        monkeypatch.setattr(urls, "allow_private", lambda settings: False)
+        monkeypatch.setattr(addresses, "allow_private", lambda settings: False)
         local = await client.post("/api/v1/webhooks", json={"url": world.receiver.url, "events": ["meeting.failed"]})
         assert local.status_code == 422
         assert local.json()["error"]["code"] == "invalid_request"
         assert "loopback" in local.json()["error"]["details"]["fields"]["url"]
 
-        monkeypatch.setattr(urls, "require_https", lambda settings: True)
+        monkeypatch.setattr(addresses, "require_https", lambda settings: True)
         plain = await client.post("/api/v1/webhooks", json={"url": "http://8.8.8.8/h", "events": ["meeting.failed"]})
         assert plain.json()["error"]["details"]["fields"] == {"url": "must use https"}
     assert world.receiver.received == []
@@ -817,7 +816,7 @@ async def test_the_openapi_document_declares_every_webhook_operation(world):
 
 
 def cli_parser() -> argparse.ArgumentParser:
-    """``companion`` with the webhook commands, as server/cli.py hooks them in."""
+    """``companion`` with the webhook commands, as server/cli/main.py hooks them in."""
 
     def acting(sub: argparse.ArgumentParser) -> argparse.ArgumentParser:
         sub.add_argument("--workspace", required=True, metavar="SLUG")
@@ -834,7 +833,7 @@ async def test_the_cli_manages_endpoints_as_a_member(world, settings, monkeypatc
     monkeypatch.setenv("COMPANION_DATABASE_URL", settings.database_url)
     monkeypatch.setenv("COMPANION_SECRET_KEY", TEST_SECRET)
     monkeypatch.setenv("COMPANION_DATA_DIR", str(settings.data_dir))
-    monkeypatch.setattr(urls, "allow_private", lambda settings: True)
+    monkeypatch.setattr(addresses, "allow_private", lambda settings: True)
 
     async def companion(*argv: str) -> str:
         args = cli_parser().parse_args(argv)
@@ -852,7 +851,7 @@ async def test_the_cli_manages_endpoints_as_a_member(world, settings, monkeypatc
     deliveries = json.loads(await companion("webhooks", "deliveries", added["id"], *admin, "--json"))
     assert [(d["event"], d["status"]) for d in deliveries] == [("webhook.test", "delivered")]
 
-    from server.cli import CliError
+    from server.cli.main import CliError
 
     with pytest.raises(CliError, match="manage webhooks"):
         await companion("webhooks", "remove", added["id"], "--workspace", "acme", "--as", "alice@acme.test")

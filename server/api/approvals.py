@@ -2,7 +2,7 @@
 
 Decisions are a person's: every operation takes a user key (``person_of``), so an assistant's agent key can
 neither approve its own calls nor read what waits (SECURITY.md). The decisions themselves are the approval
-flow's (``server.approval_flow``), which the inbox, the approval page and the CLI use too.
+flow's (``server.services.approval_flow``), which the inbox, the approval page and the CLI use too.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from approvals import lifecycle
 from server.api.auth import person_of
 from server.api.errors import ApiError
 from server.api.router import ApiRouter
-from server.approval_flow import (
+from server.services.approval_flow import (
     DecisionRefused,
     approval_view,
     approvals_for,

@@ -2,7 +2,7 @@
 
 Only people manage integrations (a user key or a signed-in session): an
 assistant's agent key cannot connect apps or read their setup. The steps are
-``server.integrations`` (the CLI and the console run them too); this module
+``server.services.integrations`` (the CLI and the console run them too); this module
 declares them and maps their refusals onto the API's errors.
 
 Two operations are a browser's, not a program's: the connect link an OAuth
@@ -23,7 +23,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from server.api.auth import person_of
 from server.api.errors import ApiError
 from server.api.router import ApiRouter, Reply
-from server.integrations.lifecycle import IntegrationError, Integrations, connection_json
+from server.services.integrations.lifecycle import IntegrationError, Integrations, connection_json
 from server.web.pages import flash, viewer_of
 from store.principal import Principal
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 from pydantic import BaseModel
 from starlette.requests import Request
 
-from server.ai_models import AiModel, catalogue_of, enabled_models
 from server.api.auth import principal_of
 from server.api.router import ApiRouter
+from server.services.ai_models import AiModel, catalogue_of, enabled_models
 
 api = ApiRouter("Models")
 

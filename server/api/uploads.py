@@ -1,6 +1,6 @@
 """Uploading a recording, and following its processing.
 
-``POST /meetings/upload`` streams the files to disk (``server.processing.storage``)
+``POST /meetings/upload`` streams the files to disk (``server.services.processing.storage``)
 and answers 202 at once: the meeting exists, ``uploaded``, and a job that will
 process it is queued in the same transaction. ``GET /meetings/{id}/status``
 shows the meeting's state and the job's.
@@ -26,9 +26,9 @@ from server.api.auth import api_caller
 from server.api.errors import ApiError, from_validation, invalid
 from server.api.meetings import visible_meeting
 from server.api.router import ApiRouter
-from server.processing import jobs, storage
-from server.processing.pipeline import PROCESS_MEETING
-from server.processing.storage import FilePolicy, FormReader, ReceivedForm, StoredFile, UploadRejected
+from server.services.processing import jobs, storage
+from server.services.processing.pipeline import PROCESS_MEETING
+from server.services.processing.storage import FilePolicy, FormReader, ReceivedForm, StoredFile, UploadRejected
 from store.models import Job, JobStatus, Meeting, MeetingStatus, Recording, Team, TeamMember, new_id, utcnow
 from store.plans import RULES
 from store.principal import Principal

@@ -28,8 +28,8 @@ from server.api import (
 )
 from server.api.openapi import openapi_document
 from server.api.router import ApiRouter
-from server.processing import worker as processing
-from server.webhooks import dispatcher
+from server.services.processing import worker as processing
+from server.services.webhooks import dispatcher
 
 if TYPE_CHECKING:
     from server.app import Companion

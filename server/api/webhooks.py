@@ -1,6 +1,6 @@
 """Webhook endpoints over the API: manage them, read their deliveries, send a test, retry a failed delivery.
 
-What each operation does, and who may, is the use case's (``server.services.webhooks``); the CLI runs the
+What each operation does, and who may, is the use case's (``server.services.webhooks.subscriptions``); the CLI runs the
 same one. This module declares the operations and says who is asking.
 """
 
@@ -12,7 +12,7 @@ from server.api.auth import api_caller
 from server.api.errors import ApiError
 from server.api.router import ApiRouter
 from server.services.pages import Page, PageQuery
-from server.services.webhooks import (
+from server.services.webhooks.subscriptions import (
     DeliveryOut,
     DeliveryQuery,
     WebhookIn,

@@ -21,7 +21,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from approvals import lifecycle
-from server.approval_flow import (
+from server.services.approval_flow import (
     LISTED,
     DecisionRefused,
     approval_view,

@@ -14,7 +14,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from approvals import whatif
-from server.integrations.lifecycle import HARMONY_FIELDS, IntegrationError, connection_json
+from server.services.integrations.lifecycle import HARMONY_FIELDS, IntegrationError, connection_json
 from server.web.marketplace import (
     CONNECTED_PATH,
     METHOD_NAMES,

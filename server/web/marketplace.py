@@ -23,8 +23,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from server.ai_models import AiModel, ModelsFileError, catalogue_of, set_model_enabled, workspace_models
-from server.integrations.lifecycle import IntegrationError, connection_json
+from server.services.ai_models import AiModel, ModelsFileError, catalogue_of, set_model_enabled, workspace_models
+from server.services.integrations.lifecycle import IntegrationError, connection_json
 from server.web.pages import (
     Refused,
     Viewer,

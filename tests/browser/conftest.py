@@ -17,8 +17,8 @@ import pytest
 import uvicorn
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 
-from server import demo
 from server.app import Companion, create_app
+from server.services import demo
 from tests.conftest import free_port
 from tests.fakes.base import serve
 from tests.fakes.linear import LinearFake

@@ -22,7 +22,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from server.processing.pipeline import ProcessingContext, Segment, StepFailed
+from server.services.processing.pipeline import ProcessingContext, Segment, StepFailed
 
 WEBVTT = "text/vtt"
 SUBRIP = "application/x-subrip"

@@ -1,6 +1,6 @@
 """``companion webhooks``: the API's webhook operations from the command line, acting as a member.
 
-Each command runs the same use case as its API endpoint (``server.services.webhooks``), so the
+Each command runs the same use case as its API endpoint (``server.services.webhooks.subscriptions``), so the
 permission rules, the URL checks and the one-time secret are the same.
 """
 
@@ -10,7 +10,7 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from server.webhooks.outbox import EVENTS
+from server.services.webhooks.outbox import EVENTS
 from store.models import DeliveryStatus
 
 Acting = Callable[[argparse.ArgumentParser], argparse.ArgumentParser]
@@ -48,10 +48,10 @@ def _limit(text: str) -> int:
 def _webhooks(args: argparse.Namespace) -> None:
     from pydantic import ValidationError
 
-    from server.cli import CliError, _acting
+    from server.cli.main import CliError, _acting
     from server.services.errors import InvalidInput, ServiceError
     from server.services.pages import PageQuery
-    from server.services.webhooks import DeliveryQuery, WebhookIn, Webhooks
+    from server.services.webhooks.subscriptions import DeliveryQuery, WebhookIn, Webhooks
     from store.principal import Principal
 
     async def work(companion: Any, person: Any) -> Any:

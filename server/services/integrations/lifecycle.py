@@ -16,8 +16,8 @@ import httpx
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.integrations.setup import SetupProblems, check_hosts, check_options, split_setup
-from server.webhooks.urls import HostPolicy
+from server.services.addresses import HostPolicy
+from server.services.integrations.setup import SetupProblems, check_hosts, check_options, split_setup
 from store.connections import ConnectionView, add_connection, credentials_context, open_credentials
 from store.crypto import SecretBox
 from store.db import Database
@@ -105,7 +105,7 @@ class Integrations:
     keeper: TokenKeeper
     http: httpx.AsyncClient
     #: Where hosts typed into setup fields may point: public addresses only, unless the deployment allows
-    #: private ones (``server.webhooks.urls.host_policy(settings)``, the webhook address policy).
+    #: private ones (``server.services.addresses.host_policy(settings)``, the webhook address policy).
     hosts: HostPolicy = field(default_factory=HostPolicy)
 
     def manifest(self, app: str) -> Manifest:

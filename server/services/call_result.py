@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from approvals.audit import Outcome
-from server.confirmation import Prompt
+from server.services.confirmation import Prompt
 from store.models import Approval
 
 

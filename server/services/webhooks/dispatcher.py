@@ -21,9 +21,10 @@ from typing import TYPE_CHECKING, Any
 import httpx
 from sqlalchemy import or_, select, update
 
-from server.webhooks import signing, urls
-from server.webhooks.endpoints import open_secret
-from server.webhooks.outbox import TEST_EVENT
+from server.services import addresses
+from server.services.webhooks import signing
+from server.services.webhooks.endpoints import open_secret
+from server.services.webhooks.outbox import TEST_EVENT
 from store.crypto import DecryptionError, SecretBox
 from store.db import Database
 from store.models import DeliveryStatus, WebhookDelivery, WebhookEndpoint, utcnow
@@ -86,13 +87,13 @@ class Dispatcher:
     lease: timedelta = LEASE
     timeout: float = TIMEOUT_SECONDS
     batch: int = BATCH
-    resolver: urls.Resolver = field(default=urls.system_resolve)
+    resolver: addresses.Resolver = field(default=addresses.system_resolve)
 
     @classmethod
     def of(cls, companion: Companion, http: httpx.AsyncClient, **options: Any) -> Dispatcher:
         """A dispatcher with the server's URL rules; ``options`` override fields (tests shorten the backoff)."""
         settings = companion.settings
-        rules = {"https_only": urls.require_https(settings), "allow_private": urls.allow_private(settings)}
+        rules = {"https_only": addresses.require_https(settings), "allow_private": addresses.allow_private(settings)}
         return cls(companion.db, companion.box, http, **(rules | options))
 
     async def run_once(self) -> int:
@@ -185,10 +186,10 @@ class Dispatcher:
         except DecryptionError:
             return Outcome(False, error="the signing secret cannot be opened with this server's keys")
         try:
-            target, addresses = await urls.resolve(
+            target, resolved = await addresses.resolve(
                 endpoint.url, https_only=self.https_only, allow_private=self.allow_private, resolver=self.resolver
             )
-        except urls.UnsafeUrl as exc:
+        except addresses.UnsafeUrl as exc:
             return Outcome(False, error=f"refused: the URL {exc}")
         headers = signing.headers(
             secret, delivery_id=delivery.id, event=delivery.event, timestamp=int(time.time()), body=delivery.body
@@ -198,7 +199,7 @@ class Dispatcher:
         unreachable = ""
         try:
             async with asyncio.timeout(self.timeout):
-                for address in addresses:
+                for address in resolved:
                     request = self.http.build_request(
                         "POST", target.pinned(address), headers=headers, content=delivery.body.encode(), extensions=tls
                     )

@@ -10,7 +10,7 @@ from fnmatch import fnmatch
 from typing import Any
 from urllib.parse import urlsplit
 
-from server.webhooks.urls import HostPolicy, Unresolved, UnsafeUrl
+from server.services.addresses import HostPolicy, Unresolved, UnsafeUrl
 from tools.manifest import Manifest, SetupField
 
 #: Setup fields that name a host the server connects to (the E-mail app's SMTP server).

@@ -20,10 +20,10 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 
 from manifests import MANIFEST_DIR
+from server.cli import webhooks as webhooks_cli
 from server.observability.logging import configure as configure_logging
 from server.observability.tracing import configure_tracing
 from server.settings import Settings, SettingsError, load_settings
-from server.webhooks import cli as webhooks_cli
 from store.models import KeyKind, Plan, Role
 from tools.manifest import ManifestError
 
@@ -228,7 +228,7 @@ async def _with_companion(settings: Settings, work: Callable[[Any], Awaitable[No
 
 
 def _demo_seed(args: argparse.Namespace) -> None:
-    from server import demo
+    from server.services import demo
     from store.migrate import upgrade
 
     async def work(companion: Any) -> None:
@@ -251,7 +251,7 @@ def _print_demo_keys(keys: Any, mcp_url: str) -> None:
         print(f"  agent key for {email}: {token}")
     for email, token in keys.user_keys.items():
         print(f"  user key for {email}:  {token}")
-    from server.demo import DEMO_PASSWORD, PEOPLE
+    from server.services.demo import DEMO_PASSWORD, PEOPLE
 
     people = ", ".join(email for email, *_ in PEOPLE)
     print(f"Web console: {mcp_url.removesuffix('/mcp')}/login as {people}, password {DEMO_PASSWORD!r}")
@@ -347,11 +347,11 @@ def _keys_revoke(args: argparse.Namespace) -> None:
 
 
 def _workspace_create(args: argparse.Namespace) -> None:
-    from server import admin
+    from server.services import workspaces
 
     async def work(companion: Any) -> None:
         async with companion.db.transaction() as session:
-            workspace = await admin.create_workspace(
+            workspace = await workspaces.create_workspace(
                 session, companion.registry, companion.box, slug=args.slug, name=args.name, plan=Plan(args.plan)
             )
         print(f"Created workspace {workspace.slug} ({workspace.id}) on the {workspace.plan.value} plan.")
@@ -423,7 +423,7 @@ def _serve(args: argparse.Namespace) -> None:
         settings = settings.model_copy(update={"base_url": f"http://{args.host}:{args.port}"})
     upgrade(settings.resolved_database_url)
     if args.demo:
-        from server import demo
+        from server.services import demo
 
         async def seed(companion: Any) -> None:
             async with companion.db.transaction() as session:
@@ -613,7 +613,7 @@ def _rules_simulate(args: argparse.Namespace) -> None:
 
 
 def _approvals_list(args: argparse.Namespace) -> None:
-    from server.approval_flow import approval_view, approvals_for
+    from server.services.approval_flow import approval_view, approvals_for
     from store.models import ApprovalStatus
 
     if args.status != "all" and args.status not in {s.value for s in ApprovalStatus}:
@@ -637,7 +637,7 @@ def _approvals_list(args: argparse.Namespace) -> None:
 
 
 def _approvals_decide(args: argparse.Namespace) -> None:
-    from server.approval_flow import DecisionRefused, approval_view, decide_elsewhere
+    from server.services.approval_flow import DecisionRefused, approval_view, decide_elsewhere
 
     async def work(companion: Any, person: Any) -> Any:
         try:
@@ -687,7 +687,7 @@ def _audit_verify(args: argparse.Namespace) -> None:
 
 def _integration_step(args: argparse.Namespace) -> None:
     from server.api.errors import ApiError
-    from server.integrations.lifecycle import IntegrationError, connection_json
+    from server.services.integrations.lifecycle import IntegrationError, connection_json
 
     async def work(companion: Any, person: Any) -> Any:
         lifecycle = companion.integrations

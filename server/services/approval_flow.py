@@ -41,9 +41,9 @@ from approvals.audit import Outcome
 from approvals.lifecycle import ApprovalError, Binding
 from approvals.rulebook import RuleBook
 from approvals.rules import Decision, Rule, RuleError
-from server.call_result import CallResult
-from server.confirmation import NO_CHANNEL, Answer, Channel, Prompt
-from server.races import first
+from server.services.call_result import CallResult
+from server.services.confirmation import NO_CHANNEL, Answer, Channel, Prompt
+from server.services.races import first
 from store import wakeups
 from store.crypto import SecretBox
 from store.db import Database

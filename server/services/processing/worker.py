@@ -1,6 +1,6 @@
 """The background worker that processes uploaded meetings, one job at a time, for as long as the server runs.
 
-Every replica may run one: jobs are claimed with a lease (``server.processing.jobs``), so each runs once.
+Every replica may run one: jobs are claimed with a lease (``server.services.processing.jobs``), so each runs once.
 Started with the server, it first finds what a previous run left: queued jobs are due at once, jobs left
 running by a process that died become due when their lease runs out, and the partial files of uploads it
 was receiving are removed.
@@ -22,10 +22,10 @@ import socket
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING
 
-from server.processing import jobs, storage
-from server.processing.jobs import LeaseLost
-from server.processing.pipeline import PROCESS_MEETING, Pipeline, Step, StepRegistry
-from server.processing.steps.transcript_file import TranscriptFile
+from server.services.processing import jobs, storage
+from server.services.processing.jobs import LeaseLost
+from server.services.processing.pipeline import PROCESS_MEETING, Pipeline, Step, StepRegistry
+from server.services.processing.steps.transcript_file import TranscriptFile
 
 if TYPE_CHECKING:
     from server.app import Companion

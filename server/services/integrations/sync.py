@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.integrations.lifecycle import IntegrationError, Integrations, run_json
+from server.services.integrations.lifecycle import IntegrationError, Integrations, run_json
 from store.models import (
     Connection,
     ConnectionStatus,

@@ -24,8 +24,8 @@ from typing import Any
 from authlib.integrations.httpx_client import OAuthError
 from sqlalchemy import select, update
 
-from server.integrations.lifecycle import IntegrationError, Integrations, connection_json, invalid_setup
-from server.integrations.setup import SetupProblems, split_setup
+from server.services.integrations.lifecycle import IntegrationError, Integrations, connection_json, invalid_setup
+from server.services.integrations.setup import SetupProblems, split_setup
 from store.connections import add_connection, credentials_context
 from store.events import record_event
 from store.invalidation import Topic, announce

@@ -36,10 +36,10 @@ import httpx
 from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.processing import jobs
-from server.processing.jobs import Claim, LeaseLost
+from server.services.processing import jobs
+from server.services.processing.jobs import Claim, LeaseLost
+from server.services.webhooks.outbox import enqueue
 from server.settings import Settings
-from server.webhooks.outbox import enqueue
 from store.db import Database
 from store.models import Insight, Meeting, MeetingStatus, Recording, Summary, TranscriptSegment, new_id
 

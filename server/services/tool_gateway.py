@@ -23,10 +23,10 @@ from approvals.digest import arguments_digest, loose_digest
 from approvals.lifecycle import ApprovalError, Binding
 from approvals.rulebook import RuleBook
 from approvals.rules import CallFacts, Catalog, Decision, Effect, ToolInfo
-from server.approval_flow import APPROVAL_REQUIRED_SCHEMA, SETTLED_OR_RUNNING, ApprovalFlow, TooManyPending
-from server.call_result import CallResult
-from server.confirmation import NO_CHANNEL, Channel
 from server.observability.metrics import Metrics
+from server.services.approval_flow import APPROVAL_REQUIRED_SCHEMA, SETTLED_OR_RUNNING, ApprovalFlow, TooManyPending
+from server.services.call_result import CallResult
+from server.services.confirmation import NO_CHANNEL, Channel
 from store.cache import SharedCache
 from store.connections import ConnectionView, open_credentials, usable_connections
 from store.crypto import SecretBox

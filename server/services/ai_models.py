@@ -22,7 +22,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from server.settings import Settings, SettingsError
 from store.models import WorkspaceModel, utcnow
 
-SHIPPED_MODELS_FILE = Path(__file__).with_name("models.yaml")
+# Configuration, beside the settings (server/models.yaml), not beside this use case.
+SHIPPED_MODELS_FILE = Path(__file__).parent.parent / "models.yaml"
 
 
 class ModelsFileError(SettingsError):

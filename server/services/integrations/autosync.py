@@ -17,8 +17,8 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import or_, select, update
 
-from server.integrations.lifecycle import IntegrationError
-from server.integrations.sync import SyncEngine
+from server.services.integrations.lifecycle import IntegrationError
+from server.services.integrations.sync import SyncEngine
 from store.directory import first_workspace_of, member_principal
 from store.models import Connection, ConnectionScope, ConnectionStatus, utcnow
 

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server import admin
+from server.services import workspaces
 from store import directory
 from store.crypto import SecretBox
 from store.keys import TOKEN_PREFIX, create_key, digest
@@ -97,11 +97,11 @@ async def seed(session: AsyncSession, registry: Registry, box: SecretBox, secret
     workspace = await session.scalar(select(Workspace).where(Workspace.slug == WORKSPACE))
     fresh = workspace is None
     if workspace is None:
-        workspace = await admin.create_workspace(
+        workspace = await workspaces.create_workspace(
             session, registry, box, slug=WORKSPACE, name="Acme Inc.", plan=Plan.MAX
         )
     else:
-        await admin.install_builtin_apps(session, registry, box, workspace)
+        await workspaces.install_builtin_apps(session, registry, box, workspace)
 
     users: dict[str, User] = {}
     teams: dict[str, Team] = {}

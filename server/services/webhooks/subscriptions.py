@@ -23,12 +23,13 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from server.services import addresses
 from server.services.errors import Conflict, Forbidden, InvalidInput, NotFound
 from server.services.pages import Page, PageQuery, paginate
+from server.services.webhooks import endpoints
+from server.services.webhooks.dispatcher import Dispatcher, webhook_client
+from server.services.webhooks.outbox import EVENTS, TEST_EVENT, WebhookEvent, enqueue_test
 from server.settings import Settings
-from server.webhooks import endpoints, urls
-from server.webhooks.dispatcher import Dispatcher, webhook_client
-from server.webhooks.outbox import EVENTS, TEST_EVENT, WebhookEvent, enqueue_test
 from store.crypto import SecretBox
 from store.db import Database
 from store.models import DeliveryStatus, WebhookDelivery, WebhookEndpoint
@@ -46,7 +47,7 @@ class WebhookIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     url: str = Field(
-        min_length=1, max_length=urls.MAX_URL_LENGTH, examples=["https://hooks.example.com/harmony"],
+        min_length=1, max_length=addresses.MAX_URL_LENGTH, examples=["https://hooks.example.com/harmony"],
         description="Where to POST events: https in production, and a host with public addresses only",
     )  # fmt: skip
     events: list[WebhookEvent] = Field(min_length=1, description=EVENTS_DESCRIPTION)
@@ -65,7 +66,7 @@ class WebhookPatch(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    url: str = Field(default=None, min_length=1, max_length=urls.MAX_URL_LENGTH)  # type: ignore[assignment]
+    url: str = Field(default=None, min_length=1, max_length=addresses.MAX_URL_LENGTH)  # type: ignore[assignment]
     events: list[WebhookEvent] = Field(default=None, min_length=1, description=EVENTS_DESCRIPTION)  # type: ignore[arg-type]
     description: str = Field(default=None, max_length=500)  # type: ignore[assignment]
     active: bool = None  # type: ignore[assignment]
@@ -157,10 +158,10 @@ class Webhooks:
 
     async def _checked_url(self, url: str) -> str:
         # Looked up at each call, not once: the rules follow the settings (and tests that change them).
-        https_only, allow_private = urls.require_https(self.settings), urls.allow_private(self.settings)
+        https_only, allow_private = addresses.require_https(self.settings), addresses.allow_private(self.settings)
         try:
-            await urls.resolve(url, https_only=https_only, allow_private=allow_private)
-        except urls.UnsafeUrl as exc:
+            await addresses.resolve(url, https_only=https_only, allow_private=allow_private)
+        except addresses.UnsafeUrl as exc:
             raise InvalidInput({"url": str(exc)}) from None
         return url
 
@@ -239,7 +240,7 @@ class Webhooks:
         async with webhook_client() as http:
             dispatcher = Dispatcher(
                 self.db, self.box, http,
-                https_only=urls.require_https(self.settings), allow_private=urls.allow_private(self.settings),
+                https_only=addresses.require_https(self.settings), allow_private=addresses.allow_private(self.settings),
             )  # fmt: skip
             async with self.db.transaction() as session:
                 endpoint = await _endpoint(session, person, endpoint_id)

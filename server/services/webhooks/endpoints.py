@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import Select, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.webhooks.signing import new_secret
+from server.services.webhooks.signing import new_secret
 from store.crypto import SecretBox
 from store.models import DeliveryStatus, WebhookDelivery, WebhookEndpoint, new_id, utcnow
 from store.sealing import webhook_secret_context as secret_context
