@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from tools.errors import InvalidArguments
 from tools.mail import canonical_mailbox
 
 if TYPE_CHECKING:
     from tools.context import ToolContext
+
+#: A JSON value: what a call's arguments hold once ``_check_json`` has let them through.
+Json: TypeAlias = bool | int | float | str | list["Json"] | dict[str, "Json"] | None
+JsonObject: TypeAlias = dict[str, Json]
 
 #: An app's canonical form of one string argument; it raises ValueError saying what is wrong.
 Hook = Callable[[str], str]
@@ -36,9 +40,9 @@ def canonicalize(schema: dict[str, Any], arguments: dict[str, Any], hooks: Mappi
     _check_json(arguments, problems)
     if problems:
         raise InvalidArguments(problems)
-    result = _mailboxes(schema, arguments, (), problems)
+    result = _mailboxes_in(schema, arguments, (), problems)
     for path, hook in hooks.items():
-        result = _apply(result, path.split("."), (), hook, problems)
+        result = _apply_in(result, path.split("."), (), hook, problems)
     if problems:
         raise InvalidArguments(problems)
     return result
@@ -52,7 +56,7 @@ async def resolve(ctx: ToolContext, arguments: dict[str, Any], hooks: Mapping[st
     for path, hook in hooks.items():
         values = {value for value in values_at(arguments, path) if isinstance(value, str)}
         answers = {value: await hook(ctx, value) for value in sorted(values)}
-        arguments = _apply(arguments, path.split("."), (), answers.__getitem__, {})
+        arguments = _apply_in(arguments, path.split("."), (), answers.__getitem__, {})
     return arguments
 
 
@@ -112,7 +116,7 @@ def _valid_unicode(text: str) -> bool:
     return True
 
 
-def _mailboxes(schema: Any, value: Any, path: tuple[str | int, ...], problems: dict[str, str]) -> Any:
+def _mailboxes(schema: object, value: Json, path: tuple[str | int, ...], problems: dict[str, str]) -> Json:
     """A copy of ``value`` with every string the schema declares ``format: email`` made a canonical mailbox."""
     if not isinstance(schema, dict):
         return value
@@ -131,26 +135,40 @@ def _mailboxes(schema: Any, value: Any, path: tuple[str | int, ...], problems: d
         items = schema.get("items")
         return [_mailboxes(items, item, (*path, index), problems) for index, item in enumerate(value)]
     if isinstance(value, dict):
-        properties = schema.get("properties") or {}
-        others = schema.get("additionalProperties")
-        return {
-            key: _mailboxes(properties.get(key, others), item, (*path, key), problems) for key, item in value.items()
-        }
+        return _mailboxes_in(schema, value, path, problems)
     return value
 
 
-def _apply(value: Any, names: list[str], path: tuple[str | int, ...], hook: Hook, problems: dict[str, str]) -> Any:
+def _mailboxes_in(
+    schema: object, value: JsonObject, path: tuple[str | int, ...], problems: dict[str, str]
+) -> JsonObject:
+    """``_mailboxes`` for an object, which stays an object."""
+    if not isinstance(schema, dict):
+        return value
+    properties = schema.get("properties") or {}
+    others = schema.get("additionalProperties")
+    return {key: _mailboxes(properties.get(key, others), item, (*path, key), problems) for key, item in value.items()}
+
+
+def _apply(value: Json, names: list[str], path: tuple[str | int, ...], hook: Hook, problems: dict[str, str]) -> Json:
     """A copy of ``value`` with ``hook`` applied to the strings at the dotted path ``names``."""
     if isinstance(value, list):
         return [_apply(item, names, (*path, index), hook, problems) for index, item in enumerate(value)]
     if names and isinstance(value, dict):
-        name, rest = names[0], names[1:]
-        if name not in value:
-            return value
-        return {**value, name: _apply(value[name], rest, (*path, name), hook, problems)}
+        return _apply_in(value, names, path, hook, problems)
     if not names and isinstance(value, str):
         try:
             return hook(value)
         except ValueError as exc:
             problems.setdefault(_field(path), str(exc))
     return value
+
+
+def _apply_in(
+    value: JsonObject, names: list[str], path: tuple[str | int, ...], hook: Hook, problems: dict[str, str]
+) -> JsonObject:
+    """``_apply`` for an object, which stays an object; ``names`` is not empty."""
+    name, rest = names[0], names[1:]
+    if name not in value:
+        return value
+    return {**value, name: _apply(value[name], rest, (*path, name), hook, problems)}

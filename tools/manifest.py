@@ -121,9 +121,9 @@ class AuthSpec(Strict):
         return self
 
     @property
-    def methods(self) -> list[str]:
+    def methods(self) -> list[AuthMethod]:
         """Every way to connect, the preferred one first."""
-        methods = [self.type]
+        methods: list[AuthMethod] = [self.type]
         if self.api_key is not None and self.type != "api_key":
             methods.append("api_key")
         return methods

@@ -13,12 +13,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, Select, tuple_
+from sqlalchemy import Select, SQLColumnExpression, tuple_
+from sqlalchemy.types import TypeEngine
 
 from tools.errors import InvalidArguments, ToolError
 
 Row = TypeVar("Row")
-S = TypeVar("S", bound=Select[Any])
+# Any SELECT, of however many columns: SQLAlchemy types a Select by the types of its columns.
+S = TypeVar("S", bound=Select[*tuple[Any, ...]])
 
 
 def encode_cursor(*key: Any) -> str:
@@ -37,8 +39,8 @@ def decode_cursor(cursor: str, arity: int, *, field: str = "cursor") -> list[Any
     return key
 
 
-def _typed(column: ColumnElement[Any], value: Any) -> Any:
-    if column.type.python_type is datetime:
+def _typed(column_type: TypeEngine[Any], value: Any) -> Any:
+    if column_type.python_type is datetime:
         try:
             return datetime.fromisoformat(value)
         except (TypeError, ValueError):
@@ -48,19 +50,25 @@ def _typed(column: ColumnElement[Any], value: Any) -> Any:
 
 def keyset(
     query: S,
-    order: tuple[ColumnElement[Any], ColumnElement[Any]],
+    order: tuple[SQLColumnExpression[Any], SQLColumnExpression[Any]],
     *,
     cursor: str | None,
     limit: int,
     descending: bool,
 ) -> S:
-    """Order ``query`` by (sort key, unique id), start after ``cursor``, fetch one row extra."""
+    """Order ``query`` by (sort key, unique id), start after ``cursor``, fetch one row extra.
+
+    A column of ``order`` may be a Core column or a mapped attribute (``Meeting.date``): both are column
+    expressions, and the row value built from the two carries each one's SQL type.
+    """
     first, second = order
     if cursor:
-        last_first, last_second = (_typed(c, v) for c, v in zip(order, decode_cursor(cursor, 2), strict=True))
         # A row-value comparison, not (a < x OR a = x AND b < y): both SQLite and PostgreSQL
         # seek the index straight to it, so a deep page costs what the first does.
-        position, last = tuple_(first, second), tuple_(last_first, last_second)
+        position = tuple_(first, second)
+        key = decode_cursor(cursor, 2)
+        last_first, last_second = (_typed(t, v) for t, v in zip(position.type.types, key, strict=True))
+        last = tuple_(last_first, last_second)
         query = query.where(position < last if descending else position > last)
     ordering = (first.desc(), second.desc()) if descending else (first, second)
     return query.order_by(*ordering).limit(limit + 1)

@@ -283,7 +283,7 @@ class ProviderApi:
         return dict(body.get("data") or {})
 
     def _backoff(self, attempt: int) -> float:
-        return BACKOFF_BASE * (2**attempt) * (1 + random.random() / 2)
+        return BACKOFF_BASE * (2.0**attempt) * (1 + random.random() / 2)
 
     @property
     def _default_headers(self) -> dict[str, str]:

@@ -51,11 +51,13 @@ _ANNOTATIONS: dict[Risk, dict[str, bool]] = {
 
 def _field_of(error: SchemaViolation) -> str:
     path = ".".join(str(p) for p in error.absolute_path)
-    if error.validator == "required" and isinstance(error.instance, dict):
-        missing = [name for name in error.validator_value if name not in error.instance]
+    # An error the validator raised has its validator's value and schema set; the stubs also allow "unset".
+    required, schema = error.validator_value, error.schema
+    if error.validator == "required" and isinstance(error.instance, dict) and isinstance(required, list):
+        missing = [name for name in required if name not in error.instance]
         return ".".join(filter(None, [path, missing[0] if missing else ""]))
-    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
-        allowed = set(error.schema.get("properties", {}))
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict) and isinstance(schema, Mapping):
+        allowed = set(schema.get("properties", {}))
         extra = sorted(k for k in error.instance if k not in allowed)
         return ".".join(filter(None, [path, extra[0] if extra else ""]))
     return path or "(arguments)"

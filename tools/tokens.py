@@ -22,11 +22,12 @@ from authlib.integrations.httpx_client import AsyncOAuth2Client, OAuthError
 from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from store.connections import ConnectionView, credentials_context
+from store.connections import ConnectionView
 from store.crypto import SecretBox
 from store.events import record_event
 from store.invalidation import Topic, announce
 from store.models import Connection, ConnectionStatus
+from store.sealing import credentials_context
 from tools.errors import ToolError
 from tools.manifest import Manifest
 

@@ -169,7 +169,7 @@ async def _read_events(ctx: ToolContext, calendar_id: str, params: dict[str, Any
 async def signed_in(ctx: ToolContext) -> str:
     """Test connection: one entry of the calendar list, which names the account when it is the primary calendar."""
     listing = await ctx.api.json("GET", "/users/me/calendarList", params={"maxResults": 1})
-    first = next(iter(listing.get("items") or []), {})
+    first: dict[str, Any] = next(iter(listing.get("items") or []), {})
     if first.get("primary"):
         return f"Signed in to Google Calendar ({first['id']})"
     return "Signed in to Google Calendar"

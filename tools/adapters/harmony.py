@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import Field
 from sqlalchemy import Select, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
 from manifests import MANIFEST_DIR
@@ -93,7 +94,7 @@ def _meeting_row(meeting: Meeting, team: str | None, owner: str | None) -> dict[
     }
 
 
-def _meetings_with_names(ctx: ToolContext) -> Select[tuple[Meeting, str | None, str | None]]:
+def _meetings_with_names(ctx: ToolContext) -> Select[Meeting, str | None, str | None]:
     return (
         select(Meeting, Team.name, User.email)
         .outerjoin(Team, Team.id == Meeting.team_id)
@@ -102,7 +103,7 @@ def _meetings_with_names(ctx: ToolContext) -> Select[tuple[Meeting, str | None, 
     )
 
 
-async def _visible_meeting(ctx: ToolContext, session: Any, meeting_id: str) -> Meeting:
+async def _visible_meeting(ctx: ToolContext, session: AsyncSession, meeting_id: str) -> Meeting:
     meeting = await session.scalar(select(Meeting).where(Meeting.id == meeting_id, visible_meetings(ctx.principal)))
     if meeting is None:
         raise NotFound(f"No meeting {meeting_id} in this workspace that you can see")
