@@ -83,12 +83,12 @@ def _field(path: tuple[str | int, ...]) -> str:
     return ".".join(map(str, path)) or "(arguments)"
 
 
-def _check_json(arguments: Any, problems: dict[str, str]) -> None:
+def _check_json(arguments: object, problems: dict[str, str]) -> None:
     """Only JSON values, and only valid Unicode: a lone surrogate has no UTF-8 form any provider could read."""
     if not isinstance(arguments, dict):
         problems["(arguments)"] = "must be an object"
         return
-    pending: list[tuple[tuple[str | int, ...], Any]] = [((), arguments)]
+    pending: list[tuple[tuple[str | int, ...], object]] = [((), arguments)]
     while pending:
         path, value = pending.pop()
         if isinstance(value, str):

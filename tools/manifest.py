@@ -17,6 +17,8 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
+from tools.reading import Classify
+
 IDENTIFIER = r"^[a-z][a-z0-9_]*$"
 # RFC 9110's token: the characters a header name may have.
 HEADER_NAME = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$"
@@ -358,14 +360,14 @@ class Manifest(Strict):
     tools: list[ToolSpec] = Field(min_length=1)
 
     # The app's api.classify function, bound by the registry: the shared client reads answers through it.
-    _classify: Any = PrivateAttr(default=None)
+    _classify: Classify | None = PrivateAttr(default=None)
 
     @property
-    def classify(self) -> Any:
-        """The app's hook reading its provider's answers (``tools.provider.Classify``), once the registry bound it."""
+    def classify(self) -> Classify | None:
+        """The app's hook reading its provider's answers, once the registry bound it."""
         return self._classify
 
-    def bind_classify(self, hook: Any) -> None:
+    def bind_classify(self, hook: Classify) -> None:
         self._classify = hook
 
     @model_validator(mode="after")

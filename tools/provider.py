@@ -22,11 +22,9 @@ import asyncio
 import base64
 import logging
 import random
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -35,6 +33,10 @@ import httpx
 from store.connections import ConnectionView
 from tools.errors import ToolError
 from tools.manifest import Manifest
+
+# Re-exported: an app's classify hook returns tools.provider.Reading (README, Apps).
+from tools.reading import Classify as Classify
+from tools.reading import Reading as Reading
 from tools.tokens import ProviderPolicy, TokenKeeper, is_fresh
 
 log = logging.getLogger(__name__)
@@ -67,21 +69,6 @@ def provider_message(body: Any) -> str:
         if isinstance(body.get(key), str) and body[key]:
             return str(body[key])
     return ""
-
-
-class Reading(StrEnum):
-    """What an app's ``classify`` hook reads in a provider's answer that the HTTP status alone misstates."""
-
-    #: The provider did nothing and asks to slow down: sent again after Retry-After (or a backoff), like a 429.
-    RATE_LIMITED = "rate_limited"
-    #: The provider refused the credentials in its own words: refreshed once and sent again, like a 401.
-    REFUSED_TOKEN = "refused_token"
-    #: Whatever the status, the thing asked about does not exist.
-    NOT_FOUND = "not_found"
-
-
-Classify = Callable[[httpx.Response], Reading | None]
-"""An app's hook: called on every answer, success or not; None leaves the answer to its HTTP status."""
 
 
 def json_body(response: httpx.Response) -> Any:
@@ -119,8 +106,7 @@ class ProviderApi:
     @property
     def classify(self) -> Classify | None:
         # Bound by the registry when it loads the app, so every ProviderApi of the app reads answers its way.
-        hook: Classify | None = self.manifest.classify
-        return hook
+        return self.manifest.classify
 
     @property
     def policy(self) -> ProviderPolicy:

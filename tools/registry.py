@@ -35,6 +35,7 @@ from tools import canonical
 from tools.context import ToolContext
 from tools.errors import InvalidArguments
 from tools.manifest import Manifest, ManifestError, Risk, ToolSpec, manifest_files, parse_manifest
+from tools.sync import SyncRecord
 
 ADAPTER_PACKAGES = ("tools.adapters",)
 APPS_GROUP = "harmony_companion.apps"
@@ -209,7 +210,7 @@ class AppHooks:
 
     test: Callable[[ToolContext], Awaitable[str]] | None = None
     account: Callable[[ToolContext], Awaitable[str]] | None = None
-    sync: Callable[[ToolContext, str | None], AsyncIterator[Any]] | None = None
+    sync: Callable[[ToolContext, str | None], AsyncIterator[SyncRecord]] | None = None
     push: Callable[[ToolContext, str | None, dict[str, Any]], Awaitable[str]] | None = None
     choices: dict[str, Callable[[ToolContext], Awaitable[list[dict[str, Any]]]]] = field(default_factory=dict)
 
