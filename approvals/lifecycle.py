@@ -27,6 +27,7 @@ from approvals.audit import AuditRecord, Event, Outcome, append_in
 from store import invalidation
 from store.crypto import SecretBox
 from store.db import dialect_name, rows_matched
+from store.errors import CompanionError
 from store.invalidation import Topic
 from store.models import ApiKey, Approval, ApprovalStatus, new_id, utcnow
 from store.sealing import approval_arguments_context, approval_result_context, approval_summary_context
@@ -39,12 +40,11 @@ _NOW: BindParameter[datetime] = bindparam("now")
 """The time at which a statement built once in this module runs, given with each run."""
 
 
-class ApprovalError(Exception):
+class ApprovalError(CompanionError):
     """A transition that cannot happen; ``code`` says why (not_found, forbidden, conflict, expired)."""
 
     def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
+        super().__init__(message, code=code)
 
 
 @dataclass(frozen=True)

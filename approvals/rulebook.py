@@ -14,6 +14,7 @@ from approvals.audit import AuditRecord, Event, append_in
 from approvals.rules import Catalog, Rule, RuleError, RuleIndex, in_canonical_form, validate
 from store.cache import SharedCache
 from store.db import Database
+from store.errors import CompanionError
 from store.invalidation import Topic, announce, subscribe
 from store.models import RuleRow, utcnow
 from store.principal import Principal
@@ -21,8 +22,10 @@ from store.principal import Principal
 log = logging.getLogger(__name__)
 
 
-class RulePermissionError(Exception):
+class RulePermissionError(CompanionError):
     """The actor may not create, change or see this rule."""
+
+    code = "forbidden"
 
 
 def _to_rule(row: RuleRow) -> Rule:

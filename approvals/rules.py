@@ -44,6 +44,8 @@ import idna
 import re2
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from store.errors import CompanionError
+
 MAX_PATTERN_LENGTH = 200
 # A string longer than this is not matched against a pattern: the condition is undecidable.
 MAX_TESTED_LENGTH = 10_000
@@ -350,12 +352,16 @@ def _one(canonical: Callable[[str, Any], Any], arg: str, value: Any) -> Any:
     return canonical(arg, value) if isinstance(value, str) else value
 
 
-class RuleError(ValueError):
+class RuleError(CompanionError, ValueError):
     """A rule that cannot be saved; ``fields`` maps each bad field to its problem."""
+
+    code = "invalid_request"
 
     def __init__(self, fields: dict[str, str]) -> None:
         self.fields = fields
-        super().__init__("; ".join(f"{name}: {problem}" for name, problem in fields.items()))
+        super().__init__(
+            "; ".join(f"{name}: {problem}" for name, problem in fields.items()), details={"fields": fields}
+        )
 
 
 def _schema_at(schema: Mapping[str, Any], path: str) -> Mapping[str, Any] | None:
