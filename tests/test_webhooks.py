@@ -817,15 +817,8 @@ async def test_the_openapi_document_declares_every_webhook_operation(world):
 
 def cli_parser() -> argparse.ArgumentParser:
     """``companion`` with the webhook commands, as server/cli/main.py hooks them in."""
-
-    def acting(sub: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        sub.add_argument("--workspace", required=True, metavar="SLUG")
-        sub.add_argument("--as", dest="actor", required=True, metavar="EMAIL")
-        sub.add_argument("--json", action="store_true")
-        return sub
-
     parser = argparse.ArgumentParser(prog="companion")
-    webhooks_cli.add_commands(parser.add_subparsers(dest="command", required=True), acting)
+    webhooks_cli.add_commands(parser.add_subparsers(dest="command", required=True))
     return parser
 
 
@@ -851,7 +844,7 @@ async def test_the_cli_manages_endpoints_as_a_member(world, settings, monkeypatc
     deliveries = json.loads(await companion("webhooks", "deliveries", added["id"], *admin, "--json"))
     assert [(d["event"], d["status"]) for d in deliveries] == [("webhook.test", "delivered")]
 
-    from server.cli.main import CliError
+    from server.cli.command import CliError
 
     with pytest.raises(CliError, match="manage webhooks"):
         await companion("webhooks", "remove", added["id"], "--workspace", "acme", "--as", "alice@acme.test")

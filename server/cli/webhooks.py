@@ -7,34 +7,38 @@ permission rules, the URL checks and the one-time secret are the same.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from server.cli.command import CliError, Handlers, Subcommands, acting, acting_options
 from server.services.webhooks.outbox import EVENTS
 from store.models import DeliveryStatus
+from store.principal import Principal
 
-Acting = Callable[[argparse.ArgumentParser], argparse.ArgumentParser]
+if TYPE_CHECKING:
+    from server.cli.command import Companion
 
 
-def add_commands(commands: Any, acting: Acting) -> None:
+def add_commands(commands: Subcommands) -> None:
     """Add ``webhooks list|add|remove|deliveries|test|retry`` to the ``companion`` subcommands."""
     webhooks = commands.add_parser("webhooks", help="webhook endpoints and their deliveries").add_subparsers(
         dest="action", required=True
     )
-    acting(webhooks.add_parser("list", help="the workspace's endpoints"))
-    add = acting(webhooks.add_parser("add", help="send events to a URL; prints the signing secret once"))
+    acting_options(webhooks.add_parser("list", help="the workspace's endpoints"))
+    add = acting_options(webhooks.add_parser("add", help="send events to a URL; prints the signing secret once"))
     add.add_argument("url", metavar="URL")
     add.add_argument("--events", nargs="+", required=True, choices=EVENTS, metavar="EVENT", help=", ".join(EVENTS))
     add.add_argument("--description", default="")
-    remove = acting(webhooks.add_parser("remove", help="delete an endpoint and its deliveries"))
+    remove = acting_options(webhooks.add_parser("remove", help="delete an endpoint and its deliveries"))
     remove.add_argument("endpoint_id", metavar="ID")
-    deliveries = acting(webhooks.add_parser("deliveries", help="an endpoint's deliveries, newest first"))
+    deliveries = acting_options(webhooks.add_parser("deliveries", help="an endpoint's deliveries, newest first"))
     deliveries.add_argument("endpoint_id", metavar="ID")
     deliveries.add_argument("--status", choices=[s.value for s in DeliveryStatus])
     deliveries.add_argument("--limit", type=_limit, default=20, help="how many, 1 to 100 (default 20)")
-    test = acting(webhooks.add_parser("test", help="send a signed test event now; fails unless it is delivered"))
+    test = acting_options(
+        webhooks.add_parser("test", help="send a signed test event now; fails unless it is delivered")
+    )
     test.add_argument("endpoint_id", metavar="ID")
-    retry = acting(webhooks.add_parser("retry", help="queue a failed delivery again"))
+    retry = acting_options(webhooks.add_parser("retry", help="queue a failed delivery again"))
     retry.add_argument("delivery_id", metavar="DELIVERY_ID")
 
 
@@ -48,13 +52,11 @@ def _limit(text: str) -> int:
 def _webhooks(args: argparse.Namespace) -> None:
     from pydantic import ValidationError
 
-    from server.cli.main import CliError, _acting
     from server.services.errors import InvalidInput, ServiceError
     from server.services.pages import PageQuery
     from server.services.webhooks.subscriptions import DeliveryQuery, WebhookIn, Webhooks
-    from store.principal import Principal
 
-    async def work(companion: Any, person: Any) -> Any:
+    async def work(companion: Companion, person: Principal) -> Any:
         try:
             return await run(Webhooks(companion.db, companion.box, companion.settings), person)
         except ServiceError as exc:
@@ -116,9 +118,9 @@ def _webhooks(args: argparse.Namespace) -> None:
         print(f"Queued {delivery.id} again; the server's worker will send it.")
         return None
 
-    _acting(args, work)
+    acting(args, work)
 
 
-HANDLERS: dict[tuple[str, str | None], Callable[[argparse.Namespace], None]] = {
+HANDLERS: Handlers = {
     ("webhooks", action): _webhooks for action in ("list", "add", "remove", "deliveries", "test", "retry")
 }

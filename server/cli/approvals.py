@@ -1,0 +1,81 @@
+"""``companion approvals``: list, approve and deny pending calls, acting as a member."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING, Any
+
+from server.cli.command import CliError, Handlers, Subcommands, acting, acting_options
+from store.principal import Principal
+
+if TYPE_CHECKING:
+    from server.cli.command import Companion
+
+
+def add_commands(commands: Subcommands) -> None:
+    approvals = commands.add_parser("approvals", help="approvals").add_subparsers(dest="action", required=True)
+    approvals_list = acting_options(approvals.add_parser("list", help="approvals the person may decide"))
+    approvals_list.add_argument("--status", default="pending")
+    approve = acting_options(approvals.add_parser("approve", help="approve a pending call"))
+    approve.add_argument("approval_id", metavar="APPROVAL_ID")
+    approve.add_argument("--remember", choices=["no", "1h", "30d"], default="no")
+    deny = acting_options(approvals.add_parser("deny", help="deny a pending call"))
+    deny.add_argument("approval_id", metavar="APPROVAL_ID")
+    deny.add_argument("--reason")
+
+
+def _approvals_list(args: argparse.Namespace) -> None:
+    from server.services.approval_flow import approval_view, approvals_for
+    from store.models import ApprovalStatus
+
+    if args.status != "all" and args.status not in {s.value for s in ApprovalStatus}:
+        raise CliError(f"status: unknown status {args.status!r}")
+
+    async def work(companion: Companion, person: Principal) -> Any:
+        status = None if args.status == "all" else ApprovalStatus(args.status)
+        rows = await approvals_for(companion.gateway.flow, person, status)
+        views = [approval_view(companion.gateway.flow, companion.registry.tools, a) for a in rows]
+        if args.json:
+            return views
+        for view in views:
+            print(
+                f"{view['id']}  {view['status']:9}  {view['tool']}  {view['summary']}  (expires {view['expires_at']})"
+            )
+        if not views:
+            print(f"no {args.status} approvals")
+        return None
+
+    acting(args, work)
+
+
+def _approvals_decide(args: argparse.Namespace) -> None:
+    from server.services.approval_flow import DecisionRefused, approval_view, decide_elsewhere
+
+    async def work(companion: Companion, person: Principal) -> Any:
+        try:
+            approval = await decide_elsewhere(
+                companion.gateway.flow,
+                companion.registry.tools,
+                person,
+                args.approval_id,
+                approve=args.action == "approve",
+                via="cli",
+                reason=getattr(args, "reason", None),
+                remember=getattr(args, "remember", None),
+            )
+        except DecisionRefused as exc:
+            raise CliError(f"approval_id: {exc}") from None
+        view = approval_view(companion.gateway.flow, companion.registry.tools, approval)
+        if args.json:
+            return view
+        print(f"{view['id']} is {view['status']}: {view['summary']}")
+        return None
+
+    acting(args, work)
+
+
+HANDLERS: Handlers = {
+    ("approvals", "list"): _approvals_list,
+    ("approvals", "approve"): _approvals_decide,
+    ("approvals", "deny"): _approvals_decide,
+}
