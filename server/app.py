@@ -7,7 +7,6 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import timedelta
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import httpx
@@ -50,8 +49,11 @@ from server.services.integrations.autosync import AutoSync
 from server.services.integrations.lifecycle import Integrations
 from server.services.integrations.oauth import OAuthConnect
 from server.services.integrations.sync import SyncEngine
+from server.services.processing import worker as processing
 from server.services.tool_gateway import ToolGateway, catalog_of
+from server.services.webhooks import dispatcher
 from server.settings import Settings
+from server.version import package_version
 from store import invalidation, wakeups
 from store.cache import SharedCache
 from store.crypto import SecretBox, derive_key
@@ -62,13 +64,6 @@ from store.listener import Listener
 from store.principal import Principal
 from tools.registry import Registry
 from tools.tokens import ProviderPolicy, TokenKeeper
-
-
-def package_version() -> str:
-    try:
-        return version("harmony-companion")
-    except PackageNotFoundError:
-        return "0+unknown"
 
 
 def provider_policy(settings: Settings) -> ProviderPolicy:
@@ -243,7 +238,11 @@ def create_app(companion: Companion) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         # The SDK app's own lifespan is not used, so the MCP session manager is started here.
-        background = [asyncio.create_task(work(companion)) for work in api_v1.WORKERS] if settings.run_workers else []
+        background: list[asyncio.Task[Any]] = []
+        if settings.run_workers:
+            # The API's background work: delivering webhooks, and processing uploaded meetings.
+            background.append(asyncio.create_task(dispatcher.worker(settings, companion.db, companion.box)))
+            background.append(asyncio.create_task(processing.worker(settings, companion.db, companion.http)))
         background.append(asyncio.create_task(watch_loop_lag(companion.gateway.metrics.loop_lag.observe)))
         if settings.auto_sync_minutes:
             background.append(asyncio.create_task(companion.autosync.forever()))
@@ -268,7 +267,7 @@ def create_app(companion: Companion) -> Starlette:
     app = Starlette(
         routes=[
             Route("/healthz", healthz),
-            *metrics_routes(companion),
+            *metrics_routes(companion.gateway.metrics, companion.db, settings.metrics_token),
             Mount("/api/v1", routes=api_v1.routes()),
             *web.routes,
             *mcp_app.routes,

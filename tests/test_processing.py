@@ -103,6 +103,11 @@ async def uploaded(api, transcript: bytes | None = TEAMS_VTT, **fields: str) -> 
     return answer.json()["id"]
 
 
+def shipped_pipeline(companion: Companion) -> Pipeline:
+    """The pipeline the server's worker runs, with the steps the settings name."""
+    return pipeline_for(companion.settings, companion.db, companion.http)
+
+
 def pipeline(companion: Companion, *steps: Any) -> Pipeline:
     settings = companion.settings
     return Pipeline(companion.db, list(steps), data_dir=settings.data_dir, http=companion.http, settings=settings)
@@ -119,8 +124,8 @@ async def make_due(companion: Companion) -> None:
 async def test_an_upload_is_processed_and_its_transcript_read_by_the_api_and_the_tool(api, companion):
     await subscribe(companion)
     meeting_id = await uploaded(api)
-    assert await work_once(companion, pipeline_for(companion), "worker-1")
-    assert not await work_once(companion, pipeline_for(companion), "worker-1")  # nothing left
+    assert await work_once(companion.db, shipped_pipeline(companion), "worker-1")
+    assert not await work_once(companion.db, shipped_pipeline(companion), "worker-1")  # nothing left
 
     async with api.client() as alice:
         status = (await alice.get(f"/meetings/{meeting_id}/status")).json()
@@ -153,7 +158,7 @@ async def test_an_upload_is_processed_and_its_transcript_read_by_the_api_and_the
 async def test_without_a_transcript_or_speech_to_text_the_meeting_fails_saying_why(api, companion):
     await subscribe(companion)
     meeting_id = await uploaded(api, transcript=None)
-    assert await work_once(companion, pipeline_for(companion), "worker-1")
+    assert await work_once(companion.db, shipped_pipeline(companion), "worker-1")
     async with api.client() as alice:
         status = (await alice.get(f"/meetings/{meeting_id}/status")).json()
         transcript = (await alice.get(f"/meetings/{meeting_id}/transcript")).json()
@@ -168,7 +173,7 @@ async def test_without_a_transcript_or_speech_to_text_the_meeting_fails_saying_w
 async def test_a_malformed_transcript_fails_the_meeting_naming_the_line(api, companion):
     await subscribe(companion)
     meeting_id = await uploaded(api, transcript=b"WEBVTT\n\n00:00:01.000 --> 00:00:0x.000\nHello\n")
-    assert await work_once(companion, pipeline_for(companion), "worker-1")
+    assert await work_once(companion.db, shipped_pipeline(companion), "worker-1")
     job = await job_of(companion, meeting_id)
     assert job.status is JobStatus.FAILED
     assert job.last_error == (
@@ -210,8 +215,8 @@ async def test_plug_in_steps_add_a_transcript_a_summary_and_insights(api, compan
     registry = StepRegistry([TranscriptFile(), SpeechToText(), Summariser()])
     steps = registry.resolve(["transcript_file", "speech_to_text", "summarise"])
     audio_only, with_file = await uploaded(api, transcript=None), await uploaded(api)
-    assert await work_once(companion, pipeline(companion, *steps), "w")
-    assert await work_once(companion, pipeline(companion, *steps), "w")
+    assert await work_once(companion.db, pipeline(companion, *steps), "w")
+    assert await work_once(companion.db, pipeline(companion, *steps), "w")
 
     async with companion.db.session() as session:
         heard = list(await session.scalars(select(TranscriptSegment).where(TranscriptSegment.meeting_id == audio_only)))
@@ -273,16 +278,16 @@ async def test_passing_trouble_is_retried_with_backoff_then_succeeds(api, compan
     meeting_id = await uploaded(api)
     flaky = pipeline(companion, Flaky(1), TranscriptFile())
     before = now()
-    assert await work_once(companion, flaky, "w")
+    assert await work_once(companion.db, flaky, "w")
     job = await job_of(companion, meeting_id)
     assert job.status is JobStatus.QUEUED and job.attempts == 1
     assert job.last_error == "Step flaky failed unexpectedly (RuntimeError)"
     assert before + timedelta(seconds=9) < job.run_after < now() + timedelta(seconds=11)
     assert (await meeting_of(companion, meeting_id)).status is MeetingStatus.PROCESSING
-    assert not await work_once(companion, flaky, "w")  # not due yet
+    assert not await work_once(companion.db, flaky, "w")  # not due yet
 
     await make_due(companion)
-    assert await work_once(companion, flaky, "w")
+    assert await work_once(companion.db, flaky, "w")
     assert (await meeting_of(companion, meeting_id)).status is MeetingStatus.PROCESSED
     assert [event for event, _ in await outbox(companion)] == ["meeting.started", "meeting.processed"]  # started once
 
@@ -292,9 +297,9 @@ async def test_after_the_last_attempt_the_meeting_fails_with_the_reason(api, com
     monkeypatch.setattr(jobs, "MAX_ATTEMPTS", 2)
     meeting_id = await uploaded(api)
     flaky = pipeline(companion, Flaky(5), TranscriptFile())
-    assert await work_once(companion, flaky, "w")
+    assert await work_once(companion.db, flaky, "w")
     await make_due(companion)
-    assert await work_once(companion, flaky, "w")
+    assert await work_once(companion.db, flaky, "w")
     job = await job_of(companion, meeting_id)
     reason = "Step flaky failed unexpectedly (RuntimeError); gave up after 2 attempts"
     assert job.status is JobStatus.FAILED and job.attempts == 2 and job.last_error == reason
@@ -324,12 +329,12 @@ async def test_a_job_left_running_is_picked_up_once_its_lease_runs_out(api, comp
     meeting_id = await uploaded(api)
     died = await jobs.claim(companion.db, "worker-that-died", [PROCESS_MEETING])
     assert len(died) == 1  # claimed, then the process was killed
-    assert not await work_once(companion, pipeline_for(companion), "other")  # its lease still holds
+    assert not await work_once(companion.db, shipped_pipeline(companion), "other")  # its lease still holds
 
     await expire_leases(companion)
     restarted = Companion.build(companion.settings, registry=companion.registry)
     try:
-        assert await work_once(restarted, pipeline_for(restarted), "after-restart")
+        assert await work_once(restarted.db, shipped_pipeline(restarted), "after-restart")
     finally:
         await restarted.aclose()
     job = await job_of(companion, meeting_id)
@@ -341,7 +346,7 @@ async def test_a_job_left_running_is_picked_up_once_its_lease_runs_out(api, comp
 async def test_the_worker_started_with_a_new_process_takes_the_queued_jobs(api, companion, monkeypatch):
     first, second = await uploaded(api), await uploaded(api)
     restarted = Companion.build(companion.settings, registry=companion.registry)
-    loop = asyncio.create_task(processing_worker.worker(restarted))
+    loop = asyncio.create_task(processing_worker.worker(restarted.settings, restarted.db, restarted.http))
     try:
         for _ in range(500):
             states = {(await meeting_of(companion, m)).status for m in (first, second)}
@@ -362,7 +367,7 @@ async def test_a_job_failing_every_time_its_worker_dies_is_given_up(api, compani
     for name in ("died-1", "died-2"):
         assert await jobs.claim(companion.db, name, [PROCESS_MEETING])
         await expire_leases(companion)
-    assert await work_once(companion, pipeline_for(companion), "third")
+    assert await work_once(companion.db, shipped_pipeline(companion), "third")
     job = await job_of(companion, meeting_id)
     assert job.status is JobStatus.FAILED and job.last_error == "Processing stopped unfinished 2 times; gave up"
     assert (await meeting_of(companion, meeting_id)).status is MeetingStatus.FAILED
@@ -389,7 +394,7 @@ async def test_two_workers_never_run_one_job_twice(api, companion):
     async def drain(replica: Companion, name: str) -> int:
         steps = pipeline(replica, Counting(runs), TranscriptFile())
         done = 0
-        while await work_once(replica, steps, name):
+        while await work_once(replica.db, steps, name):
             done += 1
         return done
 
@@ -571,7 +576,7 @@ async def test_a_step_failure_is_final_and_other_errors_are_passing(api, compani
             raise StepFailed("The recording is silent")
 
     meeting_id = await uploaded(api)
-    assert await work_once(companion, pipeline(companion, Refuses(), TranscriptFile()), "w")
+    assert await work_once(companion.db, pipeline(companion, Refuses(), TranscriptFile()), "w")
     job = await job_of(companion, meeting_id)
     assert job.status is JobStatus.FAILED and job.attempts == 1 and job.last_error == "The recording is silent"
 
@@ -581,6 +586,6 @@ async def test_a_transcript_missing_from_storage_fails_without_retrying(api, com
     async with companion.db.session() as session:
         recording = await session.get(Recording, meeting_id)
     (companion.settings.data_dir / recording.transcript_path).unlink()
-    assert await work_once(companion, pipeline_for(companion), "w")
+    assert await work_once(companion.db, shipped_pipeline(companion), "w")
     job = await job_of(companion, meeting_id)
     assert job.status is JobStatus.FAILED and job.last_error == "The transcript file is missing from storage"

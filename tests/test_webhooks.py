@@ -75,7 +75,13 @@ class World:
         return httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app), base_url=BASE, headers=headers)
 
     def dispatcher(self, **options: Any) -> Dispatcher:
-        return Dispatcher.of(self.companion, self.http, **({"backoff": no_wait} | options))
+        return Dispatcher.of(
+            self.companion.settings,
+            self.companion.db,
+            self.companion.box,
+            self.http,
+            **({"backoff": no_wait} | options),
+        )
 
     async def add_endpoint(
         self, events: list[str] | None = None, url: str | None = None, who: str = "admin"
@@ -334,8 +340,8 @@ async def committed_then_killed(world: World, database_url: str, tmp_path: Path,
 
 
 async def restarted(world: World) -> None:
-    """A fresh server's worker (the one in WORKERS) runs until every delivery is delivered."""
-    task = asyncio.create_task(worker(world.companion))
+    """A fresh server's worker (the one server/app.py starts) runs until every delivery is delivered."""
+    task = asyncio.create_task(worker(world.companion.settings, world.companion.db, world.companion.box))
     try:
         async with asyncio.timeout(15):
             while {d.status for d in await world.deliveries()} != {DeliveryStatus.DELIVERED}:

@@ -23,8 +23,8 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from server.api.auth import person_of
 from server.api.errors import ApiError
 from server.api.router import ApiRouter, Reply
+from server.browser_session import flash, viewer_of
 from server.services.integrations.lifecycle import IntegrationError, Integrations, connection_json
-from server.web.pages import flash, viewer_of
 from store.principal import Principal
 
 api = ApiRouter("Integrations")

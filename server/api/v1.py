@@ -1,4 +1,4 @@
-"""Everything under /api/v1: the routers of each resource, and the background workers the API relies on.
+"""Everything under /api/v1: the routers of each resource, and the OpenAPI document that lists them.
 
 A resource module declares its operations on an ``ApiRouter``; listing it here
 mounts its routes and puts it in the OpenAPI document.
@@ -6,8 +6,7 @@ mounts its routes and puts it in the OpenAPI document.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -28,11 +27,7 @@ from server.api import (
 )
 from server.api.openapi import openapi_document
 from server.api.router import ApiRouter
-from server.services.processing import worker as processing
-from server.services.webhooks import dispatcher
-
-if TYPE_CHECKING:
-    from server.app import Companion
+from server.version import package_version
 
 ROUTERS: list[ApiRouter] = [
     meetings.api,
@@ -48,24 +43,19 @@ ROUTERS: list[ApiRouter] = [
     integrations.api,
 ]
 
-#: Long-running tasks started with the server (and stopped with it), each given the Companion.
-WORKERS: list[Callable[[Companion], Awaitable[Any]]] = [dispatcher.worker, processing.worker]
 
-
-def document(companion: Companion) -> dict[str, Any]:
-    from server.app import package_version
-
+def document(base_url: str) -> dict[str, Any]:
     operations = [operation for router in ROUTERS for operation in router.operations]
     return openapi_document(
         operations,
         title="Harmony Companion API",
         version=package_version(),
-        server_url=f"{companion.settings.base_url}/api/v1",
+        server_url=f"{base_url}/api/v1",
     )
 
 
 async def openapi_json(request: Request) -> JSONResponse:
-    return JSONResponse(document(request.app.state.companion))
+    return JSONResponse(document(request.app.state.companion.settings.base_url))
 
 
 def routes() -> list[BaseRoute]:

@@ -20,7 +20,7 @@ import logging
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from opentelemetry import trace
 from prometheus_client import (
@@ -33,6 +33,7 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
+from pydantic import SecretStr
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException
@@ -42,9 +43,6 @@ from starlette.routing import Route
 
 from store.db import Database
 from store.models import Approval, ApprovalStatus, DeliveryStatus, WebhookDelivery, utcnow
-
-if TYPE_CHECKING:
-    from server.app import Companion
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("harmony-companion")
@@ -175,12 +173,14 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-def metrics_routes(companion: Companion) -> list[Route]:
-    """``GET /metrics``: off (404) unless ``COMPANION_METRICS_TOKEN`` is set, then for its bearer only."""
+def metrics_routes(metrics: Metrics, db: Database, token: SecretStr | None) -> list[Route]:
+    """``GET /metrics``: off (404) unless ``COMPANION_METRICS_TOKEN`` (``token``) is set, then for its bearer only.
 
-    async def metrics(request: Request) -> Response:
-        secret = companion.settings.metrics_token
-        expected = secret.get_secret_value().strip() if secret else ""
+    ``metrics`` are the server's: the gateway and the token keeper report into that one object.
+    """
+
+    async def endpoint(request: Request) -> Response:
+        expected = token.get_secret_value().strip() if token else ""
         if not expected:
             # Off looks exactly like a path that does not exist.
             raise HTTPException(status_code=404)
@@ -189,8 +189,7 @@ def metrics_routes(companion: Companion) -> list[Route]:
             raise HTTPException(
                 status_code=401, detail="A valid metrics token is required.", headers={"WWW-Authenticate": "Bearer"}
             )
-        # The gateway's metrics are the Companion's: the token keeper reports into the same object.
-        body = await companion.gateway.metrics.exposition(companion.db)
+        body = await metrics.exposition(db)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
-    return [Route("/metrics", metrics, methods=["GET"])]
+    return [Route("/metrics", endpoint, methods=["GET"], name="metrics")]

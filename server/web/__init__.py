@@ -8,8 +8,9 @@ from __future__ import annotations
 from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 
+from server.browser_session import session_middleware, viewer_of
 from server.web import audit, inbox, integration, marketplace, rules, settings, signin, workspaces
-from server.web.pages import HERE, session_middleware, viewer_of
+from server.web.pages import HERE
 
 __all__ = ["routes", "session_middleware", "viewer_of"]
 

@@ -20,8 +20,9 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from approvals.audit import verify
+from server.browser_session import Viewer
 from server.web.audit_filters import DECISIONS, KINDS, AuditFilters
-from server.web.pages import SECURITY_HEADERS, Viewer, companion_of, page, render
+from server.web.pages import SECURITY_HEADERS, companion_of, page, render
 from server.web.people_lookup import Person, members_of, people_by_id
 from store.models import AuditEntry, utcnow
 

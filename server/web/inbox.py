@@ -21,6 +21,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from approvals import lifecycle
+from server.browser_session import Viewer, flash, viewer_of
 from server.services.approval_flow import (
     LISTED,
     DecisionRefused,
@@ -31,19 +32,7 @@ from server.services.approval_flow import (
     visible_clause,
     visible_to,
 )
-from server.web.pages import (
-    Refused,
-    Viewer,
-    companion_of,
-    flash,
-    form_of,
-    is_htmx,
-    page,
-    redirect,
-    render,
-    safe_next,
-    viewer_of,
-)
+from server.web.pages import Refused, companion_of, form_of, is_htmx, page, redirect, render, safe_next
 from server.web.people_lookup import people_by_id
 from store.models import Approval, ApprovalStatus, utcnow
 from store.principal import Principal

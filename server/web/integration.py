@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from approvals import whatif
+from server.browser_session import Viewer, flash
 from server.services.integrations.lifecycle import HARMONY_FIELDS, IntegrationError, connection_json
 from server.web.marketplace import (
     CONNECTED_PATH,
@@ -25,7 +26,7 @@ from server.web.marketplace import (
     typed_back,
     wants_json,
 )
-from server.web.pages import Refused, Viewer, companion_of, flash, form_of, is_htmx, page, redirect, render
+from server.web.pages import Refused, companion_of, form_of, is_htmx, page, redirect, render
 from store.models import Connection, ConnectionScope, ConnectionStatus
 from store.principal import Principal
 from tools.manifest import Manifest, SetupField

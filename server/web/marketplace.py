@@ -23,20 +23,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from server.browser_session import Viewer, flash
 from server.services.ai_models import AiModel, ModelsFileError, catalogue_of, set_model_enabled, workspace_models
 from server.services.integrations.lifecycle import IntegrationError, connection_json
-from server.web.pages import (
-    Refused,
-    Viewer,
-    companion_of,
-    flash,
-    form_of,
-    is_htmx,
-    page,
-    redirect,
-    render,
-    require_admin,
-)
+from server.web.pages import Refused, companion_of, form_of, is_htmx, page, redirect, render, require_admin
 from server.web.people_lookup import people_by_id
 from store.models import Connection, ConnectionScope, ConnectionStatus
 from store.principal import Principal

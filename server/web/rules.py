@@ -22,10 +22,11 @@ from starlette.routing import Route
 
 from approvals.rulebook import RulePermissionError, may_manage
 from approvals.rules import WEEKDAYS, Effect, Rule, RuleError
+from server.browser_session import Viewer, flash
 from server.services.errors import Forbidden, ServiceError
 from server.services.rule_whatifs import RuleChanges, RuleWhatIfs
 from server.web import rules_explain
-from server.web.pages import Refused, Viewer, companion_of, flash, form_of, is_htmx, page, redirect, render
+from server.web.pages import Refused, companion_of, form_of, is_htmx, page, redirect, render
 from server.web.people_lookup import Person, people_by_id
 from server.web.rules_form import (
     RISKS,

@@ -18,9 +18,10 @@ from starlette.routing import Route
 from approvals import whatif
 from approvals.rulebook import may_see
 from approvals.rules import Cap, RuleRef
+from server.browser_session import Viewer
 from server.services.errors import Forbidden, InvalidArguments, InvalidInput
 from server.services.rule_whatifs import ExplainRequest, RuleWhatIfs
-from server.web.pages import Refused, Viewer, companion_of, is_htmx, page, render
+from server.web.pages import Refused, companion_of, is_htmx, page, render
 from server.web.people_lookup import members_of, people_by_id
 from server.web.rules_form import tool_groups
 from server.web.rules_schema import Argument, arguments_of

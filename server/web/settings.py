@@ -13,7 +13,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from server.web.pages import Refused, Viewer, companion_of, flash, form_of, page, redirect, render, require_admin
+from server.browser_session import Viewer, flash
+from server.web.pages import Refused, companion_of, form_of, page, redirect, render, require_admin
 from server.web.signin import client_of
 from store import throttle
 from store.in_chat_policy import RISKS, InChatPolicy, policy_of, set_policy

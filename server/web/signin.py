@@ -12,7 +12,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from server.web.pages import Refused, companion_of, form_of, redirect, render, safe_next, start_session, viewer_of
+from server.browser_session import start_session, viewer_of
+from server.web.pages import Refused, companion_of, form_of, redirect, render, safe_next
 from store import throttle
 from store.directory import first_workspace_of
 from store.models import User

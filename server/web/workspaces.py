@@ -6,7 +6,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from server.web.pages import Refused, Viewer, flash, form_of, page, redirect, safe_next
+from server.browser_session import Viewer, flash
+from server.web.pages import Refused, form_of, page, redirect, safe_next
 
 
 @page

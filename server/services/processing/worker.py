@@ -20,15 +20,15 @@ import os
 import secrets
 import socket
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING
+
+import httpx
 
 from server.services.processing import jobs, storage
 from server.services.processing.jobs import LeaseLost
 from server.services.processing.pipeline import PROCESS_MEETING, Pipeline, Step, StepRegistry
 from server.services.processing.steps.transcript_file import TranscriptFile
-
-if TYPE_CHECKING:
-    from server.app import Companion
+from server.settings import Settings
+from store.db import Database
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +45,9 @@ def step_registry() -> StepRegistry:
     return registry
 
 
-def pipeline_for(companion: Companion) -> Pipeline:
-    settings = companion.settings
+def pipeline_for(settings: Settings, db: Database, http: httpx.AsyncClient) -> Pipeline:
     steps = step_registry().resolve(tuple(settings.processing_steps))
-    return Pipeline(companion.db, steps, data_dir=settings.data_dir, http=companion.http, settings=settings)
+    return Pipeline(db, steps, data_dir=settings.data_dir, http=http, settings=settings)
 
 
 def worker_name() -> str:
@@ -56,32 +55,32 @@ def worker_name() -> str:
     return f"{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
-async def work_once(companion: Companion, pipeline: Pipeline, name: str) -> bool:
+async def work_once(db: Database, pipeline: Pipeline, name: str) -> bool:
     """Claim one due job and process it; False when there was nothing to do."""
-    claimed = await jobs.claim(companion.db, name, [PROCESS_MEETING])
+    claimed = await jobs.claim(db, name, [PROCESS_MEETING])
     if not claimed:
         return False
     claim = claimed[0]
     try:
-        await jobs.run_leased(companion.db, claim, pipeline.process(claim))
+        await jobs.run_leased(db, claim, pipeline.process(claim))
     except LeaseLost:
         log.warning("job %s was taken over by another worker; this attempt's result is dropped", claim.job_id)
     return True
 
 
-async def worker(companion: Companion) -> None:
+async def worker(settings: Settings, db: Database, http: httpx.AsyncClient) -> None:
     """Process uploads until cancelled; an error is logged and the loop goes on."""
-    pipeline = pipeline_for(companion)
+    pipeline = pipeline_for(settings, db, http)
     name = worker_name()
-    swept = await asyncio.to_thread(storage.sweep_abandoned, companion.settings.data_dir / "recordings")
+    swept = await asyncio.to_thread(storage.sweep_abandoned, settings.data_dir / "recordings")
     if swept:
         log.info("removed %d partial upload file(s) left by a process that stopped mid-upload", swept)
     log.info("upload processing worker %s started with steps %s", name, ", ".join(s.name for s in pipeline.steps))
     while True:
         try:
-            busy = await work_once(companion, pipeline, name)
+            busy = await work_once(db, pipeline, name)
         except Exception:
             log.exception("upload processing worker %s: a round failed", name)
             busy = False
         if not busy:
-            await asyncio.sleep(companion.settings.processing_poll_seconds)
+            await asyncio.sleep(settings.processing_poll_seconds)

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 from sqlalchemy import or_, select, update
@@ -25,12 +25,10 @@ from server.services import addresses
 from server.services.webhooks import signing
 from server.services.webhooks.endpoints import open_secret
 from server.services.webhooks.outbox import TEST_EVENT
+from server.settings import Settings
 from store.crypto import DecryptionError, SecretBox
 from store.db import Database
 from store.models import DeliveryStatus, WebhookDelivery, WebhookEndpoint, utcnow
-
-if TYPE_CHECKING:
-    from server.app import Companion
 
 log = logging.getLogger(__name__)
 
@@ -90,11 +88,12 @@ class Dispatcher:
     resolver: addresses.Resolver = field(default=addresses.system_resolve)
 
     @classmethod
-    def of(cls, companion: Companion, http: httpx.AsyncClient, **options: Any) -> Dispatcher:
+    def of(
+        cls, settings: Settings, db: Database, box: SecretBox, http: httpx.AsyncClient, **options: Any
+    ) -> Dispatcher:
         """A dispatcher with the server's URL rules; ``options`` override fields (tests shorten the backoff)."""
-        settings = companion.settings
         rules = {"https_only": addresses.require_https(settings), "allow_private": addresses.allow_private(settings)}
-        return cls(companion.db, companion.box, http, **(rules | options))
+        return cls(db, box, http, **(rules | options))
 
     async def run_once(self) -> int:
         """Attempt every delivery due now (up to ``batch``); returns how many were attempted."""
@@ -267,7 +266,7 @@ async def _excerpt(response: httpx.Response) -> str:
     return " ".join("".join(c if c.isprintable() else " " for c in text).split())
 
 
-async def worker(companion: Companion) -> None:
+async def worker(settings: Settings, db: Database, box: SecretBox) -> None:
     """The background task the server runs: deliver the outbox until the server stops."""
     async with webhook_client() as http:
-        await Dispatcher.of(companion, http).forever()
+        await Dispatcher.of(settings, db, box, http).forever()
