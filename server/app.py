@@ -31,7 +31,7 @@ from server.api import v1 as api_v1
 from server.api.errors import ApiError
 from server.api.nul import RefuseNul
 from server.api.ratelimit import RateLimit
-from server.mcp_endpoint import (
+from server.mcp.endpoint import (
     TOOLS_SCOPE,
     PrincipalSource,
     PrincipalToken,

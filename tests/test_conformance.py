@@ -31,7 +31,7 @@ from mcp.shared.exceptions import MCPError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from server.app import Companion, create_app
-from server.mcp_endpoint import PrincipalSource
+from server.mcp.endpoint import PrincipalSource
 from server.settings import Settings
 from tests.auth_proxy import AuthProxy
 from tests.conftest import free_port

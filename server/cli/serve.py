@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 from server.cli.command import CliError, Handlers, Subcommands, with_companion
 from server.cli.demo import print_demo_keys
-from server.settings import load_settings
+from server.settings import Settings, SettingsError, load_settings
+from store.principal import Principal
 
 if TYPE_CHECKING:
     from server.cli.command import Companion
@@ -93,12 +94,28 @@ def _stopped(signum: int, frame: Any) -> None:
 
 
 def _mcp_stdio(args: argparse.Namespace) -> None:
-    from server.stdio import serve_stdio
-
     token = os.environ.get("COMPANION_API_KEY", "")
     if not token:
         raise CliError("COMPANION_API_KEY: set it to an agent API key to serve MCP over stdio")
-    asyncio.run(serve_stdio(load_settings(), token))
+    asyncio.run(_serve_stdio(load_settings(), token))
+
+
+async def _serve_stdio(settings: Settings, token: str) -> None:
+    from server.app import Companion
+    from server.mcp.stdio import serve_stdio
+
+    companion = Companion.build(settings)
+    try:
+        if await companion.principal_for(token) is None:
+            raise SettingsError("COMPANION_API_KEY: not a valid, unrevoked API key for this server")
+
+        async def principal() -> Principal | None:
+            # Checked on every request, so revoking the key ends a running session.
+            return await companion.principal_for(token)
+
+        await serve_stdio(companion.mcp_server(principal))
+    finally:
+        await companion.aclose()
 
 
 HANDLERS: Handlers = {
