@@ -52,6 +52,7 @@ from server.services.integrations.sync import SyncEngine
 from server.services.processing import worker as processing
 from server.services.tool_gateway import ToolGateway, catalog_of
 from server.services.webhooks import dispatcher
+from server.services.wiring import ConsoleServices, RestServices
 from server.settings import Settings
 from server.version import package_version
 from store import invalidation, wakeups
@@ -149,6 +150,35 @@ class Companion:
         flow.announce = mail.announce
         return cls(
             settings, db, box, registry, http, audit, rulebook, gateway, integrations, oauth, sync, autosync, mail
+        )
+
+    def rest_services(self) -> RestServices:
+        """What the REST API is handed."""
+        return RestServices(
+            self.settings,
+            self.db,
+            self.box,
+            self.registry,
+            self.rulebook,
+            self.gateway.flow,
+            self.integrations,
+            self.oauth,
+            self.sync,
+        )
+
+    def console_services(self) -> ConsoleServices:
+        """What the web console is handed."""
+        return ConsoleServices(
+            self.settings,
+            self.db,
+            self.box,
+            self.registry,
+            self.rulebook,
+            self.gateway.flow,
+            self.integrations,
+            self.oauth,
+            self.sync,
+            self.mail,
         )
 
     def mcp_server(self, principal_source: PrincipalSource) -> Server[Any]:
@@ -282,5 +312,9 @@ def create_app(companion: Companion) -> Starlette:
         exception_handlers={ApiError: errors.api_error, HTTPException: errors.http_error, 500: errors.server_error},
         lifespan=lifespan,
     )
-    app.state.companion = companion
+    # Each front end reads back only its own typed services (server.api.services, server.web.pages); the browser
+    # session, which both use, only the database.
+    app.state.rest = companion.rest_services()
+    app.state.console = companion.console_services()
+    app.state.database = companion.db
     return app

@@ -28,8 +28,10 @@ from store.web_sessions import is_open, open_session
 
 
 def database_of(request: Request) -> Database:
-    """The database of the server that serves ``request`` (``server.app`` puts its parts on the app's state)."""
-    db: Database = request.app.state.companion.db
+    """The database of the server that serves ``request``, which ``server.app`` put on the app's state."""
+    db = request.app.state.database
+    if not isinstance(db, Database):
+        raise TypeError(f"app.state.database is {type(db).__name__}, not Database")
     return db
 
 

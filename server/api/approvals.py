@@ -18,6 +18,7 @@ from approvals import lifecycle
 from server.api.auth import person_of
 from server.api.errors import ApiError
 from server.api.router import ApiRouter
+from server.api.services import services_of
 from server.services.approval_flow import (
     DecisionRefused,
     approval_view,
@@ -98,8 +99,8 @@ class ApprovalList(BaseModel):
 
 
 def _view(request: Request, approval: Approval) -> dict[str, Any]:
-    companion = request.app.state.companion
-    view: dict[str, Any] = approval_view(companion.gateway.flow, companion.registry.tools, approval)
+    services = services_of(request)
+    view: dict[str, Any] = approval_view(services.flow, services.registry.tools, approval)
     return view
 
 
@@ -110,7 +111,7 @@ def _refused(exc: DecisionRefused) -> ApiError:
 @api.get("/approvals", caller=person_of, query=ApprovalFilters, response=ApprovalList, summary="List approvals")
 async def list_approvals(request: Request, actor: Principal, query: ApprovalFilters) -> ApprovalList:
     """Your calls' approvals, and those an admin rule lets admins decide; newest first, at most 200."""
-    flow = request.app.state.companion.gateway.flow
+    flow = services_of(request).flow
     rows = await approvals_for(flow, actor, query.status)
     return ApprovalList.model_validate({"data": [_view(request, a) for a in rows]})
 
@@ -118,7 +119,7 @@ async def list_approvals(request: Request, actor: Principal, query: ApprovalFilt
 @api.get("/approvals/{approval_id}", caller=person_of, response=ApprovalOut, errors=(404,), summary="Get an approval")
 async def get_approval(request: Request, actor: Principal) -> dict[str, Any]:
     approval_id = request.path_params["approval_id"]
-    async with request.app.state.companion.db.transaction() as session:
+    async with services_of(request).db.transaction() as session:
         # A run whose process died shows as outcome_unknown from the first read after its lease lapsed.
         await lifecycle.expire_due(session, workspace_id=actor.workspace_id)
         approval = await session.scalar(
@@ -132,11 +133,11 @@ async def get_approval(request: Request, actor: Principal) -> dict[str, Any]:
 async def _decide(
     request: Request, actor: Principal, *, approve: bool, reason: str | None, remember: str | None
 ) -> dict[str, Any]:
-    companion = request.app.state.companion
+    services = services_of(request)
     try:
         approval = await decide_elsewhere(
-            companion.gateway.flow,
-            companion.registry.tools,
+            services.flow,
+            services.registry.tools,
             actor,
             request.path_params["approval_id"],
             approve=approve,
@@ -175,16 +176,14 @@ async def deny_call(request: Request, actor: Principal, body: DenyBody) -> dict[
 )  # fmt: skip
 async def cancel_approval(request: Request, actor: Principal) -> dict[str, Any]:
     try:
-        approval = await cancel_request(
-            request.app.state.companion.gateway.flow, actor, request.path_params["approval_id"]
-        )
+        approval = await cancel_request(services_of(request).flow, actor, request.path_params["approval_id"])
     except DecisionRefused as exc:
         raise ApiError(STATUS[exc.code], str(exc)) from None
     return _view(request, approval)
 
 
 async def _resolve(request: Request, actor: Principal, *, run_again: bool) -> dict[str, Any]:
-    flow = request.app.state.companion.gateway.flow
+    flow = services_of(request).flow
     try:
         approval = await resolve_elsewhere(
             flow, actor, request.path_params["approval_id"], run_again=run_again, via="api"

@@ -9,6 +9,7 @@ from server.api.auth import api_caller
 from server.api.errors import ApiError
 from server.api.resources import ContactFilters, ContactOut, MeetingOut, contact_out, meeting_out
 from server.api.router import ApiRouter
+from server.api.services import services_of
 from server.services.pages import Page, PageQuery, paginate
 from store.models import Contact, Meeting, MeetingContact
 from store.sharing import visible_contacts, visible_meetings
@@ -30,7 +31,7 @@ async def list_contacts(request: Request, query: ContactFilters) -> Page[Contact
                 func.lower(Contact.company).contains(needle, autoescape=True),
             )
         )
-    async with request.app.state.companion.db.session() as session:
+    async with services_of(request).db.session() as session:
         rows, pagination = await paginate(
             session, found, (Contact.name, Contact.id), query, key=lambda c: (c.name, c.id), descending=False
         )
@@ -40,7 +41,7 @@ async def list_contacts(request: Request, query: ContactFilters) -> Page[Contact
 @api.get("/contacts/{id}", response=ContactOut, errors=(404,), summary="Get contact details")
 async def get_contact(request: Request) -> ContactOut:
     principal = api_caller(request)
-    async with request.app.state.companion.db.session() as session:
+    async with services_of(request).db.session() as session:
         contact = await session.scalar(
             select(Contact).where(Contact.id == request.path_params["id"], visible_contacts(principal))
         )
@@ -55,7 +56,7 @@ async def get_contact(request: Request) -> ContactOut:
 async def contact_meetings(request: Request, query: PageQuery) -> Page[MeetingOut]:
     """The meetings this contact attended that the key's person may see, newest first."""
     principal = api_caller(request)
-    async with request.app.state.companion.db.session() as session:
+    async with services_of(request).db.session() as session:
         contact = await session.scalar(
             select(Contact.id).where(Contact.id == request.path_params["id"], visible_contacts(principal))
         )

@@ -12,6 +12,7 @@ from starlette.requests import Request
 from server.api.auth import api_caller, person_of
 from server.api.errors import ApiError
 from server.api.router import ApiRouter
+from server.api.services import services_of
 from store.in_chat_policy import InChatPolicy, Risk, policy_of, set_policy
 
 api = ApiRouter("Approvals in chat")
@@ -35,7 +36,7 @@ class PolicyBody(BaseModel):
 async def read_in_chat_policy(request: Request) -> PolicyBody:
     """What an answer given in an assistant's chat may approve in this workspace."""
     caller = api_caller(request)
-    async with request.app.state.companion.db.session() as session:
+    async with services_of(request).db.session() as session:
         policy = await policy_of(session, caller.workspace_id)
     return PolicyBody(person_facing_keys=policy.person_facing_keys, in_chat_max_risk=policy.in_chat_max_risk)
 
@@ -46,6 +47,6 @@ async def change_in_chat_policy(request: Request, body: PolicyBody) -> PolicyBod
     person = person_of(request)
     if not person.is_admin:
         raise ApiError(403, "Only a workspace admin may change the in-chat approval policy.")
-    async with request.app.state.companion.db.transaction() as session:
+    async with services_of(request).db.transaction() as session:
         await set_policy(session, person.workspace_id, InChatPolicy(body.person_facing_keys, body.in_chat_max_risk))
     return body

@@ -10,6 +10,7 @@ from server.api.auth import api_caller
 from server.api.errors import ApiError
 from server.api.resources import InsightData, InsightDetail, InsightFilters, InsightOut, insight_out
 from server.api.router import ApiRouter
+from server.api.services import services_of
 from server.services.pages import Page, paginate
 from store.models import Insight, Meeting
 from store.principal import Principal
@@ -38,7 +39,7 @@ async def list_insights(request: Request, query: InsightFilters) -> Page[Insight
         found = found.where(Insight.meeting_id == query.meeting_id)
     if query.kind:
         found = found.where(Insight.kind == query.kind)
-    async with request.app.state.companion.db.session() as session:
+    async with services_of(request).db.session() as session:
         rows, pagination = await paginate(
             session, found, (Insight.created_at, Insight.id), query, key=lambda i: (i.created_at, i.id)
         )
@@ -48,7 +49,7 @@ async def list_insights(request: Request, query: InsightFilters) -> Page[Insight
 @api.get("/insights/{id}", response=InsightDetail, errors=(404,), summary="Get insight details")
 async def get_insight(request: Request) -> InsightDetail:
     principal = api_caller(request)
-    async with request.app.state.companion.db.session() as session:
+    async with services_of(request).db.session() as session:
         insight = await _insight(session, principal, request.path_params["id"])
     return InsightDetail.model_validate(insight)
 
@@ -56,6 +57,6 @@ async def get_insight(request: Request) -> InsightDetail:
 @api.get("/insights/{id}/data", response=InsightData, errors=(404,), summary="Get insight data")
 async def get_insight_data(request: Request) -> InsightData:
     principal = api_caller(request)
-    async with request.app.state.companion.db.session() as session:
+    async with services_of(request).db.session() as session:
         insight = await _insight(session, principal, request.path_params["id"])
     return InsightData(insight_id=insight.id, kind=insight.kind, data=dict(insight.data or {}))

@@ -23,6 +23,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from server.api.auth import person_of
 from server.api.errors import ApiError
 from server.api.router import ApiRouter, Reply
+from server.api.services import services_of
 from server.browser_session import flash, viewer_of
 from server.services.integrations.lifecycle import IntegrationError, Integrations, connection_json
 from store.principal import Principal
@@ -201,8 +202,7 @@ async def _do(step: Awaitable[T]) -> T:
 
 
 def _integrations(request: Request) -> Integrations:
-    integrations: Integrations = request.app.state.companion.integrations
-    return integrations
+    return services_of(request).integrations
 
 
 @api.get("/integrations/apps", caller=person_of, response=AppList, summary="List the apps to connect")
@@ -214,10 +214,10 @@ async def list_apps(request: Request, actor: Principal) -> AppList:
 @api.get("/integrations", caller=person_of, response=ConnectionList, summary="List installed integrations")
 async def list_installed(request: Request, actor: Principal) -> ConnectionList:
     """The workspace's connections and your personal ones, disconnected ones included."""
-    companion = request.app.state.companion
-    async with companion.db.session() as session:
-        rows = await companion.integrations.installed(session, actor)
-    views = [connection_json(r, companion.registry.manifests.get(r.app)) for r in rows]
+    services = services_of(request)
+    async with services.db.session() as session:
+        rows = await services.integrations.installed(session, actor)
+    views = [connection_json(r, services.registry.manifests.get(r.app)) for r in rows]
     return ConnectionList.model_validate({"data": views})
 
 
@@ -231,16 +231,16 @@ async def oauth_callback(request: Request, query: CallbackQuery) -> Response | C
 
     A browser that accepts HTML gets a page saying so; a connect begun in the console goes back there.
     """
-    companion = request.app.state.companion
+    services = services_of(request)
     # A flow begun in the console goes back there with the failure, rather than showing JSON in its popup.
-    back = await companion.oauth.return_to_of(query.state)
+    back = await services.oauth.return_to_of(query.state)
     try:
         if query.error:
             said = query.error_description or query.error
             raise ApiError(400, f"The provider did not authorize the connection: {said}.", code="oauth_refused")
         viewer = await viewer_of(request)
         actor = viewer.principal if viewer else None
-        connection, return_to = await _do(companion.oauth.finish(actor, query.state, query.code))
+        connection, return_to = await _do(services.oauth.finish(actor, query.state, query.code))
     except ApiError as exc:
         if back:
             # Said in this browser's session, not in the URL, so no link can put words on the page.
@@ -271,7 +271,7 @@ async def oauth_start(request: Request) -> Response:
     actor = viewer.principal if viewer else None
     if actor is None:
         return RedirectResponse(f"/login?next={request.url.path}", status_code=303)
-    url = await _do(request.app.state.companion.oauth.redirect(actor, request.path_params["flow_id"]))
+    url = await _do(services_of(request).oauth.redirect(actor, request.path_params["flow_id"]))
     return RedirectResponse(url, status_code=302)
 
 
@@ -286,13 +286,13 @@ async def connect_app(request: Request, actor: Principal, body: ConnectBody) -> 
     to the callback, which makes the connection. Workspace connections take an admin, or a member an admin
     trusted with the workspace's integrations.
     """
-    companion = request.app.state.companion
+    services = services_of(request)
     app = request.path_params["app"]
-    manifest = companion.registry.manifests.get(app)
+    manifest = services.registry.manifests.get(app)
     method = body.method or (manifest.auth.type if manifest else None)
     if method == "oauth2":
         started = await _do(
-            companion.oauth.start(
+            services.oauth.start(
                 actor, app, scope=body.scope, label=body.label, setup=body.setup, return_to=body.return_to
             )
         )
@@ -307,10 +307,10 @@ async def connect_app(request: Request, actor: Principal, body: ConnectBody) -> 
 
 @api.get("/integrations/{id}", caller=person_of, response=ConnectionOut, errors=(404,), summary="Get an integration")
 async def get_integration(request: Request, actor: Principal) -> ConnectionOut:
-    companion = request.app.state.companion
-    async with companion.db.session() as session:
+    services = services_of(request)
+    async with services.db.session() as session:
         row = await _do(_integrations(request).get(session, actor, request.path_params["id"], manage=False))
-        return ConnectionOut.model_validate(connection_json(row, companion.registry.manifests.get(row.app)))
+        return ConnectionOut.model_validate(connection_json(row, services.registry.manifests.get(row.app)))
 
 
 @api.delete("/integrations/{id}", caller=person_of, status=204, errors=(404,), summary="Delete an integration")
@@ -331,14 +331,12 @@ async def test_integration(request: Request, actor: Principal) -> TestResult:
 )  # fmt: skip
 async def reauthenticate(request: Request, actor: Principal, body: ReauthBody) -> ConnectionOut | Reply:
     """OAuth: 202 and a new connect link for the same connection. Keys: the new key, stored in place."""
-    companion = request.app.state.companion
+    services = services_of(request)
     connection_id = request.path_params["id"]
-    async with companion.db.session() as session:
+    async with services.db.session() as session:
         row = await _do(_integrations(request).get(session, actor, connection_id, manage=True))
     if row.auth_method == "oauth2":
-        started = await _do(
-            companion.oauth.start(actor, row.app, connection_id=connection_id, return_to=body.return_to)
-        )
+        started = await _do(services.oauth.start(actor, row.app, connection_id=connection_id, return_to=body.return_to))
         return Reply(202, OAuthStarted.model_validate(started))
     if not body.setup:
         raise ApiError(
@@ -384,11 +382,11 @@ async def option_choices(request: Request, actor: Principal) -> ChoiceList:
 )  # fmt: skip
 async def get_mappings(request: Request, actor: Principal) -> MappingsOut:
     """How Harmony's fields and objects map onto the provider's, the sync's direction, and the choices there are."""
-    companion = request.app.state.companion
+    services = services_of(request)
     integrations = _integrations(request)
-    async with companion.db.session() as session:
+    async with services.db.session() as session:
         row = await _do(integrations.get(session, actor, request.path_params["id"], manage=False))
-    manifest = companion.registry.manifests[row.app]
+    manifest = services.registry.manifests[row.app]
     if manifest.sync is None:
         raise ApiError(409, f"{manifest.name} does not sync, so it has no mappings.")
     return MappingsOut.model_validate(
@@ -420,7 +418,7 @@ async def set_mappings(request: Request, actor: Principal, body: MappingsBody) -
 )  # fmt: skip
 async def start_sync(request: Request, actor: Principal, body: SyncBody) -> SyncRunOut:
     """Starts a sync in the background (409 while one runs); its log entry shows when it ends."""
-    run = await _do(request.app.state.companion.sync.start(actor, request.path_params["id"], full=body.full))
+    run = await _do(services_of(request).sync.start(actor, request.path_params["id"], full=body.full))
     return SyncRunOut.model_validate(run)
 
 

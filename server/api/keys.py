@@ -16,6 +16,7 @@ from starlette.requests import Request
 from server.api.auth import person_of
 from server.api.errors import ApiError
 from server.api.router import ApiRouter
+from server.api.services import services_of
 from store.keys import (
     DEFAULT_SCOPES,
     PERSON_FACING_WARNING,
@@ -135,7 +136,7 @@ async def create(request: Request, body: KeyIn) -> NewKey:
     person = person_of(request)
     kind = KeyKind(body.kind)
     scopes = body.scopes if body.scopes is not None else DEFAULT_SCOPES[kind]
-    async with request.app.state.companion.db.transaction() as session:
+    async with services_of(request).db.transaction() as session:
         await _check_room(session, person)
         try:
             issued = await create_key(
@@ -159,7 +160,7 @@ async def list_keys(request: Request) -> KeyList:
     )
     if not person.is_admin:
         query = query.where(ApiKey.user_id == person.user_id)
-    async with request.app.state.companion.db.session() as session:
+    async with services_of(request).db.session() as session:
         rows = (await session.execute(query)).all()
         return KeyList(data=[_out(key, email) for key, email in rows])
 
@@ -168,8 +169,8 @@ async def list_keys(request: Request) -> KeyList:
 async def revoke(request: Request) -> None:
     """Revoke at once (within the servers' cache time). A rotated key in its grace period stops too."""
     person = person_of(request)
-    companion = request.app.state.companion
-    async with companion.db.transaction() as session:
+    services = services_of(request)
+    async with services.db.transaction() as session:
         key = await _managed_key(session, person, request.path_params["id"])
         if not await revoke_key(session, key.id):
             raise ApiError(404, "API key not found")
@@ -179,7 +180,7 @@ async def revoke(request: Request) -> None:
 async def change(request: Request, body: KeyChange) -> KeyOut:
     """Mark your own agent key as used by a person-facing host, or not. Only the key's owner may."""
     person = person_of(request)
-    async with request.app.state.companion.db.transaction() as session:
+    async with services_of(request).db.transaction() as session:
         key = await _managed_key(session, person, request.path_params["id"])
         if key.revoked_at is not None or key.user_id != person.user_id:
             raise ApiError(404, "API key not found")
@@ -194,7 +195,7 @@ async def change(request: Request, body: KeyChange) -> KeyOut:
 async def rotate(request: Request, body: RotateIn) -> NewKey:
     """A new key with the same owner, name, kind and scopes; the old one works for ``grace_seconds`` more."""
     person = person_of(request)
-    async with request.app.state.companion.db.transaction() as session:
+    async with services_of(request).db.transaction() as session:
         key = await _managed_key(session, person, request.path_params["id"])
         # Only the owner rotates: the new key's plaintext goes to whoever asks, and it acts as its owner.
         if key.revoked_at is not None or key.user_id != person.user_id:

@@ -30,6 +30,7 @@ from server.api.resources import (
     transcript_line,
 )
 from server.api.router import ApiRouter
+from server.api.services import services_of
 from server.services.pages import Page, PageQuery, paginate
 from store.meetings import parts_of
 from store.models import Insight, Meeting, Summary, Team, TranscriptSegment, User
@@ -62,7 +63,7 @@ async def list_meetings(request: Request, query: MeetingFilters) -> Page[Meeting
         found = found.where(Meeting.team_id == query.team_id)
     if query.user_id:
         found = found.where(Meeting.owner_id == query.user_id)
-    async with request.app.state.companion.db.session() as session:
+    async with services_of(request).db.session() as session:
         rows, pagination = await paginate(
             session, found, (Meeting.date, Meeting.id), query, key=lambda m: (m.date, m.id)
         )
@@ -72,7 +73,7 @@ async def list_meetings(request: Request, query: MeetingFilters) -> Page[Meeting
 @api.get("/meetings/{id}", response=MeetingDetail, errors=(404,), summary="Get meeting details")
 async def get_meeting(request: Request) -> MeetingDetail:
     principal = api_caller(request)
-    async with request.app.state.companion.db.session() as session:
+    async with services_of(request).db.session() as session:
         meeting = await visible_meeting(session, principal, request.path_params["id"])
         team = await session.scalar(select(Team.name).where(Team.id == meeting.team_id)) if meeting.team_id else None
         owner = (
@@ -94,7 +95,7 @@ async def get_meeting(request: Request) -> MeetingDetail:
 async def get_transcript(request: Request) -> TranscriptOut:
     """The transcript in speaking order; empty until the meeting is processed."""
     principal = api_caller(request)
-    async with request.app.state.companion.db.session() as session:
+    async with services_of(request).db.session() as session:
         meeting = await visible_meeting(session, principal, request.path_params["id"])
         segments = await session.scalars(
             select(TranscriptSegment)
@@ -108,7 +109,7 @@ async def get_transcript(request: Request) -> TranscriptOut:
 async def get_summary(request: Request) -> SummaryOut:
     """The summary; 404 with the meeting's status while there is none yet."""
     principal = api_caller(request)
-    async with request.app.state.companion.db.session() as session:
+    async with services_of(request).db.session() as session:
         meeting = await visible_meeting(session, principal, request.path_params["id"])
         summary = await session.get(Summary, meeting.id)
         if summary is None:
@@ -119,7 +120,7 @@ async def get_summary(request: Request) -> SummaryOut:
 @api.get("/meetings/{id}/insights", query=PageQuery, response=Page[InsightOut], errors=(404,), summary="Get insights")
 async def get_meeting_insights(request: Request, query: PageQuery) -> Page[InsightOut]:
     principal = api_caller(request)
-    async with request.app.state.companion.db.session() as session:
+    async with services_of(request).db.session() as session:
         meeting = await visible_meeting(session, principal, request.path_params["id"])
         found = select(Insight).where(Insight.meeting_id == meeting.id)
         rows, pagination = await paginate(

@@ -11,6 +11,7 @@ from starlette.requests import Request
 
 from server.api.auth import principal_of
 from server.api.router import ApiRouter
+from server.api.services import services_of
 from server.services.ai_models import AiModel, catalogue_of, enabled_models
 
 api = ApiRouter("Models")
@@ -23,7 +24,7 @@ class EnabledModels(BaseModel):
 @api.get("/models", response=EnabledModels, summary="List the AI models enabled for this workspace")
 async def list_models(request: Request) -> EnabledModels:
     principal = principal_of(request)
-    companion = request.app.state.companion
-    async with companion.db.session() as session:
-        models = await enabled_models(session, principal.workspace_id, catalogue_of(companion.settings))
+    services = services_of(request)
+    async with services.db.session() as session:
+        models = await enabled_models(session, principal.workspace_id, catalogue_of(services.settings))
     return EnabledModels(data=models)

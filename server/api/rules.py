@@ -12,6 +12,7 @@ from starlette.requests import Request
 
 from server.api.auth import person_of
 from server.api.router import ApiRouter
+from server.api.services import services_of
 from server.services.rule_whatifs import ExplainRequest, Explanation, RuleWhatIfs, SimulateRequest, Simulation
 from server.services.rules import RuleIn, RuleOut, RulePatch, Rules
 from store.principal import Principal
@@ -24,12 +25,12 @@ class RuleList(BaseModel):
 
 
 def _rules(request: Request) -> Rules:
-    return Rules(request.app.state.companion.rulebook)
+    return Rules(services_of(request).rulebook)
 
 
 def _whatifs(request: Request) -> RuleWhatIfs:
-    companion = request.app.state.companion
-    return RuleWhatIfs(companion.rulebook, companion.box, companion.registry)
+    services = services_of(request)
+    return RuleWhatIfs(services.rulebook, services.box, services.registry)
 
 
 @api.get("/rules", caller=person_of, response=RuleList, summary="List rules")

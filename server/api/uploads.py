@@ -26,6 +26,7 @@ from server.api.auth import api_caller
 from server.api.errors import ApiError, from_validation, invalid
 from server.api.meetings import visible_meeting
 from server.api.router import ApiRouter
+from server.api.services import services_of
 from server.services.processing import jobs, storage
 from server.services.processing.pipeline import PROCESS_MEETING
 from server.services.processing.storage import FilePolicy, FormReader, ReceivedForm, StoredFile, UploadRejected
@@ -156,7 +157,7 @@ def _fields_of(form: ReceivedForm) -> UploadFields:
 
 
 async def _check_team(request: Request, principal: Principal, team_id: str) -> None:
-    async with request.app.state.companion.db.session() as session:
+    async with services_of(request).db.session() as session:
         in_workspace = (Team.id == team_id) & (Team.workspace_id == principal.workspace_id)
         if await session.scalar(select(Team.id).where(in_workspace)) is None:
             raise invalid({"team_id": "no such team in this workspace"})
@@ -208,27 +209,27 @@ async def upload_recording(request: Request) -> JSONResponse:
             f"Uploads are not part of the {principal.plan.value} plan's API access; they start with Plus.",
             details={"plan": principal.plan.value},
         )
-    companion = request.app.state.companion
-    data_dir = companion.settings.data_dir
+    services = services_of(request)
+    data_dir = services.settings.data_dir
     meeting_id = new_id("mtg")
     reader = FormReader(
         data_dir / "recordings" / principal.workspace_id,
         meeting_id,
         FILE_FIELDS,
         set(UploadFields.model_fields),
-        max_bytes=companion.settings.upload_max_bytes,
+        max_bytes=services.settings.upload_max_bytes,
     )
     form = await _receive(request, reader)
     try:
         fields = _fields_of(form)
         if fields.team_id:
             await _check_team(request, principal, fields.team_id)
-        async with companion.db.transaction() as session:
+        async with services.db.transaction() as session:
             _record(session, principal, meeting_id, fields, form, data_dir)
     except BaseException:
         await form.discard()
         raise
-    status_url = f"{companion.settings.base_url}/api/v1/meetings/{meeting_id}/status"
+    status_url = f"{services.settings.base_url}/api/v1/meetings/{meeting_id}/status"
     transcript = form.files.get("transcript")
     accepted = UploadAccepted(
         id=meeting_id,
@@ -298,7 +299,7 @@ async def processing_status(request: Request) -> ProcessingStatus:
     meeting_id = request.path_params["id"]
     if "\x00" in meeting_id:  # no id has one, and PostgreSQL refuses it in a query
         raise ApiError(404, "Meeting not found")
-    async with request.app.state.companion.db.session() as session:
+    async with services_of(request).db.session() as session:
         meeting = await visible_meeting(session, principal, meeting_id)
         job = await session.scalar(
             select(Job)

@@ -27,6 +27,7 @@ from server.api import (
 )
 from server.api.openapi import openapi_document
 from server.api.router import ApiRouter
+from server.api.services import services_of
 from server.version import package_version
 
 ROUTERS: list[ApiRouter] = [
@@ -55,7 +56,7 @@ def document(base_url: str) -> dict[str, Any]:
 
 
 async def openapi_json(request: Request) -> JSONResponse:
-    return JSONResponse(document(request.app.state.companion.settings.base_url))
+    return JSONResponse(document(services_of(request).settings.base_url))
 
 
 def routes() -> list[BaseRoute]:

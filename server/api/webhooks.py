@@ -11,6 +11,7 @@ from starlette.requests import Request
 from server.api.auth import api_caller
 from server.api.errors import ApiError
 from server.api.router import ApiRouter
+from server.api.services import services_of
 from server.services.pages import Page, PageQuery
 from server.services.webhooks.subscriptions import (
     DeliveryOut,
@@ -31,8 +32,8 @@ def _person(request: Request) -> tuple[Webhooks, Principal]:
     principal = api_caller(request)
     if principal.key_kind is not KeyKind.USER:
         raise ApiError(403, "Webhooks are managed with a user key; an agent key cannot read or change them.")
-    companion = request.app.state.companion
-    return Webhooks(companion.db, companion.box, companion.settings), principal
+    services = services_of(request)
+    return Webhooks(services.db, services.box, services.settings), principal
 
 
 @api.post(

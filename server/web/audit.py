@@ -22,8 +22,9 @@ from starlette.routing import Route
 from approvals.audit import verify
 from server.browser_session import Viewer
 from server.web.audit_filters import DECISIONS, KINDS, AuditFilters
-from server.web.pages import SECURITY_HEADERS, companion_of, page, render
+from server.web.pages import SECURITY_HEADERS, page, render, services_of
 from server.web.people_lookup import Person, members_of, people_by_id
+from store.db import Database
 from store.models import AuditEntry, utcnow
 
 PAGE_SIZE = 50
@@ -100,8 +101,8 @@ class EntryView:
     tool_title: str
 
 
-async def _chain(companion: Any, workspace_id: str) -> ChainStatus:
-    async with companion.db.session() as session:
+async def _chain(db: Database, workspace_id: str) -> ChainStatus:
+    async with db.session() as session:
         reports = await verify(session, workspace_id)
     if not reports:
         return ChainStatus(True, 0, None, "")
@@ -118,12 +119,10 @@ class AuditPage:
     people: dict[str, Person]
 
 
-async def _page_of(
-    companion: Any, where: list[ColumnElement[bool]], before: int | None, after: int | None
-) -> AuditPage:
+async def _page_of(db: Database, where: list[ColumnElement[bool]], before: int | None, after: int | None) -> AuditPage:
     """One page of entries by id, newest first, with whether newer and older ones exist and how many match."""
     query = select(AuditEntry).where(*where)
-    async with companion.db.session() as session:
+    async with db.session() as session:
         if after is not None:
             rows = list(
                 await session.scalars(query.where(AuditEntry.id > after).order_by(AuditEntry.id).limit(PAGE_SIZE))
@@ -149,14 +148,14 @@ def _entry_id(text: str | None) -> int | None:
 
 @page
 async def audit_log(request: Request, viewer: Viewer) -> Response:
-    companion = companion_of(request)
+    services = services_of(request)
     actor = viewer.principal
     filters = AuditFilters.from_query(request.query_params, actor)
     before = _entry_id(request.query_params.get("before"))
     after = _entry_id(request.query_params.get("after"))
-    found = await _page_of(companion, filters.conditions(actor), before, after)
+    found = await _page_of(services.db, filters.conditions(actor), before, after)
     people = found.people
-    titles = {name: tool.spec.title for name, tool in companion.registry.tools.items()}
+    titles = {name: tool.spec.title for name, tool in services.registry.tools.items()}
     entries = [
         EntryView(
             entry=row,
@@ -167,7 +166,7 @@ async def audit_log(request: Request, viewer: Viewer) -> Response:
         )
         for row in found.rows
     ]
-    async with companion.db.session() as session:
+    async with services.db.session() as session:
         members = await members_of(session, actor.workspace_id) if viewer.is_admin else []
     return render(
         request,
@@ -175,7 +174,7 @@ async def audit_log(request: Request, viewer: Viewer) -> Response:
         viewer,
         status=422 if filters.problems else 200,
         # Verifying reads the whole workspace's chain: it is the admins' check, not every member's page view.
-        chain=await _chain(companion, actor.workspace_id) if viewer.is_admin else None,
+        chain=await _chain(services.db, actor.workspace_id) if viewer.is_admin else None,
         entries=entries,
         filters=filters,
         errors=filters.problems,
@@ -183,8 +182,8 @@ async def audit_log(request: Request, viewer: Viewer) -> Response:
         older=found.older,
         total=found.total,
         members=members,
-        apps=sorted((m.name, app) for app, m in companion.registry.manifests.items()),
-        tools=sorted(companion.registry.tools.values(), key=lambda tool: (tool.manifest.name, tool.spec.title)),
+        apps=sorted((m.name, app) for app, m in services.registry.manifests.items()),
+        tools=sorted(services.registry.tools.values(), key=lambda tool: (tool.manifest.name, tool.spec.title)),
         decisions=DECISIONS,
         outcomes=OUTCOMES,
         kinds=KINDS,
@@ -240,7 +239,7 @@ def _csv_text(rows: Sequence[Sequence[Any]]) -> str:
 @page
 async def audit_csv(request: Request, viewer: Viewer) -> Response:
     """The filtered entries as CSV, newest first, streamed a batch at a time with a short session for each."""
-    companion = companion_of(request)
+    services = services_of(request)
     actor = viewer.principal
     where = AuditFilters.from_query(request.query_params, actor).conditions(actor)
 
@@ -251,7 +250,7 @@ async def audit_csv(request: Request, viewer: Viewer) -> Response:
             query = select(AuditEntry).where(*where)
             if last is not None:
                 query = query.where(AuditEntry.id < last)
-            async with companion.db.session() as session:
+            async with services.db.session() as session:
                 batch = list(await session.scalars(query.order_by(AuditEntry.id.desc()).limit(EXPORT_BATCH)))
                 people = await people_by_id(session, [i for row in batch for i in (row.user_id, row.actor_id)])
             if not batch:

@@ -32,8 +32,9 @@ from server.services.approval_flow import (
     visible_clause,
     visible_to,
 )
-from server.web.pages import Refused, companion_of, form_of, is_htmx, page, redirect, render, safe_next
+from server.web.pages import Refused, form_of, is_htmx, page, redirect, render, safe_next, services_of
 from server.web.people_lookup import people_by_id
+from store.db import Database
 from store.models import Approval, ApprovalStatus, utcnow
 from store.principal import Principal
 
@@ -46,9 +47,9 @@ STREAM_SECONDS = 300.0
 RECHECK_TICKS = 10
 
 
-async def _pending_ids(companion: Any, actor: Principal) -> tuple[str, ...]:
+async def _pending_ids(db: Database, actor: Principal) -> tuple[str, ...]:
     """The viewer's live pending approvals, read-only, so an open stream costs one small query a tick."""
-    async with companion.db.session() as session:
+    async with db.session() as session:
         rows = await session.scalars(
             select(Approval.id)
             .where(
@@ -65,12 +66,12 @@ async def _pending_ids(companion: Any, actor: Principal) -> tuple[str, ...]:
 
 
 async def _cards(request: Request, viewer: Viewer, approvals: list[Approval]) -> list[dict[str, Any]]:
-    companion = companion_of(request)
-    async with companion.db.session() as session:
+    services = services_of(request)
+    async with services.db.session() as session:
         people = await people_by_id(session, (a.user_id for a in approvals))
     cards = []
     for approval in approvals:
-        view = approval_view(companion.gateway.flow, companion.registry.tools, approval)
+        view = approval_view(services.flow, services.registry.tools, approval)
         asker = people.get(approval.user_id)
         view["requester"] = "you" if approval.user_id == viewer.principal.user_id else asker.label if asker else None
         view["expires_in"] = _until(approval.expires_at)
@@ -90,8 +91,8 @@ def _until(moment: datetime) -> str:
 
 
 async def _pending(request: Request, viewer: Viewer) -> list[dict[str, Any]]:
-    companion = companion_of(request)
-    approvals = await approvals_for(companion.gateway.flow, viewer.principal, WAITING)
+    services = services_of(request)
+    approvals = await approvals_for(services.flow, viewer.principal, WAITING)
     return await _cards(request, viewer, approvals)
 
 
@@ -108,7 +109,7 @@ async def pending_list(request: Request, viewer: Viewer) -> Response:
 
 @page
 async def events(request: Request, viewer: Viewer) -> Response:
-    companion = companion_of(request)
+    services = services_of(request)
     actor = viewer.principal
     try:
         asked = float(request.query_params.get("for") or STREAM_SECONDS)
@@ -126,7 +127,7 @@ async def events(request: Request, viewer: Viewer) -> Response:
             # Signing out, a password change or leaving the workspace ends an open stream too.
             if tick % RECHECK_TICKS == 0 and await viewer_of(request) is None:
                 return
-            current = await _pending_ids(companion, actor)
+            current = await _pending_ids(services.db, actor)
             if current != last:
                 yield f"event: approvals\ndata: {len(current)}\n\n"
                 last = current
@@ -139,13 +140,13 @@ async def events(request: Request, viewer: Viewer) -> Response:
 
 @page
 async def history(request: Request, viewer: Viewer) -> Response:
-    companion = companion_of(request)
+    services = services_of(request)
     try:
         number = max(1, int(request.query_params.get("page", "1")))
     except ValueError:
         number = 1
     decided = visible_clause(viewer.principal) & Approval.status.not_in(WAITING)
-    async with companion.db.transaction() as session:
+    async with services.db.transaction() as session:
         await lifecycle.expire_due(session, workspace_id=viewer.principal.workspace_id)
         total = int(await session.scalar(select(func.count()).select_from(Approval).where(decided)) or 0)
         approvals = list(
@@ -170,8 +171,8 @@ async def history(request: Request, viewer: Viewer) -> Response:
 
 
 async def _approval(request: Request, viewer: Viewer) -> Approval:
-    companion = companion_of(request)
-    async with companion.db.transaction() as session:
+    services = services_of(request)
+    async with services.db.transaction() as session:
         await lifecycle.expire_due(session, workspace_id=viewer.principal.workspace_id)
         approval = await session.get(Approval, request.path_params["approval_id"])
     if (
@@ -204,12 +205,12 @@ async def decide(request: Request, viewer: Viewer) -> Response:
     if action not in DONE:
         raise Refused(404, "There is no such action.", "Not found")
     form = await form_of(request)
-    companion = companion_of(request)
+    services = services_of(request)
     remember = str(form.get("remember") or "no")
     try:
         if action in ("run-again", "happened"):
             approval = await resolve_elsewhere(
-                companion.gateway.flow,
+                services.flow,
                 viewer.principal,
                 request.path_params["approval_id"],
                 run_again=action == "run-again",
@@ -217,8 +218,8 @@ async def decide(request: Request, viewer: Viewer) -> Response:
             )
         else:
             approval = await decide_elsewhere(
-                companion.gateway.flow,
-                companion.registry.tools,
+                services.flow,
+                services.registry.tools,
                 viewer.principal,
                 request.path_params["approval_id"],
                 approve=action == "approve",
@@ -229,7 +230,7 @@ async def decide(request: Request, viewer: Viewer) -> Response:
     except DecisionRefused as exc:
         status = {"not_found": 404, "forbidden": 403}.get(exc.code, 409)
         raise Refused(status, str(exc), "Not done") from None
-    async with companion.db.session() as session:
+    async with services.db.session() as session:
         approval = await lifecycle.reload(session, approval.id)
     # Said only when a rule was saved: "remember" on someone else's call, say, saves none.
     remembered = action == "approve" and approval.remember_rule_id is not None

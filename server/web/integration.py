@@ -26,7 +26,7 @@ from server.web.marketplace import (
     typed_back,
     wants_json,
 )
-from server.web.pages import Refused, companion_of, form_of, is_htmx, page, redirect, render
+from server.web.pages import Refused, form_of, is_htmx, page, redirect, render, services_of
 from store.models import Connection, ConnectionScope, ConnectionStatus
 from store.principal import Principal
 from tools.manifest import Manifest, SetupField
@@ -51,10 +51,10 @@ def _id(request: Request) -> str:
 
 async def _visible(request: Request, viewer: Viewer) -> Connection:
     """The connection, if this person may see it; otherwise the page is a 404."""
-    companion = companion_of(request)
+    services = services_of(request)
     try:
-        async with companion.db.session() as session:
-            return await companion.integrations.get(session, viewer.principal, _id(request), manage=False)
+        async with services.db.session() as session:
+            return await services.integrations.get(session, viewer.principal, _id(request), manage=False)
     except IntegrationError as exc:
         raise Refused(exc.status, str(exc), "Not found") from None
 
@@ -69,12 +69,12 @@ def _may_manage(viewer: Viewer, row: Connection) -> bool:
 
 async def _tools(request: Request, principal: Principal, row: Connection) -> list[dict[str, Any]]:
     """The app's tools, each with the decision a call would get from this person now (the rules' explain)."""
-    companion = companion_of(request)
+    services = services_of(request)
     shown = []
-    for tool in companion.registry.tools_of(row.app):
+    for tool in services.registry.tools_of(row.app):
         decision = (
             await whatif.explain(
-                companion.rulebook, principal, tool=tool.name, arguments={}, connection_scope=row.scope.value
+                services.rulebook, principal, tool=tool.name, arguments={}, connection_scope=row.scope.value
             )
         ).decision
         label, tone = EFFECTS[decision.effect.value]
@@ -139,7 +139,7 @@ def _mapping_form(request: Request, manifest: Manifest, row: Connection, values:
     """The sync settings and the choices that are valid for them: only the fields and objects each side has."""
     assert manifest.sync is not None
     sync = manifest.sync
-    current = {**companion_of(request).integrations.default_mappings(manifest), **(row.mappings or {}), **values}
+    current = {**services_of(request).integrations.default_mappings(manifest), **(row.mappings or {}), **values}
     directions = ["to_harmony"] + (["bidirectional", "to_provider"] if sync.push else [])
     return {
         "object": sync.object,
@@ -161,7 +161,7 @@ async def _logs(request: Request, principal: Principal, row: Connection) -> dict
         number = max(1, int(request.query_params.get("logs", "1")))
     except ValueError:
         number = 1
-    runs = await companion_of(request).integrations.sync_logs(principal, row.id, limit=number * LOGS_PER_PAGE + 1)
+    runs = await services_of(request).integrations.sync_logs(principal, row.id, limit=number * LOGS_PER_PAGE + 1)
     start = (number - 1) * LOGS_PER_PAGE
     return {"runs": runs[start : start + LOGS_PER_PAGE], "page": number, "more": len(runs) > number * LOGS_PER_PAGE}
 
@@ -178,11 +178,11 @@ async def _show(
     fetched: dict[str, list[dict[str, Any]]] | None = None,
 ) -> Response:
     """The page; after a refused step, with its message and what the person typed into ``section``."""
-    companion = companion_of(request)
+    services = services_of(request)
     principal = viewer.principal
     row = await _visible(request, viewer)
-    manifest = companion.registry.manifests[row.app]
-    async with companion.db.session() as session:
+    manifest = services.registry.manifests[row.app]
+    async with services.db.session() as session:
         names = await names_of(session, [row.created_by or row.user_id])
     typed = values if values is not None else {}
     uses_key = row.auth_method not in ("oauth2", "none")
@@ -233,7 +233,7 @@ async def detail(request: Request, viewer: Viewer) -> Response:
 async def test(request: Request, viewer: Viewer) -> Response:
     await form_of(request)
     try:
-        result = await companion_of(request).integrations.test(viewer.principal, _id(request))
+        result = await services_of(request).integrations.test(viewer.principal, _id(request))
     except IntegrationError as exc:
         return await _refused_here(request, viewer, exc)
     if is_htmx(request):
@@ -250,7 +250,7 @@ async def reauth(request: Request, viewer: Viewer) -> Response:
     if row.auth_method != "oauth2":
         return redirect(f"/integrations/{row.id}#credentials")
     try:
-        started = await companion_of(request).oauth.start(
+        started = await services_of(request).oauth.start(
             viewer.principal, row.app, connection_id=row.id, return_to=CONNECTED_PATH
         )
     except IntegrationError as exc:
@@ -265,11 +265,11 @@ async def reauth(request: Request, viewer: Viewer) -> Response:
 @page
 async def credentials(request: Request, viewer: Viewer) -> Response:
     form = await form_of(request)
-    companion = companion_of(request)
+    services = services_of(request)
     row = await _visible(request, viewer)
-    fields = companion.registry.manifests[row.app].auth.fields_for(row.auth_method)
+    fields = services.registry.manifests[row.app].auth.fields_for(row.auth_method)
     try:
-        await companion.integrations.update_credentials(viewer.principal, row.id, setup_values(fields, form, "setup."))
+        await services.integrations.update_credentials(viewer.principal, row.id, setup_values(fields, form, "setup."))
     except IntegrationError as exc:
         return await _refused_here(
             request, viewer, exc, section="credentials", values=typed_back(fields, form, "setup.")
@@ -281,12 +281,12 @@ async def credentials(request: Request, viewer: Viewer) -> Response:
 @page
 async def options(request: Request, viewer: Viewer) -> Response:
     form = await form_of(request)
-    companion = companion_of(request)
+    services = services_of(request)
     row = await _visible(request, viewer)
-    fields = companion.registry.manifests[row.app].options
+    fields = services.registry.manifests[row.app].options
     values = setup_values(fields, form, "options.")
     try:
-        await companion.integrations.set_options(viewer.principal, row.id, values)
+        await services.integrations.set_options(viewer.principal, row.id, values)
     except IntegrationError as exc:
         return await _refused_here(request, viewer, exc, section="options", values=typed_back(fields, form, "options."))
     flash(request, "Configuration saved.")
@@ -311,14 +311,14 @@ def _mapping_changes(manifest: Manifest, form: Any) -> dict[str, Any]:
 @page
 async def mappings(request: Request, viewer: Viewer) -> Response:
     form = await form_of(request)
-    companion = companion_of(request)
+    services = services_of(request)
     row = await _visible(request, viewer)
-    manifest = companion.registry.manifests[row.app]
+    manifest = services.registry.manifests[row.app]
     if manifest.sync is None:
         raise Refused(409, f"{manifest.name} does not sync, so it has no mappings.", "Nothing to map")
     changes = _mapping_changes(manifest, form)
     try:
-        await companion.integrations.set_mappings(viewer.principal, row.id, changes)
+        await services.integrations.set_mappings(viewer.principal, row.id, changes)
     except IntegrationError as exc:
         return await _refused_here(request, viewer, exc, section="mappings", values=changes)
     flash(request, "Sync settings saved.")
@@ -329,7 +329,7 @@ async def mappings(request: Request, viewer: Viewer) -> Response:
 async def sync(request: Request, viewer: Viewer) -> Response:
     await form_of(request)
     try:
-        await companion_of(request).sync.start(viewer.principal, _id(request), full=True)
+        await services_of(request).sync.start(viewer.principal, _id(request), full=True)
     except IntegrationError as exc:
         return await _refused_here(request, viewer, exc)
     flash(request, "Full sync started. It runs in the background; its log appears below when it ends.")
@@ -339,9 +339,9 @@ async def sync(request: Request, viewer: Viewer) -> Response:
 @page
 async def disconnect(request: Request, viewer: Viewer) -> Response:
     await form_of(request)
-    companion = companion_of(request)
+    services = services_of(request)
     try:
-        gone = await companion.integrations.disconnect(viewer.principal, _id(request))
+        gone = await services.integrations.disconnect(viewer.principal, _id(request))
     except IntegrationError as exc:
         return await _refused_here(request, viewer, exc)
     flash(request, f"{gone['label']} is disconnected. Its settings and the data it synced are kept.")
@@ -351,10 +351,10 @@ async def disconnect(request: Request, viewer: Viewer) -> Response:
 @page
 async def delete(request: Request, viewer: Viewer) -> Response:
     await form_of(request)
-    companion = companion_of(request)
+    services = services_of(request)
     row = await _visible(request, viewer)
     try:
-        await companion.integrations.delete(viewer.principal, row.id)
+        await services.integrations.delete(viewer.principal, row.id)
     except IntegrationError as exc:
         return await _refused_here(request, viewer, exc)
     flash(request, f"{row.label} is deleted. Data it synced into Harmony stays.")
@@ -371,9 +371,9 @@ async def _option_fragment(
     problem: str | None = None,
 ) -> Response:
     """Just the option's fieldset, for htmx to swap in place."""
-    companion = companion_of(request)
+    services = services_of(request)
     row = await _visible(request, viewer)
-    manifest = companion.registry.manifests[row.app]
+    manifest = services.registry.manifests[row.app]
     shown = _options(manifest, row, {}, {option: found} if found is not None else {})
     return render(
         request,
@@ -393,7 +393,7 @@ async def refresh_choices(request: Request, viewer: Viewer) -> Response:
     """Refresh list: the provider's current choices for an option, e.g. the calendars to pick from."""
     option = str(request.path_params["option"])
     try:
-        found = await companion_of(request).integrations.choices(viewer.principal, _id(request), option)
+        found = await services_of(request).integrations.choices(viewer.principal, _id(request), option)
     except IntegrationError as exc:
         if exc.status == 404 or not is_htmx(request):
             return await _refused_here(request, viewer, exc)

@@ -26,7 +26,7 @@ from starlette.routing import Route
 from server.browser_session import Viewer, flash
 from server.services.ai_models import AiModel, ModelsFileError, catalogue_of, set_model_enabled, workspace_models
 from server.services.integrations.lifecycle import IntegrationError, connection_json
-from server.web.pages import Refused, companion_of, form_of, is_htmx, page, redirect, render, require_admin
+from server.web.pages import Refused, form_of, is_htmx, page, redirect, render, require_admin, services_of
 from server.web.people_lookup import people_by_id
 from store.models import Connection, ConnectionScope, ConnectionStatus
 from store.principal import Principal
@@ -191,14 +191,14 @@ def wants_json(request: Request) -> bool:
 
 async def _apps(request: Request, viewer: Viewer) -> tuple[list[AppCard], list[Connection]]:
     """Every app as a card, and the connections this person can see (the workspace's and their own)."""
-    companion = companion_of(request)
-    async with companion.db.session() as session:
-        rows = await companion.integrations.installed(session, viewer.principal)
+    services = services_of(request)
+    async with services.db.session() as session:
+        rows = await services.integrations.installed(session, viewer.principal)
     live = Counter(r.app for r in rows if r.status is not ConnectionStatus.DISCONNECTED)
     cards = [
         AppCard(info, manifest, viewer_scopes(manifest, viewer.principal), live[info["id"]])
-        for info in companion.integrations.available()
-        for manifest in [companion.registry.manifests[info["id"]]]
+        for info in services.integrations.available()
+        for manifest in [services.registry.manifests[info["id"]]]
     ]
     return cards, rows
 
@@ -231,7 +231,7 @@ async def apps_tab(request: Request, viewer: Viewer) -> Response:
 
 def _manifest(request: Request) -> Manifest:
     try:
-        return companion_of(request).integrations.manifest(request.path_params["app"])
+        return services_of(request).integrations.manifest(request.path_params["app"])
     except IntegrationError as exc:
         raise Refused(exc.status, str(exc), "Not found") from None
 
@@ -273,7 +273,7 @@ async def app_page(request: Request, viewer: Viewer) -> Response:
 async def connect(request: Request, viewer: Viewer) -> Response:
     """Connect an app: OAuth hands back the provider's link (popup or redirect); other methods connect at once."""
     form = await form_of(request)
-    companion = companion_of(request)
+    services = services_of(request)
     manifest = _manifest(request)
     method = str(form.get("method") or manifest.auth.type)
     fields = manifest.auth.fields_for(method)
@@ -282,11 +282,11 @@ async def connect(request: Request, viewer: Viewer) -> Response:
     setup = setup_values(fields, form, "setup.")
     try:
         if method == "oauth2":
-            started = await companion.oauth.start(
+            started = await services.oauth.start(
                 viewer.principal, manifest.id, scope=scope, label=label, setup=setup, return_to=CONNECTED_PATH
             )
         else:
-            created = await companion.integrations.connect(
+            created = await services.integrations.connect(
                 viewer.principal, manifest.id, scope=scope, method=method, label=label, setup=setup
             )
     except IntegrationError as exc:
@@ -313,12 +313,12 @@ async def connect(request: Request, viewer: Viewer) -> Response:
 @page
 async def connected(request: Request, viewer: Viewer) -> Response:
     """Where the provider's sign-in ends: tells the page that opened the popup, which then shows the integration."""
-    companion = companion_of(request)
+    services = services_of(request)
     if request.query_params.get("failed"):
         return render(request, "marketplace_connected.html", viewer, status=400, failed=True)
     try:
-        async with companion.db.session() as session:
-            row = await companion.integrations.get(
+        async with services.db.session() as session:
+            row = await services.integrations.get(
                 session, viewer.principal, request.query_params.get("connected", ""), manage=False
             )
     except IntegrationError as exc:
@@ -327,7 +327,7 @@ async def connected(request: Request, viewer: Viewer) -> Response:
         request,
         "marketplace_connected.html",
         viewer,
-        connection=connection_json(row, companion.registry.manifests[row.app]),
+        connection=connection_json(row, services.registry.manifests[row.app]),
     )
 
 
@@ -336,11 +336,11 @@ async def connected(request: Request, viewer: Viewer) -> Response:
 
 @page
 async def installed_tab(request: Request, viewer: Viewer) -> Response:
-    companion = companion_of(request)
-    async with companion.db.session() as session:
-        rows = await companion.integrations.installed(session, viewer.principal)
+    services = services_of(request)
+    async with services.db.session() as session:
+        rows = await services.integrations.installed(session, viewer.principal)
         names = await names_of(session, [r.created_by or r.user_id for r in rows])
-    manifests = companion.registry.manifests
+    manifests = services.registry.manifests
     entries = [
         {
             **connection_json(row, manifests[row.app]),
@@ -366,15 +366,15 @@ async def installed_tab(request: Request, viewer: Viewer) -> Response:
 
 def _catalogue(request: Request) -> tuple[AiModel, ...]:
     try:
-        return catalogue_of(companion_of(request).settings)
+        return catalogue_of(services_of(request).settings)
     except ModelsFileError as exc:
         raise Refused(500, str(exc), "The models file cannot be used") from None
 
 
 async def _models_page(request: Request, viewer: Viewer) -> Response:
-    companion = companion_of(request)
+    services = services_of(request)
     catalogue = _catalogue(request)
-    async with companion.db.session() as session:
+    async with services.db.session() as session:
         choices = await workspace_models(session, viewer.principal.workspace_id, catalogue)
         names = await names_of(session, [c.changed_by for c in choices])
     return render(request, "marketplace_models.html", viewer, tab="models", choices=choices, names=names)
@@ -390,10 +390,10 @@ async def toggle_model(request: Request, viewer: Viewer) -> Response:
     """An admin turns a model on or off for the workspace; htmx swaps the list in place."""
     form = await form_of(request)
     require_admin(viewer, "which AI models Companion may use")
-    companion = companion_of(request)
+    services = services_of(request)
     enabled = form.get("enabled") == "true"
     try:
-        async with companion.db.transaction() as session:
+        async with services.db.transaction() as session:
             choice = await set_model_enabled(
                 session,
                 viewer.principal.workspace_id,

@@ -20,6 +20,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
 from server.browser_session import Viewer, viewer_of
+from server.services.wiring import ConsoleServices
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")
@@ -55,8 +56,12 @@ class Refused(Exception):
         self.title = title
 
 
-def companion_of(request: Request) -> Any:
-    return request.app.state.companion
+def services_of(request: Request) -> ConsoleServices:
+    """The console's services, which ``server.app`` put on the app's state as ``console``."""
+    services = request.app.state.console
+    if not isinstance(services, ConsoleServices):
+        raise TypeError(f"app.state.console is {type(services).__name__}, not ConsoleServices")
+    return services
 
 
 def csrf_token(request: Request) -> str:

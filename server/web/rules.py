@@ -26,7 +26,7 @@ from server.browser_session import Viewer, flash
 from server.services.errors import Forbidden, ServiceError
 from server.services.rule_whatifs import RuleChanges, RuleWhatIfs
 from server.web import rules_explain
-from server.web.pages import Refused, companion_of, form_of, is_htmx, page, redirect, render
+from server.web.pages import Refused, form_of, is_htmx, page, redirect, render, services_of
 from server.web.people_lookup import Person, people_by_id
 from server.web.rules_form import (
     RISKS,
@@ -49,8 +49,8 @@ SIMULATED_CALLS_SHOWN = 50
 
 
 def _vocabulary(request: Request) -> Vocabulary:
-    companion = companion_of(request)
-    return Vocabulary.of(companion.registry, companion.rulebook.catalog)
+    services = services_of(request)
+    return Vocabulary.of(services.registry, services.rulebook.catalog)
 
 
 # The list
@@ -80,8 +80,8 @@ def _order(card: RuleCard) -> tuple[int, int, str]:
 
 
 async def _cards(request: Request, viewer: Viewer, rules: list[Rule]) -> list[RuleCard]:
-    companion = companion_of(request)
-    async with companion.db.session() as session:
+    services = services_of(request)
+    async with services.db.session() as session:
         rows = await session.execute(
             select(RuleRow.id, RuleRow.created_by).where(RuleRow.id.in_([r.id for r in rules]))
         )
@@ -103,10 +103,10 @@ async def _cards(request: Request, viewer: Viewer, rules: list[Rule]) -> list[Ru
 
 @page
 async def rules_list(request: Request, viewer: Viewer) -> Response:
-    companion = companion_of(request)
+    services = services_of(request)
     shown = request.query_params.get("scope", "")
-    async with companion.db.session() as session:
-        rules = await companion.rulebook.visible_to(session, viewer.principal)
+    async with services.db.session() as session:
+        rules = await services.rulebook.visible_to(session, viewer.principal)
     if shown in ("workspace", "user"):
         rules = [rule for rule in rules if rule.scope == shown]
     vocabulary = _vocabulary(request)
@@ -128,12 +128,12 @@ async def rules_list(request: Request, viewer: Viewer) -> Response:
 
 async def _manageable(request: Request, viewer: Viewer) -> Rule:
     """The rule in the URL; 403 when it exists but is not the viewer's to see or change."""
-    companion = companion_of(request)
+    services = services_of(request)
     actor = viewer.principal
     rule_id = request.path_params["rule_id"]
-    async with companion.db.session() as session:
+    async with services.db.session() as session:
         try:
-            rule = await companion.rulebook.get(session, actor, rule_id)
+            rule = await services.rulebook.get(session, actor, rule_id)
         except LookupError:
             scope = await session.scalar(
                 select(RuleRow.scope).where(RuleRow.id == rule_id, RuleRow.workspace_id == actor.workspace_id)
@@ -188,9 +188,9 @@ async def _connections_named(request: Request, viewer: Viewer, ids: list[str]) -
     if not ids:
         return []
     actor = viewer.principal
-    companion = companion_of(request)
+    services = services_of(request)
     vocabulary = _vocabulary(request)
-    async with companion.db.session() as session:
+    async with services.db.session() as session:
         rows = await session.execute(
             select(
                 Connection.id,
@@ -316,13 +316,13 @@ async def _submitted(
     if action == "simulate":
         simulation = await _simulate(request, viewer, changes, existing)
         return await _editor(request, viewer, draft, existing=existing, simulation=simulation)
-    companion = companion_of(request)
+    services = services_of(request)
     try:
-        async with companion.db.transaction() as session:
+        async with services.db.transaction() as session:
             if existing is None:
-                saved = await companion.rulebook.create(session, viewer.principal, rule)
+                saved = await services.rulebook.create(session, viewer.principal, rule)
             else:
-                saved = await companion.rulebook.replace(session, viewer.principal, existing.id, changes)
+                saved = await services.rulebook.replace(session, viewer.principal, existing.id, changes)
     except RuleError as exc:
         return await _editor(request, viewer, draft, existing=existing, errors=problems_of_rule(exc), status=422)
     except RulePermissionError as exc:
@@ -345,7 +345,7 @@ def _checked(request: Request, viewer: Viewer, draft: RuleDraft, existing: Rule 
         whole = {**current, **changes}
     try:
         rule = Rule.model_validate(whole)
-        companion_of(request).rulebook.check(rule)
+        services_of(request).rulebook.check(rule)
     except ValidationError as exc:
         raise FormErrors(on_rows(problems_of_model(exc), rows)) from None
     except RuleError as exc:
@@ -358,9 +358,9 @@ async def _simulate(request: Request, viewer: Viewer, changes: dict[str, Any], e
 
     The rule is proposed as the API proposes a change (``RuleWhatIfs.replay``), so both replay alike.
     """
-    companion = companion_of(request)
+    services = services_of(request)
     actor = viewer.principal
-    whatifs = RuleWhatIfs(companion.rulebook, companion.box, companion.registry)
+    whatifs = RuleWhatIfs(services.rulebook, services.box, services.registry)
     proposal = RuleChanges(add=[changes]) if existing is None else RuleChanges(update={existing.id: changes})
     until = utcnow()
     try:
@@ -372,7 +372,7 @@ async def _simulate(request: Request, viewer: Viewer, changes: dict[str, Any], e
     except ServiceError as exc:
         # The form was checked as saving checks it: only a rule someone changed or deleted meanwhile lands here.
         raise Refused(409, f"The rule changed meanwhile: {exc}. Reload the page.", "Changed meanwhile") from None
-    async with companion.db.session() as session:
+    async with services.db.session() as session:
         people = await people_by_id(session, [call.user_id for call in replay.calls])
     titles = _vocabulary(request).tool_titles
     return Simulation(
@@ -408,10 +408,10 @@ async def set_mode(request: Request, viewer: Viewer) -> Response:
     form = await form_of(request)
     rule = await _manageable(request, viewer)
     mode = "shadow" if form.get("mode") == "shadow" else "enforce"
-    companion = companion_of(request)
+    services = services_of(request)
     try:
-        async with companion.db.transaction() as session:
-            await companion.rulebook.replace(session, viewer.principal, rule.id, {"mode": mode})
+        async with services.db.transaction() as session:
+            await services.rulebook.replace(session, viewer.principal, rule.id, {"mode": mode})
     except RuleError as exc:
         problem = "; ".join(exc.fields.values())
         flash(request, f"The rule was not changed: {problem}. Edit the rule to fix it.", "error")
@@ -437,10 +437,10 @@ async def confirm_delete(request: Request, viewer: Viewer) -> Response:
 async def delete_rule(request: Request, viewer: Viewer) -> Response:
     await form_of(request)
     rule = await _manageable(request, viewer)
-    companion = companion_of(request)
+    services = services_of(request)
     try:
-        async with companion.db.transaction() as session:
-            await companion.rulebook.delete(session, viewer.principal, rule.id)
+        async with services.db.transaction() as session:
+            await services.rulebook.delete(session, viewer.principal, rule.id)
     except LookupError:
         raise Refused(404, "This rule no longer exists: someone else deleted it.", "Not found") from None
     flash(request, "Rule deleted.")

@@ -21,7 +21,7 @@ from approvals.rules import Cap, RuleRef
 from server.browser_session import Viewer
 from server.services.errors import Forbidden, InvalidArguments, InvalidInput
 from server.services.rule_whatifs import ExplainRequest, RuleWhatIfs
-from server.web.pages import Refused, companion_of, is_htmx, page, render
+from server.web.pages import Refused, is_htmx, page, render, services_of
 from server.web.people_lookup import members_of, people_by_id
 from server.web.rules_form import tool_groups
 from server.web.rules_schema import Argument, arguments_of
@@ -121,11 +121,11 @@ def form_errors(inputs: list[Argument], fields: dict[str, str]) -> dict[str, str
 async def _mentions(request: Request, viewer: Viewer, refs: tuple[RuleRef, ...]) -> list[RuleMention]:
     if not refs:
         return []
-    companion = companion_of(request)
-    async with companion.db.session() as session:
-        rules = {r.id: r for r in await companion.rulebook.rules_of(session, viewer.principal.workspace_id)}
+    services = services_of(request)
+    async with services.db.session() as session:
+        rules = {r.id: r for r in await services.rulebook.rules_of(session, viewer.principal.workspace_id)}
         people = await people_by_id(session, [r.user_id for r in rules.values()])
-    vocabulary = Vocabulary.of(companion.registry, companion.rulebook.catalog)
+    vocabulary = Vocabulary.of(services.registry, services.rulebook.catalog)
     mentions = []
     for ref in refs:
         rule = rules.get(ref.id)
@@ -141,15 +141,15 @@ async def _mentions(request: Request, viewer: Viewer, refs: tuple[RuleRef, ...])
 
 
 async def _explanation(request: Request, viewer: Viewer, explained: whatif.Explanation, who: str) -> ExplanationView:
-    companion = companion_of(request)
+    services = services_of(request)
     decision = explained.decision
     # Shadow rules have a section of their own; "also matched" lists the enforced rules that lost.
     elsewhere = {ref.id for ref in (*decision.rules, *decision.shadow_rules)}
-    title = companion.registry.tools[explained.tool].spec.title
+    title = services.registry.tools[explained.tool].spec.title
     return ExplanationView(
         effect=EFFECTS[decision.effect.value],
         tool=title,
-        risk=companion.rulebook.catalog[explained.tool].risk,
+        risk=services.rulebook.catalog[explained.tool].risk,
         subject="you" if explained.user_id == viewer.principal.user_id else who,
         deciding=await _mentions(request, viewer, decision.rules),
         also_matched=await _mentions(request, viewer, tuple(r for r in decision.matched if r.id not in elsewhere)),
@@ -162,14 +162,14 @@ async def _explanation(request: Request, viewer: Viewer, explained: whatif.Expla
 
 @page
 async def explain(request: Request, viewer: Viewer) -> Response:
-    companion = companion_of(request)
+    services = services_of(request)
     actor = viewer.principal
     query = request.query_params
     tool = query.get("tool", "")
     who = query.get("user") or actor.email
     if not viewer.is_admin and who not in (actor.email, actor.user_id):
         raise Refused(403, "Members can explain decisions only for their own calls.")
-    vocabulary = Vocabulary.of(companion.registry, companion.rulebook.catalog)
+    vocabulary = Vocabulary.of(services.registry, services.rulebook.catalog)
     inputs = inputs_of(vocabulary, tool)
     values = {a.path: query.get(f"arg.{a.path}", "") for a in inputs}
     raw_json = query.get("json", "")
@@ -182,7 +182,7 @@ async def explain(request: Request, viewer: Viewer) -> Response:
     elif asked:
         arguments, errors = arguments_from(inputs, values, raw_json)
         if not errors:
-            whatifs = RuleWhatIfs(companion.rulebook, companion.box, companion.registry)
+            whatifs = RuleWhatIfs(services.rulebook, services.box, services.registry)
             question = ExplainRequest(tool=tool, arguments=arguments, user=who, connection_scope=connection_scope)
             try:
                 explained = await whatifs.explain(actor, question)
@@ -194,7 +194,7 @@ async def explain(request: Request, viewer: Viewer) -> Response:
                 raise Refused(403, str(exc)) from None
             else:
                 explanation = await _explanation(request, viewer, explained, who)
-    async with companion.db.session() as session:
+    async with services.db.session() as session:
         members = await members_of(session, actor.workspace_id) if viewer.is_admin else []
     # A changed tool only redraws the form (htmx); asking redraws the page with the answer.
     return render(

@@ -14,7 +14,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from server.browser_session import Viewer, flash
-from server.web.pages import Refused, companion_of, form_of, page, redirect, render, require_admin
+from server.web.pages import Refused, form_of, page, redirect, render, require_admin, services_of
 from server.web.signin import client_of
 from store import throttle
 from store.in_chat_policy import RISKS, InChatPolicy, policy_of, set_policy
@@ -25,7 +25,7 @@ from store.web_sessions import close_others
 
 
 async def _user(request: Request, viewer: Viewer) -> User:
-    async with companion_of(request).db.session() as session:
+    async with services_of(request).db.session() as session:
         user = await session.get(User, viewer.principal.user_id)
     assert user is not None
     return user
@@ -65,7 +65,7 @@ async def _show(
     key_errors: dict[str, str] | None = None,
     policy_error: str | None = None,
 ) -> Response:
-    async with companion_of(request).db.session() as session:
+    async with services_of(request).db.session() as session:
         keys = await _own_keys(session, viewer)
         policy = await policy_of(session, viewer.principal.workspace_id)
     return render(
@@ -74,7 +74,7 @@ async def _show(
         viewer,
         status=status,
         user=user,
-        mail_ready=companion_of(request).mail.configured,
+        mail_ready=services_of(request).mail.configured,
         errors=errors or {},
         method=request.session.get("via", "password"),
         keys=keys,
@@ -103,7 +103,7 @@ async def settings_page(request: Request, viewer: Viewer) -> Response:
 async def notifications(request: Request, viewer: Viewer) -> Response:
     form = await form_of(request)
     wanted = form.get("notify_approvals") == "on"
-    async with companion_of(request).db.transaction() as session:
+    async with services_of(request).db.transaction() as session:
         user = await session.get(User, viewer.principal.user_id)
         assert user is not None
         user.notify_approvals = wanted
@@ -118,7 +118,7 @@ async def password(request: Request, viewer: Viewer) -> Response:
     user = await _user(request, viewer)
     errors: dict[str, str] = {}
     # Throttled like sign-in, so a borrowed session cannot guess the password it needs to take the account.
-    if await throttle.take_attempt(companion_of(request).db, email=user.email, client=client_of(request)):
+    if await throttle.take_attempt(services_of(request).db, email=user.email, client=client_of(request)):
         errors["current"] = "Too many wrong passwords. Try again later."
     elif not await verify(user, current):
         errors["current"] = "This is not your current password."
@@ -126,7 +126,7 @@ async def password(request: Request, viewer: Viewer) -> Response:
         errors["repeat"] = "The two new passwords differ."
     if errors:
         return await _show(request, viewer, user, status=400, errors=errors)
-    async with companion_of(request).db.transaction() as session:
+    async with services_of(request).db.transaction() as session:
         stored = await session.get(User, user.id)
         assert stored is not None
         try:
@@ -150,7 +150,7 @@ async def person_facing(request: Request, viewer: Viewer) -> Response:
     wanted = form.get("person_facing") == "on"
     key_id = request.path_params["key_id"]
     try:
-        async with companion_of(request).db.transaction() as session:
+        async with services_of(request).db.transaction() as session:
             # Only the owner's own live key in this workspace: an admin cannot vouch for someone else's host.
             key = await session.scalar(_own_keys_query(viewer).where(ApiKey.id == key_id))
             if key is None:
@@ -179,7 +179,7 @@ async def in_chat_policy(request: Request, viewer: Viewer) -> Response:
     if max_risk not in RISKS:
         user = await _user(request, viewer)
         return await _show(request, viewer, user, status=400, policy_error=f"Choose one of: {', '.join(RISKS)}.")
-    async with companion_of(request).db.transaction() as session:
+    async with services_of(request).db.transaction() as session:
         await set_policy(session, viewer.principal.workspace_id, InChatPolicy(allow, max_risk))  # type: ignore[arg-type]
     flash(
         request,

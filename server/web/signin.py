@@ -13,7 +13,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from server.browser_session import start_session, viewer_of
-from server.web.pages import Refused, companion_of, form_of, redirect, render, safe_next
+from server.web.pages import Refused, form_of, redirect, render, safe_next, services_of
 from store import throttle
 from store.directory import first_workspace_of
 from store.models import User
@@ -47,18 +47,18 @@ async def login(request: Request) -> Response:
 
     if not email or not password:
         return again(400, "Enter your e-mail address and your password.")
-    companion = companion_of(request)
-    if wait := await throttle.take_attempt(companion.db, email=email, client=client_of(request)):
+    services = services_of(request)
+    if wait := await throttle.take_attempt(services.db, email=email, client=client_of(request)):
         minutes = max(1, round(wait / 60))
         return again(429, f"Too many failed sign-ins. Try again in {minutes} minute{'s' * (minutes != 1)}.")
-    async with companion.db.session() as session:
+    async with services.db.session() as session:
         user = await session.scalar(select(User).where(User.email == email))
         workspace_id = await first_workspace_of(session, user.id) if user is not None else None
     if not await verify(user, password) or user is None:
         return again(401, WRONG)
     if workspace_id is None:
         return again(403, "You are not a member of any workspace. Ask an admin to add you.")
-    await throttle.succeeded(companion.db, email=email, client=client_of(request))
+    await throttle.succeeded(services.db, email=email, client=client_of(request))
     await start_session(request, user, workspace_id, method="password")
     return redirect(target)
 
@@ -69,7 +69,7 @@ async def logout(request: Request) -> Response:
     except Refused:
         return redirect("/login")
     if sid := request.session.get("sid"):
-        async with companion_of(request).db.transaction() as session:
+        async with services_of(request).db.transaction() as session:
             await close_session(session, str(sid))
     request.session.clear()
     return redirect("/login")
