@@ -203,7 +203,7 @@ async def test_two_syncs_started_at_once_run_once(hubspot, monkeypatch):
     started = [o for o in outcomes if isinstance(o, dict)]
     refused = [o for o in outcomes if isinstance(o, IntegrationError)]
     assert len(started) == 1 and len(refused) == 1, outcomes
-    assert refused[0].status == 409 and "already running" in str(refused[0])
+    assert refused[0].code == "conflict" and "already running" in str(refused[0])
     logs = await hubspot.companion.integrations.sync_logs(hubspot.principal, hubspot.connection_id)
     assert [log["status"] for log in logs] == ["succeeded"]
 

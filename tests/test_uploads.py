@@ -359,7 +359,7 @@ async def test_the_reader_counts_every_file_against_one_limit(tmp_path):
     reader = FormReader(tmp_path, "mtg_3", policies, set(), max_bytes=1000)
     with pytest.raises(UploadRejected) as refused:
         await reader.read("multipart/form-data; boundary=q", chunks(body, 100))
-    assert refused.value.status == 413 and list(tmp_path.iterdir()) == []
+    assert refused.value.code == "payload_too_large" and list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.settings(upload_max_bytes=1_000_000)

@@ -11,12 +11,10 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from server.http_status import status_of
 from server.services.errors import (
-    Conflict,
-    Forbidden,
     InvalidArguments,
     InvalidInput,
-    NotFound,
     ServiceError,
     fields_of,
 )
@@ -64,10 +62,6 @@ def from_validation(exc: ValidationError, *, prefix: str = "") -> ApiError:
     return invalid(fields_of(exc, prefix=prefix))
 
 
-#: The status each kind of use-case refusal answers with; a kind not listed (nor its base) is a 400.
-SERVICE_STATUSES: dict[type[ServiceError], int] = {NotFound: 404, Forbidden: 403, Conflict: 409}
-
-
 def from_service(exc: ServiceError) -> ApiError:
     """A use case's refusal as the API answers it: the status by its kind, with its code, message and details."""
     if isinstance(exc, InvalidArguments):
@@ -75,8 +69,7 @@ def from_service(exc: ServiceError) -> ApiError:
         return ApiError(400, f"Invalid arguments: {exc.message}", code=exc.code, details=exc.details)
     if isinstance(exc, InvalidInput):
         return invalid(exc.fields)
-    status = next((SERVICE_STATUSES[kind] for kind in type(exc).__mro__ if kind in SERVICE_STATUSES), 400)
-    return ApiError(status, exc.message, code=exc.code, details=exc.details)
+    return ApiError(status_of(exc), exc.message, code=exc.code, details=exc.details)
 
 
 M = TypeVar("M", bound=BaseModel)

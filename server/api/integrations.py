@@ -25,6 +25,7 @@ from server.api.errors import ApiError
 from server.api.router import ApiRouter, Reply
 from server.api.services import services_of
 from server.browser_session import flash, viewer_of
+from server.http_status import status_of
 from server.services.integrations.lifecycle import IntegrationError, Integrations, connection_json
 from store.principal import Principal
 
@@ -190,8 +191,7 @@ class CallbackQuery(BaseModel):
 
 
 def _refused(exc: IntegrationError) -> ApiError:
-    details = {"fields": exc.fields} if exc.fields else {}
-    return ApiError(exc.status, str(exc), code=exc.code, details=details)
+    return ApiError(status_of(exc), exc.message, code=exc.code, details=exc.details)
 
 
 async def _do(step: Awaitable[T]) -> T:

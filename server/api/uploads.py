@@ -27,6 +27,7 @@ from server.api.errors import ApiError, from_validation, invalid
 from server.api.meetings import visible_meeting
 from server.api.router import ApiRouter
 from server.api.services import services_of
+from server.http_status import status_of
 from server.services.processing import jobs, storage
 from server.services.processing.pipeline import PROCESS_MEETING
 from server.services.processing.storage import FilePolicy, FormReader, ReceivedForm, StoredFile, UploadRejected
@@ -167,7 +168,7 @@ async def _check_team(request: Request, principal: Principal, team_id: str) -> N
 
 
 def _refused(exc: UploadRejected) -> ApiError:
-    return ApiError(exc.status, exc.message, code=exc.code, details=exc.details)
+    return ApiError(status_of(exc), exc.message, code=exc.code, details=exc.details)
 
 
 async def _receive(request: Request, reader: FormReader) -> ReceivedForm:

@@ -7,20 +7,20 @@ page. The message is written for the person who asked, so it may be shown as is.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 from pydantic import ValidationError
 
+from store.errors import CompanionError
 
-class ServiceError(Exception):
+
+class ServiceError(CompanionError):
     """A refusal; ``code`` says which kind, ``details`` carries what a program may act on."""
 
-    code: ClassVar[str] = "refused"
+    code = "refused"
 
     def __init__(self, message: str, *, details: dict[str, Any] | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.details: dict[str, Any] = details or {}
+        super().__init__(message, details=details)
 
 
 class NotFound(ServiceError):

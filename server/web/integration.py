@@ -15,6 +15,7 @@ from starlette.routing import Route
 
 from approvals import whatif
 from server.browser_session import Viewer, flash
+from server.http_status import status_of
 from server.services.integrations.lifecycle import HARMONY_FIELDS, IntegrationError, connection_json
 from server.web.marketplace import (
     CONNECTED_PATH,
@@ -56,7 +57,7 @@ async def _visible(request: Request, viewer: Viewer) -> Connection:
         async with services.db.session() as session:
             return await services.integrations.get(session, viewer.principal, _id(request), manage=False)
     except IntegrationError as exc:
-        raise Refused(exc.status, str(exc), "Not found") from None
+        raise Refused(status_of(exc), str(exc), "Not found") from None
 
 
 def _may_manage(viewer: Viewer, row: Connection) -> bool:
@@ -216,9 +217,9 @@ async def _show(
 
 async def _refused_here(request: Request, viewer: Viewer, exc: IntegrationError, **shown: Any) -> Response:
     """A step the service refused: the page again, with the message and the right status."""
-    if exc.status == 404:
+    if status_of(exc) == 404:
         raise Refused(404, str(exc), "Not found")
-    return await _show(request, viewer, status=exc.status, error=summary_of(exc), errors=exc.fields, **shown)
+    return await _show(request, viewer, status=status_of(exc), error=summary_of(exc), errors=exc.fields, **shown)
 
 
 @page
@@ -255,7 +256,7 @@ async def reauth(request: Request, viewer: Viewer) -> Response:
         )
     except IntegrationError as exc:
         if wants_json(request):
-            return JSONResponse({"error": str(exc), "fields": exc.fields}, status_code=exc.status)
+            return JSONResponse({"error": str(exc), "fields": exc.fields}, status_code=status_of(exc))
         return await _refused_here(request, viewer, exc)
     if wants_json(request):
         return JSONResponse({"authorize_url": started["authorize_url"]})
@@ -395,9 +396,9 @@ async def refresh_choices(request: Request, viewer: Viewer) -> Response:
     try:
         found = await services_of(request).integrations.choices(viewer.principal, _id(request), option)
     except IntegrationError as exc:
-        if exc.status == 404 or not is_htmx(request):
+        if status_of(exc) == 404 or not is_htmx(request):
             return await _refused_here(request, viewer, exc)
-        return await _option_fragment(request, viewer, option, None, status=exc.status, problem=str(exc))
+        return await _option_fragment(request, viewer, option, None, status=status_of(exc), problem=str(exc))
     if is_htmx(request):
         return await _option_fragment(request, viewer, option, found)
     return await _show(request, viewer, fetched={option: found})

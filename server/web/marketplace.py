@@ -24,6 +24,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from server.browser_session import Viewer, flash
+from server.http_status import status_of
 from server.services.ai_models import AiModel, ModelsFileError, catalogue_of, set_model_enabled, workspace_models
 from server.services.integrations.lifecycle import IntegrationError, connection_json
 from server.web.pages import Refused, form_of, is_htmx, page, redirect, render, require_admin, services_of
@@ -233,7 +234,7 @@ def _manifest(request: Request) -> Manifest:
     try:
         return services_of(request).integrations.manifest(request.path_params["app"])
     except IntegrationError as exc:
-        raise Refused(exc.status, str(exc), "Not found") from None
+        raise Refused(status_of(exc), str(exc), "Not found") from None
 
 
 async def _app_page(
@@ -291,12 +292,12 @@ async def connect(request: Request, viewer: Viewer) -> Response:
             )
     except IntegrationError as exc:
         if wants_json(request):
-            return JSONResponse({"error": str(exc), "fields": exc.fields}, status_code=exc.status)
+            return JSONResponse({"error": str(exc), "fields": exc.fields}, status_code=status_of(exc))
         return await _app_page(
             request,
             viewer,
             manifest,
-            status=exc.status,
+            status=status_of(exc),
             error=summary_of(exc),
             errors=exc.fields,
             method=method,
@@ -322,7 +323,7 @@ async def connected(request: Request, viewer: Viewer) -> Response:
                 session, viewer.principal, request.query_params.get("connected", ""), manage=False
             )
     except IntegrationError as exc:
-        raise Refused(exc.status, str(exc), "Not found") from None
+        raise Refused(status_of(exc), str(exc), "Not found") from None
     return render(
         request,
         "marketplace_connected.html",

@@ -21,6 +21,7 @@ from server.services.integrations.setup import SetupProblems, check_hosts, check
 from store.connections import ConnectionView, add_connection, credentials_context, open_credentials
 from store.crypto import SecretBox
 from store.db import Database
+from store.errors import CompanionError
 from store.events import record_event
 from store.invalidation import Topic, announce
 from store.models import Approval, Connection, ConnectionScope, ConnectionStatus, RuleRow, SyncRun
@@ -34,18 +35,17 @@ from tools.tokens import TokenKeeper
 log = logging.getLogger(__name__)
 
 
-class IntegrationError(Exception):
-    """A refused step, with the HTTP status and code the API reports it under."""
+class IntegrationError(CompanionError):
+    """A refused step of connecting, syncing or managing a connection; ``code`` says which kind (not_found,
+    forbidden, conflict, invalid_request, oauth_refused...), and ``fields`` names the bad setup fields."""
 
-    def __init__(self, status: int, message: str, *, code: str | None = None, fields: dict[str, str] | None = None):
-        super().__init__(message)
-        self.status = status
-        self.code = code
+    def __init__(self, code: str, message: str, *, fields: dict[str, str] | None = None) -> None:
+        super().__init__(message, code=code, details={"fields": fields} if fields else None)
         self.fields = fields or {}
 
 
 def invalid_setup(problems: SetupProblems) -> IntegrationError:
-    return IntegrationError(422, f"Invalid setup: {problems}", fields=problems.fields)
+    return IntegrationError("invalid_request", f"Invalid setup: {problems}", fields=problems.fields)
 
 
 def _when(value: Any) -> str | None:
@@ -111,7 +111,7 @@ class Integrations:
     def manifest(self, app: str) -> Manifest:
         manifest = self.registry.manifests.get(app)
         if manifest is None or manifest.auto_install:
-            raise IntegrationError(404, f"There is no app {app!r} to connect.")
+            raise IntegrationError("not_found", f"There is no app {app!r} to connect.")
         return manifest
 
     def available(self) -> list[dict[str, Any]]:
@@ -153,7 +153,7 @@ class Integrations:
             )
         )
         if row is None or not visible or self.registry.manifests[row.app].auto_install:
-            raise IntegrationError(404, f"There is no connection {connection_id} that you can see.")
+            raise IntegrationError("not_found", f"There is no connection {connection_id} that you can see.")
         if manage:
             self.check_may_manage(actor, row.scope)
         return row
@@ -162,7 +162,7 @@ class Integrations:
     def check_may_manage(actor: Principal, scope: ConnectionScope) -> None:
         if scope is ConnectionScope.WORKSPACE and not actor.may_manage_workspace_integrations:
             raise IntegrationError(
-                403, "Workspace integrations are managed by admins and members with the integration permission."
+                "forbidden", "Workspace integrations are managed by admins and members with the integration permission."
             )
 
     def context(self, actor: Principal, row: Connection) -> ToolContext:
@@ -192,7 +192,7 @@ class Integrations:
         scope = requested or manifest.scopes[0]
         if scope not in manifest.scopes:
             raise IntegrationError(
-                422,
+                "invalid_request",
                 f"{manifest.name} connects as {' or '.join(manifest.scopes)}, not {scope}.",
                 fields={"scope": f"must be one of {', '.join(manifest.scopes)}"},
             )
@@ -202,7 +202,7 @@ class Integrations:
         method = requested or manifest.auth.type
         if method not in manifest.auth.methods:
             raise IntegrationError(
-                422,
+                "invalid_request",
                 f"{manifest.name} connects with {' or '.join(manifest.auth.methods)}.",
                 fields={"method": f"must be one of {', '.join(manifest.auth.methods)}"},
             )
@@ -223,7 +223,7 @@ class Integrations:
         connection_scope = self.scope_of(manifest, scope)
         chosen = self.method_of(manifest, method)
         if chosen == "oauth2":
-            raise IntegrationError(409, f"{manifest.name} connects through OAuth: start it with /oauth/start.")
+            raise IntegrationError("conflict", f"{manifest.name} connects through OAuth: start it with /oauth/start.")
         self.check_may_manage(actor, connection_scope)
         try:
             plain, secrets = split_setup(manifest, chosen, setup)
@@ -272,7 +272,7 @@ class Integrations:
             found = await self.get(session, actor, connection_id, manage=True)
             manifest = self.registry.manifests[found.app]
             if found.auth_method == "oauth2":
-                raise IntegrationError(409, f"{manifest.name} uses OAuth: re-authenticate it instead.")
+                raise IntegrationError("conflict", f"{manifest.name} uses OAuth: re-authenticate it instead.")
             try:
                 typed, _ = split_setup(manifest, found.auth_method, {**found.setup, **setup}, require_secrets=True)
             except SetupProblems as exc:
@@ -383,7 +383,7 @@ class Integrations:
             row = await self.get(session, actor, connection_id, manage=False)
         hook = self.registry.hooks[row.app].choices.get(option)
         if hook is None:
-            raise IntegrationError(404, f"{row.app} has no option {option!r} with choices.")
+            raise IntegrationError("not_found", f"{row.app} has no option {option!r} with choices.")
         try:
             return await hook(self.context(actor, row))
         except ToolError as exc:
@@ -391,7 +391,7 @@ class Integrations:
             failure = test_failure(exc)
             manifest = self.registry.manifests[row.app]
             said = str(exc) if failure in OUR_OWN_WORDS else failure_message(manifest, failure)
-            raise IntegrationError(502, said, code=exc.code) from None
+            raise IntegrationError("provider_unreachable", said, code=exc.code) from None
 
     async def set_mappings(self, actor: Principal, connection_id: str, changes: dict[str, Any]) -> dict[str, Any]:
         """Object and field mappings (Harmony -> provider), sync direction and auto sync."""
@@ -399,7 +399,7 @@ class Integrations:
             row = await self.get(session, actor, connection_id, manage=True)
             manifest = self.registry.manifests[row.app]
             if manifest.sync is None:
-                raise IntegrationError(409, f"{manifest.name} does not sync, so it has no mappings.")
+                raise IntegrationError("conflict", f"{manifest.name} does not sync, so it has no mappings.")
             current = {**self.default_mappings(manifest), **(row.mappings or {})}
             problems: dict[str, str] = {}
             if "fields" in changes:
@@ -430,7 +430,7 @@ class Integrations:
             if "auto_sync" in changes:
                 current["auto_sync"] = bool(changes["auto_sync"])
             if problems:
-                raise IntegrationError(422, "Invalid mappings", fields=problems)
+                raise IntegrationError("invalid_request", "Invalid mappings", fields=problems)
             row.mappings = current
             await session.flush()
             await announce(session, Topic.CONNECTIONS)

@@ -67,12 +67,12 @@ class OAuthConnect:
         lifecycle = self.integrations
         manifest = lifecycle.manifest(app)
         if "oauth2" not in manifest.auth.methods or manifest.auth.oauth2 is None:
-            raise IntegrationError(409, f"{manifest.name} does not connect through OAuth.")
+            raise IntegrationError("conflict", f"{manifest.name} does not connect through OAuth.")
         if connection_id is not None:
             async with lifecycle.db.session() as session:
                 existing = await lifecycle.get(session, actor, connection_id, manage=True)
             if existing.app != app:
-                raise IntegrationError(409, f"Connection {connection_id} is not a {manifest.name} connection.")
+                raise IntegrationError("conflict", f"Connection {connection_id} is not a {manifest.name} connection.")
             connection_scope, plain, secret_setup = existing.scope, dict(existing.setup or {}), {}
         else:
             connection_scope = lifecycle.scope_of(manifest, scope)
@@ -84,9 +84,11 @@ class OAuthConnect:
         try:
             lifecycle.keeper.policy.client_of(app, manifest.name)
         except ToolError as exc:
-            raise IntegrationError(422, str(exc), code="not_configured") from None
+            raise IntegrationError("not_configured", str(exc)) from None
         if return_to and (not return_to.startswith("/") or return_to.startswith("//")):
-            raise IntegrationError(422, "return_to must be a path on this server", fields={"return_to": "not a path"})
+            raise IntegrationError(
+                "invalid_request", "return_to must be a path on this server", fields={"return_to": "not a path"}
+            )
         state = secrets.token_urlsafe(32)
         verifier = secrets.token_urlsafe(64)
         async with lifecycle.db.transaction() as session:
@@ -120,11 +122,11 @@ class OAuthConnect:
         async with lifecycle.db.transaction() as session:
             flow = await session.get(OAuthFlow, flow_id)
             if flow is None or flow.user_id != actor.user_id or flow.workspace_id != actor.workspace_id:
-                raise IntegrationError(404, "There is no such connect link for you.")
+                raise IntegrationError("not_found", "There is no such connect link for you.")
             if flow.used_at is not None or flow.expires_at < utcnow():
-                raise IntegrationError(410, "This connect link has expired or was used. Start connecting again.")
+                raise IntegrationError("gone", "This connect link has expired or was used. Start connecting again.")
             if flow.session_key_id not in (None, actor.key_id):
-                raise IntegrationError(403, "This connect link was opened in another session.")
+                raise IntegrationError("forbidden", "This connect link was opened in another session.")
             flow.session_key_id = actor.key_id
             sealed = lifecycle.box.open_json(flow.sealed_secrets, context=flow_context(flow.id))
         manifest = lifecycle.registry.manifests[flow.app]
@@ -153,13 +155,13 @@ class OAuthConnect:
         """Exchange the code for tokens and store them; returns the connection and where to send the browser."""
         lifecycle = self.integrations
         if not state or not code:
-            raise IntegrationError(400, "The provider's answer lacks a code or a state.")
+            raise IntegrationError("bad_request", "The provider's answer lacks a code or a state.")
         async with lifecycle.db.transaction() as session:
             flow_row = await session.scalar(select(OAuthFlow).where(OAuthFlow.state_hash == _hash(state)))
             if flow_row is None:
-                raise IntegrationError(400, "Unknown state: this answer does not belong to a connect flow.")
+                raise IntegrationError("bad_request", "Unknown state: this answer does not belong to a connect flow.")
             if actor is None or actor.key_id != flow_row.session_key_id or actor.user_id != flow_row.user_id:
-                raise IntegrationError(403, "This connect flow was started in another session.")
+                raise IntegrationError("forbidden", "This connect flow was started in another session.")
             spent = await session.execute(
                 update(OAuthFlow)
                 .where(OAuthFlow.id == flow_row.id, OAuthFlow.used_at.is_(None), OAuthFlow.expires_at > utcnow())
@@ -167,7 +169,7 @@ class OAuthConnect:
                 .execution_options(synchronize_session=False)
             )
             if not getattr(spent, "rowcount", 0):
-                raise IntegrationError(400, "This connect flow was already used or has expired.")
+                raise IntegrationError("bad_request", "This connect flow was already used or has expired.")
             sealed = lifecycle.box.open_json(flow_row.sealed_secrets, context=flow_context(flow_row.id))
             flow_values = {
                 "id": flow_row.id,
@@ -185,7 +187,7 @@ class OAuthConnect:
         assert oauth2 is not None
         verifier = sealed.get("code_verifier")
         if oauth2.pkce and not verifier:
-            raise IntegrationError(400, "This connect flow has no PKCE verifier; start connecting again.")
+            raise IntegrationError("bad_request", "This connect flow has no PKCE verifier; start connecting again.")
         policy = lifecycle.keeper.policy
         try:
             async with policy.oauth_client(manifest, redirect_uri=self.redirect_uri) as client:
@@ -196,17 +198,17 @@ class OAuthConnect:
                     redirect_uri=self.redirect_uri,
                 )
         except OAuthError as exc:
-            raise IntegrationError(
-                400, f"{manifest.name} refused the connection: {exc.error}.", code="oauth_refused"
-            ) from None
+            raise IntegrationError("oauth_refused", f"{manifest.name} refused the connection: {exc.error}.") from None
         except Exception:
-            raise IntegrationError(502, f"{manifest.name} could not be reached to finish connecting.") from None
+            raise IntegrationError(
+                "provider_unreachable", f"{manifest.name} could not be reached to finish connecting."
+            ) from None
         credentials = {**credentials_from_token(dict(token)), **sealed.get("setup", {})}
         async with lifecycle.db.transaction() as session:
             if flow_values["connection_id"]:
                 row = await session.get(Connection, flow_values["connection_id"])
                 if row is None:
-                    raise IntegrationError(404, "The connection to re-authenticate was deleted meanwhile.")
+                    raise IntegrationError("not_found", "The connection to re-authenticate was deleted meanwhile.")
                 row.credentials = lifecycle.box.seal_json(credentials, context=credentials_context(row.id))
                 row.auth_method = "oauth2"
                 row.status = ConnectionStatus.ACTIVE

@@ -99,9 +99,9 @@ class SyncEngine:
             row = await lifecycle.get(session, actor, connection_id, manage=True)
             manifest = lifecycle.registry.manifests[row.app]
             if manifest.sync is None:
-                raise IntegrationError(409, f"{manifest.name} does not sync.")
+                raise IntegrationError("conflict", f"{manifest.name} does not sync.")
             if row.status is ConnectionStatus.DISCONNECTED:
-                raise IntegrationError(409, f"{manifest.name} is disconnected; connect it again to sync.")
+                raise IntegrationError("conflict", f"{manifest.name} is disconnected; connect it again to sync.")
             # A run a stopped process left "running" would block the connection forever: after STALE it is over.
             await session.execute(
                 update(SyncRun)
@@ -114,7 +114,7 @@ class SyncEngine:
             )
             running = await self._run_under_way(session, row.id)
             if running:
-                raise IntegrationError(409, f"A sync of this connection is already running ({running}).")
+                raise IntegrationError("conflict", f"A sync of this connection is already running ({running}).")
             run = SyncRun(connection_id=row.id, full=full, triggered_by=actor.user_id)
             session.add(run)
             await session.flush()

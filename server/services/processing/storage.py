@@ -22,10 +22,12 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
+
+from store.errors import CompanionError
 
 #: A transcript is text: ten hours of talk is about a megabyte. The parser reads it whole, so it is capped.
 TRANSCRIPT_MAX_BYTES = 20 * 1024 * 1024
@@ -75,19 +77,15 @@ _GENERIC = ("", "application/octet-stream")
 _UNSAFE_NAME = re.compile(r"[\x00-\x1f\x7f]")
 
 
-class UploadRejected(Exception):
-    """The upload is refused: an HTTP status, an error code and a message for the client."""
+class UploadRejected(CompanionError):
+    """The upload is refused: an error code and a message for the client."""
 
-    def __init__(self, status: int, code: str, message: str, details: dict[str, object] | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.details = details or {}
+    def __init__(self, code: str, message: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message, code=code, details=details)
 
 
 def too_large(limit: int, what: str = "The upload") -> UploadRejected:
-    return UploadRejected(413, "payload_too_large", f"{what} is larger than {limit} bytes.", {"limit": limit})
+    return UploadRejected("payload_too_large", f"{what} is larger than {limit} bytes.", {"limit": limit})
 
 
 @dataclass(frozen=True)
@@ -243,15 +241,15 @@ class FormReader:
         media, params = parse_options_header(content_type)
         if media != b"multipart/form-data":
             raise UploadRejected(
-                415, "unsupported_media_type", "Send the upload as multipart/form-data.", {"content_type": content_type}
+                "unsupported_media_type", "Send the upload as multipart/form-data.", {"content_type": content_type}
             )
         boundary = params.get(b"boundary")
         if not boundary:
-            raise UploadRejected(400, "bad_request", "The multipart/form-data content type has no boundary.")
+            raise UploadRejected("bad_request", "The multipart/form-data content type has no boundary.")
         try:
             parser = MultipartParser(boundary, self._callbacks())  # type: ignore[arg-type]
         except FormParserError as exc:
-            raise UploadRejected(400, "bad_request", f"Malformed multipart body: {exc}") from None
+            raise UploadRejected("bad_request", f"Malformed multipart body: {exc}") from None
         received = 0
         async for chunk in chunks:
             received += len(chunk)
@@ -260,12 +258,12 @@ class FormReader:
             try:
                 parser.write(chunk)
             except FormParserError as exc:
-                raise UploadRejected(400, "bad_request", f"Malformed multipart body: {exc}") from None
+                raise UploadRejected("bad_request", f"Malformed multipart body: {exc}") from None
             for event, data, headers in self._events:
                 await self._handle(event, data, headers)
             self._events.clear()
         if not self._ended:
-            raise UploadRejected(400, "bad_request", "The multipart body ended before its closing boundary.")
+            raise UploadRejected("bad_request", "The multipart body ended before its closing boundary.")
 
     def _callbacks(self) -> dict[str, object]:
         # python-multipart calls these synchronously; they only record, and ``_handle`` does the (async) work.
@@ -314,7 +312,7 @@ class FormReader:
     async def _begin(self, headers: dict[bytes, bytes]) -> _Part:
         self._parts += 1
         if self._parts > MAX_PARTS:
-            raise UploadRejected(400, "bad_request", f"The form has more than {MAX_PARTS} parts.")
+            raise UploadRejected("bad_request", f"The form has more than {MAX_PARTS} parts.")
         _, options = parse_options_header(headers.get(b"content-disposition", b""))
         name = options.get(b"name", b"").decode("utf-8", "replace")
         raw_filename = options.get(b"filename")
@@ -337,7 +335,6 @@ class FormReader:
         if extension is None:
             sent = part.content_type or "a file without a content type"
             raise UploadRejected(
-                415,
                 "unsupported_media_type",
                 f"{part.name}: {sent} is not accepted; send one of {', '.join(sorted(policy.types))}.",
                 {"field": part.name, "content_type": part.content_type, "accepted": sorted(policy.types)},
