@@ -26,6 +26,7 @@ import asyncio
 import os
 import signal
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from sse_starlette.sse import AppStatus
@@ -56,7 +57,9 @@ def served(companion: Companion) -> ASGIApp:
     (``server/heap.py``)."""
     # The MCP SDK answers calls as server-sent events through sse-starlette, which by default ends every open
     # event stream the moment uvicorn is asked to exit: a running call's result would never reach its caller.
-    AppStatus.disable_automatic_graceful_drain()
+    # (sse-starlette leaves this static method unannotated: it takes nothing and returns nothing.)
+    disable_graceful_drain: Callable[[], None] = AppStatus.disable_automatic_graceful_drain
+    disable_graceful_drain()
     app = Draining(create_app(companion), companion.gateway.flow)
     freeze_long_lived()
     return app

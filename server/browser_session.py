@@ -98,7 +98,7 @@ async def viewer_of(request: Request) -> Viewer | None:
                 .order_by(Workspace.name)
             )
         ).all()
-        chosen = request.session.get("ws")
+        chosen = str(request.session.get("ws") or "")
         sid = str(request.session.get("sid") or "")
         principal = None
         live = user is not None and request.session.get("pw") == fingerprint(user) and chosen

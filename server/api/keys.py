@@ -11,6 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 
 from server.api.auth import person_of
@@ -88,9 +89,9 @@ def _out(key: ApiKey, owner: str) -> KeyOut:
     )  # fmt: skip
 
 
-async def _live_keys_of(session: object, person: Principal) -> int:
+async def _live_keys_of(session: AsyncSession, person: Principal) -> int:
     return int(
-        await session.scalar(  # type: ignore[attr-defined]
+        await session.scalar(
             select(func.count())
             .select_from(ApiKey)
             .where(
@@ -103,7 +104,7 @@ async def _live_keys_of(session: object, person: Principal) -> int:
     )
 
 
-async def _check_room(session: object, person: Principal) -> None:
+async def _check_room(session: AsyncSession, person: Principal) -> None:
     """A plan's key limit counts every live key, a rotated one in its grace period too."""
     rules = RULES[person.plan]
     if rules.keys_per_person is not None and await _live_keys_of(session, person) >= rules.keys_per_person:
@@ -114,8 +115,8 @@ async def _check_room(session: object, person: Principal) -> None:
         )
 
 
-async def _managed_key(session: object, person: Principal, key_id: str) -> ApiKey:
-    key = await session.get(ApiKey, key_id)  # type: ignore[attr-defined]
+async def _managed_key(session: AsyncSession, person: Principal, key_id: str) -> ApiKey:
+    key = await session.get(ApiKey, key_id)
     if (
         key is None
         or key.workspace_id != person.workspace_id

@@ -92,8 +92,8 @@ def _webhooks(args: argparse.Namespace) -> None:
             return None
         if args.action == "deliveries":
             query = DeliveryQuery(per_page=args.limit, status=args.status)
-            page = await webhooks.deliveries(person, args.endpoint_id, query)
-            rows = [d.model_dump(mode="json") for d in page.data]
+            deliveries = await webhooks.deliveries(person, args.endpoint_id, query)
+            rows = [d.model_dump(mode="json") for d in deliveries.data]
             if args.json:
                 return rows
             for r in rows:

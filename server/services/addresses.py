@@ -22,8 +22,9 @@ import ipaddress
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import SplitResult, urlsplit, urlunsplit
+
+from server.settings import Settings
 
 MAX_URL_LENGTH = 2000
 RESOLVE_SECONDS = 5.0
@@ -41,12 +42,12 @@ class UnsafeUrl(ValueError):
     refused = True
 
 
-def allow_private(settings: Any) -> bool:
+def allow_private(settings: Settings) -> bool:
     """Whether private and loopback addresses are allowed (``COMPANION_WEBHOOKS_ALLOW_PRIVATE``, development only)."""
-    return bool(getattr(settings, "webhooks_allow_private", False))
+    return settings.webhooks_allow_private
 
 
-def require_https(settings: Any) -> bool:
+def require_https(settings: Settings) -> bool:
     return settings.env == "production"
 
 
@@ -219,6 +220,6 @@ class HostPolicy:
         )
 
 
-def host_policy(settings: Any, resolver: Resolver = system_resolve) -> HostPolicy:
+def host_policy(settings: Settings, resolver: Resolver = system_resolve) -> HostPolicy:
     """The deployment's policy for hosts in setup fields: the webhook policy, with its one switch."""
     return HostPolicy(allow_private=allow_private(settings), resolver=resolver)

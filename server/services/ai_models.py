@@ -20,6 +20,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.settings import Settings, SettingsError
+from store.db import dialect_name
 from store.models import WorkspaceModel, utcnow
 
 # Configuration, beside the settings (server/models.yaml), not beside this use case.
@@ -136,7 +137,7 @@ async def set_model_enabled(
     now = utcnow()
     values = {"enabled": enabled, "changed_by": by, "changed_at": now}
     # An upsert, so two admins turning the same model on at once both succeed.
-    insert = (postgresql.insert if session.bind.dialect.name == "postgresql" else sqlite.insert)(WorkspaceModel)
+    insert = (postgresql.insert if dialect_name(session) == "postgresql" else sqlite.insert)(WorkspaceModel)
     await session.execute(
         insert.values(workspace_id=workspace_id, model_id=model_id, **values).on_conflict_do_update(
             index_elements=["workspace_id", "model_id"], set_=values

@@ -368,7 +368,9 @@ class ApprovalFlow:
         stops waiting first."""
         if self.stopped_waiting.is_set():
             return None
-        won = await first(self.stopped_waiting, ask(prompt), self._wait(approval, _decided, seconds=math.inf))
+        answered: Awaitable[Answer | Approval] = ask(prompt)
+        decided: Awaitable[Answer | Approval] = self._wait(approval, _decided, seconds=math.inf)
+        won = await first(self.stopped_waiting, answered, decided)
         return None if won is None else won[1]
 
     async def _prompt(

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from sqlalchemy import ColumnElement, Select, func, select
+from sqlalchemy import Select, SQLColumnExpression, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.services.errors import InvalidInput
@@ -54,15 +54,18 @@ class Page(BaseModel, Generic[T]):
 
 async def paginate(
     session: AsyncSession,
-    query: Select[Any],
-    order: tuple[ColumnElement[Any], ColumnElement[Any]],
+    query: Select[*tuple[Any, ...]],
+    order: tuple[SQLColumnExpression[Any], SQLColumnExpression[Any]],
     paging: PageQuery,
     *,
     key: Callable[[Any], tuple[Any, ...]],
     descending: bool = True,
     scalars: bool = True,
 ) -> tuple[Sequence[Any], Pagination]:
-    """One page of ``query`` ordered by ``order`` (sort key, unique id), by number or by cursor."""
+    """One page of ``query`` ordered by ``order`` (sort key, unique id), by number or by cursor.
+
+    A column of ``order`` may be a Core column or a mapped attribute (``Meeting.date``), as in ``tools.pagination``.
+    """
     size = paging.per_page
     if paging.cursor is not None:
         try:

@@ -133,7 +133,9 @@ class TimedRunner:
     connection: ConnectionView
     seconds: float = 0.0
 
-    async def __call__(self, who: Principal, tool: RegisteredTool, parsed: Any, approval: Approval) -> CallResult:
+    async def __call__(
+        self, principal: Principal, tool: RegisteredTool, arguments: Any, approval: Approval
+    ) -> CallResult:
         if approval.account != self.connection.account:
             # Re-authenticated as someone else since the person approved: it must not send as them.
             return CallResult.failure(
@@ -143,7 +145,7 @@ class TimedRunner:
             )
         started = time.perf_counter()
         try:
-            return await self.gateway.run_adapter(who, tool, self.connection, parsed, approval_id=approval.id)
+            return await self.gateway.run_adapter(principal, tool, self.connection, arguments, approval_id=approval.id)
         finally:
             self.seconds += time.perf_counter() - started
 

@@ -40,7 +40,7 @@ RISK_WORDS = {
 }
 
 
-def _own_keys_query(viewer: Viewer) -> Select[tuple[ApiKey]]:
+def _own_keys_query(viewer: Viewer) -> Select[ApiKey]:
     principal = viewer.principal
     return select(ApiKey).where(
         ApiKey.user_id == principal.user_id,
@@ -180,7 +180,7 @@ async def in_chat_policy(request: Request, viewer: Viewer) -> Response:
         user = await _user(request, viewer)
         return await _show(request, viewer, user, status=400, policy_error=f"Choose one of: {', '.join(RISKS)}.")
     async with services_of(request).db.transaction() as session:
-        await set_policy(session, viewer.principal.workspace_id, InChatPolicy(allow, max_risk))  # type: ignore[arg-type]
+        await set_policy(session, viewer.principal.workspace_id, InChatPolicy(allow, max_risk))
     flash(
         request,
         f"Saved. In-chat answers on person-facing keys may approve calls up to “{max_risk}”."

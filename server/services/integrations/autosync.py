@@ -19,6 +19,7 @@ from sqlalchemy import or_, select, update
 
 from server.services.integrations.lifecycle import IntegrationError
 from server.services.integrations.sync import SyncEngine
+from store.db import rows_matched
 from store.directory import first_workspace_of, member_principal
 from store.models import Connection, ConnectionScope, ConnectionStatus, utcnow
 
@@ -86,7 +87,7 @@ class AutoSync:
             claimed = await session.execute(
                 update(Connection).where(Connection.id == connection_id, seen).values(last_sync_at=now)
             )
-        return bool(claimed.rowcount)
+        return bool(rows_matched(claimed))
 
     async def _give_back(self, connection_id: str, last_sync_at: datetime | None, claimed: datetime) -> None:
         """After a run that failed or did not start, restore the last successful sync: the connection is due again

@@ -122,7 +122,8 @@ async def check_hosts(
         value = plain.get(field.name)
         if not isinstance(value, str) or not value:
             continue
-        port = plain.get("port") if isinstance(plain.get("port"), int) else 0
+        given_port = plain.get("port")
+        port = given_port if isinstance(given_port, int) else 0
         try:
             await policy.addresses(value, port)
         except Unresolved as exc:

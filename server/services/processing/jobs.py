@@ -23,7 +23,7 @@ from typing import TypeVar
 from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from store.db import Database
+from store.db import Database, rows_matched
 from store.models import Job, JobStatus, utcnow
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ def enqueue(session: AsyncSession, kind: str, subject_id: str, *, run_after: dat
 
 def backoff(attempts: int) -> timedelta:
     """The wait after the ``attempts``-th failed attempt: 10 s, 20 s, 40 s … at most an hour."""
-    return min(BACKOFF_BASE * 2 ** max(attempts - 1, 0), BACKOFF_MAX)
+    return min(BACKOFF_BASE * (1 << max(attempts - 1, 0)), BACKOFF_MAX)
 
 
 def _due(now: datetime) -> ColumnElement[bool]:
@@ -100,7 +100,7 @@ async def claim(
                 .values(status=JobStatus.RUNNING, locked_by=worker, locked_until=now + lease, attempts=Job.attempts + 1)
                 .execution_options(synchronize_session=False)
             )
-            if won.rowcount != 1:
+            if rows_matched(won) != 1:
                 continue  # another worker was first
             row = (await session.execute(select(Job.kind, Job.subject_id, Job.attempts).where(Job.id == job_id))).one()
         claims.append(Claim(job_id, row.kind, row.subject_id, row.attempts, worker))
@@ -111,7 +111,7 @@ async def _conditional(session: AsyncSession, claim: Claim, **values: object) ->
     result = await session.execute(
         update(Job).where(_held(claim)).values(**values).execution_options(synchronize_session=False)
     )
-    if result.rowcount != 1:
+    if rows_matched(result) != 1:
         raise LeaseLost(f"job {claim.job_id} is no longer held by {claim.worker}")
 
 

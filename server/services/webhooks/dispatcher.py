@@ -42,7 +42,7 @@ EXCERPT_BYTES = 200
 
 def default_backoff(attempt: int) -> float:
     """Seconds to wait after the ``attempt``-th failure: 10 s, 30 s, 1.5 min, 4.5 min ... at most an hour."""
-    return min(10.0 * 3 ** (attempt - 1), 3600.0)
+    return min(10.0 * 3.0 ** (attempt - 1), 3600.0)
 
 
 def attempts_allowed(event: str, max_attempts: int) -> int:

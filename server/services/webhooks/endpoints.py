@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.services.webhooks.signing import new_secret
 from store.crypto import SecretBox
+from store.db import rows_matched
 from store.models import DeliveryStatus, WebhookDelivery, WebhookEndpoint, new_id, utcnow
 from store.sealing import webhook_secret_context as secret_context
 
@@ -70,7 +71,7 @@ async def create_endpoint(
     return endpoint, secret
 
 
-def endpoints_of(workspace_id: str) -> Select[tuple[WebhookEndpoint]]:
+def endpoints_of(workspace_id: str) -> Select[WebhookEndpoint]:
     return select(WebhookEndpoint).where(WebhookEndpoint.workspace_id == workspace_id)
 
 
@@ -100,7 +101,7 @@ async def delete_endpoint(session: AsyncSession, endpoint: WebhookEndpoint) -> N
     await session.delete(endpoint)
 
 
-def deliveries_of(endpoint_id: str, status: DeliveryStatus | None = None) -> Select[tuple[WebhookDelivery]]:
+def deliveries_of(endpoint_id: str, status: DeliveryStatus | None = None) -> Select[WebhookDelivery]:
     found = select(WebhookDelivery).where(WebhookDelivery.endpoint_id == endpoint_id)
     return found if status is None else found.where(WebhookDelivery.status == status)
 
@@ -119,7 +120,7 @@ async def requeue(session: AsyncSession, delivery: WebhookDelivery) -> bool:
         .values(status=DeliveryStatus.PENDING, attempts=0, next_attempt_at=utcnow(), locked_until=None)
         .execution_options(synchronize_session=False)
     )
-    if done.rowcount != 1:  # type: ignore[attr-defined]
+    if rows_matched(done) != 1:
         return False
     await session.refresh(delivery)
     return True
