@@ -97,6 +97,7 @@ async def _tools(request: Request, principal: Principal, row: Connection) -> lis
 
 def _choice_list(field: SetupField, selected: list[str], fetched: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
     """Checkboxes for a multiselect option: the provider's list once refreshed, and every id already picked."""
+    offered: list[dict[str, Any]]
     if field.options:
         offered = [{"id": option, "label": option} for option in field.options]
     elif fetched is not None:

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.services.addresses import HostPolicy
 from server.services.integrations.setup import SetupProblems, check_hosts, check_options, split_setup
-from store.connections import ConnectionView, add_connection, credentials_context, open_credentials
+from store.connections import ConnectionView, add_connection, open_credentials
 from store.crypto import SecretBox
 from store.db import Database
 from store.errors import CompanionError
@@ -26,6 +26,7 @@ from store.events import record_event
 from store.invalidation import Topic, announce
 from store.models import Approval, Connection, ConnectionScope, ConnectionStatus, RuleRow, SyncRun
 from store.principal import Principal
+from store.sealing import credentials_context
 from tools.context import ToolContext
 from tools.errors import ToolError
 from tools.manifest import Manifest

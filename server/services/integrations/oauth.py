@@ -26,11 +26,13 @@ from sqlalchemy import select, update
 
 from server.services.integrations.lifecycle import IntegrationError, Integrations, connection_json, invalid_setup
 from server.services.integrations.setup import SetupProblems, split_setup
-from store.connections import add_connection, credentials_context
+from store.connections import add_connection
+from store.db import rows_matched
 from store.events import record_event
 from store.invalidation import Topic, announce
 from store.models import Connection, ConnectionScope, ConnectionStatus, OAuthFlow, utcnow
 from store.principal import Principal
+from store.sealing import credentials_context
 from store.sealing import oauth_flow_context as flow_context
 from tools.errors import ToolError
 from tools.tokens import credentials_from_token
@@ -40,6 +42,20 @@ CALLBACK_PATH = "/api/v1/integrations/oauth/callback"
 
 def _hash(state: str) -> str:
     return hashlib.sha256(state.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class _FlowValues:
+    """What ``finish`` needs of a flow row, read inside the transaction that spends it."""
+
+    app: str
+    scope: ConnectionScope
+    workspace_id: str
+    user_id: str
+    connection_id: str | None
+    label: str
+    setup: dict[str, Any]
+    return_to: str | None
 
 
 @dataclass
@@ -73,7 +89,8 @@ class OAuthConnect:
                 existing = await lifecycle.get(session, actor, connection_id, manage=True)
             if existing.app != app:
                 raise IntegrationError("conflict", f"Connection {connection_id} is not a {manifest.name} connection.")
-            connection_scope, plain, secret_setup = existing.scope, dict(existing.setup or {}), {}
+            secret_setup: dict[str, Any] = {}
+            connection_scope, plain = existing.scope, dict(existing.setup or {})
         else:
             connection_scope = lifecycle.scope_of(manifest, scope)
             lifecycle.check_may_manage(actor, connection_scope)
@@ -168,21 +185,20 @@ class OAuthConnect:
                 .values(used_at=utcnow())
                 .execution_options(synchronize_session=False)
             )
-            if not getattr(spent, "rowcount", 0):
+            if not rows_matched(spent):
                 raise IntegrationError("bad_request", "This connect flow was already used or has expired.")
             sealed = lifecycle.box.open_json(flow_row.sealed_secrets, context=flow_context(flow_row.id))
-            flow_values = {
-                "id": flow_row.id,
-                "app": flow_row.app,
-                "scope": flow_row.scope,
-                "workspace_id": flow_row.workspace_id,
-                "user_id": flow_row.user_id,
-                "connection_id": flow_row.connection_id,
-                "label": flow_row.label,
-                "setup": dict(flow_row.setup or {}),
-                "return_to": flow_row.return_to,
-            }
-        manifest = lifecycle.registry.manifests[flow_values["app"]]
+            flow_values = _FlowValues(
+                app=flow_row.app,
+                scope=flow_row.scope,
+                workspace_id=flow_row.workspace_id,
+                user_id=flow_row.user_id,
+                connection_id=flow_row.connection_id,
+                label=flow_row.label,
+                setup=dict(flow_row.setup or {}),
+                return_to=flow_row.return_to,
+            )
+        manifest = lifecycle.registry.manifests[flow_values.app]
         oauth2 = manifest.auth.oauth2
         assert oauth2 is not None
         verifier = sealed.get("code_verifier")
@@ -205,8 +221,8 @@ class OAuthConnect:
             ) from None
         credentials = {**credentials_from_token(dict(token)), **sealed.get("setup", {})}
         async with lifecycle.db.transaction() as session:
-            if flow_values["connection_id"]:
-                row = await session.get(Connection, flow_values["connection_id"])
+            if flow_values.connection_id:
+                row = await session.get(Connection, flow_values.connection_id)
                 if row is None:
                     raise IntegrationError("not_found", "The connection to re-authenticate was deleted meanwhile.")
                 row.credentials = lifecycle.box.seal_json(credentials, context=credentials_context(row.id))
@@ -219,15 +235,15 @@ class OAuthConnect:
                     session,
                     lifecycle.box,
                     app=manifest.id,
-                    scope=ConnectionScope(flow_values["scope"]),
-                    workspace_id=flow_values["workspace_id"],
-                    user_id=flow_values["user_id"],
-                    label=flow_values["label"],
-                    setup=flow_values["setup"],
+                    scope=ConnectionScope(flow_values.scope),
+                    workspace_id=flow_values.workspace_id,
+                    user_id=flow_values.user_id,
+                    label=flow_values.label,
+                    setup=flow_values.setup,
                     credentials=credentials,
                 )
                 row.auth_method = "oauth2"
-                row.created_by = flow_values["user_id"]
+                row.created_by = flow_values.user_id
                 row.mappings = lifecycle.default_mappings(manifest)
                 event = "connection.created"
             record_event(
@@ -236,7 +252,7 @@ class OAuthConnect:
                 workspace_id=row.workspace_id,
                 user_id=row.user_id,
                 subject_id=row.id,
-                data={"app": manifest.id, "by": flow_values["user_id"]},
+                data={"app": manifest.id, "by": flow_values.user_id},
             )
             await session.flush()
             await announce(session, Topic.CONNECTIONS)
@@ -246,4 +262,4 @@ class OAuthConnect:
         async with lifecycle.db.session() as session:
             learned = await session.get(Connection, connection_id)
             assert learned is not None
-            return connection_json(learned, manifest), flow_values["return_to"]
+            return connection_json(learned, manifest), flow_values.return_to
