@@ -22,12 +22,16 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from store.errors import CompanionError
+
+if TYPE_CHECKING:
+    # python-multipart defines its callbacks' TypedDict for type checkers only.
+    from python_multipart.multipart import MultipartCallbacks
 
 #: A transcript is text: ten hours of talk is about a megabyte. The parser reads it whole, so it is capped.
 TRANSCRIPT_MAX_BYTES = 20 * 1024 * 1024
@@ -247,7 +251,7 @@ class FormReader:
         if not boundary:
             raise UploadRejected("bad_request", "The multipart/form-data content type has no boundary.")
         try:
-            parser = MultipartParser(boundary, self._callbacks())  # type: ignore[arg-type]
+            parser = MultipartParser(boundary, self._callbacks())
         except FormParserError as exc:
             raise UploadRejected("bad_request", f"Malformed multipart body: {exc}") from None
         received = 0
@@ -265,7 +269,7 @@ class FormReader:
         if not self._ended:
             raise UploadRejected("bad_request", "The multipart body ended before its closing boundary.")
 
-    def _callbacks(self) -> dict[str, object]:
+    def _callbacks(self) -> MultipartCallbacks:
         # python-multipart calls these synchronously; they only record, and ``_handle`` does the (async) work.
         def header_field(data: bytes, start: int, end: int) -> None:
             self._header_name += data[start:end]
