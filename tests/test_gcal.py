@@ -11,6 +11,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from server.http_status import status_of
+from server.services.integrations.lifecycle import IntegrationError
 from tests.fakes.gcal import HOLIDAYS_ID, PRIMARY_ID, PRIVATE_ID, TEAM_ID, GoogleCalendarFake, days_from_now
 from tests.providers import Harness, connected
 from tools.adapters.gcal import CreateEvent, create_event, list_calendars
@@ -528,3 +530,12 @@ async def test_the_calendar_picker_refreshes_its_list_and_the_pick_limits_what_i
     assert requests_to(primary_only, EVENTS.format(TEAM_ID)) and not requests_to(
         primary_only, EVENTS.format(PRIMARY_ID)
     )
+
+
+async def test_a_picker_list_google_cannot_give_is_refused_in_fixed_words(primary_only):
+    """Refresh list when Google fails: a refusal the console and the API show, never a crash or Google's text."""
+    integrations = primary_only.companion.integrations
+    primary_only.fake.fail_next(500, times=5, when=lambda seen: seen.path.endswith("/calendarList"))
+    with pytest.raises(IntegrationError) as refused:
+        await integrations.choices(primary_only.principal, primary_only.connection_id, "calendars")
+    assert refused.value.code == "provider_unreachable" and status_of(refused.value) == 502

@@ -392,7 +392,7 @@ class Integrations:
             failure = test_failure(exc)
             manifest = self.registry.manifests[row.app]
             said = str(exc) if failure in OUR_OWN_WORDS else failure_message(manifest, failure)
-            raise IntegrationError("provider_unreachable", said, code=exc.code) from None
+            raise IntegrationError("provider_unreachable", said) from None
 
     async def set_mappings(self, actor: Principal, connection_id: str, changes: dict[str, Any]) -> dict[str, Any]:
         """Object and field mappings (Harmony -> provider), sync direction and auto sync."""
