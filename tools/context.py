@@ -19,7 +19,7 @@ from tools.tokens import TokenKeeper
 
 
 class HostCheck(Protocol):
-    """The deployment's address policy for hosts typed into setup fields (``server.webhooks.urls.HostPolicy``).
+    """The deployment's address policy for hosts typed into setup fields (``server.services.addresses.HostPolicy``).
 
     ``addresses`` returns the addresses the host may be reached on, or raises ValueError: with ``refused``
     true when the policy refuses where it points (an internal address), false when the name does not resolve.

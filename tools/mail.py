@@ -67,8 +67,3 @@ def canonical_mailbox(text: str) -> str:
     if len(address) > 254:
         raise ValueError("is longer than 254 characters")
     return address
-
-
-def domain_of(address: str) -> str:
-    """The domain of a canonical mailbox."""
-    return address.rpartition("@")[2]

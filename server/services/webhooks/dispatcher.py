@@ -67,7 +67,9 @@ def webhook_client() -> httpx.AsyncClient:
 
 
 @dataclass(frozen=True)
-class Outcome:
+class Attempt:
+    """What one delivery attempt came to: delivered, or the status and error to record and retry on."""
+
     delivered: bool
     status_code: int | None = None
     error: str | None = None
@@ -179,17 +181,17 @@ class Dispatcher:
             log.info("webhook delivery %s to %s, attempt %d: %s", delivery.id, endpoint.id, token, outcome.error)
         await self._record(delivery, token, outcome)
 
-    async def _send(self, delivery: WebhookDelivery, endpoint: WebhookEndpoint) -> Outcome:
+    async def _send(self, delivery: WebhookDelivery, endpoint: WebhookEndpoint) -> Attempt:
         try:
             secret = open_secret(self.box, endpoint)
         except DecryptionError:
-            return Outcome(False, error="the signing secret cannot be opened with this server's keys")
+            return Attempt(False, error="the signing secret cannot be opened with this server's keys")
         try:
             target, resolved = await addresses.resolve(
                 endpoint.url, https_only=self.https_only, allow_private=self.allow_private, resolver=self.resolver
             )
         except addresses.UnsafeUrl as exc:
-            return Outcome(False, error=f"refused: the URL {exc}")
+            return Attempt(False, error=f"refused: the URL {exc}")
         headers = signing.headers(
             secret, delivery_id=delivery.id, event=delivery.event, timestamp=int(time.time()), body=delivery.body
         )
@@ -207,25 +209,25 @@ class Dispatcher:
                     except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                         unreachable = _describe(exc)
         except TimeoutError:
-            return Outcome(False, error=f"no answer within {self.timeout:g} s")
+            return Attempt(False, error=f"no answer within {self.timeout:g} s")
         except httpx.HTTPError as exc:
-            return Outcome(False, error=_describe(exc))
-        return Outcome(False, error=f"could not connect: {unreachable}")
+            return Attempt(False, error=_describe(exc))
+        return Attempt(False, error=f"could not connect: {unreachable}")
 
-    async def _post(self, request: httpx.Request) -> Outcome:
+    async def _post(self, request: httpx.Request) -> Attempt:
         response = await self.http.send(request, stream=True)
         try:
             status = response.status_code
             if 200 <= status < 300:
-                return Outcome(True, status)
+                return Attempt(True, status)
             if 300 <= status < 400:
-                return Outcome(False, status, f"HTTP {status}: redirects are not followed; use the final URL")
+                return Attempt(False, status, f"HTTP {status}: redirects are not followed; use the final URL")
             excerpt = await _excerpt(response)
-            return Outcome(False, status, f"HTTP {status}" + (f": {excerpt}" if excerpt else ""))
+            return Attempt(False, status, f"HTTP {status}" + (f": {excerpt}" if excerpt else ""))
         finally:
             await response.aclose()
 
-    async def _record(self, delivery: WebhookDelivery, token: int, outcome: Outcome) -> None:
+    async def _record(self, delivery: WebhookDelivery, token: int, outcome: Attempt) -> None:
         """Write the outcome if this claim still holds the row (its attempt count is still ``token``)."""
         now = utcnow()
         values: dict[str, Any] = {"locked_until": None, "last_status_code": outcome.status_code}
