@@ -4,13 +4,11 @@ approval page and the settings page, at a desktop width and a phone's.
 Set ``COMPANION_CONSOLE_SHOTS=/some/folder`` to keep them; otherwise they go to a scratch folder, so the pages
 are at least rendered, non-empty and without a sideways scroll at both widths every run.
 
-Until every channel uses the one summary renderer, the e-mail card's summary here is written in the shape it
-renders (labelled lines, every recipient in full), with what "remember" would approve and the full arguments.
+The cards show what the one summary renderer (tools/summary.py) made of the calls: nothing is staged for them.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -18,7 +16,6 @@ import pytest
 from playwright.async_api import expect
 
 from manifests import MANIFEST_DIR
-from server.web import inbox
 from tests.browser.test_inbox import a_meeting_of, ask
 from tests.browser.test_screenshots import connect_alices_apps
 from tests.conftest import mcp_client
@@ -42,33 +39,12 @@ def shots(tmp_path: Path) -> Path:
     return folder
 
 
-@pytest.fixture
-def rendered_summaries(monkeypatch):
-    original = inbox.approval_view
-
-    def view(*args, **kwargs):
-        card = original(*args, **kwargs)
-        if card["tool"] == "email_send_email":
-            arguments = card["arguments"]
-            lines = [f"Send the e-mail “{arguments.get('subject', '')}” from Work mail (alice@acme.test)"]
-            for label in ("to", "cc", "bcc"):
-                if arguments.get(label):
-                    lines.append(f"{label.capitalize()}: {', '.join(arguments[label])}")
-            lines.append("⚠ A recipient's domain is not one you have written to before.")
-            card["summary"] = "\n".join(lines)
-            card["remember_scope"] = "e-mails from Work mail to exactly these recipients, for 1 hour."
-            card["full_arguments"] = json.dumps(arguments, indent=2, ensure_ascii=False)
-        return card
-
-    monkeypatch.setattr(inbox, "approval_view", view)
-
-
 async def no_sideways_scroll(page) -> None:
     overflow = await page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
     assert overflow <= 0, f"the page scrolls sideways by {overflow}px"
 
 
-async def test_screenshots_of_the_inbox_the_approval_page_and_settings(console, shots, rendered_summaries):
+async def test_screenshots_of_the_inbox_the_approval_page_and_settings(console, shots):
     await connect_alices_apps(console)
     meeting = await a_meeting_of(console, "alice@acme.test")
     await ask(console, {"meeting_id": meeting, "text": "Send Carol the pricing sheet"})
