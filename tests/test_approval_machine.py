@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 from datetime import timedelta
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 import anyio.from_thread
@@ -130,8 +130,9 @@ class ApprovalMachine(RuleBasedStateMachine):
         approval = self.step(lambda: self._approval_of(self.texts[index]))
         if approval is None:
             return
-        content = {"decision": "approve" if approve else "deny", "remember": remember}
-        answer = Answer(approval.id, self.nonces.get(self.texts[index], "stale"), "form", "accept", content)
+        nonce = self.nonces.get(self.texts[index], "stale")
+        decision: Literal["approve", "deny"] = "approve" if approve else "deny"
+        answer = Answer(approval.id, nonce, "form", "accept", decision=decision, remember=remember)
         self.step(lambda: self._call("memo_add_note", {"text": self.texts[index]}, Channel(form=True, answer=answer)))
 
     @rule(index=st.integers(0, 2))

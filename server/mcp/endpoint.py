@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Literal
 
 import mcp_types as types
 from mcp.server import ServerRequestContext
@@ -24,7 +24,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import ConfigDict
 
 from server.services.call_result import CallResult
-from server.services.confirmation import Answer, Channel, Prompt
+from server.services.confirmation import IN_CHAT_REMEMBER, Answer, Channel, Prompt
 from server.services.tool_gateway import (
     GET_APPROVAL,
     GET_APPROVAL_INPUT,
@@ -103,10 +103,53 @@ def _result(outcome: CallResult) -> types.CallToolResult | types.InputRequiredRe
     return types.CallToolResult(content=[types.TextContent(type="text", text=outcome.message)], is_error=True)
 
 
+def confirm_schema(prompt: Prompt) -> dict[str, Any]:
+    """The in-chat form: approve or deny, a reason, and "remember" for at most an hour, said in plain words."""
+    return {
+        "type": "object",
+        "properties": {
+            "decision": {
+                "type": "string",
+                "title": "Decision",
+                "enum": ["approve", "deny"],
+                "enumNames": ["Approve", "Deny"],
+            },
+            "remember": {
+                "type": "string",
+                "title": "Remember this choice for 1 hour",
+                "description": prompt.remember_scope or "",
+                "enum": ["no", IN_CHAT_REMEMBER],
+                "enumNames": ["No, ask every time", "For 1 hour"],
+                "default": "no",
+            },
+            "reason": {"type": "string", "title": "Reason (if you deny)", "maxLength": 500},
+        },
+        "required": ["decision"],
+    }
+
+
+def _answer_of(prompt_of: tuple[str, str, Literal["form", "url"]], reply: types.ElicitResult) -> Answer:
+    """The client's reply in the flow's words. Only strings are read from the form: it is the client's to fill."""
+    approval_id, nonce, kind = prompt_of
+    content = dict(reply.content) if reply.content else {}
+    decision = content.get("decision")
+    remember = content.get("remember")
+    reason = content.get("reason")
+    return Answer(
+        approval_id,
+        nonce,
+        kind,
+        reply.action,
+        decision="approve" if decision == "approve" else "deny" if decision == "deny" else None,
+        remember=remember if isinstance(remember, str) else None,
+        reason=reason[:500] if isinstance(reason, str) else None,
+    )
+
+
 def _input_required(prompt: Prompt) -> types.InputRequiredResult:
-    if prompt.kind == "form" and prompt.schema is not None:
+    if prompt.kind == "form":
         params: types.ElicitRequestParams = types.ElicitRequestFormParams(
-            message=prompt.message, requested_schema=prompt.schema
+            message=prompt.message, requested_schema=confirm_schema(prompt)
         )
     else:
         params = types.ElicitRequestURLParams(message=prompt.message, url=prompt.url)
@@ -131,13 +174,8 @@ def _answer(params: types.CallToolRequestParams) -> Answer | None:
         return None
     if not isinstance(state, dict) or not isinstance(reply, types.ElicitResult):
         return None
-    return Answer(
-        approval_id=str(state.get("approval_id", "")),
-        nonce=str(state.get("nonce", "")),
-        kind="url" if state.get("kind") == "url" else "form",
-        action=reply.action,
-        content=dict(reply.content) if reply.content else None,
-    )
+    kind: Literal["form", "url"] = "url" if state.get("kind") == "url" else "form"
+    return _answer_of((str(state.get("approval_id", "")), str(state.get("nonce", "")), kind), reply)
 
 
 def _channel(ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams) -> Channel:
@@ -155,14 +193,15 @@ def _channel(ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestP
         return Channel()
 
     async def ask(prompt: Prompt) -> Answer:
-        if prompt.kind == "form" and prompt.schema is not None:
-            reply = await ctx.session.elicit_form(prompt.message, prompt.schema, related_request_id=ctx.request_id)
+        if prompt.kind == "form":
+            reply = await ctx.session.elicit_form(
+                prompt.message, confirm_schema(prompt), related_request_id=ctx.request_id
+            )
         else:
             reply = await ctx.session.elicit_url(
                 prompt.message, prompt.url, elicitation_id=prompt.approval_id, related_request_id=ctx.request_id
             )
-        content = dict(reply.content) if reply.content else None
-        return Answer(prompt.approval_id, prompt.nonce, prompt.kind, reply.action, content)
+        return _answer_of((prompt.approval_id, prompt.nonce, prompt.kind), reply)
 
     return Channel(form=form, url=url, ask_inline=ask)
 

@@ -42,7 +42,7 @@ from approvals.lifecycle import ApprovalError, Binding
 from approvals.rulebook import RuleBook
 from approvals.rules import Decision, Rule, RuleError
 from server.services.call_result import CallResult
-from server.services.confirmation import NO_CHANNEL, Answer, Channel, Prompt
+from server.services.confirmation import IN_CHAT_REMEMBER, NO_CHANNEL, Answer, Channel, Prompt
 from server.services.races import first
 from store import wakeups
 from store.crypto import SecretBox
@@ -55,34 +55,8 @@ from tools.summary import full_arguments, render
 
 REMEMBER_FOR = {"1h": timedelta(hours=1), "30d": timedelta(days=30)}
 
-IN_CHAT_REMEMBER = "1h"
 NOT_REMEMBERED = "Nothing was decided: this call cannot be remembered"
 assert REMEMBER_FOR[IN_CHAT_REMEMBER].total_seconds() <= IN_CHAT_REMEMBER_SECONDS
-
-
-def confirm_schema(remember_scope: str) -> dict[str, Any]:
-    """The in-chat form: approve or deny, a reason, and "remember" for at most an hour, said in plain words."""
-    return {
-        "type": "object",
-        "properties": {
-            "decision": {
-                "type": "string",
-                "title": "Decision",
-                "enum": ["approve", "deny"],
-                "enumNames": ["Approve", "Deny"],
-            },
-            "remember": {
-                "type": "string",
-                "title": "Remember this choice for 1 hour",
-                "description": remember_scope,
-                "enum": ["no", IN_CHAT_REMEMBER],
-                "enumNames": ["No, ask every time", "For 1 hour"],
-                "default": "no",
-            },
-            "reason": {"type": "string", "title": "Reason (if you deny)", "maxLength": 500},
-        },
-        "required": ["decision"],
-    }
 
 
 APPROVAL_REQUIRED_SCHEMA: dict[str, Any] = {
@@ -385,8 +359,8 @@ class ApprovalFlow:
                 f"This is a {tool.risk.value} action ({approval.tool}). Approve it once, or deny it.\n"
                 f"Full arguments:\n{full_arguments(arguments)}"
             )
-            schema = confirm_schema(remember_scope(tool, arguments, approval.sender))
-            return Prompt(approval.id, nonce, message, kind, self.page_url(approval.id), schema)
+            scope = remember_scope(tool, arguments, approval.sender)
+            return Prompt(approval.id, nonce, message, kind, self.page_url(approval.id), scope)
         message = f"Approve on the approval page ({tool.manifest.name}, {approval.tool}): {summary}"
         return Prompt(approval.id, nonce, message, kind, self.page_url(approval.id))
 
@@ -413,13 +387,12 @@ class ApprovalFlow:
         if answer.action == "cancel" or not in_chat_may_decide(principal, approval):
             # A form answer through a key that is not person-facing is the assistant's word: it decides nothing.
             return self._required(approval, tool, arguments)
-        content = answer.content or {}
-        approve = answer.action == "accept" and content.get("decision") == "approve"
-        reason = content.get("reason") if not approve else None
+        approve = answer.action == "accept" and answer.decision == "approve"
+        reason = answer.reason if not approve else None
         if answer.action == "decline" and not reason:
             reason = "declined in the assistant"
         rule = None
-        if approve and content.get("remember") in REMEMBER_FOR:
+        if approve and answer.remember in REMEMBER_FOR:
             # In chat, remembering lasts at most an hour whatever the answer claims.
             try:
                 rule = self.remembered_rule(approval, tool, arguments, REMEMBER_FOR[IN_CHAT_REMEMBER])

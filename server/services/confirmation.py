@@ -1,14 +1,18 @@
 """How a person is asked through the assistant: the question, their answer, and what the client can show.
 
-Neutral words for a confirmation, whatever protocol carries it; the MCP front end turns a ``Prompt`` into
-form or URL elicitation and the client's reply into an ``Answer``.
+Neutral words for a confirmation, whatever protocol carries it: the MCP front end turns a ``Prompt`` into
+form or URL elicitation (it owns the form), and the client's reply into an ``Answer``. What an answer may
+decide is the approval flow's to say, never the form's.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
+
+#: How long an in-chat "remember" may last: the one choice besides not remembering.
+IN_CHAT_REMEMBER = "1h"
 
 
 @dataclass(frozen=True)
@@ -20,18 +24,21 @@ class Prompt:
     message: str
     kind: Literal["form", "url"]
     url: str
-    schema: dict[str, Any] | None = None
+    remember_scope: str | None = None
+    """What "remember" would approve, in plain words, for a form that offers it."""
 
 
 @dataclass(frozen=True)
 class Answer:
-    """The person's reply to a prompt, as the client returned it."""
+    """The reply to a prompt as the client returned it, read from the form: it may be the assistant's own."""
 
     approval_id: str
     nonce: str
     kind: Literal["form", "url"]
     action: Literal["accept", "decline", "cancel"]
-    content: dict[str, Any] | None = None
+    decision: Literal["approve", "deny"] | None = None
+    remember: str | None = None
+    reason: str | None = None
 
 
 @dataclass(frozen=True)
