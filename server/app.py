@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import timedelta
 from typing import Any
 
@@ -168,18 +168,8 @@ class Companion:
 
     def console_services(self) -> ConsoleServices:
         """What the web console is handed."""
-        return ConsoleServices(
-            self.settings,
-            self.db,
-            self.box,
-            self.registry,
-            self.rulebook,
-            self.gateway.flow,
-            self.integrations,
-            self.oauth,
-            self.sync,
-            self.mail,
-        )
+        rest = self.rest_services()
+        return ConsoleServices(**{part.name: getattr(rest, part.name) for part in fields(rest)}, mail=self.mail)
 
     def mcp_server(self, principal_source: PrincipalSource) -> Server[Any]:
         return build_mcp_server(

@@ -38,16 +38,7 @@ class RestServices:
 
 
 @dataclass(frozen=True, slots=True)
-class ConsoleServices:
+class ConsoleServices(RestServices):
     """What the web console (``server.web``) uses: REST's services, and whether approval e-mail can be sent."""
 
-    settings: Settings
-    db: Database
-    box: SecretBox
-    registry: Registry
-    rulebook: RuleBook
-    flow: ApprovalFlow
-    integrations: Integrations
-    oauth: OAuthConnect
-    sync: SyncEngine
     mail: ApprovalMail

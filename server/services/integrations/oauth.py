@@ -256,10 +256,8 @@ class OAuthConnect:
             )
             await session.flush()
             await announce(session, Topic.CONNECTIONS)
-            connection_id = row.id
+            connection, connection_id = connection_json(row, manifest), row.id
         assert actor is not None  # refused above when it was not the flow's own
+        # The account is not part of the connection's answer, so learning it needs no second read of the row.
         await lifecycle.learn_account(actor, connection_id)
-        async with lifecycle.db.session() as session:
-            learned = await session.get(Connection, connection_id)
-            assert learned is not None
-            return connection_json(learned, manifest), flow_values.return_to
+        return connection, flow_values.return_to
