@@ -354,6 +354,9 @@ class AuditEntry(Base):
     sealed_arguments: Mapped[str | None] = mapped_column(Text)
     # Outside the hash too: it ties the entry to the call's log lines, and rows written before it existed lack it.
     request_id: Mapped[str | None] = mapped_column(String(64))
+    # Outside the hash as well: the assistant in words, for people; the hashed api_key_id already binds the entry
+    # to the key or OAuth grant it came through.
+    assistant: Mapped[str | None] = mapped_column(String(200))
     prev_hash: Mapped[str] = mapped_column(String(64), default="")
     hash: Mapped[str] = mapped_column(String(64), default="")
 
@@ -434,6 +437,8 @@ class Approval(Base):
     workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     api_key_id: Mapped[str | None] = mapped_column(String(32))
+    # The assistant that asked, in words (an API key's name, or an OAuth client's), as it was when it asked.
+    assistant: Mapped[str] = mapped_column(String(200), default="")
     connection_id: Mapped[str] = mapped_column(String(32))
     app: Mapped[str] = mapped_column(String(64))
     tool: Mapped[str] = mapped_column(String(128))
@@ -667,3 +672,95 @@ class WebhookDelivery(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     delivered_at: Mapped[datetime | None]
+
+
+class AssistantClient(Base):
+    """An OAuth client of Companion's own authorization server: an assistant that signs people in.
+
+    It registered itself (RFC 7591) or is named by the URL of its Client ID Metadata Document, whose fetched copy
+    is kept here. A registered one that nobody ever consented to expires.
+    """
+
+    __tablename__ = "assistant_clients"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: new_id("acl"))
+    client_id: Mapped[str] = mapped_column(String(2048), unique=True)
+    # "registered" (dynamic registration) or "document" (a Client ID Metadata Document at client_id).
+    kind: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str] = mapped_column(String(200), default="")
+    client_uri: Mapped[str | None] = mapped_column(String(2048))
+    redirect_uris: Mapped[list[Any]] = mapped_column(default=list)
+    # The registered metadata, or the fetched document, as the client gave it.
+    client_metadata: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # A confidential client's secret, sealed like every other credential.
+    sealed_secret: Mapped[str | None] = mapped_column(Text)
+    registered_from: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    fetched_at: Mapped[datetime | None]
+    last_used_at: Mapped[datetime | None]
+
+
+class AssistantPolicy(Base):
+    """What a workspace's admins decided about one client: blocked, person-facing allowed or forbidden, and
+    whether its tokens may decide approvals (the ``approvals`` scope)."""
+
+    __tablename__ = "assistant_policies"
+
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"), primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(2048), primary_key=True)
+    blocked: Mapped[bool] = mapped_column(Boolean, default=False)
+    # "default" follows the workspace's person-facing setting; "allowed" and "forbidden" override it.
+    person_facing: Mapped[str] = mapped_column(String(16), default="default")
+    may_decide: Mapped[bool] = mapped_column(Boolean, default=False)
+    updated_by: Mapped[str | None] = mapped_column(String(32))
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class AssistantGrant(Base):
+    """One person's consent to one client in one workspace: the scopes they agreed to, remembered.
+
+    Its id stands where an API key's id stands for a key (approvals, audit, rate windows): every token issued
+    under it acts as the same assistant for the same person.
+    """
+
+    __tablename__ = "assistant_grants"
+    __table_args__ = (UniqueConstraint("client_ref", "user_id", "workspace_id"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: new_id("agr"))
+    client_ref: Mapped[str] = mapped_column(ForeignKey("assistant_clients.id", ondelete="CASCADE"))
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"), index=True)
+    scopes: Mapped[list[Any]] = mapped_column(default=list)
+    # The person said this client shows confirmation prompts to them, not to the model (SECURITY.md).
+    person_facing: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    consented_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None]
+    last_asked_at: Mapped[datetime | None]
+
+
+class AssistantToken(Base):
+    """An authorization code, access token or refresh token, kept only as its SHA-256 digest.
+
+    Tokens issued from one code share a family; refreshing spends a refresh token and issues the next of its
+    family, so a spent one presented again revokes the whole family.
+    """
+
+    __tablename__ = "assistant_tokens"
+    __table_args__ = (Index("ix_assistant_tokens_family", "family_id"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: new_id("atk"))
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    # "code", "access" or "refresh".
+    kind: Mapped[str] = mapped_column(String(16))
+    grant_id: Mapped[str] = mapped_column(ForeignKey("assistant_grants.id", ondelete="CASCADE"), index=True)
+    family_id: Mapped[str] = mapped_column(String(32))
+    scopes: Mapped[list[Any]] = mapped_column(default=list)
+    resource: Mapped[str] = mapped_column(String(2048))
+    # A code's PKCE challenge and redirect URI, checked when it is exchanged.
+    code_challenge: Mapped[str | None] = mapped_column(String(128))
+    redirect_uri: Mapped[str | None] = mapped_column(String(2048))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    spent_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
