@@ -6,7 +6,10 @@ Every knob lives here so that a deployment is described by its environment alone
 from __future__ import annotations
 
 import logging
+import os
 import secrets
+import sys
+from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
@@ -20,6 +23,37 @@ from store.db import POOL_SIZE
 log = logging.getLogger(__name__)
 
 SECRET_KEY_FILE = "secret.key"
+#: The directory name under the platform's user data directory.
+APP_DIR_NAME = "harmony-companion"
+#: The ``server`` package, in a source checkout or installed.
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def user_data_dir(platform: str = sys.platform, environ: Mapping[str, str] = os.environ) -> Path:
+    """Where this platform keeps an application's data for the person running it.
+
+    Written out rather than taken from ``platformdirs``: three rules do not justify a dependency.
+    """
+    if platform == "win32":
+        return Path(environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local") / APP_DIR_NAME
+    if platform == "darwin":
+        return Path.home() / "Library" / "Application Support" / APP_DIR_NAME
+    xdg = environ.get("XDG_DATA_HOME", "")
+    # The XDG specification says a relative XDG_DATA_HOME is invalid and to be ignored.
+    return (Path(xdg) if Path(xdg).is_absolute() else Path.home() / ".local" / "share") / APP_DIR_NAME
+
+
+def default_data_dir(package: Path = PACKAGE_DIR) -> Path:
+    """The data directory when ``COMPANION_DATA_DIR`` is unset, the same from wherever a command starts.
+
+    A source checkout (its ``pyproject.toml`` beside the package, where a wheel never puts one) keeps its data in
+    its own ``.companion``, where ``scripts/demo`` has always put it; an installed package uses the person's data
+    directory.
+    """
+    checkout = package.parent
+    if (checkout / "pyproject.toml").is_file():
+        return checkout / ".companion"
+    return user_data_dir()
 
 
 class SettingsError(ValueError):
@@ -43,7 +77,11 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="COMPANION_", extra="ignore")
 
     env: Literal["development", "production"] = "development"
-    data_dir: Path = Path(".companion")
+    data_dir: Path = Field(
+        default_factory=default_data_dir,
+        description="Where the SQLite file, the development key and uploads live: by default the source checkout's "
+        ".companion, or else the platform's user data directory.",
+    )
     database_url: str = ""
     database_pool_size: int = Field(
         default=POOL_SIZE,
@@ -163,6 +201,12 @@ class Settings(BaseSettings):
         "processing_steps",
         mode="before",
     )(_split_list)
+
+    @field_validator("data_dir")
+    @classmethod
+    def _data_dir_is_absolute(cls, value: Path) -> Path:
+        # Resolved once, against the directory the command started in, so nothing later depends on the cwd.
+        return value.expanduser().resolve()
 
     @field_validator("base_url")
     @classmethod

@@ -16,6 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from server.cli import (
     approvals,
     audit,
+    connect,
     database,
     demo,
     integrations,
@@ -34,7 +35,21 @@ from server.settings import SettingsError
 from tools.manifest import ManifestError
 
 #: In the order ``companion --help`` lists them.
-GROUPS = [serve, database, demo, keys, people, rules, approvals, audit, integrations, webhooks, secrets, manifests]
+GROUPS = [
+    serve,
+    connect,
+    database,
+    demo,
+    keys,
+    people,
+    rules,
+    approvals,
+    audit,
+    integrations,
+    webhooks,
+    secrets,
+    manifests,
+]
 
 HANDLERS: Handlers = {key: handler for group in GROUPS for key, handler in group.HANDLERS.items()}
 

@@ -10,11 +10,14 @@ import asyncio
 import os
 import signal
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.engine import make_url
 
 from server.cli.command import CliError, Handlers, Subcommands, with_companion
 from server.cli.demo import print_demo_keys
-from server.settings import Settings, SettingsError, load_settings
+from server.settings import SECRET_KEY_FILE, Settings, SettingsError, load_settings
 from store.principal import Principal
 
 if TYPE_CHECKING:
@@ -93,19 +96,58 @@ def _stopped(signum: int, frame: Any) -> None:
     sys.exit(0)
 
 
+def database_label(settings: Settings) -> str:
+    """The database, as a person looks for it: SQLite's file, or the URL without its password."""
+    url = make_url(settings.resolved_database_url)
+    if url.get_backend_name() == "sqlite":
+        return str(url.database)
+    return url.render_as_string(hide_password=True)
+
+
+def setup_problem(settings: Settings) -> str | None:
+    """Why ``companion mcp`` cannot serve from what these settings point at, found without creating anything.
+
+    Opening a missing SQLite file creates it, and a missing development key is generated: an assistant started in
+    the wrong place would leave an empty data directory behind and answer "no such table". ``None`` when both exist.
+    """
+    url = make_url(settings.resolved_database_url)
+    if url.get_backend_name() == "sqlite" and not Path(str(url.database)).is_file():
+        return (
+            f"database: {database_label(settings)} does not exist (data directory {settings.data_dir}); "
+            "set it up with `companion db upgrade`, or set COMPANION_DATA_DIR to the data directory your server uses"
+        )
+    key_file = settings.data_dir / SECRET_KEY_FILE
+    if settings.secret_key is None and not key_file.is_file():
+        return (
+            f"secret key: COMPANION_SECRET_KEY is unset and {key_file} does not exist; "
+            "give this process the COMPANION_SECRET_KEY (or COMPANION_DATA_DIR) your server uses"
+        )
+    return None
+
+
 def _mcp_stdio(args: argparse.Namespace) -> None:
     token = os.environ.get("COMPANION_API_KEY", "")
     if not token:
         raise CliError("COMPANION_API_KEY: set it to an agent API key to serve MCP over stdio")
-    asyncio.run(_serve_stdio(load_settings(), token))
+    settings = load_settings()
+    problem = setup_problem(settings)
+    if problem is not None:
+        raise CliError(problem)
+    asyncio.run(_serve_stdio(settings, token))
 
 
 async def _serve_stdio(settings: Settings, token: str) -> None:
     from server.app import Companion
     from server.mcp.stdio import serve_stdio
+    from store.migrate import schema_is_current
 
     companion = Companion.build(settings)
     try:
+        if not await schema_is_current(companion.db.engine):
+            raise CliError(
+                f"database: {database_label(settings)} has no schema or an old one (data directory "
+                f"{settings.data_dir}); run `companion db upgrade` first"
+            )
         if await companion.principal_for(token) is None:
             raise SettingsError("COMPANION_API_KEY: not a valid, unrevoked API key for this server")
 
