@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, fields
 from datetime import timedelta
 from typing import Any
 
 import httpx
-from mcp.server.auth.provider import AccessToken, TokenVerifier
+from mcp.server.auth.middleware.auth_context import AuthContextMiddleware
+from mcp.server.auth.routes import create_protected_resource_routes
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.lowlevel import Server
 from mcp.server.transport_security import TransportSecuritySettings
+from pydantic import AnyHttpUrl
 from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
+from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
@@ -25,26 +28,24 @@ from starlette.routing import Mount, Route
 from approvals.audit import AuditLog
 from approvals.rulebook import RuleBook
 from manifests import MANIFEST_DIR
-from server import web
+from server import oauth, web
 from server.api import errors
 from server.api import v1 as api_v1
 from server.api.errors import ApiError
 from server.api.nul import RefuseNul
 from server.api.ratelimit import RateLimit
-from server.mcp.endpoint import (
-    TOOLS_SCOPE,
-    PrincipalSource,
-    PrincipalToken,
-    build_mcp_server,
-    principal_from_bearer,
-)
+from server.bearer import AudienceBearerBackend, PrincipalVerifier
+from server.mcp.endpoint import TOOLS_SCOPE, PrincipalSource, build_mcp_server, principal_from_bearer
 from server.observability.logging import RequestId
 from server.observability.loop import watch_loop_lag
 from server.observability.metrics import Metrics, metrics_routes
-from server.services.addresses import host_policy
+from server.services.addresses import allow_private, host_policy
 from server.services.ai_models import catalogue_of
 from server.services.approval_flow import ApprovalFlow
 from server.services.approval_mail import ApprovalMail
+from server.services.assistants.authorization import SCOPES, AuthorizationServer
+from server.services.assistants.clients import AssistantClients
+from server.services.documents import DocumentFetcher
 from server.services.integrations.autosync import AutoSync
 from server.services.integrations.lifecycle import Integrations
 from server.services.integrations.oauth import OAuthConnect
@@ -55,12 +56,12 @@ from server.services.webhooks import dispatcher
 from server.services.wiring import ConsoleServices, RestServices
 from server.settings import Settings
 from server.version import package_version
-from store import invalidation, wakeups
+from store import assistant_tokens, invalidation, wakeups
 from store.cache import SharedCache
 from store.crypto import SecretBox, derive_key
 from store.db import Database
 from store.invalidation import Topic, subscribe
-from store.keys import authenticate, digest
+from store.keys import TOKEN_PREFIX, authenticate, digest
 from store.listener import Listener
 from store.principal import Principal
 from tools.registry import Registry
@@ -97,6 +98,7 @@ class Companion:
     sync: SyncEngine
     autosync: AutoSync
     mail: ApprovalMail
+    authorization: AuthorizationServer
     _principals: SharedCache[str, Principal | None] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -148,9 +150,21 @@ class Companion:
         autosync = AutoSync(sync, timedelta(minutes=settings.auto_sync_minutes or 60))
         mail = ApprovalMail(settings, db)
         flow.announce = mail.announce
-        return cls(
-            settings, db, box, registry, http, audit, rulebook, gateway, integrations, oauth, sync, autosync, mail
+        # Client metadata documents are fetched under the webhook address policy, over https unless it allows
+        # private addresses (development), where a document served on loopback over http is accepted too.
+        documents = DocumentFetcher(http, https_only=not allow_private(settings), allow_private=allow_private(settings))
+        clients = AssistantClients(
+            db,
+            box,
+            documents,
+            registrations_per_window=settings.oauth_registrations_per_window,
+            unused_for=timedelta(days=settings.oauth_unused_client_days),
         )
+        authorization = AuthorizationServer(settings, db, clients)
+        return cls(
+            settings, db, box, registry, http, audit, rulebook, gateway, integrations, oauth, sync, autosync, mail,
+            authorization,
+        )  # fmt: skip
 
     def rest_services(self) -> RestServices:
         """What the REST API is handed."""
@@ -164,6 +178,7 @@ class Companion:
             self.integrations,
             self.oauth,
             self.sync,
+            self.authorization,
         )
 
     def console_services(self) -> ConsoleServices:
@@ -181,17 +196,19 @@ class Companion:
         )
 
     async def principal_for(self, token: str) -> Principal | None:
-        """The principal behind a bearer key, reusing a lookup for ``cache_seconds``.
+        """The principal behind a bearer key or access token, reusing a lookup for ``cache_seconds``.
 
         A key revoked or a role changed on any replica is forgotten here as soon
         as the change commits (on PostgreSQL), and within that time in any case.
         """
 
+        touch_after = timedelta(seconds=self.settings.api_key_touch_seconds)
+
         async def lookup() -> Principal | None:
             async with self.db.session() as session:
-                return await authenticate(
-                    session, token, touch_after=timedelta(seconds=self.settings.api_key_touch_seconds)
-                )
+                if token.startswith(TOKEN_PREFIX):
+                    return await authenticate(session, token, touch_after=touch_after)
+                return await assistant_tokens.authenticate(session, token, touch_after=touch_after)
 
         # A refusal is not kept: a key created a moment ago on another replica works at once.
         return await self._principals.get(digest(token), lookup, keep=lambda found: found is not None)
@@ -208,28 +225,35 @@ class Companion:
         await self.db.dispose()
 
 
-class ApiKeyVerifier(TokenVerifier):
-    """Resolves a bearer API key to its principal for the SDK's auth middleware."""
+def audiences_at(authorization: AuthorizationServer) -> Callable[[str], tuple[str, ...]]:
+    """The audiences an access token may carry at a path: its own resource's, or the whole server's."""
+    mcp = (authorization.settings.mcp_url, authorization.issuer)
+    api = (authorization.api_url, authorization.issuer)
 
-    def __init__(self, companion: Companion) -> None:
-        self.companion = companion
+    def at(path: str) -> tuple[str, ...]:
+        if path == "/mcp" or path.startswith("/mcp/"):
+            return mcp
+        if path.startswith("/api/"):
+            return api
+        return ()
 
-    async def verify_token(self, token: str) -> AccessToken | None:
-        principal = await self.companion.principal_for(token)
-        if principal is None:
-            return None
-        return PrincipalToken(
-            token=token,
-            client_id=principal.key_id,
-            subject=principal.user_id,
-            scopes=sorted(principal.scopes),
-            expires_at=None,
-            principal=principal,
-        )
+    return at
+
+
+def api_resource_metadata(authorization: AuthorizationServer) -> list[Route]:
+    """RFC 9728 metadata for the REST API, as the SDK serves it for the MCP endpoint."""
+    return create_protected_resource_routes(
+        resource_url=AnyHttpUrl(authorization.api_url),
+        authorization_servers=[AnyHttpUrl(authorization.issuer)],
+        scopes_supported=[scope for scope in SCOPES if scope != TOOLS_SCOPE],
+        resource_name="Harmony Companion REST API",
+    )
 
 
 def create_app(companion: Companion) -> Starlette:
     settings = companion.settings
+    authorization = companion.authorization
+    verifier = PrincipalVerifier(companion.principal_for)
     mcp_server = companion.mcp_server(principal_from_bearer)
     mcp_app = mcp_server.streamable_http_app(
         streamable_http_path="/mcp",
@@ -239,7 +263,7 @@ def create_app(companion: Companion) -> Starlette:
             required_scopes=[TOOLS_SCOPE],
             validate_token_resource=False,
         ),
-        token_verifier=ApiKeyVerifier(companion),
+        token_verifier=verifier,
         transport_security=TransportSecuritySettings(
             enable_dns_rebinding_protection=True,
             allowed_hosts=settings.host_allowlist,
@@ -291,12 +315,16 @@ def create_app(companion: Companion) -> Starlette:
             Mount("/api/v1", routes=api_v1.routes()),
             *web.routes,
             *mcp_app.routes,
+            *api_resource_metadata(authorization),
+            *oauth.routes(authorization, authorization.clients),
         ],
         middleware=[
             Middleware(RequestId),
             Middleware(RefuseNul),
             web.session_middleware(settings),
-            *mcp_app.user_middleware,
+            # The SDK's bearer middleware, with each access token held to its audience (server/bearer.py).
+            Middleware(AuthenticationMiddleware, backend=AudienceBearerBackend(verifier, audiences_at(authorization))),
+            Middleware(AuthContextMiddleware),
             Middleware(RateLimit, db_of=lambda scope: companion.db),
         ],
         exception_handlers={ApiError: errors.api_error, HTTPException: errors.http_error, 500: errors.server_error},

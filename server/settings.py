@@ -148,6 +148,18 @@ class Settings(BaseSettings):
         default=True, description="Run background workers (webhook delivery, upload processing) in this process."
     )
     oauth_state_seconds: int = Field(default=600, ge=60, le=3600, description="How long a connect link stays valid.")
+    oauth_access_token_seconds: int = Field(
+        default=3600, ge=60, le=86400, description="How long an access token from Companion's own sign-in works."
+    )
+    oauth_refresh_token_days: int = Field(
+        default=30, ge=1, le=365, description="How long a refresh token works if unused; each use replaces it."
+    )
+    oauth_registrations_per_window: int = Field(
+        default=10, ge=1, le=10_000, description="Dynamic client registrations one address may make in 15 minutes."
+    )
+    oauth_unused_client_days: int = Field(
+        default=7, ge=1, le=365, description="A registered client no one has signed in with is removed after this."
+    )
     metrics_token: SecretStr | None = Field(
         default=None, description="The bearer token GET /metrics requires; unset, /metrics answers 404."
     )

@@ -108,6 +108,7 @@ def _principal(key: ApiKey, email: str, workspace: Workspace, role: Role, integr
         person_facing=key.person_facing and key.kind is KeyKind.AGENT and workspace.person_facing_keys,
         in_chat_max_risk=workspace.in_chat_max_risk,
         last_asked_at=key.last_asked_at,
+        assistant=key.name,
     )
 
 

@@ -7,6 +7,14 @@ from datetime import datetime
 
 from store.models import KeyKind, Plan, Role
 
+#: Scopes. An API key has ``tools`` and/or ``api``; an access token from the authorization server has any of
+#: ``tools``, ``api:read``, ``api:write`` and ``approvals`` (the last only where an admin grants it to its client).
+TOOLS = "tools"
+API = "api"
+API_READ = "api:read"
+API_WRITE = "api:write"
+APPROVALS = "approvals"
+
 
 @dataclass(frozen=True)
 class Principal:
@@ -27,6 +35,34 @@ class Principal:
     person_facing: bool = False
     in_chat_max_risk: str = "delete"
     last_asked_at: datetime | None = None
+    # The assistant in words: the key's name, or the OAuth client's. People see it beside who it acts for.
+    assistant: str = ""
+    # Set for an access token from an authorization server: the client it was issued to, and its audience (the
+    # resource it may be used at). An API key has neither and works at every resource it has a scope for.
+    client_id: str | None = None
+    audience: str | None = None
+
+    @property
+    def is_assistant_token(self) -> bool:
+        return self.client_id is not None
+
+    @property
+    def may_read_api(self) -> bool:
+        return bool(self.scopes & {API, API_READ, API_WRITE})
+
+    @property
+    def may_write_api(self) -> bool:
+        """A person's user key, or an assistant's token the person gave ``api:write`` at consent; never an agent key."""
+        if self.is_assistant_token:
+            return API_WRITE in self.scopes
+        return self.key_kind is KeyKind.USER and API in self.scopes
+
+    @property
+    def may_decide(self) -> bool:
+        """A person's own credential, or an assistant's token with ``approvals``, which only an admin grants."""
+        if self.is_assistant_token:
+            return APPROVALS in self.scopes
+        return self.key_kind is KeyKind.USER
 
     @property
     def is_admin(self) -> bool:

@@ -1,7 +1,8 @@
 """Approvals over the API: list, read, approve and deny, and settle an unknown outcome, for the person who decides.
 
-Decisions are a person's: every operation takes a user key (``person_of``), so an assistant's agent key can
-neither approve its own calls nor read what waits (SECURITY.md). The decisions themselves are the approval
+Decisions are a person's: every operation takes a user key (``decider_of``), so an assistant's agent key can
+neither approve its own calls nor read what waits (SECURITY.md). An assistant's OAuth token may, only with the
+``approvals`` scope, which a workspace admin grants to that assistant by name. The decisions themselves are the approval
 flow's (``server.services.approval_flow``), which the inbox, the approval page and the CLI use too.
 """
 
@@ -15,7 +16,7 @@ from sqlalchemy import select
 from starlette.requests import Request
 
 from approvals import lifecycle
-from server.api.auth import person_of
+from server.api.auth import decider_of
 from server.api.errors import ApiError
 from server.api.router import ApiRouter
 from server.api.services import services_of
@@ -108,7 +109,7 @@ def _refused(exc: DecisionRefused) -> ApiError:
     return ApiError(STATUS[exc.code], str(exc), code=exc.code if exc.code == "expired" else None)
 
 
-@api.get("/approvals", caller=person_of, query=ApprovalFilters, response=ApprovalList, summary="List approvals")
+@api.get("/approvals", caller=decider_of, query=ApprovalFilters, response=ApprovalList, summary="List approvals")
 async def list_approvals(request: Request, actor: Principal, query: ApprovalFilters) -> ApprovalList:
     """Your calls' approvals, and those an admin rule lets admins decide; newest first, at most 200."""
     flow = services_of(request).flow
@@ -116,7 +117,7 @@ async def list_approvals(request: Request, actor: Principal, query: ApprovalFilt
     return ApprovalList.model_validate({"data": [_view(request, a) for a in rows]})
 
 
-@api.get("/approvals/{approval_id}", caller=person_of, response=ApprovalOut, errors=(404,), summary="Get an approval")
+@api.get("/approvals/{approval_id}", caller=decider_of, response=ApprovalOut, errors=(404,), summary="Get an approval")
 async def get_approval(request: Request, actor: Principal) -> dict[str, Any]:
     approval_id = request.path_params["approval_id"]
     async with services_of(request).db.transaction() as session:
@@ -151,7 +152,7 @@ async def _decide(
 
 
 @api.post(
-    "/approvals/{approval_id}/approve", caller=person_of, body=ApproveBody, response=ApprovalOut,
+    "/approvals/{approval_id}/approve", caller=decider_of, body=ApproveBody, response=ApprovalOut,
     errors=(404, 409), summary="Approve a call",
 )  # fmt: skip
 async def approve_call(request: Request, actor: Principal, body: ApproveBody) -> dict[str, Any]:
@@ -163,7 +164,7 @@ async def approve_call(request: Request, actor: Principal, body: ApproveBody) ->
 
 
 @api.post(
-    "/approvals/{approval_id}/deny", caller=person_of, body=DenyBody, response=ApprovalOut, errors=(404, 409),
+    "/approvals/{approval_id}/deny", caller=decider_of, body=DenyBody, response=ApprovalOut, errors=(404, 409),
     summary="Deny a call",
 )  # fmt: skip
 async def deny_call(request: Request, actor: Principal, body: DenyBody) -> dict[str, Any]:
@@ -171,7 +172,7 @@ async def deny_call(request: Request, actor: Principal, body: DenyBody) -> dict[
 
 
 @api.post(
-    "/approvals/{approval_id}/cancel", caller=person_of, response=ApprovalOut, errors=(404, 409),
+    "/approvals/{approval_id}/cancel", caller=decider_of, response=ApprovalOut, errors=(404, 409),
     summary="Withdraw your own request",
 )  # fmt: skip
 async def cancel_approval(request: Request, actor: Principal) -> dict[str, Any]:
@@ -194,7 +195,7 @@ async def _resolve(request: Request, actor: Principal, *, run_again: bool) -> di
 
 
 @api.post(
-    "/approvals/{approval_id}/run-again", caller=person_of, response=ApprovalOut, errors=(404, 409),
+    "/approvals/{approval_id}/run-again", caller=decider_of, response=ApprovalOut, errors=(404, 409),
     summary="Settle an unknown outcome: it did not happen",
 )  # fmt: skip
 async def settle_as_not_happened(request: Request, actor: Principal) -> dict[str, Any]:
@@ -203,7 +204,7 @@ async def settle_as_not_happened(request: Request, actor: Principal) -> dict[str
 
 
 @api.post(
-    "/approvals/{approval_id}/happened", caller=person_of, response=ApprovalOut, errors=(404, 409),
+    "/approvals/{approval_id}/happened", caller=decider_of, response=ApprovalOut, errors=(404, 409),
     summary="Settle an unknown outcome: it happened",
 )  # fmt: skip
 async def settle_as_happened(request: Request, actor: Principal) -> dict[str, Any]:

@@ -33,7 +33,6 @@ from starlette.routing import Route
 from server.api.auth import principal_of
 from server.api.errors import ApiError, body_of, from_service, from_validation
 from server.services.errors import ServiceError
-from store.models import KeyKind
 from store.principal import Principal
 
 Endpoint = Callable[..., Awaitable[Any]]
@@ -86,17 +85,19 @@ class Reply:
 AGENT_WRITE_REFUSED = (
     "An agent key can read over the REST API but cannot change anything: uploads, data, integrations, "
     "webhooks, keys and rules take a person's user key (or the console). An assistant acts through its "
-    "tools over MCP, where a sensitive call waits for a person's approval."
+    "tools over MCP, where a sensitive call waits for a person's approval; an assistant signed in with OAuth "
+    "may upload only if the person gave it api:write."
 )
 
 
 def refuse_agent_writes(principal: Principal) -> Principal:
-    """The caller, if it may change something over REST: a person (user key or session), never an agent key.
+    """The caller, if it may change something over REST: a person (user key or session), or an assistant's
+    token the person gave ``api:write`` at consent; never an agent key.
 
     Whoever holds an agent key may be a prompt-injected assistant (SECURITY.md); what it may do is what its
     tools allow, with approvals, so every REST write path is closed to it, not only the decisions.
     """
-    if principal.key_kind is not KeyKind.USER:
+    if not principal.may_write_api:
         raise ApiError(403, AGENT_WRITE_REFUSED)
     return principal
 
@@ -162,7 +163,8 @@ def _handler(operation: Operation) -> Callable[[Request], Awaitable[Response]]:
             principal = arguments["actor"] = operation.caller(request)
         elif not operation.public:
             principal = principal_of(request)
-        if principal is not None and operation.writes and not operation.agent_may_write:
+        # A declared caller is the operation's whole check (person_of, decider_of); the rest refuse agents' writes.
+        if operation.caller is None and principal is not None and operation.writes and not operation.agent_may_write:
             refuse_agent_writes(principal)
         if operation.query is not None:
             arguments["query"] = query_of(request, operation.query)

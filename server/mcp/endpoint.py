@@ -16,13 +16,12 @@ from typing import Any, Literal
 import mcp_types as types
 from mcp.server import ServerRequestContext
 from mcp.server.auth.middleware.auth_context import get_access_token
-from mcp.server.auth.provider import AccessToken
 from mcp.server.lowlevel import Server
 from mcp.server.mcpserver import RequestStateBoundary, RequestStateSecurity
 from mcp.shared.exceptions import MCPError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
-from pydantic import ConfigDict
 
+from server.bearer import PrincipalToken
 from server.services.call_result import CallResult
 from server.services.confirmation import IN_CHAT_REMEMBER, Answer, Channel, Prompt
 from server.services.tool_gateway import (
@@ -40,14 +39,6 @@ TOOLS_SCOPE = "tools"
 INPUT_KEY = "approval"
 
 PrincipalSource = Callable[[], Awaitable[Principal | None]]
-
-
-class PrincipalToken(AccessToken):
-    """An access token that carries the principal its API key resolved to."""
-
-    model_config = ConfigDict(arbitrary_types_allowed=True)
-
-    principal: Principal
 
 
 async def principal_from_bearer() -> Principal | None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from approvals.rulebook import RuleBook
 from server.services.approval_flow import ApprovalFlow
 from server.services.approval_mail import ApprovalMail
+from server.services.assistants.authorization import AuthorizationServer
 from server.services.integrations.lifecycle import Integrations
 from server.services.integrations.oauth import OAuthConnect
 from server.services.integrations.sync import SyncEngine
@@ -35,6 +36,8 @@ class RestServices:
     integrations: Integrations
     oauth: OAuthConnect
     sync: SyncEngine
+    #: Companion's own authorization server: its consent page, and the assistants people signed in to.
+    authorization: AuthorizationServer
 
 
 @dataclass(frozen=True, slots=True)

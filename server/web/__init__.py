@@ -9,13 +9,14 @@ from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 
 from server.browser_session import session_middleware, viewer_of
-from server.web import audit, inbox, integration, marketplace, rules, settings, signin, workspaces
+from server.web import audit, consent, inbox, integration, marketplace, rules, settings, signin, workspaces
 from server.web.pages import HERE
 
 __all__ = ["routes", "session_middleware", "viewer_of"]
 
 routes: list[BaseRoute] = [
     *signin.routes,
+    *consent.routes,
     *workspaces.routes,
     *inbox.routes,
     *marketplace.routes,

@@ -1,0 +1,426 @@
+"""Companion's own OAuth 2.1 authorization server, as an assistant and a person meet it.
+
+The assistant registers (or names its metadata document), sends the person to ``/authorize``, and exchanges the
+code it gets back; the person signs in and answers the consent page. Every refusal the issue lists has a test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx2
+import pytest
+from sqlalchemy import select
+
+from server.app import Companion
+from server.services import demo
+from store.models import AssistantClient, AssistantPolicy, Workspace
+from tests.console import csrf_of, sign_in
+from tests.oauth_browser import authorize_url, consent, open_consent, pkce, query_of, sealed_request_of
+
+pytestmark = pytest.mark.anyio
+
+BASE = "http://127.0.0.1:8000"
+MCP = f"{BASE}/mcp"
+API = f"{BASE}/api/v1"
+REDIRECT = "http://127.0.0.1:33418/callback"
+ALICE = "alice@acme.test"
+
+
+@pytest.fixture
+async def http(app_client: Any, demo_keys: demo.DemoKeys) -> AsyncIterator[httpx2.AsyncClient]:
+    """The assistant's HTTP client: no cookies, no redirects followed."""
+    async with httpx2.AsyncClient(transport=app_client.transport, base_url=BASE) as client:
+        yield client
+
+
+@pytest.fixture
+async def browser(app_client: Any, demo_keys: demo.DemoKeys) -> AsyncIterator[httpx2.AsyncClient]:
+    """The person's browser, which keeps its cookies."""
+    async with httpx2.AsyncClient(transport=app_client.transport, base_url=BASE) as client:
+        yield client
+
+
+async def register(http: httpx2.AsyncClient, **metadata: Any) -> dict[str, Any]:
+    body = {"client_name": "Test Assistant", "redirect_uris": [REDIRECT], "token_endpoint_auth_method": "none"}
+    answer = await http.post("/register", json=body | metadata)
+    assert answer.status_code == 201, answer.text
+    return dict(answer.json())
+
+
+async def code_for(
+    browser: httpx2.AsyncClient,
+    client_id: str,
+    *,
+    scope: str = "tools",
+    resource: str = MCP,
+    email: str = ALICE,
+    person_facing: bool = False,
+) -> tuple[str, str]:
+    """Sign in and consent; the code the server sent back, and the PKCE verifier that goes with it."""
+    verifier, challenge = pkce()
+    back = await consent(
+        browser,
+        authorize_url(
+            BASE, client_id=client_id, redirect_uri=REDIRECT, code_challenge=challenge, code_challenge_method="S256",
+            state="st-1", scope=scope, resource=resource,
+        ),
+        email=email,
+        person_facing=person_facing,
+    )  # fmt: skip
+    assert back.startswith(REDIRECT + "?"), back
+    params = query_of(back)
+    assert params["state"] == "st-1" and params["iss"] == BASE, params
+    return params["code"], verifier
+
+
+async def exchange(
+    http: httpx2.AsyncClient, client_id: str, code: str, verifier: str, **extra: str
+) -> httpx2.Response:
+    form = {
+        "grant_type": "authorization_code", "code": code, "code_verifier": verifier, "redirect_uri": REDIRECT,
+        "client_id": client_id, "resource": MCP,
+    }  # fmt: skip
+    return await http.post("/token", data=form | extra)
+
+
+async def refresh(http: httpx2.AsyncClient, client_id: str, token: str) -> httpx2.Response:
+    return await http.post(
+        "/token", data={"grant_type": "refresh_token", "refresh_token": token, "client_id": client_id}
+    )
+
+
+async def tokens_for(
+    http: httpx2.AsyncClient, browser: httpx2.AsyncClient, *, scope: str = "tools", resource: str = MCP, **options: Any
+) -> tuple[str, dict[str, Any]]:
+    client = await register(http)
+    code, verifier = await code_for(browser, client["client_id"], scope=scope, resource=resource, **options)
+    answer = await exchange(http, client["client_id"], code, verifier, resource=resource)
+    assert answer.status_code == 200, answer.text
+    return client["client_id"], dict(answer.json())
+
+
+async def tools_work(app_client: Any, token: str) -> bool:
+    try:
+        async with app_client(token) as session:
+            await session.list_tools()
+    except Exception:
+        return False
+    return True
+
+
+async def test_the_metadata_names_what_the_server_supports(http: httpx2.AsyncClient) -> None:
+    metadata = (await http.get("/.well-known/oauth-authorization-server")).json()
+    assert metadata["issuer"] == BASE
+    assert metadata["code_challenge_methods_supported"] == ["S256"]
+    assert "none" in metadata["token_endpoint_auth_methods_supported"]
+    assert metadata["authorization_response_iss_parameter_supported"] is True
+    assert metadata["client_id_metadata_document_supported"] is True
+    assert set(metadata["scopes_supported"]) == {"tools", "api:read", "api:write", "approvals"}
+    assert metadata["registration_endpoint"] == f"{BASE}/register"
+    assert metadata["revocation_endpoint"] == f"{BASE}/revoke"
+    resource = (await http.get("/.well-known/oauth-protected-resource/mcp")).json()
+    assert resource["resource"] == MCP and resource["authorization_servers"] == [BASE]
+    rest = (await http.get("/.well-known/oauth-protected-resource/api/v1")).json()
+    assert rest["resource"] == API and "api:read" in rest["scopes_supported"]
+
+
+async def test_a_person_signs_an_assistant_in_and_it_calls_tools_as_them(
+    app_client: Any, http: httpx2.AsyncClient, browser: httpx2.AsyncClient, companion: Companion
+) -> None:
+    _, tokens = await tokens_for(http, browser)
+    assert tokens["token_type"] == "Bearer" and tokens["scope"] == "tools" and tokens["refresh_token"]
+    async with app_client(tokens["access_token"]) as session:
+        names = {tool.name for tool in (await session.list_tools()).tools}
+        assert "harmony_list_meetings" in names
+        result = await session.call_tool("harmony_list_meetings", {})
+        assert not result.is_error
+    principal = await companion.principal_for(tokens["access_token"])
+    assert principal is not None and principal.email == ALICE and principal.assistant == "Test Assistant"
+    assert principal.audience == MCP and principal.key_id.startswith("agr_") and not principal.person_facing
+
+
+async def test_a_code_works_once_and_its_reuse_revokes_what_it_gave(
+    app_client: Any, http: httpx2.AsyncClient, browser: httpx2.AsyncClient
+) -> None:
+    client = await register(http)
+    code, verifier = await code_for(browser, client["client_id"])
+    first = await exchange(http, client["client_id"], code, verifier)
+    assert first.status_code == 200
+    assert await tools_work(app_client, first.json()["access_token"])
+    again = await exchange(http, client["client_id"], code, verifier)
+    assert again.status_code == 400 and again.json()["error"] == "invalid_grant"
+    assert not await tools_work(app_client, first.json()["access_token"]), "a replayed code takes back its tokens"
+    assert (await refresh(http, client["client_id"], first.json()["refresh_token"])).status_code == 400
+
+
+async def test_a_refresh_token_rotates_and_its_reuse_revokes_the_family(
+    app_client: Any, http: httpx2.AsyncClient, browser: httpx2.AsyncClient
+) -> None:
+    client_id, tokens = await tokens_for(http, browser)
+    renewed = await refresh(http, client_id, tokens["refresh_token"])
+    assert renewed.status_code == 200, renewed.text
+    fresh = renewed.json()
+    assert fresh["refresh_token"] != tokens["refresh_token"] and fresh["scope"] == "tools"
+    assert await tools_work(app_client, fresh["access_token"])
+    replayed = await refresh(http, client_id, tokens["refresh_token"])
+    assert replayed.status_code == 400 and replayed.json()["error"] == "invalid_grant"
+    assert not await tools_work(app_client, fresh["access_token"]), "the whole family is revoked"
+    assert (await refresh(http, client_id, fresh["refresh_token"])).status_code == 400
+
+
+async def test_a_wrong_or_missing_pkce_verifier_is_refused(http: httpx2.AsyncClient, browser: httpx2.AsyncClient) -> None:
+    client = await register(http)
+    code, _ = await code_for(browser, client["client_id"])
+    wrong = await exchange(http, client["client_id"], code, pkce()[0])
+    assert wrong.status_code == 400 and wrong.json()["error"] == "invalid_grant"
+    missing = await http.post(
+        "/token",
+        data={"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT, "client_id": client["client_id"]},
+    )
+    assert missing.status_code == 400 and missing.json()["error"] == "invalid_request"
+    no_challenge = await http.get(
+        "/authorize", params={"response_type": "code", "client_id": client["client_id"], "redirect_uri": REDIRECT}
+    )
+    assert no_challenge.status_code == 302
+    assert query_of(no_challenge.headers["location"])["error"] == "invalid_request"
+    plain = await http.get(
+        "/authorize",
+        params={
+            "response_type": "code", "client_id": client["client_id"], "redirect_uri": REDIRECT,
+            "code_challenge": "x" * 43, "code_challenge_method": "plain",
+        },
+    )  # fmt: skip
+    assert query_of(plain.headers["location"])["error"] == "invalid_request", "only S256"
+
+
+@pytest.mark.parametrize(
+    "redirect",
+    [
+        "http://127.0.0.1:33418/callback/",
+        "http://127.0.0.1:33419/callback",
+        "http://127.0.0.1:33418/callback?x=1",
+        "http://localhost:33418/callback",
+        "https://evil.example/callback",
+    ],
+)
+async def test_a_redirect_uri_that_does_not_match_exactly_is_refused_without_redirecting(
+    http: httpx2.AsyncClient, redirect: str
+) -> None:
+    client = await register(http)
+    _, challenge = pkce()
+    answer = await http.get(
+        "/authorize",
+        params={
+            "response_type": "code", "client_id": client["client_id"], "redirect_uri": redirect,
+            "code_challenge": challenge, "state": "s",
+        },
+    )  # fmt: skip
+    assert answer.status_code == 400 and "location" not in answer.headers
+    assert answer.json()["error"] == "invalid_request"
+
+
+async def test_a_resource_for_another_server_is_refused(http: httpx2.AsyncClient, browser: httpx2.AsyncClient) -> None:
+    client = await register(http)
+    _, challenge = pkce()
+    answer = await http.get(
+        "/authorize",
+        params={
+            "response_type": "code", "client_id": client["client_id"], "redirect_uri": REDIRECT,
+            "code_challenge": challenge, "state": "s", "resource": "https://other.example/mcp",
+        },
+    )  # fmt: skip
+    assert answer.status_code == 302
+    params = query_of(answer.headers["location"])
+    assert params["error"] == "invalid_target" and params["iss"] == BASE and params["state"] == "s"
+    code, verifier = await code_for(browser, client["client_id"])
+    elsewhere = await exchange(http, client["client_id"], code, verifier, resource="https://other.example/mcp")
+    assert elsewhere.status_code == 400 and elsewhere.json()["error"] == "invalid_target"
+
+
+async def test_a_token_works_only_at_its_audience(
+    app_client: Any, http: httpx2.AsyncClient, browser: httpx2.AsyncClient
+) -> None:
+    _, for_api = await tokens_for(http, browser, scope="tools api:read", resource=API)
+    assert not await tools_work(app_client, for_api["access_token"]), "an API token is not accepted at /mcp"
+    meetings = await http.get("/api/v1/meetings", headers={"Authorization": f"Bearer {for_api['access_token']}"})
+    assert meetings.status_code == 200
+    _, for_mcp = await tokens_for(http, browser, scope="tools api:read", resource=MCP)
+    refused = await http.get("/api/v1/meetings", headers={"Authorization": f"Bearer {for_mcp['access_token']}"})
+    assert refused.status_code == 401, "an MCP token is not accepted by the REST API"
+    _, for_both = await tokens_for(http, browser, scope="tools api:read", resource=BASE)
+    assert await tools_work(app_client, for_both["access_token"])
+    both = await http.get("/api/v1/meetings", headers={"Authorization": f"Bearer {for_both['access_token']}"})
+    assert both.status_code == 200
+
+
+async def test_the_rest_api_needs_the_scope(
+    http: httpx2.AsyncClient, browser: httpx2.AsyncClient, companion: Companion
+) -> None:
+    _, tools_only = await tokens_for(http, browser, scope="tools", resource=BASE)
+    bearer = {"Authorization": f"Bearer {tools_only['access_token']}"}
+    assert (await http.get("/api/v1/meetings", headers=bearer)).status_code == 403
+    client_id, reader = await tokens_for(http, browser, scope="api:read approvals", resource=API)
+    bearer = {"Authorization": f"Bearer {reader['access_token']}"}
+    assert (await http.get("/api/v1/meetings", headers=bearer)).status_code == 200
+    upload = await http.post("/api/v1/meetings/upload", headers=bearer, files={"transcript": ("t.txt", b"hi")})
+    assert upload.status_code == 403, "uploading needs api:write"
+    rule = await http.post("/api/v1/rules", headers=bearer, json={"effect": "allow", "scope": "personal"})
+    assert rule.status_code == 403, "rules are a person's alone"
+    approvals = await http.get("/api/v1/approvals", headers=bearer)
+    assert approvals.status_code == 403, "approvals need an admin's grant to this assistant"
+    async with companion.db.transaction() as session:
+        workspace = await session.scalar(select(Workspace).where(Workspace.slug == "acme"))
+        assert workspace is not None
+        session.add(AssistantPolicy(workspace_id=workspace.id, client_id=client_id, may_decide=True))
+    assert (await http.get("/api/v1/approvals", headers=bearer)).status_code == 403, "consent was given without it"
+    code, verifier = await code_for(browser, client_id, scope="api:read approvals", resource=API)
+    granted = (await exchange(http, client_id, code, verifier, resource=API)).json()
+    assert granted["scope"] == "api:read approvals"
+    bearer = {"Authorization": f"Bearer {granted['access_token']}"}
+    assert (await http.get("/api/v1/approvals", headers=bearer)).status_code == 200
+
+
+async def test_a_metadata_document_on_a_private_address_is_refused(
+    http: httpx2.AsyncClient, companion: Companion
+) -> None:
+    _, challenge = pkce()
+    for client_id in ("https://127.0.0.1/client.json", "https://10.0.0.7/client.json", "http://127.0.0.1/c.json"):
+        answer = await http.get(
+            "/authorize",
+            params={"response_type": "code", "client_id": client_id, "redirect_uri": REDIRECT, "code_challenge": challenge},
+        )
+        assert answer.status_code == 400 and "location" not in answer.headers, client_id
+    async with companion.db.session() as session:
+        assert (await session.scalar(select(AssistantClient.id))) is None, "nothing was fetched or kept"
+
+
+async def test_a_consent_post_without_csrf_is_refused(http: httpx2.AsyncClient, browser: httpx2.AsyncClient) -> None:
+    client = await register(http)
+    _, challenge = pkce()
+    url = authorize_url(BASE, client_id=client["client_id"], redirect_uri=REDIRECT, code_challenge=challenge)
+    page = await open_consent(browser, url, email=ALICE)
+    assert page.status_code == 200
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    forged = await browser.post(
+        "/oauth/consent", data={"request": sealed_request_of(page.text), "decision": "allow"}
+    )
+    assert forged.status_code == 403 and "location" not in forged.headers
+
+
+async def test_nothing_redirects_anywhere_the_client_did_not_register(
+    app_client: Any, http: httpx2.AsyncClient, browser: httpx2.AsyncClient
+) -> None:
+    refused = await http.post(
+        "/register", json={"client_name": "x", "redirect_uris": ["javascript:alert(1)"], "token_endpoint_auth_method": "none"}
+    )
+    assert refused.status_code == 400
+    web_on_http = await http.post(
+        "/register",
+        json={"redirect_uris": ["http://evil.example/cb"], "application_type": "web", "token_endpoint_auth_method": "none"},
+    )
+    assert web_on_http.status_code == 400
+    client = await register(http)
+    _, challenge = pkce()
+    url = authorize_url(BASE, client_id=client["client_id"], redirect_uri=REDIRECT, code_challenge=challenge)
+    page = await open_consent(browser, url, email=ALICE)
+    sealed = sealed_request_of(page.text)
+    tampered = sealed[:10] + ("A" if sealed[10] != "A" else "B") + sealed[11:]
+
+    answer = await browser.post(
+        "/oauth/consent", data={"csrf": csrf_of(page.text), "request": tampered, "decision": "allow"}
+    )
+    assert answer.status_code == 400 and "location" not in answer.headers
+    for target in ("https://evil.example/", "//evil.example/", "/\\evil.example"):
+        async with httpx2.AsyncClient(transport=app_client.transport, base_url=BASE) as stranger:
+            signed = await sign_in(stranger, ALICE, next_path=target)
+        assert signed.headers["location"] == "/", target
+
+
+async def test_revocation_stops_a_token_at_once(
+    app_client: Any, http: httpx2.AsyncClient, browser: httpx2.AsyncClient
+) -> None:
+    client_id, tokens = await tokens_for(http, browser)
+    assert await tools_work(app_client, tokens["access_token"])
+    revoked = await http.post("/revoke", data={"token": tokens["access_token"], "client_id": client_id})
+    assert revoked.status_code == 200
+    assert not await tools_work(app_client, tokens["access_token"])
+    assert (await refresh(http, client_id, tokens["refresh_token"])).status_code == 400, "its family goes with it"
+
+
+async def test_consent_is_remembered_per_scope(http: httpx2.AsyncClient, browser: httpx2.AsyncClient) -> None:
+    client = await register(http)
+    await code_for(browser, client["client_id"], scope="tools")
+    _, challenge = pkce()
+    again = await open_consent(
+        browser,
+        authorize_url(BASE, client_id=client["client_id"], redirect_uri=REDIRECT, code_challenge=challenge, scope="tools"),
+        email=ALICE,
+    )
+    assert again.status_code == 303 and "code" in query_of(again.headers["location"]), "no second question"
+    wider = await open_consent(
+        browser,
+        authorize_url(
+            BASE, client_id=client["client_id"], redirect_uri=REDIRECT, code_challenge=challenge, scope="tools api:read"
+        ),
+        email=ALICE,
+    )
+    assert wider.status_code == 200 and "api:read" in wider.text, "a new scope is asked"
+
+
+async def test_a_denied_consent_sends_access_denied_back(http: httpx2.AsyncClient, browser: httpx2.AsyncClient) -> None:
+    client = await register(http)
+    _, challenge = pkce()
+    back = await consent(
+        browser,
+        authorize_url(BASE, client_id=client["client_id"], redirect_uri=REDIRECT, code_challenge=challenge, state="z"),
+        email=ALICE,
+        decision="deny",
+    )
+    assert query_of(back) == {"error": "access_denied", "iss": BASE, "state": "z"}
+
+
+async def test_person_facing_is_the_persons_word_at_consent(
+    http: httpx2.AsyncClient, browser: httpx2.AsyncClient, companion: Companion
+) -> None:
+    _, tokens = await tokens_for(http, browser, person_facing=True)
+    principal = await companion.principal_for(tokens["access_token"])
+    assert principal is not None and principal.person_facing
+
+
+async def test_an_admin_block_stops_the_assistant_for_everyone(
+    app_client: Any, http: httpx2.AsyncClient, browser: httpx2.AsyncClient, companion: Companion
+) -> None:
+    client_id, tokens = await tokens_for(http, browser)
+    async with companion.db.transaction() as session:
+        workspace = await session.scalar(select(Workspace).where(Workspace.slug == "acme"))
+        assert workspace is not None
+        session.add(AssistantPolicy(workspace_id=workspace.id, client_id=client_id, blocked=True))
+    assert not await tools_work(app_client, tokens["access_token"])
+    assert (await refresh(http, client_id, tokens["refresh_token"])).status_code == 400
+    _, challenge = pkce()
+    page = await open_consent(
+        browser, authorize_url(BASE, client_id=client_id, redirect_uri=REDIRECT, code_challenge=challenge), email=ALICE
+    )
+    assert page.status_code == 200 and "blocked this assistant" in page.text
+
+
+@pytest.mark.settings(oauth_registrations_per_window=2)
+async def test_registration_is_rate_limited_per_address(http: httpx2.AsyncClient) -> None:
+    await register(http)
+    await register(http)
+    third = await http.post("/register", json={"redirect_uris": [REDIRECT], "token_endpoint_auth_method": "none"})
+    assert third.status_code == 429 and int(third.headers["retry-after"]) > 0
+
+
+async def test_a_confidential_client_authenticates_with_its_secret(
+    http: httpx2.AsyncClient, browser: httpx2.AsyncClient
+) -> None:
+    client = await register(http, token_endpoint_auth_method="client_secret_post")
+    assert client["client_secret"]
+    code, verifier = await code_for(browser, client["client_id"])
+    no_secret = await exchange(http, client["client_id"], code, verifier)
+    assert no_secret.status_code == 401
+    answer = await exchange(http, client["client_id"], code, verifier, client_secret=client["client_secret"])
+    assert answer.status_code == 200, answer.text
