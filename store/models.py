@@ -764,3 +764,22 @@ class AssistantToken(Base):
     expires_at: Mapped[datetime]
     spent_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]
+
+
+class WorkspaceSignIn(Base):
+    """A workspace's own identity provider (OpenID Connect), through which its people sign in to the console.
+
+    The client secret is sealed like every other credential and never shown again; people the provider vouches
+    for who have no account yet get one only when an admin turned ``create_users`` on.
+    """
+
+    __tablename__ = "workspace_sign_in"
+
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"), primary_key=True)
+    issuer: Mapped[str] = mapped_column(String(2048))
+    client_id: Mapped[str] = mapped_column(String(500))
+    sealed_client_secret: Mapped[str] = mapped_column(Text)
+    create_users: Mapped[bool] = mapped_column(Boolean, default=False)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    updated_by: Mapped[str | None] = mapped_column(String(32))
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -19,7 +19,7 @@ from sqlalchemy.orm import InstrumentedAttribute
 
 from store.crypto import SecretBox
 from store.db import Database
-from store.models import Approval, AuditEntry, Connection, OAuthFlow, WebhookEndpoint
+from store.models import Approval, AuditEntry, Connection, OAuthFlow, WebhookEndpoint, WorkspaceSignIn
 from store.sealing import (
     approval_arguments_context,
     approval_result_context,
@@ -27,6 +27,7 @@ from store.sealing import (
     audit_arguments_context,
     credentials_context,
     oauth_flow_context,
+    sign_in_secret_context,
     webhook_secret_context,
 )
 
@@ -62,6 +63,12 @@ SEALED: tuple[Sealed, ...] = (
         AuditEntry.sealed_arguments,
         lambda r: audit_arguments_context(r.args_digest),
         extra=(AuditEntry.args_digest,),
+    ),
+    Sealed(
+        "workspace_sign_in.sealed_client_secret",
+        WorkspaceSignIn.workspace_id,
+        WorkspaceSignIn.sealed_client_secret,
+        lambda r: sign_in_secret_context(r.workspace_id),
     ),
 )
 

@@ -29,3 +29,7 @@ def approval_summary_context(approval_id: str) -> str:
 
 def audit_arguments_context(digest: str) -> str:
     return f"audit-args:{digest}"
+
+
+def sign_in_secret_context(workspace_id: str) -> str:
+    return f"workspace-sign-in:{workspace_id}"
