@@ -3,7 +3,8 @@
 The console pages and the REST API's OAuth callback (a browser sent back by a provider) both read it, so it
 belongs to neither front end. The session cookie holds only the user's id, the chosen workspace, the id of
 its row in ``web_sessions`` and a tag of the password hash, so signing out, a password change or a removed
-membership ends the session on its next request.
+membership ends the session on its next request; a session begun through a workspace's identity provider also
+names that workspace as the only one it may act in.
 """
 
 from __future__ import annotations
@@ -67,8 +68,14 @@ class Viewer:
         return self.principal.is_admin
 
 
-async def start_session(request: Request, user: User, workspace_id: str, *, method: str) -> None:
-    """Begin a signed-in session; every sign-in method (password today, SSO later) ends here."""
+async def start_session(
+    request: Request, user: User, workspace_id: str, *, method: str, only_workspace: bool = False
+) -> None:
+    """Begin a signed-in session; every sign-in method (a password, a workspace's identity provider) ends here.
+
+    ``only_workspace`` keeps the session to ``workspace_id``: a workspace's identity provider speaks for the
+    person there, not in the other workspaces they belong to, whose admins did not choose it.
+    """
     async with database_of(request).transaction() as session:
         sid = await open_session(session, user.id)
     request.session.clear()
@@ -82,26 +89,29 @@ async def start_session(request: Request, user: User, workspace_id: str, *, meth
             "csrf": secrets.token_urlsafe(24),
         }
     )
+    if only_workspace:
+        request.session["only"] = workspace_id
 
 
 async def viewer_of(request: Request) -> Viewer | None:
     user_id = request.session.get("uid")
     if not user_id:
         return None
+    only = request.session.get("only")
     async with database_of(request).session() as session:
         user = await session.get(User, user_id)
-        rows = (
-            await session.execute(
-                select(Workspace.id, Workspace.slug, Workspace.name)
-                .join(Membership, Membership.workspace_id == Workspace.id)
-                .where(Membership.user_id == user_id)
-                .order_by(Workspace.name)
-            )
-        ).all()
+        memberships = (
+            select(Workspace.id, Workspace.slug, Workspace.name)
+            .join(Membership, Membership.workspace_id == Workspace.id)
+            .where(Membership.user_id == user_id)
+            .order_by(Workspace.name)
+        )
+        rows = (await session.execute(memberships.where(Workspace.id == only) if only else memberships)).all()
         chosen = str(request.session.get("ws") or "")
         sid = str(request.session.get("sid") or "")
         principal = None
-        live = user is not None and request.session.get("pw") == fingerprint(user) and chosen
+        kept = not only or chosen == only
+        live = user is not None and request.session.get("pw") == fingerprint(user) and chosen and kept
         if live and await is_open(session, sid, user_id):
             # Each browser session acts under its own id, so a connect flow stays bound to the session that began it.
             principal = await member_principal(session, chosen, user_id, acting_as=f"web_{sid}")

@@ -24,6 +24,7 @@ from server.api import (
     rules,
     uploads,
     webhooks,
+    workspace_sign_in,
 )
 from server.api.openapi import openapi_document
 from server.api.router import ApiRouter
@@ -36,6 +37,7 @@ ROUTERS: list[ApiRouter] = [
     insights.api,
     keys.api,
     in_chat_policy.api,
+    workspace_sign_in.api,
     webhooks.api,
     uploads.api,
     models.api,

@@ -1,5 +1,5 @@
 """The person's own settings: approval e-mails, their password, their agent keys' hosts, and (for admins)
-what an answer given in an assistant's chat may approve in the workspace.
+what an answer given in an assistant's chat may approve in the workspace, and its identity provider.
 
 A key is marked person-facing by its owner alone: it says the program using it shows approval forms to
 them and never to the AI model, which only they can know. Admins bound what such answers may approve.
@@ -14,6 +14,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from server.browser_session import Viewer, flash
+from server.services.errors import InvalidInput
+from server.services.oidc.config import ConfigChange
 from server.web.pages import Refused, form_of, page, redirect, render, require_admin, services_of
 from server.web.signin import client_of
 from store import throttle
@@ -30,6 +32,9 @@ async def _user(request: Request, viewer: Viewer) -> User:
     assert user is not None
     return user
 
+
+# The identity provider form before anything is saved: on, so that saving it is enough to turn it on.
+BLANK_SIGN_IN = ConfigChange(issuer="", client_id="", client_secret="", create_users=False, enabled=True)
 
 # What each level lets an in-chat answer approve, in the words the settings page uses.
 RISK_WORDS = {
@@ -64,10 +69,14 @@ async def _show(
     errors: dict[str, str] | None = None,
     key_errors: dict[str, str] | None = None,
     policy_error: str | None = None,
+    sign_in_errors: dict[str, str] | None = None,
+    sign_in_sent: ConfigChange | None = None,
 ) -> Response:
-    async with services_of(request).db.session() as session:
+    services = services_of(request)
+    async with services.db.session() as session:
         keys = await _own_keys(session, viewer)
         policy = await policy_of(session, viewer.principal.workspace_id)
+    sign_in = await services.company_sign_in.config(viewer.principal) if viewer.is_admin else None
     return render(
         request,
         "settings.html",
@@ -83,6 +92,10 @@ async def _show(
         policy=policy,
         policy_error=policy_error,
         risks=[(risk, RISK_WORDS[risk]) for risk in RISKS],
+        sign_in=sign_in,
+        sign_in_form=sign_in_sent or (sign_in if sign_in is not None and sign_in.configured else BLANK_SIGN_IN),
+        sign_in_errors=sign_in_errors or {},
+        redirect_uri=services.company_sign_in.redirect_uri,
     )
 
 
@@ -90,7 +103,10 @@ def _plain(error: Exception) -> str:
     """A store error ("field: what is wrong") as a sentence for the page."""
     text = str(error)
     field, sep, rest = text.partition(": ")
-    words = rest if sep and field.isidentifier() else text
+    return _sentence(rest if sep and field.isidentifier() else text)
+
+
+def _sentence(words: str) -> str:
     return words[:1].upper() + words[1:] + ("" if words.endswith(".") else ".")
 
 
@@ -190,10 +206,38 @@ async def in_chat_policy(request: Request, viewer: Viewer) -> Response:
     return redirect("/settings#in-chat")
 
 
+@page
+async def company_sign_in(request: Request, viewer: Viewer) -> Response:
+    """The workspace's identity provider for console sign-in; admins and owners only."""
+    require_admin(viewer, "how people sign in to the workspace")
+    form = await form_of(request)
+    change = ConfigChange(
+        issuer=str(form.get("issuer") or ""),
+        client_id=str(form.get("client_id") or ""),
+        client_secret=str(form.get("client_secret") or ""),
+        create_users=form.get("create_users") == "on",
+        enabled=form.get("enabled") == "on",
+    )
+    try:
+        saved = await services_of(request).company_sign_in.configure(viewer.principal, change)
+    except InvalidInput as exc:
+        user = await _user(request, viewer)
+        errors = {name: _sentence(problem) for name, problem in exc.fields.items()}
+        return await _show(request, viewer, user, status=400, sign_in_errors=errors, sign_in_sent=change)
+    flash(
+        request,
+        f"Saved. People of {viewer.workspace_name} may sign in through {saved.issuer}."
+        if saved.enabled
+        else "Saved. Sign-in through the identity provider is off.",
+    )
+    return redirect("/settings#sign-in")
+
+
 routes = [
     Route("/settings", settings_page, methods=["GET"]),
     Route("/settings/notifications", notifications, methods=["POST"]),
     Route("/settings/password", password, methods=["POST"]),
     Route("/settings/keys/{key_id}/person-facing", person_facing, methods=["POST"]),
     Route("/settings/in-chat-policy", in_chat_policy, methods=["POST"]),
+    Route("/settings/sign-in", company_sign_in, methods=["POST"]),
 ]

@@ -1,8 +1,8 @@
 """Signing in with e-mail and password, and signing out.
 
 Attempts are throttled per address and per client (``store.throttle``).
-A password is the only sign-in method today; another (SSO) would verify the
-person its own way and then call ``pages.start_session`` like this one does.
+The other way in, a workspace's identity provider (``signin_oidc``), verifies the
+person its own way and then calls ``start_session`` as this one does.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from server.browser_session import start_session, viewer_of
+from server.web import signin_oidc
 from server.web.pages import Refused, form_of, redirect, render, safe_next, services_of
 from store import throttle
 from store.directory import first_workspace_of
@@ -79,4 +80,5 @@ routes = [
     Route("/login", login_page, methods=["GET"]),
     Route("/login", login, methods=["POST"]),
     Route("/logout", logout, methods=["POST"]),
+    *signin_oidc.routes,
 ]
