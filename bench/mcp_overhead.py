@@ -9,7 +9,10 @@ SQLite database seeded with the demo data:
   on the bare SDK would;
 - ``ours``: the real app, which adds bearer-key authentication, the per-key
   tool list, schema validation, the rule engine, output validation and an
-  audit row (hash-chained) for every call.
+  audit row (hash-chained) for every call;
+- ``oauth``: the same app, called with an OAuth access token that the demo
+  admin gave an assistant through Companion's own authorization server,
+  instead of an agent key.
 
 Two tools are measured: a read, and a write that an admin rule auto-approves,
 so the whole gate runs (auth, rules, and an audit row committed before the
@@ -174,8 +177,9 @@ async def _principal_of(db: Database, user: str, secret: str) -> Principal:
     return principal
 
 
-async def prepare(database_url: str, data_dir: str) -> tuple[str, str, str]:
-    """Migrate and seed; return the admin's agent key, a meeting to read and one to add action items to."""
+async def prepare(database_url: str, data_dir: str, base_url: str) -> tuple[str, str, str, str]:
+    """Migrate and seed; return the admin's agent key, an OAuth access token of an assistant the admin signed in
+    to ``base_url``'s MCP endpoint, a meeting to read and one to add action items to."""
     from sqlalchemy import select, update
 
     from approvals.rules import Rule
@@ -186,7 +190,8 @@ async def prepare(database_url: str, data_dir: str) -> tuple[str, str, str]:
     from store.models import Meeting, MeetingStatus, Plan, Workspace
 
     await upgrade_async(database_url)
-    companion = Companion.build(Settings(database_url=database_url, data_dir=Path(data_dir), secret_key=SECRET))
+    settings = Settings(database_url=database_url, data_dir=Path(data_dir), secret_key=SECRET, base_url=base_url)
+    companion = Companion.build(settings)
     try:
         async with companion.db.transaction() as session:
             keys = await demo.seed(session, companion.registry, companion.box, SECRET.encode())
@@ -214,9 +219,35 @@ async def prepare(database_url: str, data_dir: str) -> tuple[str, str, str]:
                     description="Action items are fine",
                 ),
             )
+        token = await sign_in_an_assistant(companion, admin)
     finally:
         await companion.aclose()
-    return keys.keys[USER], meetings[0], meetings[1]
+    return keys.keys[USER], token, meetings[0], meetings[1]
+
+
+async def sign_in_an_assistant(companion: Any, person: Principal) -> str:
+    """An access token for the MCP endpoint, through the authorization server's use cases as the consent page and
+    the token endpoint drive them: a client registers, the person allows it, the code is exchanged."""
+    from server.services.assistants.authorization import AuthorizationRequest
+
+    authorization = companion.authorization
+    redirect = "http://127.0.0.1:9/callback"
+    await authorization.clients.register(
+        {"client_name": "Bench Assistant", "redirect_uris": [redirect], "token_endpoint_auth_method": "none"},
+        client_id="bench-assistant",
+        secret=None,
+        address="127.0.0.1",
+    )
+    asked = AuthorizationRequest(
+        client_id="bench-assistant", redirect_uri=redirect, redirect_uri_explicit=True, scopes=["tools"], state=None,
+        code_challenge="-" * 43, resource=companion.settings.mcp_url,
+    )  # fmt: skip
+    answer = await authorization.decide(asked, person, approve=True, person_facing=False)
+    code = await authorization.code("bench-assistant", answer.params["code"])
+    issued = await authorization.exchange(
+        code.id, code.family_id, code.grant_id, scopes=code.scopes, resource=code.resource, asked=None
+    )
+    return str(issued.access_token)
 
 
 async def wait_until_up(port: int) -> None:
@@ -287,8 +318,8 @@ async def main() -> None:
 
     with tempfile.TemporaryDirectory() as scratch:
         database_url = f"sqlite+aiosqlite:///{scratch}/bench.db"
-        key, meeting, writes_to = await prepare(database_url, scratch)
         ours_port, bare_port = free_port(), free_port()
+        key, token, meeting, writes_to = await prepare(database_url, scratch, f"http://127.0.0.1:{ours_port}")
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         servers = [
             subprocess.Popen(
@@ -302,10 +333,12 @@ async def main() -> None:
             targets = {
                 "bare": (f"http://127.0.0.1:{bare_port}/mcp", None),
                 "ours": (f"http://127.0.0.1:{ours_port}/mcp", key),
+                # The same server, called by an assistant with an OAuth access token instead of an agent key.
+                "oauth": (f"http://127.0.0.1:{ours_port}/mcp", token),
             }
-            for url, token in targets.values():  # warm both up
-                await run_once(url, token, meeting, 40, 4, args.mode)
-                await run_once(url, token, writes_to, 40, 4, args.mode, "write")
+            for url, bearer in targets.values():  # warm each up
+                await run_once(url, bearer, meeting, 40, 4, args.mode)
+                await run_once(url, bearer, writes_to, 40, 4, args.mode, "write")
             figures: dict[str, tuple[float, float]] = {}
             for kind, label in (
                 ("read", "a read tool, harmony_get_meeting"),
@@ -316,24 +349,26 @@ async def main() -> None:
                     f"{args.calls} calls per server"
                 )
                 for concurrency in (1, args.concurrency):
-                    samples: dict[str, list[float]] = {"bare": [], "ours": []}
-                    elapsed = {"bare": 0.0, "ours": 0.0}
+                    samples: dict[str, list[float]] = {name: [] for name in targets}
+                    elapsed = dict.fromkeys(targets, 0.0)
                     for _ in range(args.rounds):
-                        for name, (url, token) in targets.items():
+                        for name, (url, bearer) in targets.items():
                             started = time.perf_counter()
                             # Writes go to another meeting, so the read keeps its size.
                             target = meeting if kind == "read" else writes_to
                             samples[name] += await run_once(
-                                url, token, target, args.calls, concurrency, args.mode, kind
+                                url, bearer, target, args.calls, concurrency, args.mode, kind
                             )
                             elapsed[name] += time.perf_counter() - started
                     print(f"{concurrency} client{'s' if concurrency > 1 else ''}:")
-                    for name in ("bare", "ours"):
+                    for name in targets:
                         figures[f"{kind}/{name}@{concurrency}"] = summarize(name, samples[name], elapsed[name])
                     bare, ours = figures[f"{kind}/bare@{concurrency}"], figures[f"{kind}/ours@{concurrency}"]
+                    oauth = figures[f"{kind}/oauth@{concurrency}"]
                     print(
                         f"  ratio  median latency ours/bare = {ours[0] / bare[0]:.2f}x   "
-                        f"throughput bare/ours = {bare[1] / ours[1]:.2f}x"
+                        f"throughput bare/ours = {bare[1] / ours[1]:.2f}x   "
+                        f"oauth/key median = {oauth[0] / ours[0]:.3f}x"
                     )
             print(
                 "\n"

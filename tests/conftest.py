@@ -197,24 +197,32 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture
-async def live_server(settings: Settings, companion: Companion) -> AsyncIterator[str]:
-    """The real app under uvicorn on 127.0.0.1; yields its base URL."""
-    port = free_port()
-    base_url = f"http://127.0.0.1:{port}"
-    live_settings = settings.model_copy(update={"base_url": base_url})
-    app = create_app(Companion.build(live_settings, registry=companion.registry))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+@asynccontextmanager
+async def serving(app: Any, port: int, **config: Any) -> AsyncIterator[None]:
+    """``app`` under uvicorn on 127.0.0.1:``port`` (``config``: more of uvicorn's options, such as TLS files)."""
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", **config)
+    )
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():
             task.result()
         await asyncio.sleep(0.01)
     try:
-        yield base_url
+        yield
     finally:
         server.should_exit = True
         await task
+
+
+@pytest.fixture
+async def live_server(settings: Settings, companion: Companion) -> AsyncIterator[str]:
+    """The real app under uvicorn on 127.0.0.1; yields its base URL."""
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    live_settings = settings.model_copy(update={"base_url": base_url})
+    async with serving(create_app(Companion.build(live_settings, registry=companion.registry)), port):
+        yield base_url
 
 
 @pytest.fixture

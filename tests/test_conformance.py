@@ -17,11 +17,13 @@ same rules for Companion's own tools are checked on the wire in
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import httpx2
 import mcp_types as types
 import pytest
 import uvicorn
@@ -34,8 +36,9 @@ from server.app import Companion, create_app
 from server.mcp.endpoint import PrincipalSource
 from server.settings import Settings
 from tests.auth_proxy import AuthProxy
-from tests.conftest import free_port
+from tests.conftest import free_port, serving
 from tests.node import CONFORMANCE_CLI, NODE
+from tests.oauth_browser import consent
 
 pytestmark = [
     pytest.mark.anyio,
@@ -210,3 +213,59 @@ async def test_the_conformance_scenarios_pass(proxied_server, tmp_path):
         else:
             print(f"{scenario}: {tally[0]}")
     assert not failures, "\n".join(failures)
+
+
+@pytest.fixture
+async def authorization_server(settings: Settings, companion: Companion, demo_keys: Any) -> AsyncIterator[str]:
+    """Companion as shipped on 127.0.0.1, for the suite's authorization-server scenarios; yields its issuer."""
+    if not CONFORMANCE_CLI.exists():
+        message = "the conformance suite is not installed: run `python -m tests.node` (scripts/test does)"
+        if os.environ.get("COMPANION_REQUIRE_CONFORMANCE"):
+            pytest.fail(message)
+        pytest.skip(message)
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    app = create_app(Companion.build(settings.model_copy(update={"base_url": base_url}), registry=companion.registry))
+    async with serving(app, port):
+        yield base_url
+
+
+async def test_the_authorization_scenarios_pass(authorization_server: str, tmp_path: Any) -> None:
+    """``authorization-server-metadata-endpoint`` and ``authorization-code-grant``, the suite acting as a public
+    client that registered itself; the person's sign-in and consent are form posts driven here."""
+    callback_port = free_port()
+    redirect = f"http://127.0.0.1:{callback_port}/callback"
+    async with httpx2.AsyncClient(base_url=authorization_server) as browser:
+        registered = await browser.post(
+            "/register",
+            json={"client_name": "MCP conformance suite", "redirect_uris": [redirect], "token_endpoint_auth_method": "none"},
+        )
+        assert registered.status_code == 201, registered.text
+        process = await asyncio.create_subprocess_exec(
+            str(NODE), str(CONFORMANCE_CLI), "authorization", "--url", authorization_server,
+            "--client-id", registered.json()["client_id"], "--resource", f"{authorization_server}/mcp",
+            "--port", str(callback_port), "-o", str(tmp_path / "authorization"),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env={**os.environ, "HOME": str(tmp_path)},
+        )  # fmt: skip
+        assert process.stdout is not None
+        lines: list[str] = []
+        async with asyncio.timeout(120):
+            async for raw in process.stdout:
+                line = raw.decode(errors="replace").rstrip()
+                lines.append(line)
+                if line.startswith(f"{authorization_server}/authorize?"):
+                    back = await consent(browser, line, email="alice@acme.test")
+                    async with httpx2.AsyncClient() as callback:
+                        assert (await callback.get(back)).status_code == 200, back
+            await process.wait()
+    text = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(lines))
+    checks = [check for found in (tmp_path / "authorization").glob("*/checks.json") for check in json.loads(found.read_text())]
+    ran = {path.name.split("-20")[0] for path in (tmp_path / "authorization").iterdir()}
+    assert process.returncode == 0, text
+    assert ran == {
+        "authorization-server-authorization-server-metadata-endpoint",
+        "authorization-server-authorization-code-grant",
+    }, text
+    # Every check succeeded: a warning is a SHOULD the server missed, and a skipped check proves nothing.
+    assert checks and all(check["status"] == "SUCCESS" for check in checks), json.dumps(checks, indent=2)
+    print(f"authorization: {len(checks)} checks passed")
