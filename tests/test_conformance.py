@@ -238,7 +238,11 @@ async def test_the_authorization_scenarios_pass(authorization_server: str, tmp_p
     async with httpx2.AsyncClient(base_url=authorization_server) as browser:
         registered = await browser.post(
             "/register",
-            json={"client_name": "MCP conformance suite", "redirect_uris": [redirect], "token_endpoint_auth_method": "none"},
+            json={
+                "client_name": "MCP conformance suite",
+                "redirect_uris": [redirect],
+                "token_endpoint_auth_method": "none",
+            },
         )
         assert registered.status_code == 201, registered.text
         process = await asyncio.create_subprocess_exec(
@@ -259,7 +263,9 @@ async def test_the_authorization_scenarios_pass(authorization_server: str, tmp_p
                         assert (await callback.get(back)).status_code == 200, back
             await process.wait()
     text = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(lines))
-    checks = [check for found in (tmp_path / "authorization").glob("*/checks.json") for check in json.loads(found.read_text())]
+    checks = [
+        check for found in (tmp_path / "authorization").glob("*/checks.json") for check in json.loads(found.read_text())
+    ]
     ran = {path.name.split("-20")[0] for path in (tmp_path / "authorization").iterdir()}
     assert process.returncode == 0, text
     assert ran == {

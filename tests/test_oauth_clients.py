@@ -76,7 +76,9 @@ class Person:
 
 
 @pytest.fixture
-async def live(settings: Settings, companion: Companion, demo_keys: demo.DemoKeys) -> AsyncIterator[tuple[str, Companion]]:
+async def live(
+    settings: Settings, companion: Companion, demo_keys: demo.DemoKeys
+) -> AsyncIterator[tuple[str, Companion]]:
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
     # The development setting lets client metadata documents live on loopback, as the test serves one.
@@ -102,7 +104,12 @@ async def sign_in_and_use(base_url: str, client_metadata_url: str | None = None)
     async with httpx2.AsyncClient(base_url=base_url) as browser:
         person = Person(browser)
         auth = OAuthClientProvider(
-            f"{base_url}/mcp", metadata(), storage, person.open, person.callback, client_metadata_url=client_metadata_url
+            f"{base_url}/mcp",
+            metadata(),
+            storage,
+            person.open,
+            person.callback,
+            client_metadata_url=client_metadata_url,
         )
         async with (
             httpx2.AsyncClient(auth=auth, timeout=30) as http,
@@ -170,15 +177,17 @@ async def test_the_sdk_client_signs_in_with_its_client_metadata_document(
 
     # The server fetches through its real fetcher, with a client that trusts the test's authority, as a
     # deployment behind a private CA would.
-    async with serving(
-        Starlette(routes=[Route("/oauth/client.json", document)]),
-        port,
-        ssl_certfile=str(tls.cert_file),
-        ssl_keyfile=str(tls.key_file),
+    async with (
+        serving(
+            Starlette(routes=[Route("/oauth/client.json", document)]),
+            port,
+            ssl_certfile=str(tls.cert_file),
+            ssl_keyfile=str(tls.key_file),
+        ),
+        httpx.AsyncClient(verify=tls.client_context()) as trusting,
     ):
-        async with httpx.AsyncClient(verify=tls.client_context()) as trusting:
-            served.authorization.clients.fetcher = DocumentFetcher(trusting, https_only=True, allow_private=True)
-            storage, person = await sign_in_and_use(base_url, client_metadata_url=client_id)
+        served.authorization.clients.fetcher = DocumentFetcher(trusting, https_only=True, allow_private=True)
+        storage, _ = await sign_in_and_use(base_url, client_metadata_url=client_id)
     assert storage.client is not None and storage.client.client_id == client_id
     assert fetched, "the document was fetched"
     assert len(fetched) == 1, "and kept, not fetched for every request"

@@ -75,9 +75,7 @@ async def code_for(
     return params["code"], verifier
 
 
-async def exchange(
-    http: httpx2.AsyncClient, client_id: str, code: str, verifier: str, **extra: str
-) -> httpx2.Response:
+async def exchange(http: httpx2.AsyncClient, client_id: str, code: str, verifier: str, **extra: str) -> httpx2.Response:
     form = {
         "grant_type": "authorization_code", "code": code, "code_verifier": verifier, "redirect_uri": REDIRECT,
         "client_id": client_id, "resource": MCP,
@@ -170,14 +168,21 @@ async def test_a_refresh_token_rotates_and_its_reuse_revokes_the_family(
     assert (await refresh(http, client_id, fresh["refresh_token"])).status_code == 400
 
 
-async def test_a_wrong_or_missing_pkce_verifier_is_refused(http: httpx2.AsyncClient, browser: httpx2.AsyncClient) -> None:
+async def test_a_wrong_or_missing_pkce_verifier_is_refused(
+    http: httpx2.AsyncClient, browser: httpx2.AsyncClient
+) -> None:
     client = await register(http)
     code, _ = await code_for(browser, client["client_id"])
     wrong = await exchange(http, client["client_id"], code, pkce()[0])
     assert wrong.status_code == 400 and wrong.json()["error"] == "invalid_grant"
     missing = await http.post(
         "/token",
-        data={"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT, "client_id": client["client_id"]},
+        data={
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": REDIRECT,
+            "client_id": client["client_id"],
+        },
     )
     assert missing.status_code == 400 and missing.json()["error"] == "invalid_request"
     no_challenge = await http.get(
@@ -289,7 +294,12 @@ async def test_a_metadata_document_on_a_private_address_is_refused(
     for client_id in ("https://127.0.0.1/client.json", "https://10.0.0.7/client.json", "http://127.0.0.1/c.json"):
         answer = await http.get(
             "/authorize",
-            params={"response_type": "code", "client_id": client_id, "redirect_uri": REDIRECT, "code_challenge": challenge},
+            params={
+                "response_type": "code",
+                "client_id": client_id,
+                "redirect_uri": REDIRECT,
+                "code_challenge": challenge,
+            },
         )
         assert answer.status_code == 400 and "location" not in answer.headers, client_id
     async with companion.db.session() as session:
@@ -303,9 +313,7 @@ async def test_a_consent_post_without_csrf_is_refused(http: httpx2.AsyncClient, 
     page = await open_consent(browser, url, email=ALICE)
     assert page.status_code == 200
     assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
-    forged = await browser.post(
-        "/oauth/consent", data={"request": sealed_request_of(page.text), "decision": "allow"}
-    )
+    forged = await browser.post("/oauth/consent", data={"request": sealed_request_of(page.text), "decision": "allow"})
     assert forged.status_code == 403 and "location" not in forged.headers
 
 
@@ -313,12 +321,17 @@ async def test_nothing_redirects_anywhere_the_client_did_not_register(
     app_client: Any, http: httpx2.AsyncClient, browser: httpx2.AsyncClient
 ) -> None:
     refused = await http.post(
-        "/register", json={"client_name": "x", "redirect_uris": ["javascript:alert(1)"], "token_endpoint_auth_method": "none"}
+        "/register",
+        json={"client_name": "x", "redirect_uris": ["javascript:alert(1)"], "token_endpoint_auth_method": "none"},
     )
     assert refused.status_code == 400
     web_on_http = await http.post(
         "/register",
-        json={"redirect_uris": ["http://evil.example/cb"], "application_type": "web", "token_endpoint_auth_method": "none"},
+        json={
+            "redirect_uris": ["http://evil.example/cb"],
+            "application_type": "web",
+            "token_endpoint_auth_method": "none",
+        },
     )
     assert web_on_http.status_code == 400
     client = await register(http)
@@ -355,7 +368,9 @@ async def test_consent_is_remembered_per_scope(http: httpx2.AsyncClient, browser
     _, challenge = pkce()
     again = await open_consent(
         browser,
-        authorize_url(BASE, client_id=client["client_id"], redirect_uri=REDIRECT, code_challenge=challenge, scope="tools"),
+        authorize_url(
+            BASE, client_id=client["client_id"], redirect_uri=REDIRECT, code_challenge=challenge, scope="tools"
+        ),
         email=ALICE,
     )
     assert again.status_code == 303 and "code" in query_of(again.headers["location"]), "no second question"

@@ -101,6 +101,7 @@ async def test_api_keys_are_stored_hashed_and_resolve_to_their_principal(compani
         key_id=issued.key.id,
         key_kind=KeyKind.AGENT,
         scopes=frozenset({"tools", "api"}),
+        assistant="ci",
     )
 
 

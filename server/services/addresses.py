@@ -163,16 +163,18 @@ async def checked_addresses(
 
 
 async def resolve(
-    url: str, *, https_only: bool, allow_private: bool, resolver: Resolver = system_resolve
+    url: str,
+    *,
+    https_only: bool,
+    allow_private: bool,
+    resolver: Resolver = system_resolve,
+    only: str = "webhooks are delivered to public addresses only",
 ) -> tuple[Target, list[str]]:
-    """The URL checked, and the addresses its host resolves to, every one of them public (unless allowed)."""
+    """The URL checked, and the addresses its host resolves to, every one of them public (unless allowed);
+    ``only`` ends a refusal, saying what the policy is for."""
     target = parse(url, https_only=https_only)
     addresses = await checked_addresses(
-        target.host,
-        target.port,
-        allow_private=allow_private,
-        resolver=resolver,
-        only="webhooks are delivered to public addresses only",
+        target.host, target.port, allow_private=allow_private, resolver=resolver, only=only
     )
     return target, addresses
 

@@ -37,7 +37,11 @@ class DocumentFetcher:
         body is larger than ``max_bytes`` or not a JSON object."""
         try:
             target, resolved = await addresses.resolve(
-                url, https_only=self.https_only, allow_private=self.allow_private, resolver=self.resolver
+                url,
+                https_only=self.https_only,
+                allow_private=self.allow_private,
+                resolver=self.resolver,
+                only="Companion fetches documents from public addresses only",
             )
         except addresses.UnsafeUrl as exc:
             raise DocumentError(f"the URL {exc}") from None
