@@ -15,7 +15,7 @@ from mcp.server.auth.routes import create_protected_resource_routes
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.lowlevel import Server
 from mcp.server.transport_security import TransportSecuritySettings
-from pydantic import AnyHttpUrl
+from pydantic import AnyHttpUrl, ConfigDict, TypeAdapter
 from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -45,6 +45,8 @@ from server.services.approval_flow import ApprovalFlow
 from server.services.approval_mail import ApprovalMail
 from server.services.assistants.authorization import SCOPES, AuthorizationServer
 from server.services.assistants.clients import AssistantClients
+from server.services.assistants.external import ExternalTokens, Resources
+from server.services.assistants.issuer_keys import IssuerKeys
 from server.services.documents import DocumentFetcher
 from server.services.integrations.autosync import AutoSync
 from server.services.integrations.lifecycle import Integrations
@@ -99,6 +101,8 @@ class Companion:
     autosync: AutoSync
     mail: ApprovalMail
     authorization: AuthorizationServer
+    #: Set when an external authorization server issues the access tokens; Companion's own then issues none.
+    external: ExternalTokens | None
     _principals: SharedCache[str, Principal | None] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -163,7 +167,7 @@ class Companion:
         authorization = AuthorizationServer(settings, db, clients)
         return cls(
             settings, db, box, registry, http, audit, rulebook, gateway, integrations, oauth, sync, autosync, mail,
-            authorization,
+            authorization, external_tokens(settings, db, documents, authorization),
         )  # fmt: skip
 
     def rest_services(self) -> RestServices:
@@ -203,8 +207,12 @@ class Companion:
         """
 
         touch_after = timedelta(seconds=self.settings.api_key_touch_seconds)
+        external = self.external
 
         async def lookup() -> Principal | None:
+            if external is not None and not token.startswith(TOKEN_PREFIX):
+                # Checked outside a database session: it may wait for the authorization server's keys.
+                return await external.principal_for(token)
             async with self.db.session() as session:
                 if token.startswith(TOKEN_PREFIX):
                     return await authenticate(session, token, touch_after=touch_after)
@@ -225,6 +233,28 @@ class Companion:
         await self.db.dispose()
 
 
+def external_tokens(
+    settings: Settings, db: Database, documents: DocumentFetcher, authorization: AuthorizationServer
+) -> ExternalTokens | None:
+    """The checks for an external authorization server's access tokens, if one is configured."""
+    issuer = settings.authorization_server
+    if issuer is None:
+        return None
+    return ExternalTokens(
+        issuer=issuer,
+        keys=IssuerKeys(issuer, documents),
+        resources=Resources(mcp=settings.mcp_url, api=authorization.api_url, server=settings.base_url),
+        db=db,
+        user_claim=settings.authorization_user_claim,
+        workspace_claim=settings.authorization_workspace_claim,
+    )
+
+
+def issuer_of(companion: Companion) -> str:
+    """The authorization server this server's resources name: the external one if configured, else its own."""
+    return companion.settings.authorization_server or companion.authorization.issuer
+
+
 def audiences_at(authorization: AuthorizationServer) -> Callable[[str], tuple[str, ...]]:
     """The audiences an access token may carry at a path: its own resource's, or the whole server's."""
     mcp = (authorization.settings.mcp_url, authorization.issuer)
@@ -240,11 +270,16 @@ def audiences_at(authorization: AuthorizationServer) -> Callable[[str], tuple[st
     return at
 
 
-def api_resource_metadata(authorization: AuthorizationServer) -> list[Route]:
+#: An issuer is compared as an exact string (RFC 8414 section 3.3), so one with no path must not gain the "/" that
+#: AnyHttpUrl adds; the SDK's own settings keep it out the same way.
+_URL = TypeAdapter(AnyHttpUrl, config=ConfigDict(url_preserve_empty_path=True))
+
+
+def api_resource_metadata(authorization: AuthorizationServer, issuer: str) -> list[Route]:
     """RFC 9728 metadata for the REST API, as the SDK serves it for the MCP endpoint."""
     return create_protected_resource_routes(
-        resource_url=AnyHttpUrl(authorization.api_url),
-        authorization_servers=[AnyHttpUrl(authorization.issuer)],
+        resource_url=_URL.validate_python(authorization.api_url),
+        authorization_servers=[_URL.validate_python(issuer)],
         scopes_supported=[scope for scope in SCOPES if scope != TOOLS_SCOPE],
         resource_name="Harmony Companion REST API",
     )
@@ -253,12 +288,13 @@ def api_resource_metadata(authorization: AuthorizationServer) -> list[Route]:
 def create_app(companion: Companion) -> Starlette:
     settings = companion.settings
     authorization = companion.authorization
+    issuer = issuer_of(companion)
     verifier = PrincipalVerifier(companion.principal_for)
     mcp_server = companion.mcp_server(principal_from_bearer)
     mcp_app = mcp_server.streamable_http_app(
         streamable_http_path="/mcp",
         auth=AuthSettings(
-            issuer_url=settings.base_url,
+            issuer_url=issuer,
             resource_server_url=settings.mcp_url,
             required_scopes=[TOOLS_SCOPE],
             validate_token_resource=False,
@@ -315,8 +351,9 @@ def create_app(companion: Companion) -> Starlette:
             Mount("/api/v1", routes=api_v1.routes()),
             *web.routes,
             *mcp_app.routes,
-            *api_resource_metadata(authorization),
-            *oauth.routes(authorization, authorization.clients),
+            *api_resource_metadata(authorization, issuer),
+            # With an external authorization server Companion is a resource server only: it issues nothing.
+            *(oauth.routes(authorization, authorization.clients) if authorization.enabled else []),
         ],
         middleware=[
             Middleware(RequestId),

@@ -94,7 +94,21 @@ class Settings(BaseSettings):
     base_url: str = "http://127.0.0.1:8000"
     allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
     allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    authorization_servers: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    authorization_servers: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="The issuer URL of an external OAuth authorization server whose JWT access tokens Companion "
+        "accepts, instead of running its own; at most one.",
+    )
+    authorization_user_claim: str = Field(
+        default="email",
+        min_length=1,
+        description="The claim of an external server's access token that holds the person's e-mail address.",
+    )
+    authorization_workspace_claim: str = Field(
+        default="",
+        description="The claim of an external server's access token that holds the workspace's slug; empty (or "
+        "absent from a token): the person's only workspace.",
+    )
     api_key_touch_seconds: int = Field(default=60, ge=0)
     approval_ttl_seconds: int = Field(default=900, ge=10, le=7 * 86400, description="How long an approval waits.")
     approval_wait_seconds: float = Field(
@@ -238,6 +252,28 @@ class Settings(BaseSettings):
         return {app: origin.rstrip("/") for app, origin in value.items()}
 
     @model_validator(mode="after")
+    def _one_authorization_server(self) -> Settings:
+        # Several would each need their own keys, claims and metadata in the protected resource metadata, and an
+        # assistant offered several would have to choose; one is what deployments have asked for.
+        if len(self.authorization_servers) > 1:
+            raise ValueError(
+                f"COMPANION_AUTHORIZATION_SERVERS names {len(self.authorization_servers)} servers; Companion "
+                "accepts the tokens of one external authorization server (or runs its own when it is empty)"
+            )
+        for issuer in self.authorization_servers:
+            parts = urlsplit(issuer)
+            # RFC 8414 section 2: an issuer is an https URL with no query or fragment. http is for development,
+            # where the server is also allowed to fetch from private addresses.
+            schemes = ("http", "https") if self.webhooks_allow_private else ("https",)
+            if parts.scheme not in schemes or not parts.netloc or parts.query or parts.fragment:
+                raise ValueError(
+                    f"COMPANION_AUTHORIZATION_SERVERS: {issuer!r} must be an issuer URL such as "
+                    "https://login.example.com, https unless COMPANION_WEBHOOKS_ALLOW_PRIVATE is set, with no query "
+                    "or fragment"
+                )
+        return self
+
+    @model_validator(mode="after")
     def _production_needs_a_key(self) -> Settings:
         if self.env == "production" and (self.secret_key is None or not self.secret_key.get_secret_value().strip()):
             raise ValueError("COMPANION_SECRET_KEY is required (and may not be empty) when COMPANION_ENV=production")
@@ -253,6 +289,11 @@ class Settings(BaseSettings):
             if url.startswith(plain):
                 return "postgresql+asyncpg://" + url.removeprefix(plain)
         return url
+
+    @property
+    def authorization_server(self) -> str | None:
+        """The external authorization server's issuer, exactly as configured; None when Companion runs its own."""
+        return self.authorization_servers[0] if self.authorization_servers else None
 
     @property
     def mcp_url(self) -> str:

@@ -9,9 +9,12 @@ the page only passes through. The form is CSRF-protected, and the page cannot be
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
 from mcp.server.auth.provider import construct_redirect_uri
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
@@ -22,6 +25,8 @@ from server.services.errors import InvalidInput, ServiceError
 from server.web.pages import SECURITY_HEADERS, Refused, form_of, page, render, services_of
 
 PATH = "/oauth/consent"
+
+Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 def _request_of(request: Request, sealed: str) -> AuthorizationRequest:
@@ -83,4 +88,20 @@ async def decide(request: Request, viewer: Viewer) -> Response:
     return _back(redirect)
 
 
-routes = [Route(PATH, consent, methods=["GET"]), Route(PATH, decide, methods=["POST"])]
+def _own_server_only(endpoint: Endpoint) -> Endpoint:
+    """With an external authorization server Companion asks no one's consent, so the page answers as a path that
+    is not there does, signed in or not."""
+
+    @functools.wraps(endpoint)
+    async def guarded(request: Request) -> Response:
+        if not services_of(request).authorization.enabled:
+            raise HTTPException(status_code=404)
+        return await endpoint(request)
+
+    return guarded
+
+
+routes = [
+    Route(PATH, _own_server_only(consent), methods=["GET"]),
+    Route(PATH, _own_server_only(decide), methods=["POST"]),
+]

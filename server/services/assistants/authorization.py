@@ -119,6 +119,12 @@ class AuthorizationServer:
     clients: AssistantClients
 
     @property
+    def enabled(self) -> bool:
+        """Whether Companion signs people in itself: not when an external authorization server issues the tokens
+        (``COMPANION_AUTHORIZATION_SERVERS``), whose consent is then the only one asked."""
+        return self.settings.authorization_server is None
+
+    @property
     def issuer(self) -> str:
         return self.settings.base_url
 
