@@ -14,6 +14,7 @@ from starlette.routing import BaseRoute, Route
 
 from server.api import (
     approvals,
+    assistants,
     contacts,
     in_chat_policy,
     insights,
@@ -37,6 +38,7 @@ ROUTERS: list[ApiRouter] = [
     insights.api,
     keys.api,
     in_chat_policy.api,
+    assistants.api,
     workspace_sign_in.api,
     webhooks.api,
     uploads.api,

@@ -9,7 +9,7 @@ from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 
 from server.browser_session import session_middleware, viewer_of
-from server.web import audit, consent, inbox, integration, marketplace, rules, settings, signin, workspaces
+from server.web import assistants, audit, consent, inbox, integration, marketplace, rules, settings, signin, workspaces
 from server.web.pages import HERE
 
 __all__ = ["routes", "session_middleware", "viewer_of"]
@@ -24,5 +24,6 @@ routes: list[BaseRoute] = [
     *rules.routes,
     *audit.routes,
     *settings.routes,
+    *assistants.routes,
     Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
 ]

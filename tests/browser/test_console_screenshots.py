@@ -1,5 +1,5 @@
 """Pictures of the console where a person decides: the inbox with two cards (and the "new requests" bar), the
-approval page and the settings page, at a desktop width and a phone's.
+approval page, the settings page and the connected assistants, at a desktop width and a phone's.
 
 Set ``COMPANION_CONSOLE_SHOTS=/some/folder`` to keep them; otherwise they go to a scratch folder, so the pages
 are at least rendered, non-empty and without a sideways scroll at both widths every run.
@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import httpx2
 import pytest
 from playwright.async_api import expect
 
@@ -19,6 +20,7 @@ from manifests import MANIFEST_DIR
 from tests.browser.test_inbox import a_meeting_of, ask
 from tests.browser.test_screenshots import connect_alices_apps
 from tests.conftest import mcp_client
+from tests.oauth_browser import authorize_url, consent, pkce, query_of
 from tools.registry import Registry
 
 pytestmark = pytest.mark.anyio
@@ -98,4 +100,74 @@ async def test_screenshots_of_the_inbox_the_approval_page_and_settings(console, 
             await person.screenshot(path=shots / f"settings-{who}-{width}.png", full_page=True)
 
     for picture in shots.glob("*.png"):
+        assert picture.stat().st_size > 15_000, picture.name
+
+
+REDIRECT = "http://127.0.0.1:33418/callback"
+
+
+async def register_assistant(base_url: str, name: str, site: str) -> str:
+    """An assistant registers itself, as a hosted one does on its first connection; its client id."""
+    async with httpx2.AsyncClient(base_url=base_url) as http:
+        registered = await http.post(
+            "/register",
+            json={
+                "client_name": name,
+                "client_uri": site,
+                "redirect_uris": [REDIRECT],
+                "token_endpoint_auth_method": "none",
+            },
+        )
+    return str(registered.json()["client_id"])
+
+
+async def sign_in_an_assistant(base_url: str, client_id: str, email: str, *, person_facing: bool) -> None:
+    """``email`` consents in a browser, and the assistant gets its first tokens."""
+    async with httpx2.AsyncClient(base_url=base_url) as http, httpx2.AsyncClient(base_url=base_url) as browser:
+        verifier, challenge = pkce()
+        url = authorize_url(
+            base_url, client_id=client_id, redirect_uri=REDIRECT, code_challenge=challenge,
+            code_challenge_method="S256", scope="tools api:read", resource=base_url,
+        )  # fmt: skip
+        back = await consent(browser, url, email=email, person_facing=person_facing)
+        tokens = await http.post(
+            "/token",
+            data={
+                "grant_type": "authorization_code", "code": query_of(back)["code"], "code_verifier": verifier,
+                "redirect_uri": REDIRECT, "client_id": client_id, "resource": base_url,
+            },
+        )  # fmt: skip
+        assert tokens.status_code == 200, tokens.text
+
+
+async def test_screenshots_of_connected_assistants(console, shots):
+    claude = await register_assistant(console.base_url, "Claude", "https://claude.ai")
+    helper = await register_assistant(console.base_url, "Research Helper", "https://helper.example")
+    await sign_in_an_assistant(console.base_url, claude, "admin@acme.test", person_facing=True)
+    await sign_in_an_assistant(console.base_url, claude, "alice@acme.test", person_facing=False)
+    await sign_in_an_assistant(console.base_url, helper, "alice@acme.test", person_facing=False)
+    admin = await console.person("admin@acme.test")
+    await admin.goto("/assistants")
+    # An admin's decisions, made on the page as a person makes them: Claude's in-chat answers may approve.
+    await (
+        admin.locator("li.client", has_text=claude)
+        .get_by_label("Its in-chat answers may approve")
+        .select_option("allowed")
+    )
+    await admin.locator("li.client", has_text=claude).get_by_role("button", name="Save").click()
+    await expect(admin.locator(".flash")).to_contain_text("Saved the policy")
+    await admin.locator("li.client", has_text=helper).get_by_role("button", name="Block for everyone").click()
+    await expect(admin.locator(".flash")).to_contain_text("is blocked")
+    for width in WIDTHS:
+        await admin.set_viewport_size({"width": width, "height": 900})
+        await admin.goto("/assistants")
+        await no_sideways_scroll(admin)
+        await admin.screenshot(path=shots / f"assistants-admin-{width}.png", full_page=True)
+    alice = await console.person("alice@acme.test")
+    for width in WIDTHS:
+        await alice.set_viewport_size({"width": width, "height": 900})
+        await alice.goto("/assistants")
+        await no_sideways_scroll(alice)
+        await alice.screenshot(path=shots / f"assistants-alice-{width}.png", full_page=True)
+    for picture in shots.glob("assistants-*.png"):
         assert picture.stat().st_size > 15_000, picture.name
