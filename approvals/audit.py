@@ -123,6 +123,9 @@ class AuditRecord:
     error: str | None = None
     duration_ms: float = 0.0
     sealed_arguments: str | None = field(default=None, repr=False)
+    # The assistant in words (a key's name, an OAuth client's), outside the hash: people read it, and the hashed
+    # api_key_id already binds the entry to the key or grant the call came through.
+    assistant: str | None = None
     # Taken when the record is made, in the request's context: rows are written later, by the writer task.
     request_id: str | None = field(default_factory=current_request_id)
 

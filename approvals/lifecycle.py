@@ -25,11 +25,12 @@ from sqlalchemy.sql import ColumnElement
 
 from approvals.audit import AuditRecord, Event, Outcome, append_in
 from store import invalidation
+from store.assistant_tokens import is_grant_id
 from store.crypto import SecretBox
 from store.db import dialect_name, rows_matched
 from store.errors import CompanionError
 from store.invalidation import Topic
-from store.models import ApiKey, Approval, ApprovalStatus, new_id, utcnow
+from store.models import ApiKey, Approval, ApprovalStatus, AssistantGrant, new_id, utcnow
 from store.sealing import approval_arguments_context, approval_result_context, approval_summary_context
 from store.wakeups import announce
 
@@ -61,6 +62,8 @@ class Binding:
     args_digest: str
     # The account the connection acts as (a mailbox): a call asked as one is another call as any other.
     account: str | None = None
+    # The assistant that asks, in words, for people to read: the key binds the call, its name does not.
+    assistant: str = ""
 
 
 arguments_context = approval_arguments_context
@@ -83,6 +86,7 @@ def _record(approval: Approval, event: Event, outcome: str, *, actor: str | None
         outcome=outcome,
         reasons=tuple(approval.reasons or ()),
         rule_ids=tuple(approval.rule_ids or ()),
+        assistant=approval.assistant or None,
         **extra,
     )
 
@@ -161,6 +165,7 @@ async def request(
         workspace_id=binding.workspace_id,
         user_id=binding.user_id,
         api_key_id=binding.api_key_id,
+        assistant=binding.assistant,
         connection_id=binding.connection_id,
         app=binding.app,
         tool=binding.tool,
@@ -180,9 +185,11 @@ async def request(
     session.add(approval)
     await session.flush()
     if binding.api_key_id is not None:
-        # Every replica forgets the key's principal, so the key's next allowed call looks for this approval.
+        # Every replica forgets the key's principal, so the key's next allowed call looks for this approval. An
+        # assistant signed in with OAuth asks through its grant, which stands where a key stands.
+        asker = AssistantGrant if is_grant_id(binding.api_key_id) else ApiKey
         await session.execute(
-            update(ApiKey).where(ApiKey.id == binding.api_key_id).values(last_asked_at=approval.created_at)
+            update(asker).where(asker.id == binding.api_key_id).values(last_asked_at=approval.created_at)
         )
         await invalidation.announce(session, Topic.KEYS)
     append_in(session, _record(approval, Event.REQUESTED, Outcome.PENDING, actor=None))

@@ -36,6 +36,13 @@ CODE = "code"
 ACCESS = "access"
 REFRESH = "refresh"
 PREFIXES = {CODE: "hcc_", ACCESS: "hca_", REFRESH: "hcr_"}
+#: How a grant's id begins (``AssistantGrant.id``): it stands where an API key's id stands, in approvals and audit.
+GRANT_ID_PREFIX = "agr_"
+
+
+def is_grant_id(key_id: str) -> bool:
+    """Whether a principal's ``key_id`` is an assistant's grant rather than an API key."""
+    return key_id.startswith(GRANT_ID_PREFIX)
 
 
 def new_secret(kind: str) -> str:

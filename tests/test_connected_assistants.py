@@ -1,5 +1,5 @@
-"""Connected assistants: a person sees and revokes the assistants they signed in with OAuth, and an admin decides
-about each assistant for the workspace.
+"""Connected assistants: a person sees and revokes the assistants they signed in with OAuth, an admin decides
+about each assistant for the workspace, and the assistant's name goes wherever a key's name went.
 
 The assistant registers and the person consents as in ``test_oauth_server``, whose helpers these tests use;
 everything runs in process, through the real app.
@@ -7,7 +7,11 @@ everything runs in process, through the real app.
 
 from __future__ import annotations
 
+import csv
+import io
+import logging
 from collections.abc import AsyncIterator
+from email import message_from_bytes, policy
 from typing import Any
 
 import httpx2
@@ -16,10 +20,14 @@ from sqlalchemy import select
 
 from server.app import Companion
 from server.services import demo
+from store.connections import add_connection
 from store.directory import user_by_email, workspace_by_slug
 from store.keys import create_key
-from store.models import AssistantGrant, KeyKind
+from store.models import Approval, AssistantGrant, AuditEntry, ConnectionScope, KeyKind
+from tests.apps import memo
+from tests.conftest import mcp_client
 from tests.console import csrf_of, form_post, sign_in
+from tests.test_console_settings import mailing, postbox  # noqa: F401 (fixtures)
 from tests.test_oauth_server import (
     ALICE,
     API,
@@ -242,3 +250,99 @@ async def test_an_assistants_own_token_cannot_manage_assistants(
             assert answer.json()["error"]["code"] == "forbidden"
     [still] = (await http.get("/api/v1/assistants", headers=person(demo_keys, email))).json()["data"]
     assert still["id"] == grant["id"] and not still["person_facing"]
+
+
+async def test_the_assistants_name_goes_to_the_inbox_the_api_the_audit_log_and_the_logs(
+    app_client: Any,
+    http: httpx2.AsyncClient,
+    browser: httpx2.AsyncClient,
+    companion: Companion,
+    demo_keys: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    _, tokens = await tokens_for(http, browser)
+    with caplog.at_level(logging.INFO, logger="server.services.tool_gateway"):
+        async with app_client(tokens["access_token"]) as assistant:
+            waiting = await assistant.call_tool(
+                "harmony_create_action_item", {"meeting_id": "mtg_x", "text": "Call Erin"}
+            )
+    approval_id = waiting.structured_content["approval_id"]
+    [logged] = [record for record in caplog.records if record.name == "server.services.tool_gateway"]
+    assert (logged.__dict__["assistant"], logged.__dict__["key_id"][:4]) == ("Test Assistant", "agr_")
+    inbox = await browser.get("/inbox")
+    assert "Test Assistant on behalf of you" in inbox.text
+    page = await browser.get(f"/approvals/{approval_id}")
+    assert "Test Assistant on behalf of you" in page.text
+    rest = await http.get(f"/api/v1/approvals/{approval_id}", headers=person(demo_keys, ALICE))
+    assert rest.json()["assistant"] == "Test Assistant"
+
+    await companion.audit.flush()
+    async with companion.db.session() as session:
+        entries = list(await session.scalars(select(AuditEntry).where(AuditEntry.approval_id == approval_id)))
+    assert {(entry.event, entry.assistant) for entry in entries} == {
+        ("approval.requested", "Test Assistant"),
+        ("call", "Test Assistant"),
+    }
+    audit = await browser.get("/audit")
+    assert "Test Assistant on behalf of" in audit.text
+    exported = list(csv.DictReader(io.StringIO((await browser.get("/audit.csv")).text)))
+    assert {row["assistant"] for row in exported if row["approval_id"] == approval_id} == {"Test Assistant"}
+
+
+async def test_an_api_key_names_its_assistant_by_the_keys_name(
+    app_client: Any, http: httpx2.AsyncClient, browser_of: Any, demo_keys: Any
+) -> None:
+    async with app_client(demo_keys.keys[ALICE]) as assistant:
+        waiting = await assistant.call_tool("harmony_create_action_item", {"meeting_id": "mtg_x", "text": "Call Erin"})
+    alice = await browser_of(ALICE)
+    card = await alice.get(f"/approvals/{waiting.structured_content['approval_id']}")
+    assert "demo agent key on behalf of you" in card.text
+
+
+async def test_the_approval_email_names_the_assistant(mailing: Any, demo_keys: Any) -> None:  # noqa: F811
+    companion, transport, box = mailing
+    async with httpx2.AsyncClient(transport=transport, base_url=BASE) as browser:
+        await sign_in(browser, ALICE)
+        saved = await form_post(browser, "/settings", "/settings/notifications", {"notify_approvals": "on"})
+        assert saved.status_code == 303
+        async with httpx2.AsyncClient(transport=transport, base_url=BASE) as http:
+            _, tokens = await tokens_for(http, browser)
+    async with mcp_client(BASE, tokens["access_token"], transport=transport) as assistant:
+        await assistant.call_tool("harmony_create_action_item", {"meeting_id": "mtg_x", "text": "Call Erin"})
+    await companion.mail.drain()
+    [(_, raw)] = box.messages
+    body = message_from_bytes(raw, policy=policy.default).get_payload(decode=True).decode()
+    assert body.startswith("Test Assistant on behalf of you is waiting for your approval in Harmony:")
+
+
+async def test_an_oauth_call_approved_then_allowed_by_a_rule_runs_once(
+    app_client: Any, http: httpx2.AsyncClient, browser: httpx2.AsyncClient, companion: Companion, demo_keys: Any
+) -> None:
+    async with companion.db.transaction() as session:
+        alice = await user_by_email(session, ALICE)
+        await add_connection(
+            session, companion.box, app="memo", scope=ConnectionScope.PERSONAL, workspace_id=None, user_id=alice.id,
+            label="Notes", credentials={"api_key": "memo-secret"},
+        )  # fmt: skip
+    memo.CALLS.clear()
+    memo.RUNS.clear()
+    _, tokens = await tokens_for(http, browser)
+    rule = {"effect": "allow", "scope": "user", "app": "memo", "tool": "memo_add_note"}
+    async with app_client(tokens["access_token"]) as assistant:
+        waiting = await assistant.call_tool("memo_add_note", {"text": "pay invoice 9"})
+        approval_id = waiting.structured_content["approval_id"]
+        approved = await http.post(
+            f"/api/v1/approvals/{approval_id}/approve", headers=person(demo_keys, ALICE), json={}
+        )
+        assert approved.status_code == 200, approved.text
+        added = await http.post("/api/v1/rules", headers=person(demo_keys, ALICE), json=rule)
+        assert added.status_code == 201, added.text
+        ran = await assistant.call_tool("memo_add_note", {"text": "pay invoice 9"})
+        again = await assistant.call_tool("memo_add_note", {"text": "pay invoice 9"})
+    assert [approval_id] == memo.RUNS, "it ran once, through the approval the person gave"
+    assert again.structured_content == ran.structured_content
+    async with companion.db.session() as session:
+        approval = await session.get(Approval, approval_id)
+        grant = await session.scalar(select(AssistantGrant))
+    assert approval is not None and approval.status.value == "succeeded" and approval.assistant == "Test Assistant"
+    assert grant is not None and grant.last_asked_at is not None

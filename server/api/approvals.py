@@ -82,6 +82,10 @@ class ApprovalOut(BaseModel):
     rule_ids: list[str]
     require_out_of_band: bool
     user_id: str = Field(description="Who asked")
+    assistant: str = Field(
+        description="The assistant that asked for them, by name: its key's name, or what its OAuth client calls "
+        "itself; empty when unknown"
+    )
     connection_id: str
     created_at: datetime
     expires_at: datetime

@@ -25,8 +25,11 @@ def add_commands(commands: Subcommands) -> None:
 
 
 def _approvals_list(args: argparse.Namespace) -> None:
+    from sqlalchemy import select
+
     from server.services.approval_flow import approval_view, approvals_for
-    from store.models import ApprovalStatus
+    from server.services.asked_by import on_behalf_of
+    from store.models import ApprovalStatus, User
 
     if args.status != "all" and args.status not in {s.value for s in ApprovalStatus}:
         raise CliError(f"status: unknown status {args.status!r}")
@@ -37,9 +40,16 @@ def _approvals_list(args: argparse.Namespace) -> None:
         views = [approval_view(companion.gateway.flow, companion.registry.tools, a) for a in rows]
         if args.json:
             return views
+        async with companion.db.session() as session:
+            askers = {a.user_id for a in rows if a.user_id != person.user_id}
+            rows_of_askers = await session.execute(select(User.id, User.email).where(User.id.in_(askers)))
+            emails = {user_id: email for user_id, email in rows_of_askers}
         for view in views:
+            whose = "you" if view["user_id"] == person.user_id else emails.get(view["user_id"], view["user_id"])
+            asked = f"{on_behalf_of(view['assistant'], whose)}, " if view["assistant"] else ""
             print(
-                f"{view['id']}  {view['status']:9}  {view['tool']}  {view['summary']}  (expires {view['expires_at']})"
+                f"{view['id']}  {view['status']:9}  {view['tool']}  {view['summary']}  "
+                f"({asked}expires {view['expires_at']})"
             )
         if not views:
             print(f"no {args.status} approvals")

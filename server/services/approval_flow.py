@@ -766,6 +766,7 @@ def approval_view(flow: ApprovalFlow, tools: dict[str, RegisteredTool], approval
         "rule_ids": list(approval.rule_ids or []),
         "require_out_of_band": approval.require_out_of_band,
         "user_id": approval.user_id,
+        "assistant": approval.assistant,
         "connection_id": approval.connection_id,
         "created_at": approval.created_at.isoformat(),
         "expires_at": approval.expires_at.isoformat(),

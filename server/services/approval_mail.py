@@ -12,6 +12,7 @@ from email.message import EmailMessage
 
 import aiosmtplib
 
+from server.services.asked_by import on_behalf_of
 from server.settings import Settings
 from store.db import Database
 from store.models import Approval, User
@@ -33,8 +34,9 @@ class ApprovalMail:
         """Queue the e-mail for a new approval, if the server can send mail and the person asked for it."""
         if not self.configured:
             return
+        expires = approval.expires_at.strftime("%H:%M UTC")
         task = asyncio.get_running_loop().create_task(
-            self.send(approval.id, approval.user_id, summary, app_name, approval.expires_at.strftime("%H:%M UTC"))
+            self.send(approval.id, approval.user_id, summary, app_name, expires, assistant=approval.assistant)
         )
         self._sending.add(task)
         task.add_done_callback(self._sending.discard)
@@ -44,14 +46,18 @@ class ApprovalMail:
         if self._sending:
             await asyncio.gather(*self._sending, return_exceptions=True)
 
-    async def send(self, approval_id: str, user_id: str, summary: str, app_name: str, expires: str) -> None:
+    async def send(
+        self, approval_id: str, user_id: str, summary: str, app_name: str, expires: str, *, assistant: str = ""
+    ) -> None:
         async with self.db.session() as session:
             user = await session.get(User, user_id)
         if user is None or not user.notify_approvals:
             return
         try:
             await aiosmtplib.send(
-                self._message(user.email, approval_id, _one_line(summary), _one_line(app_name), expires),
+                self._message(
+                    user.email, approval_id, _one_line(summary), _one_line(app_name), expires, _asker(assistant)
+                ),
                 hostname=self.settings.smtp_host,
                 port=self.settings.smtp_port,
                 username=self.settings.smtp_username or None,
@@ -63,14 +69,16 @@ class ApprovalMail:
         except (aiosmtplib.SMTPException, OSError, ValueError) as exc:
             log.warning("approval e-mail for %s not sent: %s", approval_id, type(exc).__name__)
 
-    def _message(self, to: str, approval_id: str, summary: str, app_name: str, expires: str) -> EmailMessage:
+    def _message(
+        self, to: str, approval_id: str, summary: str, app_name: str, expires: str, asker: str
+    ) -> EmailMessage:
         base = self.settings.base_url
         message = EmailMessage()
         message["From"] = self.settings.mail_from
         message["To"] = to
         message["Subject"] = f"Approval waiting: {app_name}"
         message.set_content(
-            f"Your assistant is waiting for your approval in {app_name}:\n\n"
+            f"{asker} is waiting for your approval in {app_name}:\n\n"
             f"    {summary}\n\n"
             f"Approve or deny it: {base}/approvals/{approval_id}\n"
             f"All that waits for you: {base}/inbox\n\n"
@@ -78,6 +86,11 @@ class ApprovalMail:
             f"You get these e-mails because you turned them on at {base}/settings.\n"
         )
         return message
+
+
+def _asker(assistant: str) -> str:
+    """Who waits, named as every channel names it; the assistant's own name cannot add a line either."""
+    return _one_line(on_behalf_of(assistant, "you")) if assistant else "Your assistant"
 
 
 def _one_line(text: str) -> str:

@@ -368,6 +368,7 @@ class ToolGateway:
             risk=bound.tool.risk.value,
             args_digest=digest,
             account=bound.connection.account,
+            assistant=principal.assistant,
         )
 
     async def _ask(
@@ -538,6 +539,9 @@ class ToolGateway:
                 "error": None if result.ok else result.error_code,
                 "approval_id": approval_id,
                 "duration_ms": round(duration_ms, 3),
+                # Which key or OAuth grant called, and the assistant by name, so a person can find its calls.
+                "key_id": principal.key_id,
+                "assistant": principal.assistant,
             },
         )
         with self.metrics.phase("audit"):
@@ -562,5 +566,6 @@ class ToolGateway:
                 sealed_arguments=self.box.seal_json(arguments, context=audit_arguments_context(digest))
                 if arguments is not None and bound is not None
                 else None,
+                assistant=principal.assistant or None,
             )
             self.audit.append(record)

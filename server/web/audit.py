@@ -21,6 +21,7 @@ from starlette.routing import Route
 
 from approvals.audit import verify
 from server.browser_session import Viewer
+from server.services.asked_by import on_behalf_of
 from server.web.audit_filters import DECISIONS, KINDS, AuditFilters
 from server.web.pages import SECURITY_HEADERS, page, render, services_of
 from server.web.people_lookup import Person, members_of, people_by_id
@@ -62,6 +63,7 @@ CSV_COLUMNS = (
     "at",
     "event",
     "user",
+    "assistant",
     "acted_by",
     "app",
     "tool",
@@ -99,6 +101,11 @@ class EntryView:
     person: Person | None
     acted_by: Person | None
     tool_title: str
+
+    @property
+    def asked_by(self) -> str:
+        """The assistant that acted for the person, as every channel names it ("Claude on behalf of Alice")."""
+        return on_behalf_of(self.entry.assistant or "", self.person.label if self.person else self.entry.user_id)
 
 
 async def _chain(db: Database, workspace_id: str) -> ChainStatus:
@@ -207,6 +214,7 @@ def _csv_row(row: AuditEntry, people: dict[str, Person]) -> list[Any]:
         "at": row.at.isoformat(),
         "event": row.event,
         "user": email(row.user_id),
+        "assistant": row.assistant or "",
         "acted_by": email(row.actor_id),
         "app": row.app,
         "tool": row.tool,

@@ -32,6 +32,7 @@ from server.services.approval_flow import (
     visible_clause,
     visible_to,
 )
+from server.services.asked_by import on_behalf_of
 from server.web.pages import Refused, form_of, is_htmx, page, redirect, render, safe_next, services_of
 from server.web.people_lookup import people_by_id
 from store.db import Database
@@ -73,7 +74,9 @@ async def _cards(request: Request, viewer: Viewer, approvals: list[Approval]) ->
     for approval in approvals:
         view = approval_view(services.flow, services.registry.tools, approval)
         asker = people.get(approval.user_id)
-        view["requester"] = "you" if approval.user_id == viewer.principal.user_id else asker.label if asker else None
+        requester = "you" if approval.user_id == viewer.principal.user_id else asker.label if asker else None
+        view["requester"] = requester
+        view["asked_by"] = on_behalf_of(approval.assistant, requester) if requester else None
         view["expires_in"] = _until(approval.expires_at)
         cards.append(view)
     return cards
