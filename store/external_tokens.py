@@ -13,7 +13,7 @@ import hashlib
 from sqlalchemy import and_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from store.models import AssistantPolicy, KeyKind, Membership, User, Workspace
+from store.models import AssistantPolicy, KeyKind, Membership, User, Workspace, utcnow
 from store.principal import APPROVALS, Principal
 
 KEY_ID_PREFIX = "ext_"
@@ -75,6 +75,9 @@ async def principal(
         # forms to them rather than to the model. No page of ours asked them, and the token cannot say it for them.
         person_facing=False,
         in_chat_max_risk=workspace.in_chat_max_risk,
+        # No row of ours records when this token's calls last asked, so each call a rule allows is looked for
+        # among its approvals: an approval asked and approved before the rule came runs once, through itself.
+        last_asked_at=utcnow(),
         assistant=client_id,
         client_id=client_id,
         audience=audience,

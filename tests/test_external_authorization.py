@@ -34,7 +34,9 @@ from server.services import demo
 from server.services.assistants import issuer_keys
 from server.settings import Settings
 from store import directory
-from store.models import AssistantPolicy, KeyKind, Plan, Role, Workspace
+from store.connections import add_connection
+from store.models import AssistantPolicy, ConnectionScope, KeyKind, Plan, Role, Workspace
+from tests.apps import memo
 
 # The fake server's port is taken when the module loads, so the settings marker can name its issuer; the socket
 # stays bound until the server listens on it.
@@ -320,3 +322,29 @@ def test_more_than_one_authorization_server_is_refused_at_start() -> None:
         Settings(authorization_servers="https://a.example,https://b.example")
     with pytest.raises(pydantic.ValidationError, match="https unless"):
         Settings(authorization_servers="http://login.example")
+
+
+async def test_an_external_call_approved_then_allowed_by_a_rule_runs_once(
+    app_client: Any, http: Any, companion: Companion, demo_keys: demo.DemoKeys
+) -> None:
+    """No row of Companion's records when an external token's calls asked, so every call a rule allows is looked
+    for among its approvals: the approval the person gave is what runs, once."""
+    async with companion.db.transaction() as session:
+        alice = await directory.user_by_email(session, ALICE)
+        assert alice is not None
+        await add_connection(
+            session, companion.box, app="memo", scope=ConnectionScope.PERSONAL, workspace_id=None, user_id=alice.id,
+            label="Notes", credentials={"api_key": "memo-secret"},
+        )  # fmt: skip
+    memo.RUNS.clear()
+    person = {"Authorization": f"Bearer {demo_keys.user_keys[ALICE]}"}
+    rule = {"effect": "allow", "scope": "user", "app": "memo", "tool": "memo_add_note"}
+    async with app_client(token()) as assistant:
+        waiting = await assistant.call_tool("memo_add_note", {"text": "pay invoice 9"})
+        approval_id = waiting.structured_content["approval_id"]
+        assert (await http.post(f"/api/v1/approvals/{approval_id}/approve", headers=person, json={})).status_code == 200
+        assert (await http.post("/api/v1/rules", headers=person, json=rule)).status_code == 201
+        ran = await assistant.call_tool("memo_add_note", {"text": "pay invoice 9"})
+        again = await assistant.call_tool("memo_add_note", {"text": "pay invoice 9"})
+    assert [approval_id] == memo.RUNS, "it ran once, through the approval the person gave"
+    assert again.structured_content == ran.structured_content

@@ -15,7 +15,9 @@ from sqlalchemy import select
 
 from server.app import Companion
 from server.services import demo
-from store.models import AssistantClient, AssistantPolicy, Workspace
+from store.connections import add_connection
+from store.directory import user_by_email
+from store.models import AssistantClient, AssistantPolicy, ConnectionScope, Workspace
 from tests.console import csrf_of, sign_in
 from tests.oauth_browser import authorize_url, consent, open_consent, pkce, query_of, sealed_request_of
 
@@ -439,3 +441,49 @@ async def test_a_confidential_client_authenticates_with_its_secret(
     assert no_secret.status_code == 401
     answer = await exchange(http, client["client_id"], code, verifier, client_secret=client["client_secret"])
     assert answer.status_code == 200, answer.text
+
+
+async def test_an_assistant_allowed_to_decide_never_decides_its_own_calls(
+    app_client: Any, http: httpx2.AsyncClient, browser: httpx2.AsyncClient, companion: Companion, demo_keys: Any
+) -> None:
+    async with companion.db.transaction() as session:
+        alice = await user_by_email(session, ALICE)
+        workspace = await session.scalar(select(Workspace).where(Workspace.slug == "acme"))
+        assert alice is not None and workspace is not None
+        await add_connection(
+            session, companion.box, app="memo", scope=ConnectionScope.PERSONAL, workspace_id=None, user_id=alice.id,
+            label="Notes", credentials={"api_key": "memo-secret"},
+        )  # fmt: skip
+    client = await register(http)
+    async with companion.db.transaction() as session:
+        session.add(AssistantPolicy(workspace_id=workspace.id, client_id=client["client_id"], may_decide=True))
+    code, verifier = await code_for(browser, client["client_id"], scope="tools approvals", resource=BASE)
+    tokens = (await exchange(http, client["client_id"], code, verifier, resource=BASE)).json()
+    assert tokens["scope"] == "tools approvals"
+    decider = {"Authorization": f"Bearer {tokens['access_token']}"}
+    async with app_client(tokens["access_token"]) as assistant:
+        own = (await assistant.call_tool("memo_add_note", {"text": "mine"})).structured_content["approval_id"]
+    async with app_client(demo_keys.keys[ALICE]) as other:
+        others = (await other.call_tool("memo_add_note", {"text": "theirs"})).structured_content["approval_id"]
+    refused = await http.post(f"/api/v1/approvals/{own}/approve", headers=decider, json={})
+    assert refused.status_code == 403, "its own call waits for a person"
+    remembered = await http.post(f"/api/v1/approvals/{others}/approve", headers=decider, json={"remember": "30d"})
+    assert remembered.status_code == 403, "remembering writes a rule, which is a person's"
+    approved = await http.post(f"/api/v1/approvals/{others}/approve", headers=decider, json={})
+    assert approved.status_code == 200 and approved.json()["status"] == "approved", approved.text
+
+
+async def test_a_redirect_uri_without_a_path_is_the_same_uri(
+    http: httpx2.AsyncClient, browser: httpx2.AsyncClient
+) -> None:
+    """``http://127.0.0.1:33419`` and its normalised ``http://127.0.0.1:33419/`` are one redirect URI."""
+    client = await register(http, redirect_uris=["http://127.0.0.1:33419"])
+    _, challenge = pkce()
+    back = await consent(
+        browser,
+        authorize_url(
+            BASE, client_id=client["client_id"], redirect_uri="http://127.0.0.1:33419", code_challenge=challenge
+        ),
+        email=ALICE,
+    )
+    assert back.startswith("http://127.0.0.1:33419") and "code=" in back

@@ -644,6 +644,17 @@ class DecisionRefused(Exception):
         self.code = code
 
 
+def _refuse_an_assistant_deciding_for_itself(actor: Principal, approval: Approval, remember: str | None) -> None:
+    """An assistant an admin allowed to decide (the ``approvals`` scope) decides others' calls, never those it
+    asked itself, and never writes a rule: "remember" is a person's."""
+    if not actor.is_assistant_token:
+        return
+    if approval.api_key_id == actor.key_id:
+        raise DecisionRefused("forbidden", "An assistant cannot decide a call it asked for itself.")
+    if remember in REMEMBER_FOR:
+        raise DecisionRefused("forbidden", "An assistant's decision cannot remember; only a person writes rules.")
+
+
 def visible_to(approval: Approval, actor: Principal) -> bool:
     return approval.user_id == actor.user_id or (actor.is_admin and approval.admin_may_approve)
 
@@ -700,6 +711,7 @@ async def decide_elsewhere(
                 if actor.is_admin:
                     raise DecisionRefused("forbidden", "Only the user who asked can decide this approval")
                 raise DecisionRefused("not_found", f"No approval {approval_id} in this workspace")
+            _refuse_an_assistant_deciding_for_itself(actor, approval, remember)
             rule = None
             tool = tools.get(approval.tool)
             if approve and remember in REMEMBER_FOR and tool is not None and approval.user_id == actor.user_id:
@@ -727,6 +739,7 @@ async def resolve_elsewhere(
             approval = await _as_it_stands(session, actor, approval_id)
             if not visible_to(approval, actor):
                 raise DecisionRefused("not_found", f"No approval {approval_id} in this workspace")
+            _refuse_an_assistant_deciding_for_itself(actor, approval, None)
             return await lifecycle.resolve_unknown(
                 session, approval, run_again=run_again, actor_id=actor.user_id, via=via, ttl=flow.ttl
             )

@@ -13,6 +13,7 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
+from pydantic import AnyUrl, ValidationError
 from sqlalchemy import delete, exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -132,8 +133,17 @@ class AssistantClients:
         secret = self.box.open(row.sealed_secret, context=SECRET_CONTEXT).decode() if row.sealed_secret else None
         return Client(
             client_id=row.client_id, kind=row.kind, name=row.name, client_uri=row.client_uri,
-            redirect_uris=list(row.redirect_uris), metadata=dict(row.client_metadata), secret=secret,
+            redirect_uris=[_normal(uri) for uri in row.redirect_uris], metadata=dict(row.client_metadata),
+            secret=secret,
         )  # fmt: skip
+
+
+def _normal(uri: str) -> str:
+    """A redirect URI in the one form the authorization endpoint compares (``http://h:1`` is ``http://h:1/``)."""
+    try:
+        return str(AnyUrl(uri))
+    except ValidationError:
+        return uri
 
 
 def _text(value: object) -> str | None:
