@@ -122,6 +122,10 @@ class Workspace(Base):
     # and the riskiest action such an in-chat answer may approve (SECURITY.md).
     person_facing_keys: Mapped[bool] = mapped_column(Boolean, default=True)
     in_chat_max_risk: Mapped[str] = mapped_column(String(16), default="delete")
+    # Whether waiting approvals go to approvers over the workspace's Slack connection (an admin's choice), and
+    # the riskiest action an e-mailed single-use link may decide without signing in ("none": always sign in).
+    slack_approvals: Mapped[bool] = mapped_column(Boolean, default=False)
+    email_link_max_risk: Mapped[str] = mapped_column(String(16), default="none")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -135,6 +139,9 @@ class User(Base):
     password_hash: Mapped[str | None] = mapped_column(String(200))
     # E-mail the person when an approval waits for them (needs the server's SMTP settings).
     notify_approvals: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The other channels a waiting approval reaches them by: a Slack direct message, and their devices' Web Push.
+    notify_slack: Mapped[bool] = mapped_column(Boolean, default=False)
+    notify_push: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -467,6 +474,15 @@ class Approval(Base):
     decided_via: Mapped[str | None] = mapped_column(String(16))
     reason: Mapped[str | None] = mapped_column(Text)
     remember_rule_id: Mapped[str | None] = mapped_column(String(32))
+    # Edited before approving: what the assistant asked, kept sealed beside what now runs, and who changed it.
+    sealed_original_arguments: Mapped[str | None] = mapped_column(Text)
+    original_digest: Mapped[str | None] = mapped_column(String(64))
+    edited_by: Mapped[str | None] = mapped_column(String(32))
+    # Who must approve, from an admin rule: {"people": [user ids], "admins": bool, "count": n}; None: the asker.
+    approvers: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    no_self_approval: Mapped[bool] = mapped_column(Boolean, default=False)
+    escalate_at: Mapped[datetime | None]
+    escalated_at: Mapped[datetime | None]
     started_at: Mapped[datetime | None]
     # While executing, the process running it renews this; a lapsed lease means that process is gone.
     lease_until: Mapped[datetime | None]
@@ -783,3 +799,77 @@ class WorkspaceSignIn(Base):
     enabled: Mapped[bool] = mapped_column(Boolean, default=False)
     updated_by: Mapped[str | None] = mapped_column(String(32))
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class ApprovalVote(Base):
+    """One approver's word on an approval that needs several (N of M); the approval is decided when enough agree,
+    or when one denies."""
+
+    __tablename__ = "approval_votes"
+
+    approval_id: Mapped[str] = mapped_column(ForeignKey("approvals.id", ondelete="CASCADE"), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    approve: Mapped[bool] = mapped_column(Boolean)
+    reason: Mapped[str | None] = mapped_column(Text)
+    via: Mapped[str] = mapped_column(String(16))
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ApprovalNotice(Base):
+    """A message about a waiting approval sent to one approver on one channel, kept so it can be updated when the
+    approval is decided anywhere, or expires."""
+
+    __tablename__ = "approval_notices"
+    __table_args__ = (Index("ix_approval_notices_approval", "approval_id"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: new_id("ntc"))
+    approval_id: Mapped[str] = mapped_column(ForeignKey("approvals.id", ondelete="CASCADE"))
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    # "slack", "email" or "push".
+    channel: Mapped[str] = mapped_column(String(16))
+    # Where the message is, as the channel names it (Slack: {"channel": ..., "ts": ...}).
+    ref: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # The approval's status the message last showed; a sweep updates those that no longer match.
+    shown_status: Mapped[str] = mapped_column(String(32), default="pending")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class ApprovalLink(Base):
+    """A single-use link in an approval e-mail, bound to one approver, one approval and an expiry; kept as its
+    SHA-256 digest. Opening it (GET) decides nothing; only the page's POST uses it."""
+
+    __tablename__ = "approval_links"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: new_id("alk"))
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    approval_id: Mapped[str] = mapped_column(ForeignKey("approvals.id", ondelete="CASCADE"), index=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class PushSubscription(Base):
+    """One of a person's devices that takes Web Push notifications (its endpoint and RFC 8291 keys)."""
+
+    __tablename__ = "push_subscriptions"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: new_id("psh"))
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    endpoint: Mapped[str] = mapped_column(String(2048), unique=True)
+    p256dh: Mapped[str] = mapped_column(String(200))
+    auth: Mapped[str] = mapped_column(String(100))
+    user_agent: Mapped[str] = mapped_column(String(300), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None]
+
+
+class SeenRequest(Base):
+    """A signed request already handled (a Slack interaction), kept until its signature's window closes, so a
+    replay of it is refused on every replica."""
+
+    __tablename__ = "seen_requests"
+
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    seen_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
