@@ -52,6 +52,7 @@ from server.services.integrations.autosync import AutoSync
 from server.services.integrations.lifecycle import Integrations
 from server.services.integrations.oauth import OAuthConnect
 from server.services.integrations.sync import SyncEngine
+from server.services.notices import Notices
 from server.services.processing import worker as processing
 from server.services.tool_gateway import ToolGateway, catalog_of
 from server.services.webhooks import dispatcher
@@ -100,6 +101,7 @@ class Companion:
     sync: SyncEngine
     autosync: AutoSync
     mail: ApprovalMail
+    notices: Notices
     authorization: AuthorizationServer
     #: Set when an external authorization server issues the access tokens; Companion's own then issues none.
     external: ExternalTokens | None
@@ -153,7 +155,8 @@ class Companion:
         sync = SyncEngine(integrations)
         autosync = AutoSync(sync, timedelta(minutes=settings.auto_sync_minutes or 60))
         mail = ApprovalMail(settings, db)
-        flow.announce = mail.announce
+        notices = Notices([mail])
+        flow.announce = notices.announce
         # Client metadata documents are fetched under the webhook address policy, over https unless it allows
         # private addresses (development), where a document served on loopback over http is accepted too.
         documents = DocumentFetcher(http, https_only=not allow_private(settings), allow_private=allow_private(settings))
@@ -167,7 +170,7 @@ class Companion:
         authorization = AuthorizationServer(settings, db, clients)
         return cls(
             settings, db, box, registry, http, audit, rulebook, gateway, integrations, oauth, sync, autosync, mail,
-            authorization, external_tokens(settings, db, documents, authorization),
+            notices, authorization, external_tokens(settings, db, documents, authorization),
         )  # fmt: skip
 
     def rest_services(self) -> RestServices:
@@ -227,7 +230,7 @@ class Companion:
 
     async def aclose(self) -> None:
         await self.sync.wait()
-        await self.mail.drain()
+        await self.notices.drain()
         await self.audit.aclose()
         await self.http.aclose()
         await self.db.dispose()

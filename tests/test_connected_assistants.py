@@ -309,7 +309,7 @@ async def test_the_approval_email_names_the_assistant(mailing: Any, demo_keys: A
             _, tokens = await tokens_for(http, browser)
     async with mcp_client(BASE, tokens["access_token"], transport=transport) as assistant:
         await assistant.call_tool("harmony_create_action_item", {"meeting_id": "mtg_x", "text": "Call Erin"})
-    await companion.mail.drain()
+    await companion.notices.drain()
     [(_, raw)] = box.messages
     body = message_from_bytes(raw, policy=policy.default).get_payload(decode=True).decode()
     assert body.startswith("Test Assistant on behalf of you is waiting for your approval in Harmony:")

@@ -71,7 +71,7 @@ async def test_an_approver_who_asked_for_it_gets_an_email_with_a_link(mailing, d
         waiting = await client.call_tool(
             "harmony_create_action_item", {"meeting_id": "mtg_x", "text": "Call Erin\nBcc: everyone@acme.test"}
         )
-    await companion.mail.drain()
+    await companion.notices.drain()
     [(to, raw)] = box.messages
     mail = message_from_bytes(raw, policy=policy.default)
     approval_id = waiting.structured_content["approval_id"]
@@ -87,7 +87,7 @@ async def test_no_email_for_someone_who_did_not_ask(mailing, demo_keys):
     companion, transport, box = mailing
     async with mcp_client(BASE, demo_keys.keys["alice@acme.test"], transport=transport) as client:
         await client.call_tool("harmony_create_action_item", {"meeting_id": "mtg_x", "text": "Call Erin"})
-    await companion.mail.drain()
+    await companion.notices.drain()
     await asyncio.sleep(0)
     assert box.messages == []
 

@@ -1,50 +1,47 @@
-"""E-mail to the person an approval waits for, through the server's own SMTP settings.
+"""E-mail to the people an approval waits for, through the server's own SMTP settings.
 
-Sending happens in the background: a slow or failing mail server never holds
-up the assistant's call, and a failure is logged without the message body.
+It is one channel of ``server.services.notices``, which sends in the background: a slow or failing mail server
+never holds up the assistant's call, and a failure is logged without the message body.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from email.message import EmailMessage
 
 import aiosmtplib
 
 from server.services.asked_by import on_behalf_of
+from server.services.notices import Notice
 from server.settings import Settings
 from store.db import Database
-from store.models import Approval, User
+from store.models import User
 
 log = logging.getLogger(__name__)
 
 
 class ApprovalMail:
+    """The e-mail channel of ``server.services.notices``."""
+
+    name = "email"
+
     def __init__(self, settings: Settings, db: Database) -> None:
         self.settings = settings
         self.db = db
-        self._sending: set[asyncio.Task[None]] = set()
 
     @property
     def configured(self) -> bool:
         return bool(self.settings.smtp_host)
 
-    def announce(self, approval: Approval, summary: str, app_name: str) -> None:
-        """Queue the e-mail for a new approval, if the server can send mail and the person asked for it."""
+    async def waiting(self, notice: Notice) -> None:
+        """E-mail each approver who asked for it, if the server can send mail."""
         if not self.configured:
             return
-        expires = approval.expires_at.strftime("%H:%M UTC")
-        task = asyncio.get_running_loop().create_task(
-            self.send(approval.id, approval.user_id, summary, app_name, expires, assistant=approval.assistant)
-        )
-        self._sending.add(task)
-        task.add_done_callback(self._sending.discard)
-
-    async def drain(self) -> None:
-        """Wait for the e-mails on their way (tests, shutdown)."""
-        if self._sending:
-            await asyncio.gather(*self._sending, return_exceptions=True)
+        expires = notice.expires_at.strftime("%H:%M UTC")
+        for user_id in notice.approvers:
+            await self.send(
+                notice.approval_id, user_id, notice.summary, notice.app_name, expires, assistant=notice.assistant
+            )
 
     async def send(
         self, approval_id: str, user_id: str, summary: str, app_name: str, expires: str, *, assistant: str = ""
