@@ -233,6 +233,7 @@ class Approval(Model):
     rule_ids: list[str]
     require_out_of_band: bool
     user_id: str = Field(description="Who asked")
+    assistant: str = Field(default="", description="The assistant that asked, by name; empty when unknown")
     connection_id: str
     created_at: datetime
     expires_at: datetime
