@@ -63,7 +63,7 @@ async def test_an_approver_who_asked_for_it_gets_an_email_with_a_link(mailing, d
         page = await browser.get("/settings")
         assert (
             "E-mail me when an approval waits" in page.text
-            and "disabled" not in page.text.split("Notifications")[1][:400]
+            and "disabled" not in page.text.split('name="notify_approvals"')[1].split(">")[0]
         )
         saved = await form_post(browser, "/settings", "/settings/notifications", {"notify_approvals": "on"})
         assert saved.status_code == 303

@@ -1,5 +1,6 @@
-"""The person's own settings: approval e-mails, their password, their agent keys' hosts, and (for admins)
-what an answer given in an assistant's chat may approve in the workspace, and its identity provider.
+"""The person's own settings: where approvals reach them, their password, their agent keys' hosts, and (for
+admins) where the workspace's approvals may go, what an answer given in an assistant's chat may approve, and the
+workspace's identity provider.
 
 A key is marked person-facing by its owner alone: it says the program using it shows approval forms to
 them and never to the AI model, which only they can know. Admins bound what such answers may approve.
@@ -19,6 +20,16 @@ from server.services.oidc.config import ConfigChange
 from server.web.pages import Refused, form_of, page, redirect, render, require_admin, services_of
 from server.web.signin import client_of
 from store import throttle
+from store.approval_channels import (
+    LINK_RISKS,
+    PersonalChannels,
+    WorkspaceChannels,
+    is_link_risk,
+    personal_channels,
+    set_personal_channels,
+    set_workspace_channels,
+    workspace_channels,
+)
 from store.in_chat_policy import RISKS, InChatPolicy, policy_of, set_policy
 from store.keys import PERSON_FACING_WARNING, KeyRequestError, live, set_person_facing
 from store.models import ApiKey, KeyKind, User
@@ -42,6 +53,19 @@ RISK_WORDS = {
     "write": "Also creating and changing things, such as issues, records, events and action items.",
     "send": "Also sending things to people: e-mails, messages and invitations.",
     "delete": "Also deleting things, which may not be undone.",
+}
+
+
+# What each e-mail link level lets a link alone decide, in the words the settings page uses.
+LINK_WORDS = {
+    "none": "The link opens the approval; deciding it needs signing in as the approver.",
+    "read": "A link in the e-mail is enough to decide calls up to “read” without signing in; riskier ones need "
+    "sign-in.",
+    "write": "A link in the e-mail is enough to decide calls up to “write” (creating and changing things) without "
+    "signing in; sending and deleting need sign-in.",
+    "send": "A link in the e-mail is enough to decide calls up to “send” (e-mails, messages, invitations) without "
+    "signing in; deleting needs sign-in.",
+    "delete": "A link in the e-mail is enough to decide every call, deleting too, without signing in.",
 }
 
 
@@ -69,6 +93,7 @@ async def _show(
     errors: dict[str, str] | None = None,
     key_errors: dict[str, str] | None = None,
     policy_error: str | None = None,
+    channels_error: str | None = None,
     sign_in_errors: dict[str, str] | None = None,
     sign_in_sent: ConfigChange | None = None,
 ) -> Response:
@@ -76,6 +101,8 @@ async def _show(
     async with services.db.session() as session:
         keys = await _own_keys(session, viewer)
         policy = await policy_of(session, viewer.principal.workspace_id)
+        channels = await personal_channels(session, viewer.principal.user_id)
+        workspace = await workspace_channels(session, viewer.principal.workspace_id)
     sign_in = await services.company_sign_in.config(viewer.principal) if viewer.is_admin else None
     return render(
         request,
@@ -84,6 +111,10 @@ async def _show(
         status=status,
         user=user,
         mail_ready=services_of(request).mail.configured,
+        channels=channels,
+        workspace_channels=workspace,
+        link_risks=[(risk, LINK_WORDS[risk]) for risk in LINK_RISKS],
+        channels_error=channels_error,
         errors=errors or {},
         method=request.session.get("via", "password"),
         keys=keys,
@@ -117,14 +148,34 @@ async def settings_page(request: Request, viewer: Viewer) -> Response:
 
 @page
 async def notifications(request: Request, viewer: Viewer) -> Response:
+    """The channels a waiting approval reaches the viewer by. A channel the page showed switched off (no mail
+    server, Slack approvals off in the workspace) keeps what was chosen before: its box was not sent."""
     form = await form_of(request)
-    wanted = form.get("notify_approvals") == "on"
-    async with services_of(request).db.transaction() as session:
-        user = await session.get(User, viewer.principal.user_id)
-        assert user is not None
-        user.notify_approvals = wanted
-    flash(request, "You will get an e-mail when an approval waits." if wanted else "Approval e-mails are off.")
-    return redirect("/settings")
+    services = services_of(request)
+    user_id, workspace_id = viewer.principal.user_id, viewer.principal.workspace_id
+    async with services.db.transaction() as session:
+        before = await personal_channels(session, user_id)
+        slack_on = (await workspace_channels(session, workspace_id)).slack_approvals
+        chosen = PersonalChannels(
+            email=form.get("notify_approvals") == "on" if services.mail.configured else before.email,
+            slack=form.get("notify_slack") == "on" if slack_on else before.slack,
+            push=form.get("notify_push") == "on",
+        )
+        await set_personal_channels(session, user_id, chosen)
+    flash(request, _channels_words(chosen))
+    return redirect("/settings#channels")
+
+
+def _channels_words(chosen: PersonalChannels) -> str:
+    on = [
+        name
+        for name, wanted in (("e-mail", chosen.email), ("Slack", chosen.slack), ("your devices", chosen.push))
+        if wanted
+    ]
+    if not on:
+        return "Saved. Approvals wait for you in the inbox only."
+    listed = on[0] if len(on) == 1 else ", ".join(on[:-1]) + " and " + on[-1]
+    return f"Saved. Waiting approvals reach you by {listed}, and in the inbox."
 
 
 @page
@@ -207,6 +258,28 @@ async def in_chat_policy(request: Request, viewer: Viewer) -> Response:
 
 
 @page
+async def approval_channels(request: Request, viewer: Viewer) -> Response:
+    """Where the workspace's approvals may go: Slack, and what an e-mailed link decides alone; admins only."""
+    require_admin(viewer, "where the workspace's approvals may go")
+    form = await form_of(request)
+    max_risk = str(form.get("email_link_max_risk") or "")
+    if not is_link_risk(max_risk):
+        user = await _user(request, viewer)
+        return await _show(request, viewer, user, status=400, channels_error=f"Choose one of: {', '.join(LINK_RISKS)}.")
+    chosen = WorkspaceChannels(slack_approvals=form.get("slack_approvals") == "on", email_link_max_risk=max_risk)
+    async with services_of(request).db.transaction() as session:
+        await set_workspace_channels(session, viewer.principal.workspace_id, chosen)
+    slack = "Approvals go to Slack for those who choose it" if chosen.slack_approvals else "Slack approvals are off"
+    link = (
+        "every decision from an e-mail needs signing in"
+        if max_risk == "none"
+        else f"an e-mailed link alone decides calls up to “{max_risk}”"
+    )
+    flash(request, f"Saved. {slack}; {link}.")
+    return redirect("/settings#approval-channels")
+
+
+@page
 async def company_sign_in(request: Request, viewer: Viewer) -> Response:
     """The workspace's identity provider for console sign-in; admins and owners only."""
     require_admin(viewer, "how people sign in to the workspace")
@@ -239,5 +312,6 @@ routes = [
     Route("/settings/password", password, methods=["POST"]),
     Route("/settings/keys/{key_id}/person-facing", person_facing, methods=["POST"]),
     Route("/settings/in-chat-policy", in_chat_policy, methods=["POST"]),
+    Route("/settings/approval-channels", approval_channels, methods=["POST"]),
     Route("/settings/sign-in", company_sign_in, methods=["POST"]),
 ]
