@@ -9,7 +9,19 @@ from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 
 from server.browser_session import session_middleware, viewer_of
-from server.web import assistants, audit, consent, inbox, integration, marketplace, rules, settings, signin, workspaces
+from server.web import (
+    approval_link,
+    assistants,
+    audit,
+    consent,
+    inbox,
+    integration,
+    marketplace,
+    rules,
+    settings,
+    signin,
+    workspaces,
+)
 from server.web.pages import HERE
 
 __all__ = ["routes", "session_middleware", "viewer_of"]
@@ -18,6 +30,8 @@ routes: list[BaseRoute] = [
     *signin.routes,
     *consent.routes,
     *workspaces.routes,
+    # Before the inbox's, whose POST /approvals/{id}/{action} would otherwise take /approvals/{id}/by-link.
+    *approval_link.routes,
     *inbox.routes,
     *marketplace.routes,
     *integration.routes,
