@@ -54,6 +54,7 @@ from server.services.integrations.oauth import OAuthConnect
 from server.services.integrations.sync import SyncEngine
 from server.services.notices import Notices
 from server.services.processing import worker as processing
+from server.services.push import WebPush
 from server.services.tool_gateway import ToolGateway, catalog_of
 from server.services.webhooks import dispatcher
 from server.services.wiring import ConsoleServices, RestServices
@@ -156,6 +157,7 @@ class Companion:
         autosync = AutoSync(sync, timedelta(minutes=settings.auto_sync_minutes or 60))
         mail = ApprovalMail(settings, db)
         notices = Notices([mail])
+        notices.add(WebPush(settings, db, http))
         flow.announce = notices.announce
         # Client metadata documents are fetched under the webhook address policy, over https unless it allows
         # private addresses (development), where a document served on loopback over http is accepted too.

@@ -215,6 +215,17 @@ class Settings(BaseSettings):
     smtp_username: str = ""
     smtp_password: SecretStr = SecretStr("")
     mail_from: str = Field(default="Harmony Companion <companion@localhost>", description="The From of its e-mail.")
+    vapid_private_key: SecretStr | None = Field(
+        default=None,
+        description="The P-256 key Web Push notifications are signed with (VAPID, RFC 8292): base64url of its raw "
+        "32 bytes, or PEM. Unset: derived from COMPANION_SECRET_KEY, the same on every replica, but rotating that key "
+        "then makes every device enable notifications again.",
+    )
+    vapid_subject: str = Field(
+        default="",
+        description="The contact push services see on each notification (a mailto: or https: URL); empty: mailto: "
+        "the address of COMPANION_MAIL_FROM.",
+    )
     models_file: Path | None = Field(
         default=None, description="A YAML file of the AI models Companion offers, instead of server/models.yaml."
     )
@@ -241,6 +252,14 @@ class Settings(BaseSettings):
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError("must be an absolute http(s) URL, such as https://companion.example.com")
         return value.rstrip("/")
+
+    @field_validator("vapid_subject")
+    @classmethod
+    def _vapid_subject_is_a_contact(cls, value: str) -> str:
+        # RFC 8292 section 2.1: a push service that needs to reach the sender uses this, so only a contact URL.
+        if value and not value.startswith(("mailto:", "https://")):
+            raise ValueError("must be a mailto: or https: URL, such as mailto:ops@example.com")
+        return value
 
     @field_validator("provider_origins")
     @classmethod

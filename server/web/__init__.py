@@ -10,13 +10,13 @@ from starlette.staticfiles import StaticFiles
 
 from server.browser_session import session_middleware, viewer_of
 from server.web import (
-    approval_link,
     assistants,
     audit,
     consent,
     inbox,
     integration,
     marketplace,
+    push,
     rules,
     settings,
     signin,
@@ -30,8 +30,6 @@ routes: list[BaseRoute] = [
     *signin.routes,
     *consent.routes,
     *workspaces.routes,
-    # Before the inbox's, whose POST /approvals/{id}/{action} would otherwise take /approvals/{id}/by-link.
-    *approval_link.routes,
     *inbox.routes,
     *marketplace.routes,
     *integration.routes,
@@ -39,5 +37,6 @@ routes: list[BaseRoute] = [
     *audit.routes,
     *settings.routes,
     *assistants.routes,
+    *push.routes,
     Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
 ]
