@@ -2,6 +2,10 @@
 
 It is one channel of ``server.services.notices``, which sends in the background: a slow or failing mail server
 never holds up the assistant's call, and a failure is logged without the message body.
+
+Each approver's e-mail carries a single-use link of their own (``store.approval_links``) that opens the approval
+and decides it there with one more click (``server.services.link_decisions``), and the approval page's own link,
+which needs signing in. The workspace's ``email_link_max_risk`` says how risky a call the link alone may decide.
 """
 
 from __future__ import annotations
@@ -14,10 +18,17 @@ import aiosmtplib
 from server.services.asked_by import on_behalf_of
 from server.services.notices import Notice
 from server.settings import Settings
+from store import approval_links
+from store.approval_channels import link_may_decide, workspace_channels
 from store.db import Database
 from store.models import User
 
 log = logging.getLogger(__name__)
+
+
+def link_url(base_url: str, approval_id: str, secret: str) -> str:
+    """Where an e-mailed link leads: the approval's page for links, which decides only when its form is posted."""
+    return f"{base_url}/approvals/{approval_id}/by-link?token={secret}"
 
 
 class ApprovalMail:
@@ -37,24 +48,26 @@ class ApprovalMail:
         """E-mail each approver who asked for it, if the server can send mail."""
         if not self.configured:
             return
-        expires = notice.expires_at.strftime("%H:%M UTC")
         for user_id in notice.approvers:
-            await self.send(
-                notice.approval_id, user_id, notice.summary, notice.app_name, expires, assistant=notice.assistant
-            )
+            await self.send(notice, user_id)
 
-    async def send(
-        self, approval_id: str, user_id: str, summary: str, app_name: str, expires: str, *, assistant: str = ""
-    ) -> None:
-        async with self.db.session() as session:
+    async def send(self, notice: Notice, user_id: str) -> None:
+        """One approver's e-mail, with a link only they can use, once, until the approval expires."""
+        async with self.db.transaction() as session:
             user = await session.get(User, user_id)
-        if user is None or not user.notify_approvals:
-            return
+            if user is None or not user.notify_approvals:
+                return
+            policy = await workspace_channels(session, notice.workspace_id)
+            secret = await approval_links.issue(
+                session, approval_id=notice.approval_id, user_id=user.id, expires_at=notice.expires_at
+            )
+        message = self._message(
+            user.email, notice, link_url(self.settings.base_url, notice.approval_id, secret),
+            sign_in=not link_may_decide(policy.email_link_max_risk, notice.risk),
+        )  # fmt: skip
         try:
             await aiosmtplib.send(
-                self._message(
-                    user.email, approval_id, _one_line(summary), _one_line(app_name), expires, _asker(assistant)
-                ),
+                message,
                 hostname=self.settings.smtp_host,
                 port=self.settings.smtp_port,
                 username=self.settings.smtp_username or None,
@@ -64,22 +77,29 @@ class ApprovalMail:
                 timeout=20,
             )
         except (aiosmtplib.SMTPException, OSError, ValueError) as exc:
-            log.warning("approval e-mail for %s not sent: %s", approval_id, type(exc).__name__)
+            log.warning("approval e-mail for %s not sent: %s", notice.approval_id, type(exc).__name__)
 
-    def _message(
-        self, to: str, approval_id: str, summary: str, app_name: str, expires: str, asker: str
-    ) -> EmailMessage:
+    def _message(self, to: str, notice: Notice, link: str, *, sign_in: bool) -> EmailMessage:
         base = self.settings.base_url
+        app_name = _one_line(notice.app_name)
+        summary = "\n".join(f"    {_one_line(line)}" for line in notice.summary.split("\n"))
+        how = (
+            "The link opens it; you will be asked to sign in before you decide."
+            if sign_in
+            else "The link opens it, and you can approve or deny it there without signing in."
+        )
         message = EmailMessage()
         message["From"] = self.settings.mail_from
         message["To"] = to
         message["Subject"] = f"Approval waiting: {app_name}"
         message.set_content(
-            f"{asker} is waiting for your approval in {app_name}:\n\n"
-            f"    {summary}\n\n"
-            f"Approve or deny it: {base}/approvals/{approval_id}\n"
+            f"{_asker(notice.assistant)} is waiting for your approval in {app_name}:\n\n"
+            f"{summary}\n\n"
+            f"Approve or deny it: {link}\n"
+            f"{how} The link works once, and only for you: do not forward this e-mail.\n\n"
+            f"Or open it in the console: {base}/approvals/{notice.approval_id}\n"
             f"All that waits for you: {base}/inbox\n\n"
-            f"If no one decides by {expires}, the call does not run.\n"
+            f"If no one decides by {notice.expires_at.strftime('%H:%M UTC')}, the call does not run.\n"
             f"You get these e-mails because you turned them on at {base}/settings.\n"
         )
         return message
@@ -87,9 +107,10 @@ class ApprovalMail:
 
 def _asker(assistant: str) -> str:
     """Who waits, named as every channel names it; the assistant's own name cannot add a line either."""
-    return _one_line(on_behalf_of(assistant, "you")) if assistant else "Your assistant"
+    return _one_line(on_behalf_of(assistant, "you"))[:300] if assistant else "Your assistant"
 
 
 def _one_line(text: str) -> str:
-    """The assistant chose these words: they may not add lines or headers to Companion's e-mail."""
-    return " ".join(text.split())[:300]
+    """The assistant chose some of these words: they may not add lines or headers to Companion's e-mail. The
+    summary keeps each of its own lines in full (every recipient), each through here."""
+    return " ".join(text.split())

@@ -10,6 +10,7 @@ from starlette.staticfiles import StaticFiles
 
 from server.browser_session import session_middleware, viewer_of
 from server.web import (
+    approval_link,
     assistants,
     audit,
     consent,
@@ -30,6 +31,8 @@ routes: list[BaseRoute] = [
     *signin.routes,
     *consent.routes,
     *workspaces.routes,
+    # Before the inbox's, whose POST /approvals/{id}/{action} would otherwise take /approvals/{id}/by-link.
+    *approval_link.routes,
     *inbox.routes,
     *marketplace.routes,
     *integration.routes,
