@@ -168,9 +168,9 @@ async def test_a_link_decides_once_and_the_call_then_runs(mailed, demo_keys):
         assert approved.status_code == 303 and approved.headers["location"] == f"{path}?token={secret}"
         after = await open_page(person, path, secret)
         again = await post(person, path, secret, "deny", csrf, "changed my mind")
-    assert "Approved." in after.text and "This link was used already" in after.text
+    assert "Approved." in after.text and "This link has been used" in after.text
     assert 'value="approve"' not in after.text
-    assert again.status_code == 409 and "used already" in again.text
+    assert again.status_code == 409 and "has been used" in again.text
     approval = await state_of(companion, approval_id)
     async with companion.db.session() as session:
         alice = await user_by_email(session, ALICE)

@@ -63,7 +63,7 @@ class OpenedLink:
 
 NOT_FOUND = "This link does not open an approval. Open the approval from the inbox instead."
 EXPIRED = "This link has expired with its approval: no one decided in time, so the call did not run."
-USED = "This link was used already; a link decides once. Open the approval in the inbox to see how it stands."
+USED = "This link has been used: a link decides once. Open the approval in the inbox to see how it stands."
 
 
 async def _link_for(session: AsyncSession, approval_id: str, secret: str) -> ApprovalLink:
