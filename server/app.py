@@ -28,7 +28,7 @@ from starlette.routing import Mount, Route
 from approvals.audit import AuditLog
 from approvals.rulebook import RuleBook
 from manifests import MANIFEST_DIR
-from server import oauth, web
+from server import oauth, slack, web
 from server.api import errors
 from server.api import v1 as api_v1
 from server.api.errors import ApiError
@@ -55,6 +55,7 @@ from server.services.integrations.sync import SyncEngine
 from server.services.notices import Notices
 from server.services.processing import worker as processing
 from server.services.push import WebPush
+from server.services.slack_approvals import SlackApprovals, SlackChannel
 from server.services.tool_gateway import ToolGateway, catalog_of
 from server.services.webhooks import dispatcher
 from server.services.wiring import ConsoleServices, RestServices
@@ -106,6 +107,8 @@ class Companion:
     authorization: AuthorizationServer
     #: Set when an external authorization server issues the access tokens; Companion's own then issues none.
     external: ExternalTokens | None
+    #: Approvals in Slack: the channel, its sweep, and what the Slack front end is handed.
+    slack: SlackApprovals = field(kw_only=True)
     _principals: SharedCache[str, Principal | None] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -158,6 +161,8 @@ class Companion:
         mail = ApprovalMail(settings, db)
         notices = Notices([mail])
         notices.add(WebPush(settings, db, http))
+        slack_approvals = SlackApprovals.of(SlackChannel(settings, db, box, registry, http, keeper, flow))
+        notices.add(slack_approvals.channel)
         flow.announce = notices.announce
         # Client metadata documents are fetched under the webhook address policy, over https unless it allows
         # private addresses (development), where a document served on loopback over http is accepted too.
@@ -172,7 +177,7 @@ class Companion:
         authorization = AuthorizationServer(settings, db, clients)
         return cls(
             settings, db, box, registry, http, audit, rulebook, gateway, integrations, oauth, sync, autosync, mail,
-            notices, authorization, external_tokens(settings, db, documents, authorization),
+            notices, authorization, external_tokens(settings, db, documents, authorization), slack=slack_approvals,
         )  # fmt: skip
 
     def rest_services(self) -> RestServices:
@@ -331,6 +336,9 @@ def create_app(companion: Companion) -> Starlette:
         background.append(asyncio.create_task(watch_loop_lag(companion.gateway.metrics.loop_lag.observe)))
         if settings.auto_sync_minutes:
             background.append(asyncio.create_task(companion.autosync.forever()))
+        if companion.slack.channel.configured:
+            # Slack messages about approvals decided elsewhere, or expired, are updated.
+            background.append(asyncio.create_task(companion.slack.channel.forever()))
         if not companion.db.is_sqlite:
             # Decisions made on other replicas wake this one's waiting calls, and their changes to keys, rules
             # and connections clear this one's caches (PostgreSQL LISTEN/NOTIFY).
@@ -355,6 +363,7 @@ def create_app(companion: Companion) -> Starlette:
             *metrics_routes(companion.gateway.metrics, companion.db, settings.metrics_token),
             Mount("/api/v1", routes=api_v1.routes()),
             *web.routes,
+            *slack.routes,
             *mcp_app.routes,
             *api_resource_metadata(authorization, issuer),
             # With an external authorization server Companion is a resource server only: it issues nothing.
@@ -376,5 +385,6 @@ def create_app(companion: Companion) -> Starlette:
     # session, which both use, only the database.
     app.state.rest = companion.rest_services()
     app.state.console = companion.console_services()
+    app.state.slack = companion.slack
     app.state.database = companion.db
     return app

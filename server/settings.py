@@ -215,6 +215,11 @@ class Settings(BaseSettings):
     smtp_username: str = ""
     smtp_password: SecretStr = SecretStr("")
     mail_from: str = Field(default="Harmony Companion <companion@localhost>", description="The From of its e-mail.")
+    slack_signing_secret: SecretStr | None = Field(
+        default=None,
+        description="The Slack app's signing secret (Basic Information > App Credentials), which Slack signs its "
+        "button presses with; unset, no approval goes to Slack (docs/slack-approvals.md).",
+    )
     vapid_private_key: SecretStr | None = Field(
         default=None,
         description="The P-256 key Web Push notifications are signed with (VAPID, RFC 8292): base64url of its raw "

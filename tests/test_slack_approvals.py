@@ -1,0 +1,528 @@
+"""Slack approvals end to end: the real app, its Slack channel talking to a Slack fake on 127.0.0.1, and button
+presses signed as Slack signs them.
+
+The fake follows Slack's documented ``users.lookupByEmail``, ``chat.postMessage``, ``chat.update``, ``views.open``
+and ``response_url``, and builds ``block_actions`` and ``view_submission`` payloads as Slack does; the tests post
+them to ``/slack/interactions`` as Slack would. Every path that could decide is tried by someone who should not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import httpx2
+import pytest
+from pydantic import SecretStr
+from sqlalchemy import delete, func, select, update
+
+from server.app import Companion, create_app
+from server.services import demo
+from server.services.approval_flow import cancel_request
+from server.services.slack_approvals import SlackChannel
+from server.services.slack_approvals.interactions import NOT_YOURS, SLACK_OFF
+from server.services.slack_approvals.signing import signature
+from server.settings import Settings
+from store.approval_notices import APPROVED
+from store.connections import add_connection
+from store.directory import user_by_email, workspace_by_slug
+from store.keys import create_key
+from store.models import (
+    ActionItem,
+    Approval,
+    ApprovalNotice,
+    ApprovalStatus,
+    Base,
+    ConnectionScope,
+    Meeting,
+    SeenRequest,
+    User,
+    Workspace,
+    utcnow,
+)
+from store.principal import Principal
+from tests.console import form_post, sign_in
+from tests.fakes.base import serve
+from tests.fakes.slack_web import SlackWebFake, signed
+from tests.providers import provider_settings
+from tools.registry import Registry
+from tools.tokens import credentials_from_token
+
+pytestmark = pytest.mark.anyio
+
+#: The example signing secret of Slack's documentation.
+SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
+BASE = "http://127.0.0.1:8000"
+ASK = "harmony_create_action_item"
+ALICE, MALLORY = "U0ALICE001", "U0MALLORY1"
+
+
+@dataclass
+class World:
+    """The server, its Slack fake, Alice's assistant ("Claude"), and a client to post to the server as Slack."""
+
+    companion: Companion
+    slack: SlackWebFake
+    client: httpx2.AsyncClient
+    transport: httpx2.ASGITransport
+    alice: Principal
+    meeting: str
+
+    async def ask(self, text: str = "Send Carol the pricing sheet") -> str:
+        """Alice's assistant asks for a call that needs her approval; Slack has been told when this returns."""
+        asked = await self.companion.gateway.call(self.alice, ASK, {"meeting_id": self.meeting, "text": text})
+        assert asked.data is not None and asked.data["status"] == "approval_required", asked.message
+        await self.companion.notices.drain()
+        return str(asked.data["approval_id"])
+
+    def message_to(self, user: str, approval_id: str) -> dict[str, Any]:
+        return next(m for m in self.slack.messages if m.get("to") == user and approval_id in str(m["blocks"]))
+
+    async def post(self, payload: dict[str, Any], *, secret: str = SECRET, timestamp: int | None = None) -> Any:
+        body, headers = signed(payload, secret, timestamp=timestamp)
+        return await self.client.post("/slack/interactions", content=body, headers=headers)
+
+    async def press(self, user: str, message: dict[str, Any], action: str, value: str | None = None) -> Any:
+        approval_id = value or next(
+            e["value"] for b in message["blocks"] if b["type"] == "actions" for e in b["elements"]
+        )
+        return await self.post(self.slack.block_actions(user, message, action, approval_id))
+
+    async def approval(self, approval_id: str) -> Approval:
+        async with self.companion.db.session() as session:
+            found = await session.get(Approval, approval_id)
+        assert found is not None
+        return found
+
+    async def updated(self, message: dict[str, Any], containing: str, seconds: float = 5.0) -> dict[str, Any]:
+        """The update of ``message`` whose text contains ``containing``, once the server has made it."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            for made in self.slack.updates:
+                if made["ts"] == message["ts"] and containing in made["text"]:
+                    return made
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"no update containing {containing!r}: {self.slack.updates}")
+
+    async def action_items(self, text: str) -> int:
+        async with self.companion.db.session() as session:
+            return int(await session.scalar(select(func.count()).where(ActionItem.text == text)) or 0)
+
+
+@asynccontextmanager
+async def slack_world(settings: Settings, registry: Registry, *, sweep_every: float = 0.1) -> AsyncIterator[World]:
+    """The demo workspace with Slack approvals on, a workspace Slack connection to the fake, and Alice choosing
+    Slack; the app running with its lifespan (so its sweep) and a client that posts to it."""
+    fake = SlackWebFake()
+    async with serve(fake) as origin:
+        configured = provider_settings(settings, "slack", origin).model_copy(
+            update={"slack_signing_secret": SecretStr(SECRET), "base_url": BASE}
+        )
+        companion = Companion.build(configured, registry=registry)
+        companion.slack.channel.every = sweep_every
+        async with companion.db.transaction() as session:
+            for table in reversed(Base.metadata.sorted_tables):
+                await session.execute(delete(table))
+        async with companion.db.transaction() as session:
+            await demo.seed(session, companion.registry, companion.box, b"slack approvals")
+            workspace = await workspace_by_slug(session, "acme")
+            workspace.slack_approvals = True
+            alice = await user_by_email(session, "alice@acme.test")
+            alice.notify_slack = True
+            admin = await user_by_email(session, "admin@acme.test")
+            row = await add_connection(
+                session,
+                companion.box,
+                app="slack",
+                scope=ConnectionScope.WORKSPACE,
+                workspace_id=workspace.id,
+                user_id=admin.id,
+                label="Acme Slack",
+                setup={},
+                credentials=credentials_from_token(fake.issue()),
+            )
+            row.auth_method = "oauth2"
+            key = await create_key(session, workspace_id=workspace.id, user_id=alice.id, name="Claude")
+            meeting = await session.scalar(select(Meeting.id).where(Meeting.owner_id == alice.id).limit(1))
+        assert meeting is not None
+        principal = await companion.principal_for(key.token)
+        assert principal is not None
+        app = create_app(companion)
+        transport = httpx2.ASGITransport(app=app)
+        async with (
+            app.router.lifespan_context(app),
+            httpx2.AsyncClient(transport=transport, base_url=BASE) as client,
+        ):
+            yield World(companion, fake, client, transport, principal, meeting)
+
+
+@pytest.fixture
+async def world(settings: Settings, registry: Registry) -> AsyncIterator[World]:
+    async with slack_world(settings, registry) as built:
+        yield built
+
+
+def texts(value: Any) -> list[str]:
+    """Every text a message or view shows, wherever it sits in its blocks."""
+    if isinstance(value, dict):
+        own = [value["text"]] if isinstance(value.get("text"), str) else []
+        return own + [t for v in value.values() for t in texts(v)]
+    if isinstance(value, list):
+        return [t for v in value for t in texts(v)]
+    return []
+
+
+def buttons(message: dict[str, Any]) -> list[dict[str, Any]]:
+    return [e for b in message["blocks"] if b["type"] == "actions" for e in b["elements"]]
+
+
+# -- the message -------------------------------------------------------------------------------------------------
+
+
+async def test_a_waiting_approval_reaches_the_approver_as_a_direct_message(world):
+    approval_id = await world.ask()
+    message = world.message_to(ALICE, approval_id)
+    assert message["channel"] == "D0ALICE001"
+    shown = "\n".join(texts(message["blocks"]))
+    # The summary the one renderer made, who asked through which assistant, the risk and the expiry.
+    assert "Send Carol the pricing sheet" in shown
+    assert "Claude on behalf of alice@acme.test" in shown and "Risk: write" in shown
+    expires = (await world.approval(approval_id)).expires_at
+    assert f"<!date^{int(expires.timestamp())}^" in shown
+    assert [(b["action_id"], b.get("style"), b.get("url")) for b in buttons(message)] == [
+        ("approve", "primary", None),
+        ("deny", "danger", None),
+        ("open", None, f"{BASE}/approvals/{approval_id}"),
+    ]
+    assert all(b["value"] == approval_id for b in buttons(message))
+    [lookup] = [s for s in world.slack.api_requests() if s.path == "/api/users.lookupByEmail"]
+    assert lookup.query == {"email": "alice@acme.test"}
+    async with world.companion.db.session() as session:
+        [notice] = await session.scalars(select(ApprovalNotice))
+    assert (notice.channel, notice.approval_id, notice.shown_status) == ("slack", approval_id, "pending")
+    assert notice.ref == {"channel": "D0ALICE001", "ts": message["ts"], "user": ALICE}
+
+
+async def test_the_approvers_slack_account_is_looked_up_once_for_a_while(world):
+    await world.ask("First")
+    await world.ask("Second")
+    lookups = [s for s in world.slack.api_requests() if s.path == "/api/users.lookupByEmail"]
+    assert len(lookups) == 1 and len([m for m in world.slack.messages if m.get("to") == ALICE]) == 2
+
+
+async def test_an_approval_announced_again_is_not_sent_twice_to_the_same_approver(world):
+    approval_id = await world.ask()
+    # An escalation announces the approval again, to everyone who may now decide it.
+    world.companion.notices.announce(await world.approval(approval_id), "Add the action item", "Harmony")
+    await world.companion.notices.drain()
+    assert len([m for m in world.slack.messages if m.get("to") == ALICE]) == 1
+
+
+async def test_nothing_goes_to_slack_unless_the_admin_and_the_person_chose_it(world):
+    async with world.companion.db.transaction() as session:
+        await session.execute(update(Workspace).values(slack_approvals=False))
+    await world.ask("Workspace off")
+    async with world.companion.db.transaction() as session:
+        await session.execute(update(Workspace).values(slack_approvals=True))
+        await session.execute(update(User).values(notify_slack=False))
+    await world.ask("Person off")
+    assert world.slack.messages == []
+
+
+async def test_an_argument_cannot_write_a_mention_or_a_link_into_the_message(world):
+    text = "Ping <!channel> & <@U0ADMIN001>, see <https://evil.example/login|the pricing sheet>"
+    approval_id = await world.ask(text)
+    message = world.message_to(ALICE, approval_id)
+    shown = [*texts(message["blocks"]), message["text"]]
+    assert any("Ping &lt;!channel&gt; &amp; &lt;@U0ADMIN001&gt;" in t for t in shown)
+    assert any("&lt;https://evil.example/login|the pricing sheet&gt;" in t for t in shown)
+    # The only markup left is Companion's own: the expiry, shown in each reader's time zone.
+    for t in shown:
+        assert re.sub(r"<!date\^\d+\^\{date_short_pretty\} at \{time\}\|[^<>]*>", "", t).count("<") == 0, t
+    sections = [b["text"] for b in message["blocks"] if b["type"] == "section" and "text" in b]
+    assert all(s["type"] == "mrkdwn" and s["verbatim"] is True for s in sections)
+    # The Deny form shows the request escaped the same way.
+    await world.press(ALICE, message, "deny")
+    [form] = world.slack.views
+    assert "&lt;!channel&gt;" in "\n".join(texts(form["blocks"])) and "<!channel>" not in str(form["blocks"])
+
+
+# -- deciding from Slack -----------------------------------------------------------------------------------------
+
+
+async def test_approve_in_slack_decides_as_the_approver_and_the_call_runs_once(world):
+    approval_id = await world.ask("Approved from Slack")
+    message = world.message_to(ALICE, approval_id)
+    pressed = await world.press(ALICE, message, "approve")
+    assert pressed.status_code == 200 and pressed.content == b""
+    approval = await world.approval(approval_id)
+    assert approval.status is ApprovalStatus.APPROVED and approval.decided_via == "slack"
+    assert approval.decided_by == world.alice.user_id
+    made = await world.updated(message, "*Approved by alice@acme.test* in Slack")
+    assert [b["action_id"] for b in buttons(made)] == ["open"]
+    assert "Approved from Slack" in "\n".join(texts(made["blocks"]))
+    # The assistant's repeat runs it, once; another repeat gets the stored result.
+    arguments = {"meeting_id": world.meeting, "text": "Approved from Slack"}
+    first = await world.companion.gateway.call(world.alice, ASK, arguments)
+    again = await world.companion.gateway.call(world.alice, ASK, arguments)
+    assert first.ok and again.ok and first.data == again.data
+    assert await world.action_items("Approved from Slack") == 1
+    # A second press finds it decided: the presser is told, and nothing changes.
+    await world.press(ALICE, message, "approve")
+    assert world.slack.responses[-1]["text"] == "Nothing was decided: this request is already approved."
+    assert world.slack.responses[-1]["response_type"] == "ephemeral"
+
+
+async def test_deny_in_slack_asks_why_and_the_call_never_runs(world):
+    approval_id = await world.ask("Denied from Slack")
+    message = world.message_to(ALICE, approval_id)
+    assert (await world.press(ALICE, message, "deny")).status_code == 200
+    [form] = world.slack.views
+    assert form["callback_id"] == "deny" and form["submit"]["text"] == "Deny"
+    assert (await world.approval(approval_id)).status is ApprovalStatus.PENDING
+    submitted = await world.post(world.slack.view_submission(ALICE, form, {"reason": "Carol left the company"}))
+    assert submitted.status_code == 200 and submitted.content == b""
+    approval = await world.approval(approval_id)
+    assert approval.status is ApprovalStatus.DENIED and approval.reason == "Carol left the company"
+    assert approval.decided_via == "slack" and approval.decided_by == world.alice.user_id
+    made = await world.updated(message, "*Denied by alice@acme.test* in Slack")
+    assert "Carol left the company" in made["text"] and [b["action_id"] for b in buttons(made)] == ["open"]
+    repeat = await world.companion.gateway.call(
+        world.alice, ASK, {"meeting_id": world.meeting, "text": "Denied from Slack"}
+    )
+    assert repeat.error_code == "denied" and "Carol left the company" in repeat.message
+    assert await world.action_items("Denied from Slack") == 0
+
+
+async def test_the_open_button_decides_nothing(world):
+    approval_id = await world.ask()
+    assert (await world.press(ALICE, world.message_to(ALICE, approval_id), "open")).status_code == 200
+    assert (await world.approval(approval_id)).status is ApprovalStatus.PENDING
+    assert world.slack.responses == [] and world.slack.views == []
+
+
+# -- requests that are not Slack's, or not now -------------------------------------------------------------------
+
+
+async def test_a_forged_signature_decides_nothing(world):
+    approval_id = await world.ask()
+    message = world.message_to(ALICE, approval_id)
+    payload = world.slack.block_actions(ALICE, message, "approve", approval_id)
+    forged = await world.post(payload, secret="not-the-signing-secret")
+    assert forged.status_code == 401 and forged.json()["error"]["code"] == "invalid_signature"
+    # A body changed after Slack signed it.
+    body, headers = signed(payload, SECRET)
+    tampered = await world.client.post(
+        "/slack/interactions", content=body.replace(ALICE.encode(), MALLORY.encode()), headers=headers
+    )
+    assert tampered.status_code == 401
+    unsigned = await world.client.post(
+        "/slack/interactions", content=body, headers={"Content-Type": headers["Content-Type"]}
+    )
+    assert unsigned.status_code == 401 and unsigned.json()["error"]["code"] == "unsigned"
+    assert (await world.approval(approval_id)).status is ApprovalStatus.PENDING
+
+
+@pytest.mark.parametrize("off", [-301, 301])
+async def test_a_timestamp_more_than_five_minutes_away_is_refused(world, off):
+    approval_id = await world.ask()
+    payload = world.slack.block_actions(ALICE, world.message_to(ALICE, approval_id), "approve", approval_id)
+    stale = await world.post(payload, timestamp=int(time.time()) + off)
+    assert stale.status_code == 401 and stale.json()["error"]["code"] == "stale_request"
+    assert (await world.approval(approval_id)).status is ApprovalStatus.PENDING
+
+
+async def test_a_replayed_request_is_refused_and_old_signatures_are_forgotten(world):
+    approval_id = await world.ask()
+    message = world.message_to(ALICE, approval_id)
+    body, headers = signed(world.slack.block_actions(ALICE, message, "deny", approval_id), SECRET)
+    first = await world.client.post("/slack/interactions", content=body, headers=headers)
+    replay = await world.client.post("/slack/interactions", content=body, headers=headers)
+    assert first.status_code == 200
+    assert replay.status_code == 409 and replay.json()["error"]["code"] == "replayed"
+    assert len(world.slack.views) == 1
+    # The sweep forgets signatures too old to be accepted anyway.
+    async with world.companion.db.transaction() as session:
+        session.add(SeenRequest(digest="0" * 64, seen_at=utcnow() - timedelta(minutes=11)))
+    await world.companion.slack.channel.sweep()
+    async with world.companion.db.session() as session:
+        kept = list(await session.scalars(select(SeenRequest.digest)))
+    assert "0" * 64 not in kept and len(kept) == 1
+
+
+async def test_a_signed_request_that_is_not_an_interaction_decides_nothing(world):
+    approval_id = await world.ask()
+    for body in (b"payload=not-json", b"payload=%5B%5D", b"nothing=here"):
+        stamp = str(int(time.time()))
+        headers = {
+            "Content-Type": "application/x-www-form-urlencoded",
+            "X-Slack-Request-Timestamp": stamp,
+            "X-Slack-Signature": signature(SECRET.encode(), stamp, body),
+        }
+        answered = await world.client.post("/slack/interactions", content=body, headers=headers)
+        assert answered.status_code == 400, body
+    too_large = b"payload=" + b"x" * (1024 * 1024)
+    answered = await world.client.post("/slack/interactions", content=too_large, headers=headers)
+    assert answered.status_code == 413
+    assert (await world.approval(approval_id)).status is ApprovalStatus.PENDING
+
+
+async def test_without_a_signing_secret_the_server_takes_no_interactions(companion):
+    app = create_app(companion)
+    async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url=BASE) as client:
+        body, headers = signed({"type": "block_actions"}, SECRET)
+        answered = await client.post("/slack/interactions", content=body, headers=headers)
+    assert answered.status_code == 404
+
+
+# -- someone other than the approver -----------------------------------------------------------------------------
+
+
+async def test_a_stranger_pressing_a_button_is_told_so_privately_and_nothing_is_decided(world):
+    approval_id = await world.ask()
+    message = world.message_to(ALICE, approval_id)
+    for action in ("approve", "deny"):
+        assert (await world.press(MALLORY, message, action)).status_code == 200
+    assert [(r["response_type"], r["replace_original"], r["text"]) for r in world.slack.responses] == [
+        ("ephemeral", False, NOT_YOURS)
+    ] * 2
+    assert world.slack.views == []
+    assert (await world.approval(approval_id)).status is ApprovalStatus.PENDING
+    assert world.slack.updates == []
+
+
+async def test_a_reply_goes_only_to_slacks_own_address(world):
+    approval_id = await world.ask()
+    payload = world.slack.block_actions(MALLORY, world.message_to(ALICE, approval_id), "approve", approval_id)
+    # Slack signed it, yet it names another host to answer at: Companion posts nothing there.
+    payload["response_url"] = f"{world.slack.origin}/actions/T0ACME0001/1/elsewhere"
+    world.slack.open_paths = (*world.slack.open_paths, "/actions/T0ACME0001/1/elsewhere")
+    assert (await world.post(payload)).status_code == 200
+    assert world.slack.responses == []
+    assert (await world.approval(approval_id)).status is ApprovalStatus.PENDING
+
+
+async def test_an_account_that_no_longer_holds_the_approvers_address_cannot_decide(world):
+    approval_id = await world.ask()
+    message = world.message_to(ALICE, approval_id)
+    # Alice's Slack account now has another address, and someone else's has hers.
+    alice, mallory = world.slack.member_by_id(ALICE), world.slack.member_by_id(MALLORY)
+    assert alice is not None and mallory is not None
+    alice["profile"]["email"], mallory["profile"]["email"] = "alice@elsewhere.test", "alice@acme.test"
+    for user in (ALICE, MALLORY):
+        await world.press(user, message, "approve")
+    assert [r["text"] for r in world.slack.responses] == [NOT_YOURS, NOT_YOURS]
+    # A deactivated account, with the address still on it, cannot either.
+    alice["profile"]["email"], mallory["profile"]["email"] = "alice@acme.test", "mallory@acme.test"
+    alice["deleted"] = True
+    await world.press(ALICE, message, "approve")
+    assert world.slack.responses[-1]["text"] == NOT_YOURS
+    assert (await world.approval(approval_id)).status is ApprovalStatus.PENDING
+
+
+async def test_a_button_cannot_be_pointed_at_another_approval(world):
+    mine = await world.ask("Mine")
+    other = await world.ask("Other")
+    await world.press(ALICE, world.message_to(ALICE, mine), "approve", value=other)
+    assert world.slack.responses[-1]["text"] == NOT_YOURS
+    assert (await world.approval(other)).status is ApprovalStatus.PENDING
+    assert (await world.approval(mine)).status is ApprovalStatus.PENDING
+
+
+async def test_a_deny_form_sent_by_someone_else_is_refused_in_the_form(world):
+    approval_id = await world.ask()
+    await world.press(ALICE, world.message_to(ALICE, approval_id), "deny")
+    [form] = world.slack.views
+    refused = await world.post(world.slack.view_submission(MALLORY, form, {"reason": "no"}))
+    assert refused.status_code == 200
+    assert refused.json() == {"response_action": "errors", "errors": {"reason": NOT_YOURS}}
+    forged = {**form, "private_metadata": '{"approval": "apr_nope", "channel": "D0ALICE001", "ts": "1"}'}
+    assert (await world.post(world.slack.view_submission(ALICE, forged, {"reason": "no"}))).json()["errors"]
+    assert (await world.approval(approval_id)).status is ApprovalStatus.PENDING
+
+
+async def test_buttons_decide_nothing_once_the_admin_turns_slack_approvals_off(world):
+    approval_id = await world.ask()
+    async with world.companion.db.transaction() as session:
+        await session.execute(update(Workspace).values(slack_approvals=False))
+    await world.press(ALICE, world.message_to(ALICE, approval_id), "approve")
+    assert world.slack.responses[-1]["text"] == SLACK_OFF
+    assert (await world.approval(approval_id)).status is ApprovalStatus.PENDING
+
+
+# -- the message stays true --------------------------------------------------------------------------------------
+
+
+async def test_a_decision_in_the_console_updates_the_slack_message(world):
+    approval_id = await world.ask("Approved in the console")
+    message = world.message_to(ALICE, approval_id)
+    async with httpx2.AsyncClient(transport=world.transport, base_url=BASE) as browser:
+        await sign_in(browser, "alice@acme.test")
+        decided = await form_post(browser, f"/approvals/{approval_id}", f"/approvals/{approval_id}/approve")
+        assert decided.status_code in (200, 303)
+    made = await world.updated(message, "*Approved by alice@acme.test* in the console")
+    assert [b["action_id"] for b in buttons(made)] == ["open"]
+    async with world.companion.db.session() as session:
+        [notice] = await session.scalars(select(ApprovalNotice))
+    assert notice.shown_status == APPROVED
+    # Pressing the old message's Approve now (a client that had not redrawn it) decides nothing new.
+    await world.press(ALICE, message, "approve")
+    assert world.slack.responses[-1]["text"] == "Nothing was decided: this request is already approved."
+    assert len([u for u in world.slack.updates if u["ts"] == message["ts"]]) == 1
+
+
+async def test_an_expired_approval_updates_the_slack_message(world):
+    approval_id = await world.ask()
+    message = world.message_to(ALICE, approval_id)
+    async with world.companion.db.transaction() as session:
+        await session.execute(
+            update(Approval).where(Approval.id == approval_id).values(expires_at=utcnow() - timedelta(seconds=1))
+        )
+    made = await world.updated(message, "Expired")
+    assert "Nobody decided in time" in made["text"] and [b["action_id"] for b in buttons(made)] == ["open"]
+
+
+async def test_a_withdrawn_request_updates_the_slack_message(world):
+    approval_id = await world.ask()
+    message = world.message_to(ALICE, approval_id)
+    await cancel_request(world.companion.gateway.flow, world.alice, approval_id)
+    made = await world.updated(message, "Withdrawn")
+    assert buttons(made)[0]["action_id"] == "open"
+
+
+async def test_replicas_sweeping_at_once_update_each_message_once(settings, registry):
+    async with slack_world(settings, registry, sweep_every=3600) as world:
+        approval_id = await world.ask()
+        message = world.message_to(ALICE, approval_id)
+        await world.companion.slack.channel.sweep()  # the lifespan's first round has run, or runs now
+        async with world.companion.db.transaction() as session:
+            await session.execute(update(Approval).values(expires_at=utcnow() - timedelta(seconds=1)))
+        one = world.companion.slack.channel
+        replicas = [
+            SlackChannel(one.settings, one.db, one.box, one.registry, one.http, one.keeper, one.flow) for _ in range(4)
+        ]
+        done = await asyncio.gather(*(replica.refresh() for replica in [one, *replicas]))
+        assert sum(done) == 1
+        assert len([u for u in world.slack.updates if u["ts"] == message["ts"]]) == 1
+
+
+async def test_an_update_slack_could_not_take_is_tried_again(settings, registry):
+    async with slack_world(settings, registry, sweep_every=3600) as world:
+        approval_id = await world.ask()
+        message = world.message_to(ALICE, approval_id)
+        await world.companion.slack.channel.sweep()
+        world.slack.fail_next(
+            429, times=4, headers={"Retry-After": "0"}, when=lambda seen: seen.path == "/api/chat.update"
+        )
+        async with world.companion.db.transaction() as session:
+            await session.execute(update(Approval).values(expires_at=utcnow() - timedelta(seconds=1)))
+        assert await world.companion.slack.channel.refresh() == 0
+        assert world.slack.updates == []
+        assert await world.companion.slack.channel.refresh() == 1
+        await world.updated(message, "Expired")
