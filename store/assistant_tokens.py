@@ -136,6 +136,17 @@ async def revoke_family(session: AsyncSession, family_id: str) -> None:
     await announce(session, Topic.KEYS)
 
 
+async def client_of_grant(session: AsyncSession, grant_id: str) -> str | None:
+    """The client a grant (a principal's ``key_id`` for an access token) was given to, if it still stands."""
+    if not is_grant_id(grant_id):
+        return None
+    return await session.scalar(
+        select(AssistantClient.client_id)
+        .join(AssistantGrant, AssistantGrant.client_ref == AssistantClient.id)
+        .where(AssistantGrant.id == grant_id)
+    )
+
+
 async def revoke_grant(session: AsyncSession, grant_id: str) -> bool:
     """Revoke a person's grant to a client with every token issued under it; False if there was none."""
     result = await session.execute(

@@ -45,7 +45,7 @@ async def principal(
             AssistantPolicy,
             and_(AssistantPolicy.workspace_id == Workspace.id, AssistantPolicy.client_id == client_id),
         )
-        .where(User.email == email.strip().lower())
+        .where(User.email == email.lower())
         .limit(2)
     )
     if workspace_slug is not None:

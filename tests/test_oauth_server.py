@@ -17,7 +17,7 @@ from server.app import Companion
 from server.services import demo
 from store.connections import add_connection
 from store.directory import user_by_email
-from store.models import AssistantClient, AssistantPolicy, ConnectionScope, Workspace
+from store.models import Approval, AssistantClient, AssistantPolicy, ConnectionScope, Workspace
 from tests.console import csrf_of, sign_in
 from tests.oauth_browser import authorize_url, consent, open_consent, pkce, query_of, sealed_request_of
 
@@ -487,3 +487,39 @@ async def test_a_redirect_uri_without_a_path_is_the_same_uri(
         email=ALICE,
     )
     assert back.startswith("http://127.0.0.1:33419") and "code=" in back
+
+
+async def test_an_assistant_allowed_to_decide_cannot_decide_what_it_asked_for_another_person(
+    app_client: Any, http: httpx2.AsyncClient, companion: Companion, demo_keys: Any
+) -> None:
+    """One assistant signed in by Alice and by an admin: the admin's token may decide approvals, but not the
+    call the same assistant asked in Alice's name. "Itself" is the client, whoever signed it in."""
+    async with companion.db.transaction() as session:
+        alice = await user_by_email(session, ALICE)
+        workspace = await session.scalar(select(Workspace).where(Workspace.slug == "acme"))
+        assert alice is not None and workspace is not None
+        await add_connection(
+            session, companion.box, app="memo", scope=ConnectionScope.PERSONAL, workspace_id=None, user_id=alice.id,
+            label="Notes", credentials={"api_key": "memo-secret"},
+        )  # fmt: skip
+    client = await register(http)
+    async with companion.db.transaction() as session:
+        session.add(AssistantPolicy(workspace_id=workspace.id, client_id=client["client_id"], may_decide=True))
+    tokens = {}
+    for email in (ALICE, "admin@acme.test"):
+        async with httpx2.AsyncClient(transport=app_client.transport, base_url=BASE) as someone:
+            code, verifier = await code_for(
+                someone, client["client_id"], scope="tools approvals", resource=BASE, email=email
+            )
+        answer = await exchange(http, client["client_id"], code, verifier, resource=BASE)
+        tokens[email] = answer.json()["access_token"]
+    async with app_client(tokens[ALICE]) as assistant:
+        asked = (await assistant.call_tool("memo_add_note", {"text": "x"})).structured_content["approval_id"]
+    async with companion.db.transaction() as session:
+        approval = await session.get(Approval, asked)
+        assert approval is not None
+        approval.admin_may_approve = True  # as an admin rule would allow the admin to decide it
+    decided = await http.post(
+        f"/api/v1/approvals/{asked}/approve", headers={"Authorization": f"Bearer {tokens['admin@acme.test']}"}, json={}
+    )
+    assert decided.status_code == 403, decided.text

@@ -27,7 +27,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route, request_response
 from starlette.types import ASGIApp
 
-from server.oauth.provider import AssistantProvider, registering_from, token_request_resource
+from server.oauth.provider import AssistantProvider, caller_address, token_request_resource
 from server.services.assistants.authorization import SCOPES, AuthorizationServer
 from server.services.assistants.clients import AssistantClients
 
@@ -36,6 +36,8 @@ TOKEN = "/token"
 REGISTER = "/register"
 REVOKE = "/revoke"
 TOKEN_AUTH_METHODS = ["none", "client_secret_post", "client_secret_basic"]
+#: A client's registration is a few hundred bytes; a larger one would only fill the database.
+REGISTRATION_MAX_BYTES = 16 * 1024
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -93,21 +95,29 @@ def with_resource(handle: Handler) -> Handler:
     return token
 
 
+def from_address(handle: Handler) -> Handler:
+    """The caller's address reaches the provider, for the limits on what anyone may cause unauthenticated."""
+
+    async def answer(request: Request) -> Response:
+        reset = caller_address.set(request.client.host if request.client else "unknown")
+        try:
+            return await handle(request)
+        finally:
+            caller_address.reset(reset)
+
+    return answer
+
+
 def rate_limited(handle: Handler, clients: AssistantClients) -> Handler:
     async def register(request: Request) -> Response:
-        address = request.client.host if request.client else "unknown"
-        wait = await clients.admit(address)
+        wait = await clients.admit(caller_address.get())
         if wait:
             return JSONResponse(
                 {"error": "too_many_requests", "error_description": f"Too many registrations; retry in {wait} s."},
                 status_code=429,
                 headers={"Retry-After": str(wait)},
             )
-        reset = registering_from.set(address)
-        try:
-            return await handle(request)
-        finally:
-            registering_from.reset(reset)
+        return await handle(request)
 
     return register
 
@@ -136,8 +146,8 @@ def _cors(app: ASGIApp, methods: list[str]) -> ASGIApp:
     return CORSMiddleware(app, allow_origins=["*"], allow_methods=methods, allow_headers=["mcp-protocol-version"])
 
 
-def _limited(handle: Handler) -> ASGIApp:
-    return RequestBodyLimitMiddleware(request_response(handle), DEFAULT_MAX_REQUEST_BODY_SIZE)
+def _limited(handle: Handler, max_bytes: int = DEFAULT_MAX_REQUEST_BODY_SIZE) -> ASGIApp:
+    return RequestBodyLimitMiddleware(request_response(from_address(handle)), max_bytes)
 
 
 def routes(server: AuthorizationServer, clients: AssistantClients) -> list[BaseRoute]:
@@ -161,7 +171,7 @@ def routes(server: AuthorizationServer, clients: AssistantClients) -> list[BaseR
         ),
         Route(
             REGISTER,
-            _cors(_limited(rate_limited(registration.handle, clients)), ["POST", "OPTIONS"]),
+            _cors(_limited(rate_limited(registration.handle, clients), REGISTRATION_MAX_BYTES), ["POST", "OPTIONS"]),
             methods=["POST", "OPTIONS"],
         ),
         Route(

@@ -19,6 +19,7 @@ from mcp.server.auth.provider import (
     TokenError,
 )
 from mcp.shared.auth import OAuthClientInformationFull, OAuthToken
+from pydantic import ValidationError
 
 from server.services.assistants.authorization import (
     SCOPES,
@@ -58,10 +59,11 @@ class AssistantProvider(OAuthAuthorizationServerProvider[Code, Refresh, AccessTo
 
     async def get_client(self, client_id: str) -> OAuthClientInformationFull | None:
         try:
-            client = await self.clients.get(client_id)
-        except ClientRefused:
+            client = await self.clients.get(client_id, asked_from=caller_address.get())
+            return None if client is None else _sdk_client(client)
+        except (ClientRefused, ValidationError):
+            # A refused or malformed client is no client: the SDK answers that it does not exist.
             return None
-        return None if client is None else _sdk_client(client)
 
     async def register_client(self, client_info: OAuthClientInformationFull) -> None:
         metadata = client_info.model_dump(mode="json", exclude_none=True, exclude={"client_secret"})
@@ -70,7 +72,7 @@ class AssistantProvider(OAuthAuthorizationServerProvider[Code, Refresh, AccessTo
                 metadata,
                 client_id=client_info.client_id or "",
                 secret=client_info.client_secret,
-                address=registering_from.get(),
+                address=caller_address.get(),
             )
         except ClientRefused as exc:
             field, message = next(iter(exc.fields.items()))
@@ -96,7 +98,7 @@ class AssistantProvider(OAuthAuthorizationServerProvider[Code, Refresh, AccessTo
         return f"{self.server.issuer}{CONSENT_PATH}?request={sealed}"
 
     async def _client(self, client: OAuthClientInformationFull) -> Client:
-        found = await self.clients.get(client.client_id or "")
+        found = await self.clients.get(client.client_id or "", asked_from=caller_address.get())
         if found is None:
             raise AuthorizeError("unauthorized_client", "this client is no longer registered")
         return found
@@ -158,8 +160,9 @@ class AssistantProvider(OAuthAuthorizationServerProvider[Code, Refresh, AccessTo
         await self.server.revoke(token.client_id, token.token)
 
 
-#: The address a registration comes from, for its rate limit; set by the registration endpoint.
-registering_from: ContextVar[str] = ContextVar("registering_from", default="unknown")
+#: The address of the request being answered, for the limits on registrations and document fetches; set by every
+#: authorization-server endpoint (``endpoints.from_address``).
+caller_address: ContextVar[str] = ContextVar("caller_address", default="unknown")
 
 
 def _only_redirect(client: OAuthClientInformationFull) -> str:

@@ -123,6 +123,12 @@ def refusal(address: Address) -> str | None:
             address = address.ipv4_mapped
         elif address in NAT64:
             address = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+        elif address.sixtofour is not None:
+            address = address.sixtofour
+        elif address.teredo is not None:
+            address = address.teredo[1]
+        elif address.is_site_local:
+            return "site-local"
     checks = (
         ("unspecified", address.is_unspecified),
         ("loopback", address.is_loopback),

@@ -44,7 +44,7 @@ from approvals.rules import Decision, Rule, RuleError
 from server.services.call_result import CallResult
 from server.services.confirmation import IN_CHAT_REMEMBER, NO_CHANNEL, Answer, Channel, Prompt
 from server.services.races import first
-from store import wakeups
+from store import assistant_tokens, wakeups
 from store.crypto import SecretBox
 from store.db import Database
 from store.in_chat_policy import IN_CHAT_REMEMBER_SECONDS, may_approve_in_chat
@@ -644,12 +644,21 @@ class DecisionRefused(Exception):
         self.code = code
 
 
-def _refuse_an_assistant_deciding_for_itself(actor: Principal, approval: Approval, remember: str | None) -> None:
+async def _refuse_an_assistant_deciding_for_itself(
+    session: AsyncSession, actor: Principal, approval: Approval, remember: str | None
+) -> None:
     """An assistant an admin allowed to decide (the ``approvals`` scope) decides others' calls, never those it
-    asked itself, and never writes a rule: "remember" is a person's."""
+    asked itself, and never writes a rule: "remember" is a person's.
+
+    "Itself" is the client, not one sign-in: the same assistant signed in again, or signed in by another
+    person, is still the assistant that asked. (Revoking a sign-in withdraws what it asked; see
+    ``server.services.assistants.connected``.)"""
     if not actor.is_assistant_token:
         return
-    if approval.api_key_id == actor.key_id:
+    asked_through = approval.api_key_id
+    if asked_through == actor.key_id or (
+        asked_through is not None and await assistant_tokens.client_of_grant(session, asked_through) == actor.client_id
+    ):
         raise DecisionRefused("forbidden", "An assistant cannot decide a call it asked for itself.")
     if remember in REMEMBER_FOR:
         raise DecisionRefused("forbidden", "An assistant's decision cannot remember; only a person writes rules.")
@@ -711,7 +720,7 @@ async def decide_elsewhere(
                 if actor.is_admin:
                     raise DecisionRefused("forbidden", "Only the user who asked can decide this approval")
                 raise DecisionRefused("not_found", f"No approval {approval_id} in this workspace")
-            _refuse_an_assistant_deciding_for_itself(actor, approval, remember)
+            await _refuse_an_assistant_deciding_for_itself(session, actor, approval, remember)
             rule = None
             tool = tools.get(approval.tool)
             if approve and remember in REMEMBER_FOR and tool is not None and approval.user_id == actor.user_id:
@@ -739,7 +748,7 @@ async def resolve_elsewhere(
             approval = await _as_it_stands(session, actor, approval_id)
             if not visible_to(approval, actor):
                 raise DecisionRefused("not_found", f"No approval {approval_id} in this workspace")
-            _refuse_an_assistant_deciding_for_itself(actor, approval, None)
+            await _refuse_an_assistant_deciding_for_itself(session, actor, approval, None)
             return await lifecycle.resolve_unknown(
                 session, approval, run_again=run_again, actor_id=actor.user_id, via=via, ttl=flow.ttl
             )

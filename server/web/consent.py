@@ -10,6 +10,7 @@ the page only passes through. The form is CSRF-protected, and the page cannot be
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
@@ -25,6 +26,7 @@ from server.services.errors import InvalidInput, ServiceError
 from server.web.pages import SECURITY_HEADERS, Refused, form_of, page, render, services_of
 
 PATH = "/oauth/consent"
+SOURCE = re.compile(r"[a-z][a-z0-9+.-]*:(//[A-Za-z0-9.\-]+(:[0-9]+)?|//\[[0-9A-Fa-f:.]+\](:[0-9]+)?)?")
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -52,6 +54,9 @@ def _form_action(redirect_uri: str) -> str:
     """The CSP ``form-action`` for the consent form: this site, and the one place its answer redirects to."""
     parts = urlsplit(redirect_uri)
     target = f"{parts.scheme}://{parts.netloc}" if parts.netloc else f"{parts.scheme}:"
+    # A source expression, never more: a ';' or a quote from a registered URI must not add a directive.
+    if not SOURCE.fullmatch(target):
+        return "form-action 'self'"
     return f"form-action 'self' {target}"
 
 

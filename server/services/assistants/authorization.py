@@ -26,7 +26,15 @@ from store.assistant_tokens import Issued
 from store.crypto import derive_key
 from store.db import Database
 from store.invalidation import Topic, announce
-from store.models import AssistantClient, AssistantGrant, AssistantPolicy, AssistantToken, Workspace, utcnow
+from store.models import (
+    AssistantClient,
+    AssistantGrant,
+    AssistantPolicy,
+    AssistantToken,
+    Membership,
+    Workspace,
+    utcnow,
+)
 from store.principal import API_READ, API_WRITE, APPROVALS, TOOLS, Principal
 
 #: What each scope lets an assistant do, in the words the consent page shows.
@@ -321,8 +329,12 @@ class AuthorizationServer:
         async with self.db.transaction() as session:
             token = await session.get(AssistantToken, spent_id)
             spent = token is not None and await assistant_tokens.spend(session, token)
-            blocked = spent and await self._blocked(session, grant_id)
-            if spent and not blocked:
+            refusal = await self._refusal(session, grant_id) if spent else None
+            if refusal is not None:
+                # The person left the workspace, or an admin blocked the assistant: nothing issued from this
+                # sign-in may come back to life if that changes, so the whole family goes.
+                await assistant_tokens.revoke_family(session, family_id)
+            if spent and refusal is None:
                 issued = await assistant_tokens.issue_tokens(
                     session, grant_id=grant_id, family_id=family_id, scopes=scopes, resource=resource,
                     access_ttl=timedelta(seconds=self.settings.oauth_access_token_seconds),
@@ -331,18 +343,28 @@ class AuthorizationServer:
         if not spent:
             raise InvalidGrant("this code or refresh token was used already; everything issued from it is revoked")
         if issued is None:
-            raise InvalidGrant("an admin blocked this assistant in the workspace")
+            raise InvalidGrant(refusal or "this sign-in can no longer be used")
         return issued
 
     @staticmethod
-    async def _blocked(session: AsyncSession, grant_id: str) -> bool:
+    async def _refusal(session: AsyncSession, grant_id: str) -> str | None:
+        """Why a sign-in may issue no more tokens: its person left the workspace, or an admin blocked its client."""
+        grant = await session.get(AssistantGrant, grant_id)
+        if grant is None:
+            return "this sign-in was revoked"
+        member = await session.scalar(
+            select(Membership.id).where(
+                Membership.user_id == grant.user_id, Membership.workspace_id == grant.workspace_id
+            )
+        )
+        if member is None:
+            return "the person is no longer a member of the workspace"
         blocked = await session.scalar(
             select(AssistantPolicy.blocked)
             .join(AssistantClient, AssistantClient.client_id == AssistantPolicy.client_id)
-            .join(AssistantGrant, AssistantGrant.client_ref == AssistantClient.id)
-            .where(AssistantGrant.id == grant_id, AssistantPolicy.workspace_id == AssistantGrant.workspace_id)
+            .where(AssistantClient.id == grant.client_ref, AssistantPolicy.workspace_id == grant.workspace_id)
         )
-        return bool(blocked)
+        return "an admin blocked this assistant in the workspace" if blocked else None
 
     async def revoke(self, client_id: str, secret: str) -> None:
         """RFC 7009: revoke the token's whole family, whichever of its tokens is presented; silent otherwise."""

@@ -8,6 +8,8 @@ an hour, and its ``redirect_uris`` bind the client exactly as a registration's d
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -23,12 +25,14 @@ from store import throttle
 from store.crypto import SecretBox
 from store.db import Database
 from store.models import AssistantClient, AssistantGrant, utcnow
+from tools.summary import escape
 
 REGISTERED = "registered"
 DOCUMENT = "document"
 DOCUMENT_MAX_BYTES = 5 * 1024
 DOCUMENT_KEPT = timedelta(hours=1)
 REGISTRATIONS = "oauth-registration"
+DOCUMENTS = "oauth-client-document"
 SECRET_CONTEXT = "assistant client secret"
 
 
@@ -61,12 +65,18 @@ class AssistantClients:
     registrations_per_window: int
     unused_for: timedelta
 
-    async def get(self, client_id: str) -> Client | None:
-        """The client, its metadata document fetched if it is named by one and not kept from the last hour."""
+    async def get(self, client_id: str, *, asked_from: str = "unknown") -> Client | None:
+        """The client, its metadata document fetched if it is named by one and not kept from the last hour.
+
+        Fetching costs an outbound request that anyone may cause by naming a URL, so fetches are counted per
+        ``asked_from`` (the caller's address) with the registrations' limit."""
         async with self.db.session() as session:
             row = await session.scalar(select(AssistantClient).where(AssistantClient.client_id == client_id))
         if is_document_url(client_id):
             if row is None or row.fetched_at is None or utcnow() - row.fetched_at > DOCUMENT_KEPT:
+                _check_document_url(client_id)
+                if await throttle.take(self.db, throttle.Limit(DOCUMENTS, self.registrations_per_window), asked_from):
+                    raise ClientRefused({"client_id": "too many metadata documents fetched for this address lately"})
                 row = await self._fetch(client_id)
             return None if row is None else self._client(row)
         if row is None or await self._expired(row):
@@ -79,51 +89,55 @@ class AssistantClients:
 
     async def register(self, metadata: dict[str, Any], *, client_id: str, secret: str | None, address: str) -> None:
         """Keep a client that registered itself, with the id and secret the registration endpoint gave it."""
-        _check_redirects(metadata.get("redirect_uris") or [], str(metadata.get("application_type") or "native"))
+        redirects = _check_redirects(
+            metadata.get("redirect_uris") or [], str(metadata.get("application_type") or "native")
+        )
+        home = _client_uri(metadata)
         async with self.db.transaction() as session:
             await self._forget_unused(session)
             session.add(
                 AssistantClient(
                     client_id=client_id, kind=REGISTERED, name=_name(metadata),
-                    client_uri=_text(metadata.get("client_uri")), redirect_uris=list(metadata["redirect_uris"]),
+                    client_uri=home, redirect_uris=redirects,
                     client_metadata=metadata, registered_from=address,
                     sealed_secret=self.box.seal(secret.encode(), context=SECRET_CONTEXT) if secret else None,
                 )
             )  # fmt: skip
 
     async def _fetch(self, client_id: str) -> AssistantClient | None:
-        _check_document_url(client_id)
         try:
             document = await self.fetcher.json_object(client_id, max_bytes=DOCUMENT_MAX_BYTES)
         except DocumentError as exc:
             raise ClientRefused({"client_id": f"the client's metadata document could not be used: {exc}"}) from None
-        _check_document(client_id, document)
+        redirects = _check_document(client_id, document)
+        home = _client_uri(document)
         now = utcnow()
         async with self.db.transaction() as session:
+            await self._forget_unused(session)
             row = await session.scalar(select(AssistantClient).where(AssistantClient.client_id == client_id))
             if row is None:
                 row = AssistantClient(client_id=client_id, kind=DOCUMENT, created_at=now)
                 session.add(row)
             row.name = _name(document)
-            row.client_uri = _text(document.get("client_uri"))
-            row.redirect_uris = list(document["redirect_uris"])
+            row.client_uri = home
+            row.redirect_uris = redirects
             row.client_metadata = document
             row.fetched_at = now
             await session.flush()
         return row
 
     async def _expired(self, row: AssistantClient) -> bool:
-        if row.kind != REGISTERED or utcnow() - row.created_at < self.unused_for:
+        if utcnow() - row.created_at < self.unused_for:
             return False
         async with self.db.session() as session:
             used = await session.scalar(select(exists().where(AssistantGrant.client_ref == row.id)))
         return not used
 
     async def _forget_unused(self, session: AsyncSession) -> None:
-        """Registered clients nobody consented to within ``unused_for`` are removed (registrations are free)."""
+        """Clients nobody consented to within ``unused_for`` are removed: registering one, or naming a metadata
+        document, is free to anyone."""
         await session.execute(
             delete(AssistantClient).where(
-                AssistantClient.kind == REGISTERED,
                 AssistantClient.created_at < utcnow() - self.unused_for,
                 ~exists().where(AssistantGrant.client_ref == AssistantClient.id),
             )
@@ -151,27 +165,64 @@ def _text(value: object) -> str | None:
 
 
 def _name(metadata: dict[str, Any]) -> str:
+    """The name people see on the consent and Assistants pages: one short line, with every hidden or look-alike
+    character shown as an escape, as approvals show arguments (anyone can register any name)."""
     name = _text(metadata.get("client_name")) or ""
-    # A name is shown to people on the consent page; keep it one short line.
-    return " ".join(name.split())[:200]
+    return escape(" ".join(name.split()))[:200]
 
 
-def _check_redirects(uris: list[Any], application_type: str) -> None:
-    """A web client redirects to https (or a loopback address in development); a native one to a loopback
-    address or its own scheme (RFC 8252). Neither may redirect with a fragment."""
+SCHEME = re.compile(r"[a-z][a-z0-9+.-]*")
+
+
+def _checked_url(uri: object, field: str) -> str:
+    """A URL in the one form the authorization endpoint compares, refused if it could read as another: no
+    backslash, space or control, no user name or password (``https://claude.ai@evil.example``), an RFC 3986
+    scheme, and a host in ASCII (a look-alike Unicode host must come as punycode, which the page shows)."""
+    text = str(uri)
+    if "\\" in text or any(char.isspace() or unicodedata.category(char)[0] == "C" for char in text):
+        raise ClientRefused({field: f"{escape(text)} contains a backslash, a space or a control character"})
+    parts = urlsplit(text)
+    if not SCHEME.fullmatch(parts.scheme):
+        raise ClientRefused({field: f"{escape(text)} has no valid scheme"})
+    if parts.username is not None or parts.password is not None or "@" in parts.netloc:
+        raise ClientRefused({field: f"{escape(text)} must not contain a user name or password"})
+    if not parts.netloc.isascii():
+        raise ClientRefused({field: f"{escape(text)}: write a non-ASCII host name in its punycode (xn--) form"})
+    if parts.fragment:
+        raise ClientRefused({field: f"{escape(text)} must not contain a fragment"})
+    return _normal(text)
+
+
+def _check_redirects(uris: list[Any], application_type: str) -> list[str]:
+    """The redirect URIs, checked and normalised. A web client redirects to https (or a loopback address in
+    development); a native one to a loopback address or its own scheme (RFC 8252)."""
     if not uris:
         raise ClientRefused({"redirect_uris": "at least one redirect URI is required"})
+    checked = []
     for uri in uris:
-        parts = urlsplit(str(uri))
+        normal = _checked_url(uri, "redirect_uris")
+        parts = urlsplit(normal)
         loopback = parts.scheme == "http" and parts.hostname in ("127.0.0.1", "localhost", "::1")
-        if parts.fragment:
-            raise ClientRefused({"redirect_uris": f"{uri} must not contain a fragment"})
         if application_type == "web" and not (parts.scheme == "https" or loopback):
-            raise ClientRefused({"redirect_uris": f"{uri}: a web client's redirect URIs use https"})
+            raise ClientRefused({"redirect_uris": f"{normal}: a web client's redirect URIs use https"})
         if parts.scheme == "http" and not loopback:
-            raise ClientRefused({"redirect_uris": f"{uri}: plain http is allowed only to a loopback address"})
-        if parts.scheme in ("javascript", "data", "file", "vbscript"):
-            raise ClientRefused({"redirect_uris": f"{uri}: the {parts.scheme} scheme cannot be a redirect URI"})
+            raise ClientRefused({"redirect_uris": f"{normal}: plain http is allowed only to a loopback address"})
+        if parts.scheme in ("javascript", "data", "file", "vbscript", "blob", "about"):
+            raise ClientRefused({"redirect_uris": f"{normal}: the {parts.scheme} scheme cannot be a redirect URI"})
+        checked.append(normal)
+    return checked
+
+
+def _client_uri(metadata: dict[str, Any]) -> str | None:
+    """The client's home site, shown on the consent page: an https (or loopback http) URL, or none."""
+    value = _text(metadata.get("client_uri"))
+    if value is None:
+        return None
+    normal = _checked_url(value, "client_uri")
+    parts = urlsplit(normal)
+    if parts.scheme != "https" and not (parts.scheme == "http" and parts.hostname in ("127.0.0.1", "localhost")):
+        raise ClientRefused({"client_uri": f"{normal}: a client's home site is an https URL"})
+    return normal
 
 
 def _check_document_url(client_id: str) -> None:
@@ -179,6 +230,10 @@ def _check_document_url(client_id: str) -> None:
     dot segments (http only in development, where the fetcher allows loopback)."""
     parts = urlsplit(client_id)
     segments = parts.path.split("/")
+    if not parts.netloc.isascii() or "\\" in client_id or "@" in parts.netloc:
+        raise ClientRefused(
+            {"client_id": "a client ID URL's host must be in ASCII (punycode), with no user name or backslash"}
+        )
     if (
         parts.username
         or parts.password
@@ -192,7 +247,8 @@ def _check_document_url(client_id: str) -> None:
         )
 
 
-def _check_document(client_id: str, document: dict[str, Any]) -> None:
+def _check_document(client_id: str, document: dict[str, Any]) -> list[str]:
+    """The document's redirect URIs, checked and normalised, once the document can stand for this client."""
     if document.get("client_id") != client_id:
         raise ClientRefused({"client_id": "the metadata document's client_id is not the URL it was fetched from"})
     uris = document.get("redirect_uris")
@@ -203,4 +259,12 @@ def _check_document(client_id: str, document: dict[str, Any]) -> None:
             {"token_endpoint_auth_method": "a client named by a metadata document is public: it authenticates "
              "with PKCE alone ('none'), and holds no shared secret"}
         )  # fmt: skip
-    _check_redirects(uris, str(document.get("application_type") or "native"))
+    for field in ("client_name", "client_uri", "scope", "application_type", "token_endpoint_auth_method"):
+        if field in document and not isinstance(document[field], str):
+            raise ClientRefused({field: "must be a string"})
+    for field in ("grant_types", "response_types"):
+        if field in document and not (
+            isinstance(document[field], list) and all(isinstance(item, str) for item in document[field])
+        ):
+            raise ClientRefused({field: "must be a list of strings"})
+    return _check_redirects(uris, str(document.get("application_type") or "native"))

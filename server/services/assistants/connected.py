@@ -22,11 +22,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Select, and_, exists, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from approvals import lifecycle
 from server.services.errors import Forbidden, InvalidInput, NotFound
 from store import assistant_tokens
 from store.db import Database
 from store.invalidation import Topic, announce
 from store.models import (
+    Approval,
+    ApprovalStatus,
     AssistantClient,
     AssistantGrant,
     AssistantPolicy,
@@ -210,6 +213,13 @@ class ConnectedAssistants:
             grant = await session.get(AssistantGrant, grant_id)
             if grant is None or grant.user_id != person.user_id or grant.workspace_id != person.workspace_id:
                 raise NoSuchGrant("You have no such connected assistant in this workspace.")
+            # What it asked and still waits is withdrawn with it: a later sign-in of the same assistant starts
+            # afresh, and nothing it asked before can be decided or run on its behalf.
+            waiting = await session.scalars(
+                select(Approval).where(Approval.api_key_id == grant.id, Approval.status == ApprovalStatus.PENDING)
+            )
+            for approval in waiting.all():
+                await lifecycle.cancel(session, approval, actor_id=person.user_id)
             await assistant_tokens.revoke_grant(session, grant.id)
 
     async def of_workspace(self, principal: Principal) -> WorkspaceAssistants:

@@ -32,6 +32,7 @@ from server.services.assistants.authorization import SCOPES
 from server.services.assistants.issuer_keys import IssuerKeys, IssuerUnavailable
 from store import external_tokens
 from store.db import Database
+from store.directory import EMAIL
 from store.principal import Principal
 
 log = logging.getLogger(__name__)
@@ -144,8 +145,12 @@ class ExternalTokens:
         if not isinstance(client_id, str):
             raise TokenRefused("it names no client (client_id or azp)")
         email = claims.get(self.user_claim)
-        if not isinstance(email, str) or not email:
-            raise TokenRefused(f"it has no {self.user_claim} claim naming the person")
+        if not isinstance(email, str) or not EMAIL.fullmatch(email):
+            raise TokenRefused(f"it has no {self.user_claim} claim naming the person by one e-mail address")
+        # Some servers let people type any address into their profile and say so with email_verified: false
+        # ("nOAuth"); such a token speaks for no one here.
+        if "email_verified" in claims and claims["email_verified"] is not True:
+            raise TokenRefused("its e-mail address is not verified")
         slug = claims.get(self.workspace_claim) if self.workspace_claim else None
         if slug is not None and not isinstance(slug, str):
             raise TokenRefused(f"its {self.workspace_claim} claim is not a workspace's slug")
