@@ -215,6 +215,35 @@ class ApprovalStatus(enum.StrEnum):
     OUTCOME_UNKNOWN = "outcome_unknown"
 
 
+class Change(Model):
+    """One argument a person changed before approving."""
+
+    field: str
+    from_: Any = Field(alias="from", description="What the assistant asked; None where it set nothing")
+    to: Any = Field(description="What runs instead; None where the person removed it")
+
+
+class Vote(Model):
+    email: str
+    approve: bool
+    at: datetime
+
+
+class ApprovalGroup(Model):
+    """Who must approve, where an admin rule names approvers."""
+
+    words: str = Field(description='Where it stands, e.g. "1 of 2 approvals"')
+    given: int
+    needed: int
+    owner_needed: bool = Field(description="A personal connection's owner must still approve as well")
+    people: list[str] = Field(description="The people named, by e-mail")
+    admins: bool = Field(description="Whether the workspace's admins may approve")
+    no_self_approval: bool
+    votes: list[Vote]
+    escalate_at: datetime | None
+    escalated_at: datetime | None
+
+
 class Approval(Model):
     """One call waiting for (or past) a person's decision, bound to its exact arguments."""
 
@@ -233,7 +262,7 @@ class Approval(Model):
     rule_ids: list[str]
     require_out_of_band: bool
     user_id: str = Field(description="Who asked")
-    assistant: str = Field(default="", description="The assistant that asked, by name; empty when unknown")
+    assistant: str = Field(description="The assistant that asked, by name; empty when unknown")
     connection_id: str
     created_at: datetime
     expires_at: datetime
@@ -245,10 +274,29 @@ class Approval(Model):
     result: dict[str, Any] | None = Field(description="The call's result, once it ran")
     error: str | None
     approve_url: str = Field(description="The approval page")
+    changed: bool = Field(description="Approved with changes: a person changed the arguments before approving")
+    changes: list[Change] = Field(description="Each argument the person changed")
+    original_arguments: dict[str, Any] | None = Field(description="What the assistant asked, where it was changed")
+    edited_by: str | None
+    approvers: ApprovalGroup | None = Field(description="Who must approve, where an admin rule names approvers")
 
 
 class ApprovalList(Model):
     data: list[Approval]
+
+
+class BatchItem(Model):
+    """What became of one approval of a batch decision."""
+
+    id: str
+    result: str = Field(description="decided or refused")
+    status: str | None
+    code: str | None = Field(description="Why it was refused: not_found, forbidden, conflict, expired")
+    message: str
+
+
+class BatchResult(Model):
+    data: list[BatchItem]
 
 
 class Effect(enum.StrEnum):
@@ -283,6 +331,14 @@ class Cap(Model):
     per_seconds: int
 
 
+class Approvers(Model):
+    """Who must approve the calls an admin's ask rule covers: named people, the admins, or both; ``count`` of them."""
+
+    people: list[str] = Field(default_factory=list, description="Members, by e-mail")
+    admins: bool = False
+    count: int = 1
+
+
 class Rule(Model):
     """An auto-approval rule as the server keeps it."""
 
@@ -300,6 +356,10 @@ class Rule(Model):
     locked: bool = False
     require_out_of_band: bool = False
     admin_may_approve: bool = False
+    approvers: Approvers | None = Field(default=None, description="Who must approve (an admin's ask rule)")
+    no_self_approval: bool = False
+    escalate_after_minutes: int | None = None
+    escalate_to: str | None = Field(default=None, description='"admins": added as approvers after that long')
     description: str = ""
 
 
