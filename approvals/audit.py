@@ -1,8 +1,8 @@
 """The audit trail: append-only, hash-chained per workspace.
 
 Every tool call appends a ``call`` row with its decision and outcome; every
-step of an approval (requested, approved, denied, expired, cancelled,
-executed) appends a row of its own. Only digests of arguments are hashed and
+step of an approval (requested, voted, edited, escalated, approved, denied,
+expired, cancelled, executed) appends a row of its own. Only digests of arguments are hashed and
 shown; the arguments themselves are kept sealed for replay, outside the hash.
 
 Each row carries the hash of the workspace's previous row, so changing,
@@ -96,6 +96,12 @@ class Event(StrEnum):
     CANCELLED = "approval.cancelled"
     EXECUTED = "approval.executed"
     OUTCOME_UNKNOWN = "approval.outcome_unknown"
+    # A person changed the arguments before approving: both digests, and both versions sealed.
+    EDITED = "approval.edited"
+    # One approver's word on an approval that needs several.
+    VOTED = "approval.voted"
+    # No one decided in time, so the workspace's admins were added to the approvers.
+    ESCALATED = "approval.escalated"
     RULE_CREATED = "rule.created"
     RULE_CHANGED = "rule.changed"
     RULE_DELETED = "rule.deleted"

@@ -3,6 +3,12 @@
     pending → approved | denied | expired | cancelled
     approved → executing → succeeded | failed
 
+A person may change the arguments before approving (``edit``: pending →
+approved, with the assistant's arguments kept sealed beside the new ones); an
+approval that needs several approvers collects votes while pending (``vote``)
+and moves when one denies or enough approve; one nobody decided in time gets
+the workspace's admins as approvers (``escalate_due``).
+
 An approval is bound to one exact call: the workspace, the user and key that
 asked, the connection, the tool and the SHA-256 of the canonical arguments.
 Every transition names the state it leaves in its WHERE clause, so when two
@@ -23,6 +29,7 @@ from sqlalchemy import BindParameter, Select, bindparam, func, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import ColumnElement
 
+from approvals import group
 from approvals.audit import AuditRecord, Event, Outcome, append_in
 from store import invalidation
 from store.assistant_tokens import is_grant_id
@@ -30,8 +37,24 @@ from store.crypto import SecretBox
 from store.db import dialect_name, rows_matched
 from store.errors import CompanionError
 from store.invalidation import Topic
-from store.models import ApiKey, Approval, ApprovalStatus, AssistantGrant, new_id, utcnow
-from store.sealing import approval_arguments_context, approval_result_context, approval_summary_context
+from store.models import (
+    ApiKey,
+    Approval,
+    ApprovalStatus,
+    ApprovalVote,
+    AssistantGrant,
+    Membership,
+    Role,
+    new_id,
+    utcnow,
+)
+from store.sealing import (
+    approval_arguments_context,
+    approval_original_arguments_context,
+    approval_result_context,
+    approval_summary_context,
+    audit_arguments_context,
+)
 from store.wakeups import announce
 
 SETTLED = (ApprovalStatus.SUCCEEDED, ApprovalStatus.FAILED, ApprovalStatus.DENIED)
@@ -69,7 +92,15 @@ class Binding:
 arguments_context = approval_arguments_context
 
 
-def _record(approval: Approval, event: Event, outcome: str, *, actor: str | None, **extra: Any) -> AuditRecord:
+def _record(
+    approval: Approval,
+    event: Event,
+    outcome: str,
+    *,
+    actor: str | None,
+    reasons: tuple[str, ...] | None = None,
+    **extra: Any,
+) -> AuditRecord:
     return AuditRecord(
         event=event,
         workspace_id=approval.workspace_id,
@@ -84,7 +115,7 @@ def _record(approval: Approval, event: Event, outcome: str, *, actor: str | None
         args_digest=approval.args_digest,
         decision="ask",
         outcome=outcome,
-        reasons=tuple(approval.reasons or ()),
+        reasons=reasons if reasons is not None else tuple(approval.reasons or ()),
         rule_ids=tuple(approval.rule_ids or ()),
         assistant=approval.assistant or None,
         **extra,
@@ -97,7 +128,9 @@ _REUSABLE = (
         Approval.workspace_id == bindparam("workspace_id"),
         Approval.user_id == bindparam("user_id"),
         Approval.tool == bindparam("tool"),
-        Approval.args_digest == bindparam("args_digest"),
+        # An approval a person changed before approving still answers the call the assistant asked: its retry
+        # runs the changed call, once; a call with the changed arguments finds it too, and never runs it again.
+        or_(Approval.args_digest == bindparam("args_digest"), Approval.original_digest == bindparam("args_digest")),
         Approval.connection_id == bindparam("connection_id"),
         # A binding without a key matches approvals without one, as ``== None`` (IS NULL) did when built per call.
         Approval.api_key_id.is_not_distinct_from(bindparam("api_key_id")),
@@ -157,10 +190,18 @@ async def request(
     channel: str,
     sender: str = "",
     summary: str | None = None,
+    approvers: dict[str, Any] | None = None,
+    no_self_approval: bool = False,
+    escalate_after: timedelta | None = None,
 ) -> Approval:
     # The id is made here, not by the INSERT, so the arguments are sealed to it and written in the same statement.
     approval_id = new_id("apr")
+    # Left unset rather than None when no rule names approvers: None would be stored as JSON null, not SQL NULL.
+    extra: dict[str, Any] = {"approvers": approvers} if approvers is not None else {}
     approval = Approval(
+        **extra,
+        no_self_approval=no_self_approval,
+        escalate_at=utcnow() + escalate_after if escalate_after is not None else None,
         id=approval_id,
         workspace_id=binding.workspace_id,
         user_id=binding.user_id,
@@ -197,9 +238,20 @@ async def request(
 
 
 def arguments_of(box: SecretBox, approval: Approval) -> dict[str, Any]:
+    """The arguments the approval runs: the assistant's, or what a person changed them to before approving."""
     value = box.open_json(approval.sealed_arguments, context=arguments_context(approval.id))
     if not isinstance(value, dict):
         raise ValueError("sealed arguments are not an object")
+    return value
+
+
+def original_arguments_of(box: SecretBox, approval: Approval) -> dict[str, Any] | None:
+    """What the assistant asked, where a person changed it before approving; None if no one did."""
+    if approval.sealed_original_arguments is None:
+        return None
+    value = box.open_json(approval.sealed_original_arguments, context=approval_original_arguments_context(approval.id))
+    if not isinstance(value, dict):
+        raise ValueError("sealed original arguments are not an object")
     return value
 
 
@@ -353,6 +405,205 @@ async def decide(
     event = Event.APPROVED if approve else Event.DENIED
     append_in(session, _record(approval, event, status.value, actor=actor_id, error=reason if not approve else None))
     return approval
+
+
+async def _refused_move(session: AsyncSession, approval_id: str, now: datetime) -> ApprovalError:
+    """Why a move of a pending approval matched nothing: it expired, or it is no longer pending."""
+    approval = await reload(session, approval_id)
+    if approval.status is ApprovalStatus.PENDING and approval.expires_at <= now:
+        return ApprovalError("expired", f"Approval {approval.id} expired at {approval.expires_at.isoformat()}")
+    if approval.status is ApprovalStatus.PENDING:
+        return ApprovalError("conflict", f"Approval {approval.id} changed while you decided; look at it again")
+    return ApprovalError("conflict", f"Approval {approval.id} is already {approval.status.value}")
+
+
+async def edit(
+    session: AsyncSession,
+    box: SecretBox,
+    approval: Approval,
+    *,
+    arguments: dict[str, Any],
+    digest: str,
+    summary: str,
+    changed: tuple[str, ...],
+    actor_id: str,
+    via: str,
+) -> Approval:
+    """pending → approved with changes: the person's arguments, digest and summary replace the assistant's, which
+    are kept sealed beside them (with their digest, which still finds the approval when the assistant retries).
+
+    The UPDATE names the digest the person saw, so an approval that changed meanwhile is not overwritten.
+    """
+    now = utcnow()
+    original = arguments_of(box, approval)
+    values = {
+        "status": ApprovalStatus.APPROVED,
+        "decided_at": now,
+        "decided_by": actor_id,
+        "decided_via": via,
+        "reason": None,
+        "nonce": None,
+        "sealed_arguments": box.seal_json(arguments, context=arguments_context(approval.id)),
+        "args_digest": digest,
+        "sealed_summary": box.seal_json(summary, context=approval_summary_context(approval.id)),
+        "sealed_original_arguments": box.seal_json(original, context=approval_original_arguments_context(approval.id)),
+        "original_digest": approval.args_digest,
+        "edited_by": actor_id,
+    }
+    pending = [
+        Approval.id == approval.id,
+        Approval.status == ApprovalStatus.PENDING,
+        Approval.expires_at > now,
+        Approval.args_digest == approval.args_digest,
+        Approval.original_digest.is_(None),
+    ]
+    moved = await _move(session, pending, values)
+    if moved is None:
+        raise await _refused_move(session, approval.id, now)
+    await announce(session, moved.id)
+    both = {"original": original, "edited": arguments}
+    append_in(
+        session,
+        _record(
+            moved,
+            Event.EDITED,
+            ApprovalStatus.APPROVED.value,
+            actor=actor_id,
+            # Digests and field names only: the values stay sealed, outside the hash.
+            reasons=(f"original arguments {approval.args_digest}", f"changed: {', '.join(changed)}"),
+            sealed_arguments=box.seal_json(both, context=audit_arguments_context(digest)),
+        ),
+        _record(moved, Event.APPROVED, ApprovalStatus.APPROVED.value, actor=actor_id),
+    )
+    return moved
+
+
+async def vote(
+    session: AsyncSession,
+    approval: Approval,
+    *,
+    actor_id: str,
+    actor_email: str,
+    actor_is_admin: bool,
+    approve: bool,
+    via: str,
+    reason: str | None = None,
+) -> Approval:
+    """One approver's vote on a pending approval that names its approvers; it decides the approval when it is a
+    deny, or the last approval needed.
+
+    The approval's row is taken first (a row lock on PostgreSQL, the write lock on SQLite), so voters deciding
+    at once count each other's votes, and whether the voter may vote is read from the row as it is then (an
+    escalation may just have added the admins). One vote per person: the table's key refuses a second.
+    """
+    now = utcnow()
+    held = await session.execute(
+        update(Approval)
+        .where(Approval.id == approval.id, Approval.status == ApprovalStatus.PENDING, Approval.expires_at > now)
+        .values(status=Approval.status)
+        .execution_options(synchronize_session=False)
+    )
+    if not rows_matched(held):
+        raise await _refused_move(session, approval.id, now)
+    approval = await reload(session, approval.id)
+    approvers = dict(approval.approvers or {})
+    if not group.in_group(approvers, asker_id=approval.user_id, actor_id=actor_id, actor_is_admin=actor_is_admin):
+        raise ApprovalError("forbidden", "Only the approvers an admin rule names can decide this approval")
+    if approve and group.self_approval_refused(
+        approvers, no_self_approval=approval.no_self_approval, asker_id=approval.user_id, actor_id=actor_id
+    ):
+        raise ApprovalError("forbidden", "You asked for this call, and an admin rule says someone else must approve it")
+    if await session.get(ApprovalVote, (approval.id, actor_id)) is not None:
+        raise ApprovalError("conflict", "You have already decided this approval; each approver decides once")
+    session.add(ApprovalVote(approval_id=approval.id, user_id=actor_id, approve=approve, reason=reason, via=via))
+    await session.flush()
+    rows = (
+        await session.execute(
+            select(ApprovalVote.user_id, ApprovalVote.approve, ApprovalVote.at)
+            .where(ApprovalVote.approval_id == approval.id)
+            .order_by(ApprovalVote.at, ApprovalVote.user_id)
+        )
+    ).all()
+    emails = {**approvers.get("names", {}), actor_id: actor_email}
+    approvers["votes"] = [
+        {"user_id": user_id, "email": emails.get(user_id, ""), "approve": approved, "at": at.isoformat()}
+        for user_id, approved, at in rows
+    ]
+    await session.execute(
+        update(Approval)
+        .where(Approval.id == approval.id)
+        .values(approvers={**approvers, "names": emails})
+        .execution_options(synchronize_session=False)
+    )
+    standing = group.tally(
+        approvers,
+        [(user_id, approved) for user_id, approved, _ in rows],
+        asker_id=approval.user_id,
+        no_self_approval=approval.no_self_approval,
+    )
+    approval = await reload(session, approval.id)
+    append_in(
+        session,
+        _record(
+            approval,
+            Event.VOTED,
+            "approve" if approve else "deny",
+            actor=actor_id,
+            reasons=(standing.words,),
+            error=reason if not approve else None,
+        ),
+    )
+    if standing.denied or standing.approved:
+        return await decide(session, approval, approve=standing.approved, actor_id=actor_id, via=via, reason=reason)
+    await announce(session, approval.id)
+    return approval
+
+
+async def admins_of(session: AsyncSession, workspace_id: str) -> list[str]:
+    """The workspace's admins and owners now: whom an approval that admins may approve is announced to."""
+    rows = await session.scalars(
+        select(Membership.user_id).where(
+            Membership.workspace_id == workspace_id, Membership.role.in_([Role.OWNER, Role.ADMIN])
+        )
+    )
+    return sorted(rows)
+
+
+async def escalate_due(session: AsyncSession) -> list[Approval]:
+    """Add the workspace's admins to the approvers of every pending approval whose escalation time has passed.
+
+    Each is one UPDATE conditional on ``escalated_at IS NULL``, so when several replicas sweep at once each
+    approval is escalated (audited, announced) exactly once. Returns those this call escalated.
+    """
+    now = utcnow()
+    due = await session.scalars(
+        select(Approval).where(
+            Approval.status == ApprovalStatus.PENDING,
+            Approval.escalate_at <= now,
+            Approval.escalated_at.is_(None),
+            Approval.expires_at > now,
+        )
+    )
+    escalated: list[Approval] = []
+    for approval in list(due):
+        approvers = approval.approvers or {"people": [approval.user_id], "count": 1, "votes": []}
+        admins = await admins_of(session, approval.workspace_id)
+        moved = await _move(
+            session,
+            [
+                Approval.id == approval.id,
+                Approval.status == ApprovalStatus.PENDING,
+                Approval.escalated_at.is_(None),
+                Approval.escalate_at <= now,
+            ],
+            {"escalated_at": now, "approvers": group.escalated(approvers, admins)},
+        )
+        if moved is None:
+            continue
+        await announce(session, moved.id)
+        append_in(session, _record(moved, Event.ESCALATED, Outcome.PENDING, actor=None, reasons=("added: admins",)))
+        escalated.append(moved)
+    return escalated
 
 
 async def cancel(session: AsyncSession, approval: Approval, *, actor_id: str) -> Approval:

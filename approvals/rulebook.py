@@ -16,7 +16,7 @@ from store.cache import SharedCache
 from store.db import Database
 from store.errors import CompanionError
 from store.invalidation import Topic, announce, subscribe
-from store.models import RuleRow, utcnow
+from store.models import Membership, RuleRow, User, utcnow
 from store.principal import Principal
 
 log = logging.getLogger(__name__)
@@ -117,6 +117,7 @@ class RuleBook:
         if not may_manage(actor, rule):
             raise RulePermissionError("Only a workspace admin can create workspace rules")
         rule = self.prepared(rule)
+        await _check_approvers(session, actor.workspace_id, rule)
         row = RuleRow(
             workspace_id=actor.workspace_id,
             scope=rule.scope,
@@ -141,6 +142,7 @@ class RuleBook:
             {**current.model_dump(mode="json", by_alias=True, exclude_none=True), **changes, "id": rule_id}
         )
         merged = self.prepared(merged)
+        await _check_approvers(session, actor.workspace_id, merged)
         row = await session.get(RuleRow, rule_id)
         assert row is not None
         row.definition = _definition(merged)
@@ -156,6 +158,22 @@ class RuleBook:
         await session.execute(delete(RuleRow).where(RuleRow.id == rule_id))
         append_in(session, _rule_event(actor, Event.RULE_DELETED, current))
         await announce(session, Topic.RULES)
+
+
+async def _check_approvers(session: AsyncSession, workspace_id: str, rule: Rule) -> None:
+    """Refuse a rule naming an approver who is not a member of the workspace: that approval could never come."""
+    if rule.approvers is None or not rule.approvers.people:
+        return
+    members = set(
+        await session.scalars(
+            select(User.email)
+            .join(Membership, Membership.user_id == User.id)
+            .where(Membership.workspace_id == workspace_id, User.email.in_(rule.approvers.people))
+        )
+    )
+    strangers = [email for email in rule.approvers.people if email not in members]
+    if strangers:
+        raise RuleError({"approvers.people": f"not members of this workspace: {', '.join(strangers)}"})
 
 
 def _rule_event(actor: Principal, event: Event, rule: Rule) -> AuditRecord:

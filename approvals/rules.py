@@ -246,6 +246,34 @@ class Cap(Strict):
     per_seconds: int = Field(ge=1, le=366 * 86400)
 
 
+# A person named as an approver, by the e-mail address they sign in with (resolved to a member when a call asks).
+_APPROVER_EMAIL = r"^[^@\s]{1,64}@[^@\s]{1,253}$"
+
+
+class Approvers(Strict):
+    """Who must approve a call an admin ask rule covers: named people, the workspace's admins, or both; any one of
+    them (``count`` 1), or ``count`` different ones."""
+
+    people: list[Annotated[str, Field(min_length=3, max_length=254, pattern=_APPROVER_EMAIL)]] = Field(
+        default_factory=list, max_length=50
+    )
+    admins: bool = False
+    count: int = Field(default=1, ge=1, le=50)
+
+    @field_validator("people")
+    @classmethod
+    def _one_form(cls, people: list[str]) -> list[str]:
+        return list(dict.fromkeys(person.strip().lower() for person in people))
+
+    @model_validator(mode="after")
+    def _someone(self) -> Approvers:
+        if not self.people and not self.admins:
+            raise ValueError("people: name at least one approver, or set admins")
+        if not self.admins and self.count > len(self.people):
+            raise ValueError(f"count: {self.count} approvals cannot come from {len(self.people)} people")
+        return self
+
+
 class Rule(Strict):
     """A rule as stored and as shown over the API."""
 
@@ -263,6 +291,12 @@ class Rule(Strict):
     locked: bool = False
     require_out_of_band: bool = False
     admin_may_approve: bool = False
+    # Many approvers (admin ask rules only): who decides, whether the person who asked may approve their own call,
+    # and when the workspace's admins are added if no one has decided.
+    approvers: Approvers | None = None
+    no_self_approval: bool = False
+    escalate_after_minutes: int | None = Field(default=None, ge=1, le=30 * 24 * 60)
+    escalate_to: Literal["admins"] | None = None
     description: str = Field(default="", max_length=500)
     user_id: str | None = None
 
@@ -278,13 +312,68 @@ class Rule(Strict):
         if self.cap is not None and self.effect is not Effect.ALLOW:
             raise ValueError("cap: only an allow rule can carry a cap")
         if self.scope == "user":
-            for flag in ("locked", "require_out_of_band", "admin_may_approve"):
+            for flag in ("locked", *APPROVER_FIELDS):
                 if getattr(self, flag):
                     raise ValueError(f"{flag}: only a workspace rule can set it")
-        for flag in ("require_out_of_band", "admin_may_approve"):
+        for flag in APPROVER_FIELDS:
             if getattr(self, flag) and self.effect is not Effect.ASK:
                 raise ValueError(f"{flag}: only an ask rule can set it, since only asking involves an approver")
+        if (self.escalate_after_minutes is None) != (self.escalate_to is None):
+            missing = "escalate_to" if self.escalate_to is None else "escalate_after_minutes"
+            raise ValueError(f"{missing}: escalating needs both escalate_after_minutes and escalate_to")
+        if self.no_self_approval and self.approvers is None and not self.admin_may_approve:
+            raise ValueError("no_self_approval: name approvers (or let admins approve), or no one else could approve")
         return self
+
+
+#: The fields of a rule that say who approves; only a workspace ask rule sets them.
+APPROVER_FIELDS = (
+    "require_out_of_band", "admin_may_approve", "approvers", "no_self_approval", "escalate_after_minutes",
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class ApproverDemand:
+    """Who must approve a call, as the admin ask rules that decided it say: e-mail addresses (resolved to members
+    when the call asks), whether the workspace's admins may approve, how many approvals it takes, whether the
+    person who asked may approve it, and after how long the admins are added."""
+
+    people: tuple[str, ...] = ()
+    admins: bool = False
+    count: int = 1
+    no_self_approval: bool = False
+    escalate_after_minutes: int | None = None
+    # Set on a personal connection's call: its owner must approve it too, whoever else a rule names.
+    owner: bool = False
+
+    @property
+    def names_approvers(self) -> bool:
+        return bool(self.people) or self.admins
+
+
+def demand_of(rules: Iterable[Rule]) -> ApproverDemand | None:
+    """What several admin ask rules demand together: each one's people and admins may approve, it takes the
+    largest count any of them asks for, self-approval is refused if any refuses it, and the earliest escalation
+    applies. None when no rule says anything about approvers."""
+    people: list[str] = []
+    admins = no_self = False
+    count = 1
+    escalate: int | None = None
+    said = False
+    for rule in rules:
+        if rule.approvers is not None:
+            said = True
+            people.extend(rule.approvers.people)
+            admins = admins or rule.approvers.admins
+            count = max(count, rule.approvers.count)
+        if rule.no_self_approval:
+            said = no_self = True
+        if rule.escalate_after_minutes is not None:
+            said = True
+            escalate = min(escalate or rule.escalate_after_minutes, rule.escalate_after_minutes)
+    if not said:
+        return None
+    return ApproverDemand(tuple(dict.fromkeys(people)), admins, count, no_self, escalate)
 
 
 @dataclass(frozen=True)
@@ -800,6 +889,7 @@ class Decision:
     caps: tuple[CapCharge, ...] = ()
     require_out_of_band: bool = False
     admin_may_approve: bool = False
+    approvers: ApproverDemand | None = None
 
     @property
     def rule_ids(self) -> tuple[str, ...]:
@@ -945,6 +1035,7 @@ def _decision(
         # Only ask rules carry these flags (validation refuses them elsewhere).
         require_out_of_band=asks and any(r.rule.require_out_of_band for r in enforced_admin),
         admin_may_approve=asks and any(r.rule.admin_may_approve for r in enforced_admin),
+        approvers=demand_of(r.rule for r in enforced_admin) if asks else None,
     )
 
 

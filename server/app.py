@@ -336,6 +336,8 @@ def create_app(companion: Companion) -> Starlette:
         background.append(asyncio.create_task(watch_loop_lag(companion.gateway.metrics.loop_lag.observe)))
         if settings.auto_sync_minutes:
             background.append(asyncio.create_task(companion.autosync.forever()))
+        # Approvals no one decided in time get the workspace's admins as approvers (each once, on any replica).
+        background.append(asyncio.create_task(companion.gateway.flow.escalate_forever(companion.registry.tools)))
         if companion.slack.channel.configured:
             # Slack messages about approvals decided elsewhere, or expired, are updated.
             background.append(asyncio.create_task(companion.slack.channel.forever()))

@@ -22,6 +22,7 @@ from store.db import Database
 from store.models import Approval, AuditEntry, Connection, OAuthFlow, WebhookEndpoint, WorkspaceSignIn
 from store.sealing import (
     approval_arguments_context,
+    approval_original_arguments_context,
     approval_result_context,
     approval_summary_context,
     audit_arguments_context,
@@ -48,6 +49,12 @@ SEALED: tuple[Sealed, ...] = (
     Sealed("oauth_flows.sealed_secrets", OAuthFlow.id, OAuthFlow.sealed_secrets, lambda r: oauth_flow_context(r.id)),
     Sealed(
         "approvals.sealed_arguments", Approval.id, Approval.sealed_arguments, lambda r: approval_arguments_context(r.id)
+    ),
+    Sealed(
+        "approvals.sealed_original_arguments",
+        Approval.id,
+        Approval.sealed_original_arguments,
+        lambda r: approval_original_arguments_context(r.id),
     ),
     Sealed("approvals.sealed_result", Approval.id, Approval.sealed_result, lambda r: approval_result_context(r.id)),
     Sealed("approvals.sealed_summary", Approval.id, Approval.sealed_summary, lambda r: approval_summary_context(r.id)),

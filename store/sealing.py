@@ -19,6 +19,11 @@ def approval_arguments_context(approval_id: str) -> str:
     return f"approval:{approval_id}"
 
 
+def approval_original_arguments_context(approval_id: str) -> str:
+    """What the assistant asked, kept beside the arguments a person changed it to before approving."""
+    return f"approval-original:{approval_id}"
+
+
 def approval_result_context(approval_id: str) -> str:
     return f"approval-result:{approval_id}"
 

@@ -1,4 +1,5 @@
-"""Approvals over the API: list, read, approve and deny, and settle an unknown outcome, for the person who decides.
+"""Approvals over the API: list, read, approve, deny, edit before approving, decide several at once, and settle an
+unknown outcome, for the person who decides.
 
 Decisions are a person's: every operation takes a user key (``decider_of``), so an assistant's agent key can
 neither approve its own calls nor read what waits (SECURITY.md). An assistant's OAuth token may, only with the
@@ -20,6 +21,8 @@ from server.api.auth import decider_of
 from server.api.errors import ApiError
 from server.api.router import ApiRouter
 from server.api.services import services_of
+from server.services.approval_batch import MAX_BATCH, decide_many
+from server.services.approval_edit import ONLY_A_PERSON, edit_elsewhere
 from server.services.approval_flow import (
     DecisionRefused,
     approval_view,
@@ -29,7 +32,7 @@ from server.services.approval_flow import (
     resolve_elsewhere,
     visible_to,
 )
-from store.models import Approval, ApprovalStatus
+from store.models import Approval, ApprovalStatus, KeyKind
 from store.principal import Principal
 
 api = ApiRouter("Approvals")
@@ -62,6 +65,61 @@ class DenyBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     reason: str | None = Field(default=None, max_length=500, description="Shown to the assistant and in the audit")
+
+
+class EditBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    arguments: dict[str, Any] = Field(
+        description="The whole set of arguments to run instead of the assistant's, checked as a call's are"
+    )
+
+
+class BatchBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    ids: list[str] = Field(min_length=1, max_length=MAX_BATCH, description="The approvals to decide")
+    approve: bool = Field(description="true approves each, false denies each")
+    reason: str | None = Field(default=None, max_length=500, description="Shown to the assistant and in the audit")
+
+
+class BatchItemOut(BaseModel):
+    id: str
+    result: Literal["decided", "refused"]
+    status: str | None = Field(description="The approval's state after this request, where it could be read")
+    code: str | None = Field(description="Why it was refused: not_found, forbidden, conflict, expired")
+    message: str
+
+
+class BatchOut(BaseModel):
+    data: list[BatchItemOut]
+
+
+class ChangeOut(BaseModel):
+    field: str
+    from_: Any = Field(alias="from", description="What the assistant asked; null where it set nothing")
+    to: Any = Field(description="What runs instead; null where the person removed it")
+
+
+class VoteOut(BaseModel):
+    email: str
+    approve: bool
+    at: datetime
+
+
+class ApproversOut(BaseModel):
+    """Who must approve, where an admin rule names approvers."""
+
+    words: str = Field(description='Where it stands, e.g. "1 of 2 approvals"')
+    given: int
+    needed: int
+    owner_needed: bool = Field(description="A personal connection's owner must still approve as well")
+    people: list[str] = Field(description="The people named, by e-mail")
+    admins: bool = Field(description="Whether the workspace's admins may approve (after an escalation, say)")
+    no_self_approval: bool
+    votes: list[VoteOut]
+    escalate_at: datetime | None
+    escalated_at: datetime | None
 
 
 class ApprovalOut(BaseModel):
@@ -97,6 +155,11 @@ class ApprovalOut(BaseModel):
     result: dict[str, Any] | None = Field(description="The call's result, once it ran")
     error: str | None
     approve_url: str = Field(description="The approval page")
+    changed: bool = Field(description="Approved with changes: a person changed the arguments before approving")
+    changes: list[ChangeOut] = Field(description="Each argument the person changed")
+    original_arguments: dict[str, Any] | None = Field(description="What the assistant asked, where it was changed")
+    edited_by: str | None
+    approvers: ApproversOut | None = Field(description="Who must approve, where an admin rule names approvers")
 
 
 class ApprovalList(BaseModel):
@@ -110,7 +173,8 @@ def _view(request: Request, approval: Approval) -> dict[str, Any]:
 
 
 def _refused(exc: DecisionRefused) -> ApiError:
-    return ApiError(STATUS[exc.code], str(exc), code=exc.code if exc.code == "expired" else None)
+    details = {"fields": exc.fields} if exc.fields else None
+    return ApiError(STATUS[exc.code], str(exc), code=exc.code if exc.code == "expired" else None, details=details)
 
 
 @api.get("/approvals", caller=decider_of, query=ApprovalFilters, response=ApprovalList, summary="List approvals")
@@ -214,3 +278,40 @@ async def settle_as_not_happened(request: Request, actor: Principal) -> dict[str
 async def settle_as_happened(request: Request, actor: Principal) -> dict[str, Any]:
     """outcome_unknown → succeeded: it did happen, so it is never run again."""
     return await _resolve(request, actor, run_again=False)
+
+
+@api.post(
+    "/approvals/{approval_id}/edit", caller=decider_of, body=EditBody, response=ApprovalOut,
+    errors=(404, 409, 422), summary="Change the arguments, then approve",
+)  # fmt: skip
+async def edit_call(request: Request, actor: Principal, body: EditBody) -> dict[str, Any]:
+    """Approve the pending call with changed arguments ("approved with changes").
+
+    The arguments are checked as a call's are (422 naming each bad field), and the rules decide on them: 403
+    where a rule denies the changed call or it needs other approvers. The assistant's retry with its own
+    arguments runs the changed call once, and its result says what changed. Only a person edits: a user key,
+    never an agent key nor an assistant's token (403).
+    """
+    if actor.is_assistant_token or actor.key_kind is not KeyKind.USER:
+        raise ApiError(403, ONLY_A_PERSON)
+    services = services_of(request)
+    try:
+        approval = await edit_elsewhere(
+            services.flow, services.registry.tools, actor, request.path_params["approval_id"], body.arguments, via="api"
+        )
+    except DecisionRefused as exc:
+        raise _refused(exc) from None
+    return _view(request, approval)
+
+
+@api.post(
+    "/approvals/batch", caller=decider_of, body=BatchBody, response=BatchOut, summary="Approve or deny several calls",
+)  # fmt: skip
+async def decide_batch(request: Request, actor: Principal, body: BatchBody) -> BatchOut:
+    """Approve or deny each listed approval with one reason, each as its own decision (each call still runs
+    once); the answer says, per id, whether it was decided or why it was refused."""
+    services = services_of(request)
+    answers = await decide_many(
+        services.flow, services.registry.tools, actor, body.ids, approve=body.approve, reason=body.reason, via="api"
+    )
+    return BatchOut.model_validate({"data": [answer.as_dict() for answer in answers]})

@@ -26,34 +26,42 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any, Literal, Protocol
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import String, and_, cast, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import ColumnElement
 
-from approvals import lifecycle
+from approvals import group, lifecycle
 from approvals.audit import Outcome
 from approvals.lifecycle import ApprovalError, Binding
 from approvals.rulebook import RuleBook
-from approvals.rules import Decision, Rule, RuleError
+from approvals.rules import ApproverDemand, Decision, Rule, RuleError
+from server.services.approval_changes import changes, line
 from server.services.call_result import CallResult
 from server.services.confirmation import IN_CHAT_REMEMBER, NO_CHANNEL, Answer, Channel, Prompt
 from server.services.races import first
 from store import assistant_tokens, wakeups
+from store.connections import ConnectionView
 from store.crypto import SecretBox
 from store.db import Database
 from store.in_chat_policy import IN_CHAT_REMEMBER_SECONDS, may_approve_in_chat
-from store.models import Approval, ApprovalStatus, utcnow
+from store.models import Approval, ApprovalStatus, Membership, User, utcnow
 from store.principal import Principal
 from tools.registry import RegisteredTool
 from tools.summary import full_arguments, render
 
+log = logging.getLogger(__name__)
+
 REMEMBER_FOR = {"1h": timedelta(hours=1), "30d": timedelta(days=30)}
+# How often each replica looks for approvals to escalate: escalations are set in minutes.
+ESCALATION_SWEEP = 30.0
 
 NOT_REMEMBERED = "Nothing was decided: this call cannot be remembered"
 assert REMEMBER_FOR[IN_CHAT_REMEMBER].total_seconds() <= IN_CHAT_REMEMBER_SECONDS
@@ -148,6 +156,15 @@ class Executor(Protocol):
     ) -> CallResult: ...
 
 
+class Preparer(Protocol):
+    """Makes arguments canonical, checks them against the tool's schema and resolves what only the provider
+    knows, as for a call; raises InvalidArguments naming each bad field."""
+
+    async def __call__(
+        self, principal: Principal, tool: RegisteredTool, connection: ConnectionView, arguments: dict[str, Any]
+    ) -> dict[str, Any]: ...
+
+
 def in_chat_may_decide(principal: Principal, approval: Approval) -> bool:
     """Whether an answer in this assistant's chat may decide ``approval``.
 
@@ -159,6 +176,9 @@ def in_chat_may_decide(principal: Principal, approval: Approval) -> bool:
     return (
         principal.person_facing
         and not approval.require_out_of_band
+        # An approval a rule gives its own approvers is theirs to decide, out of band, never the asker's in chat.
+        and approval.approvers is None
+        and not approval.no_self_approval
         and may_approve_in_chat(principal.in_chat_max_risk, approval.risk)
     )
 
@@ -184,8 +204,11 @@ class ApprovalFlow:
         self.wait_seconds = wait_seconds
         self.lease = lease
         self.max_pending_per_key = max_pending_per_key
-        # Told of each new approval, after it is committed (the approver's e-mail).
+        # Told of each new approval, after it is committed (the approver's e-mail), and again when it escalates.
         self.announce: Callable[[Approval, str, str], None] | None = None
+        # How a person's changes to an approval's arguments are made canonical, checked and resolved: the path a
+        # call's arguments take (the tool gateway sets it).
+        self.prepare: Preparer | None = None
         # Set when this process starts to shut down (server/asgi.py): a call waiting for a decision then answers
         # that approval is still required instead of holding the shutdown; the approval stays pending in the
         # database, where any replica decides and runs it.
@@ -282,6 +305,8 @@ class ApprovalFlow:
                 # Claimed in the transaction that found it: one fewer before the call a person approved runs.
                 return found, False, await lifecycle.claim(session, found.id, lease=self.lease)
             await lifecycle.one_request_of_key_at_a_time(session, binding.api_key_id)
+            demand = decision.approvers
+            approvers = await _approvers_at_ask(session, demand, binding, decision) if demand else None
             created = await lifecycle.request(
                 session,
                 self.box,
@@ -295,6 +320,11 @@ class ApprovalFlow:
                 channel="form" if channel.form else "url" if channel.url else "result",
                 sender=sender,
                 summary=summary,
+                approvers=approvers,
+                no_self_approval=bool(demand and demand.no_self_approval),
+                escalate_after=timedelta(minutes=demand.escalate_after_minutes)
+                if demand and demand.escalate_after_minutes
+                else None,
             )
             # Counted after the INSERT, under the key's lock: a burst of concurrent calls cannot all slip under.
             if (
@@ -518,8 +548,25 @@ class ApprovalFlow:
                 duration_ms=(time.perf_counter() - started) * 1000,
             )
         if ran.ok:
-            return CallResult.succeeded(ran.data, approval=approval)
-        return CallResult.failure("failed", ran.message, approval=approval)
+            return self._told_of_changes(CallResult.succeeded(ran.data, approval=approval), approval)
+        return self._told_of_changes(CallResult.failure("failed", ran.message, approval=approval), approval)
+
+    def changes_of(self, approval: Approval) -> list[dict[str, Any]]:
+        """What a person changed before approving (field, from, to); empty if they approved the call as asked."""
+        original = lifecycle.original_arguments_of(self.box, approval)
+        return [] if original is None else changes(original, lifecycle.arguments_of(self.box, approval))
+
+    def _told_of_changes(self, result: CallResult, approval: Approval) -> CallResult:
+        """The result of a call a person changed before approving, saying what changed: a line before the text,
+        and ``changes`` beside the structured result (no manifest's output schema forbids another property)."""
+        changed = self.changes_of(approval)
+        if not changed:
+            return result
+        told = line(changed)
+        if result.ok and result.data is not None:
+            text = json.dumps(result.data, ensure_ascii=False)
+            return replace(result, data={**result.data, "changes": changed}, message=f"{told}.\n{text}")
+        return replace(result, message=f"{told}. {result.message}")
 
     async def _renew_forever(self, approval_id: str) -> None:
         """Keep the claim on a running call alive; if this process dies, the lease lapses and says so."""
@@ -540,16 +587,42 @@ class ApprovalFlow:
                 # A person recorded that a call whose server stopped did happen: there is nothing to return.
                 message = f"The user recorded that approved call {settled.id} happened; it is not run again."
                 return CallResult.failure("failed", message, approval=settled)
-            return CallResult.succeeded(result, approval=settled)
+            return self._told_of_changes(CallResult.succeeded(result, approval=settled), settled)
         if settled.status is ApprovalStatus.DENIED:
             return self._denied(settled)
         if settled.status is ApprovalStatus.OUTCOME_UNKNOWN:
             return CallResult.failure(
                 "failed", unknown_outcome_message(settled, self.page_url(settled.id)), approval=settled
             )
-        return CallResult.failure(
-            "failed", settled.error or f"The approved call {settled.id} failed.", approval=settled
+        return self._told_of_changes(
+            CallResult.failure("failed", settled.error or f"The approved call {settled.id} failed.", approval=settled),
+            settled,
         )
+
+    async def escalate_due(self, tools: Mapping[str, RegisteredTool]) -> list[Approval]:
+        """Add the admins to every approval whose escalation time passed with no decision, and tell everyone who
+        may now decide it on their channels again (e-mail, Slack, push). Safe on several replicas at once."""
+        async with self.db.transaction() as session:
+            escalated = await lifecycle.escalate_due(session)
+        if self.announce is not None:
+            for approval in escalated:
+                tool = tools.get(approval.tool)
+                if tool is not None:
+                    self.announce(
+                        approval,
+                        self.summary(approval, tool, lifecycle.arguments_of(self.box, approval)),
+                        tool.manifest.name,
+                    )
+        return escalated
+
+    async def escalate_forever(self, tools: Mapping[str, RegisteredTool], *, every: float = ESCALATION_SWEEP) -> None:
+        """Escalate due approvals every ``every`` seconds, as long as the server runs (its lifespan)."""
+        while True:
+            try:
+                await self.escalate_due(tools)
+            except Exception:  # a database away for a moment must not end the sweep for good
+                log.exception("escalating approvals failed; trying again in %s s", every)
+            await asyncio.sleep(every)
 
     async def _wait(
         self, approval: Approval, done: Callable[[Approval], bool], *, seconds: float | None = None
@@ -605,6 +678,30 @@ class ApprovalFlow:
         return CallResult.pending(approval, data=data, message=message)
 
 
+async def _approvers_at_ask(
+    session: AsyncSession, demand: ApproverDemand, binding: Binding, decision: Decision
+) -> dict[str, Any]:
+    """The approval's approvers as the call asks: the members a rule names by e-mail (one who has left the
+    workspace is dropped), and the admins as they are now, whom the notices go to."""
+    people: dict[str, str] = {}
+    if demand.people:
+        rows = await session.execute(
+            select(User.id, User.email)
+            .join(Membership, Membership.user_id == User.id)
+            .where(Membership.workspace_id == binding.workspace_id, User.email.in_(demand.people))
+        )
+        found = {email: user_id for user_id, email in rows}
+        people = {found[email]: email for email in demand.people if email in found}
+    admins = demand.admins or decision.admin_may_approve
+    return group.initial(
+        demand,
+        asker_id=binding.user_id,
+        people=people,
+        admin_ids=await lifecycle.admins_of(session, binding.workspace_id) if admins else [],
+        admin_may_approve=decision.admin_may_approve,
+    )
+
+
 def _decided(approval: Approval) -> bool:
     """Whether a person (or the clock) has settled a pending approval."""
     return approval.status is not ApprovalStatus.PENDING or lifecycle.is_expired(approval)
@@ -637,11 +734,13 @@ class TooManyPending(Exception):
 
 
 class DecisionRefused(Exception):
-    """A person's decision that cannot be applied; ``code`` is not_found, forbidden, conflict or expired."""
+    """A person's decision that cannot be applied; ``code`` is not_found, forbidden, conflict, expired or invalid
+    (then ``fields`` may name each bad field of changed arguments)."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, *, fields: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.code = code
+        self.fields = fields or {}
 
 
 async def _refuse_an_assistant_deciding_for_itself(
@@ -665,13 +764,36 @@ async def _refuse_an_assistant_deciding_for_itself(
 
 
 def visible_to(approval: Approval, actor: Principal) -> bool:
-    return approval.user_id == actor.user_id or (actor.is_admin and approval.admin_may_approve)
+    """Who sees an approval: the person who asked, admins where a rule lets them approve, and where a rule names
+    approvers, each of them (and those told of it, or who decided on it). Deciding is narrower (``group``)."""
+    if approval.user_id == actor.user_id or (actor.is_admin and approval.admin_may_approve):
+        return True
+    approvers = approval.approvers
+    if approvers is None:
+        return False
+    voters = {vote.get("user_id") for vote in approvers.get("votes", [])}
+    return (
+        actor.user_id in group.notified(approvers, approval.user_id)
+        or actor.user_id in voters
+        or (bool(approvers.get("admins")) and actor.is_admin)
+    )
 
 
 def visible_clause(actor: Principal) -> ColumnElement[bool]:
-    """``visible_to`` as a WHERE clause."""
+    """``visible_to`` as a WHERE clause.
+
+    A person is found in the approvers' JSON by their quoted id, which appears there only as one of the people,
+    of the admins told, or of the voters (``approvals.group``): exactly those ``visible_to`` admits.
+    """
     mine = Approval.user_id == actor.user_id
-    shared = or_(mine, Approval.admin_may_approve.is_(True)) if actor.is_admin else mine
+    approvers = cast(Approval.approvers, String)
+    named = approvers.contains(f'"{actor.user_id}"', autoescape=True)
+    if actor.is_admin:
+        shared = or_(
+            mine, Approval.admin_may_approve.is_(True), named, approvers.contains('"admins": true', autoescape=True)
+        )
+    else:
+        shared = or_(mine, named)
     return and_(Approval.workspace_id == actor.workspace_id, shared)
 
 
@@ -688,7 +810,8 @@ async def approvals_for(
         query = query.where(Approval.status.in_(status if isinstance(status, tuple) else (status,)))
     async with flow.db.transaction() as session:
         await lifecycle.expire_due(session, workspace_id=actor.workspace_id)
-        return list(await session.scalars(query.order_by(Approval.created_at.desc()).limit(LISTED)))
+        found = await session.scalars(query.order_by(Approval.created_at.desc()).limit(LISTED))
+        return [approval for approval in found if visible_to(approval, actor)]
 
 
 async def _as_it_stands(session: AsyncSession, actor: Principal, approval_id: str) -> Approval:
@@ -721,6 +844,18 @@ async def decide_elsewhere(
                     raise DecisionRefused("forbidden", "Only the user who asked can decide this approval")
                 raise DecisionRefused("not_found", f"No approval {approval_id} in this workspace")
             await _refuse_an_assistant_deciding_for_itself(session, actor, approval, remember)
+            if approval.approvers is not None:
+                # A rule names the approvers: this is one vote among theirs, and remembers nothing.
+                return await lifecycle.vote(
+                    session,
+                    approval,
+                    actor_id=actor.user_id,
+                    actor_email=actor.email,
+                    actor_is_admin=actor.is_admin,
+                    approve=approve,
+                    via=via,
+                    reason=reason,
+                )
             rule = None
             tool = tools.get(approval.tool)
             if approve and remember in REMEMBER_FOR and tool is not None and approval.user_id == actor.user_id:
@@ -800,4 +935,36 @@ def approval_view(flow: ApprovalFlow, tools: dict[str, RegisteredTool], approval
         "result": lifecycle.result_of(flow.box, approval),
         "error": approval.error,
         "approve_url": flow.page_url(approval.id),
+        "changed": approval.original_digest is not None,
+        "changes": flow.changes_of(approval),
+        "original_arguments": lifecycle.original_arguments_of(flow.box, approval),
+        "edited_by": approval.edited_by,
+        "approvers": approvers_view(approval),
+    }
+
+
+def approvers_view(approval: Approval) -> dict[str, Any] | None:
+    """Who must approve, as people read it: "1 of 2 approvals", who is asked, and who has decided."""
+    approvers = approval.approvers
+    if approvers is None:
+        return None
+    votes = approvers.get("votes", [])
+    standing = group.tally(
+        approvers,
+        [(vote["user_id"], vote["approve"]) for vote in votes],
+        asker_id=approval.user_id,
+        no_self_approval=approval.no_self_approval,
+    )
+    names = approvers.get("names", {})
+    return {
+        "words": standing.words,
+        "given": standing.given,
+        "needed": standing.needed,
+        "owner_needed": standing.owner_needed and not standing.owner_given,
+        "people": [names.get(user_id, user_id) for user_id in approvers.get("people", [])],
+        "admins": bool(approvers.get("admins")),
+        "no_self_approval": approval.no_self_approval,
+        "votes": [{"email": vote.get("email", ""), "approve": vote["approve"], "at": vote["at"]} for vote in votes],
+        "escalate_at": approval.escalate_at.isoformat() if approval.escalate_at else None,
+        "escalated_at": approval.escalated_at.isoformat() if approval.escalated_at else None,
     }

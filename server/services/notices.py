@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from approvals import group
 from store.models import Approval
 
 log = logging.getLogger(__name__)
@@ -47,9 +48,9 @@ class Channel(Protocol):
 
 
 def approvers_of(approval: Approval) -> tuple[str, ...]:
-    """Who decides: the people a rule named (``approvers``), else the person whose call it is."""
-    named = (approval.approvers or {}).get("people") or []
-    return tuple(dict.fromkeys([*named])) or (approval.user_id,)
+    """Who decides: the people a rule named (``approvers``), the admins where they may approve (once escalated,
+    say), and a personal connection's owner; else the person whose call it is (``approvals.group``)."""
+    return group.notified(approval.approvers, approval.user_id) or (approval.user_id,)
 
 
 class Notices:

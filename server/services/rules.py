@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from pydantic.json_schema import SkipJsonSchema
 
 from approvals.rulebook import RuleBook, RulePermissionError
-from approvals.rules import Cap, Condition, Effect, Rule, RuleContext, RuleError
+from approvals.rules import Approvers, Cap, Condition, Effect, Rule, RuleContext, RuleError
 from server.services.errors import Forbidden, InvalidInput, NotFound, ServiceError
 from store.principal import Principal
 
@@ -45,7 +45,8 @@ class RulePatch(BaseModel):
     """The fields to change; the others stay as they are, and the whole rule is checked again.
 
     A field left out is unchanged. The defaults only mark "left out": a null sent explicitly clears a field
-    that may be empty (``app``, ``risk``, ``cap``, ``expires_at``) and is refused for the others. A rule
+    that may be empty (``app``, ``risk``, ``cap``, ``expires_at``, ``approvers``, ``escalate_after_minutes``,
+    ``escalate_to``) and is refused for the others. A rule
     keeps its scope: another scope is another rule.
     """
 
@@ -64,6 +65,10 @@ class RulePatch(BaseModel):
     locked: bool = None  # type: ignore[assignment]
     require_out_of_band: bool = None  # type: ignore[assignment]
     admin_may_approve: bool = None  # type: ignore[assignment]
+    approvers: Approvers | None = None
+    no_self_approval: bool = None  # type: ignore[assignment]
+    escalate_after_minutes: int | None = Field(default=None, ge=1, le=30 * 24 * 60)
+    escalate_to: Literal["admins"] | None = None
     description: str = Field(default=None, max_length=500)  # type: ignore[assignment]
 
     @model_validator(mode="before")

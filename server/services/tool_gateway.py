@@ -8,6 +8,7 @@ calling a tool passes the same checks in the same order.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
@@ -24,6 +25,7 @@ from approvals.lifecycle import ApprovalError, Binding
 from approvals.rulebook import RuleBook
 from approvals.rules import CallFacts, Catalog, Decision, Effect, ToolInfo
 from server.observability.metrics import Metrics
+from server.services.approval_changes import line
 from server.services.approval_flow import APPROVAL_REQUIRED_SCHEMA, SETTLED_OR_RUNNING, ApprovalFlow, TooManyPending
 from server.services.call_result import CallResult
 from server.services.confirmation import NO_CHANNEL, Channel
@@ -72,6 +74,8 @@ GET_APPROVAL_OUTPUT: dict[str, Any] = {
         "reason": {"type": ["string", "null"]},
         "result": {"type": ["object", "null"]},
         "error": {"type": ["string", "null"]},
+        # Set when a person changed the arguments before approving: what the assistant asked, what runs instead.
+        "changes": {"type": "array", "items": {"type": "object"}},
     },
 }
 
@@ -178,6 +182,8 @@ class ToolGateway:
         self.rulebook = rulebook
         self.flow = flow
         self._connections: SharedCache[tuple[str, str], list[ConnectionView]] = SharedCache(cache_seconds)
+        # A person's changes to an approval's arguments are prepared as a call's are.
+        flow.prepare = self.prepare
         subscribe(self)
 
     async def _usable_connections(self, principal: Principal) -> list[ConnectionView]:
@@ -258,12 +264,7 @@ class ToolGateway:
             await self._audit(principal, bound, name, loose_digest(arguments), None, refused, started)
             return refused
         try:
-            # What the rules decide on, the person sees and the adapter runs is this canonical form, nothing else.
-            arguments = bound.tool.canonicalize(arguments)
-            parsed = bound.tool.parse_arguments(arguments)
-            if bound.tool.resolvers:
-                arguments = await self._resolved(principal, bound, arguments)
-                parsed = bound.tool.parse_arguments(arguments)
+            arguments, parsed = await self._prepared(principal, bound, arguments)
         except InvalidArguments as exc:
             result = CallResult.failure(exc.code, str(exc), outcome=Outcome.INVALID, fields=exc.fields)
             await self._audit(principal, bound, name, loose_digest(arguments), None, result, started)
@@ -281,6 +282,28 @@ class ToolGateway:
             result = CallResult.failure("server_error", f"{bound.tool.spec.title} failed inside Companion.")
             await self._audit(principal, bound, name, digest, None, result, started, arguments)
             return result
+
+    async def _prepared(
+        self, principal: Principal, bound: BoundTool, arguments: dict[str, Any]
+    ) -> tuple[dict[str, Any], Any]:
+        """The arguments in canonical form, valid and resolved, and typed for the adapter; InvalidArguments names
+        each bad field, ToolError says why the provider could not resolve one."""
+        # What the rules decide on, the person sees and the adapter runs is this canonical form, nothing else.
+        arguments = bound.tool.canonicalize(arguments)
+        parsed = bound.tool.parse_arguments(arguments)
+        if bound.tool.resolvers:
+            arguments = await self._resolved(principal, bound, arguments)
+            parsed = bound.tool.parse_arguments(arguments)
+        return arguments, parsed
+
+    async def prepare(
+        self, principal: Principal, tool: RegisteredTool, connection: ConnectionView, arguments: dict[str, Any]
+    ) -> dict[str, Any]:
+        """A person's changed arguments for an approval, through the very path a call's arguments take, so what
+        they approve is digested, decided on, shown and run in the one canonical form (the approval flow's
+        ``prepare``)."""
+        prepared, _ = await self._prepared(principal, BoundTool(tool.name, tool, connection), arguments)
+        return prepared
 
     async def _over_rate(self, principal: Principal) -> CallResult | None:
         """Count the call against the key's plan rate (the REST counters); the refusal once it is over."""
@@ -328,9 +351,11 @@ class ToolGateway:
             await self._audit(principal, bound, name, digest, decision, result, started, arguments)
             return result
         if decision.effect is Effect.ASK:
-            if decision.admin_may_approve and bound.connection.scope.value == "personal":
-                # A personal connection answers to its owner: no workspace admin decides its calls.
-                decision = replace(decision, admin_may_approve=False)
+            if bound.connection.scope.value == "personal" and (decision.admin_may_approve or decision.approvers):
+                # A personal connection answers to its owner: no workspace admin decides its calls, and the
+                # approvers a rule names decide them only beside the owner.
+                owner = replace(decision.approvers, owner=True) if decision.approvers else None
+                decision = replace(decision, admin_may_approve=False, approvers=owner)
             return await self._ask(principal, bound, name, arguments, digest, decision, channel, started)
         if (bound.tool.risk is not Risk.READ or decision.rules) and self._may_have_asked(principal):
             # A call that was asked for before may have an approval already (approved with "remember", say):
@@ -454,6 +479,11 @@ class ToolGateway:
                 settled = await self.flow.stored(approval)
             assert settled.approval is not None  # the flow answers for this approval
             data.update(status=settled.approval.status.value, result=settled.data, error=settled.message or None)
+        changed = self.flow.changes_of(approval)
+        if changed:
+            data["changes"] = changed
+            told = f"{line(changed)}.\n{json.dumps(data, ensure_ascii=False)}"
+            return replace(CallResult.succeeded(data), message=told)
         return CallResult.succeeded(data)
 
     async def _resolved(self, principal: Principal, bound: BoundTool, arguments: dict[str, Any]) -> dict[str, Any]:

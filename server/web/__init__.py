@@ -10,9 +10,11 @@ from starlette.staticfiles import StaticFiles
 
 from server.browser_session import session_middleware, viewer_of
 from server.web import (
+    approval_edit,
     approval_link,
     assistants,
     audit,
+    batch,
     consent,
     inbox,
     integration,
@@ -33,6 +35,10 @@ routes: list[BaseRoute] = [
     *workspaces.routes,
     # Before the inbox's, whose POST /approvals/{id}/{action} would otherwise take /approvals/{id}/by-link.
     *approval_link.routes,
+    # Before the inbox's too: its GET /approvals/{id} would take /approvals/batch, and its POST
+    # /approvals/{id}/{action} would take /approvals/{id}/edit.
+    *batch.routes,
+    *approval_edit.routes,
     *inbox.routes,
     *marketplace.routes,
     *integration.routes,

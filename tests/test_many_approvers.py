@@ -1,0 +1,289 @@
+"""Many approvers: an admin rule names who approves a call, how many of them, whether the person who asked may,
+and when the admins are added.
+
+Alice's assistant adds notes through the workspace's Memo connection (the tests' own app: its runs are counted in
+``memo.RUNS``); Bob, Dora and the admin are the approvers the rules name, and Erin is a member no rule names.
+Everything runs in process, through the real app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+import httpx2
+import pytest
+from sqlalchemy import select, update
+
+from server.app import Companion
+from server.services.demo import DEMO_PASSWORD
+from server.services.notices import Notice
+from store import directory
+from store.connections import add_connection
+from store.keys import create_key
+from store.models import Approval, ApprovalVote, AuditEntry, ConnectionScope, KeyKind, Role, utcnow
+from store.passwords import hash_password
+from tests.apps import memo
+from tests.conftest import mcp_client
+from tests.console import sign_in
+
+pytestmark = pytest.mark.anyio
+
+BASE = "http://127.0.0.1:8000"
+ALICE, BOB, ADMIN = "alice@acme.test", "bob@acme.test", "admin@acme.test"
+DORA, ERIN = "dora@acme.test", "erin@acme.test"
+
+
+@pytest.fixture
+async def people(companion: Companion, demo_keys: Any) -> dict[str, str]:
+    """Everyone's user key, Alice's agent key, and the workspace's Memo connection."""
+    keys = {ALICE: demo_keys.user_keys[ALICE], ADMIN: demo_keys.user_keys[ADMIN], "agent": demo_keys.keys[ALICE]}
+    async with companion.db.transaction() as session:
+        workspace = await directory.workspace_by_slug(session, "acme")
+        await add_connection(
+            session, companion.box, app="memo", scope=ConnectionScope.WORKSPACE, workspace_id=workspace.id,
+            user_id=None, label="Team notes", credentials={"api_key": "memo-secret"},
+        )  # fmt: skip
+        for email in (BOB, DORA, ERIN):
+            user, _ = await directory.add_member(session, workspace, email=email, role=Role.MEMBER, name=email)
+            user.password_hash = user.password_hash or await hash_password(DEMO_PASSWORD)
+            keys[email] = (
+                await create_key(session, workspace_id=workspace.id, user_id=user.id, kind=KeyKind.USER)
+            ).token
+    memo.RUNS.clear()
+    return keys
+
+
+@pytest.fixture
+async def http(app_client: Any) -> AsyncIterator[httpx2.AsyncClient]:
+    async with httpx2.AsyncClient(transport=app_client.transport, base_url=BASE) as client:
+        yield client
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def rule(http: httpx2.AsyncClient, people: dict[str, str], **fields: Any) -> dict[str, Any]:
+    body = {"effect": "ask", "scope": "workspace", "app": "memo", "tool": "memo_add_note", **fields}
+    made = await http.post("/api/v1/rules", headers=bearer(people[ADMIN]), json=body)
+    assert made.status_code == 201, made.text
+    return dict(made.json())
+
+
+async def add_note(app_client: Any, key: str, text: str) -> Any:
+    async with mcp_client(BASE, key, transport=app_client.transport) as client:
+        return await client.call_tool("memo_add_note", {"text": text})
+
+
+async def asked(app_client: Any, people: dict[str, str], text: str) -> str:
+    waiting = await add_note(app_client, people["agent"], text)
+    assert waiting.structured_content["status"] == "approval_required", waiting.content
+    return str(waiting.structured_content["approval_id"])
+
+
+async def decide(
+    http: httpx2.AsyncClient, key: str, approval_id: str, approve: bool = True, reason: str | None = None
+) -> httpx2.Response:
+    action = "approve" if approve else "deny"
+    body = {} if approve else {"reason": reason}
+    return await http.post(f"/api/v1/approvals/{approval_id}/{action}", headers=bearer(key), json=body)
+
+
+async def two_of_three(http: httpx2.AsyncClient, people: dict[str, str]) -> dict[str, Any]:
+    return await rule(
+        http, people, approvers={"people": [BOB, DORA, "Admin@acme.test"], "count": 2}, no_self_approval=True,
+        description="Notes need two of Bob, Dora and the admin",
+    )  # fmt: skip
+
+
+async def test_two_of_three_approve_and_the_call_runs_once(
+    app_client: Any, http: httpx2.AsyncClient, people: dict[str, str]
+) -> None:
+    saved = await two_of_three(http, people)
+    assert saved["approvers"] == {"people": [BOB, DORA, ADMIN], "admins": False, "count": 2}
+    approval_id = await asked(app_client, people, "pay the invoice")
+
+    first = await decide(http, people[BOB], approval_id)
+    assert first.status_code == 200, first.text
+    view = first.json()
+    assert view["status"] == "pending" and view["approvers"]["words"] == "1 of 2 approvals"
+    assert [(vote["email"], vote["approve"]) for vote in view["approvers"]["votes"]] == [(BOB, True)]
+    assert view["approvers"]["people"] == [BOB, DORA, ADMIN] and view["approvers"]["no_self_approval"]
+    early = await add_note(app_client, people["agent"], "pay the invoice")
+    assert early.structured_content["status"] == "approval_required" and memo.RUNS == []
+
+    second = await decide(http, people[DORA], approval_id)
+    assert second.status_code == 200 and second.json()["status"] == "approved"
+    assert second.json()["approvers"]["words"] == "2 of 2 approvals"
+    ran = await add_note(app_client, people["agent"], "pay the invoice")
+    again = await add_note(app_client, people["agent"], "pay the invoice")
+    assert ran.structured_content["text"] == "pay the invoice" and again.structured_content == ran.structured_content
+    assert [approval_id] == memo.RUNS
+    late = await decide(http, people[ADMIN], approval_id)
+    assert late.status_code == 409
+
+
+async def test_one_deny_ends_it(app_client: Any, http: httpx2.AsyncClient, people: dict[str, str]) -> None:
+    await two_of_three(http, people)
+    approval_id = await asked(app_client, people, "wire the money")
+    assert (await decide(http, people[BOB], approval_id)).json()["status"] == "pending"
+    denied = await decide(http, people[DORA], approval_id, approve=False, reason="not this month")
+    assert denied.status_code == 200 and denied.json()["status"] == "denied"
+    assert denied.json()["reason"] == "not this month"
+    assert (await decide(http, people[ADMIN], approval_id)).status_code == 409
+    refused = await add_note(app_client, people["agent"], "wire the money")
+    assert refused.is_error and "not this month" in refused.content[0].text
+    assert memo.RUNS == []
+
+
+async def test_the_same_person_twice_is_refused(
+    app_client: Any, http: httpx2.AsyncClient, people: dict[str, str], companion: Companion
+) -> None:
+    await two_of_three(http, people)
+    approval_id = await asked(app_client, people, "order chairs")
+    assert (await decide(http, people[BOB], approval_id)).status_code == 200
+    twice = await decide(http, people[BOB], approval_id)
+    assert twice.status_code == 409 and "already decided" in twice.json()["error"]["message"]
+    both = await asyncio.gather(*(decide(http, people[DORA], approval_id) for _ in range(3)))
+    assert sorted(answer.status_code for answer in both) == [200, 409, 409], "racing votes of one person count once"
+    async with companion.db.session() as session:
+        votes = list(await session.scalars(select(ApprovalVote).where(ApprovalVote.approval_id == approval_id)))
+    assert len(votes) == 2
+
+
+async def test_the_person_who_asked_cannot_approve_their_own_call(
+    app_client: Any, http: httpx2.AsyncClient, people: dict[str, str]
+) -> None:
+    await rule(http, people, approvers={"people": [ALICE, BOB]}, no_self_approval=True)
+    approval_id = await asked(app_client, people, "expense my lunch")
+    own = await decide(http, people[ALICE], approval_id)
+    assert own.status_code == 403
+    assert "someone else must approve" in own.json()["error"]["message"]
+    assert (await decide(http, people[BOB], approval_id)).json()["status"] == "approved"
+
+
+async def test_someone_outside_the_group_cannot_decide(
+    app_client: Any, http: httpx2.AsyncClient, people: dict[str, str]
+) -> None:
+    await two_of_three(http, people)
+    approval_id = await asked(app_client, people, "book the venue")
+    stranger = await decide(http, people[ERIN], approval_id)
+    assert stranger.status_code == 404, "a member no rule names does not even see it"
+    asker = await decide(http, people[ALICE], approval_id, approve=False)
+    assert asker.status_code == 403 and "Only the approvers" in asker.json()["error"]["message"]
+    assert (await http.get(f"/api/v1/approvals/{approval_id}", headers=bearer(people[ERIN]))).status_code == 404
+    listed = await http.get("/api/v1/approvals?status=pending", headers=bearer(people[BOB]))
+    assert [a["id"] for a in listed.json()["data"]] == [approval_id], "an approver finds it in their list"
+    assert (await http.get("/api/v1/approvals", headers=bearer(people[ERIN]))).json()["data"] == []
+
+
+async def test_a_rule_naming_a_stranger_is_refused_at_save(http: httpx2.AsyncClient, people: dict[str, str]) -> None:
+    body = {
+        "effect": "ask", "scope": "workspace", "app": "memo", "tool": "memo_add_note",
+        "approvers": {"people": [BOB, "mallory@evil.test"]},
+    }  # fmt: skip
+    refused = await http.post("/api/v1/rules", headers=bearer(people[ADMIN]), json=body)
+    assert refused.status_code == 422
+    assert "mallory@evil.test" in refused.json()["error"]["details"]["fields"]["approvers.people"]
+    mine = {**body, "scope": "user", "approvers": {"people": [BOB]}}
+    assert (await http.post("/api/v1/rules", headers=bearer(people[ALICE]), json=mine)).status_code == 422
+    too_many = {**body, "approvers": {"people": [BOB], "count": 2}}
+    assert (await http.post("/api/v1/rules", headers=bearer(people[ADMIN]), json=too_many)).status_code == 422
+
+
+async def test_the_inbox_shows_where_the_votes_stand(
+    app_client: Any, http: httpx2.AsyncClient, people: dict[str, str]
+) -> None:
+    await two_of_three(http, people)
+    approval_id = await asked(app_client, people, "send the newsletter")
+    await decide(http, people[BOB], approval_id)
+    async with httpx2.AsyncClient(transport=app_client.transport, base_url=BASE) as browser:
+        await sign_in(browser, DORA)
+        inbox = await browser.get("/inbox")
+        page = await browser.get(f"/approvals/{approval_id}")
+    for text in (inbox.text, page.text):
+        assert "1 of 2 approvals" in text and f"{BOB}: approved" in text
+        assert "Edit before approving" not in text, "one of several approvers cannot change it alone"
+
+
+class Told:
+    """A notice channel that keeps what it is told."""
+
+    name = "test"
+
+    def __init__(self) -> None:
+        self.notices: list[Notice] = []
+
+    async def waiting(self, notice: Notice) -> None:
+        self.notices.append(notice)
+
+
+async def test_an_approval_no_one_decides_escalates_to_the_admins_once(
+    app_client: Any, http: httpx2.AsyncClient, people: dict[str, str], companion: Companion
+) -> None:
+    told = Told()
+    companion.notices.add(told)
+    await rule(http, people, approvers={"people": [BOB]}, escalate_after_minutes=1, escalate_to="admins")
+    approval_id = await asked(app_client, people, "renew the lease")
+    await companion.notices.drain()
+    async with companion.db.session() as session:
+        admin_id = (await directory.user_by_email(session, ADMIN)).id
+        bob_id = (await directory.user_by_email(session, BOB)).id
+    assert [notice.approvers for notice in told.notices] == [(bob_id,)]
+    assert (await decide(http, people[ADMIN], approval_id)).status_code == 403, "not an approver yet"
+
+    tools = companion.registry.tools
+    assert await companion.gateway.flow.escalate_due(tools) == [], "nothing is due before its time"
+    async with companion.db.transaction() as session:
+        await session.execute(
+            update(Approval).where(Approval.id == approval_id).values(escalate_at=utcnow() - timedelta(seconds=1))
+        )
+    # Two replicas sweep at once: one escalates it.
+    swept = await asyncio.gather(companion.gateway.flow.escalate_due(tools), companion.gateway.flow.escalate_due(tools))
+    assert sorted(len(escalated) for escalated in swept) == [0, 1]
+    await companion.notices.drain()
+    assert len(told.notices) == 2 and set(told.notices[1].approvers) == {bob_id, admin_id}
+
+    view = (await http.get(f"/api/v1/approvals/{approval_id}", headers=bearer(people[ADMIN]))).json()
+    assert view["approvers"]["admins"] is True and view["approvers"]["escalated_at"]
+    approved = await decide(http, people[ADMIN], approval_id)
+    assert approved.status_code == 200 and approved.json()["status"] == "approved"
+    await companion.audit.flush()
+    async with companion.db.session() as session:
+        events = list(
+            await session.scalars(
+                select(AuditEntry.event).where(AuditEntry.approval_id == approval_id).order_by(AuditEntry.id)
+            )
+        )
+    assert events.count("approval.escalated") == 1
+    assert events.index("approval.escalated") < events.index("approval.approved")
+    assert await companion.gateway.flow.escalate_due(tools) == []
+
+
+async def test_a_personal_connection_still_needs_its_owner(
+    app_client: Any, http: httpx2.AsyncClient, people: dict[str, str], companion: Companion
+) -> None:
+    """A rule's approvers decide a personal connection's calls only beside its owner, who asked."""
+    async with companion.db.transaction() as session:
+        bob = await directory.user_by_email(session, BOB)
+        workspace = await directory.workspace_by_slug(session, "acme")
+        await add_connection(
+            session, companion.box, app="memo", scope=ConnectionScope.PERSONAL, workspace_id=None,
+            user_id=bob.id, label="Bob's notes", credentials={"api_key": "memo-secret"},
+        )  # fmt: skip
+        agent = await create_key(session, workspace_id=workspace.id, user_id=bob.id, name="bob's assistant")
+    await rule(http, people, approvers={"people": [DORA]}, no_self_approval=True)
+    async with mcp_client(BASE, agent.token, transport=app_client.transport) as client:
+        tools = [tool.name for tool in (await client.list_tools()).tools]
+        personal = next(name for name in tools if name.startswith("memo_add_note__"))
+        waiting = await client.call_tool(personal, {"text": "my own note"})
+    approval_id = waiting.structured_content["approval_id"]
+    by_dora = await decide(http, people[DORA], approval_id)
+    assert by_dora.json()["status"] == "pending" and by_dora.json()["approvers"]["words"] == (
+        "1 of 1 approval, and the owner's"
+    )
+    by_owner = await decide(http, people[BOB], approval_id)
+    assert by_owner.status_code == 200 and by_owner.json()["status"] == "approved"
