@@ -22,16 +22,17 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy import delete, func, select, update
 
+from approvals.rules import Rule
 from server.app import Companion, create_app
 from server.services import demo
 from server.services.approval_flow import cancel_request
 from server.services.slack_approvals import SlackChannel
-from server.services.slack_approvals.interactions import NOT_YOURS, SLACK_OFF
+from server.services.slack_approvals.interactions import COUNTED, NOT_YOURS, SLACK_OFF
 from server.services.slack_approvals.signing import signature
 from server.settings import Settings
 from store.approval_notices import APPROVED
 from store.connections import add_connection
-from store.directory import user_by_email, workspace_by_slug
+from store.directory import member_principal, user_by_email, workspace_by_slug
 from store.keys import create_key
 from store.models import (
     ActionItem,
@@ -305,6 +306,40 @@ async def test_the_open_button_decides_nothing(world):
     assert (await world.press(ALICE, world.message_to(ALICE, approval_id), "open")).status_code == 200
     assert (await world.approval(approval_id)).status is ApprovalStatus.PENDING
     assert world.slack.responses == [] and world.slack.views == []
+
+
+async def test_with_several_approvers_each_gets_a_message_and_a_press_is_one_vote(world):
+    async with world.companion.db.transaction() as session:
+        await session.execute(update(User).where(User.email == "admin@acme.test").values(notify_slack=True))
+        workspace = await workspace_by_slug(session, "acme")
+        admin = await user_by_email(session, "admin@acme.test")
+        actor = await member_principal(session, workspace.id, admin.id, acting_as="test")
+        assert actor is not None
+        await world.companion.rulebook.create(
+            session,
+            actor,
+            Rule.model_validate(
+                {
+                    "effect": "ask",
+                    "scope": "workspace",
+                    "app": "harmony",
+                    "tool": ASK,
+                    "approvers": {"people": ["alice@acme.test", "admin@acme.test"], "count": 2},
+                }
+            ),
+        )
+    approval_id = await world.ask("Two must agree")
+    alices, admins = world.message_to(ALICE, approval_id), world.message_to("U0ADMIN001", approval_id)
+    await world.press(ALICE, alices, "approve")
+    assert world.slack.responses[-1]["text"] == COUNTED
+    assert (await world.approval(approval_id)).status is ApprovalStatus.PENDING
+    # Alice's message is hers alone: the admin cannot vote a second time through it.
+    await world.press("U0ADMIN001", alices, "approve")
+    assert world.slack.responses[-1]["text"] == NOT_YOURS
+    await world.press("U0ADMIN001", admins, "approve")
+    assert (await world.approval(approval_id)).status is ApprovalStatus.APPROVED
+    for message in (alices, admins):
+        await world.updated(message, "Approved by")
 
 
 # -- requests that are not Slack's, or not now -------------------------------------------------------------------
