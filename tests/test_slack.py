@@ -336,7 +336,8 @@ async def test_connecting_installs_the_bot_scopes_without_pkce_and_keeps_the_rot
     back = httpx.URL(approved.headers["location"])
     connection, _ = await oauth.finish(slack.principal, back.params["state"], back.params["code"])
     install = next(s for s in slack.fake.seen if s.path == "/oauth/v2/authorize")
-    assert install.query["scope"] == "chat:write,channels:read,groups:read" and "code_challenge" not in install.query
+    assert install.query["scope"] == "chat:write,channels:read,groups:read,users:read,users:read.email,im:write"
+    assert "code_challenge" not in install.query
     exchange = next(s for s in slack.fake.seen if s.path == "/api/oauth.v2.access")
     assert b"code_verifier" not in exchange.body and b"client_secret=" in exchange.body
     assert connection["status"] == "active"
