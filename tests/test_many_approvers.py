@@ -18,6 +18,7 @@ import pytest
 from sqlalchemy import select, update
 
 from server.app import Companion
+from server.services.confirmation import Answer, Channel
 from server.services.demo import DEMO_PASSWORD
 from server.services.notices import Notice
 from store import directory
@@ -287,3 +288,51 @@ async def test_a_personal_connection_still_needs_its_owner(
     )
     by_owner = await decide(http, people[BOB], approval_id)
     assert by_owner.status_code == 200 and by_owner.json()["status"] == "approved"
+
+
+async def test_one_of_several_approvers_cannot_change_the_call_nor_the_asker_their_own(
+    app_client: Any, http: httpx2.AsyncClient, people: dict[str, str]
+) -> None:
+    await two_of_three(http, people)
+    approval_id = await asked(app_client, people, "buy a boat")
+    changed = {"arguments": {"text": "buy a bigger boat"}}
+    by_bob = await http.post(f"/api/v1/approvals/{approval_id}/edit", headers=bearer(people[BOB]), json=changed)
+    assert by_bob.status_code == 403 and "several people" in by_bob.json()["error"]["message"]
+    by_alice = await http.post(f"/api/v1/approvals/{approval_id}/edit", headers=bearer(people[ALICE]), json=changed)
+    assert by_alice.status_code == 403 and "someone else must approve" in by_alice.json()["error"]["message"]
+    view = await http.get(f"/api/v1/approvals/{approval_id}", headers=bearer(people[BOB]))
+    assert view.json()["status"] == "pending" and view.json()["arguments"] == {"text": "buy a boat"}
+
+
+async def test_a_group_approval_is_never_decided_in_the_chat(
+    http: httpx2.AsyncClient, people: dict[str, str], companion: Companion
+) -> None:
+    """Even through a key its owner marked person-facing, an answer in the assistant's chat decides nothing."""
+    await rule(http, people, approvers={"people": [ALICE, BOB]})
+    async with companion.db.transaction() as session:
+        workspace = await directory.workspace_by_slug(session, "acme")
+        alice = await directory.user_by_email(session, ALICE)
+        key = await create_key(session, workspace_id=workspace.id, user_id=alice.id, person_facing=True)
+    principal = await companion.principal_for(key.token)
+    assert principal is not None and principal.person_facing
+    asked_in_chat = await companion.gateway.call(principal, "memo_add_note", {"text": "in chat"}, Channel(form=True))
+    assert asked_in_chat.prompt is None and asked_in_chat.data["status"] == "approval_required"
+    approval_id = asked_in_chat.data["approval_id"]
+    answer = Answer(approval_id, "any", "form", "accept", decision="approve", remember="no")
+    answered = await companion.gateway.call(
+        principal, "memo_add_note", {"text": "in chat"}, Channel(form=True, answer=answer)
+    )
+    assert answered.data["status"] == "approval_required" and memo.RUNS == []
+
+
+async def test_an_admin_changes_who_approves_with_a_patch(http: httpx2.AsyncClient, people: dict[str, str]) -> None:
+    saved = await two_of_three(http, people)
+    path = f"/api/v1/rules/{saved['id']}"
+    changed = await http.patch(path, headers=bearer(people[ADMIN]), json={"approvers": {"people": [BOB], "count": 1}})
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["approvers"] == {"people": [BOB], "admins": False, "count": 1}
+    assert changed.json()["no_self_approval"] is True, "what the patch left out stays"
+    timed = await http.patch(path, headers=bearer(people[ADMIN]), json={"escalate_after_minutes": 30})
+    assert timed.status_code == 422 and "escalate_to" in timed.text
+    cleared = await http.patch(path, headers=bearer(people[ADMIN]), json={"approvers": None, "no_self_approval": False})
+    assert cleared.status_code == 200 and cleared.json().get("approvers") is None
