@@ -27,7 +27,7 @@ from server.web.pages import Refused, form_of, page, redirect, render, services_
 from store.models import Approval, ApprovalStatus
 from tools.registry import RegisteredTool
 
-# Arguments that hold prose: a text area, whatever their length today.
+# Arguments that hold prose (by a word of their name: body_text, description): a text area, whatever their length.
 PROSE = frozenset({"body", "text", "description", "content", "message", "html", "notes", "comment", "summary"})
 LONG_TEXT = 100
 
@@ -47,12 +47,13 @@ class Field:
     error: str = ""
 
 
-def _kind(schema: dict[str, Any], value: Any) -> str:
+def _kind(name: str, schema: dict[str, Any], value: Any) -> str:
     declared = schema.get("type")
     if "enum" in schema and all(isinstance(choice, str) for choice in schema["enum"]):
         return "choice"
     if declared == "string":
-        long = isinstance(value, str) and ("\n" in value or len(value) > LONG_TEXT)
+        prose = bool(PROSE & set(name.split("_")))
+        long = prose or (isinstance(value, str) and ("\n" in value or len(value) > LONG_TEXT))
         return "long" if long else "text"
     if declared in ("integer", "number", "boolean"):
         return str(declared)
@@ -82,7 +83,7 @@ def fields_of(tool: RegisteredTool, arguments: dict[str, Any]) -> list[Field]:
     for name in [*properties, *(name for name in arguments if name not in properties)]:
         spec = properties.get(name, {})
         value = arguments.get(name)
-        kind = _kind(spec, value)
+        kind = _kind(name, spec, value)
         fields.append(
             Field(
                 name=name,
@@ -100,7 +101,9 @@ def fields_of(tool: RegisteredTool, arguments: dict[str, Any]) -> list[Field]:
 
 def _hint(spec: dict[str, Any], kind: str) -> str:
     words = {"lines": "One per line.", "json": "JSON.", "boolean": ""}.get(kind, "")
-    description = str(spec.get("description") or "")
+    description = str(spec.get("description") or "").strip()
+    if description and words and description[-1] not in ".!?":
+        description += "."
     return " ".join(part for part in (description, words) if part)
 
 
