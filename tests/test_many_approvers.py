@@ -235,6 +235,8 @@ async def test_an_approval_no_one_decides_escalates_to_the_admins_once(
         bob_id = (await directory.user_by_email(session, BOB)).id
     assert [notice.approvers for notice in told.notices] == [(bob_id,)]
     assert (await decide(http, people[ADMIN], approval_id)).status_code == 403, "not an approver yet"
+    pending = "/api/v1/approvals?status=pending"
+    assert (await http.get(pending, headers=bearer(people[ADMIN]))).json()["data"] == [], "nor listed for them"
 
     tools = companion.registry.tools
     assert await companion.gateway.flow.escalate_due(tools) == [], "nothing is due before its time"
@@ -248,6 +250,8 @@ async def test_an_approval_no_one_decides_escalates_to_the_admins_once(
     await companion.notices.drain()
     assert len(told.notices) == 2 and set(told.notices[1].approvers) == {bob_id, admin_id}
 
+    listed = (await http.get(pending, headers=bearer(people[ADMIN]))).json()["data"]
+    assert [approval["id"] for approval in listed] == [approval_id], "the admins find it in their list now"
     view = (await http.get(f"/api/v1/approvals/{approval_id}", headers=bearer(people[ADMIN]))).json()
     assert view["approvers"]["admins"] is True and view["approvers"]["escalated_at"]
     approved = await decide(http, people[ADMIN], approval_id)
