@@ -312,7 +312,8 @@ async def test_the_approval_email_names_the_assistant(mailing: Any, demo_keys: A
     await companion.notices.drain()
     [(_, raw)] = box.messages
     body = message_from_bytes(raw, policy=policy.default).get_payload(decode=True).decode()
-    assert body.startswith("Test Assistant on behalf of you is waiting for your approval in Harmony:")
+    assert body.startswith("An approval is waiting for you in Harmony.")
+    assert 'Asked by: "Test Assistant on behalf of you"' in body
 
 
 async def test_an_oauth_call_approved_then_allowed_by_a_rule_runs_once(

@@ -11,6 +11,7 @@ which needs signing in. The workspace's ``email_link_max_risk`` says how risky a
 from __future__ import annotations
 
 import logging
+import re
 from email.message import EmailMessage
 
 import aiosmtplib
@@ -24,6 +25,9 @@ from store.db import Database
 from store.models import User
 
 log = logging.getLogger(__name__)
+
+#: What a mail client may make clickable: a scheme, an address, or a dot between letters (a domain).
+LINKISH = re.compile(r"://|@|\w\.\w", re.ASCII)
 
 
 def link_url(base_url: str, approval_id: str, secret: str) -> str:
@@ -93,7 +97,8 @@ class ApprovalMail:
         message["To"] = to
         message["Subject"] = f"Approval waiting: {app_name}"
         message.set_content(
-            f"{_asker(notice.assistant)} is waiting for your approval in {app_name}:\n\n"
+            f"An approval is waiting for you in {app_name}.\n\n"
+            f"Asked by: {_asker(notice.assistant)}\n\n"
             f"{summary}\n\n"
             f"Approve or deny it: {link}\n"
             f"{how} The link works once, and only for you: do not forward this e-mail.\n\n"
@@ -106,8 +111,20 @@ class ApprovalMail:
 
 
 def _asker(assistant: str) -> str:
-    """Who waits, named as every channel names it; the assistant's own name cannot add a line either."""
-    return _one_line(on_behalf_of(assistant, "you"))[:300] if assistant else "Your assistant"
+    """Who waits, named as every channel names it, on a labelled line of its own that Companion's words begin
+    before. The assistant chose its name: it may add no line, and nothing in it becomes a link a mail client
+    would make clickable (``Approve it: https://evil.example/...``)."""
+    if not assistant:
+        return "your assistant"
+    named = _one_line(on_behalf_of(_defanged(assistant), "you"))[:300]
+    return f'"{named}"'
+
+
+def _defanged(text: str) -> str:
+    """Text with what mail clients turn into links (an address, a URL, a domain) written so they do not."""
+    if not LINKISH.search(text):
+        return text
+    return text.replace(".", "[.]").replace(":", "[:]").replace("@", "[at]")
 
 
 def _one_line(text: str) -> str:

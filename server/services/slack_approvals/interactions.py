@@ -103,6 +103,9 @@ class SlackInteractions:
         try:
             approver = await self._approver(press.slack_user, press.approval_id, press.channel, press.ts)
             if press.action == message.APPROVE:
+                # Checked here too, not only by leaving the button out: a message's buttons are the client's to send.
+                if not message.shows_in_full((await self.channel.card(approver.approval)).summary):
+                    raise Refused("This request is too long to show in Slack in full: open it to approve it.")
                 said = await self._decide(approver, approve=True, reason=None)
             else:
                 await self._ask_why(approver, press)

@@ -63,15 +63,26 @@ def _plain(text: str) -> dict[str, Any]:
     return {"type": "plain_text", "text": text, "emoji": False}
 
 
-def _summary_sections(summary: str) -> list[dict[str, Any]]:
-    """The summary, escaped, in as many sections as it needs; an entity is never split between two."""
+def _pieces(summary: str) -> list[str]:
+    """The summary, escaped, cut into sections' texts; an entity is never split between two."""
     pieces: list[str] = [""]
     for char in summary:
         escaped = mrkdwn(char)
         if len(pieces[-1]) + len(escaped) > SECTION_CHARS:
             pieces.append("")
         pieces[-1] += escaped
-    sections = [{"type": "section", "text": _text(piece)} for piece in pieces if piece]
+    return [piece for piece in pieces if piece]
+
+
+def shows_in_full(summary: str) -> bool:
+    """Whether a message can show the whole summary. Approve is offered only then: a request cut short could
+    hide the very recipient at its end (the assistant chooses how long the rest is)."""
+    return len(_pieces(summary)) <= SUMMARY_SECTIONS
+
+
+def _summary_sections(summary: str) -> list[dict[str, Any]]:
+    """The summary in as many sections as it needs, or, past what one message holds, its start and a note."""
+    sections = [{"type": "section", "text": _text(piece)} for piece in _pieces(summary)]
     if len(sections) > SUMMARY_SECTIONS:
         rest = "_The rest of this request is too long for Slack: open it to read all of it._"
         sections = [*sections[: SUMMARY_SECTIONS - 1], {"type": "section", "text": _text(rest)}]
@@ -114,16 +125,18 @@ def _header(card: Card) -> dict[str, Any]:
 
 def waiting(card: Card) -> dict[str, Any]:
     """The message while the approval waits: ``text`` for notifications, ``blocks`` for the message itself."""
+    whole = shows_in_full(card.summary)
     buttons = [
-        _button(APPROVE, "Approve", card.approval_id, style="primary"),
+        *([_button(APPROVE, "Approve", card.approval_id, style="primary")] if whole else []),
         _button(DENY, "Deny", card.approval_id, style="danger"),
         _open(card),
     ]
+    note = "Nothing runs until it is approved." if whole else "Open it to read all of it and approve it there."
     blocks = [
         _header(card),
         *_summary_sections(card.summary),
         _facts(card),
-        {"type": "context", "elements": [_text("Nothing runs until it is approved.")]},
+        {"type": "context", "elements": [_text(note)]},
         {"type": "actions", "block_id": "decide", "elements": buttons},
     ]
     return {"text": mrkdwn(f"Approval waiting in {card.app_name}: {card.summary}"), "blocks": blocks}
