@@ -229,6 +229,46 @@ class RememberSpec(Strict):
 
 
 ARGUMENT_PATH = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$"
+ARGUMENT_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
+class ReadSpec(Strict):
+    """A read tool of the same app that a card calls, as the person who asked, to say what a call touches.
+
+    The read gets ``arguments`` and, in ``argument``, the value the card asks about (an id). With ``items``, the
+    answer is a list in the result, and the object is the item one of whose ``match`` fields equals the value;
+    without it, the result is the object.
+    """
+
+    tool: str = Field(pattern=IDENTIFIER)
+    argument: str | None = Field(default=None, pattern=ARGUMENT_NAME)
+    arguments: dict[str, Any] = Field(default_factory=dict)
+    items: str | None = Field(default=None, pattern=ARGUMENT_NAME)
+    match: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _finds_one_object(self) -> ReadSpec:
+        if (self.items is None) != (not self.match):
+            raise ValueError("items and match go together: the list to look in, and the fields that hold the value")
+        if self.argument is None and self.items is None:
+            raise ValueError("name the argument that takes the value, or the items to find it among")
+        if self.argument is not None and self.argument in self.arguments:
+            raise ValueError(f"arguments.{self.argument}: it takes the value, so it cannot be fixed too")
+        return self
+
+
+class ShownAs(ReadSpec):
+    """How a person sees an argument that holds an id: the ``field`` of the object it names (a meeting's title)."""
+
+    field: str = Field(pattern=ARGUMENT_NAME)
+
+
+class CurrentSpec(ReadSpec):
+    """Where an update tool's arguments have their current values: the object ``key`` names, read as
+    ``ReadSpec`` says, and the field of it that each argument sets."""
+
+    key: str = Field(pattern=ARGUMENT_NAME)
+    fields: dict[str, str] = Field(min_length=1)
 
 
 def schema_at(schema: dict[str, Any], path: str) -> dict[str, Any] | None:
@@ -296,6 +336,17 @@ class ToolSpec(Strict):
         "rule is refused at save instead of never matching.",
     )
 
+    shown_as: dict[str, ShownAs] = Field(
+        default_factory=dict,
+        description="Argument -> how a person sees the object its id names: a read tool of this app, as the person "
+        "who asked, and the field of its answer to show (a meeting's title); the id is shown when the read fails.",
+    )
+    current: CurrentSpec | None = Field(
+        default=None,
+        description="For an update: a read tool of this app giving the object's current values, shown beside the "
+        "new ones.",
+    )
+
     _schemas_are_valid = field_validator("input_schema", "output_schema")(_check_json_schema)
 
     @property
@@ -328,6 +379,16 @@ class ToolSpec(Strict):
             for path, reference in hooks.items():
                 if not re.match(ADAPTER_REFERENCE, reference):
                     raise ValueError(f"{where}.{path}: {reference!r} is not an adapter function, module.function")
+        for name in self.shown_as:
+            if name not in properties:
+                raise ValueError(f"shown_as.{name}: {name!r} is not an argument of {self.name}")
+            if name in {path.split(".")[0] for path in self.egress}:
+                # Who or where a call sends to is shown as it is, in full, never as a name an app gives it.
+                raise ValueError(f"shown_as.{name}: a recipient argument is shown in full, not by name")
+        if self.current is not None:
+            for where, name in (("key", self.current.key), *((f"fields.{n}", n) for n in self.current.fields)):
+                if name not in properties:
+                    raise ValueError(f"current.{where}: {name!r} is not an argument of {self.name}")
         for path in self.resolve:
             if path not in self.rule_form:
                 # Without it, a rule naming the unresolved form would save and then never match.
@@ -386,6 +447,21 @@ class Manifest(Strict):
         return self
 
     @model_validator(mode="after")
+    def _reads_are_reads_of_this_app(self) -> Manifest:
+        tools = {tool.name: tool for tool in self.tools}
+        for index, tool in enumerate(self.tools):
+            reads: list[tuple[str, ReadSpec, list[str]]] = [
+                (f"shown_as.{name}", spec, [spec.field]) for name, spec in tool.shown_as.items()
+            ]
+            if tool.current is not None:
+                reads.append(("current", tool.current, list(tool.current.fields.values())))
+            for where, spec, shown in reads:
+                problem = _read_problem(tools.get(spec.tool), spec, shown)
+                if problem:
+                    raise ValueError(f"tools[{index}].{where}: {problem}")
+        return self
+
+    @model_validator(mode="after")
     def _tool_names(self) -> Manifest:
         seen: set[str] = set()
         for index, tool in enumerate(self.tools):
@@ -395,6 +471,29 @@ class Manifest(Strict):
                 raise ValueError(f"tools[{index}].name: duplicate tool name {tool.name!r}")
             seen.add(tool.name)
         return self
+
+
+def _read_problem(read: ToolSpec | None, spec: ReadSpec, shown: list[str]) -> str | None:
+    """What is wrong with a card's read of another tool of the app, or None."""
+    if read is None:
+        return f"{spec.tool!r} is not a tool of this app"
+    if read.risk is not Risk.READ:
+        return f"{spec.tool!r} is a {read.risk.value} tool; a card only reads"
+    inputs = set(read.input_schema.get("properties", {}))
+    for name in [*spec.arguments, *([spec.argument] if spec.argument else [])]:
+        if name not in inputs:
+            return f"{name!r} is not an argument of {spec.tool}"
+    answer: dict[str, Any] | None = read.output_schema
+    if spec.items is not None:
+        listed = read.output_schema.get("properties", {}).get(spec.items)
+        answer = listed.get("items") if isinstance(listed, dict) and listed.get("type") == "array" else None
+        if not isinstance(answer, dict):
+            return f"{spec.tool} answers no list {spec.items!r}"
+    fields = set((answer or {}).get("properties", {}))
+    for name in [*spec.match, *shown]:
+        if name not in fields:
+            return f"{spec.tool} answers no field {name!r}" + (f" in {spec.items}" if spec.items else "")
+    return None
 
 
 def _location(loc: tuple[int | str, ...]) -> str:

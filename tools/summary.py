@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -88,12 +89,25 @@ def render(tool: RegisteredTool, arguments: dict[str, Any], connection: Connecti
     return "\n".join(lines)
 
 
+def recipient(value: str) -> str:
+    """One recipient as the summary names it: escaped, with a non-ASCII domain as punycode."""
+    return escape(_ascii_domain(value))
+
+
 def full_arguments(arguments: dict[str, Any]) -> str:
     """Every argument as indented JSON in ASCII, so nothing invisible survives: the in-chat "see all" view."""
     return json.dumps(arguments, ensure_ascii=True, indent=2).replace("\x7f", "\\u007f")
 
 
-def _headline(tool: RegisteredTool, arguments: dict[str, Any], egress: set[str]) -> str:
+def headline(tool: RegisteredTool, arguments: dict[str, Any], names: Mapping[str, str]) -> str:
+    """The summary's first line with some ids said by the names of what they stand for (a meeting's title, quoted),
+    as the manifest's ``shown_as`` reads them; a recipient is never among them, and is always shown whole."""
+    return _headline(tool, arguments, {path.split(".")[0] for path in tool.egress}, names)
+
+
+def _headline(
+    tool: RegisteredTool, arguments: dict[str, Any], egress: set[str], names: Mapping[str, str] | None = None
+) -> str:
     """The manifest's summary with its placeholders filled: recipients whole, other values shortened."""
 
     def fill(match: re.Match[str]) -> str:
@@ -101,6 +115,8 @@ def _headline(tool: RegisteredTool, arguments: dict[str, Any], egress: set[str])
         if name not in arguments:
             return "…"
         value = arguments[name]
+        if names and name in names and name not in egress:
+            return f"“{_shortened(names[name], HEADLINE_VALUE_LIMIT)}”"
         if name in egress:
             items = value if isinstance(value, list) else [value]
             return ", ".join(escape(_ascii_domain(item)) if isinstance(item, str) else _json(item) for item in items)
