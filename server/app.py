@@ -47,6 +47,7 @@ from server.services.assistants.authorization import SCOPES, AuthorizationServer
 from server.services.assistants.clients import AssistantClients
 from server.services.assistants.external import ExternalTokens, Resources
 from server.services.assistants.issuer_keys import IssuerKeys
+from server.services.cards import Cards
 from server.services.documents import DocumentFetcher
 from server.services.integrations.autosync import AutoSync
 from server.services.integrations.lifecycle import Integrations
@@ -198,7 +199,10 @@ class Companion:
     def console_services(self) -> ConsoleServices:
         """What the web console is handed."""
         rest = self.rest_services()
-        return ConsoleServices(**{part.name: getattr(rest, part.name) for part in fields(rest)}, mail=self.mail)
+        cards = Cards(self.gateway, cache_seconds=self.settings.cache_seconds)
+        return ConsoleServices(
+            **{part.name: getattr(rest, part.name) for part in fields(rest)}, mail=self.mail, cards=cards
+        )
 
     def mcp_server(self, principal_source: PrincipalSource) -> Server[Any]:
         return build_mcp_server(

@@ -259,20 +259,21 @@ async def test_the_reason_is_in_the_deny_form_alone_so_enter_there_denies(browse
 async def test_a_summary_of_several_lines_is_shown_in_full_with_what_remember_would_approve(
     browser, waiting, monkeypatch
 ):
+    from server.services.approval_flow import ApprovalFlow
     from server.web import inbox
 
     long_address = "carol@globex.example.mail-relay-" + "x" * 80 + ".evil.example"
+    summary = f"Send an e-mail “Q3”\nTo: bob@client.com\nBcc: {long_address}\n⚠ xn--pple-43d.com mixes scripts"
 
     def view_with_lines(*args, **kwargs):
         view = approval_view(*args, **kwargs)
-        view["summary"] = (
-            f"Send an e-mail “Q3”\nTo: bob@client.com\nBcc: {long_address}\n⚠ xn--pple-43d.com mixes scripts"
-        )
         view["remember_scope"] = "e-mails from Work mail to bob@client.com only"
         view["full_arguments"] = '{\n  "bcc": ["' + long_address + '"]\n}'
         return view
 
     monkeypatch.setattr(inbox, "approval_view", view_with_lines)
+    # Every channel shows the summary the flow keeps for the approval; the card's lines are its lines.
+    monkeypatch.setattr(ApprovalFlow, "summary", lambda self, approval, tool, arguments: summary)
     await sign_in(browser, "alice@acme.test")
     for path in ("/inbox", f"/approvals/{waiting}"):
         page = (await browser.get(path)).text

@@ -15,6 +15,7 @@ from server.services.addresses import allow_private, require_https
 from server.services.approval_flow import ApprovalFlow
 from server.services.approval_mail import ApprovalMail
 from server.services.assistants.authorization import AuthorizationServer
+from server.services.cards import Cards
 from server.services.documents import DocumentFetcher
 from server.services.integrations.lifecycle import Integrations
 from server.services.integrations.oauth import OAuthConnect
@@ -63,6 +64,8 @@ class RestServices:
 
 @dataclass(frozen=True, slots=True)
 class ConsoleServices(RestServices):
-    """What the web console (``server.web``) uses: REST's services, and whether approval e-mail can be sent."""
+    """What the web console (``server.web``) uses: REST's services, whether approval e-mail can be sent, and the
+    cards that tell each approval's story."""
 
     mail: ApprovalMail
+    cards: Cards

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, select
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
@@ -32,16 +32,14 @@ from server.services.approval_flow import (
     visible_clause,
     visible_to,
 )
-from server.services.asked_by import on_behalf_of
+from server.services.cards import ago
+from server.services.waiting import WAITING, waiting_clause
 from server.web.pages import Refused, form_of, is_htmx, page, redirect, render, safe_next, services_of
-from server.web.people_lookup import people_by_id
 from store.db import Database
-from store.models import Approval, ApprovalStatus, utcnow
+from store.models import Approval, utcnow
 from store.principal import Principal
 
 HISTORY_PAGE = 25
-# What waits for a person: a call to approve, or one whose outcome only they can settle.
-WAITING = (ApprovalStatus.PENDING, ApprovalStatus.OUTCOME_UNKNOWN)
 POLL_SECONDS = 1.0
 # An event stream ends after a while; the browser's EventSource reconnects by itself.
 STREAM_SECONDS = 300.0
@@ -52,31 +50,23 @@ async def _pending_ids(db: Database, actor: Principal) -> tuple[str, ...]:
     """The viewer's live pending approvals, read-only, so an open stream costs one small query a tick."""
     async with db.session() as session:
         rows = await session.scalars(
-            select(Approval.id)
-            .where(
-                visible_clause(actor),
-                or_(
-                    (Approval.status == ApprovalStatus.PENDING) & (Approval.expires_at > utcnow()),
-                    Approval.status == ApprovalStatus.OUTCOME_UNKNOWN,
-                ),
-            )
-            .order_by(Approval.created_at.desc())
-            .limit(LISTED)
+            select(Approval.id).where(waiting_clause(actor)).order_by(Approval.created_at.desc()).limit(LISTED)
         )
         return tuple(rows)
 
 
 async def _cards(request: Request, viewer: Viewer, approvals: list[Approval]) -> list[dict[str, Any]]:
+    """Each approval as its card shows it: the flow's view of it (``approval_view``), and its story (``cards``)."""
     services = services_of(request)
-    async with services.db.session() as session:
-        people = await people_by_id(session, (a.user_id for a in approvals))
+    stories = await services.cards.cards(viewer.principal, approvals)
     cards = []
     for approval in approvals:
         view = approval_view(services.flow, services.registry.tools, approval)
-        asker = people.get(approval.user_id)
-        requester = "you" if approval.user_id == viewer.principal.user_id else asker.label if asker else None
-        view["requester"] = requester
-        view["asked_by"] = on_behalf_of(approval.assistant, requester) if requester else None
+        story = stories[approval.id]
+        view["story"] = story
+        view["requester"] = "you" if approval.user_id == viewer.principal.user_id else None
+        view["asked_by"] = story.asked_by
+        view["asked_ago"] = ago(approval.created_at)
         view["expires_in"] = _until(approval.expires_at)
         cards.append(view)
     return cards

@@ -20,6 +20,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
 from server.browser_session import Viewer, viewer_of
+from server.services.waiting import waiting_count
 from server.services.wiring import ConsoleServices
 
 HERE = Path(__file__).parent
@@ -90,7 +91,14 @@ def render(
     response = templates.TemplateResponse(
         request,
         name,
-        {"csrf": csrf_token(request), "viewer": viewer, "flashes": messages, "path": request.url.path, **context},
+        {
+            "csrf": csrf_token(request),
+            "viewer": viewer,
+            "flashes": messages,
+            "path": request.url.path,
+            "waiting": getattr(request.state, "waiting", None),
+            **context,
+        },
         status_code=status,
     )
     response.headers.update(SECURITY_HEADERS)
@@ -126,6 +134,9 @@ def page(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
                 target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
                 return redirect(f"/login?next={quote(target)}")
             return redirect("/login")
+        if request.method == "GET":
+            # The number beside "Approvals" and in the tab title, once for the page.
+            request.state.waiting = await waiting_count(services_of(request).db, viewer.principal)
         try:
             return await handler(request, viewer)
         except Refused as refused:

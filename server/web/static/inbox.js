@@ -44,8 +44,16 @@
     return heading ? heading.textContent.trim() : "";
   }
 
+  // The count beside the Waiting tab, and the page's own (the menu's badges and the tab title) with it.
   function updateCount() {
-    if (count) { count.textContent = String(cards().filter(isLive).length + arrived.length); }
+    if (!count) { return; }
+    var n = cards().filter(isLive).length + arrived.length;
+    count.textContent = String(n);
+    Array.prototype.forEach.call(document.querySelectorAll("[data-waiting]"), function (badge) {
+      badge.firstChild.nodeValue = String(n);
+      badge.hidden = n === 0;
+    });
+    document.title = (n ? "(" + n + ") " : "") + document.title.replace(/^\(\d+\) /, "");
   }
 
   // The next waiting card after ``from`` (else the nearest one before it); null when none is left.
