@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import BindParameter, Select, bindparam, func, or_, select, text, update
+from sqlalchemy import BindParameter, Select, bindparam, delete, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import ColumnElement
 
@@ -352,10 +352,19 @@ async def _settle_due(session: AsyncSession, moves: tuple[_Move, ...], *, worksp
 async def resolve_unknown(
     session: AsyncSession, approval: Approval, *, run_again: bool, actor_id: str, via: str, ttl: timedelta
 ) -> Approval:
-    """A person settles an outcome_unknown call: it did not happen (approved again, to run once more) or it did."""
+    """A person settles an outcome_unknown call: it did not happen (approved again, to run once more) or it did.
+
+    A call a rule gave its own approvers goes back to them instead: one person saying it did not happen is not
+    the group's approval of another run, so it waits again, its votes cleared, for as many as it needed."""
     now = utcnow()
     values: dict[str, Any] = {"decided_at": now, "decided_by": actor_id, "decided_via": via}
-    if run_again:
+    regroup = run_again and approval.approvers is not None
+    if regroup:
+        values.update(
+            status=ApprovalStatus.PENDING, expires_at=now + ttl, started_at=None, decided_at=None,
+            decided_by=None, decided_via=None, approvers={**(approval.approvers or {}), "votes": []},
+        )  # fmt: skip
+    elif run_again:
         values.update(status=ApprovalStatus.APPROVED, expires_at=now + ttl, started_at=None)
     else:
         values.update(status=ApprovalStatus.SUCCEEDED, finished_at=now, error=None)
@@ -365,8 +374,10 @@ async def resolve_unknown(
         approval = await reload(session, approval.id)
         raise ApprovalError("conflict", f"Approval {approval.id} is {approval.status.value}, not outcome_unknown")
     approval = moved
+    if regroup:
+        await session.execute(delete(ApprovalVote).where(ApprovalVote.approval_id == approval.id))
     await announce(session, approval.id)
-    event = Event.APPROVED if run_again else Event.EXECUTED
+    event = Event.REQUESTED if regroup else Event.APPROVED if run_again else Event.EXECUTED
     append_in(session, _record(approval, event, approval.status.value, actor=actor_id))
     return approval
 
@@ -575,35 +586,59 @@ async def escalate_due(session: AsyncSession) -> list[Approval]:
     Each is one UPDATE conditional on ``escalated_at IS NULL``, so when several replicas sweep at once each
     approval is escalated (audited, announced) exactly once. Returns those this call escalated.
     """
+    escalated = []
+    for approval_id in await due_for_escalation(session):
+        moved = await escalate(session, approval_id)
+        if moved is not None:
+            escalated.append(moved)
+    return escalated
+
+
+async def due_for_escalation(session: AsyncSession) -> list[str]:
     now = utcnow()
     due = await session.scalars(
-        select(Approval).where(
+        select(Approval.id).where(
             Approval.status == ApprovalStatus.PENDING,
             Approval.escalate_at <= now,
             Approval.escalated_at.is_(None),
             Approval.expires_at > now,
         )
     )
-    escalated: list[Approval] = []
-    for approval in list(due):
-        approvers = approval.approvers or {"people": [approval.user_id], "count": 1, "votes": []}
-        admins = await admins_of(session, approval.workspace_id)
-        moved = await _move(
-            session,
-            [
-                Approval.id == approval.id,
-                Approval.status == ApprovalStatus.PENDING,
-                Approval.escalated_at.is_(None),
-                Approval.escalate_at <= now,
-            ],
-            {"escalated_at": now, "approvers": group.escalated(approvers, admins)},
-        )
-        if moved is None:
-            continue
-        await announce(session, moved.id)
-        append_in(session, _record(moved, Event.ESCALATED, Outcome.PENDING, actor=None, reasons=("added: admins",)))
-        escalated.append(moved)
-    return escalated
+    return list(due)
+
+
+async def escalate(session: AsyncSession, approval_id: str) -> Approval | None:
+    """Escalate one approval if it is still due; None if it was not (decided, escalated elsewhere).
+
+    The row is taken first, as a vote takes it, and read only then: a vote that landed since the approval was
+    found due stays in what the escalation writes back."""
+    now = utcnow()
+    held = await session.execute(
+        update(Approval)
+        .where(Approval.id == approval_id, Approval.status == ApprovalStatus.PENDING)
+        .values(status=Approval.status)
+        .execution_options(synchronize_session=False)
+    )
+    if not rows_matched(held):
+        return None
+    approval = await reload(session, approval_id)
+    approvers = approval.approvers or {"people": [approval.user_id], "count": 1, "votes": []}
+    admins = await admins_of(session, approval.workspace_id)
+    moved = await _move(
+        session,
+        [
+            Approval.id == approval.id,
+            Approval.status == ApprovalStatus.PENDING,
+            Approval.escalated_at.is_(None),
+            Approval.escalate_at <= now,
+        ],
+        {"escalated_at": now, "approvers": group.escalated(approvers, admins)},
+    )
+    if moved is None:
+        return None
+    await announce(session, moved.id)
+    append_in(session, _record(moved, Event.ESCALATED, Outcome.PENDING, actor=None, reasons=("added: admins",)))
+    return moved
 
 
 async def cancel(session: AsyncSession, approval: Approval, *, actor_id: str) -> Approval:

@@ -86,9 +86,17 @@ class Group:
 
 
 def identical(approvals: Iterable[Approval]) -> list[Group]:
-    """Group approvals of the same call (tool, connection and argument digest), in the order first seen."""
-    groups: dict[tuple[str, str, str], Group] = {}
+    """Group approvals of the same call asked in the same person's name (tool, connection, account and argument
+    digest), in the order first seen. Another person's copy of a call is its own row: one row stands for one
+    asker, whose name it shows."""
+    groups: dict[tuple[str, str, str, str | None, str], Group] = {}
     for approval in approvals:
-        key = (approval.tool, approval.connection_id, approval.args_digest)
+        key = (
+            approval.user_id,
+            approval.tool,
+            approval.connection_id,
+            approval.account,
+            approval.args_digest,
+        )
         groups.setdefault(key, Group(approval)).approvals.append(approval)
     return list(groups.values())
