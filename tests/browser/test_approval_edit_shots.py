@@ -16,12 +16,18 @@ from httpx2 import AsyncClient
 from playwright.async_api import expect
 
 from manifests import MANIFEST_DIR
-from tests.browser.console_pages import DESKTOP, PHONE
+from store.directory import user_by_email, workspace_by_slug
+from store.keys import create_key
 from tests.browser.test_screenshots import connect_alices_apps
 from tests.conftest import mcp_client
 from tools.registry import Registry
 
 pytestmark = pytest.mark.anyio
+
+DESKTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 390, "height": 844}
+# axe-core, pinned in tests/conformance/package.json and installed by ``python -m tests.node``.
+AXE = Path(__file__).parent.parent / "conformance" / "node_modules" / "axe-core" / "axe.min.js"
 
 ASKED = {
     "to": ["bob@client.com"],
@@ -48,6 +54,19 @@ async def no_sideways_scroll(page) -> None:
     assert overflow <= 0, f"the page scrolls sideways by {overflow}px"
 
 
+async def nothing_serious_for_axe(page) -> None:
+    """axe-core finds no serious or critical accessibility problem (skipped where it is not installed)."""
+    if not AXE.exists():
+        return
+    await page.evaluate(AXE.read_text() + ";undefined")
+    found = await page.evaluate(
+        "async () => (await axe.run(document, {resultTypes: ['violations']})).violations"
+        ".filter(v => v.impact === 'serious' || v.impact === 'critical')"
+        ".map(v => v.id + ': ' + v.help + ' — ' + v.nodes.map(n => n.target.join(' ')).slice(0, 4).join(', '))"
+    )
+    assert found == [], found
+
+
 async def test_the_edit_form_at_a_desktop_and_a_phone_approves_the_corrected_call(console, docs_shots):
     await connect_alices_apps(console)
     async with mcp_client(console.base_url, console.keys.keys["alice@acme.test"]) as assistant:
@@ -63,6 +82,7 @@ async def test_the_edit_form_at_a_desktop_and_a_phone_approves_the_corrected_cal
     for viewport, name in ((DESKTOP, "approval-edit.png"), (PHONE, "approval-edit-phone.png")):
         await page.set_viewport_size(viewport)
         await no_sideways_scroll(page)
+        await nothing_serious_for_axe(page)
         if viewport is DESKTOP:
             height = await page.evaluate("document.documentElement.scrollHeight")
             await page.set_viewport_size({"width": DESKTOP["width"], "height": height})
@@ -83,7 +103,8 @@ async def test_the_edit_form_at_a_desktop_and_a_phone_approves_the_corrected_cal
 
 
 async def test_deciding_several_and_a_group_approval_fit_a_phone(console, tmp_path):
-    """The batch page groups the identical pair; a card that needs two approvals says where the votes stand."""
+    """The batch page groups the identical pair (asked by two of Alice's assistants); a card that needs two
+    approvals says where the votes stand."""
     admin = {"Authorization": f"Bearer {console.keys.user_keys['admin@acme.test']}"}
     rule = {
         "effect": "ask", "scope": "workspace", "app": "harmony", "tool": "harmony_create_action_item",
@@ -91,14 +112,15 @@ async def test_deciding_several_and_a_group_approval_fit_a_phone(console, tmp_pa
     }  # fmt: skip
     async with AsyncClient(base_url=console.base_url) as http:
         assert (await http.post("/api/v1/rules", headers=admin, json=rule)).status_code == 201
-    calls = [
-        ("alice@acme.test", "Book the boardroom"),
-        ("admin@acme.test", "Book the boardroom"),
-        ("alice@acme.test", "Order lunch"),
-    ]
+    async with console.companion.db.transaction() as session:
+        workspace = await workspace_by_slug(session, "acme")
+        alice = await user_by_email(session, "alice@acme.test")
+        second = await create_key(session, workspace_id=workspace.id, user_id=alice.id, name="second assistant")
+    first = console.keys.keys["alice@acme.test"]
+    calls = [(first, "Book the boardroom"), (second.token, "Book the boardroom"), (first, "Order lunch")]
     ids = []
-    for email, text in calls:
-        async with mcp_client(console.base_url, console.keys.keys[email]) as assistant:
+    for key, text in calls:
+        async with mcp_client(console.base_url, key) as assistant:
             asked = await assistant.call_tool("harmony_create_action_item", {"meeting_id": "mtg_x", "text": text})
         ids.append(asked.structured_content["approval_id"])
     page = await console.person("admin@acme.test")
@@ -110,6 +132,7 @@ async def test_deciding_several_and_a_group_approval_fit_a_phone(console, tmp_pa
         await page.goto("/approvals/batch")
         await expect(page.get_by_text("2 identical requests")).to_be_visible()
         await no_sideways_scroll(page)
+        await nothing_serious_for_axe(page)
         await page.wait_for_timeout(300)
         await page.screenshot(path=tmp_path / f"batch-{viewport['width']}.png", full_page=True)
         await page.goto(f"/approvals/{ids[0]}")
