@@ -8,8 +8,9 @@ needs several approvers, its own audit row and its own single run, so a batch
 can never do what the same decisions one by one could not. Each id gets its own
 answer: decided, or refused and why.
 
-Identical pending calls (the same tool, connection and arguments, so the same
-summary) are grouped for the person, with how many there are.
+Identical pending calls asked in one person's name (the same tool, connection,
+account and arguments, so the same summary) are grouped for the decider, with
+how many there are.
 """
 
 from __future__ import annotations
