@@ -930,11 +930,6 @@ async def test_the_batch_page_does_not_fold_another_persons_call_into_a_row(
 # == Rules decide on what will run, after an edit too ===============================================================
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open (issue 21): an approved call is not judged again by rules added after it was approved, on the "
-    "arguments it holds; an edit makes those differ from what the assistant's retry is judged on",
-)
 async def test_a_deny_rule_holds_for_an_edited_call_whichever_arguments_the_assistant_retries_with(
     app_client: Any, http: httpx2.AsyncClient, bob_memo: dict[str, str], demo_keys: Any, companion: Companion
 ) -> None:
@@ -961,11 +956,6 @@ async def test_a_deny_rule_holds_for_an_edited_call_whichever_arguments_the_assi
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open (issue 21): an approved call is not judged again by rules added after it was approved, on the "
-    "arguments it holds; an edit makes those differ from what the assistant's retry is judged on",
-)
 async def test_a_deny_rule_added_after_an_edit_holds_for_companion_get_approval_too(
     app_client: Any, http: httpx2.AsyncClient, bob_memo: dict[str, str], demo_keys: Any, companion: Companion
 ) -> None:

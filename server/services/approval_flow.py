@@ -156,6 +156,12 @@ class Executor(Protocol):
     ) -> CallResult: ...
 
 
+class Judge(Protocol):
+    """Why the rules as they stand now deny running this approved call on the arguments it holds, or None."""
+
+    async def __call__(self, principal: Principal, approval: Approval, tool: RegisteredTool) -> str | None: ...
+
+
 class Preparer(Protocol):
     """Makes arguments canonical, checks them against the tool's schema and resolves what only the provider
     knows, as for a call; raises InvalidArguments naming each bad field."""
@@ -209,6 +215,9 @@ class ApprovalFlow:
         # How a person's changes to an approval's arguments are made canonical, checked and resolved: the path a
         # call's arguments take (the tool gateway sets it).
         self.prepare: Preparer | None = None
+        # The rules' word on an approved call just before it is claimed to run (the tool gateway sets it): a deny
+        # rule added since it was approved holds, whatever arguments the assistant's retry was judged on.
+        self.judge: Judge | None = None
         # Set when this process starts to shut down (server/asgi.py): a call waiting for a decision then answers
         # that approval is still required instead of holding the shutdown; the approval stays pending in the
         # database, where any replica decides and runs it.
@@ -261,7 +270,7 @@ class ApprovalFlow:
             claimed: bool | None = None
             if found.status is ApprovalStatus.PENDING:
                 found = await lifecycle.decide(session, found, approve=True, actor_id=None, via="rule")
-            if found.status is ApprovalStatus.APPROVED:
+            if found.status is ApprovalStatus.APPROVED and found.original_digest is None:
                 claimed = await lifecycle.claim(session, found.id, lease=self.lease)
         arguments = lifecycle.arguments_of(self.box, found)
         return await self._go_on(principal, found, claimed, tool, arguments, NO_CHANNEL, run)
@@ -276,7 +285,7 @@ class ApprovalFlow:
         channel: Channel,
         run: Executor,
     ) -> CallResult:
-        if claimed is not None:
+        if claimed is not None or approval.status is ApprovalStatus.APPROVED:
             return await self.execute(principal, approval, tool, run, claimed=claimed)
         status = approval.status
         if status in SETTLED_OR_RUNNING:
@@ -300,7 +309,9 @@ class ApprovalFlow:
             await lifecycle.expire_due(session, workspace_id=binding.workspace_id)
             found = await lifecycle.find_reusable(session, binding, window=self.ttl)
             if found is not None:
-                if found.status is not ApprovalStatus.APPROVED:
+                if found.status is not ApprovalStatus.APPROVED or found.original_digest is not None:
+                    # A changed call was judged here on what the assistant asked, not on what will run: it is
+                    # claimed later, once the rules have judged what it holds (``execute``).
                     return found, False, None
                 # Claimed in the transaction that found it: one fewer before the call a person approved runs.
                 return found, False, await lifecycle.claim(session, found.id, lease=self.lease)
@@ -519,6 +530,15 @@ class ApprovalFlow:
         """Run an approved call once; every other caller gets the stored outcome. ``claimed`` is the outcome of a
         claim the caller already made; without it, this claims."""
         if claimed is None:
+            if self.judge is not None and approval.status is ApprovalStatus.APPROVED:
+                denied = await self.judge(principal, approval, tool)
+                if denied is not None:
+                    return CallResult.failure(
+                        "denied",
+                        f"A rule now denies this call: {denied}. It was approved, but it was not run.",
+                        outcome=Outcome.REFUSED,
+                        approval=approval,
+                    )
             async with self.db.transaction() as session:
                 claimed = await lifecycle.claim(session, approval.id, lease=self.lease)
         if not claimed:

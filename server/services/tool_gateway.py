@@ -184,7 +184,21 @@ class ToolGateway:
         self._connections: SharedCache[tuple[str, str], list[ConnectionView]] = SharedCache(cache_seconds)
         # A person's changes to an approval's arguments are prepared as a call's are.
         flow.prepare = self.prepare
+        flow.judge = self.still_denies
         subscribe(self)
+
+    async def still_denies(self, principal: Principal, approval: Approval, tool: RegisteredTool) -> str | None:
+        """Why the rules, as they stand now, deny the call an approval holds (its arguments, its connection)."""
+        connection = next(
+            (c for c in await self._usable_connections(principal) if c.id == approval.connection_id), None
+        )
+        if connection is None:
+            return "its connection is no longer there"
+        bound = BoundTool(name=tool.name, tool=tool, connection=connection)
+        decision = await self.decide(principal, bound, lifecycle.arguments_of(self.box, approval))
+        if decision.effect is not Effect.DENY:
+            return None
+        return decision.reasons[0] if decision.reasons else "a rule denies it"
 
     async def _usable_connections(self, principal: Principal) -> list[ConnectionView]:
         # An assistant lists tools and then calls them in quick succession; one
