@@ -1,8 +1,11 @@
 """Pictures of the console where a person decides: the inbox with two cards (and the "new requests" bar), the
-approval page, the settings page and the connected assistants, at a desktop width and a phone's.
+approval page, the settings page and the connected assistants, and every other page, at a desktop width and a
+phone's.
 
 Set ``COMPANION_CONSOLE_SHOTS=/some/folder`` to keep them; otherwise they go to a scratch folder, so the pages
-are at least rendered, non-empty and without a sideways scroll at both widths every run.
+are at least rendered, non-empty and without a sideways scroll at both widths every run. The pictures in the
+documentation (the inbox on a phone and a desktop, the approval page on a phone) go to ``COMPANION_SCREENSHOTS``
+when ``scripts/screenshots`` sets it.
 
 The cards show what the one summary renderer (tools/summary.py) made of the calls: nothing is staged for them.
 """
@@ -17,6 +20,7 @@ import pytest
 from playwright.async_api import expect
 
 from manifests import MANIFEST_DIR
+from tests.browser.console_pages import DESKTOP, PHONE, REDIRECT, every_page, register_assistant
 from tests.browser.test_inbox import a_meeting_of, ask
 from tests.browser.test_screenshots import connect_alices_apps
 from tests.conftest import mcp_client
@@ -37,6 +41,13 @@ def registry() -> Registry:
 @pytest.fixture
 def shots(tmp_path: Path) -> Path:
     folder = Path(os.environ.get("COMPANION_CONSOLE_SHOTS") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@pytest.fixture
+def docs_shots(tmp_path: Path) -> Path:
+    folder = Path(os.environ.get("COMPANION_SCREENSHOTS") or tmp_path / "docs")
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
@@ -103,24 +114,6 @@ async def test_screenshots_of_the_inbox_the_approval_page_and_settings(console, 
         assert picture.stat().st_size > 15_000, picture.name
 
 
-REDIRECT = "http://127.0.0.1:33418/callback"
-
-
-async def register_assistant(base_url: str, name: str, site: str) -> str:
-    """An assistant registers itself, as a hosted one does on its first connection; its client id."""
-    async with httpx2.AsyncClient(base_url=base_url) as http:
-        registered = await http.post(
-            "/register",
-            json={
-                "client_name": name,
-                "client_uri": site,
-                "redirect_uris": [REDIRECT],
-                "token_endpoint_auth_method": "none",
-            },
-        )
-    return str(registered.json()["client_id"])
-
-
 async def sign_in_an_assistant(base_url: str, client_id: str, email: str, *, person_facing: bool) -> None:
     """``email`` consents in a browser, and the assistant gets its first tokens."""
     async with httpx2.AsyncClient(base_url=base_url) as http, httpx2.AsyncClient(base_url=base_url) as browser:
@@ -171,3 +164,60 @@ async def test_screenshots_of_connected_assistants(console, shots):
         await alice.screenshot(path=shots / f"assistants-alice-{width}.png", full_page=True)
     for picture in shots.glob("assistants-*.png"):
         assert picture.stat().st_size > 15_000, picture.name
+
+
+async def test_screenshots_of_every_page_on_a_phone_and_a_desktop(console, shots):
+    pages = await every_page(console)
+    for viewport in (DESKTOP, PHONE):
+        width = viewport["width"]
+        outsider = await console.person()
+        await outsider.set_viewport_size(viewport)
+        await outsider.goto("/login")
+        await outsider.screenshot(path=shots / f"page-login-{width}.png", full_page=True)
+        alice = await console.person("alice@acme.test")
+        await alice.set_viewport_size(viewport)
+        for name, path in pages.paths.items():
+            await alice.goto(path)
+            await no_sideways_scroll(alice)
+            await alice.screenshot(path=shots / f"page-{name.replace(' ', '-')}-{width}.png", full_page=True)
+        if viewport is PHONE:
+            await alice.goto("/inbox")
+            await alice.get_by_role("button", name="Menu").click()
+            await alice.screenshot(path=shots / f"page-menu-{width}.png")
+        await alice.goto(pages.consent)
+        await no_sideways_scroll(alice)
+        await alice.screenshot(path=shots / f"page-consent-{width}.png", full_page=True)
+    for picture in shots.glob("page-*.png"):
+        assert picture.stat().st_size > 10_000, picture.name
+
+
+async def test_screenshots_for_the_docs_of_the_inbox_and_the_approval_page_on_a_phone(console, docs_shots):
+    """A Linear issue to create (its team by name) and one to update (what changes, beside what it is now), an
+    action item on a meeting (by its title) and an e-mail (as it will read): the cards as a person sees them."""
+    pages = await every_page(console)
+    console.linear.issues.append(
+        {"id": "i-42", "identifier": "ENG-42", "teamId": "t-eng", "title": "SSO for the Globex pilot",
+         "description": "From the kickoff call.", "labelIds": [], "stateId": "s-ENG-todo", "priority": 3}
+    )  # fmt: skip
+    async with mcp_client(console.base_url, console.keys.keys["alice@acme.test"]) as assistant:
+        await assistant.call_tool("linear_create_issue", {"team": "ENG", "title": "Globex: SAML metadata"})
+        await assistant.call_tool("linear_update_issue", {"issue": "ENG-42", "state": "In Progress", "priority": 2})
+    page = await console.person("alice@acme.test")
+    await page.set_viewport_size(PHONE)
+    await page.goto("/inbox")
+    await expect(page.locator("#pending article")).to_have_count(4)
+    await expect(page.locator(".change .was").first).to_have_text("Todo")
+    await no_sideways_scroll(page)
+    await page.screenshot(path=docs_shots / "inbox-phone.png", full_page=True)
+    await page.goto(f"/approvals/{pages.mail}")
+    await no_sideways_scroll(page)
+    # The first screen, as the phone shows it: Approve and Deny are on it.
+    await page.screenshot(path=docs_shots / "approval-phone.png")
+    # A window as tall as the page, rather than a full-page capture, so the sticky sidebar stays in place.
+    await page.set_viewport_size(DESKTOP)
+    await page.goto("/inbox")
+    height = await page.evaluate("document.documentElement.scrollHeight")
+    await page.set_viewport_size({"width": DESKTOP["width"], "height": height})
+    await page.screenshot(path=docs_shots / "inbox-desktop.png")
+    for name in ("inbox-phone.png", "approval-phone.png", "inbox-desktop.png"):
+        assert (docs_shots / name).stat().st_size > 20_000, name

@@ -14,6 +14,24 @@
     if (el.matches && el.matches("[data-autosubmit]") && el.form) { el.form.requestSubmit(); }
   });
 
+  // The Menu button of a narrow screen shows and hides the sidebar's links; Escape hides them again.
+  var menuButton = document.querySelector("[data-menu]");
+  function showMenu(open) {
+    menuButton.setAttribute("aria-expanded", open ? "true" : "false");
+    document.documentElement.classList.toggle("menu-open", open);
+  }
+  if (menuButton) {
+    menuButton.addEventListener("click", function () {
+      showMenu(menuButton.getAttribute("aria-expanded") !== "true");
+    });
+    document.addEventListener("keydown", function (event) {
+      if (event.key === "Escape" && menuButton.getAttribute("aria-expanded") === "true") {
+        showMenu(false);
+        menuButton.focus();
+      }
+    });
+  }
+
   // <button data-dialog="id"> opens <dialog id="id">; <button data-close> closes the dialog it is in.
   document.addEventListener("click", function (event) {
     var opener = event.target.closest("[data-dialog]");
