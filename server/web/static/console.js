@@ -54,3 +54,9 @@
     }
   });
 })();
+
+// The installed app's service worker, on every page, so a notification tapped on a phone opens the approval
+// whichever page was visited first. It only shows notifications: it answers no request and caches nothing.
+if ("serviceWorker" in navigator && document.querySelector(".sidebar, .topbar")) {
+  navigator.serviceWorker.register("/sw.js", { scope: "/" }).catch(function () {});
+}
