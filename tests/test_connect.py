@@ -93,6 +93,8 @@ def test_the_platform_data_dir(tmp_path, monkeypatch, platform, environ, expecte
 
 
 def test_an_explicit_relative_data_dir_is_resolved_once_against_the_starting_directory(tmp_path, monkeypatch):
+    # The suite's own database (CI's PostgreSQL leg sets it) is not the default this test is about.
+    monkeypatch.delenv("COMPANION_DATABASE_URL", raising=False)
     monkeypatch.chdir(tmp_path)
     settings = Settings(data_dir=Path("data"))
     monkeypatch.chdir("/")
