@@ -23,7 +23,7 @@ from store.sealing import audit_arguments_context
 from tests.apps import memo
 from tests.conftest import mcp_client
 from tests.console import csrf_of, sign_in
-from tests.test_cli import run
+from tests.test_cli import run_beside
 from tests.test_connected_assistants import set_policy
 from tests.test_oauth_server import API, code_for, exchange, tokens_for
 
@@ -269,14 +269,14 @@ async def test_the_cli_edits_and_decides_several(app_client: Any, demo_keys: Any
 
     first, second, third = await item("Helo Ann"), await item("ask Bo"), await item("ask Cy")
     acting = ("--workspace", "acme", "--as", "alice@acme.test")
-    bad = run(env, "approvals", "edit", first, '{"meeting_id": "mtg_x"}', *acting)
+    bad = await run_beside(env, "approvals", "edit", first, '{"meeting_id": "mtg_x"}', *acting)
     assert bad.returncode == 1 and "arguments: text" in bad.stderr, bad.stderr
     fixed = '{"meeting_id": "mtg_x", "text": "Hello Ann"}'
-    edited = run(env, "approvals", "edit", first, fixed, *acting)
+    edited = await run_beside(env, "approvals", "edit", first, fixed, *acting)
     assert edited.returncode == 0, edited.stderr
     assert edited.stdout.strip() == f"{first} is approved with changes: text 'Helo Ann' → 'Hello Ann'"
-    several = run(env, "approvals", "deny", second, third, first, "--reason", "not now", *acting)
+    several = await run_beside(env, "approvals", "deny", second, third, first, "--reason", "not now", *acting)
     assert several.returncode == 1 and f"{second}  decided: Denied." in several.stdout
     assert f"{first}  refused:" in several.stdout and "already approved" in several.stdout
-    listed = run(env, "approvals", "list", "--status", "all", *acting)
+    listed = await run_beside(env, "approvals", "list", "--status", "all", *acting)
     assert "approved with changes" in listed.stdout

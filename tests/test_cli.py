@@ -10,6 +10,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import anyio
 import httpx2
 import pytest
 from mcp import Client, StdioServerParameters
@@ -23,6 +24,14 @@ pytestmark = pytest.mark.anyio
 
 def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([COMPANION, *args], env=env, capture_output=True, text=True, timeout=60, check=False)
+
+
+async def run_beside(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """The CLI, while this process's own server keeps serving.
+
+    ``run`` blocks the event loop; a background task of the in-process server (an approval's e-mail notice) caught
+    between its write and its commit would then hold SQLite's write lock until the CLI gave up waiting for it."""
+    return await anyio.to_thread.run_sync(lambda: run(env, *args))
 
 
 async def test_demo_seed_is_idempotent_and_prints_the_same_keys(env):
@@ -379,9 +388,9 @@ async def test_rules_and_approvals_from_the_command_line(env, app_client, compan
     ) as c:
         waiting = await c.call_tool("harmony_create_action_item", {"meeting_id": "mtg_x", "text": "hire Dan"})
     approval_id = waiting.structured_content["approval_id"]
-    listed = run(env, "approvals", "list", "--workspace", "acme", "--as", "alice@acme.test")
+    listed = await run_beside(env, "approvals", "list", "--workspace", "acme", "--as", "alice@acme.test")
     assert approval_id in listed.stdout and "hire Dan" in listed.stdout
-    denied = run(
+    denied = await run_beside(
         env,
         "approvals",
         "deny",
@@ -394,7 +403,7 @@ async def test_rules_and_approvals_from_the_command_line(env, app_client, compan
         "wrong meeting",
     )
     assert denied.stdout.strip().startswith(f"{approval_id} is denied")
-    again = run(env, "approvals", "approve", approval_id, "--workspace", "acme", "--as", "alice@acme.test")
+    again = await run_beside(env, "approvals", "approve", approval_id, "--workspace", "acme", "--as", "alice@acme.test")
     assert again.returncode == 1 and "is already denied" in again.stderr
 
 
