@@ -13,10 +13,10 @@ import httpx2
 import pytest
 from sqlalchemy import func, select
 
-from approvals.rules import Rule
+from approvals.rules import Approvers, Rule
 from store.connections import add_connection
-from store.directory import member_principal
-from store.models import ConnectionScope, Membership, RuleRow, User, utcnow
+from store.directory import add_member, member_principal, workspace_by_slug
+from store.models import ConnectionScope, Membership, Role, RuleRow, User, utcnow
 from tests.conftest import mcp_client
 from tests.console import csrf_of, form_post
 
@@ -69,6 +69,8 @@ def form_of_page(page: str) -> dict[str, str | list[str]]:
             continue
         value = re.search(r'value="([^"]*)"', tag)
         form.setdefault(name.group(1), []).append(html.unescape(value.group(1)) if value else "on")
+    for name, inside in re.findall(r'<textarea[^>]*name="([^"]+)"[^>]*>(.*?)</textarea>', body, re.S):
+        form[name] = [html.unescape(inside)]
     for name, inside in re.findall(r'<select[^>]*name="([^"]+)"[^>]*>(.*?)</select>', body, re.S):
         chosen = (
             re.findall(r'<option value="([^"]*)" selected', inside)
@@ -564,3 +566,112 @@ async def test_an_object_argument_is_tested_by_the_fields_it_sets(admin, compani
     assert "when fields sets only the fields Name and StageName" in words((await admin.get("/rules")).text)
     page = await admin.get(f"/rules/{rule.id}/edit")
     assert 'value="Name, StageName"' in page.text
+
+
+# Who approves: a workspace ask rule's approvers, self-approval and escalation
+
+
+TWO_OF_BOB_AND_CAROL = {
+    "effect": "ask",
+    "scope": "workspace",
+    "app": "harmony",
+    "tool": CREATE_ITEM,
+    "approvers.people": "bob@acme.test, Carol@acme.test",
+    "approvers.count": "2",
+    "no_self_approval": "on",
+    "escalate_after_minutes": "30",
+    "escalate_to": "admins",
+    "action": "save",
+}
+
+
+async def carol_joins(companion) -> None:
+    async with companion.db.transaction() as session:
+        await add_member(session, await workspace_by_slug(session, "acme"), email="carol@acme.test", role=Role.MEMBER)
+
+
+async def test_an_admin_names_two_of_bob_and_carol_through_the_form(admin, companion):
+    await carol_joins(companion)
+    blank = await admin.get(f"/rules/new?app=harmony&tool={CREATE_ITEM}")
+    assert "Who approves" in blank.text and 'name="approvers.people"' in blank.text  # an admin's new rule asks
+    saved = await form_post(admin, "/rules/new", "/rules/new", TWO_OF_BOB_AND_CAROL)
+    assert saved.status_code == 303, words(saved.text)
+    rule = await only_rule(companion)
+    assert rule.approvers == Approvers(people=["bob@acme.test", "carol@acme.test"], count=2)
+    assert rule.no_self_approval and (rule.escalate_after_minutes, rule.escalate_to) == (30, "admins")
+    listed = words((await admin.get("/rules")).text)
+    assert "Approved by 2 of bob@acme.test, carol@acme.test" in listed
+    assert "Never by the person who asked" in listed
+    assert "Escalates after 30 minutes: the admins are added" in listed
+    # The edit form shows them as saved; saved as it stands, the rule is unchanged; emptied, they are gone.
+    page = await admin.get(f"/rules/{rule.id}/edit")
+    form = form_of_page(page.text)
+    assert form["approvers.people"] == "bob@acme.test, carol@acme.test" and form["approvers.count"] == "2"
+    assert form["no_self_approval"] == "on" and form["escalate_to"] == "admins"
+    assert (await admin.post(f"/rules/{rule.id}/edit", data={**form, "action": "save"})).status_code == 303
+    assert await only_rule(companion) == rule
+    cleared = {
+        name: value
+        for name, value in form.items()
+        if name not in ("approvers.people", "no_self_approval", "escalate_after_minutes", "escalate_to")
+    }
+    cleared["approvers.count"] = "1"
+    assert (await admin.post(f"/rules/{rule.id}/edit", data={**cleared, "action": "save"})).status_code == 303
+    after = await only_rule(companion)
+    assert after.approvers is None and not after.no_self_approval and after.escalate_after_minutes is None
+
+
+async def test_who_approves_shows_only_for_a_workspace_ask_rule_with_or_without_javascript(admin, alice):
+    allow = {"effect": "allow", "scope": "workspace", "app": "harmony", "tool": CREATE_ITEM}
+    allowing = await form_post(admin, "/rules/new", "/rules/new", {**allow, "action": "refresh"})
+    assert 'name="approvers.people"' not in allowing.text
+    assert "An ask rule can also say who approves its calls" in words(allowing.text)
+    # Ask picked: htmx redraws the form, and without JavaScript "Refresh choices" does the same.
+    for headers in ({"HX-Request": "true"}, {}):
+        asking = await admin.post(
+            "/rules/new",
+            data={**allow, "effect": "ask", "csrf": csrf_of(allowing.text), "action": "refresh"},
+            headers=headers,
+        )
+        assert 'name="approvers.people"' in asking.text and 'name="escalate_after_minutes"' in asking.text
+    personal = await form_post(
+        admin, "/rules/new", "/rules/new", {**allow, "effect": "ask", "scope": "user", "action": "refresh"}
+    )
+    assert 'name="approvers.people"' not in personal.text
+    hers = await alice.get(f"/rules/new?app=harmony&tool={CREATE_ITEM}")
+    assert 'name="approvers.people"' not in hers.text and "Who approves" not in hers.text
+
+
+async def test_a_member_cannot_name_approvers(alice, companion):
+    sent = {**TWO_OF_BOB_AND_CAROL, "scope": "user"}
+    refused = await form_post(alice, "/rules/new", "/rules/new", sent)
+    assert refused.status_code == 422 and await rule_count(companion) == 0
+    assert error_beside(refused.text, "approvers") == "only a workspace rule can set it"
+    assert 'value="30"' in refused.text  # shown as sent, beside the problem
+    workspace = await alice.post("/rules/new", data={**sent, "scope": "workspace", "csrf": csrf_of(refused.text)})
+    assert workspace.status_code == 403 and await rule_count(companion) == 0
+
+
+@pytest.mark.parametrize(
+    ("changed", "field", "problem"),
+    [
+        ({"approvers.count": "3"}, "approvers.count", "3 approvals cannot come from 2 people"),
+        ({"approvers.count": "two"}, "approvers.count", "enter a whole number of approvals"),
+        ({"approvers.count": "0"}, "approvers.count", "Input should be greater than or equal to 1"),
+        ({"approvers.people": "bob@acme.test, carol"}, "approvers.people", "“carol” is not an e-mail address"),
+        ({"approvers.people": ""}, "approvers.people", "name at least one approver, or set admins"),
+        (
+            {"approvers.people": "bob@acme.test, mallory@evil.test", "approvers.count": "1"},
+            "approvers.people",
+            "not members of this workspace: mallory@evil.test",
+        ),
+        ({"escalate_after_minutes": "soon"}, "escalate_after_minutes", "enter a whole number of minutes"),
+    ],
+)
+async def test_a_bad_approvers_field_shows_its_problem_beside_it(admin, companion, changed, field, problem):
+    await carol_joins(companion)
+    refused = await form_post(admin, "/rules/new", "/rules/new", {**TWO_OF_BOB_AND_CAROL, **changed})
+    assert refused.status_code == 422
+    assert error_beside(refused.text, field) == problem
+    assert f'href="#f-{field.replace(".", "-")}"' in refused.text  # the summary links to the field
+    assert await rule_count(companion) == 0

@@ -26,6 +26,9 @@ ROLES = ("owner", "admin", "member")
 LOCAL_MINUTE = "%Y-%m-%dT%H:%M"
 _INDEX = re.compile(r"\[(\d+)\]")
 _CONDITION_KEY = re.compile(r"^conditions\.(\d+)(\..*)?$")
+_PERSON_KEY = re.compile(r"^approvers\.people\.\d+$")
+# People are typed as a list: commas, semicolons, spaces or lines apart.
+_PEOPLE_APART = re.compile(r"[\s,;]+")
 
 
 class FormErrors(Exception):
@@ -80,6 +83,13 @@ class RuleDraft:
     locked: bool = False
     require_out_of_band: bool = False
     admin_may_approve: bool = False
+    # Who approves (workspace ask rules): the people as typed, the admins, how many approvals, and escalation.
+    approvers_people: str = ""
+    approvers_admins: bool = False
+    approvers_count: str = "1"
+    no_self_approval: bool = False
+    escalate_after_minutes: str = ""
+    escalate_to_admins: bool = False
     roles: list[str] = field(default_factory=list)
     connection_scope: str = ""
     # The connections a rule is bound to ("remember" binds one); the form shows them and keeps them.
@@ -106,6 +116,12 @@ class RuleDraft:
             locked=rule.locked,
             require_out_of_band=rule.require_out_of_band,
             admin_may_approve=rule.admin_may_approve,
+            approvers_people=", ".join(rule.approvers.people) if rule.approvers else "",
+            approvers_admins=rule.approvers.admins if rule.approvers else False,
+            approvers_count=str(rule.approvers.count) if rule.approvers else "1",
+            no_self_approval=rule.no_self_approval,
+            escalate_after_minutes=str(rule.escalate_after_minutes or ""),
+            escalate_to_admins=rule.escalate_to == "admins",
             roles=list(context.roles or []),
             connection_scope=context.connection_scope or "",
             connection_ids=list(context.connection_ids or []),
@@ -145,6 +161,12 @@ class RuleDraft:
             locked=form.get("locked") == "on",
             require_out_of_band=form.get("require_out_of_band") == "on",
             admin_may_approve=form.get("admin_may_approve") == "on",
+            approvers_people=text("approvers.people"),
+            approvers_admins=form.get("approvers.admins") == "on",
+            approvers_count=text("approvers.count", "1"),
+            no_self_approval=form.get("no_self_approval") == "on",
+            escalate_after_minutes=text("escalate_after_minutes"),
+            escalate_to_admins=form.get("escalate_to") == "admins",
             roles=[str(v) for v in form.getlist("context.roles")],
             connection_scope=text("context.connection_scope"),
             connection_ids=list(
@@ -194,10 +216,47 @@ class RuleDraft:
             "locked": self.locked and self.scope == "workspace",
             "require_out_of_band": self.require_out_of_band and self.scope == "workspace",
             "admin_may_approve": self.admin_may_approve and self.scope == "workspace",
+            # Sent whatever the scope and effect, so a rule that may not have them says so beside them.
+            "approvers": self._approvers(errors),
+            "no_self_approval": self.no_self_approval,
+            "escalate_after_minutes": self._minutes(errors),
+            "escalate_to": "admins" if self.escalate_to_admins else None,
         }
         if errors:
             raise FormErrors(errors)
         return data, rows
+
+    @property
+    def names_approvers(self) -> bool:
+        """Whether any of the who-approves fields is filled in, so the form keeps showing them."""
+        return bool(
+            self.approvers_people
+            or self.approvers_admins
+            or self.approvers_count not in ("", "1")
+            or self.no_self_approval
+            or self.escalate_after_minutes
+            or self.escalate_to_admins
+        )
+
+    def _approvers(self, errors: dict[str, str]) -> dict[str, Any] | None:
+        people = [person for person in _PEOPLE_APART.split(self.approvers_people) if person]
+        if not (people or self.approvers_admins or self.approvers_count not in ("", "1")):
+            return None
+        try:
+            count = int(self.approvers_count or "1")
+        except ValueError:
+            errors["approvers.count"] = "enter a whole number of approvals"
+            return None
+        return {"people": people, "admins": self.approvers_admins, "count": count}
+
+    def _minutes(self, errors: dict[str, str]) -> int | None:
+        if not self.escalate_after_minutes:
+            return None
+        try:
+            return int(self.escalate_after_minutes)
+        except ValueError:
+            errors["escalate_after_minutes"] = "enter a whole number of minutes"
+            return None
 
     def _cap(self, errors: dict[str, str]) -> dict[str, int] | None:
         if not self.cap_max:
@@ -255,10 +314,17 @@ FIELD_LABELS = {
     "locked": "Lock",
     "require_out_of_band": "Approve only on the web",
     "admin_may_approve": "Admins may approve",
+    "approvers": "Who approves",
+    "approvers.people": "Approvers",
+    "approvers.admins": "Admins approve too",
+    "approvers.count": "Approvals needed",
+    "no_self_approval": "Not by whoever asked",
+    "escalate_after_minutes": "Escalate after",
+    "escalate_to": "Escalate to the admins",
 }
 CONDITION_PARTS = {"arg": "argument", "op": "test", "value": "value"}
 # Where a problem without a field of its own is shown.
-ANCHORS = {"cap": "cap.max", "context": "context.hours"}
+ANCHORS = {"cap": "cap.max", "context": "context.hours", "approvers": "approvers.people"}
 
 
 def field_label(name: str) -> str:
@@ -287,6 +353,9 @@ def problems_of_model(exc: ValidationError) -> dict[str, str]:
         head, _, rest = message.partition(": ")
         if error["type"] == "value_error" and rest and " " not in head:
             location, message = ".".join(filter(None, [location, head])), rest
+        if _PERSON_KEY.match(location):
+            # One of the people typed, which the form shows as one field: say which one it is.
+            location, message = "approvers.people", f"“{error['input']}” is not an e-mail address"
         fields.setdefault(location or "rule", message)
     return fields
 
