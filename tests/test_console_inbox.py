@@ -18,6 +18,17 @@ from store import directory
 from store.models import Approval, Role, RuleRow, User, utcnow
 from tests.conftest import COMPANION, alices_meeting, mcp_client
 from tests.console import csrf_of, form_post, sign_in
+from tests.test_many_approvers import (  # noqa: F401 (people and http are fixtures)
+    ALICE,
+    BOB,
+    DORA,
+    asked,
+    decide,
+    http,
+    people,
+    rule,
+    two_of_three,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -260,7 +271,7 @@ async def test_a_summary_of_several_lines_is_shown_in_full_with_what_remember_wo
     browser, waiting, monkeypatch
 ):
     from server.services.approval_flow import ApprovalFlow
-    from server.web import inbox
+    from server.web import approval_cards, inbox
 
     long_address = "carol@globex.example.mail-relay-" + "x" * 80 + ".evil.example"
     summary = f"Send an e-mail “Q3”\nTo: bob@client.com\nBcc: {long_address}\n⚠ xn--pple-43d.com mixes scripts"
@@ -271,7 +282,7 @@ async def test_a_summary_of_several_lines_is_shown_in_full_with_what_remember_wo
         view["full_arguments"] = '{\n  "bcc": ["' + long_address + '"]\n}'
         return view
 
-    monkeypatch.setattr(inbox, "approval_view", view_with_lines)
+    monkeypatch.setattr(approval_cards, "approval_view", view_with_lines)
     # Every channel shows the summary the flow keeps for the approval; the card's lines are its lines.
     monkeypatch.setattr(ApprovalFlow, "summary", lambda self, approval, tool, arguments: summary)
     await sign_in(browser, "alice@acme.test")
@@ -294,3 +305,78 @@ async def test_no_timer_refresh_reflows_the_inbox_without_javascript(browser, wa
     page = (await browser.get("/inbox")).text
     assert 'http-equiv="refresh"' not in page and "appear here when you reload" in page
     assert 'id="new-requests"' in page and 'id="show-new"' in page
+
+
+# Several approvers: the card offers each person only what deciding would accept
+
+
+def decision_buttons(page: str, approval_id: str) -> list[str]:
+    """The console's decision buttons on the approval's card."""
+    return re.findall(rf'action="/approvals/{approval_id}/(approve|deny)"', page)
+
+
+async def test_after_voting_the_card_says_where_the_votes_stand_instead_of_offering_a_second_vote(
+    app_client,
+    people,  # noqa: F811 (the fixture imported above)
+    http,  # noqa: F811
+):
+    await two_of_three(http, people)
+    approval_id = await asked(app_client, people, "order the banners")
+    async with httpx2.AsyncClient(transport=app_client.transport, base_url=BASE) as bob:
+        await sign_in(bob, BOB)
+        before = await bob.get(f"/approvals/{approval_id}")
+        assert decision_buttons(before.text, approval_id) == ["deny", "approve"]
+        # Without JavaScript: the vote, then the page it leads back to.
+        voted = await bob.post(
+            f"/approvals/{approval_id}/approve", data={"csrf": csrf_of(before.text), "remember": "no"}
+        )
+        assert voted.status_code == 303
+        page = await bob.get(voted.headers["location"])
+        swapped = await bob.get("/inbox")
+    shown = " ".join(page.text.split())
+    assert "Your approval is counted. The call runs once the other approvals it needs are in." in shown
+    waiting_for = (
+        "You approved this · 1 of 2 approvals so far; waiting for one more from dora@acme.test or admin@acme.test."
+    )
+    for text in (page.text, swapped.text):
+        assert waiting_for in " ".join(text.split())
+        assert decision_buttons(text, approval_id) == [] and "Edit before approving" not in text
+    assert (await decide(http, people[DORA], approval_id)).json()["status"] == "approved"
+
+
+async def test_with_javascript_the_vote_swaps_in_the_card_that_says_so(app_client, people, http):  # noqa: F811
+    await rule(http, people, approvers={"people": [BOB, DORA], "count": 2})
+    approval_id = await asked(app_client, people, "print the flyers")
+    async with httpx2.AsyncClient(transport=app_client.transport, base_url=BASE) as bob:
+        await sign_in(bob, BOB)
+        page = await bob.get("/inbox")
+        card = await bob.post(
+            f"/approvals/{approval_id}/approve",
+            data={"remember": "no"},
+            headers={"HX-Request": "true", "X-CSRF-Token": csrf_of(page.text)},
+        )
+    shown = " ".join(card.text.split())
+    assert card.status_code == 200 and card.text.lstrip().startswith("<article")
+    assert "Your approval is counted." in shown and ">pending<" in card.text
+    assert "You approved this · 1 of 2 approvals so far; waiting for dora@acme.test." in shown
+    assert decision_buttons(card.text, approval_id) == []
+
+
+async def test_someone_who_may_not_decide_reads_why_instead_of_buttons(app_client, people, http):  # noqa: F811
+    """Alice asked; the first rule names Bob and Dora alone, the second lets Alice deny but not approve."""
+    await two_of_three(http, people)
+    outside = await asked(app_client, people, "rent the hall")
+    async with httpx2.AsyncClient(transport=app_client.transport, base_url=BASE) as alice:
+        await sign_in(alice, ALICE)
+        page = await alice.get(f"/approvals/{outside}")
+    shown = " ".join(page.text.split())
+    assert "You asked for this call, but an admin rule names who approves it, and you are not one of them." in shown
+    assert decision_buttons(page.text, outside) == [] and "Edit before approving" not in page.text
+
+    await rule(http, people, tool="memo_*", approvers={"people": [ALICE, BOB]}, no_self_approval=True)
+    own = await asked(app_client, people, "expense the taxi")
+    async with httpx2.AsyncClient(transport=app_client.transport, base_url=BASE) as alice:
+        await sign_in(alice, ALICE)
+        page = await alice.get(f"/approvals/{own}")
+    assert "an admin rule says someone else must approve it. You may still deny it." in " ".join(page.text.split())
+    assert decision_buttons(page.text, own) == ["deny"]

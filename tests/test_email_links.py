@@ -18,7 +18,6 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx2
 import pytest
-from markupsafe import escape
 from sqlalchemy import select, update
 
 from server.services.approval_flow import approval_view
@@ -89,6 +88,18 @@ async def links_of(companion: Any, approval_id: str) -> list[ApprovalLink]:
         return list(await session.scalars(select(ApprovalLink).where(ApprovalLink.approval_id == approval_id)))
 
 
+def story(page: str) -> dict[str, str]:
+    """What a card tells of the call: its headline, the summary's facts, each argument and why it asks."""
+    parts = {
+        "headline": r'<h[13] id="title-[^"]+">(?:<a [^>]+>)?(.*?)(?:</a>)?</h[13]>',
+        "facts": r'<p class="summary">(.*?)</p>',
+        "fields": r'<dl class="fields">(.*?)</dl>',
+        "why": r'<dd class="why">(.*?)</dd>',
+    }
+    found = {name: re.search(pattern, page, re.S) for name, pattern in parts.items()}
+    return {name: match.group(1) for name, match in found.items() if match}
+
+
 async def open_page(browser: httpx2.AsyncClient, path: str, secret: str) -> httpx2.Response:
     return await browser.get(path, params={"token": secret})
 
@@ -149,11 +160,16 @@ async def test_the_email_carries_a_link_of_its_own_and_opening_it_decides_nothin
     assert approval.status is ApprovalStatus.PENDING and approval.decided_at is None
     assert [link.used_at for link in await links_of(companion, approval_id)] == [None]
 
-    # The page shows the summary the one renderer made, every line of it, and the two buttons.
+    # The page shows the card Alice reads in her inbox, its whole story (the meeting by its title, the summary's
+    # facts, each argument, why it asks), and the two buttons.
+    async with browser_for(transport) as console:
+        await sign_in(console, ALICE)
+        inbox_card = (await console.get(f"/approvals/{approval_id}")).text
     tools = companion.registry.tools
-    summary = approval_view(companion.gateway.flow, tools, approval)["summary"]
-    for line in summary.split("\n"):
-        assert str(escape(line)) in second.text
+    headline = approval_view(companion.gateway.flow, tools, approval)["summary"].split("\n")[0]
+    meeting = re.search(r"to meeting (\S+)$", headline)
+    assert meeting and meeting.group(1) not in story(second.text)["headline"], "the meeting is named by its title"
+    assert story(second.text) == story(inbox_card)
     assert 'value="approve"' in second.text and 'value="deny"' in second.text
     assert f'action="/approvals/{approval_id}/by-link"' in second.text
 
@@ -362,3 +378,47 @@ async def test_no_link_is_made_for_someone_who_wants_no_email(mailing, demo_keys
     approval_id = await ask(companion, transport, demo_keys, "Quietly")
     await companion.notices.drain()
     assert box.messages == [] and await links_of(companion, approval_id) == []
+
+
+async def test_a_link_opened_after_its_approver_voted_says_so_and_offers_no_second_vote(mailed, demo_keys):
+    """Two approvals are needed, of Alice and Bob; Alice votes in the console, then opens her e-mailed link."""
+    companion, transport, box = mailed
+    async with browser_for(transport) as http:
+        made = await http.post(
+            "/api/v1/rules",
+            headers={"Authorization": f"Bearer {demo_keys.user_keys[ADMIN]}"},
+            json={
+                "effect": "ask", "scope": "workspace", "tool": "harmony_create_action_item",
+                "approvers": {"people": [ALICE, BOB], "count": 2},
+            },
+        )  # fmt: skip
+    assert made.status_code == 201, made.text
+    approval_id = await ask(companion, transport, demo_keys, "Two of us")
+    path, secret = await mailed_link(companion, box, approval_id)
+    async with browser_for(transport) as console:
+        await sign_in(console, ALICE)
+        voted = await form_post(console, f"/approvals/{approval_id}", f"/approvals/{approval_id}/approve")
+        assert voted.status_code == 303
+    async with browser_for(transport) as person:
+        page = await open_page(person, path, secret)
+        again = await post(person, path, secret, "approve", csrf_of(page.text))
+    shown = " ".join(page.text.split())
+    assert "You approved this · 1 of 2 approvals so far; waiting for bob@acme.test." in shown
+    assert 'value="approve"' not in page.text and 'value="deny"' not in page.text
+    assert again.status_code == 409 and "already decided" in again.text
+    assert [link.used_at for link in await links_of(companion, approval_id)] == [None], "a refused post spends nothing"
+    assert (await state_of(companion, approval_id)).status is ApprovalStatus.PENDING
+
+
+async def test_a_link_whose_approver_may_not_see_the_approval_opens_nothing(mailed, demo_keys):
+    companion, transport, _ = mailed
+    approval_id = await ask(companion, transport, demo_keys, "Only mine")
+    async with companion.db.transaction() as session:
+        bob = await user_by_email(session, BOB)
+        approval = await session.get(Approval, approval_id)
+        bobs = await approval_links.issue(
+            session, approval_id=approval_id, user_id=bob.id, expires_at=approval.expires_at
+        )
+    async with browser_for(transport) as stranger:
+        page = await open_page(stranger, f"/approvals/{approval_id}/by-link", bobs)
+    assert page.status_code == 404 and "Only mine" not in page.text

@@ -1,7 +1,9 @@
 """The page an e-mailed approval link opens, ``/approvals/{id}/by-link?token=…``, and its two buttons.
 
-Opening it changes nothing (mail scanners and prefetchers open links too): it shows the approval as the inbox
-does, with the summary in full. Approve and Deny post the page's own form, with its CSRF token, and only that
+Opening it changes nothing (mail scanners and prefetchers open links too): it shows the console's card of the
+approval (``server.web.approval_cards``), the whole story as the link's approver reads it in the inbox, and only
+what they may still do (a vote already in, say, is shown, not offered again). A link whose approver may no longer
+see the approval opens nothing. Approve and Deny post the page's own form, with its CSRF token, and only that
 post spends the link (``server.services.link_decisions``). Where the call is riskier than the workspace lets a
 link alone decide, the person signs in first and comes back here.
 """
@@ -16,11 +18,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from server.browser_session import Viewer, flash, viewer_of
-from server.services.approval_flow import DecisionRefused, approval_view
-from server.services.asked_by import on_behalf_of
-from server.services.link_decisions import LinkRefused, OpenedLink, decide_by_link, open_link
+from server.services.approval_flow import DecisionRefused, visible_to
+from server.services.link_decisions import NOT_FOUND, LinkRefused, OpenedLink, decide_by_link, open_link
+from server.web.approval_cards import card_views
 from server.web.pages import Refused, form_of, redirect, refusal, render, services_of
-from server.web.people_lookup import people_by_id
+from store.directory import member_principal
 
 # What each refusal answers: a link that is not one, or is spent, says little more than that.
 STATUS = {
@@ -44,15 +46,18 @@ def _page_path(approval_id: str, secret: str) -> str:
     return f"/approvals/{quote(approval_id)}/by-link?token={quote(secret)}"
 
 
-async def _card(request: Request, opened: OpenedLink) -> dict[str, Any]:
+async def _card(request: Request, opened: OpenedLink) -> dict[str, Any] | None:
+    """The approval's card as its link's approver reads it in the console; None when they may not see it (they left
+    the workspace, or the approval is not theirs)."""
     services = services_of(request)
     approval = opened.approval
-    card = approval_view(services.flow, services.registry.tools, approval)
     async with services.db.session() as session:
-        people = await people_by_id(session, [approval.user_id])
-    asker = people.get(approval.user_id)
-    requester = "you" if approval.user_id == opened.approver.id else asker.label if asker else "someone"
-    card["asked_by"] = on_behalf_of(approval.assistant, requester)
+        approver = await member_principal(
+            session, approval.workspace_id, opened.approver.id, acting_as=f"email_{opened.link.id}"
+        )
+    if approver is None or not visible_to(approval, approver):
+        return None
+    (card,) = await card_views(services, approver, [approval], earlier=False)
     return card
 
 
@@ -69,6 +74,9 @@ async def link_page(request: Request) -> Response:
         opened = await open_link(services_of(request).db, approval_id, secret)
     except LinkRefused as exc:
         return _refused(request, viewer, exc.code, str(exc))
+    card = await _card(request, opened)
+    if card is None:
+        return _refused(request, viewer, "not_found", NOT_FOUND)
     signed_in_as_approver = (
         viewer is not None
         and viewer.principal.user_id == opened.approver.id
@@ -79,7 +87,7 @@ async def link_page(request: Request) -> Response:
         "approval_link.html",
         # The page stands alone, with no sidebar: it is for the link's approver, whoever this browser is signed in as.
         None,
-        card=await _card(request, opened),
+        card=card,
         opened=opened,
         signed_in=viewer,
         may_decide=opened.link_suffices or signed_in_as_approver,

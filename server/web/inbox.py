@@ -12,7 +12,6 @@ import asyncio
 import itertools
 import time
 from collections.abc import AsyncIterator
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
@@ -25,18 +24,17 @@ from server.browser_session import Viewer, flash, viewer_of
 from server.services.approval_flow import (
     LISTED,
     DecisionRefused,
-    approval_view,
     approvals_for,
     decide_elsewhere,
     resolve_elsewhere,
     visible_clause,
     visible_to,
 )
-from server.services.cards import ago
 from server.services.waiting import WAITING, waiting_clause
+from server.web.approval_cards import card_views
 from server.web.pages import Refused, form_of, is_htmx, page, redirect, render, safe_next, services_of
 from store.db import Database
-from store.models import Approval, utcnow
+from store.models import Approval, ApprovalStatus
 from store.principal import Principal
 
 HISTORY_PAGE = 25
@@ -56,31 +54,7 @@ async def _pending_ids(db: Database, actor: Principal) -> tuple[str, ...]:
 
 
 async def _cards(request: Request, viewer: Viewer, approvals: list[Approval]) -> list[dict[str, Any]]:
-    """Each approval as its card shows it: the flow's view of it (``approval_view``), and its story (``cards``)."""
-    services = services_of(request)
-    stories = await services.cards.cards(viewer.principal, approvals)
-    cards = []
-    for approval in approvals:
-        view = approval_view(services.flow, services.registry.tools, approval)
-        story = stories[approval.id]
-        view["story"] = story
-        view["requester"] = "you" if approval.user_id == viewer.principal.user_id else None
-        view["asked_by"] = story.asked_by
-        view["asked_ago"] = ago(approval.created_at)
-        view["expires_in"] = _until(approval.expires_at)
-        cards.append(view)
-    return cards
-
-
-def _until(moment: datetime) -> str:
-    seconds = int((moment - utcnow()).total_seconds())
-    if seconds <= 0:
-        return "expired"
-    if seconds < 90:
-        return f"{seconds} s"
-    if seconds < 5400:
-        return f"{round(seconds / 60)} min"
-    return f"{round(seconds / 3600)} h"
+    return await card_views(services_of(request), viewer.principal, approvals)
 
 
 async def _pending(request: Request, viewer: Viewer) -> list[dict[str, Any]]:
@@ -190,6 +164,7 @@ DONE = {
     "run-again": "Approved to run once more, when the assistant asks again.",
     "happened": "Recorded as done. It will not run again.",
 }
+VOTED = "Your approval is counted. The call runs once the other approvals it needs are in."
 
 
 @page
@@ -228,6 +203,8 @@ async def decide(request: Request, viewer: Viewer) -> Response:
     # Said only when a rule was saved: "remember" on someone else's call, say, saves none.
     remembered = action == "approve" and approval.remember_rule_id is not None
     message = DONE[action] + (" Calls like this are approved for the next hour." if remembered else "")
+    if action == "approve" and approval.status is ApprovalStatus.PENDING:
+        message = VOTED  # one vote among several: the call still waits
     if is_htmx(request):
         (card,) = await _cards(request, viewer, [approval])
         return render(request, "_approval_card.html", viewer, card=card, done=message)
