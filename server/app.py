@@ -110,6 +110,8 @@ class Companion:
     external: ExternalTokens | None
     #: Approvals in Slack: the channel, its sweep, and what the Slack front end is handed.
     slack: SlackApprovals = field(kw_only=True)
+    #: The cards the console, the approval e-mail and Slack tell each call's story with: one, so they share its reads.
+    cards: Cards = field(kw_only=True)
     _principals: SharedCache[str, Principal | None] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -155,14 +157,15 @@ class Companion:
             metrics=metrics,
             hosts=hosts,
         )
+        cards = Cards(gateway, cache_seconds=settings.cache_seconds)
         integrations = Integrations(db, box, registry, keeper, http, hosts=hosts)
         oauth = OAuthConnect(integrations, settings.base_url, timedelta(seconds=settings.oauth_state_seconds))
         sync = SyncEngine(integrations)
         autosync = AutoSync(sync, timedelta(minutes=settings.auto_sync_minutes or 60))
-        mail = ApprovalMail(settings, db)
+        mail = ApprovalMail(settings, db, cards)
         notices = Notices([mail])
         notices.add(WebPush(settings, db, http))
-        slack_approvals = SlackApprovals.of(SlackChannel(settings, db, box, registry, http, keeper, flow))
+        slack_approvals = SlackApprovals.of(SlackChannel(settings, db, box, registry, http, keeper, flow, cards))
         notices.add(slack_approvals.channel)
         flow.announce = notices.announce
         # Client metadata documents are fetched under the webhook address policy, over https unless it allows
@@ -179,6 +182,7 @@ class Companion:
         return cls(
             settings, db, box, registry, http, audit, rulebook, gateway, integrations, oauth, sync, autosync, mail,
             notices, authorization, external_tokens(settings, db, documents, authorization), slack=slack_approvals,
+            cards=cards,
         )  # fmt: skip
 
     def rest_services(self) -> RestServices:
@@ -199,9 +203,8 @@ class Companion:
     def console_services(self) -> ConsoleServices:
         """What the web console is handed."""
         rest = self.rest_services()
-        cards = Cards(self.gateway, cache_seconds=self.settings.cache_seconds)
         return ConsoleServices(
-            **{part.name: getattr(rest, part.name) for part in fields(rest)}, mail=self.mail, cards=cards
+            **{part.name: getattr(rest, part.name) for part in fields(rest)}, mail=self.mail, cards=self.cards
         )
 
     def mcp_server(self, principal_source: PrincipalSource) -> Server[Any]:

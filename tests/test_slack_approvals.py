@@ -1,5 +1,6 @@
 """Slack approvals end to end: the real app, its Slack channel talking to a Slack fake on 127.0.0.1, and button
-presses signed as Slack signs them.
+presses signed as Slack signs them. The message tells the call's whole story as the console's card does, to each
+approver as they may see it.
 
 The fake follows Slack's documented ``users.lookupByEmail``, ``chat.postMessage``, ``chat.update``, ``views.open``
 and ``response_url``, and builds ``block_actions`` and ``view_submission`` payloads as Slack does; the tests post
@@ -24,10 +25,13 @@ from sqlalchemy import delete, func, select, update
 
 from approvals.rules import Rule
 from server.app import Companion, create_app
-from server.services import demo
+from server.services import cards, demo
 from server.services.approval_flow import cancel_request
+from server.services.cards import ArgumentField, Shown
 from server.services.slack_approvals import SlackChannel
+from server.services.slack_approvals import message as slack_message
 from server.services.slack_approvals.interactions import COUNTED, NOT_YOURS, SLACK_OFF
+from server.services.slack_approvals.message import TOO_LONG, mrkdwn
 from server.services.slack_approvals.signing import signature
 from server.settings import Settings
 from store.approval_notices import APPROVED
@@ -61,6 +65,7 @@ pytestmark = pytest.mark.anyio
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 BASE = "http://127.0.0.1:8000"
 ASK = "harmony_create_action_item"
+SEND = "email_send_email"
 ALICE, MALLORY = "U0ALICE001", "U0MALLORY1"
 
 
@@ -77,10 +82,29 @@ class World:
 
     async def ask(self, text: str = "Send Carol the pricing sheet") -> str:
         """Alice's assistant asks for a call that needs her approval; Slack has been told when this returns."""
-        asked = await self.companion.gateway.call(self.alice, ASK, {"meeting_id": self.meeting, "text": text})
+        return await self.ask_for(ASK, {"meeting_id": self.meeting, "text": text})
+
+    async def ask_for(self, tool: str, arguments: dict[str, Any]) -> str:
+        asked = await self.companion.gateway.call(self.alice, tool, arguments)
         assert asked.data is not None and asked.data["status"] == "approval_required", asked.message
         await self.companion.notices.drain()
         return str(asked.data["approval_id"])
+
+    async def approvers_are(self, people: list[str], count: int = 1) -> None:
+        """A workspace rule: Alice's calls wait for ``count`` of ``people``; the admin chose Slack too."""
+        async with self.companion.db.transaction() as session:
+            await session.execute(update(User).where(User.email == "admin@acme.test").values(notify_slack=True))
+            workspace = await workspace_by_slug(session, "acme")
+            admin = await user_by_email(session, "admin@acme.test")
+            actor = await member_principal(session, workspace.id, admin.id, acting_as="test")
+            assert actor is not None
+            rule = {"effect": "ask", "scope": "workspace", "app": "harmony", "tool": ASK}
+            approvers = {"people": people, "count": count}
+            await self.companion.rulebook.create(session, actor, Rule.model_validate({**rule, "approvers": approvers}))
+
+    async def meeting_title(self) -> str:
+        async with self.companion.db.session() as session:
+            return str(await session.scalar(select(Meeting.title).where(Meeting.id == self.meeting)))
 
     def message_to(self, user: str, approval_id: str) -> dict[str, Any]:
         return next(m for m in self.slack.messages if m.get("to") == user and approval_id in str(m["blocks"]))
@@ -114,6 +138,20 @@ class World:
     async def action_items(self, text: str) -> int:
         async with self.companion.db.session() as session:
             return int(await session.scalar(select(func.count()).where(ActionItem.text == text)) or 0)
+
+
+async def connect_mailbox(companion: Companion, email: str = "alice@acme.test") -> None:
+    """The person connects their own mailbox over SMTP, sending as ``email``; nothing is sent while a send waits."""
+    async with companion.db.session() as session:
+        workspace = await workspace_by_slug(session, "acme")
+        user = await user_by_email(session, email)
+        actor = await member_principal(session, workspace.id, user.id, acting_as="test")
+    assert actor is not None
+    await companion.integrations.connect(
+        actor, "email", scope="personal", method="smtp", label="Work mail",
+        setup={"host": "smtp.acme.test", "port": 587, "security": "starttls", "username": email,
+               "password": "app-password", "from_address": email},
+    )  # fmt: skip
 
 
 @asynccontextmanager
@@ -183,6 +221,11 @@ def buttons(message: dict[str, Any]) -> list[dict[str, Any]]:
     return [e for b in message["blocks"] if b["type"] == "actions" for e in b["elements"]]
 
 
+def section(message: dict[str, Any], starting: str) -> dict[str, Any]:
+    """The section whose text begins with ``starting``."""
+    return next(b for b in message["blocks"] if b.get("text", {}).get("text", "").startswith(starting))
+
+
 # -- the message -------------------------------------------------------------------------------------------------
 
 
@@ -191,9 +234,11 @@ async def test_a_waiting_approval_reaches_the_approver_as_a_direct_message(world
     message = world.message_to(ALICE, approval_id)
     assert message["channel"] == "D0ALICE001"
     shown = "\n".join(texts(message["blocks"]))
-    # The summary the one renderer made, who asked through which assistant, the risk and the expiry.
-    assert "Send Carol the pricing sheet" in shown
-    assert "Claude on behalf of alice@acme.test" in shown and "Risk: write" in shown
+    # Who asked through which assistant, what will happen with the meeting said by its title, the risk, the expiry.
+    title = mrkdwn(await world.meeting_title())
+    assert "*Asked by*\nClaude on behalf of you" in shown
+    assert f"Add the action item “Send Carol the pricing sheet” to meeting “{title}”\n" in shown
+    assert "Risk: write" in shown and world.meeting not in message["text"]
     expires = (await world.approval(approval_id)).expires_at
     assert f"<!date^{int(expires.timestamp())}^" in shown
     assert [(b["action_id"], b.get("style"), b.get("url")) for b in buttons(message)] == [
@@ -247,11 +292,132 @@ async def test_an_argument_cannot_write_a_mention_or_a_link_into_the_message(wor
     for t in shown:
         assert re.sub(r"<!date\^\d+\^\{date_short_pretty\} at \{time\}\|[^<>]*>", "", t).count("<") == 0, t
     sections = [b["text"] for b in message["blocks"] if b["type"] == "section" and "text" in b]
-    assert all(s["type"] == "mrkdwn" and s["verbatim"] is True for s in sections)
+    fields = [f for b in message["blocks"] if b["type"] == "section" for f in b.get("fields", [])]
+    assert all(s["type"] == "mrkdwn" and s["verbatim"] is True for s in [*sections, *fields])
+    # The argument's own field says it as it is, escaped the same way.
+    assert f"*Text*\n{mrkdwn(text)}" in [f["text"] for f in fields]
     # The Deny form shows the request escaped the same way.
     await world.press(ALICE, message, "deny")
     [form] = world.slack.views
     assert "&lt;!channel&gt;" in "\n".join(texts(form["blocks"])) and "<!channel>" not in str(form["blocks"])
+
+
+async def test_the_message_labels_each_argument_and_says_why_it_asks(world):
+    approval_id = await world.ask("Send Carol the pricing sheet")
+    message = world.message_to(ALICE, approval_id)
+    title = mrkdwn(await world.meeting_title())
+    # Each argument labelled, the meeting by its title beside the id that runs.
+    assert [f["text"] for f in section(message, "*Details*")["fields"]] == [
+        f"*Meeting*\n{title} ({world.meeting})",
+        "*Text*\nSend Carol the pricing sheet",
+    ]
+    assert section(message, "*Why it asks*")["text"]["text"] == (
+        "*Why it asks*\nNo rule covers this change. Writes ask unless one of your rules allows them."
+    )
+    # Slack shows the value of several lines quoted line by line under its label: none of its lines passes for a
+    # line of the message's own.
+    approval_id = await world.ask("Call Erin\n*Bcc:* everyone@acme.test\n*Why it asks*")
+    text = section(world.message_to(ALICE, approval_id), "*Text*")["text"]["text"]
+    assert text == "*Text*\n>Call Erin\n>*Bcc:* everyone@acme.test\n>*Why it asks*"
+
+
+async def test_each_approver_is_told_as_they_may_see_it(world):
+    await world.approvers_are(["alice@acme.test", "admin@acme.test"])
+    approval_id = await world.ask()
+    alices, admins = world.message_to(ALICE, approval_id), world.message_to("U0ADMIN001", approval_id)
+    assert "*Asked by*\nClaude on behalf of you" in texts(alices["blocks"])
+    assert "*Asked by*\nClaude on behalf of Alice Archer" in texts(admins["blocks"])
+    # The meeting by its title to both: it is read as Alice, who asked, whoever reads the message.
+    title = mrkdwn(await world.meeting_title())
+    for message in (alices, admins):
+        assert f"*Meeting*\n{title} ({world.meeting})" in texts(message["blocks"])
+
+
+async def test_an_email_to_send_shows_every_recipient_and_the_message_as_it_will_be_sent(world):
+    await connect_mailbox(world.companion)
+    approval_id = await world.ask_for(
+        SEND,
+        {
+            "to": ["bob@client.com"],
+            "cc": ["dana@acme.test"],
+            "bcc": ["erin@partner.io"],
+            "subject": "Q3 <proposal>",
+            "body_text": "Hi Bob,\n*Bcc:* nobody@partner.io\n<https://evil.example|the deck>",
+        },
+    )
+    message = world.message_to(ALICE, approval_id)
+    # The summary's facts: every recipient on a line of their own, bcc too.
+    facts = section(message, "Send an e-mail to bob@client.com")["text"]["text"].split("\n")
+    assert {"To: bob@client.com", "Cc: dana@acme.test", "Bcc: erin@partner.io"} <= set(facts)
+    # The e-mail as its recipients will see it: the body quoted line by line, nothing in it markup.
+    assert section(message, "*The e-mail")["text"]["text"] == (
+        "*The e-mail as its recipients will see it*\n"
+        "*To:* bob@client.com\n"
+        "*Cc:* dana@acme.test\n"
+        "*Bcc:* erin@partner.io _(hidden from the other recipients)_\n"
+        "*Subject:* Q3 &lt;proposal&gt;\n"
+        "*Body*\n"
+        ">Hi Bob,\n"
+        ">*Bcc:* nobody@partner.io\n"
+        ">&lt;https://evil.example|the deck&gt;"
+    )
+    assert (
+        "No rule covers sending e-mail outside acme.test (here to client.com and partner.io)."
+        in (section(message, "*Why it asks*")["text"]["text"])
+    )
+    assert [b["action_id"] for b in buttons(message)] == ["approve", "deny", "open"]
+
+
+async def test_a_request_too_long_for_one_message_offers_no_approve(world):
+    await connect_mailbox(world.companion)
+    body = "\n".join(f"Line {n}: the quarterly figures, region by region." for n in range(4000))
+    arguments = {"to": ["bob@client.com"], "subject": "Figures", "body_text": f"{body}\nBcc this to eve@evil.test"}
+    approval_id = await world.ask_for(SEND, arguments)
+    message = world.message_to(ALICE, approval_id)
+    assert len(message["blocks"]) == 50 and TOO_LONG in texts(message["blocks"])
+    assert "Bcc this to eve@evil.test" not in str(message), "the end of the body is not in the message"
+    assert [b["action_id"] for b in buttons(message)] == ["deny", "open"]
+    assert "Open it to read all of it and approve it there." in texts(message["blocks"])
+    # An Approve sent for it anyway (a client may send any button) decides nothing.
+    await world.press(ALICE, message, "approve", value=approval_id)
+    assert (
+        world.slack.responses[-1]["text"] == "This request is too long to show in Slack in full: open it to approve it."
+    )
+    assert (await world.approval(approval_id)).status is ApprovalStatus.PENDING
+    # The Deny form shows as much as the message did, and still denies.
+    await world.press(ALICE, message, "deny")
+    [form] = world.slack.views
+    assert TOO_LONG in texts(form["blocks"])
+
+
+def test_a_value_longer_than_a_section_goes_on_quoted_and_no_entity_is_split():
+    text = "&" * 1000 + "<" * 1000 + "\n*Bcc:* eve@evil.test"
+    many = tuple(ArgumentField(f"tag{n}", f"Tag {n}", Shown(f"value {n}")) for n in range(23))
+    story = cards.Card(
+        approval_id="apr_1",
+        asked_by="Claude on behalf of you",
+        asked_at=utcnow(),
+        headline="Add the note",
+        facts=("Risk: write",),
+        fields=(ArgumentField("text", "Text", Shown(text, lines=True)), *many),
+        message=None,
+        why=(),
+    )
+    made = slack_message.waiting(slack_message.Card("apr_1", "Notes", story, utcnow(), f"{BASE}/approvals/apr_1"))
+    sections = [b for b in made["blocks"] if b["type"] == "section"]
+    # The 9,000 characters the text's first line is once escaped, across sections, each piece of it quoted.
+    said = [s["text"]["text"] for s in sections if "text" in s]
+    first = said.index("*Details*\n*Text*") + 1
+    pieces = said[first : first + 4]
+    assert all(len(p) <= 3000 for p in pieces) and "".join(pieces).count("&") == 2000
+    lines = "\n".join(pieces).split("\n")
+    assert all(line.startswith(">") and "&" not in re.sub("&(amp|lt|gt);", "", line) for line in lines)
+    assert lines[-1] == ">*Bcc:* eve@evil.test"
+    # The other arguments in columns, ten to a section at most, all of them, in their order.
+    columns = [f["text"] for s in sections for f in s.get("fields", [])][2:]
+    assert columns == [f"*Tag {n}*\nvalue {n}" for n in range(23)]
+    assert [len(s["fields"]) for s in sections if "fields" in s][1:] == [10, 10, 3]
+    assert buttons(made)[0]["action_id"] == "approve"
 
 
 # -- deciding from Slack -----------------------------------------------------------------------------------------
@@ -309,25 +475,7 @@ async def test_the_open_button_decides_nothing(world):
 
 
 async def test_with_several_approvers_each_gets_a_message_and_a_press_is_one_vote(world):
-    async with world.companion.db.transaction() as session:
-        await session.execute(update(User).where(User.email == "admin@acme.test").values(notify_slack=True))
-        workspace = await workspace_by_slug(session, "acme")
-        admin = await user_by_email(session, "admin@acme.test")
-        actor = await member_principal(session, workspace.id, admin.id, acting_as="test")
-        assert actor is not None
-        await world.companion.rulebook.create(
-            session,
-            actor,
-            Rule.model_validate(
-                {
-                    "effect": "ask",
-                    "scope": "workspace",
-                    "app": "harmony",
-                    "tool": ASK,
-                    "approvers": {"people": ["alice@acme.test", "admin@acme.test"], "count": 2},
-                }
-            ),
-        )
+    await world.approvers_are(["alice@acme.test", "admin@acme.test"], count=2)
     approval_id = await world.ask("Two must agree")
     alices, admins = world.message_to(ALICE, approval_id), world.message_to("U0ADMIN001", approval_id)
     await world.press(ALICE, alices, "approve")
@@ -540,7 +688,8 @@ async def test_replicas_sweeping_at_once_update_each_message_once(settings, regi
             await session.execute(update(Approval).values(expires_at=utcnow() - timedelta(seconds=1)))
         one = world.companion.slack.channel
         replicas = [
-            SlackChannel(one.settings, one.db, one.box, one.registry, one.http, one.keeper, one.flow) for _ in range(4)
+            SlackChannel(one.settings, one.db, one.box, one.registry, one.http, one.keeper, one.flow, one.cards)
+            for _ in range(4)
         ]
         done = await asyncio.gather(*(replica.refresh() for replica in [one, *replicas]))
         assert sum(done) == 1

@@ -6,6 +6,11 @@ never holds up the assistant's call, and a failure is logged without the message
 Each approver's e-mail carries a single-use link of their own (``store.approval_links``) that opens the approval
 and decides it there with one more click (``server.services.link_decisions``), and the approval page's own link,
 which needs signing in. The workspace's ``email_link_max_risk`` says how risky a call the link alone may decide.
+
+The e-mail tells the call's whole story as its card does (``server.services.cards``), made as the approver it is
+sent to reads it, in plain text: what will happen (with names), every recipient, the message as it will be sent,
+every argument labelled, and why it asks. Everything the assistant chose stands indented under Companion's words,
+one line of it a line: a value of several lines is quoted line by line, so none of it can pass for Companion's.
 """
 
 from __future__ import annotations
@@ -16,18 +21,24 @@ from email.message import EmailMessage
 
 import aiosmtplib
 
-from server.services.asked_by import on_behalf_of
+from server.services.card_text import Entry, parts
+from server.services.cards import Card, Cards
 from server.services.notices import Notice
 from server.settings import Settings
 from store import approval_links
 from store.approval_channels import link_may_decide, workspace_channels
 from store.db import Database
-from store.models import User
+from store.directory import member_principal
+from store.models import Approval, User
 
 log = logging.getLogger(__name__)
 
 #: What a mail client may make clickable: a scheme, an address, or a dot between letters (a domain).
 LINKISH = re.compile(r"://|@|\w\.\w", re.ASCII)
+#: Where the card's text stands, and how each line of a value of several lines, and each item of a list, begins.
+INDENT = "    "
+QUOTED = "| "
+ITEM = "- "
 
 
 def link_url(base_url: str, approval_id: str, secret: str) -> str:
@@ -40,9 +51,10 @@ class ApprovalMail:
 
     name = "email"
 
-    def __init__(self, settings: Settings, db: Database) -> None:
+    def __init__(self, settings: Settings, db: Database, cards: Cards) -> None:
         self.settings = settings
         self.db = db
+        self.cards = cards
 
     @property
     def configured(self) -> bool:
@@ -57,16 +69,21 @@ class ApprovalMail:
 
     async def send(self, notice: Notice, user_id: str) -> None:
         """One approver's e-mail, with a link only they can use, once, until the approval expires."""
-        async with self.db.transaction() as session:
+        async with self.db.session() as session:
             user = await session.get(User, user_id)
-            if user is None or not user.notify_approvals:
-                return
+            approval = await session.get(Approval, notice.approval_id)
+            # Shown as they may see it in the console: as a member of its workspace (who else could decide it?).
+            viewer = await member_principal(session, notice.workspace_id, user_id, acting_as=self.name)
+        if user is None or not user.notify_approvals or approval is None or viewer is None:
+            return
+        story = (await self.cards.cards(viewer, [approval]))[approval.id]
+        async with self.db.transaction() as session:
             policy = await workspace_channels(session, notice.workspace_id)
             secret = await approval_links.issue(
                 session, approval_id=notice.approval_id, user_id=user.id, expires_at=notice.expires_at
             )
         message = self._message(
-            user.email, notice, link_url(self.settings.base_url, notice.approval_id, secret),
+            user.email, notice, story, link_url(self.settings.base_url, notice.approval_id, secret),
             sign_in=not link_may_decide(policy.email_link_max_risk, notice.risk),
         )  # fmt: skip
         try:
@@ -83,10 +100,9 @@ class ApprovalMail:
         except (aiosmtplib.SMTPException, OSError, ValueError) as exc:
             log.warning("approval e-mail for %s not sent: %s", notice.approval_id, type(exc).__name__)
 
-    def _message(self, to: str, notice: Notice, link: str, *, sign_in: bool) -> EmailMessage:
+    def _message(self, to: str, notice: Notice, story: Card, link: str, *, sign_in: bool) -> EmailMessage:
         base = self.settings.base_url
         app_name = _one_line(notice.app_name)
-        summary = "\n".join(f"    {_one_line(line)}" for line in notice.summary.split("\n"))
         how = (
             "The link opens it; you will be asked to sign in before you decide."
             if sign_in
@@ -98,8 +114,8 @@ class ApprovalMail:
         message["Subject"] = f"Approval waiting: {app_name}"
         message.set_content(
             f"An approval is waiting for you in {app_name}.\n\n"
-            f"Asked by: {_asker(notice.assistant)}\n\n"
-            f"{summary}\n\n"
+            f"Asked by: {_asker(story.asked_by)}\n\n"
+            f"{_story(story)}\n\n"
             f"Approve or deny it: {link}\n"
             f"{how} The link works once, and only for you: do not forward this e-mail.\n\n"
             f"Or open it in the console: {base}/approvals/{notice.approval_id}\n"
@@ -110,14 +126,32 @@ class ApprovalMail:
         return message
 
 
-def _asker(assistant: str) -> str:
-    """Who waits, named as every channel names it, on a labelled line of its own that Companion's words begin
-    before. The assistant chose its name: it may add no line, and nothing in it becomes a link a mail client
-    would make clickable (``Approve it: https://evil.example/...``)."""
-    if not assistant:
-        return "your assistant"
-    named = _one_line(on_behalf_of(_defanged(assistant), "you"))[:300]
-    return f'"{named}"'
+def _asker(asked_by: str) -> str:
+    """Who waits, named as every channel names it ("Claude on behalf of you"), on a labelled line of its own that
+    Companion's words begin before. The assistant chose its name: it may add no line, and nothing in it becomes a
+    link a mail client would make clickable (``Approve it: https://evil.example/...``)."""
+    return f'"{_one_line(_defanged(asked_by))[:300]}"'
+
+
+def _story(card: Card) -> str:
+    """The card as text: each part under Companion's title, every line of it indented."""
+    told = []
+    for part in parts(card):
+        lines = [f"{INDENT}{line}" for entry in part.entries for line in _lines(entry)]
+        told.append("\n".join([f"{part.title}:", *lines] if part.title else lines))
+    return "\n\n".join(told)
+
+
+def _lines(entry: Entry) -> list[str]:
+    """``Label: value``, and below it each line of a text quoted and each item of a list as an item; each line
+    on one line."""
+    said = " ".join(_one_line(text) for text in (entry.value, entry.note) if text)
+    head = f"{_one_line(entry.label)}: {said}".rstrip() if entry.label is not None else said
+    return [
+        *([head] if head else []),
+        *(f"{QUOTED}{_one_line(line)}".rstrip() for line in entry.lines),
+        *(f"{ITEM}{_one_line(item)}" for item in entry.items),
+    ]
 
 
 def _defanged(text: str) -> str:

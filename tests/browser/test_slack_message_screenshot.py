@@ -1,9 +1,9 @@
 """A picture of a Slack approval message, drawn from the blocks the Slack fake received.
 
 Slack's own client cannot be driven here, so the test draws the Block Kit the server sent as Slack lays it out
-(header, sections, fields, context, buttons), in Chromium: once as the approver first sees it, once after they
-approved it from Slack. With ``COMPANION_SCREENSHOTS=docs/screenshots`` it renews the picture in the docs, and the
-blocks beside it as ``slack-approval.json``; in the suite both go to a scratch folder.
+(header, sections, fields, context, buttons; bold, italics and quotes), in Chromium: once as the approver first sees
+it, once after they approved it from Slack. With ``COMPANION_SCREENSHOTS=docs/screenshots`` it renews the picture
+in the docs, and the blocks beside it as ``slack-approval.json``; in the suite both go to a scratch folder.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.test_slack_approvals import ALICE, slack_world
+from tests.test_slack_approvals import ALICE, ASK, slack_world
 
 pytestmark = pytest.mark.anyio
 
@@ -37,6 +37,7 @@ h2 { font-size: 12px; font-weight: 700; text-transform: uppercase; letter-spacin
 .section { margin: 6px 0; white-space: pre-wrap; overflow-wrap: anywhere; }
 .fields { display: grid; grid-template-columns: 1fr 1fr; gap: 8px 16px; margin: 8px 0; }
 .fields div { white-space: pre-wrap; }
+.quote { display: inline-block; border-left: 4px solid #dddddd; padding-left: 10px; }
 .context { color: #616061; font-size: 13px; margin: 6px 0; }
 .actions { display: flex; gap: 8px; margin-top: 10px; }
 .button { border: 1px solid #bbbabb; border-radius: 4px; padding: 0 12px; height: 28px; display: inline-flex;
@@ -49,9 +50,16 @@ DATE = re.compile(r"<!date\^\d+\^[^|>]*\|([^>]*)>")
 
 
 def shown(mrkdwn: str) -> str:
-    """What Slack shows for mrkdwn: dates by their fallback, entities as characters, *bold* in bold."""
-    text = html.escape(html.unescape(DATE.sub(r"\1", mrkdwn)), quote=False)
-    return re.sub(r"\*([^*\n]+)\*", r"<b>\1</b>", text)
+    """What Slack shows for mrkdwn: dates by their fallback, entities as characters, *bold* in bold, _italics_ in
+    italics, and a line after ">" as a quote."""
+    lines = []
+    for line in DATE.sub(r"\1", mrkdwn).split("\n"):
+        quoted = line.startswith(">")
+        text = html.escape(html.unescape(line[1:] if quoted else line), quote=False)
+        text = re.sub(r"\*([^*\n]+)\*", r"<b>\1</b>", text)
+        text = re.sub(r"(?<!\w)_([^_\n]+)_(?!\w)", r"<i>\1</i>", text)
+        lines.append(f'<span class="quote">{text}</span>' if quoted else text)
+    return "\n".join(lines)
 
 
 def text_of(text: dict[str, Any]) -> str:
@@ -106,7 +114,16 @@ def shots(tmp_path: Path) -> Path:
 
 async def test_a_slack_approval_message_as_the_approver_sees_it(settings, registry, chromium, shots):
     async with slack_world(settings, registry) as world:
-        approval_id = await world.ask("Send Carol the pricing sheet <!channel>")
+        title = await world.meeting_title()
+        approval_id = await world.ask_for(
+            ASK,
+            {
+                "meeting_id": world.meeting,
+                "text": "Send Carol the pricing sheet <!channel>\nand the signed NDA",
+                "assignee_email": "alice@acme.test",
+                "due_date": "2026-12-11",
+            },
+        )
         # As received: the fake keeps one copy of each message, which the update then changes.
         posted = copy.deepcopy(world.message_to(ALICE, approval_id))
         await world.press(ALICE, posted, "approve")
@@ -121,8 +138,10 @@ async def test_a_slack_approval_message_as_the_approver_sees_it(settings, regist
     try:
         tab = await context.new_page()
         await tab.set_content(drawn)
-        # The argument's mention shows as text, as Slack shows it.
+        # The argument's mention shows as text, as Slack shows it; the meeting by its title; why it asks.
         assert await tab.get_by_text("<!channel>").count() >= 1
+        assert await tab.get_by_text(f"“{title}”").count() >= 1
+        assert await tab.get_by_text("Why it asks").count() == 2
         await tab.screenshot(path=str(shots / "slack-approval.png"), full_page=True)
     finally:
         await context.close()

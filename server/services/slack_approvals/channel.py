@@ -4,7 +4,9 @@ updates that keep those messages true.
 A message goes out when the workspace's admin turned Slack approvals on, the workspace has a working Slack
 connection (its bot), the server knows the Slack app's signing secret (without it no button could be trusted),
 and the approver chose Slack in their settings. The approver is found in Slack by their e-mail address
-(``users.lookupByEmail``), remembered for an hour.
+(``users.lookupByEmail``), remembered for an hour. Each message tells the call's whole story as its card does
+(``server.services.cards``), made as the approver it is sent to reads it: names are read as the person who asked,
+and what the approver may see is what the console would show them.
 
 Each message is kept as an ``ApprovalNotice``. When the approval is decided anywhere (the console, the API,
 another channel, Slack itself) or its time is up, the message is updated: at once where the decision was made
@@ -21,9 +23,8 @@ from datetime import timedelta
 import httpx
 from sqlalchemy import select
 
-from server.services import approval_flow
 from server.services.approval_flow import ApprovalFlow
-from server.services.asked_by import on_behalf_of
+from server.services.cards import Cards
 from server.services.notices import Notice
 from server.services.slack_approvals import message
 from server.services.slack_approvals.signing import WINDOW_SECONDS
@@ -33,7 +34,9 @@ from store import approval_notices, seen_requests
 from store.cache import SharedCache
 from store.crypto import SecretBox
 from store.db import Database
+from store.directory import member_principal
 from store.models import Approval, ApprovalNotice, User, Workspace, utcnow
+from store.principal import Principal
 from tools.registry import Registry
 from tools.tokens import TokenKeeper
 
@@ -61,6 +64,7 @@ class SlackChannel:
         http: httpx.AsyncClient,
         keeper: TokenKeeper,
         flow: ApprovalFlow,
+        cards: Cards,
         *,
         every: float = SWEEP_SECONDS,
     ) -> None:
@@ -71,6 +75,7 @@ class SlackChannel:
         self.http = http
         self.keeper = keeper
         self.flow = flow
+        self.cards = cards
         self.every = every
         self._slack_ids: SharedCache[tuple[str, str], str | None] = SharedCache(IDENTITY_SECONDS)
 
@@ -90,19 +95,20 @@ class SlackChannel:
             return
         async with self.db.session() as session:
             workspace = await session.get(Workspace, notice.workspace_id)
-            if workspace is None or not workspace.slack_approvals:
+            approval = await session.get(Approval, notice.approval_id)
+            if workspace is None or not workspace.slack_approvals or approval is None:
                 return
-            asker = await session.get(User, notice.asker_id)
             # An approval is announced again when it escalates: those who have its message already are not
             # sent another.
             told = {n.user_id for n in await approval_notices.of_approval(session, notice.approval_id, CHANNEL)}
-            approvers = [
-                user
-                for user in await session.scalars(
-                    select(User).where(User.id.in_(notice.approvers), User.notify_slack.is_(True)).order_by(User.id)
-                )
-                if user.id not in told
-            ]
+            approvers: list[tuple[User, Principal]] = []
+            for user in await session.scalars(
+                select(User).where(User.id.in_(notice.approvers), User.notify_slack.is_(True)).order_by(User.id)
+            ):
+                # Each is shown the call as they may see it in the console: as a member of its workspace.
+                viewer = await member_principal(session, notice.workspace_id, user.id, acting_as=CHANNEL)
+                if user.id not in told and viewer is not None:
+                    approvers.append((user, viewer))
         if not approvers:
             return
         bot = await self.bot(notice.workspace_id)
@@ -112,33 +118,24 @@ class SlackChannel:
                 notice.approval_id,
             )
             return
-        card = message.Card(
-            approval_id=notice.approval_id,
-            app_name=notice.app_name,
-            summary=notice.summary,
-            asked_by=on_behalf_of(notice.assistant, asker.email if asker else "someone"),
-            risk=notice.risk,
-            expires_at=notice.expires_at,
-            page_url=self.flow.page_url(notice.approval_id),
-        )
-        for approver in approvers:
+        for approver, viewer in approvers:
             try:
-                await self._send(bot, card, approver)
+                await self._send(bot, approval, approver, viewer)
             except SlackError as exc:
                 log.warning(
                     "approval %s: the Slack message to %s was not sent: %s", notice.approval_id, approver.id, exc.error
                 )
 
-    async def _send(self, bot: SlackBot, card: message.Card, approver: User) -> None:
+    async def _send(self, bot: SlackBot, approval: Approval, approver: User, viewer: Principal) -> None:
         slack_id = await self.slack_id(bot, approver.email)
         if slack_id is None:
-            log.info("approval %s: %s has no Slack account with their e-mail address", card.approval_id, approver.id)
+            log.info("approval %s: %s has no Slack account with their e-mail address", approval.id, approver.id)
             return
-        channel, ts = await bot.post(slack_id, message.waiting(card))
+        channel, ts = await bot.post(slack_id, message.waiting(await self.card(approval, viewer)))
         async with self.db.transaction() as session:
             await approval_notices.record(
                 session,
-                approval_id=card.approval_id,
+                approval_id=approval.id,
                 user_id=approver.id,
                 channel=CHANNEL,
                 ref={"channel": channel, "ts": ts, "user": slack_id},
@@ -168,14 +165,23 @@ class SlackChannel:
             if not await approval_notices.claim(session, notice.id, was=was, shows=shows):
                 return 0  # another replica has it
             approval = await session.get(Approval, notice.approval_id)
+            viewer = (
+                await member_principal(session, approval.workspace_id, notice.user_id, acting_as=CHANNEL)
+                if approval is not None
+                else None
+            )
         try:
             if approval is None:
+                return 0
+            if viewer is None:
+                # Its buttons decide nothing for someone who left (``interactions``); the call is not shown again.
+                log.info("approval %s: its Slack message is left as it is: its approver left", approval.id)
                 return 0
             bot = await self.bot(approval.workspace_id)
             if bot is None:
                 log.info("approval %s: its Slack message cannot be updated: no working Slack connection", approval.id)
                 return 0
-            card, outcome = await self._settled_card(approval, shows)
+            card, outcome = await self._settled_card(approval, shows, viewer)
             await bot.update(str(notice.ref["channel"]), str(notice.ref["ts"]), message.settled(card, outcome))
         except SlackError as exc:
             if exc.transient:
@@ -185,22 +191,21 @@ class SlackChannel:
             return 0
         return 1
 
-    async def card(self, approval: Approval) -> message.Card:
-        """The approval as its message shows it, from what the one renderer made when the call was asked."""
-        view = approval_flow.approval_view(self.flow, self.registry.tools, approval)
-        async with self.db.session() as session:
-            asker = await session.get(User, approval.user_id)
+    async def card(self, approval: Approval, viewer: Principal) -> message.Card:
+        """The approval as its message shows it to ``viewer``, the approver it is sent to: its card."""
+        story = (await self.cards.cards(viewer, [approval]))[approval.id]
+        tool = self.registry.tools.get(approval.tool)
         return message.Card(
             approval_id=approval.id,
-            app_name=str(view["app_name"]),
-            summary=str(view["summary"]),
-            asked_by=on_behalf_of(approval.assistant, asker.email if asker else "someone"),
-            risk=approval.risk,
+            app_name=tool.manifest.name if tool else approval.app,
+            story=story,
             expires_at=approval.expires_at,
             page_url=self.flow.page_url(approval.id),
         )
 
-    async def _settled_card(self, approval: Approval, shows: str) -> tuple[message.Card, message.Outcome]:
+    async def _settled_card(
+        self, approval: Approval, shows: str, viewer: Principal
+    ) -> tuple[message.Card, message.Outcome]:
         async with self.db.session() as session:
             decider = await session.get(User, approval.decided_by) if approval.decided_by else None
         outcome = message.Outcome(
@@ -211,7 +216,7 @@ class SlackChannel:
             decided_at=approval.decided_at if decider else None,
             edited=approval.edited_by is not None,
         )
-        return await self.card(approval), outcome
+        return await self.card(approval, viewer), outcome
 
     async def sweep(self) -> None:
         """One round of the background work: update what is stale, and forget signatures too old to replay."""

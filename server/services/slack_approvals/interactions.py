@@ -104,7 +104,8 @@ class SlackInteractions:
             approver = await self._approver(press.slack_user, press.approval_id, press.channel, press.ts)
             if press.action == message.APPROVE:
                 # Checked here too, not only by leaving the button out: a message's buttons are the client's to send.
-                if not message.shows_in_full((await self.channel.card(approver.approval)).summary):
+                card = await self.channel.card(approver.approval, approver.principal)
+                if not message.shows_in_full(card):
                     raise Refused("This request is too long to show in Slack in full: open it to approve it.")
                 said = await self._decide(approver, approve=True, reason=None)
             else:
@@ -187,7 +188,7 @@ class SlackInteractions:
         shown = approval_notices.shown_as(approval)
         if shown != approval_notices.PENDING:
             raise Refused(f"Nothing was decided: this request is already {shown}.")
-        card = await self.channel.card(approval)
+        card = await self.channel.card(approval, approver.principal)
         metadata = json.dumps({"approval": approval.id, "channel": press.channel, "ts": press.ts})
         try:
             await approver.bot.open_view(press.trigger_id, message.deny_form(card, metadata))

@@ -1,25 +1,38 @@
-"""What a Slack approval message says, in Block Kit: the summary from the one renderer, who asked through which
-assistant, the expiry, and the buttons; once decided, what became of it instead of the buttons.
+"""What a Slack approval message says, in Block Kit: the whole story of the call as its card tells it
+(``server.services.cards``, set out as text by ``server.services.card_text``), who asked through which assistant,
+the expiry, and the buttons; once decided, what became of it instead of the buttons.
 
-Everything the assistant chose (the summary's arguments, its own name) is escaped for Slack's mrkdwn: ``&``,
-``<`` and ``>`` become entities, so no argument can write a mention (``<!channel>``), a link
+Everything the assistant chose (its arguments, the names read for its ids, its own name) is escaped for Slack's
+mrkdwn: ``&``, ``<`` and ``>`` become entities, so no argument can write a mention (``<!channel>``), a link
 (``<https://evil|click>``) or a user reference; and the text is ``verbatim``, so Slack does not turn a bare
 address or ``#channel`` into a link either. What shows is what the text says.
+
+A message offers Approve only when it shows the whole request: every recipient, every argument, the message as it
+will be sent, why it asks. Slack holds 50 blocks of at most 3,000 characters; a request longer than that shows its
+start and a note to open it, and no Approve.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from server.services import card_text, cards
+from server.services.card_text import Entry, Part
 from store import approval_notices
 
-#: Slack's limits: characters in a section's text, blocks in a message.
+#: Slack's limits: characters in a section's text, fields in a section, blocks in a message.
 SECTION_CHARS = 3000
+SECTION_FIELDS = 10
 MESSAGE_BLOCKS = 50
-#: Sections the summary may fill, leaving room for the rest of the message.
-SUMMARY_SECTIONS = 40
+#: The blocks a message has besides the request: the header, who asked, the note or the outcome, the buttons.
+AROUND = 4
+#: A value longer than this is quoted below its label rather than beside it, and an argument's label and value
+#: longer than this go across the message rather than in a column (Slack's own limit for a field is 2,000).
+SHORT = 300
+TOO_LONG = "_The rest of this request is too long for Slack: open it to read all of it._"
 
 APPROVE, DENY, OPEN = "approve", "deny", "open"
 DENY_FORM = "deny"
@@ -43,16 +56,23 @@ def mrkdwn(text: str) -> str:
 
 @dataclass(frozen=True)
 class Card:
-    """One approval as a Slack message shows it."""
+    """One approval as a Slack message shows it: its story as the approver it is sent to reads it."""
 
     approval_id: str
     app_name: str
-    summary: str
-    #: "Claude on behalf of alice@acme.test" (``server.services.asked_by``), as plain text.
-    asked_by: str
-    risk: str
+    story: cards.Card
     expires_at: datetime
     page_url: str
+
+
+@dataclass(frozen=True)
+class _Line:
+    """A line of a section: Companion's markup (``lead``), then text already escaped. A line too long for one
+    section goes on in the next after ``again``: a quoted line stays quoted, any other says it goes on."""
+
+    lead: str
+    text: str
+    again: str = "…"
 
 
 def _text(text: str) -> dict[str, Any]:
@@ -63,30 +83,124 @@ def _plain(text: str) -> dict[str, Any]:
     return {"type": "plain_text", "text": text, "emoji": False}
 
 
-def _pieces(summary: str) -> list[str]:
-    """The summary, escaped, cut into sections' texts; an entity is never split between two."""
-    pieces: list[str] = [""]
-    for char in summary:
-        escaped = mrkdwn(char)
-        if len(pieces[-1]) + len(escaped) > SECTION_CHARS:
-            pieces.append("")
-        pieces[-1] += escaped
-    return [piece for piece in pieces if piece]
+def _lines(entry: Entry) -> list[_Line]:
+    """An entry across the message: ``*Label:* value``, or ``*Label*`` with each line of a text quoted below it,
+    or each item of a list."""
+    value, quoted = mrkdwn(entry.value), [mrkdwn(line) for line in entry.lines]
+    if entry.label is not None and len(value) > SHORT:
+        # Quoted below the label, a long value stays marked as the value's in every section it runs into.
+        value, quoted = "", [value, *quoted]
+    note = f"_{mrkdwn(entry.note)}_" if entry.note else ""
+    said = " ".join(part for part in (value, note) if part)
+    label = ""
+    if entry.label is not None:
+        # Beside its value a label ends with a colon; above a value's lines it stands alone, as in a column.
+        label = f"*{mrkdwn(entry.label)}:* " if said else f"*{mrkdwn(entry.label)}*"
+    head = [_Line(label, said)] if label or said else []
+    return [
+        *head,
+        *(_Line(">", line, again=">") for line in quoted),
+        *(_Line("• ", mrkdwn(item)) for item in entry.items),
+    ]
 
 
-def shows_in_full(summary: str) -> bool:
-    """Whether a message can show the whole summary. Approve is offered only then: a request cut short could
-    hide the very recipient at its end (the assistant chooses how long the rest is)."""
-    return len(_pieces(summary)) <= SUMMARY_SECTIONS
+def _column(entry: Entry) -> str | None:
+    """An argument as a field of a section (Slack sets two side by side), or None if it is too long for one."""
+    if entry.label is None or entry.lines:
+        return None
+    value = [mrkdwn(entry.value)] if entry.value else []
+    note = f" _{mrkdwn(entry.note)}_" if entry.note else ""
+    text = "\n".join([f"*{mrkdwn(entry.label)}*", *value, *(f"• {mrkdwn(item)}" for item in entry.items)]) + note
+    return text if len(text) <= SHORT else None
 
 
-def _summary_sections(summary: str) -> list[dict[str, Any]]:
-    """The summary in as many sections as it needs, or, past what one message holds, its start and a note."""
-    sections = [{"type": "section", "text": _text(piece)} for piece in _pieces(summary)]
-    if len(sections) > SUMMARY_SECTIONS:
-        rest = "_The rest of this request is too long for Slack: open it to read all of it._"
-        sections = [*sections[: SUMMARY_SECTIONS - 1], {"type": "section", "text": _text(rest)}]
-    return sections
+def _cut(line: _Line) -> list[str]:
+    """The line as pieces that each fit a section; an entity is never split between two."""
+    pieces, lead, rest = [], line.lead, line.text
+    if len(lead) > SECTION_CHARS // 2:
+        # A label as long as a section (an argument's name may be the assistant's) is cut as the text is.
+        lead, rest = "", lead + rest
+    while len(lead) + len(rest) > SECTION_CHARS:
+        at = SECTION_CHARS - len(lead)
+        # Every "&" in escaped text begins an entity, of at most five characters.
+        entity = rest.rfind("&", at - 4, at)
+        if entity != -1 and rest.find(";", entity) >= at:
+            at = entity
+        pieces.append(lead + rest[:at])
+        lead, rest = line.again, rest[at:]
+    return [*pieces, lead + rest]
+
+
+def _sections(lines: Sequence[_Line]) -> list[dict[str, Any]]:
+    """The lines in as few sections as hold them, each line whole where it fits in one."""
+    texts: list[str] = []
+    for line in lines:
+        for piece in _cut(line):
+            if texts and len(texts[-1]) + 1 + len(piece) <= SECTION_CHARS:
+                texts[-1] += "\n" + piece
+            else:
+                texts.append(piece)
+    return [{"type": "section", "text": _text(text)} for text in texts]
+
+
+def _arguments(entries: Sequence[Entry]) -> list[dict[str, Any]]:
+    """The arguments in their order: short ones in columns, ten to a section, longer ones across the message."""
+    blocks: list[dict[str, Any]] = []
+    lines: list[_Line] = []
+    columns: list[str] = []
+    for entry in entries:
+        column = _column(entry)
+        if column is None:
+            blocks += _fields(columns)
+            columns = []
+            lines += _lines(entry)
+        else:
+            blocks += _sections(lines)
+            lines = []
+            columns.append(column)
+    return [*blocks, *_sections(lines), *_fields(columns)]
+
+
+def _fields(columns: Sequence[str]) -> list[dict[str, Any]]:
+    return [
+        {"type": "section", "fields": [_text(c) for c in columns[start : start + SECTION_FIELDS]]}
+        for start in range(0, len(columns), SECTION_FIELDS)
+    ]
+
+
+def _titled(title: str, blocks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The part's title in bold above its first block: in that block where it fits."""
+    head = f"*{mrkdwn(title)}*"
+    first, rest = blocks[0], blocks[1:]
+    if "text" not in first:
+        return [{"type": "section", "text": _text(head), "fields": first["fields"]}, *rest]
+    if len(head) + 1 + len(first["text"]["text"]) <= SECTION_CHARS:
+        return [{"type": "section", "text": _text(f"{head}\n{first['text']['text']}")}, *rest]
+    return [{"type": "section", "text": _text(head)}, *blocks]
+
+
+def _part(part: Part) -> list[dict[str, Any]]:
+    if part.arguments:
+        blocks = _arguments(part.entries)
+    else:
+        blocks = _sections([line for entry in part.entries for line in _lines(entry)])
+    return _titled(part.title, blocks) if part.title and blocks else blocks
+
+
+def _request(card: Card) -> tuple[list[dict[str, Any]], bool]:
+    """The request's blocks, as many as a message holds beside the blocks around them, and whether they are all
+    of it."""
+    blocks = [block for part in card_text.parts(card.story) for block in _part(part)]
+    room = MESSAGE_BLOCKS - AROUND
+    if len(blocks) <= room:
+        return blocks, True
+    return [*blocks[: room - 1], {"type": "section", "text": _text(TOO_LONG)}], False
+
+
+def shows_in_full(card: Card) -> bool:
+    """Whether a message can show the whole request. Approve is offered only then: a request cut short could hide
+    the very recipient or argument at its end (the assistant chooses how long the rest is)."""
+    return _request(card)[1]
 
 
 def _button(action_id: str, label: str, value: str, *, style: str) -> dict[str, Any]:
@@ -110,9 +224,10 @@ def _date(at: datetime) -> str:
     return f"<!date^{int(at.timestamp())}^{{date_short_pretty}} at {{time}}|{fallback}>"
 
 
-def _facts(card: Card) -> dict[str, Any]:
-    """Who asked through which assistant, and until when it waits (the summary already says the risk)."""
-    asked_by = card.asked_by if len(card.asked_by) <= 1000 else card.asked_by[:999] + "…"
+def _asked(card: Card) -> dict[str, Any]:
+    """Who asked through which assistant, and until when it waits."""
+    asked_by = card.story.asked_by
+    asked_by = asked_by if len(asked_by) <= 1000 else asked_by[:999] + "…"
     return {
         "type": "section",
         "fields": [_text(f"*Asked by*\n{mrkdwn(asked_by)}"), _text(f"*Expires*\n{_date(card.expires_at)}")],
@@ -125,7 +240,7 @@ def _header(card: Card) -> dict[str, Any]:
 
 def waiting(card: Card) -> dict[str, Any]:
     """The message while the approval waits: ``text`` for notifications, ``blocks`` for the message itself."""
-    whole = shows_in_full(card.summary)
+    request, whole = _request(card)
     buttons = [
         *([_button(APPROVE, "Approve", card.approval_id, style="primary")] if whole else []),
         _button(DENY, "Deny", card.approval_id, style="danger"),
@@ -134,12 +249,12 @@ def waiting(card: Card) -> dict[str, Any]:
     note = "Nothing runs until it is approved." if whole else "Open it to read all of it and approve it there."
     blocks = [
         _header(card),
-        *_summary_sections(card.summary),
-        _facts(card),
+        _asked(card),
+        *request,
         {"type": "context", "elements": [_text(note)]},
         {"type": "actions", "block_id": "decide", "elements": buttons},
     ]
-    return {"text": mrkdwn(f"Approval waiting in {card.app_name}: {card.summary}"), "blocks": blocks}
+    return {"text": mrkdwn(f"Approval waiting in {card.app_name}: {card.story.headline}"), "blocks": blocks}
 
 
 @dataclass(frozen=True)
@@ -185,8 +300,8 @@ def settled(card: Card, outcome: Outcome) -> dict[str, Any]:
     line = outcome_line(outcome)
     blocks = [
         _header(card),
-        *_summary_sections(card.summary),
-        _facts(card),
+        _asked(card),
+        *_request(card)[0],
         {"type": "section", "text": _text(line)},
         {"type": "actions", "block_id": "settled", "elements": [_open(card)]},
     ]
@@ -194,7 +309,8 @@ def settled(card: Card, outcome: Outcome) -> dict[str, Any]:
 
 
 def deny_form(card: Card, metadata: str) -> dict[str, Any]:
-    """The modal Deny opens: the request again, and the reason, which the assistant is told."""
+    """The modal Deny opens: the request again, as the message shows it, and the reason, which the assistant is
+    told."""
     return {
         "type": "modal",
         "callback_id": DENY_FORM,
@@ -203,7 +319,7 @@ def deny_form(card: Card, metadata: str) -> dict[str, Any]:
         "submit": _plain("Deny"),
         "close": _plain("Cancel"),
         "blocks": [
-            *_summary_sections(card.summary),
+            *_request(card)[0],
             {
                 "type": "input",
                 "block_id": REASON,
