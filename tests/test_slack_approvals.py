@@ -420,6 +420,31 @@ def test_a_value_longer_than_a_section_goes_on_quoted_and_no_entity_is_split():
     assert buttons(made)[0]["action_id"] == "approve"
 
 
+def test_an_update_shows_each_field_now_and_new_and_a_list_item_by_item():
+    story = cards.Card(
+        approval_id="apr_1",
+        asked_by="Claude on behalf of you",
+        asked_at=utcnow(),
+        headline="Update the issue ENG-1",
+        facts=("Risk: write",),
+        fields=(
+            ArgumentField("state", "State", Shown("In Progress"), current=Shown("Todo → New Done")),
+            ArgumentField("priority", "Priority", Shown("2"), current=Shown("2")),
+            ArgumentField("labels", "Labels", Shown("a, b, c", items=("a, b", "c"))),
+        ),
+        message=None,
+        why=(),
+    )
+    made = slack_message.waiting(slack_message.Card("apr_1", "Linear", story, utcnow(), f"{BASE}/approvals/apr_1"))
+    # What it is now and what it becomes, each apart, so neither can pass for the other; a list keeps its items.
+    assert [f["text"] for f in section(made, "*Details*")["fields"]] == [
+        "*State (now)*\nTodo → New Done",
+        "*State (new)*\nIn Progress",
+        "*Priority*\n2 _(unchanged)_",
+        "*Labels*\n• a, b\n• c",
+    ]
+
+
 # -- deciding from Slack -----------------------------------------------------------------------------------------
 
 
