@@ -1,6 +1,7 @@
-"""In Chromium, every console page on a phone (390 by 844) and a desktop (1280 by 800): nothing scrolls sideways, a menu
-stands in for the sidebar on the phone, axe-core finds no serious or critical accessibility problem, and the
-approval page shows Approve and Deny on the first screen.
+"""In Chromium, every console page on a phone (390 by 844) and a desktop (1280 by 800), Alice's and those others see
+(an admin's rule form naming approvers, a card after its approver voted, an e-mailed link's page): nothing scrolls
+sideways, a menu stands in for the sidebar on the phone, axe-core finds no serious or critical accessibility
+problem, and the approval page shows Approve and Deny on the first screen.
 
 axe-core comes from npm, pinned in tests/conformance/package.json (``python -m tests.node`` installs it, as
 ``scripts/test`` does); nothing is fetched while the tests run.
@@ -80,6 +81,16 @@ async def test_every_page_fits_a_phone_and_a_desktop_and_axe_finds_nothing_serio
         await alice.goto(pages.consent)
         await expect(alice.get_by_role("heading", name="Allow Claude to act for you?")).to_be_visible()
         found["consent"] = (await sideways(alice), await serious_problems(alice, axe_source))
+        others: dict[str | None, Page] = {}
+        for name, (email, path) in pages.seen_by.items():
+            if email not in others:
+                others[email] = await console.person(email)
+                await others[email].set_viewport_size(viewport)
+            other = others[email]
+            await other.goto(path)
+            found[name] = (await sideways(other), await serious_problems(other, axe_source))
+            if found[name][0] > 0:
+                found[name][1].extend(await other.evaluate(WIDEST))
         for name, (overflow, serious) in found.items():
             if overflow > 0:
                 problems.setdefault(f"{name} at {size}", []).append(f"scrolls sideways by {overflow}px")

@@ -13,6 +13,7 @@ The cards show what the one summary renderer (tools/summary.py) made of the call
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import httpx2
@@ -20,8 +21,9 @@ import pytest
 from playwright.async_api import expect
 
 from manifests import MANIFEST_DIR
-from tests.browser.console_pages import DESKTOP, PHONE, REDIRECT, every_page, register_assistant
+from tests.browser.console_pages import DESKTOP, PHONE, REDIRECT, every_page, register_assistant, voted_on
 from tests.browser.test_inbox import a_meeting_of, ask
+from tests.browser.test_rules import settled
 from tests.browser.test_screenshots import connect_alices_apps
 from tests.conftest import mcp_client
 from tests.oauth_browser import authorize_url, consent, pkce, query_of
@@ -30,6 +32,14 @@ from tools.registry import Registry
 pytestmark = pytest.mark.anyio
 
 WIDTHS = (1280, 390)
+# The rule form's "Who approves" at the top of the window, below the phone's sticky menu bar (the sidebar on a
+# desktop stands beside the page, and covers none of it).
+SCROLL_TO_WHO_APPROVES = """() => {
+  const section = document.getElementById('approvers-title').closest('section');
+  const bar = document.querySelector('.sidebar').getBoundingClientRect();
+  const covered = bar.width >= window.innerWidth ? bar.height : 0;
+  window.scrollTo(0, section.getBoundingClientRect().top + window.scrollY - covered - 12);
+}"""
 LONG = "carol@globex.example.mail-relay-europe-west-and-north-backup.evil.example"
 
 
@@ -187,6 +197,14 @@ async def test_screenshots_of_every_page_on_a_phone_and_a_desktop(console, shots
         await alice.goto(pages.consent)
         await no_sideways_scroll(alice)
         await alice.screenshot(path=shots / f"page-consent-{width}.png", full_page=True)
+        others = {}
+        for name, (email, path) in pages.seen_by.items():
+            if email not in others:
+                others[email] = await console.person(email)
+                await others[email].set_viewport_size(viewport)
+            await others[email].goto(path)
+            await no_sideways_scroll(others[email])
+            await others[email].screenshot(path=shots / f"page-{name.replace(' ', '-')}-{width}.png", full_page=True)
     for picture in shots.glob("page-*.png"):
         assert picture.stat().st_size > 10_000, picture.name
 
@@ -221,3 +239,44 @@ async def test_screenshots_for_the_docs_of_the_inbox_and_the_approval_page_on_a_
     await page.screenshot(path=docs_shots / "inbox-desktop.png")
     for name in ("inbox-phone.png", "approval-phone.png", "inbox-desktop.png"):
         assert (docs_shots / name).stat().st_size > 20_000, name
+
+
+async def test_screenshots_for_the_docs_of_who_approves_and_a_card_after_voting(console, docs_shots):
+    """An admin names two of Bob and Carol, not the person who asked, and the admins after 30 minutes, in the rule
+    form; Bob, who has approved a call such a rule holds, reads where the votes stand. At a desktop and a phone."""
+    _, approval_id, _ = await voted_on(console)
+    admin = await console.person("admin@acme.test")
+    await admin.goto("/rules/new")
+    await admin.get_by_label("App", exact=True).select_option(label="Harmony")
+    await settled(admin)
+    await admin.get_by_label("Tool", exact=True).select_option("harmony_create_action_item")
+    await settled(admin)
+    who = admin.get_by_role("region", name="Who approves")
+    await who.get_by_label("Approvers", exact=True).fill("bob@acme.test, carol@acme.test")
+    await who.get_by_label("Approvals needed").fill("2")
+    await who.get_by_label("Never approved by the person who asked").check()
+    await who.get_by_label("Escalate after (minutes)").fill("30")
+    await who.get_by_label("Then add the workspace's admins as approvers").check()
+    await admin.get_by_label("Description").fill("Action items need two of Bob and Carol")
+    await admin.get_by_role("button", name="Simulate").click()
+    await settled(admin)
+    preview = admin.get_by_role("region", name="In plain words")
+    await expect(preview).to_contain_text("Approved by 2 of bob@acme.test, carol@acme.test")
+    await expect(preview).to_contain_text("Escalates after 30 minutes: the admins are added")
+    bob = await console.person("bob@acme.test")
+    waiting = "You approved this · 1 of 2 approvals so far; waiting for carol@acme.test."
+    for viewport, suffix in ((DESKTOP, ""), (PHONE, "-phone")):
+        # One screen each, as the window shows it: the form scrolled to who approves, and Bob's card from its top.
+        await admin.set_viewport_size(viewport)
+        await no_sideways_scroll(admin)
+        await admin.evaluate(SCROLL_TO_WHO_APPROVES)
+        await admin.wait_for_timeout(300)
+        await admin.screenshot(path=docs_shots / f"rules-approvers{suffix}.png")
+        await bob.set_viewport_size(viewport)
+        await bob.goto(f"/approvals/{approval_id}")
+        await expect(bob.locator(f"#turn-{approval_id}")).to_have_text(re.compile(re.escape(waiting)))
+        await expect(bob.get_by_role("button", name="Approve", exact=True)).to_have_count(0)
+        await no_sideways_scroll(bob)
+        await bob.screenshot(path=docs_shots / f"approval-voted{suffix}.png")
+    for name in ("rules-approvers.png", "rules-approvers-phone.png", "approval-voted.png", "approval-voted-phone.png"):
+        assert (docs_shots / name).stat().st_size > 15_000, name
