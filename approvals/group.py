@@ -9,14 +9,21 @@ without another query:
 
     {"people": [user ids], "names": {user id: e-mail}, "admins": bool,
      "admin_ids": [user ids], "count": n, "owner": bool,
-     "votes": [{"user_id", "email", "approve", "at"}]}
+     "votes": [{"user_id", "email", "approve", "at"}],
+     "escalation": {"to": "admins" or null, "by": [channel names]}}
 
 ``admins`` is decided when someone votes (whoever is an admin then);
 ``admin_ids`` is who was an admin when the call asked or was escalated, so
 notices know whom to tell. ``owner`` is set for a call on a personal
 connection, which answers to its owner: the owner's approval is needed as well
 as the group's, and never counts towards ``count``. ``votes`` copies the
-approval_votes rows for views; those rows decide.
+approval_votes rows for views; those rows decide. ``escalation`` says what
+happens at the approval's ``escalate_at``, in the rule's words: the admins are
+added (``to``), and the approvers are told again by the channels ``by`` names,
+whether or not they chose them (an approval from before it was recorded adds the
+admins, as all did then). It never says ``"admins": true``: that text in the
+JSON is how a query finds the approvals admins may decide now
+(``server.services.approval_flow.visible_clause``).
 
 Pure: no I/O.
 """
@@ -57,11 +64,22 @@ def initial(
         "count": count,
         "owner": demand.owner,
         "votes": [],
+        "escalation": {"to": "admins" if demand.escalate_to_admins else None, "by": list(demand.escalate_by)},
     }
 
 
+def escalation(approvers: dict[str, Any]) -> tuple[bool, tuple[str, ...]]:
+    """What escalating does: whether the admins are added, and the channels the approvers are then told by."""
+    said = approvers.get("escalation")
+    if not isinstance(said, dict):
+        return True, ()
+    return said.get("to") == "admins", tuple(str(channel) for channel in said.get("by", []))
+
+
 def escalated(approvers: dict[str, Any], admin_ids: Iterable[str]) -> dict[str, Any]:
-    """The approvers once the workspace's admins are added."""
+    """The approvers once the approval escalates: the workspace's admins added, where its rule says so."""
+    if not escalation(approvers)[0]:
+        return approvers
     return {**approvers, "admins": True, "admin_ids": sorted({*approvers.get("admin_ids", []), *admin_ids})}
 
 

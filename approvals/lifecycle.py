@@ -581,7 +581,8 @@ async def admins_of(session: AsyncSession, workspace_id: str) -> list[str]:
 
 
 async def escalate_due(session: AsyncSession) -> list[Approval]:
-    """Add the workspace's admins to the approvers of every pending approval whose escalation time has passed.
+    """Escalate every pending approval whose escalation time has passed: add the workspace's admins to its
+    approvers, where its rule says so (``group.escalation``); the caller tells the approvers.
 
     Each is one UPDATE conditional on ``escalated_at IS NULL``, so when several replicas sweep at once each
     approval is escalated (audited, announced) exactly once. Returns those this call escalated.
@@ -637,7 +638,9 @@ async def escalate(session: AsyncSession, approval_id: str) -> Approval | None:
     if moved is None:
         return None
     await announce(session, moved.id)
-    append_in(session, _record(moved, Event.ESCALATED, Outcome.PENDING, actor=None, reasons=("added: admins",)))
+    to_admins, by = group.escalation(approvers)
+    done = (*(["added: admins"] if to_admins else []), *(f"told by: {channel}" for channel in by))
+    append_in(session, _record(moved, Event.ESCALATED, Outcome.PENDING, actor=None, reasons=done))
     return moved
 
 

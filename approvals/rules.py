@@ -246,6 +246,10 @@ class Cap(Strict):
     per_seconds: int = Field(ge=1, le=366 * 86400)
 
 
+#: The channels an escalation can tell approvers by, as ``server.services.notices`` names its channels.
+NOTICE_CHANNELS = ("email", "slack", "push")
+NoticeChannel = Literal["email", "slack", "push"]
+
 # A person named as an approver, by the e-mail address they sign in with (resolved to a member when a call asks).
 _APPROVER_EMAIL = r"^[^@\s]{1,64}@[^@\s]{1,253}$"
 
@@ -292,11 +296,13 @@ class Rule(Strict):
     require_out_of_band: bool = False
     admin_may_approve: bool = False
     # Many approvers (admin ask rules only): who decides, whether the person who asked may approve their own call,
-    # and when the workspace's admins are added if no one has decided.
+    # and what happens if no one has decided after a while: the workspace's admins are added, or the approvers
+    # are told again by other channels than the ones they chose, or both.
     approvers: Approvers | None = None
     no_self_approval: bool = False
     escalate_after_minutes: int | None = Field(default=None, ge=1, le=30 * 24 * 60)
     escalate_to: Literal["admins"] | None = None
+    escalate_by: list[NoticeChannel] = Field(default_factory=list, max_length=len(NOTICE_CHANNELS))
     description: str = Field(default="", max_length=500)
     user_id: str | None = None
 
@@ -318,9 +324,13 @@ class Rule(Strict):
         for flag in APPROVER_FIELDS:
             if getattr(self, flag) and self.effect is not Effect.ASK:
                 raise ValueError(f"{flag}: only an ask rule can set it, since only asking involves an approver")
-        if (self.escalate_after_minutes is None) != (self.escalate_to is None):
-            missing = "escalate_to" if self.escalate_to is None else "escalate_after_minutes"
-            raise ValueError(f"{missing}: escalating needs both escalate_after_minutes and escalate_to")
+        if len(set(self.escalate_by)) != len(self.escalate_by):
+            raise ValueError("escalate_by: name each channel once")
+        escalating = self.escalate_to is not None or bool(self.escalate_by)
+        if self.escalate_after_minutes is None and escalating:
+            raise ValueError("escalate_after_minutes: escalating needs a time to escalate after")
+        if self.escalate_after_minutes is not None and not escalating:
+            raise ValueError("escalate_to: escalating needs escalate_to (admins), escalate_by (channels), or both")
         if self.no_self_approval and self.approvers is None and not self.admin_may_approve:
             raise ValueError("no_self_approval: name approvers (or let admins approve), or no one else could approve")
         return self
@@ -329,6 +339,7 @@ class Rule(Strict):
 #: The fields of a rule that say who approves; only a workspace ask rule sets them.
 APPROVER_FIELDS = (
     "require_out_of_band", "admin_may_approve", "approvers", "no_self_approval", "escalate_after_minutes",
+    "escalate_to", "escalate_by",
 )  # fmt: skip
 
 
@@ -336,13 +347,16 @@ APPROVER_FIELDS = (
 class ApproverDemand:
     """Who must approve a call, as the admin ask rules that decided it say: e-mail addresses (resolved to members
     when the call asks), whether the workspace's admins may approve, how many approvals it takes, whether the
-    person who asked may approve it, and after how long the admins are added."""
+    person who asked may approve it, and after how long it escalates: the admins added (``escalate_to_admins``),
+    the approvers told by these channels too (``escalate_by``)."""
 
     people: tuple[str, ...] = ()
     admins: bool = False
     count: int = 1
     no_self_approval: bool = False
     escalate_after_minutes: int | None = None
+    escalate_to_admins: bool = False
+    escalate_by: tuple[str, ...] = ()
     # Set on a personal connection's call: its owner must approve it too, whoever else a rule names.
     owner: bool = False
 
@@ -353,12 +367,14 @@ class ApproverDemand:
 
 def demand_of(rules: Iterable[Rule]) -> ApproverDemand | None:
     """What several admin ask rules demand together: each one's people and admins may approve, it takes the
-    largest count any of them asks for, self-approval is refused if any refuses it, and the earliest escalation
-    applies. None when no rule says anything about approvers."""
+    largest count any of them asks for, self-approval is refused if any refuses it, and the approval escalates at
+    the earliest time any asks, doing all that any of them asks then. None when no rule says anything about
+    approvers."""
     people: list[str] = []
-    admins = no_self = False
+    admins = no_self = to_admins = False
     count = 1
     escalate: int | None = None
+    by: list[str] = []
     said = False
     for rule in rules:
         if rule.approvers is not None:
@@ -371,9 +387,13 @@ def demand_of(rules: Iterable[Rule]) -> ApproverDemand | None:
         if rule.escalate_after_minutes is not None:
             said = True
             escalate = min(escalate or rule.escalate_after_minutes, rule.escalate_after_minutes)
+            to_admins = to_admins or rule.escalate_to == "admins"
+            by.extend(rule.escalate_by)
     if not said:
         return None
-    return ApproverDemand(tuple(dict.fromkeys(people)), admins, count, no_self, escalate)
+    return ApproverDemand(
+        tuple(dict.fromkeys(people)), admins, count, no_self, escalate, to_admins, tuple(dict.fromkeys(by))
+    )
 
 
 @dataclass(frozen=True)

@@ -242,6 +242,8 @@ class ApprovalGroup(Model):
     votes: list[Vote]
     escalate_at: datetime | None
     escalated_at: datetime | None
+    escalate_to: str | None = Field(default=None, description='"admins": added as approvers at escalate_at')
+    escalate_by: list[str] = Field(default_factory=list, description="The channels the approvers are told by then")
 
 
 class Approval(Model):
@@ -360,6 +362,9 @@ class Rule(Model):
     no_self_approval: bool = False
     escalate_after_minutes: int | None = None
     escalate_to: str | None = Field(default=None, description='"admins": added as approvers after that long')
+    escalate_by: list[str] = Field(
+        default_factory=list, description='"email", "slack", "push": the approvers are told by these after that long'
+    )
     description: str = ""
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, select, true, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from store.db import rows_matched
@@ -62,15 +62,18 @@ async def count(session: AsyncSession, user_id: str) -> int:
     return int(await session.scalar(query) or 0)
 
 
-async def of_people(session: AsyncSession, user_ids: Iterable[str]) -> Sequence[PushSubscription]:
-    """The devices of those among ``user_ids`` who chose push notifications."""
+async def of_people(
+    session: AsyncSession, user_ids: Iterable[str], *, chosen_or_not: bool = False
+) -> Sequence[PushSubscription]:
+    """The devices of those among ``user_ids`` who chose push notifications; with ``chosen_or_not`` (an
+    escalation's), of each who has a device, whether push is on for them or not."""
     wanted = list(user_ids)
     if not wanted:
         return []
     query = (
         select(PushSubscription)
         .join(User, User.id == PushSubscription.user_id)
-        .where(PushSubscription.user_id.in_(wanted), User.notify_push.is_(True))
+        .where(PushSubscription.user_id.in_(wanted), true() if chosen_or_not else User.notify_push.is_(True))
         .order_by(PushSubscription.created_at)
     )
     return list(await session.scalars(query))

@@ -21,6 +21,7 @@ from server.app import Companion
 from server.services.confirmation import Answer, Channel
 from server.services.demo import DEMO_PASSWORD
 from server.services.notices import Notice
+from server.services.waiting import waiting_count
 from store import directory
 from store.connections import add_connection
 from store.keys import create_key
@@ -237,6 +238,8 @@ async def test_an_approval_no_one_decides_escalates_to_the_admins_once(
     assert (await decide(http, people[ADMIN], approval_id)).status_code == 403, "not an approver yet"
     pending = "/api/v1/approvals?status=pending"
     assert (await http.get(pending, headers=bearer(people[ADMIN]))).json()["data"] == [], "nor listed for them"
+    admin = await companion.principal_for(people[ADMIN])
+    assert admin is not None and await waiting_count(companion.db, admin) == 0, "nor counted in their menu"
 
     tools = companion.registry.tools
     assert await companion.gateway.flow.escalate_due(tools) == [], "nothing is due before its time"
@@ -252,6 +255,7 @@ async def test_an_approval_no_one_decides_escalates_to_the_admins_once(
 
     listed = (await http.get(pending, headers=bearer(people[ADMIN]))).json()["data"]
     assert [approval["id"] for approval in listed] == [approval_id], "the admins find it in their list now"
+    assert await waiting_count(companion.db, admin) == 1
     view = (await http.get(f"/api/v1/approvals/{approval_id}", headers=bearer(people[ADMIN]))).json()
     assert view["approvers"]["admins"] is True and view["approvers"]["escalated_at"]
     approved = await decide(http, people[ADMIN], approval_id)
@@ -340,3 +344,24 @@ async def test_an_admin_changes_who_approves_with_a_patch(http: httpx2.AsyncClie
     assert timed.status_code == 422 and "escalate_to" in timed.text
     cleared = await http.patch(path, headers=bearer(people[ADMIN]), json={"approvers": None, "no_self_approval": False})
     assert cleared.status_code == 200 and cleared.json().get("approvers") is None
+
+
+async def test_an_escalation_names_its_time_and_what_it_does(http: httpx2.AsyncClient, people: dict[str, str]) -> None:
+    """Each refusal names the field to fix: a channel alone is an escalation, but only with a time."""
+    saved = await rule(http, people, escalate_after_minutes=30, escalate_by=["email", "slack"])
+    assert saved["escalate_by"] == ["email", "slack"] and saved.get("escalate_to") is None
+    admin = bearer(people[ADMIN])
+    for body, field in (
+        ({"escalate_by": ["slack"]}, "escalate_after_minutes"),
+        ({"escalate_after_minutes": 5, "escalate_by": ["pager"]}, "escalate_by"),
+        ({"escalate_after_minutes": 5, "escalate_by": ["push", "push"]}, "escalate_by"),
+    ):
+        refused = await http.post(
+            "/api/v1/rules", headers=admin, json={"effect": "ask", "scope": "workspace", "app": "memo", **body}
+        )
+        assert refused.status_code == 422 and field in refused.text, (body, refused.text)
+    personal = {"effect": "ask", "scope": "user", "app": "memo", "escalate_after_minutes": 5, "escalate_by": ["push"]}
+    mine = await http.post("/api/v1/rules", headers=bearer(people[ALICE]), json=personal)
+    assert mine.status_code == 422 and "only a workspace rule" in mine.text, mine.text
+    changed = await http.patch(f"/api/v1/rules/{saved['id']}", headers=admin, json={"escalate_by": []})
+    assert changed.status_code == 422 and "escalate_to" in changed.text, "no longer says what escalating does"

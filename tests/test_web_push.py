@@ -27,7 +27,7 @@ from server.services.notices import Notice
 from server.services.push import BODY_CHARS, WebPush, payload_of, public_key_of, vapid_of
 from server.settings import SettingsError
 from store import push_subscriptions
-from store.models import PushSubscription, User, utcnow
+from store.models import Approval, AuditEntry, PushSubscription, User, utcnow
 from tests.conftest import free_port, serving
 from tests.console import csrf_of, sign_in
 from tests.fakes.push_service import BrowserSubscription, PushServiceFake
@@ -394,3 +394,46 @@ async def test_the_service_worker_and_the_manifest_make_the_console_an_installab
         page = await anyone.get("/login")
         assert '<link rel="manifest" href="/manifest.webmanifest">' in page.text
         assert '<meta name="theme-color"' in page.text
+
+
+async def test_an_escalation_that_names_push_reaches_a_person_who_turned_push_off(
+    app_client, companion, demo_keys, browser, push_service
+):
+    """The admin's rule outranks the person's everyday choice once no one has decided in time: that is the point
+    of escalating. It needs a device the person enabled; nothing reaches one they never did."""
+    device = await a_device(browser, push_service)
+    async with companion.db.transaction() as session:
+        alice = await session.scalar(select(User).where(User.email == "alice@acme.test"))
+        assert alice is not None
+        alice.notify_push = False
+    admin = {"Authorization": f"Bearer {demo_keys.user_keys['admin@acme.test']}"}
+    rule = {
+        "effect": "ask", "scope": "workspace", "tool": "harmony_create_action_item",
+        "escalate_after_minutes": 30, "escalate_by": ["push"],
+    }  # fmt: skip
+    async with httpx2.AsyncClient(transport=app_client.transport, base_url=BASE) as http:
+        made = await http.post("/api/v1/rules", headers=admin, json=rule)
+        assert made.status_code == 201 and made.json()["escalate_by"] == ["push"], made.text
+        approval_id = await ask(app_client, demo_keys)
+        await companion.notices.drain()
+        assert push_service.received == [], "push is off for Alice, and nothing has escalated yet"
+
+        async with companion.db.transaction() as session:
+            approval = await session.get(Approval, approval_id)
+            assert approval is not None
+            approval.escalate_at = utcnow() - timedelta(seconds=1)
+        assert len(await companion.gateway.flow.escalate_due(companion.registry.tools)) == 1
+        await companion.notices.drain()
+        [message] = push_service.messages_for(device)
+        assert message["url"] == f"{BASE}/approvals/{approval_id}"
+
+        alice_key = {"Authorization": f"Bearer {demo_keys.user_keys['alice@acme.test']}"}
+        view = (await http.get(f"/api/v1/approvals/{approval_id}", headers=alice_key)).json()["approvers"]
+        assert view["escalate_by"] == ["push"] and view["escalate_to"] is None
+        assert view["admins"] is False, "a rule that escalates by a channel alone adds no one"
+    await companion.audit.flush()
+    async with companion.db.session() as session:
+        escalated = await session.scalar(
+            select(AuditEntry).where(AuditEntry.approval_id == approval_id, AuditEntry.event == "approval.escalated")
+        )
+    assert escalated is not None and escalated.reasons == ["told by: push"]

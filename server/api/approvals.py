@@ -120,6 +120,8 @@ class ApproversOut(BaseModel):
     votes: list[VoteOut]
     escalate_at: datetime | None
     escalated_at: datetime | None
+    escalate_to: Literal["admins"] | None = Field(description="Added as approvers at escalate_at")
+    escalate_by: list[str] = Field(description="The channels the approvers are told by at escalate_at")
 
 
 class ApprovalOut(BaseModel):

@@ -29,7 +29,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any, Literal, Protocol
@@ -162,6 +162,13 @@ class Judge(Protocol):
     async def __call__(self, principal: Principal, approval: Approval, tool: RegisteredTool) -> str | None: ...
 
 
+class Announcer(Protocol):
+    """Tells the approvers of a waiting approval, on their channels, and on those ``insist`` names whether they
+    chose them or not (``server.services.notices``)."""
+
+    def __call__(self, approval: Approval, summary: str, app_name: str, *, insist: Iterable[str] = ()) -> None: ...
+
+
 class Preparer(Protocol):
     """Makes arguments canonical, checks them against the tool's schema and resolves what only the provider
     knows, as for a call; raises InvalidArguments naming each bad field."""
@@ -211,7 +218,7 @@ class ApprovalFlow:
         self.lease = lease
         self.max_pending_per_key = max_pending_per_key
         # Told of each new approval, after it is committed (the approver's e-mail), and again when it escalates.
-        self.announce: Callable[[Approval, str, str], None] | None = None
+        self.announce: Announcer | None = None
         # How a person's changes to an approval's arguments are made canonical, checked and resolved: the path a
         # call's arguments take (the tool gateway sets it).
         self.prepare: Preparer | None = None
@@ -620,8 +627,9 @@ class ApprovalFlow:
         )
 
     async def escalate_due(self, tools: Mapping[str, RegisteredTool]) -> list[Approval]:
-        """Add the admins to every approval whose escalation time passed with no decision, and tell everyone who
-        may now decide it on their channels again (e-mail, Slack, push). Safe on several replicas at once."""
+        """Escalate every approval whose escalation time passed with no decision (the admins added, where its
+        rule says so), and tell everyone who may now decide it again: on their own channels, and on those the
+        rule names whether they chose them or not. Safe on several replicas at once."""
         async with self.db.transaction() as session:
             escalated = await lifecycle.escalate_due(session)
         if self.announce is not None:
@@ -632,6 +640,7 @@ class ApprovalFlow:
                         approval,
                         self.summary(approval, tool, lifecycle.arguments_of(self.box, approval)),
                         tool.manifest.name,
+                        insist=group.escalation(approval.approvers or {})[1],
                     )
         return escalated
 
@@ -976,6 +985,7 @@ def approvers_view(approval: Approval) -> dict[str, Any] | None:
         no_self_approval=approval.no_self_approval,
     )
     names = approvers.get("names", {})
+    to_admins, by = group.escalation(approvers)
     return {
         "words": standing.words,
         "given": standing.given,
@@ -987,4 +997,6 @@ def approvers_view(approval: Approval) -> dict[str, Any] | None:
         "votes": [{"email": vote.get("email", ""), "approve": vote["approve"], "at": vote["at"]} for vote in votes],
         "escalate_at": approval.escalate_at.isoformat() if approval.escalate_at else None,
         "escalated_at": approval.escalated_at.isoformat() if approval.escalated_at else None,
+        "escalate_to": "admins" if approval.escalate_at and to_admins else None,
+        "escalate_by": list(by) if approval.escalate_at else [],
     }

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -36,6 +37,9 @@ class Notice:
     #: The assistant in words (a key's name or an OAuth client's), or "" when none was recorded.
     assistant: str
     expires_at: datetime
+    #: Channels that tell every approver they can reach, whether or not the approver chose them: those an
+    #: escalation names (``approvals.group.escalation``).
+    insist: frozenset[str] = frozenset()
 
 
 class Channel(Protocol):
@@ -61,8 +65,9 @@ class Notices:
     def add(self, channel: Channel) -> None:
         self.channels.append(channel)
 
-    def announce(self, approval: Approval, summary: str, app_name: str) -> None:
-        """The approval flow's hook: tell every channel, each in its own background task."""
+    def announce(self, approval: Approval, summary: str, app_name: str, *, insist: Iterable[str] = ()) -> None:
+        """The approval flow's hook: tell every channel, each in its own background task; those named in
+        ``insist`` tell each approver whether or not they chose it."""
         notice = Notice(
             approval_id=approval.id,
             workspace_id=approval.workspace_id,
@@ -74,6 +79,7 @@ class Notices:
             risk=approval.risk,
             assistant=approval.assistant,
             expires_at=approval.expires_at,
+            insist=frozenset(insist),
         )
         loop = asyncio.get_running_loop()
         for channel in self.channels:

@@ -254,7 +254,9 @@ class WebPush:
         if ttl == 0:
             return
         async with self.db.session() as session:
-            devices = await push_subscriptions.of_people(session, notice.approvers)
+            devices = await push_subscriptions.of_people(
+                session, notice.approvers, chosen_or_not=self.name in notice.insist
+            )
         if not devices:
             return
         payload = payload_of(notice, self.base_url)

@@ -15,7 +15,17 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from pydantic.json_schema import SkipJsonSchema
 
 from approvals.rulebook import RuleBook, RulePermissionError
-from approvals.rules import Approvers, Cap, Condition, Effect, Rule, RuleContext, RuleError
+from approvals.rules import (
+    NOTICE_CHANNELS,
+    Approvers,
+    Cap,
+    Condition,
+    Effect,
+    NoticeChannel,
+    Rule,
+    RuleContext,
+    RuleError,
+)
 from server.services.errors import Forbidden, InvalidInput, NotFound, ServiceError
 from store.principal import Principal
 
@@ -69,6 +79,7 @@ class RulePatch(BaseModel):
     no_self_approval: bool = None  # type: ignore[assignment]
     escalate_after_minutes: int | None = Field(default=None, ge=1, le=30 * 24 * 60)
     escalate_to: Literal["admins"] | None = None
+    escalate_by: list[NoticeChannel] = Field(default=None, max_length=len(NOTICE_CHANNELS))  # type: ignore[arg-type]
     description: str = Field(default=None, max_length=500)  # type: ignore[assignment]
 
     @model_validator(mode="before")
