@@ -23,9 +23,8 @@ from store.sealing import audit_arguments_context
 from tests.apps import memo
 from tests.conftest import mcp_client
 from tests.console import csrf_of, sign_in
+from tests.oauth_flow import API, code_for, exchange, set_policy, tokens_for
 from tests.test_cli import run_beside
-from tests.test_connected_assistants import set_policy
-from tests.test_oauth_server import API, code_for, exchange, tokens_for
 
 pytestmark = pytest.mark.anyio
 

@@ -1,7 +1,7 @@
 """Connected assistants: a person sees and revokes the assistants they signed in with OAuth, an admin decides
 about each assistant for the workspace, and the assistant's name goes wherever a key's name went.
 
-The assistant registers and the person consents as in ``test_oauth_server``, whose helpers these tests use;
+The assistant registers and the person consents as in ``test_oauth_server``, through ``tests.oauth_flow``;
 everything runs in process, through the real app.
 """
 
@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import io
 import logging
-from collections.abc import AsyncIterator
 from email import message_from_bytes, policy
 from typing import Any
 
@@ -20,76 +19,40 @@ from sqlalchemy import select
 
 from server.app import Companion
 from server.services import demo
-from store.connections import add_connection
 from store.directory import user_by_email, workspace_by_slug
 from store.keys import create_key
-from store.models import Approval, AssistantGrant, AuditEntry, ConnectionScope, KeyKind
+from store.models import Approval, AssistantGrant, AuditEntry, KeyKind
 from tests.apps import memo
 from tests.conftest import mcp_client
 from tests.console import csrf_of, form_post, sign_in
-from tests.test_console_settings import mailing, postbox  # noqa: F401 (fixtures)
-from tests.test_oauth_server import (
+from tests.memo_connections import connect_personal_memo
+from tests.oauth_flow import (  # noqa: F401 (the http, browser and browser_of fixtures)
+    ADMIN,
     ALICE,
     API,
     BASE,
+    alices_browser,
+    assistant_http,
+    browsers_of_others,
     code_for,
     exchange,
     refresh,
     register,
+    set_policy,
     tokens_for,
     tools_work,
 )
+from tests.rest import bearer
+from tests.test_console_settings import mailing, postbox  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.anyio
 
 BOB = "bob@acme.test"
-ADMIN = "admin@acme.test"
-
-
-@pytest.fixture
-async def http(app_client: Any, demo_keys: demo.DemoKeys) -> AsyncIterator[httpx2.AsyncClient]:
-    """The assistant's HTTP client, and the REST client of people's keys: no cookies kept between them."""
-    async with httpx2.AsyncClient(transport=app_client.transport, base_url=BASE) as client:
-        yield client
-
-
-@pytest.fixture
-async def browser(app_client: Any, demo_keys: demo.DemoKeys) -> AsyncIterator[httpx2.AsyncClient]:
-    """Alice's browser: consenting signs her in, and she stays signed in to the console."""
-    async with httpx2.AsyncClient(transport=app_client.transport, base_url=BASE) as client:
-        yield client
-
-
-@pytest.fixture
-async def browser_of(app_client: Any, demo_keys: demo.DemoKeys) -> AsyncIterator[Any]:
-    """Another person's browser, signed in to the console when a test asks for it."""
-    clients: list[httpx2.AsyncClient] = []
-
-    async def open_for(email: str) -> httpx2.AsyncClient:
-        client = httpx2.AsyncClient(transport=app_client.transport, base_url=BASE)
-        clients.append(client)
-        await sign_in(client, email)
-        return client
-
-    yield open_for
-    for client in clients:
-        await client.aclose()
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 def person(demo_keys: demo.DemoKeys, email: str) -> dict[str, str]:
     """The headers of a person's own user key."""
     return bearer(demo_keys.user_keys[email])
-
-
-async def set_policy(http: httpx2.AsyncClient, demo_keys: demo.DemoKeys, client_id: str, **change: Any) -> Any:
-    body = {"client_id": client_id, "blocked": False, "person_facing": "default", "may_decide": False} | change
-    answer = await http.put("/api/v1/workspace/assistants/policy", headers=person(demo_keys, ADMIN), json=body)
-    assert answer.status_code == 200, answer.text
-    return answer.json()
 
 
 async def test_a_person_lists_and_revokes_an_assistant_and_its_token_stops_at_once(
@@ -321,10 +284,7 @@ async def test_an_oauth_call_approved_then_allowed_by_a_rule_runs_once(
 ) -> None:
     async with companion.db.transaction() as session:
         alice = await user_by_email(session, ALICE)
-        await add_connection(
-            session, companion.box, app="memo", scope=ConnectionScope.PERSONAL, workspace_id=None, user_id=alice.id,
-            label="Notes", credentials={"api_key": "memo-secret"},
-        )  # fmt: skip
+        await connect_personal_memo(session, companion.box, alice.id)
     memo.CALLS.clear()
     memo.RUNS.clear()
     _, tokens = await tokens_for(http, browser)

@@ -6,7 +6,6 @@ code it gets back; the person signs in and answers the consent page. Every refus
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx2
@@ -14,100 +13,29 @@ import pytest
 from sqlalchemy import select
 
 from server.app import Companion
-from server.services import demo
-from store.connections import add_connection
 from store.directory import user_by_email
-from store.models import Approval, AssistantClient, AssistantPolicy, ConnectionScope, Workspace
+from store.models import Approval, AssistantClient
 from tests.console import csrf_of, sign_in
+from tests.memo_connections import connect_personal_memo
 from tests.oauth_browser import authorize_url, consent, open_consent, pkce, query_of, sealed_request_of
+from tests.oauth_flow import (  # noqa: F401 (the http and browser fixtures)
+    ALICE,
+    API,
+    BASE,
+    MCP,
+    REDIRECT,
+    alices_browser,
+    assistant_http,
+    code_for,
+    exchange,
+    refresh,
+    register,
+    store_policy,
+    tokens_for,
+    tools_work,
+)
 
 pytestmark = pytest.mark.anyio
-
-BASE = "http://127.0.0.1:8000"
-MCP = f"{BASE}/mcp"
-API = f"{BASE}/api/v1"
-REDIRECT = "http://127.0.0.1:33418/callback"
-ALICE = "alice@acme.test"
-
-
-@pytest.fixture
-async def http(app_client: Any, demo_keys: demo.DemoKeys) -> AsyncIterator[httpx2.AsyncClient]:
-    """The assistant's HTTP client: no cookies, no redirects followed."""
-    async with httpx2.AsyncClient(transport=app_client.transport, base_url=BASE) as client:
-        yield client
-
-
-@pytest.fixture
-async def browser(app_client: Any, demo_keys: demo.DemoKeys) -> AsyncIterator[httpx2.AsyncClient]:
-    """The person's browser, which keeps its cookies."""
-    async with httpx2.AsyncClient(transport=app_client.transport, base_url=BASE) as client:
-        yield client
-
-
-async def register(http: httpx2.AsyncClient, **metadata: Any) -> dict[str, Any]:
-    body = {"client_name": "Test Assistant", "redirect_uris": [REDIRECT], "token_endpoint_auth_method": "none"}
-    answer = await http.post("/register", json=body | metadata)
-    assert answer.status_code == 201, answer.text
-    return dict(answer.json())
-
-
-async def code_for(
-    browser: httpx2.AsyncClient,
-    client_id: str,
-    *,
-    scope: str = "tools",
-    resource: str = MCP,
-    email: str = ALICE,
-    person_facing: bool = False,
-) -> tuple[str, str]:
-    """Sign in and consent; the code the server sent back, and the PKCE verifier that goes with it."""
-    verifier, challenge = pkce()
-    back = await consent(
-        browser,
-        authorize_url(
-            BASE, client_id=client_id, redirect_uri=REDIRECT, code_challenge=challenge, code_challenge_method="S256",
-            state="st-1", scope=scope, resource=resource,
-        ),
-        email=email,
-        person_facing=person_facing,
-    )  # fmt: skip
-    assert back.startswith(REDIRECT + "?"), back
-    params = query_of(back)
-    assert params["state"] == "st-1" and params["iss"] == BASE, params
-    return params["code"], verifier
-
-
-async def exchange(http: httpx2.AsyncClient, client_id: str, code: str, verifier: str, **extra: str) -> httpx2.Response:
-    form = {
-        "grant_type": "authorization_code", "code": code, "code_verifier": verifier, "redirect_uri": REDIRECT,
-        "client_id": client_id, "resource": MCP,
-    }  # fmt: skip
-    return await http.post("/token", data=form | extra)
-
-
-async def refresh(http: httpx2.AsyncClient, client_id: str, token: str) -> httpx2.Response:
-    return await http.post(
-        "/token", data={"grant_type": "refresh_token", "refresh_token": token, "client_id": client_id}
-    )
-
-
-async def tokens_for(
-    http: httpx2.AsyncClient, browser: httpx2.AsyncClient, *, scope: str = "tools", resource: str = MCP, **options: Any
-) -> tuple[str, dict[str, Any]]:
-    client = await register(http)
-    code, verifier = await code_for(browser, client["client_id"], scope=scope, resource=resource, **options)
-    answer = await exchange(http, client["client_id"], code, verifier, resource=resource)
-    assert answer.status_code == 200, answer.text
-    return client["client_id"], dict(answer.json())
-
-
-async def tools_work(app_client: Any, token: str) -> bool:
-    try:
-        async with app_client(token) as session:
-            await session.list_tools()
-    except Exception:
-        return False
-    return True
 
 
 async def test_the_metadata_names_what_the_server_supports(http: httpx2.AsyncClient) -> None:
@@ -277,10 +205,7 @@ async def test_the_rest_api_needs_the_scope(
     assert rule.status_code == 403, "rules are a person's alone"
     approvals = await http.get("/api/v1/approvals", headers=bearer)
     assert approvals.status_code == 403, "approvals need an admin's grant to this assistant"
-    async with companion.db.transaction() as session:
-        workspace = await session.scalar(select(Workspace).where(Workspace.slug == "acme"))
-        assert workspace is not None
-        session.add(AssistantPolicy(workspace_id=workspace.id, client_id=client_id, may_decide=True))
+    await store_policy(companion, client_id, may_decide=True)
     assert (await http.get("/api/v1/approvals", headers=bearer)).status_code == 403, "consent was given without it"
     code, verifier = await code_for(browser, client_id, scope="api:read approvals", resource=API)
     granted = (await exchange(http, client_id, code, verifier, resource=API)).json()
@@ -410,10 +335,7 @@ async def test_an_admin_block_stops_the_assistant_for_everyone(
     app_client: Any, http: httpx2.AsyncClient, browser: httpx2.AsyncClient, companion: Companion
 ) -> None:
     client_id, tokens = await tokens_for(http, browser)
-    async with companion.db.transaction() as session:
-        workspace = await session.scalar(select(Workspace).where(Workspace.slug == "acme"))
-        assert workspace is not None
-        session.add(AssistantPolicy(workspace_id=workspace.id, client_id=client_id, blocked=True))
+    await store_policy(companion, client_id, blocked=True)
     assert not await tools_work(app_client, tokens["access_token"])
     assert (await refresh(http, client_id, tokens["refresh_token"])).status_code == 400
     _, challenge = pkce()
@@ -448,15 +370,10 @@ async def test_an_assistant_allowed_to_decide_never_decides_its_own_calls(
 ) -> None:
     async with companion.db.transaction() as session:
         alice = await user_by_email(session, ALICE)
-        workspace = await session.scalar(select(Workspace).where(Workspace.slug == "acme"))
-        assert alice is not None and workspace is not None
-        await add_connection(
-            session, companion.box, app="memo", scope=ConnectionScope.PERSONAL, workspace_id=None, user_id=alice.id,
-            label="Notes", credentials={"api_key": "memo-secret"},
-        )  # fmt: skip
+        assert alice is not None
+        await connect_personal_memo(session, companion.box, alice.id)
     client = await register(http)
-    async with companion.db.transaction() as session:
-        session.add(AssistantPolicy(workspace_id=workspace.id, client_id=client["client_id"], may_decide=True))
+    await store_policy(companion, client["client_id"], may_decide=True)
     code, verifier = await code_for(browser, client["client_id"], scope="tools approvals", resource=BASE)
     tokens = (await exchange(http, client["client_id"], code, verifier, resource=BASE)).json()
     assert tokens["scope"] == "tools approvals"
@@ -496,15 +413,10 @@ async def test_an_assistant_allowed_to_decide_cannot_decide_what_it_asked_for_an
     call the same assistant asked in Alice's name. "Itself" is the client, whoever signed it in."""
     async with companion.db.transaction() as session:
         alice = await user_by_email(session, ALICE)
-        workspace = await session.scalar(select(Workspace).where(Workspace.slug == "acme"))
-        assert alice is not None and workspace is not None
-        await add_connection(
-            session, companion.box, app="memo", scope=ConnectionScope.PERSONAL, workspace_id=None, user_id=alice.id,
-            label="Notes", credentials={"api_key": "memo-secret"},
-        )  # fmt: skip
+        assert alice is not None
+        await connect_personal_memo(session, companion.box, alice.id)
     client = await register(http)
-    async with companion.db.transaction() as session:
-        session.add(AssistantPolicy(workspace_id=workspace.id, client_id=client["client_id"], may_decide=True))
+    await store_policy(companion, client["client_id"], may_decide=True)
     tokens = {}
     for email in (ALICE, "admin@acme.test"):
         async with httpx2.AsyncClient(transport=app_client.transport, base_url=BASE) as someone:

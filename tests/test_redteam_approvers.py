@@ -774,8 +774,7 @@ async def test_the_assistants_name_writes_no_markup_into_slack(settings: Any, re
 async def test_agent_keys_and_assistant_tokens_cannot_change_where_approvals_go(
     app_client: Any, http: httpx2.AsyncClient, people: dict[str, str], demo_keys: Any
 ) -> None:
-    from tests.test_connected_assistants import set_policy
-    from tests.test_oauth_server import API, code_for, exchange, tokens_for
+    from tests.oauth_flow import API, code_for, exchange, set_policy, tokens_for
 
     choices = {"email": False, "slack": False, "push": False}
     for key in (people["agent"], demo_keys.keys[ADMIN]):

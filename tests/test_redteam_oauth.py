@@ -26,71 +26,41 @@ from sqlalchemy import delete, func, select
 from server.app import Companion
 from server.services import demo
 from server.services.documents import DocumentError, DocumentFetcher
-from store.connections import add_connection
 from store.directory import add_member, create_workspace, user_by_email, workspace_by_slug
 from store.models import (
     Approval,
     AssistantClient,
     AssistantGrant,
-    AssistantPolicy,
-    ConnectionScope,
     Membership,
     Role,
     Workspace,
 )
-from tests.console import csrf_of, sign_in
+from tests.console import csrf_of
+from tests.memo_connections import connect_personal_memo
 from tests.oauth_browser import authorize_url, open_consent, pkce, query_of, sealed_request_of
-from tests.test_oauth_server import (
+from tests.oauth_flow import (  # noqa: F401 (the http, browser and browser_of fixtures)
+    ADMIN,
     ALICE,
     API,
     BASE,
     MCP,
     REDIRECT,
+    alices_browser,
+    assistant_http,
+    browsers_of_others,
     code_for,
     exchange,
     refresh,
     register,
+    store_policy,
     tokens_for,
     tools_work,
 )
+from tests.rest import bearer
 
 pytestmark = pytest.mark.anyio
 
-ADMIN = "admin@acme.test"
 BOB = "bob@acme.test"
-
-
-@pytest.fixture
-async def http(app_client: Any, demo_keys: demo.DemoKeys) -> AsyncIterator[httpx2.AsyncClient]:
-    """The attacker's HTTP client (the assistant's): no cookies, no redirects followed."""
-    async with httpx2.AsyncClient(transport=app_client.transport, base_url=BASE) as client:
-        yield client
-
-
-@pytest.fixture
-async def browser(app_client: Any, demo_keys: demo.DemoKeys) -> AsyncIterator[httpx2.AsyncClient]:
-    """Alice's browser, which keeps its cookies."""
-    async with httpx2.AsyncClient(transport=app_client.transport, base_url=BASE) as client:
-        yield client
-
-
-@pytest.fixture
-async def other_browser(app_client: Any, demo_keys: demo.DemoKeys) -> AsyncIterator[Any]:
-    clients: list[httpx2.AsyncClient] = []
-
-    async def open_for(email: str) -> httpx2.AsyncClient:
-        client = httpx2.AsyncClient(transport=app_client.transport, base_url=BASE)
-        clients.append(client)
-        await sign_in(client, email)
-        return client
-
-    yield open_for
-    for client in clients:
-        await client.aclose()
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 async def acme(companion: Companion) -> Workspace:
@@ -98,15 +68,11 @@ async def acme(companion: Companion) -> Workspace:
         return await workspace_by_slug(session, "acme")
 
 
-async def set_policy(companion: Companion, client_id: str, **values: Any) -> None:
-    workspace = await acme(companion)
+async def alice_has_notes(companion: Companion) -> None:
+    """Alice's own Memo, so that her assistant's notes wait for an approval."""
     async with companion.db.transaction() as session:
-        policy = await session.get(AssistantPolicy, (workspace.id, client_id))
-        if policy is None:
-            policy = AssistantPolicy(workspace_id=workspace.id, client_id=client_id)
-            session.add(policy)
-        for name, value in values.items():
-            setattr(policy, name, value)
+        alice = await user_by_email(session, ALICE)
+        await connect_personal_memo(session, companion.box, alice.id)
 
 
 def off_site(location: str) -> bool:
@@ -182,13 +148,13 @@ async def test_an_agent_key_gets_nothing_from_the_consent_page_or_the_assistants
 
 
 async def test_a_token_with_every_scope_still_cannot_do_a_persons_things(
-    http: httpx2.AsyncClient, browser: httpx2.AsyncClient, companion: Companion, other_browser: Any
+    http: httpx2.AsyncClient, browser: httpx2.AsyncClient, companion: Companion, browser_of: Any
 ) -> None:
     """An admin's assistant holding tools, api:read, api:write and approvals (an admin allowed it) gets 403 on keys,
     rules, webhooks, integrations, policies, sign-in settings and connected assistants."""
     client = await register(http)
-    await set_policy(companion, client["client_id"], may_decide=True)
-    admin_browser = await other_browser(ADMIN)
+    await store_policy(companion, client["client_id"], may_decide=True)
+    admin_browser = await browser_of(ADMIN)
     code, verifier = await code_for(
         admin_browser, client["client_id"], scope="tools api:read api:write approvals", resource=BASE, email=ADMIN
     )
@@ -257,7 +223,7 @@ async def test_approvals_are_withheld_without_the_admins_word_even_when_the_clie
     )  # fmt: skip
     assert widened.status_code == 400 and widened.json()["error"] == "invalid_scope"
     # The admin now allows it: the tokens already held do not gain it, and no remembered consent grants it silently.
-    await set_policy(companion, client["client_id"], may_decide=True)
+    await store_policy(companion, client["client_id"], may_decide=True)
     assert (await http.get("/api/v1/approvals", headers=bearer(tokens["access_token"]))).status_code == 403
     _, challenge = pkce()
     again = await open_consent(
@@ -273,11 +239,11 @@ async def test_taking_approvals_back_takes_it_from_every_token_at_once(
     http: httpx2.AsyncClient, browser: httpx2.AsyncClient, companion: Companion
 ) -> None:
     client = await register(http)
-    await set_policy(companion, client["client_id"], may_decide=True)
+    await store_policy(companion, client["client_id"], may_decide=True)
     code, verifier = await code_for(browser, client["client_id"], scope="api:read approvals", resource=API)
     tokens = (await exchange(http, client["client_id"], code, verifier, resource=API)).json()
     assert (await http.get("/api/v1/approvals", headers=bearer(tokens["access_token"]))).status_code == 200
-    await set_policy(companion, client["client_id"], may_decide=False)
+    await store_policy(companion, client["client_id"], may_decide=False)
     assert (await http.get("/api/v1/approvals", headers=bearer(tokens["access_token"]))).status_code == 403
     renewed = (await refresh(http, client["client_id"], tokens["refresh_token"])).json()
     assert (await http.get("/api/v1/approvals", headers=bearer(renewed["access_token"]))).status_code == 403
@@ -413,7 +379,7 @@ async def test_a_blocked_client_gets_no_code_from_a_remembered_consent_nor_a_pos
 ) -> None:
     client = await register(http)
     await code_for(browser, client["client_id"])
-    await set_policy(companion, client["client_id"], blocked=True)
+    await store_policy(companion, client["client_id"], blocked=True)
     _, challenge = pkce()
     url = authorize_url(BASE, client_id=client["client_id"], redirect_uri=REDIRECT, code_challenge=challenge)
     page = await open_consent(browser, url, email=ALICE)
@@ -637,12 +603,12 @@ async def test_the_consent_page_shows_a_non_ascii_document_host_as_punycode(
 
 
 async def test_a_consent_page_request_is_for_the_signed_in_person_only(
-    http: httpx2.AsyncClient, browser: httpx2.AsyncClient, other_browser: Any, companion: Companion
+    http: httpx2.AsyncClient, browser: httpx2.AsyncClient, browser_of: Any, companion: Companion
 ) -> None:
     """Remembered consent is per person: Bob's browser opening a request Alice consented to before is asked."""
     client = await register(http)
     await code_for(browser, client["client_id"])
-    bob = await other_browser(BOB)
+    bob = await browser_of(BOB)
     _, challenge = pkce()
     url = authorize_url(BASE, client_id=client["client_id"], redirect_uri=REDIRECT, code_challenge=challenge)
     page = await open_consent(bob, url, email=BOB)
@@ -825,7 +791,7 @@ async def test_a_malformed_metadata_document_is_refused_not_a_server_error(
 
 
 async def test_no_token_or_client_secret_reaches_the_assistants_api_page_or_logs(
-    http: httpx2.AsyncClient, browser: httpx2.AsyncClient, demo_keys: demo.DemoKeys, other_browser: Any,
+    http: httpx2.AsyncClient, browser: httpx2.AsyncClient, demo_keys: demo.DemoKeys, browser_of: Any,
     caplog: pytest.LogCaptureFixture,
 ) -> None:  # fmt: skip
     caplog.set_level("DEBUG")
@@ -847,7 +813,7 @@ async def test_no_token_or_client_secret_reaches_the_assistants_api_page_or_logs
         (await http.get("/api/v1/assistants", headers=bearer(demo_keys.user_keys[ALICE]))).text,
         (await http.get("/api/v1/workspace/assistants", headers=bearer(demo_keys.user_keys[ADMIN]))).text,
         (await browser.get("/assistants")).text,
-        (await (await other_browser(ADMIN)).get("/assistants")).text,
+        (await (await browser_of(ADMIN)).get("/assistants")).text,
         replay.text,
         bad.text,
         caplog.text,
@@ -867,16 +833,9 @@ async def test_an_assistant_cannot_decide_its_own_call_by_being_signed_in_again(
 ) -> None:
     """The check compares the consent (grant) that asked with the one deciding. The same assistant, once the person
     revoked and re-connected it (a new grant), decides the call it asked under the old one."""
-    workspace = await acme(companion)
-    async with companion.db.transaction() as session:
-        alice = await user_by_email(session, ALICE)
-        await add_connection(
-            session, companion.box, app="memo", scope=ConnectionScope.PERSONAL, workspace_id=None, user_id=alice.id,
-            label="Notes", credentials={"api_key": "memo-secret"},
-        )  # fmt: skip
+    await alice_has_notes(companion)
     client = await register(http)
-    async with companion.db.transaction() as session:
-        session.add(AssistantPolicy(workspace_id=workspace.id, client_id=client["client_id"], may_decide=True))
+    await store_policy(companion, client["client_id"], may_decide=True)
     code, verifier = await code_for(browser, client["client_id"], scope="tools approvals", resource=BASE)
     first = (await exchange(http, client["client_id"], code, verifier, resource=BASE)).json()
     async with app_client(first["access_token"]) as assistant:
@@ -1043,10 +1002,7 @@ async def test_another_workspaces_identity_provider_cannot_reach_a_persons_perso
         mallory, _ = await add_member(session, globex, email="mallory@globex.test", role=Role.ADMIN)
         await add_member(session, globex, email=ALICE, role=Role.MEMBER)
         alice = await user_by_email(session, ALICE)
-        await add_connection(
-            session, companion.box, app="memo", scope=ConnectionScope.PERSONAL, workspace_id=None, user_id=alice.id,
-            label="Alice private notes", credentials={"api_key": "memo-secret"},
-        )  # fmt: skip
+        await connect_personal_memo(session, companion.box, alice.id, label="Alice private notes")
     async with companion.db.session() as session:
         admin = await member_principal(session, globex.id, mallory.id, acting_as="test")
     change = ConfigChange(oidc_provider.issuer, CLIENT_ID, CLIENT_SECRET, create_users=False, enabled=True)
@@ -1081,15 +1037,6 @@ async def test_the_oidc_callback_escapes_what_the_provider_says_and_stays_on_sit
 # ===============================================================================================================
 
 
-async def _alice_has_notes(companion: Companion) -> None:
-    async with companion.db.transaction() as session:
-        alice = await user_by_email(session, ALICE)
-        await add_connection(
-            session, companion.box, app="memo", scope=ConnectionScope.PERSONAL, workspace_id=None, user_id=alice.id,
-            label="Notes", credentials={"api_key": "memo-secret"},
-        )  # fmt: skip
-
-
 @pytest.mark.parametrize("ticked", [False, True])
 async def test_a_forged_in_chat_answer_through_an_oauth_token_decides_nothing(
     http: httpx2.AsyncClient, browser: httpx2.AsyncClient, companion: Companion, ticked: bool
@@ -1100,10 +1047,10 @@ async def test_a_forged_in_chat_answer_through_an_oauth_token_decides_nothing(
     from store.models import Approval, ApprovalStatus, RuleRow
     from tests.apps import memo
 
-    await _alice_has_notes(companion)
+    await alice_has_notes(companion)
     client = await register(http)
     if ticked:
-        await set_policy(companion, client["client_id"], person_facing="forbidden")
+        await store_policy(companion, client["client_id"], person_facing="forbidden")
     code, verifier = await code_for(browser, client["client_id"], person_facing=ticked)
     tokens = (await exchange(http, client["client_id"], code, verifier)).json()
     agent = await companion.principal_for(tokens["access_token"])
@@ -1127,7 +1074,7 @@ async def test_a_registration_cannot_choose_its_client_id_nor_a_grant_type_beyon
 ) -> None:
     """An admin allows a metadata-document client by its URL; a registration must not take that id for itself."""
     allowed = "https://claude.ai/oauth/claude-code-client-metadata"
-    await set_policy(companion, allowed, may_decide=True, person_facing="allowed")
+    await store_policy(companion, allowed, may_decide=True, person_facing="allowed")
     answer = await http.post(
         "/register",
         json={"client_id": allowed, "client_name": "Claude", "redirect_uris": [REDIRECT],
@@ -1161,7 +1108,7 @@ async def test_a_registration_cannot_choose_its_client_id_nor_a_grant_type_beyon
 
 
 async def test_the_consent_and_assistants_pages_show_hidden_characters_in_a_name(
-    http: httpx2.AsyncClient, browser: httpx2.AsyncClient, other_browser: Any
+    http: httpx2.AsyncClient, browser: httpx2.AsyncClient, browser_of: Any
 ) -> None:
     """Approvals show an assistant's name escaped ("it can neither break a line nor hide a character"). The consent
     page and the admin's Assistants page, where an admin picks which "Claude" may decide approvals, must not let a
@@ -1176,5 +1123,5 @@ async def test_the_consent_and_assistants_pages_show_hidden_characters_in_a_name
     assert code_url_page.status_code == 200
     assert "\u200b" not in code_url_page.text and "\u202e" not in code_url_page.text
     await code_for(browser, client["client_id"])
-    admin_page = await (await other_browser(ADMIN)).get("/assistants")
+    admin_page = await (await browser_of(ADMIN)).get("/assistants")
     assert "\u200b" not in admin_page.text and "\u202e" not in admin_page.text
