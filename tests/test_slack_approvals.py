@@ -390,20 +390,16 @@ async def test_a_request_too_long_for_one_message_offers_no_approve(world):
     assert TOO_LONG in texts(form["blocks"])
 
 
+def waiting_with(*fields: ArgumentField) -> dict[str, Any]:
+    """The message for a card with these arguments, made without a server."""
+    story = cards.Card("apr_1", "Claude on behalf of you", utcnow(), "Do it", ("Risk: write",), fields, None, ())
+    return slack_message.waiting(slack_message.Card("apr_1", "Notes", story, utcnow(), f"{BASE}/approvals/apr_1"))
+
+
 def test_a_value_longer_than_a_section_goes_on_quoted_and_no_entity_is_split():
     text = "&" * 1000 + "<" * 1000 + "\n*Bcc:* eve@evil.test"
-    many = tuple(ArgumentField(f"tag{n}", f"Tag {n}", Shown(f"value {n}")) for n in range(23))
-    story = cards.Card(
-        approval_id="apr_1",
-        asked_by="Claude on behalf of you",
-        asked_at=utcnow(),
-        headline="Add the note",
-        facts=("Risk: write",),
-        fields=(ArgumentField("text", "Text", Shown(text, lines=True)), *many),
-        message=None,
-        why=(),
-    )
-    made = slack_message.waiting(slack_message.Card("apr_1", "Notes", story, utcnow(), f"{BASE}/approvals/apr_1"))
+    many = [ArgumentField(f"tag{n}", f"Tag {n}", Shown(f"value {n}")) for n in range(23)]
+    made = waiting_with(ArgumentField("text", "Text", Shown(text, lines=True)), *many)
     sections = [b for b in made["blocks"] if b["type"] == "section"]
     # The 9,000 characters the text's first line is once escaped, across sections, each piece of it quoted.
     said = [s["text"]["text"] for s in sections if "text" in s]
@@ -421,21 +417,11 @@ def test_a_value_longer_than_a_section_goes_on_quoted_and_no_entity_is_split():
 
 
 def test_an_update_shows_each_field_now_and_new_and_a_list_item_by_item():
-    story = cards.Card(
-        approval_id="apr_1",
-        asked_by="Claude on behalf of you",
-        asked_at=utcnow(),
-        headline="Update the issue ENG-1",
-        facts=("Risk: write",),
-        fields=(
-            ArgumentField("state", "State", Shown("In Progress"), current=Shown("Todo → New Done")),
-            ArgumentField("priority", "Priority", Shown("2"), current=Shown("2")),
-            ArgumentField("labels", "Labels", Shown("a, b, c", items=("a, b", "c"))),
-        ),
-        message=None,
-        why=(),
+    made = waiting_with(
+        ArgumentField("state", "State", Shown("In Progress"), current=Shown("Todo → New Done")),
+        ArgumentField("priority", "Priority", Shown("2"), current=Shown("2")),
+        ArgumentField("labels", "Labels", Shown("a, b, c", items=("a, b", "c"))),
     )
-    made = slack_message.waiting(slack_message.Card("apr_1", "Linear", story, utcnow(), f"{BASE}/approvals/apr_1"))
     # What it is now and what it becomes, each apart, so neither can pass for the other; a list keeps its items.
     assert [f["text"] for f in section(made, "*Details*")["fields"]] == [
         "*State (now)*\nTodo → New Done",
