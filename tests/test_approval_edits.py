@@ -6,7 +6,6 @@ Bob's assistant asks to share a note through his Memo connection (the tests' own
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx2
@@ -15,15 +14,15 @@ from sqlalchemy import select
 
 from approvals.digest import arguments_digest
 from server.app import Companion
-from store.connections import add_connection
-from store.directory import user_by_email, workspace_by_slug
-from store.keys import create_key
-from store.models import Approval, AuditEntry, ConnectionScope, KeyKind
+from store.models import Approval, AuditEntry
 from store.sealing import audit_arguments_context
 from tests.apps import memo
 from tests.conftest import mcp_client
 from tests.console import csrf_of, sign_in
+from tests.memo_calls import share, shared
 from tests.oauth_flow import API, code_for, exchange, set_policy, tokens_for
+from tests.people import with_own_memo
+from tests.rest import bearer, edit, rest_client  # noqa: F401 (rest_client is the http fixture)
 from tests.test_cli import run_beside
 
 pytestmark = pytest.mark.anyio
@@ -36,46 +35,15 @@ FIXED = {"to": ["ann@acme.test"], "text": "Hello Ann"}
 @pytest.fixture
 async def bob(companion: Companion, demo_keys: Any) -> dict[str, str]:
     """Bob's agent key, his user key, and his personal Memo connection."""
-    async with companion.db.transaction() as session:
-        workspace = await workspace_by_slug(session, "acme")
-        user = await user_by_email(session, "bob@acme.test")
-        await add_connection(
-            session, companion.box, app="memo", scope=ConnectionScope.PERSONAL, workspace_id=None,
-            user_id=user.id, label="Notes", credentials={"api_key": "memo-secret"},
-        )  # fmt: skip
-        agent = await create_key(session, workspace_id=workspace.id, user_id=user.id, name="assistant")
-        person = await create_key(session, workspace_id=workspace.id, user_id=user.id, kind=KeyKind.USER)
+    keys = await with_own_memo(companion, "bob@acme.test")
     memo.CALLS.clear()
-    return {"agent": agent.token, "user": person.token}
-
-
-@pytest.fixture
-async def http(app_client: Any) -> AsyncIterator[httpx2.AsyncClient]:
-    async with httpx2.AsyncClient(transport=app_client.transport, base_url=BASE) as client:
-        yield client
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-def shared() -> list[dict[str, Any]]:
-    return [arguments for name, _, arguments in memo.CALLS if name == "share_note"]
-
-
-async def share(app_client: Any, key: str, arguments: dict[str, Any]) -> Any:
-    async with mcp_client(BASE, key, transport=app_client.transport) as client:
-        return await client.call_tool("memo_share_note", arguments)
+    return keys
 
 
 async def asked(app_client: Any, bob: dict[str, str], arguments: dict[str, Any] = ASKED) -> str:
-    waiting = await share(app_client, bob["agent"], arguments)
+    waiting = await share(app_client.transport, bob["agent"], arguments)
     assert waiting.structured_content["status"] == "approval_required"
     return str(waiting.structured_content["approval_id"])
-
-
-async def edit(http: httpx2.AsyncClient, key: str, approval_id: str, arguments: Any) -> httpx2.Response:
-    return await http.post(f"/api/v1/approvals/{approval_id}/edit", headers=bearer(key), json={"arguments": arguments})
 
 
 async def test_an_edited_call_runs_once_with_the_changes_and_the_assistant_is_told(
@@ -91,15 +59,15 @@ async def test_an_edited_call_runs_once_with_the_changes_and_the_assistant_is_to
     assert "Hello Ann" in view["summary"] and "Helo Ann" not in view["summary"], "the summary is rendered again"
     assert shared() == [], "approving runs nothing by itself"
 
-    ran = await share(app_client, bob["agent"], ASKED)
+    ran = await share(app_client.transport, bob["agent"], ASKED)
     assert ran.is_error is False, ran.content
     assert shared() == [{**FIXED, "cc": [], "bcc": []}], "the assistant's retry runs the changed call"
     assert ran.content[0].text.startswith("Approved with changes: text 'Helo Ann' → 'Hello Ann'.")
     assert ran.structured_content["changes"] == view["changes"]
     assert ran.structured_content["shared_with"] == ["ann@acme.test"]
 
-    again = await share(app_client, bob["agent"], ASKED)
-    with_the_changes = await share(app_client, bob["agent"], FIXED)
+    again = await share(app_client.transport, bob["agent"], ASKED)
+    with_the_changes = await share(app_client.transport, bob["agent"], FIXED)
     assert len(shared()) == 1, "neither the original retry nor one with the changed arguments runs it again"
     assert again.structured_content == ran.structured_content == with_the_changes.structured_content
     async with mcp_client(BASE, bob["agent"], transport=app_client.transport) as client:
@@ -253,7 +221,7 @@ async def test_the_console_form_edits_and_approves(
         assert done.status_code == 303 and done.headers["location"] == f"/approvals/{approval_id}"
         page = await browser.get(f"/approvals/{approval_id}")
     assert "Approved with your changes" in page.text and "approved with changes" in page.text
-    ran = await share(app_client, bob["agent"], ASKED)
+    ran = await share(app_client.transport, bob["agent"], ASKED)
     assert ran.structured_content["shared_with"] == ["ann@acme.test", "bo@acme.test"]
     assert len(shared()) == 1 and shared()[0]["text"] == "Hello Ann"
 

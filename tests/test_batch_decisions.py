@@ -8,7 +8,6 @@ Alice has two assistants (two agent keys), which both ask to add the same note t
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx2
@@ -16,12 +15,12 @@ import pytest
 
 from server.app import Companion
 from store import directory
-from store.connections import add_connection
 from store.keys import create_key
-from store.models import ConnectionScope
 from tests.apps import memo
-from tests.conftest import mcp_client
 from tests.console import csrf_of, sign_in
+from tests.memo_calls import add_note
+from tests.memo_connections import connect_workspace_memo
+from tests.rest import bearer, rest_client  # noqa: F401 (rest_client is the http fixture)
 
 pytestmark = pytest.mark.anyio
 
@@ -34,36 +33,18 @@ async def keys(companion: Companion, demo_keys: Any) -> dict[str, str]:
     async with companion.db.transaction() as session:
         workspace = await directory.workspace_by_slug(session, "acme")
         alice = await directory.user_by_email(session, ALICE)
-        await add_connection(
-            session, companion.box, app="memo", scope=ConnectionScope.WORKSPACE, workspace_id=workspace.id,
-            user_id=None, label="Team notes", credentials={"api_key": "memo-secret"},
-        )  # fmt: skip
+        await connect_workspace_memo(session, companion.box, workspace.id)
         second = await create_key(session, workspace_id=workspace.id, user_id=alice.id, name="second assistant")
     memo.RUNS.clear()
     return {"first": demo_keys.keys[ALICE], "second": second.token, "user": demo_keys.user_keys[ALICE]}
 
 
-@pytest.fixture
-async def http(app_client: Any) -> AsyncIterator[httpx2.AsyncClient]:
-    async with httpx2.AsyncClient(transport=app_client.transport, base_url=BASE) as client:
-        yield client
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-async def add_note(app_client: Any, key: str, text: str) -> Any:
-    async with mcp_client(BASE, key, transport=app_client.transport) as client:
-        return await client.call_tool("memo_add_note", {"text": text})
-
-
 async def three_waiting(app_client: Any, keys: dict[str, str]) -> list[str]:
     """The same call from both assistants, and another call from the first."""
     answers = [
-        await add_note(app_client, keys["first"], "order more coffee"),
-        await add_note(app_client, keys["second"], "order more coffee"),
-        await add_note(app_client, keys["first"], "book the boardroom"),
+        await add_note(app_client.transport, keys["first"], "order more coffee"),
+        await add_note(app_client.transport, keys["second"], "order more coffee"),
+        await add_note(app_client.transport, keys["first"], "book the boardroom"),
     ]
     ids = [answer.structured_content["approval_id"] for answer in answers]
     assert len(set(ids)) == 3
@@ -84,7 +65,7 @@ async def test_a_batch_approve_of_three_runs_each_call_exactly_once(
     assert memo.RUNS == [], "approving runs nothing by itself"
     for key, text in (("first", "order more coffee"), ("second", "order more coffee"), ("first", "book the boardroom")):
         for _ in range(2):
-            ran = await add_note(app_client, keys[key], text)
+            ran = await add_note(app_client.transport, keys[key], text)
             assert ran.is_error is False and ran.structured_content["text"] == text
     assert sorted(memo.RUNS) == sorted(ids), "each approval ran once, under itself"
 
@@ -104,7 +85,7 @@ async def test_each_id_gets_its_own_answer(app_client: Any, http: httpx2.AsyncCl
     assert (items[ids[0]]["result"], items[ids[0]]["code"]) == ("refused", "conflict")
     assert (items["apr_nothing"]["result"], items["apr_nothing"]["code"]) == ("refused", "not_found")
     assert (items[ids[1]]["result"], items[ids[1]]["status"]) == ("decided", "denied")
-    denial = await add_note(app_client, keys["second"], "order more coffee")
+    denial = await add_note(app_client.transport, keys["second"], "order more coffee")
     assert denial.is_error and "too much coffee" in denial.content[0].text
     left = await http.get(f"/api/v1/approvals/{ids[2]}", headers=bearer(keys["user"]))
     assert left.json()["status"] == "pending", "what was not listed is left alone"
@@ -144,5 +125,5 @@ async def test_the_console_groups_identical_calls_and_decides_the_selection(
         empty = await browser.post("/approvals/batch", data={"csrf": csrf_of(page.text), "action": "approve"})
         assert empty.status_code == 422
     for key in ("first", "second"):
-        await add_note(app_client, keys[key], "order more coffee")
+        await add_note(app_client.transport, keys[key], "order more coffee")
     assert sorted(memo.RUNS) == sorted(ids[:2])

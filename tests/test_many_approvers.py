@@ -9,7 +9,6 @@ Everything runs in process, through the real app.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -19,17 +18,19 @@ from sqlalchemy import select, update
 
 from server.app import Companion
 from server.services.confirmation import Answer, Channel
-from server.services.demo import DEMO_PASSWORD
 from server.services.notices import Notice
 from server.services.waiting import waiting_count
 from store import directory
 from store.connections import add_connection
 from store.keys import create_key
-from store.models import Approval, ApprovalVote, AuditEntry, ConnectionScope, KeyKind, Role, utcnow
-from store.passwords import hash_password
+from store.models import Approval, ApprovalVote, AuditEntry, ConnectionScope, utcnow
+from tests import memo_calls
 from tests.apps import memo
 from tests.conftest import mcp_client
 from tests.console import sign_in
+from tests.memo_connections import connect_workspace_memo
+from tests.people import add_members
+from tests.rest import bearer, decide, rest_client
 
 pytestmark = pytest.mark.anyio
 
@@ -44,54 +45,26 @@ async def people(companion: Companion, demo_keys: Any) -> dict[str, str]:
     keys = {ALICE: demo_keys.user_keys[ALICE], ADMIN: demo_keys.user_keys[ADMIN], "agent": demo_keys.keys[ALICE]}
     async with companion.db.transaction() as session:
         workspace = await directory.workspace_by_slug(session, "acme")
-        await add_connection(
-            session, companion.box, app="memo", scope=ConnectionScope.WORKSPACE, workspace_id=workspace.id,
-            user_id=None, label="Team notes", credentials={"api_key": "memo-secret"},
-        )  # fmt: skip
-        for email in (BOB, DORA, ERIN):
-            user, _ = await directory.add_member(session, workspace, email=email, role=Role.MEMBER, name=email)
-            user.password_hash = user.password_hash or await hash_password(DEMO_PASSWORD)
-            keys[email] = (
-                await create_key(session, workspace_id=workspace.id, user_id=user.id, kind=KeyKind.USER)
-            ).token
+        await connect_workspace_memo(session, companion.box, workspace.id)
+        keys |= await add_members(session, workspace, (BOB, DORA, ERIN))
     memo.RUNS.clear()
     return keys
 
 
-@pytest.fixture
-async def http(app_client: Any) -> AsyncIterator[httpx2.AsyncClient]:
-    async with httpx2.AsyncClient(transport=app_client.transport, base_url=BASE) as client:
-        yield client
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
+http = rest_client  # the REST client fixture, under the name test_console_inbox imports it by
 
 
 async def rule(http: httpx2.AsyncClient, people: dict[str, str], **fields: Any) -> dict[str, Any]:
-    body = {"effect": "ask", "scope": "workspace", "app": "memo", "tool": "memo_add_note", **fields}
-    made = await http.post("/api/v1/rules", headers=bearer(people[ADMIN]), json=body)
-    assert made.status_code == 201, made.text
-    return dict(made.json())
+    return await memo_calls.ask_rule(http, people[ADMIN], **fields)
 
 
 async def add_note(app_client: Any, key: str, text: str) -> Any:
-    async with mcp_client(BASE, key, transport=app_client.transport) as client:
-        return await client.call_tool("memo_add_note", {"text": text})
+    return await memo_calls.add_note(app_client.transport, key, text)
 
 
 async def asked(app_client: Any, people: dict[str, str], text: str) -> str:
-    waiting = await add_note(app_client, people["agent"], text)
-    assert waiting.structured_content["status"] == "approval_required", waiting.content
-    return str(waiting.structured_content["approval_id"])
-
-
-async def decide(
-    http: httpx2.AsyncClient, key: str, approval_id: str, approve: bool = True, reason: str | None = None
-) -> httpx2.Response:
-    action = "approve" if approve else "deny"
-    body = {} if approve else {"reason": reason}
-    return await http.post(f"/api/v1/approvals/{approval_id}/{action}", headers=bearer(key), json=body)
+    """Alice's assistant asks to add a note; the approval it waits for."""
+    return await memo_calls.asked(app_client.transport, people["agent"], text)
 
 
 async def two_of_three(http: httpx2.AsyncClient, people: dict[str, str]) -> dict[str, Any]:

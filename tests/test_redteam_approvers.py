@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from email import message_from_bytes, policy
 from typing import Any
@@ -23,28 +22,26 @@ from sqlalchemy import select, update
 import approvals.lifecycle as lifecycle_module
 from approvals import lifecycle
 from server.app import Companion
-from server.services.demo import DEMO_PASSWORD
 from server.services.notices import Notice
 from server.services.push import WebPush, payload_of
 from store import directory
-from store.connections import add_connection
 from store.keys import create_key
 from store.models import (
     Approval,
     ApprovalStatus,
     ApprovalVote,
     AuditEntry,
-    ConnectionScope,
-    KeyKind,
     PushSubscription,
-    Role,
     User,
     utcnow,
 )
-from store.passwords import hash_password
 from tests.apps import memo
 from tests.conftest import mcp_client
 from tests.console import csrf_of, form_post, sign_in
+from tests.memo_calls import add_note, ask_rule, asked, share, shared
+from tests.memo_connections import connect_personal_memo, connect_workspace_memo
+from tests.people import add_members, with_own_memo
+from tests.rest import bearer, decide, edit, rest_client  # noqa: F401 (rest_client is the http fixture)
 from tests.test_console_settings import mailing, postbox  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.anyio
@@ -62,16 +59,8 @@ async def _people(companion: Companion, demo_keys: Any) -> dict[str, str]:
     keys = {ALICE: demo_keys.user_keys[ALICE], ADMIN: demo_keys.user_keys[ADMIN], "agent": demo_keys.keys[ALICE]}
     async with companion.db.transaction() as session:
         workspace = await directory.workspace_by_slug(session, "acme")
-        await add_connection(
-            session, companion.box, app="memo", scope=ConnectionScope.WORKSPACE, workspace_id=workspace.id,
-            user_id=None, label="Team notes", credentials={"api_key": "memo-secret"},
-        )  # fmt: skip
-        for email in (BOB, DORA, ERIN):
-            user, _ = await directory.add_member(session, workspace, email=email, role=Role.MEMBER, name=email)
-            user.password_hash = user.password_hash or await hash_password(DEMO_PASSWORD)
-            keys[email] = (
-                await create_key(session, workspace_id=workspace.id, user_id=user.id, kind=KeyKind.USER)
-            ).token
+        await connect_workspace_memo(session, companion.box, workspace.id)
+        keys |= await add_members(session, workspace, (BOB, DORA, ERIN))
         alice = await directory.user_by_email(session, ALICE)
         keys["agent2"] = (
             await create_key(session, workspace_id=workspace.id, user_id=alice.id, name="second assistant")
@@ -86,46 +75,6 @@ async def _people(companion: Companion, demo_keys: Any) -> dict[str, str]:
 @pytest.fixture
 async def people(companion: Companion, demo_keys: Any) -> dict[str, str]:
     return await _people(companion, demo_keys)
-
-
-@pytest.fixture
-async def http(app_client: Any) -> AsyncIterator[httpx2.AsyncClient]:
-    async with httpx2.AsyncClient(transport=app_client.transport, base_url=BASE) as client:
-        yield client
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-async def make_rule(http: httpx2.AsyncClient, admin_key: str, **fields: Any) -> dict[str, Any]:
-    body = {"effect": "ask", "scope": "workspace", "app": "memo", "tool": "memo_add_note", **fields}
-    made = await http.post("/api/v1/rules", headers=bearer(admin_key), json=body)
-    assert made.status_code == 201, made.text
-    return dict(made.json())
-
-
-async def add_note(transport: Any, key: str, text: str) -> Any:
-    async with mcp_client(BASE, key, transport=transport) as client:
-        return await client.call_tool("memo_add_note", {"text": text})
-
-
-async def asked(transport: Any, key: str, text: str) -> str:
-    waiting = await add_note(transport, key, text)
-    assert waiting.structured_content["status"] == "approval_required", waiting.content
-    return str(waiting.structured_content["approval_id"])
-
-
-async def decide(
-    http: httpx2.AsyncClient, key: str, approval_id: str, approve: bool = True, reason: str | None = None
-) -> httpx2.Response:
-    action = "approve" if approve else "deny"
-    body = {} if approve else {"reason": reason}
-    return await http.post(f"/api/v1/approvals/{approval_id}/{action}", headers=bearer(key), json=body)
-
-
-async def edit(http: httpx2.AsyncClient, key: str, approval_id: str, arguments: Any) -> httpx2.Response:
-    return await http.post(f"/api/v1/approvals/{approval_id}/edit", headers=bearer(key), json={"arguments": arguments})
 
 
 async def state(companion: Companion, approval_id: str) -> Approval:
@@ -153,7 +102,7 @@ async def crash_while_running(companion: Companion, approval_id: str) -> None:
 
 
 async def two_of_three(http: httpx2.AsyncClient, people: dict[str, str]) -> dict[str, Any]:
-    return await make_rule(
+    return await ask_rule(
         http, people[ADMIN], approvers={"people": [BOB, DORA, ADMIN], "count": 2}, no_self_approval=True,
         description="Notes need two of Bob, Dora and the admin",
     )  # fmt: skip
@@ -205,7 +154,7 @@ async def test_one_approver_alone_cannot_approve_a_second_run_of_a_two_of_three_
 async def test_self_approval_is_refused_in_a_batch_and_in_the_console(
     app_client: Any, http: httpx2.AsyncClient, people: dict[str, str], companion: Companion
 ) -> None:
-    await make_rule(http, people[ADMIN], approvers={"people": [ALICE, BOB]}, no_self_approval=True)
+    await ask_rule(http, people[ADMIN], approvers={"people": [ALICE, BOB]}, no_self_approval=True)
     first = await asked(app_client.transport, people["agent"], "expense lunch")
     second = await asked(app_client.transport, people["agent"], "expense dinner")
     batch = await http.post(
@@ -387,7 +336,7 @@ async def test_an_escalation_racing_a_vote_keeps_the_vote_and_is_audited_once(
 ) -> None:
     """Bob votes (one of two needed) while a replica escalates the approval to the admins: the vote still shows
     where the votes stand, and the escalation is audited exactly once."""
-    await make_rule(
+    await ask_rule(
         http, people[ADMIN], approvers={"people": [BOB, DORA], "count": 2},
         escalate_after_minutes=5, escalate_to="admins",
     )  # fmt: skip
@@ -415,7 +364,7 @@ async def test_an_escalation_racing_a_vote_keeps_the_vote_and_is_audited_once(
 async def test_escalation_is_audited_before_an_admin_decides(
     app_client: Any, http: httpx2.AsyncClient, people: dict[str, str], companion: Companion
 ) -> None:
-    await make_rule(
+    await ask_rule(
         http, people[ADMIN], approvers={"people": [BOB]}, escalate_after_minutes=1, escalate_to="admins",
         no_self_approval=True,
     )  # fmt: skip
@@ -440,23 +389,10 @@ async def test_escalation_is_audited_before_an_admin_decides(
 @pytest.fixture
 async def bob_memo(companion: Companion, demo_keys: Any) -> dict[str, str]:
     """Bob's agent key, his user key, and his personal Memo connection (memo_share_note has recipients)."""
-    async with companion.db.transaction() as session:
-        workspace = await directory.workspace_by_slug(session, "acme")
-        user = await directory.user_by_email(session, BOB)
-        await add_connection(
-            session, companion.box, app="memo", scope=ConnectionScope.PERSONAL, workspace_id=None,
-            user_id=user.id, label="Notes", credentials={"api_key": "memo-secret"},
-        )  # fmt: skip
-        agent = await create_key(session, workspace_id=workspace.id, user_id=user.id, name="assistant")
-        person = await create_key(session, workspace_id=workspace.id, user_id=user.id, kind=KeyKind.USER)
+    keys = await with_own_memo(companion, BOB)
     memo.CALLS.clear()
     memo.RUNS.clear()
-    return {"agent": agent.token, "user": person.token}
-
-
-async def share(transport: Any, key: str, arguments: dict[str, Any]) -> Any:
-    async with mcp_client(BASE, key, transport=transport) as client:
-        return await client.call_tool("memo_share_note", arguments)
+    return keys
 
 
 async def test_an_edit_cannot_hide_a_recipient_nor_write_a_line_of_its_own(
@@ -570,7 +506,7 @@ async def mail_world(mailing: Any, demo_keys: Any) -> Any:  # noqa: F811
 async def test_an_emailed_link_cannot_approve_the_askers_own_call(mail_world: Any) -> None:
     companion, transport, box, keys = mail_world
     async with httpx2.AsyncClient(transport=transport, base_url=BASE) as http:
-        await make_rule(http, keys[ADMIN], approvers={"people": [ALICE, BOB]}, no_self_approval=True)
+        await ask_rule(http, keys[ADMIN], approvers={"people": [ALICE, BOB]}, no_self_approval=True)
     approval_id = await asked(transport, keys["agent"], "pay my own invoice")
     links = await mailed_links(companion, box, approval_id)
     assert ALICE in links and BOB in links
@@ -583,7 +519,7 @@ async def test_an_emailed_link_cannot_approve_the_askers_own_call(mail_world: An
 async def test_a_link_and_the_console_are_one_vote_and_a_link_decides_once(mail_world: Any) -> None:
     companion, transport, box, keys = mail_world
     async with httpx2.AsyncClient(transport=transport, base_url=BASE) as http:
-        await make_rule(http, keys[ADMIN], approvers={"people": [BOB, DORA], "count": 2})
+        await ask_rule(http, keys[ADMIN], approvers={"people": [BOB, DORA], "count": 2})
         approval_id = await asked(transport, keys["agent"], "buy the domain")
         links = await mailed_links(companion, box, approval_id)
         async with httpx2.AsyncClient(transport=transport, base_url=BASE) as browser:
@@ -634,13 +570,10 @@ async def test_a_risky_call_cannot_be_decided_by_its_link_without_the_approvers_
     nothing, whoever else is signed in, and the link survives for the approver."""
     companion, transport, box, keys = mail_world
     async with httpx2.AsyncClient(transport=transport, base_url=BASE) as http:
-        await make_rule(http, keys[ADMIN], approvers={"people": [BOB]})
+        await ask_rule(http, keys[ADMIN], approvers={"people": [BOB]})
     async with companion.db.transaction() as session:
         alice = await directory.user_by_email(session, ALICE)
-        await add_connection(
-            session, companion.box, app="memo", scope=ConnectionScope.PERSONAL, workspace_id=None,
-            user_id=alice.id, label="Alice notes", credentials={"api_key": "memo-secret"},
-        )  # fmt: skip
+        await connect_personal_memo(session, companion.box, alice.id, label="Alice notes")
     async with mcp_client(BASE, keys["agent"], transport=transport) as client:
         names = [tool.name for tool in (await client.list_tools()).tools]
         tool = next(name for name in names if name.startswith("memo_share_note"))
@@ -916,7 +849,7 @@ async def test_the_batch_page_does_not_fold_another_persons_call_into_a_row(
 ) -> None:
     """Mallory (Bob's assistant here) mirrors Alice's pending call exactly. The admin, approving "Alice's" row,
     must not approve Bob's copy without seeing it: a row stands for calls of one person through one assistant."""
-    await make_rule(http, people[ADMIN], admin_may_approve=True)
+    await ask_rule(http, people[ADMIN], admin_may_approve=True)
     alices = await asked(app_client.transport, people["agent"], "send the quarterly numbers")
     bobs = await asked(app_client.transport, people["bob_agent"], "send the quarterly numbers")
     async with httpx2.AsyncClient(transport=app_client.transport, base_url=BASE) as browser:
@@ -927,6 +860,16 @@ async def test_the_batch_page_does_not_fold_another_persons_call_into_a_row(
 
 
 # == Rules decide on what will run, after an edit too ===============================================================
+
+
+async def never_share_with_evil(http: httpx2.AsyncClient, admin_key: str) -> None:
+    """An admin forbids sharing notes with anyone at evil.test."""
+    rule = {
+        "effect": "deny", "scope": "workspace", "app": "memo", "tool": "memo_share_note",
+        "conditions": [{"arg": "@recipients", "op": "domain_in", "value": ["evil.test"]}],
+        "description": "Never share notes with evil.test",
+    }  # fmt: skip
+    assert (await http.post("/api/v1/rules", headers=bearer(admin_key), json=rule)).status_code == 201
 
 
 async def test_a_deny_rule_holds_for_an_edited_call_whichever_arguments_the_assistant_retries_with(
@@ -940,17 +883,11 @@ async def test_a_deny_rule_holds_for_an_edited_call_whichever_arguments_the_assi
     approval_id = asked_call.structured_content["approval_id"]
     changed = {"to": ["ann@acme.test"], "cc": ["eve@evil.test"], "text": "Q3 numbers"}
     assert (await edit(http, bob_memo["user"], approval_id, changed)).status_code == 200
-    rule = {
-        "effect": "deny", "scope": "workspace", "app": "memo", "tool": "memo_share_note",
-        "conditions": [{"arg": "@recipients", "op": "domain_in", "value": ["evil.test"]}],
-        "description": "Never share notes with evil.test",
-    }  # fmt: skip
-    assert (await http.post("/api/v1/rules", headers=bearer(demo_keys.user_keys[ADMIN]), json=rule)).status_code == 201
+    await never_share_with_evil(http, demo_keys.user_keys[ADMIN])
     with_changes = await share(app_client.transport, bob_memo["agent"], {**changed, "bcc": []})
     assert with_changes.is_error, "the changed call is denied when asked for as it is"
     as_asked = await share(app_client.transport, bob_memo["agent"], original)
-    shared = [arguments for name, _, arguments in memo.CALLS if name == "share_note"]
-    assert not any("eve@evil.test" in arguments.get("cc", []) for arguments in shared), (
+    assert not any("eve@evil.test" in arguments.get("cc", []) for arguments in shared()), (
         f"the denied call ran through the assistant's original arguments: {as_asked.content}"
     )
 
@@ -964,15 +901,10 @@ async def test_a_deny_rule_added_after_an_edit_holds_for_companion_get_approval_
     approval_id = asked_call.structured_content["approval_id"]
     changed = {"to": ["ann@acme.test"], "cc": ["eve@evil.test"], "text": "Q4 numbers"}
     assert (await edit(http, bob_memo["user"], approval_id, changed)).status_code == 200
-    rule = {
-        "effect": "deny", "scope": "workspace", "app": "memo", "tool": "memo_share_note",
-        "conditions": [{"arg": "@recipients", "op": "domain_in", "value": ["evil.test"]}],
-    }  # fmt: skip
-    assert (await http.post("/api/v1/rules", headers=bearer(demo_keys.user_keys[ADMIN]), json=rule)).status_code == 201
+    await never_share_with_evil(http, demo_keys.user_keys[ADMIN])
     async with mcp_client(BASE, bob_memo["agent"], transport=app_client.transport) as client:
         await client.call_tool("companion_get_approval", {"approval_id": approval_id})
-    shared = [arguments for name, _, arguments in memo.CALLS if name == "share_note"]
-    assert not any("eve@evil.test" in arguments.get("cc", []) for arguments in shared)
+    assert not any("eve@evil.test" in arguments.get("cc", []) for arguments in shared())
 
 
 async def test_baseline_a_deny_rule_added_after_an_approval_stops_the_retry(
@@ -982,11 +914,7 @@ async def test_baseline_a_deny_rule_added_after_an_approval_stops_the_retry(
     asked_call = await share(app_client.transport, bob_memo["agent"], {"to": ["eve@evil.test"], "text": "hi"})
     approval_id = asked_call.structured_content["approval_id"]
     assert (await decide(http, bob_memo["user"], approval_id)).status_code == 200
-    rule = {
-        "effect": "deny", "scope": "workspace", "app": "memo", "tool": "memo_share_note",
-        "conditions": [{"arg": "@recipients", "op": "domain_in", "value": ["evil.test"]}],
-    }  # fmt: skip
-    assert (await http.post("/api/v1/rules", headers=bearer(demo_keys.user_keys[ADMIN]), json=rule)).status_code == 201
+    await never_share_with_evil(http, demo_keys.user_keys[ADMIN])
     retry = await share(app_client.transport, bob_memo["agent"], {"to": ["eve@evil.test"], "text": "hi"})
     assert retry.is_error and memo.CALLS == []
 
@@ -1021,10 +949,7 @@ async def test_slack_never_offers_approve_for_a_request_it_could_not_show_in_ful
     async with slack_world(settings, registry) as world:
         async with world.companion.db.transaction() as session:
             alice = await directory.user_by_email(session, ALICE)
-            await add_connection(
-                session, world.companion.box, app="memo", scope=ConnectionScope.PERSONAL, workspace_id=None,
-                user_id=alice.id, label="Notes", credentials={"api_key": "memo-secret"},
-            )  # fmt: skip
+            await connect_personal_memo(session, world.companion.box, alice.id)
         domain = "a" * 63 + "." + "b" * 63 + "." + "c" * 56 + ".test"
 
         def padded(prefix: str, n: int) -> list[str]:
