@@ -8,7 +8,8 @@ then lists and calls tools with its token, refreshes it, and loses it when it is
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,12 +31,10 @@ from server.services.documents import DocumentFetcher
 from server.settings import Settings
 from tests.conftest import free_port, serving
 from tests.oauth_browser import consent, query_of
+from tests.oauth_flow import ALICE, REDIRECT
 from tests.tls import loopback_tls
 
 pytestmark = pytest.mark.anyio
-
-REDIRECT = "http://127.0.0.1:33418/callback"
-ALICE = "alice@acme.test"
 
 
 @dataclass
@@ -144,6 +143,26 @@ async def revoke_and_check_refused(base_url: str, storage: Storage) -> None:
         assert answer.status_code == 401 and "invalid_token" in answer.headers["www-authenticate"]
 
 
+@asynccontextmanager
+async def hosting(
+    served: Companion, tmp_path: Path, port: int, path: str, document: Callable[[Request], Awaitable[JSONResponse]]
+) -> AsyncIterator[None]:
+    """Serve a client metadata document over TLS on 127.0.0.1; the server fetches it through its real fetcher, with
+    a client that trusts the test's authority, as a deployment behind a private CA would."""
+    tls = loopback_tls(tmp_path)
+    async with (
+        serving(
+            Starlette(routes=[Route(path, document)]),
+            port,
+            ssl_certfile=str(tls.cert_file),
+            ssl_keyfile=str(tls.key_file),
+        ),
+        httpx.AsyncClient(verify=tls.client_context()) as trusting,
+    ):
+        served.authorization.clients.fetcher = DocumentFetcher(trusting, https_only=True, allow_private=True)
+        yield
+
+
 async def test_the_sdk_client_registers_signs_in_calls_refreshes_and_is_revoked(live: tuple[str, Companion]) -> None:
     base_url, _ = live
     storage, person = await sign_in_and_use(base_url)
@@ -156,7 +175,6 @@ async def test_the_sdk_client_signs_in_with_its_client_metadata_document(
     live: tuple[str, Companion], tmp_path: Path
 ) -> None:
     base_url, served = live
-    tls = loopback_tls(tmp_path)
     port = free_port()
     client_id = f"https://127.0.0.1:{port}/oauth/client.json"
     fetched: list[str] = []
@@ -175,18 +193,7 @@ async def test_the_sdk_client_signs_in_with_its_client_metadata_document(
             }
         )
 
-    # The server fetches through its real fetcher, with a client that trusts the test's authority, as a
-    # deployment behind a private CA would.
-    async with (
-        serving(
-            Starlette(routes=[Route("/oauth/client.json", document)]),
-            port,
-            ssl_certfile=str(tls.cert_file),
-            ssl_keyfile=str(tls.key_file),
-        ),
-        httpx.AsyncClient(verify=tls.client_context()) as trusting,
-    ):
-        served.authorization.clients.fetcher = DocumentFetcher(trusting, https_only=True, allow_private=True)
+    async with hosting(served, tmp_path, port, "/oauth/client.json", document):
         storage, _ = await sign_in_and_use(base_url, client_metadata_url=client_id)
     assert storage.client is not None and storage.client.client_id == client_id
     assert fetched, "the document was fetched"
@@ -199,7 +206,6 @@ async def test_a_metadata_document_whose_redirects_differ_is_held_to_its_own(
 ) -> None:
     """The document, not the request, says where the browser may go back to."""
     base_url, served = live
-    tls = loopback_tls(tmp_path)
     port = free_port()
     client_id = f"https://127.0.0.1:{port}/client.json"
 
@@ -208,17 +214,7 @@ async def test_a_metadata_document_whose_redirects_differ_is_held_to_its_own(
             {"client_id": client_id, "client_name": "X", "redirect_uris": ["http://127.0.0.1:1/elsewhere"]}
         )
 
-    async with (
-        serving(
-            Starlette(routes=[Route("/client.json", document)]),
-            port,
-            ssl_certfile=str(tls.cert_file),
-            ssl_keyfile=str(tls.key_file),
-        ),
-        httpx.AsyncClient(verify=tls.client_context()) as trusting,
-        httpx2.AsyncClient(base_url=base_url) as http,
-    ):
-        served.authorization.clients.fetcher = DocumentFetcher(trusting, https_only=True, allow_private=True)
+    async with hosting(served, tmp_path, port, "/client.json", document), httpx2.AsyncClient(base_url=base_url) as http:
         answer = await http.get(
             "/authorize",
             params={
