@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hmac
 import json
-from typing import Any
+from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy.exc import IntegrityError
@@ -29,6 +29,7 @@ STATIC = HERE / "static"
 #: A subscription is an endpoint URL and two short keys; anything much larger is not one.
 MAX_BODY_BYTES = 8192
 NO_STORE = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+Body = TypeVar("Body", bound=BaseModel)
 
 
 class Keys(BaseModel):
@@ -93,8 +94,9 @@ async def _signed_in(request: Request) -> Viewer | JSONResponse:
     return viewer
 
 
-async def _posted(request: Request) -> tuple[Viewer, dict[str, Any]] | JSONResponse:
-    """The signed-in viewer and the posted JSON object, once the CSRF header matches the session's token."""
+async def _posted(request: Request, shape: type[Body], invalid: str) -> tuple[Viewer, Body] | JSONResponse:
+    """The signed-in viewer and the posted JSON object read as ``shape``, once the CSRF header matches the session's
+    token; ``invalid`` tells the browser what a body of another shape lacks."""
     viewer = await _signed_in(request)
     if isinstance(viewer, JSONResponse):
         return viewer
@@ -115,7 +117,10 @@ async def _posted(request: Request) -> tuple[Viewer, dict[str, Any]] | JSONRespo
         return error(400, "invalid_json", "The request body is not JSON.")
     if not isinstance(posted, dict):
         return error(400, "invalid_input", "Send a JSON object.")
-    return viewer, posted
+    try:
+        return viewer, shape.model_validate(posted)
+    except ValidationError:
+        return error(400, "invalid_input", invalid)
 
 
 async def key(request: Request) -> Response:
@@ -129,14 +134,10 @@ async def key(request: Request) -> Response:
 
 
 async def subscribe(request: Request) -> Response:
-    posted = await _posted(request)
+    posted = await _posted(request, Subscription, "That is not a push subscription: it needs an endpoint and its keys.")
     if isinstance(posted, JSONResponse):
         return posted
-    viewer, body = posted
-    try:
-        sent = Subscription.model_validate(body)
-    except ValidationError:
-        return error(400, "invalid_input", "That is not a push subscription: it needs an endpoint and its keys.")
+    viewer, sent = posted
     device = Device(endpoint=sent.endpoint, p256dh=sent.keys.p256dh, auth=sent.keys.auth)
     try:
         count = await devices_of(request).subscribe(
@@ -151,14 +152,10 @@ async def subscribe(request: Request) -> Response:
 
 
 async def unsubscribe(request: Request) -> Response:
-    posted = await _posted(request)
+    posted = await _posted(request, Unsubscription, "Name the subscription's endpoint.")
     if isinstance(posted, JSONResponse):
         return posted
-    viewer, body = posted
-    try:
-        sent = Unsubscription.model_validate(body)
-    except ValidationError:
-        return error(400, "invalid_input", "Name the subscription's endpoint.")
+    viewer, sent = posted
     count = await devices_of(request).unsubscribe(viewer.principal.user_id, sent.endpoint)
     return JSONResponse({"subscribed": False, "devices": count}, headers=NO_STORE)
 
@@ -166,14 +163,10 @@ async def unsubscribe(request: Request) -> Response:
 async def check(request: Request) -> Response:
     """Whether this browser's subscription is one of the person's devices (POSTed: an endpoint is never put in a
     URL, where access logs would keep it)."""
-    posted = await _posted(request)
+    posted = await _posted(request, Unsubscription, "Name the subscription's endpoint.")
     if isinstance(posted, JSONResponse):
         return posted
-    viewer, body = posted
-    try:
-        sent = Unsubscription.model_validate(body)
-    except ValidationError:
-        return error(400, "invalid_input", "Name the subscription's endpoint.")
+    viewer, sent = posted
     devices = devices_of(request)
     user_id = viewer.principal.user_id
     return JSONResponse(
