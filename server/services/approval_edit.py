@@ -34,6 +34,7 @@ from server.services.approval_flow import (
     decide_elsewhere,
     visible_to,
 )
+from server.services.tool_gateway import call_facts
 from store.connections import ConnectionView
 from store.models import (
     Approval,
@@ -43,7 +44,6 @@ from store.models import (
     KeyKind,
     Membership,
     Workspace,
-    utcnow,
 )
 from store.principal import Principal
 from tools.errors import InvalidArguments, ToolError
@@ -190,20 +190,14 @@ def _why_not(approval: Approval, actor: Principal) -> str:
 
 def _facts(editing: _Editing, arguments: dict[str, Any]) -> CallFacts:
     """The changed call as the rules see a call: the person who asked, through the same connection."""
-    approval, tool, connection = editing.approval, editing.tool, editing.connection
-    return CallFacts(
-        workspace_id=approval.workspace_id,
-        user_id=approval.user_id,
+    return call_facts(
+        editing.tool,
+        editing.connection,
+        arguments,
+        workspace_id=editing.approval.workspace_id,
+        user_id=editing.approval.user_id,
         role=editing.asker_role,
-        app=tool.app,
-        tool=tool.name,
-        risk=tool.risk.value,
-        connection_scope=connection.scope.value,
-        arguments=arguments,
-        now=utcnow(),
         timezone=editing.timezone,
-        connection_id=connection.id,
-        recipients=tool.recipients(arguments),
     )
 
 

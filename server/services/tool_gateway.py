@@ -118,6 +118,34 @@ def sender_of(bound: BoundTool) -> str:
     return f"{whose} {bound.tool.manifest.name} connection{label}{account}"
 
 
+def call_facts(
+    tool: RegisteredTool,
+    connection: ConnectionView,
+    arguments: dict[str, Any],
+    *,
+    workspace_id: str,
+    user_id: str,
+    role: str,
+    timezone: str,
+) -> CallFacts:
+    """What the rules decide on, from canonical arguments (the same values the adapter will be given), for a call
+    made in the name of ``user_id``: an assistant's call as it asks, and a person's edit of it before approving."""
+    return CallFacts(
+        workspace_id=workspace_id,
+        user_id=user_id,
+        role=role,
+        app=tool.app,
+        tool=tool.name,
+        risk=tool.risk.value,
+        connection_scope=connection.scope.value,
+        arguments=arguments,
+        now=utcnow(),
+        timezone=timezone,
+        connection_id=connection.id,
+        recipients=tool.recipients(arguments),
+    )
+
+
 def catalog_of(registry: Registry) -> Catalog:
     return {
         name: ToolInfo(t.app, t.risk.value, t.spec.input_schema, egress=t.egress, canonical=t.canonical_value)
@@ -235,27 +263,16 @@ class ToolGateway:
 
     async def decide(self, principal: Principal, bound: BoundTool, arguments: dict[str, Any]) -> Decision:
         index = await self.rulebook.index_for(principal.workspace_id)
-        return index.decide(self.facts(principal, bound.tool, bound.connection, arguments))
-
-    @staticmethod
-    def facts(
-        principal: Principal, tool: RegisteredTool, connection: ConnectionView, arguments: dict[str, Any]
-    ) -> CallFacts:
-        """What the rules decide on, from canonical arguments: the same values the adapter will be given."""
-        return CallFacts(
+        facts = call_facts(
+            bound.tool,
+            bound.connection,
+            arguments,
             workspace_id=principal.workspace_id,
             user_id=principal.user_id,
             role=principal.role.value,
-            app=tool.app,
-            tool=tool.name,
-            risk=tool.risk.value,
-            connection_scope=connection.scope.value,
-            arguments=arguments,
-            now=utcnow(),
             timezone=principal.timezone,
-            connection_id=connection.id,
-            recipients=tool.recipients(arguments),
         )
+        return index.decide(facts)
 
     async def call(
         self, principal: Principal, name: str, arguments: dict[str, Any] | None, channel: Channel = NO_CHANNEL
