@@ -380,6 +380,30 @@ async def test_no_link_is_made_for_someone_who_wants_no_email(mailing, demo_keys
     assert box.messages == [] and await links_of(companion, approval_id) == []
 
 
+async def test_an_escalation_that_names_email_mails_someone_who_wants_no_email(mailing, demo_keys):  # noqa: F811
+    """Once no one has decided in time, the admin's rule outranks the person's everyday choice of channels."""
+    companion, transport, box = mailing
+    rule = {
+        "effect": "ask", "scope": "workspace", "tool": "harmony_create_action_item",
+        "escalate_after_minutes": 30, "escalate_by": ["email"],
+    }  # fmt: skip
+    async with browser_for(transport) as http:
+        made = await http.post(
+            "/api/v1/rules", headers={"Authorization": f"Bearer {demo_keys.user_keys[ADMIN]}"}, json=rule
+        )
+    assert made.status_code == 201, made.text
+    approval_id = await ask(companion, transport, demo_keys, "Escalated by e-mail")
+    await companion.notices.drain()
+    assert box.messages == [], "Alice wants no e-mail, and nothing has escalated yet"
+    async with companion.db.transaction() as session:
+        await session.execute(
+            update(Approval).where(Approval.id == approval_id).values(escalate_at=utcnow() - timedelta(seconds=1))
+        )
+    assert len(await companion.gateway.flow.escalate_due(companion.registry.tools)) == 1
+    _, secret = await mailed_link(companion, box, approval_id)
+    assert secret and len(box.messages) == 1
+
+
 async def test_a_link_opened_after_its_approver_voted_says_so_and_offers_no_second_vote(mailed, demo_keys):
     """Two approvals are needed, of Alice and Bob; Alice votes in the console, then opens her e-mailed link."""
     companion, transport, box = mailed

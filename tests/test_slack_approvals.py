@@ -281,6 +281,29 @@ async def test_nothing_goes_to_slack_unless_the_admin_and_the_person_chose_it(wo
     assert world.slack.messages == []
 
 
+async def test_an_escalation_that_names_slack_reaches_a_person_who_turned_slack_off(world):
+    """The admin's rule, once no one has decided in time, outranks the person's everyday choice of channels."""
+    async with world.companion.db.transaction() as session:
+        await session.execute(update(User).values(notify_slack=False))
+        workspace = await workspace_by_slug(session, "acme")
+        admin = await user_by_email(session, "admin@acme.test")
+        actor = await member_principal(session, workspace.id, admin.id, acting_as="test")
+        assert actor is not None
+        rule = {"effect": "ask", "scope": "workspace", "app": "harmony", "tool": ASK}
+        escalates = {"escalate_after_minutes": 30, "escalate_by": ["slack"]}
+        await world.companion.rulebook.create(session, actor, Rule.model_validate({**rule, **escalates}))
+    approval_id = await world.ask("Escalated to Slack")
+    assert world.slack.messages == [], "Alice turned Slack off"
+    async with world.companion.db.transaction() as session:
+        await session.execute(
+            update(Approval).where(Approval.id == approval_id).values(escalate_at=utcnow() - timedelta(seconds=1))
+        )
+    assert len(await world.companion.gateway.flow.escalate_due(world.companion.registry.tools)) == 1
+    await world.companion.notices.drain()
+    message = world.message_to(ALICE, approval_id)
+    assert [b["action_id"] for b in buttons(message)] == ["approve", "deny", "open"]
+
+
 async def test_an_argument_cannot_write_a_mention_or_a_link_into_the_message(world):
     text = "Ping <!channel> & <@U0ADMIN001>, see <https://evil.example/login|the pricing sheet>"
     approval_id = await world.ask(text)

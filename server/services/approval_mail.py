@@ -61,7 +61,8 @@ class ApprovalMail:
         return bool(self.settings.smtp_host)
 
     async def waiting(self, notice: Notice) -> None:
-        """E-mail each approver who asked for it, if the server can send mail."""
+        """E-mail each approver who asked for it (or all of them, when an escalation insists on e-mail), if the
+        server can send mail."""
         if not self.configured:
             return
         for user_id in notice.approvers:
@@ -74,7 +75,8 @@ class ApprovalMail:
             approval = await session.get(Approval, notice.approval_id)
             # Shown as they may see it in the console: as a member of its workspace (who else could decide it?).
             viewer = await member_principal(session, notice.workspace_id, user_id, acting_as=self.name)
-        if user is None or not user.notify_approvals or approval is None or viewer is None:
+        chose = user is not None and (user.notify_approvals or self.name in notice.insist)
+        if user is None or not chose or approval is None or viewer is None:
             return
         story = (await self.cards.cards(viewer, [approval]))[approval.id]
         async with self.db.transaction() as session:

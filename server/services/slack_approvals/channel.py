@@ -21,7 +21,7 @@ import logging
 from datetime import timedelta
 
 import httpx
-from sqlalchemy import select
+from sqlalchemy import select, true
 
 from server.services.approval_flow import ApprovalFlow
 from server.services.cards import Cards
@@ -102,8 +102,10 @@ class SlackChannel:
             # sent another.
             told = {n.user_id for n in await approval_notices.of_approval(session, notice.approval_id, CHANNEL)}
             approvers: list[tuple[User, Principal]] = []
+            # An escalation that names Slack reaches each approver there, whether or not they chose Slack.
+            chose = true() if CHANNEL in notice.insist else User.notify_slack.is_(True)
             for user in await session.scalars(
-                select(User).where(User.id.in_(notice.approvers), User.notify_slack.is_(True)).order_by(User.id)
+                select(User).where(User.id.in_(notice.approvers), chose).order_by(User.id)
             ):
                 # Each is shown the call as they may see it in the console: as a member of its workspace.
                 viewer = await member_principal(session, notice.workspace_id, user.id, acting_as=CHANNEL)
