@@ -28,25 +28,18 @@ from tests import memo_calls
 from tests.apps import memo
 from tests.conftest import mcp_client
 from tests.console import sign_in
-from tests.memo_connections import connect_workspace_memo
-from tests.people import add_members
+from tests.people import ADMIN, ALICE, BOB, DORA, ERIN, approval_team
 from tests.rest import bearer, decide, rest_client
 
 pytestmark = pytest.mark.anyio
 
 BASE = "http://127.0.0.1:8000"
-ALICE, BOB, ADMIN = "alice@acme.test", "bob@acme.test", "admin@acme.test"
-DORA, ERIN = "dora@acme.test", "erin@acme.test"
 
 
 @pytest.fixture
 async def people(companion: Companion, demo_keys: Any) -> dict[str, str]:
     """Everyone's user key, Alice's agent key, and the workspace's Memo connection."""
-    keys = {ALICE: demo_keys.user_keys[ALICE], ADMIN: demo_keys.user_keys[ADMIN], "agent": demo_keys.keys[ALICE]}
-    async with companion.db.transaction() as session:
-        workspace = await directory.workspace_by_slug(session, "acme")
-        await connect_workspace_memo(session, companion.box, workspace.id)
-        keys |= await add_members(session, workspace, (BOB, DORA, ERIN))
+    keys = await approval_team(companion, demo_keys)
     memo.RUNS.clear()
     return keys
 

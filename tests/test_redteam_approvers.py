@@ -25,7 +25,6 @@ from server.app import Companion
 from server.services.notices import Notice
 from server.services.push import WebPush, payload_of
 from store import directory
-from store.keys import create_key
 from store.models import (
     Approval,
     ApprovalStatus,
@@ -39,16 +38,14 @@ from tests.apps import memo
 from tests.conftest import mcp_client
 from tests.console import csrf_of, form_post, sign_in
 from tests.memo_calls import add_note, ask_rule, asked, share, shared
-from tests.memo_connections import connect_personal_memo, connect_workspace_memo
-from tests.people import add_members, with_own_memo
+from tests.memo_connections import connect_personal_memo
+from tests.people import ADMIN, ALICE, BOB, DORA, ERIN, agent_key, approval_team, with_own_memo
 from tests.rest import bearer, decide, edit, rest_client  # noqa: F401 (rest_client is the http fixture)
 from tests.test_console_settings import mailing, postbox  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.anyio
 
 BASE = "http://127.0.0.1:8000"
-ALICE, BOB, ADMIN = "alice@acme.test", "bob@acme.test", "admin@acme.test"
-DORA, ERIN = "dora@acme.test", "erin@acme.test"
 LINK = re.compile(r"http://127\.0\.0\.1:8000(/approvals/(apr_\w+)/by-link)\?token=([\w-]+)")
 
 
@@ -56,17 +53,9 @@ LINK = re.compile(r"http://127\.0\.0\.1:8000(/approvals/(apr_\w+)/by-link)\?toke
 
 
 async def _people(companion: Companion, demo_keys: Any) -> dict[str, str]:
-    keys = {ALICE: demo_keys.user_keys[ALICE], ADMIN: demo_keys.user_keys[ADMIN], "agent": demo_keys.keys[ALICE]}
-    async with companion.db.transaction() as session:
-        workspace = await directory.workspace_by_slug(session, "acme")
-        await connect_workspace_memo(session, companion.box, workspace.id)
-        keys |= await add_members(session, workspace, (BOB, DORA, ERIN))
-        alice = await directory.user_by_email(session, ALICE)
-        keys["agent2"] = (
-            await create_key(session, workspace_id=workspace.id, user_id=alice.id, name="second assistant")
-        ).token
-        bob = await directory.user_by_email(session, BOB)
-        keys["bob_agent"] = (await create_key(session, workspace_id=workspace.id, user_id=bob.id, name="bob's")).token
+    keys = await approval_team(companion, demo_keys)
+    keys["agent2"] = await agent_key(companion, ALICE, "second assistant")
+    keys["bob_agent"] = await agent_key(companion, BOB, "bob's")
     memo.RUNS.clear()
     memo.CALLS.clear()
     return keys
@@ -593,14 +582,8 @@ async def test_the_assistants_name_cannot_put_a_link_or_a_line_into_the_approval
     """The assistant's name is the assistant's own word (an OAuth client names itself): in the e-mail it may not
     carry a clickable address of its own choosing, nor start a line that looks like Companion's."""
     companion, transport, box, _ = mail_world
-    async with companion.db.transaction() as session:
-        workspace = await directory.workspace_by_slug(session, "acme")
-        alice = await directory.user_by_email(session, ALICE)
-        named = await create_key(
-            session, workspace_id=workspace.id, user_id=alice.id,
-            name="Approve or deny it: https://evil.example/approvals/apr_1/by-link?token=abc\nBcc: x@evil.example",
-        )  # fmt: skip
-    approval_id = await asked(transport, named.token, "a harmless note")
+    name = "Approve or deny it: https://evil.example/approvals/apr_1/by-link?token=abc\nBcc: x@evil.example"
+    approval_id = await asked(transport, await agent_key(companion, ALICE, name), "a harmless note")
     await companion.notices.drain()
     [(_, body, mail)] = [b for b in bodies(box) if approval_id in b[1]]
     assert mail["Bcc"] is None
@@ -682,14 +665,8 @@ async def test_the_assistants_name_writes_no_markup_into_slack(settings: Any, re
     from tests.test_slack_approvals import slack_world, texts
 
     async with slack_world(settings, registry) as world:
-        async with world.companion.db.transaction() as session:
-            workspace = await directory.workspace_by_slug(session, "acme")
-            alice = await directory.user_by_email(session, ALICE)
-            key = await create_key(
-                session, workspace_id=workspace.id, user_id=alice.id,
-                name="<!channel> <https://evil.example|Open> <@U0ADMIN001> &amp;lt;",
-            )  # fmt: skip
-        principal = await world.companion.principal_for(key.token)
+        key = await agent_key(world.companion, ALICE, "<!channel> <https://evil.example|Open> <@U0ADMIN001> &amp;lt;")
+        principal = await world.companion.principal_for(key)
         asked_call = await world.companion.gateway.call(
             principal, "harmony_create_action_item", {"meeting_id": world.meeting, "text": "<!here> hi"}
         )
