@@ -380,3 +380,16 @@ async def test_someone_who_may_not_decide_reads_why_instead_of_buttons(app_clien
         page = await alice.get(f"/approvals/{own}")
     assert "an admin rule says someone else must approve it. You may still deny it." in " ".join(page.text.split())
     assert decision_buttons(page.text, own) == ["deny"]
+
+
+async def test_a_card_says_what_its_escalation_will_do(app_client, people, http):  # noqa: F811
+    await rule(http, people, approvers={"people": [BOB]}, escalate_after_minutes=30, escalate_by=["email", "push"])
+    approval_id = await asked(app_client, people, "renew the domain")
+    async with httpx2.AsyncClient(transport=app_client.transport, base_url=BASE) as bob:
+        await sign_in(bob, BOB)
+        page = await bob.get(f"/approvals/{approval_id}")
+    shown = " ".join(page.text.split())
+    assert re.search(
+        r"if no one decides by .+? UTC, the approvers are told again by e-mail and push notifications\.", shown
+    )
+    assert "admins are added" not in shown

@@ -675,3 +675,28 @@ async def test_a_bad_approvers_field_shows_its_problem_beside_it(admin, companio
     assert error_beside(refused.text, field) == problem
     assert f'href="#f-{field.replace(".", "-")}"' in refused.text  # the summary links to the field
     assert await rule_count(companion) == 0
+
+
+async def test_an_escalation_tells_the_approvers_again_by_the_channels_ticked(admin, companion):
+    await carol_joins(companion)
+    by_channels = {name: value for name, value in TWO_OF_BOB_AND_CAROL.items() if name != "escalate_to"}
+    page = await admin.get("/rules/new")
+    assert re.findall(r'name="escalate_by" value="(\w+)"', page.text) == ["email", "slack", "push"]
+    alone = await form_post(admin, "/rules/new", "/rules/new", by_channels)
+    assert alone.status_code == 422 and error_beside(alone.text, "escalate_to").startswith("escalating needs")
+    no_time = {**by_channels, "escalate_after_minutes": "", "escalate_by": ["email"]}
+    refused = await form_post(admin, "/rules/new", "/rules/new", no_time)
+    assert error_beside(refused.text, "escalate_after_minutes") == "escalating needs a time to escalate after"
+    assert re.search(r'name="escalate_by" value="email" checked', refused.text), "kept as ticked"
+    saved = await form_post(
+        admin,
+        "/rules/new",
+        "/rules/new",
+        {**by_channels, "escalate_after_minutes": "60", "escalate_by": ["email", "push"]},
+    )
+    assert saved.status_code == 303, words(saved.text)
+    rule = await only_rule(companion)
+    assert (rule.escalate_after_minutes, rule.escalate_to, rule.escalate_by) == (60, None, ["email", "push"])
+    listed = words((await admin.get("/rules")).text)
+    assert "Escalates after 1 hour: the approvers are told again by e-mail and push notifications" in listed
+    assert form_of_page((await admin.get(f"/rules/{rule.id}/edit")).text)["escalate_by"] == ["email", "push"]

@@ -16,11 +16,13 @@ from typing import Any
 from pydantic import ValidationError
 from starlette.datastructures import FormData
 
-from approvals.rules import Condition, Rule, RuleError
+from approvals.rules import NOTICE_CHANNELS, Condition, Rule, RuleError
 from server.web.rules_schema import PRESENCE, Argument, common_arguments, tools_selected
 from server.web.rules_words import Vocabulary, period_words
 
 CAP_PERIODS = {3600: "per hour", 86400: "per day", 604800: "per week"}
+# How the form names the channels an escalation can tell approvers by.
+CHANNEL_LABELS = {"email": "E-mail", "slack": "Slack", "push": "Their devices (push notifications)"}
 RISKS = ("read", "write", "send", "delete")
 ROLES = ("owner", "admin", "member")
 LOCAL_MINUTE = "%Y-%m-%dT%H:%M"
@@ -90,6 +92,7 @@ class RuleDraft:
     no_self_approval: bool = False
     escalate_after_minutes: str = ""
     escalate_to_admins: bool = False
+    escalate_by: list[str] = field(default_factory=list)
     roles: list[str] = field(default_factory=list)
     connection_scope: str = ""
     # The connections a rule is bound to ("remember" binds one); the form shows them and keeps them.
@@ -122,6 +125,7 @@ class RuleDraft:
             no_self_approval=rule.no_self_approval,
             escalate_after_minutes=str(rule.escalate_after_minutes or ""),
             escalate_to_admins=rule.escalate_to == "admins",
+            escalate_by=list(rule.escalate_by),
             roles=list(context.roles or []),
             connection_scope=context.connection_scope or "",
             connection_ids=list(context.connection_ids or []),
@@ -167,6 +171,7 @@ class RuleDraft:
             no_self_approval=form.get("no_self_approval") == "on",
             escalate_after_minutes=text("escalate_after_minutes"),
             escalate_to_admins=form.get("escalate_to") == "admins",
+            escalate_by=[str(v) for v in form.getlist("escalate_by")],
             roles=[str(v) for v in form.getlist("context.roles")],
             connection_scope=text("context.connection_scope"),
             connection_ids=list(
@@ -221,6 +226,7 @@ class RuleDraft:
             "no_self_approval": self.no_self_approval,
             "escalate_after_minutes": self._minutes(errors),
             "escalate_to": "admins" if self.escalate_to_admins else None,
+            "escalate_by": self.escalate_by,
         }
         if errors:
             raise FormErrors(errors)
@@ -236,6 +242,7 @@ class RuleDraft:
             or self.no_self_approval
             or self.escalate_after_minutes
             or self.escalate_to_admins
+            or self.escalate_by
         )
 
     def _approvers(self, errors: dict[str, str]) -> dict[str, Any] | None:
@@ -321,6 +328,7 @@ FIELD_LABELS = {
     "no_self_approval": "Not by whoever asked",
     "escalate_after_minutes": "Escalate after",
     "escalate_to": "Escalate to the admins",
+    "escalate_by": "Tell the approvers again by",
 }
 CONDITION_PARTS = {"arg": "argument", "op": "test", "value": "value"}
 # Where a problem without a field of its own is shown.
@@ -449,6 +457,11 @@ class Choices:
     def argument(self, path: str) -> Argument:
         """The argument at ``path``; one the chosen tools do not share still shows, so nothing typed is lost."""
         return self.arguments.get(path) or Argument(path, "any")
+
+    @property
+    def escalation_channels(self) -> list[tuple[str, str]]:
+        """The channels an escalation can tell the approvers by, with their names."""
+        return [(channel, CHANNEL_LABELS.get(channel, channel)) for channel in NOTICE_CHANNELS]
 
     def cap_periods(self, current: str) -> list[tuple[str, str]]:
         """The periods a cap can count over, keeping an unusual one a rule was saved with."""
