@@ -242,8 +242,9 @@ async def test_screenshots_for_the_docs_of_the_inbox_and_the_approval_page_on_a_
 
 
 async def test_screenshots_for_the_docs_of_who_approves_and_a_card_after_voting(console, docs_shots):
-    """An admin names two of Bob and Carol, not the person who asked, and the admins after 30 minutes, in the rule
-    form; Bob, who has approved a call such a rule holds, reads where the votes stand. At a desktop and a phone."""
+    """An admin names two of Bob and Carol, not the person who asked, and after 30 minutes the admins and an e-mail,
+    in the rule form; Bob, who has approved a call such a rule holds, reads where the votes stand. At a desktop and a
+    phone."""
     _, approval_id, _ = await voted_on(console)
     admin = await console.person("admin@acme.test")
     await admin.goto("/rules/new")
@@ -257,12 +258,15 @@ async def test_screenshots_for_the_docs_of_who_approves_and_a_card_after_voting(
     await who.get_by_label("Never approved by the person who asked").check()
     await who.get_by_label("Escalate after (minutes)").fill("30")
     await who.get_by_label("Then add the workspace's admins as approvers").check()
+    await who.get_by_label("E-mail").check()
     await admin.get_by_label("Description").fill("Action items need two of Bob and Carol")
     await admin.get_by_role("button", name="Simulate").click()
     await settled(admin)
     preview = admin.get_by_role("region", name="In plain words")
     await expect(preview).to_contain_text("Approved by 2 of bob@acme.test, carol@acme.test")
-    await expect(preview).to_contain_text("Escalates after 30 minutes: the admins are added")
+    await expect(preview).to_contain_text(
+        "Escalates after 30 minutes: the admins are added, and the approvers are told again by e-mail"
+    )
     bob = await console.person("bob@acme.test")
     waiting = "You approved this · 1 of 2 approvals so far; waiting for carol@acme.test."
     for viewport, suffix in ((DESKTOP, ""), (PHONE, "-phone")):
