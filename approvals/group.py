@@ -103,6 +103,19 @@ def self_approval_refused(
     return no_self_approval and actor_id == asker_id and not owner
 
 
+def waits_for(
+    approvers: dict[str, Any], *, asker_id: str, actor_id: str, actor_is_admin: bool, no_self_approval: bool
+) -> bool:
+    """Whether the approval waits for this actor's vote: they are an approver, have not voted, and may approve."""
+    return (
+        in_group(approvers, asker_id=asker_id, actor_id=actor_id, actor_is_admin=actor_is_admin)
+        and not any(vote.get("user_id") == actor_id for vote in approvers.get("votes", []))
+        and not self_approval_refused(
+            approvers, no_self_approval=no_self_approval, asker_id=asker_id, actor_id=actor_id
+        )
+    )
+
+
 @dataclass(frozen=True)
 class Tally:
     """Where the votes stand: approvals counted towards the number needed, and whether the owner's is in."""

@@ -94,6 +94,23 @@ async def test_two_of_three_approve_and_the_call_runs_once(
     assert late.status_code == 409
 
 
+async def test_an_approval_is_counted_as_waiting_only_for_those_whose_vote_it_wants(
+    app_client: Any, http: httpx2.AsyncClient, people: dict[str, str], companion: Companion
+) -> None:
+    """The number in the menu and the tab title: what this person can still decide."""
+    await two_of_three(http, people)
+    approval_id = await asked(app_client, people, "order the chairs")
+
+    async def waiting_for(email: str) -> int:
+        principal = await companion.principal_for(people[email])
+        assert principal is not None
+        return await waiting_count(companion.db, principal)
+
+    assert [await waiting_for(who) for who in (BOB, DORA, ALICE, ERIN)] == [1, 1, 0, 0], "Alice may not approve it"
+    assert (await decide(http, people[BOB], approval_id)).json()["status"] == "pending"
+    assert [await waiting_for(who) for who in (BOB, DORA)] == [0, 1], "Bob's vote is in; Dora's is still wanted"
+
+
 async def test_one_deny_ends_it(app_client: Any, http: httpx2.AsyncClient, people: dict[str, str]) -> None:
     await two_of_three(http, people)
     approval_id = await asked(app_client, people, "wire the money")
