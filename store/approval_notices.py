@@ -91,13 +91,18 @@ async def stale(
     return [(notice, str(word)) for notice, word in (await session.execute(query)).all()]
 
 
-async def claim(session: AsyncSession, notice_id: str, *, was: str, shows: str) -> bool:
-    """Mark the message as showing ``shows`` if it still shows ``was``; whether this caller did (and so updates
-    it)."""
+async def claim(
+    session: AsyncSession, notice_id: str, *, was: str, shows: str, ref: dict[str, Any] | None = None
+) -> bool:
+    """Mark the message as showing ``shows`` if it still shows ``was``, and with ``ref`` as what the channel keeps
+    of it once updated; whether this caller did (and so updates it)."""
+    changes: dict[str, Any] = {"shown_status": shows, "updated_at": utcnow()}
+    if ref is not None:
+        changes["ref"] = ref
     moved = await session.execute(
         update(ApprovalNotice)
         .where(and_(ApprovalNotice.id == notice_id, ApprovalNotice.shown_status == was))
-        .values(shown_status=shows, updated_at=utcnow())
+        .values(**changes)
         .execution_options(synchronize_session=False)
     )
     return rows_matched(moved) == 1

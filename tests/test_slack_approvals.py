@@ -10,10 +10,9 @@ them to ``/slack/interactions`` as Slack would. Every path that could decide is 
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -30,8 +29,8 @@ from server.services.approval_flow import cancel_request
 from server.services.cards import ArgumentField, Shown
 from server.services.slack_approvals import SlackChannel
 from server.services.slack_approvals import message as slack_message
-from server.services.slack_approvals.interactions import COUNTED, NOT_YOURS, SLACK_OFF
-from server.services.slack_approvals.message import TOO_LONG, mrkdwn
+from server.services.slack_approvals.interactions import COUNTED, NOT_OFFERED, NOT_YOURS, SLACK_OFF
+from server.services.slack_approvals.message import REQUEST_CHARS, TOO_LONG
 from server.services.slack_approvals.signing import signature
 from server.settings import Settings
 from store.approval_notices import APPROVED
@@ -54,7 +53,8 @@ from store.models import (
 from store.principal import Principal
 from tests.console import form_post, sign_in
 from tests.fakes.base import serve
-from tests.fakes.slack_web import SlackWebFake, signed
+from tests.fakes.linear import LinearFake
+from tests.fakes.slack_web import SlackWebFake, signed, text_characters
 from tests.providers import provider_settings
 from tools.registry import Registry
 from tools.tokens import credentials_from_token
@@ -126,11 +126,11 @@ class World:
         return found
 
     async def updated(self, message: dict[str, Any], containing: str, seconds: float = 5.0) -> dict[str, Any]:
-        """The update of ``message`` whose text contains ``containing``, once the server has made it."""
+        """The update of ``message`` whose blocks read ``containing`` (``read``), once the server has made it."""
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             for made in self.slack.updates:
-                if made["ts"] == message["ts"] and containing in made["text"]:
+                if made["ts"] == message["ts"] and containing in read(made["blocks"]):
                     return made
             await asyncio.sleep(0.02)
         raise AssertionError(f"no update containing {containing!r}: {self.slack.updates}")
@@ -155,14 +155,20 @@ async def connect_mailbox(companion: Companion, email: str = "alice@acme.test") 
 
 
 @asynccontextmanager
-async def slack_world(settings: Settings, registry: Registry, *, sweep_every: float = 0.1) -> AsyncIterator[World]:
+async def slack_world(
+    settings: Settings, registry: Registry, *, sweep_every: float = 0.1, linear: LinearFake | None = None
+) -> AsyncIterator[World]:
     """The demo workspace with Slack approvals on, a workspace Slack connection to the fake, and Alice choosing
-    Slack; the app running with its lifespan (so its sweep) and a client that posts to it."""
+    Slack; the app running with its lifespan (so its sweep) and a client that posts to it. With ``linear``, Alice
+    has connected her Linear too, served by that fake."""
     fake = SlackWebFake()
-    async with serve(fake) as origin:
+    async with AsyncExitStack() as stack:
+        origin = await stack.enter_async_context(serve(fake))
         configured = provider_settings(settings, "slack", origin).model_copy(
             update={"slack_signing_secret": SecretStr(SECRET), "base_url": BASE}
         )
+        if linear is not None:
+            configured = provider_settings(configured, "linear", await stack.enter_async_context(serve(linear)))
         companion = Companion.build(configured, registry=registry)
         companion.slack.channel.every = sweep_every
         async with companion.db.transaction() as session:
@@ -187,6 +193,19 @@ async def slack_world(settings: Settings, registry: Registry, *, sweep_every: fl
                 credentials=credentials_from_token(fake.issue()),
             )
             row.auth_method = "oauth2"
+            if linear is not None:
+                mine = await add_connection(
+                    session,
+                    companion.box,
+                    app="linear",
+                    scope=ConnectionScope.PERSONAL,
+                    workspace_id=workspace.id,
+                    user_id=alice.id,
+                    label="Alice's Linear",
+                    setup={},
+                    credentials=credentials_from_token(linear.issue()),
+                )
+                mine.auth_method = "oauth2"
             key = await create_key(session, workspace_id=workspace.id, user_id=alice.id, name="Claude")
             meeting = await session.scalar(select(Meeting.id).where(Meeting.owner_id == alice.id).limit(1))
         assert meeting is not None
@@ -208,22 +227,66 @@ async def world(settings: Settings, registry: Registry) -> AsyncIterator[World]:
 
 
 def texts(value: Any) -> list[str]:
-    """Every text a message or view shows, wherever it sits in its blocks."""
+    """Every text of a message or view that Slack reads as mrkdwn, where ``*``, ``_``, ``~``, a backtick and
+    ``<…>`` are markup: only Companion's own words may be there."""
     if isinstance(value, dict):
-        own = [value["text"]] if isinstance(value.get("text"), str) else []
+        own = [value["text"]] if value.get("type") == "mrkdwn" else []
         return own + [t for v in value.values() for t in texts(v)]
     if isinstance(value, list):
         return [t for v in value for t in texts(v)]
     return []
 
 
+def literal(value: Any) -> list[str]:
+    """Every text of a message or view that Slack shows as it is: plain_text objects and rich text elements."""
+    if isinstance(value, dict):
+        own = [value["text"]] if value.get("type") in ("plain_text", "text") else []
+        return own + [t for v in value.values() for t in literal(v)]
+    if isinstance(value, list):
+        return [t for v in value for t in literal(v)]
+    return []
+
+
+def _inline(elements: list[dict[str, Any]]) -> str:
+    said = ""
+    for element in elements:
+        if element["type"] == "date":
+            said += element["fallback"]
+            continue
+        text, style = element["text"], element.get("style", {})
+        core = text.strip()
+        mark = ("**" if style.get("bold") else "") + ("_" if style.get("italic") else "")
+        said += text[: text.index(core)] + mark + core + mark[::-1] + text[text.index(core) + len(core) :]
+    return said
+
+
+def read(blocks: list[dict[str, Any]]) -> str:
+    """The rich text of ``blocks`` as a reader takes it in, a line a section: Companion's bold words between ``**``,
+    its italics between ``_``, a quoted line after ``> ``, a list's item after ``• ``, a date by its fallback."""
+    lines: list[str] = []
+    for block in blocks:
+        for element in block.get("elements", []) if block["type"] == "rich_text" else []:
+            if element["type"] == "rich_text_section":
+                lines.append(_inline(element["elements"]))
+            elif element["type"] == "rich_text_quote":
+                lines += [f"> {line}" for line in _inline(element["elements"]).split("\n")]
+            else:
+                lines += [f"• {_inline(item['elements'])}" for item in element["elements"]]
+    return "\n".join(lines)
+
+
+def elements(value: Any, kind: str) -> list[dict[str, Any]]:
+    """Every rich text element of ``kind`` in ``value``, wherever it sits."""
+    if isinstance(value, dict):
+        own = [value] if value.get("type") == kind else []
+        return own + [e for v in value.values() for e in elements(v, kind)]
+    if isinstance(value, list):
+        return [e for v in value for e in elements(v, kind)]
+    return []
+
+
 def buttons(message: dict[str, Any]) -> list[dict[str, Any]]:
     return [e for b in message["blocks"] if b["type"] == "actions" for e in b["elements"]]
-
-
-def section(message: dict[str, Any], starting: str) -> dict[str, Any]:
-    """The section whose text begins with ``starting``."""
-    return next(b for b in message["blocks"] if b.get("text", {}).get("text", "").startswith(starting))
 
 
 # -- the message -------------------------------------------------------------------------------------------------
@@ -233,14 +296,17 @@ async def test_a_waiting_approval_reaches_the_approver_as_a_direct_message(world
     approval_id = await world.ask()
     message = world.message_to(ALICE, approval_id)
     assert message["channel"] == "D0ALICE001"
-    shown = "\n".join(texts(message["blocks"]))
+    shown = read(message["blocks"])
     # Who asked through which assistant, what will happen with the meeting said by its title, the risk, the expiry.
-    title = mrkdwn(await world.meeting_title())
-    assert "*Asked by*\nClaude on behalf of you" in shown
+    title = await world.meeting_title()
+    assert "**Asked by:** Claude on behalf of you" in shown
     assert f"Add the action item “Send Carol the pricing sheet” to meeting “{title}”\n" in shown
-    assert "Risk: write" in shown and world.meeting not in message["text"]
+    assert "Risk: write" in shown
+    # The notification says only Companion's words and the app: nothing the assistant chose.
+    assert message["text"] == "An approval is waiting for you in Harmony."
     expires = (await world.approval(approval_id)).expires_at
-    assert f"<!date^{int(expires.timestamp())}^" in shown
+    [date] = elements(message, "date")
+    assert date["timestamp"] == int(expires.timestamp()) and f"**Expires:** {date['fallback']}" in shown
     assert [(b["action_id"], b.get("style"), b.get("url")) for b in buttons(message)] == [
         ("approve", "primary", None),
         ("deny", "danger", None),
@@ -252,7 +318,8 @@ async def test_a_waiting_approval_reaches_the_approver_as_a_direct_message(world
     async with world.companion.db.session() as session:
         [notice] = await session.scalars(select(ApprovalNotice))
     assert (notice.channel, notice.approval_id, notice.shown_status) == ("slack", approval_id, "pending")
-    assert notice.ref == {"channel": "D0ALICE001", "ts": message["ts"], "user": ALICE}
+    # What the message offered is kept with it: a press is judged by it, without making the message again.
+    assert notice.ref == {"channel": "D0ALICE001", "ts": message["ts"], "user": ALICE, "approve": True}
 
 
 async def test_the_approvers_slack_account_is_looked_up_once_for_a_while(world):
@@ -308,52 +375,77 @@ async def test_an_argument_cannot_write_a_mention_or_a_link_into_the_message(wor
     text = "Ping <!channel> & <@U0ADMIN001>, see <https://evil.example/login|the pricing sheet>"
     approval_id = await world.ask(text)
     message = world.message_to(ALICE, approval_id)
-    shown = [*texts(message["blocks"]), message["text"]]
-    assert any("Ping &lt;!channel&gt; &amp; &lt;@U0ADMIN001&gt;" in t for t in shown)
-    assert any("&lt;https://evil.example/login|the pricing sheet&gt;" in t for t in shown)
-    # The only markup left is Companion's own: the expiry, shown in each reader's time zone.
-    for t in shown:
-        assert re.sub(r"<!date\^\d+\^\{date_short_pretty\} at \{time\}\|[^<>]*>", "", t).count("<") == 0, t
-    sections = [b["text"] for b in message["blocks"] if b["type"] == "section" and "text" in b]
-    fields = [f for b in message["blocks"] if b["type"] == "section" for f in b.get("fields", [])]
-    assert all(s["type"] == "mrkdwn" and s["verbatim"] is True for s in [*sections, *fields])
-    # The argument's own field says it as it is, escaped the same way.
-    assert f"*Text*\n{mrkdwn(text)}" in [f["text"] for f in fields]
-    # The Deny form shows the request escaped the same way.
+    # The argument is a rich text element, which Slack shows as it is: a mention or a link is an element of its own.
+    assert {"type": "text", "text": text} in elements(message, "text")
+    runs = [*elements(message, "rich_text_section"), *elements(message, "rich_text_quote")]
+    assert {leaf["type"] for run in runs for leaf in run["elements"]} == {"text", "date"}
+    # Nothing the assistant chose is where Slack reads markup: mrkdwn holds only Companion's own words.
+    for said in [*texts(message["blocks"]), message["text"]]:
+        assert "<" not in said and "&" not in said and "evil.example" not in said, said
+    # The Deny form shows the request's summary the same way.
     await world.press(ALICE, message, "deny")
     [form] = world.slack.views
-    assert "&lt;!channel&gt;" in "\n".join(texts(form["blocks"])) and "<!channel>" not in str(form["blocks"])
+    assert any(text in t for t in literal(form["blocks"])) and not texts(form["blocks"])
+
+
+async def test_what_mrkdwn_would_hide_shows_character_for_character(world):
+    """``evil_corp_@x.test`` in mrkdwn reads as an italic ``evilcorp@x.test``, ``a*b*@x.test`` as a bold ``b``; a
+    subject's backticks and tildes would be code and strikethrough. Each is shown as it is."""
+    await connect_mailbox(world.companion)
+    subject = "Q3 `budget` ~draft~ *final* _v2_"
+    approval_id = await world.ask_for(
+        SEND,
+        {
+            "to": ["evil_corp_@x.test"],
+            "cc": ["a*b*@x.test"],
+            "subject": subject,
+            "body_text": "Pay `now` to ~old~ *new* account_no_1",
+        },
+    )
+    message = world.message_to(ALICE, approval_id)
+    shown = [e["text"] for e in elements(message, "text")]
+    for value in ("evil_corp_@x.test", "a*b*@x.test", subject, "Pay `now` to ~old~ *new* account_no_1"):
+        assert value in shown, value
+    # The summary's own lines carry them as they are too.
+    assert {"To: evil_corp_@x.test", "Cc: a*b*@x.test"} <= set(shown)
+    for said in [*texts(message["blocks"]), message["text"]]:
+        assert not any(mark in said for mark in ("evil_corp", "a*b*", "`", "~")), said
+    # Only Companion's labels are bold, and none of the assistant's values.
+    bold = {e["text"] for e in elements(message, "text") if e.get("style", {}).get("bold")}
+    assert {"To: ", "Cc: ", "Subject: ", "Body"} <= bold
+    assert not [b for b in bold if any(v in b for v in ("evil_corp", "a*b*", "budget", "account_no"))]
 
 
 async def test_the_message_labels_each_argument_and_says_why_it_asks(world):
     approval_id = await world.ask("Send Carol the pricing sheet")
     message = world.message_to(ALICE, approval_id)
-    title = mrkdwn(await world.meeting_title())
+    title = await world.meeting_title()
     # Each argument labelled, the meeting by its title beside the id that runs.
-    assert [f["text"] for f in section(message, "*Details*")["fields"]] == [
-        f"*Meeting*\n{title} ({world.meeting})",
-        "*Text*\nSend Carol the pricing sheet",
-    ]
-    assert section(message, "*Why it asks*")["text"]["text"] == (
-        "*Why it asks*\nNo rule covers this change. Writes ask unless one of your rules allows them."
+    assert (
+        f"**Details**\n**Meeting:** {title} ({world.meeting})\n**Text:** Send Carol the pricing sheet\n"
+        "**Why it asks**\nNo rule covers this change. Writes ask unless one of your rules allows them."
+    ) in read(message["blocks"])
+    # Slack shows the value of several lines in one quote under its label, each line as it is: none of them passes
+    # for a line of the message's own.
+    text = "Call Erin\n*Bcc:* everyone@acme.test\n*Why it asks*"
+    approval_id = await world.ask(text)
+    message = world.message_to(ALICE, approval_id)
+    assert "**Text**\n> Call Erin\n> *Bcc:* everyone@acme.test\n> *Why it asks*" in read(message["blocks"])
+    assert {"type": "rich_text_quote", "elements": [{"type": "text", "text": text}]} in elements(
+        message, "rich_text_quote"
     )
-    # Slack shows the value of several lines quoted line by line under its label: none of its lines passes for a
-    # line of the message's own.
-    approval_id = await world.ask("Call Erin\n*Bcc:* everyone@acme.test\n*Why it asks*")
-    text = section(world.message_to(ALICE, approval_id), "*Text*")["text"]["text"]
-    assert text == "*Text*\n>Call Erin\n>*Bcc:* everyone@acme.test\n>*Why it asks*"
 
 
 async def test_each_approver_is_told_as_they_may_see_it(world):
     await world.approvers_are(["alice@acme.test", "admin@acme.test"])
     approval_id = await world.ask()
     alices, admins = world.message_to(ALICE, approval_id), world.message_to("U0ADMIN001", approval_id)
-    assert "*Asked by*\nClaude on behalf of you" in texts(alices["blocks"])
-    assert "*Asked by*\nClaude on behalf of Alice Archer" in texts(admins["blocks"])
+    assert "**Asked by:** Claude on behalf of you" in read(alices["blocks"])
+    assert "**Asked by:** Claude on behalf of Alice Archer" in read(admins["blocks"])
     # The meeting by its title to both: it is read as Alice, who asked, whoever reads the message.
-    title = mrkdwn(await world.meeting_title())
+    title = await world.meeting_title()
     for message in (alices, admins):
-        assert f"*Meeting*\n{title} ({world.meeting})" in texts(message["blocks"])
+        assert f"**Meeting:** {title} ({world.meeting})" in read(message["blocks"])
 
 
 async def test_an_email_to_send_shows_every_recipient_and_the_message_as_it_will_be_sent(world):
@@ -369,25 +461,22 @@ async def test_an_email_to_send_shows_every_recipient_and_the_message_as_it_will
         },
     )
     message = world.message_to(ALICE, approval_id)
+    shown = read(message["blocks"])
     # The summary's facts: every recipient on a line of their own, bcc too.
-    facts = section(message, "Send an e-mail to bob@client.com")["text"]["text"].split("\n")
-    assert {"To: bob@client.com", "Cc: dana@acme.test", "Bcc: erin@partner.io"} <= set(facts)
-    # The e-mail as its recipients will see it: the body quoted line by line, nothing in it markup.
-    assert section(message, "*The e-mail")["text"]["text"] == (
-        "*The e-mail as its recipients will see it*\n"
-        "*To:* bob@client.com\n"
-        "*Cc:* dana@acme.test\n"
-        "*Bcc:* erin@partner.io _(hidden from the other recipients)_\n"
-        "*Subject:* Q3 &lt;proposal&gt;\n"
-        "*Body*\n"
-        ">Hi Bob,\n"
-        ">*Bcc:* nobody@partner.io\n"
-        ">&lt;https://evil.example|the deck&gt;"
-    )
+    assert {"To: bob@client.com", "Cc: dana@acme.test", "Bcc: erin@partner.io"} <= set(shown.split("\n"))
+    # The e-mail as its recipients will see it: the body quoted, nothing in it markup.
     assert (
-        "No rule covers sending e-mail outside acme.test (here to client.com and partner.io)."
-        in (section(message, "*Why it asks*")["text"]["text"])
-    )
+        "**The e-mail as its recipients will see it**\n"
+        "**To:** bob@client.com\n"
+        "**Cc:** dana@acme.test\n"
+        "**Bcc:** erin@partner.io _(hidden from the other recipients)_\n"
+        "**Subject:** Q3 <proposal>\n"
+        "**Body**\n"
+        "> Hi Bob,\n"
+        "> *Bcc:* nobody@partner.io\n"
+        "> <https://evil.example|the deck>\n"
+    ) in shown
+    assert "No rule covers sending e-mail outside acme.test (here to client.com and partner.io)." in shown
     assert [b["action_id"] for b in buttons(message)] == ["approve", "deny", "open"]
 
 
@@ -397,46 +486,54 @@ async def test_a_request_too_long_for_one_message_offers_no_approve(world):
     arguments = {"to": ["bob@client.com"], "subject": "Figures", "body_text": f"{body}\nBcc this to eve@evil.test"}
     approval_id = await world.ask_for(SEND, arguments)
     message = world.message_to(ALICE, approval_id)
-    assert len(message["blocks"]) == 50 and TOO_LONG in texts(message["blocks"])
+    assert f"_{TOO_LONG}_" in read(message["blocks"])
     assert "Bcc this to eve@evil.test" not in str(message), "the end of the body is not in the message"
+    assert text_characters(message["blocks"]) < 12_000, "as much as Slack takes, and no more"
     assert [b["action_id"] for b in buttons(message)] == ["deny", "open"]
     assert "Open it to read all of it and approve it there." in texts(message["blocks"])
+    async with world.companion.db.session() as session:
+        [notice] = await session.scalars(select(ApprovalNotice))
+    assert notice.ref["approve"] is False
     # An Approve sent for it anyway (a client may send any button) decides nothing.
     await world.press(ALICE, message, "approve", value=approval_id)
-    assert (
-        world.slack.responses[-1]["text"] == "This request is too long to show in Slack in full: open it to approve it."
-    )
+    assert world.slack.responses[-1]["text"] == NOT_OFFERED
     assert (await world.approval(approval_id)).status is ApprovalStatus.PENDING
-    # The Deny form shows as much as the message did, and still denies.
+    # The Deny form shows the request's summary, and still denies.
     await world.press(ALICE, message, "deny")
     [form] = world.slack.views
-    assert TOO_LONG in texts(form["blocks"])
+    assert {"Send an e-mail to bob@client.com — subject “Figures”", "To: bob@client.com"} <= set(literal(form))
 
 
-def waiting_with(*fields: ArgumentField) -> dict[str, Any]:
+def waiting_with(*fields: ArgumentField) -> slack_message.Message:
     """The message for a card with these arguments, made without a server."""
     story = cards.Card("apr_1", "Claude on behalf of you", utcnow(), "Do it", ("Risk: write",), fields, None, ())
     return slack_message.waiting(slack_message.Card("apr_1", "Notes", story, utcnow(), f"{BASE}/approvals/apr_1"))
 
 
-def test_a_value_longer_than_a_section_goes_on_quoted_and_no_entity_is_split():
+def test_a_long_value_is_quoted_whole_as_it_is_and_every_argument_follows_in_order():
     text = "&" * 1000 + "<" * 1000 + "\n*Bcc:* eve@evil.test"
     many = [ArgumentField(f"tag{n}", f"Tag {n}", Shown(f"value {n}")) for n in range(23)]
     made = waiting_with(ArgumentField("text", "Text", Shown(text, lines=True)), *many)
-    sections = [b for b in made["blocks"] if b["type"] == "section"]
-    # The 9,000 characters the text's first line is once escaped, across sections, each piece of it quoted.
-    said = [s["text"]["text"] for s in sections if "text" in s]
-    first = said.index("*Details*\n*Text*") + 1
-    pieces = said[first : first + 4]
-    assert all(len(p) <= 3000 for p in pieces) and "".join(pieces).count("&") == 2000
-    lines = "\n".join(pieces).split("\n")
-    assert all(line.startswith(">") and "&" not in re.sub("&(amp|lt|gt);", "", line) for line in lines)
-    assert lines[-1] == ">*Bcc:* eve@evil.test"
-    # The other arguments in columns, ten to a section at most, all of them, in their order.
-    columns = [f["text"] for s in sections for f in s.get("fields", [])][2:]
-    assert columns == [f"*Tag {n}*\nvalue {n}" for n in range(23)]
-    assert [len(s["fields"]) for s in sections if "fields" in s][1:] == [10, 10, 3]
-    assert buttons(made)[0]["action_id"] == "approve"
+    assert made.approve and buttons(made.payload())[0]["action_id"] == "approve"
+    # Its characters as they are, no entity for Slack to read, all of its lines in one quote.
+    assert {"type": "rich_text_quote", "elements": [{"type": "text", "text": text}]} in elements(
+        made.blocks, "rich_text_quote"
+    )
+    details = read(made.blocks).split("**Details**\n")[1].split("\n")
+    assert details[:3] == ["**Text**", f"> {'&' * 1000}{'<' * 1000}", "> *Bcc:* eve@evil.test"]
+    assert details[3:] == [f"**Tag {n}:** value {n}" for n in range(23)]
+
+
+def test_a_request_longer_than_a_message_holds_shows_its_start_and_offers_no_approve():
+    tail = "\n*Bcc:* eve@evil.test"
+    made = waiting_with(
+        ArgumentField("text", "Text", Shown("x" * REQUEST_CHARS + tail, lines=True)),
+        ArgumentField("to", "To", Shown("eve@evil.test")),
+    )
+    assert not made.approve and [b["action_id"] for b in buttons(made.payload())] == ["deny", "open"]
+    assert "eve@evil.test" not in str(made.blocks) and read(made.blocks).endswith(f"_{TOO_LONG}_")
+    request = [b for b in made.blocks if b["type"] == "rich_text"][1:]
+    assert text_characters(request) == REQUEST_CHARS + len(TOO_LONG)
 
 
 def test_an_update_shows_each_field_now_and_new_and_a_list_item_by_item():
@@ -444,14 +541,18 @@ def test_an_update_shows_each_field_now_and_new_and_a_list_item_by_item():
         ArgumentField("state", "State", Shown("In Progress"), current=Shown("Todo → New Done")),
         ArgumentField("priority", "Priority", Shown("2"), current=Shown("2")),
         ArgumentField("labels", "Labels", Shown("a, b, c", items=("a, b", "c"))),
+        ArgumentField("note", "Note", Shown("")),
     )
     # What it is now and what it becomes, each apart, so neither can pass for the other; a list keeps its items.
-    assert [f["text"] for f in section(made, "*Details*")["fields"]] == [
-        "*State (now)*\nTodo → New Done",
-        "*State (new)*\nIn Progress",
-        "*Priority*\n2 _(unchanged)_",
-        "*Labels*\n• a, b\n• c",
-    ]
+    assert read(made.blocks).split("**Details**\n")[1] == (
+        "**State (now):** Todo → New Done\n"
+        "**State (new):** In Progress\n"
+        "**Priority:** 2 _(unchanged)_\n"
+        "**Labels**\n"
+        "• a, b\n"
+        "• c\n"
+        "**Note:** _(empty)_"
+    )
 
 
 # -- deciding from Slack -----------------------------------------------------------------------------------------
@@ -465,9 +566,10 @@ async def test_approve_in_slack_decides_as_the_approver_and_the_call_runs_once(w
     approval = await world.approval(approval_id)
     assert approval.status is ApprovalStatus.APPROVED and approval.decided_via == "slack"
     assert approval.decided_by == world.alice.user_id
-    made = await world.updated(message, "*Approved by alice@acme.test* in Slack")
+    made = await world.updated(message, "**Approved by alice@acme.test** in Slack, ")
     assert [b["action_id"] for b in buttons(made)] == ["open"]
-    assert "Approved from Slack" in "\n".join(texts(made["blocks"]))
+    assert made["text"] == "Approval request in Harmony: approved."
+    assert "**Text:** Approved from Slack" in read(made["blocks"])
     # The assistant's repeat runs it, once; another repeat gets the stored result.
     arguments = {"meeting_id": world.meeting, "text": "Approved from Slack"}
     first = await world.companion.gateway.call(world.alice, ASK, arguments)
@@ -492,8 +594,11 @@ async def test_deny_in_slack_asks_why_and_the_call_never_runs(world):
     approval = await world.approval(approval_id)
     assert approval.status is ApprovalStatus.DENIED and approval.reason == "Carol left the company"
     assert approval.decided_via == "slack" and approval.decided_by == world.alice.user_id
-    made = await world.updated(message, "*Denied by alice@acme.test* in Slack")
-    assert "Carol left the company" in made["text"] and [b["action_id"] for b in buttons(made)] == ["open"]
+    made = await world.updated(message, "**Denied by alice@acme.test** in Slack, ")
+    assert "**Denied by alice@acme.test** in Slack, " in read(made["blocks"])
+    assert read(made["blocks"]).endswith(":\n> Carol left the company")
+    assert made["text"] == "Approval request in Harmony: denied."
+    assert [b["action_id"] for b in buttons(made)] == ["open"]
     repeat = await world.companion.gateway.call(
         world.alice, ASK, {"meeting_id": world.meeting, "text": "Denied from Slack"}
     )
@@ -522,6 +627,55 @@ async def test_with_several_approvers_each_gets_a_message_and_a_press_is_one_vot
     assert (await world.approval(approval_id)).status is ApprovalStatus.APPROVED
     for message in (alices, admins):
         await world.updated(message, "Approved by")
+
+
+async def test_a_press_is_answered_at_once_while_the_apps_reads_take_their_time(settings, registry):
+    """Slack waits three seconds for an answer, and a trigger_id opens the Deny form only for three seconds; a card
+    may take five seconds a read through the app. A press reads nothing through the app: the Deny form shows the
+    approval's own summary, and Approve is judged by what the message offered when it was sent."""
+    linear = LinearFake()
+    async with slack_world(settings, registry, linear=linear) as world:
+        approval_id = await world.ask_for("linear_create_issue", {"team": "eng", "title": "SSO for Globex"})
+        message = world.message_to(ALICE, approval_id)
+        assert "**Team:** Engineering (eng)" in read(message["blocks"]), "the team read by its name when sent"
+        # From now on Linear keeps every read waiting, longer than the card's five seconds.
+        linear.hold = asyncio.Event()
+        started = time.monotonic()
+        assert (await world.press(ALICE, message, "deny")).status_code == 200
+        assert time.monotonic() - started < 1.5
+        [form] = world.slack.views
+        assert 'Create the Linear issue "SSO for Globex" in team eng' in literal(form["blocks"])
+        started = time.monotonic()
+        assert (await world.press(ALICE, message, "approve")).status_code == 200
+        assert time.monotonic() - started < 1.5
+        assert (await world.approval(approval_id)).status is ApprovalStatus.APPROVED
+        assert world.slack.responses == []
+        # The message is updated once the app answers again.
+        linear.hold.set()
+        await world.updated(message, "**Approved by alice@acme.test** in Slack, ")
+
+
+async def test_approve_is_refused_on_a_message_that_did_not_offer_it_though_the_request_would_fit_now(
+    settings, registry
+):
+    linear = LinearFake()
+    # The team's name, read for the message, makes the request longer than a message shows.
+    linear.teams[0]["name"] = "Engineering " * 600
+    async with slack_world(settings, registry, linear=linear) as world:
+        approval_id = await world.ask_for("linear_create_issue", {"team": "eng", "title": "SSO for Globex"})
+        message = world.message_to(ALICE, approval_id)
+        assert [b["action_id"] for b in buttons(message)] == ["deny", "open"]
+        # Renamed since: the message made now would offer Approve, but the message pressed did not.
+        linear.teams[0]["name"] = "Engineering"
+        async with world.companion.db.session() as session:
+            approval = await session.get(Approval, approval_id)
+            viewer = await member_principal(session, world.alice.workspace_id, world.alice.user_id, acting_as="t")
+        assert approval is not None and viewer is not None
+        channel = world.companion.slack.channel
+        assert slack_message.waiting(await channel.card(approval, viewer)).approve
+        await world.press(ALICE, message, "approve", value=approval_id)
+        assert world.slack.responses[-1]["text"] == NOT_OFFERED
+        assert (await world.approval(approval_id)).status is ApprovalStatus.PENDING
 
 
 # -- requests that are not Slack's, or not now -------------------------------------------------------------------
@@ -683,11 +837,12 @@ async def test_a_decision_in_the_console_updates_the_slack_message(world):
         await sign_in(browser, "alice@acme.test")
         decided = await form_post(browser, f"/approvals/{approval_id}", f"/approvals/{approval_id}/approve")
         assert decided.status_code in (200, 303)
-    made = await world.updated(message, "*Approved by alice@acme.test* in the console")
+    made = await world.updated(message, "**Approved by alice@acme.test** in the console, ")
     assert [b["action_id"] for b in buttons(made)] == ["open"]
     async with world.companion.db.session() as session:
         [notice] = await session.scalars(select(ApprovalNotice))
-    assert notice.shown_status == APPROVED
+    # The updated message offers no Approve, and what is kept of it says so.
+    assert notice.shown_status == APPROVED and notice.ref["approve"] is False
     # Pressing the old message's Approve now (a client that had not redrawn it) decides nothing new.
     await world.press(ALICE, message, "approve")
     assert world.slack.responses[-1]["text"] == "Nothing was decided: this request is already approved."
@@ -701,15 +856,17 @@ async def test_an_expired_approval_updates_the_slack_message(world):
         await session.execute(
             update(Approval).where(Approval.id == approval_id).values(expires_at=utcnow() - timedelta(seconds=1))
         )
-    made = await world.updated(message, "Expired")
-    assert "Nobody decided in time" in made["text"] and [b["action_id"] for b in buttons(made)] == ["open"]
+    made = await world.updated(message, "**Expired.** Nobody decided in time, so the call did not run.")
+    assert made["text"] == "Approval request in Harmony: expired." and [b["action_id"] for b in buttons(made)] == [
+        "open"
+    ]
 
 
 async def test_a_withdrawn_request_updates_the_slack_message(world):
     approval_id = await world.ask()
     message = world.message_to(ALICE, approval_id)
     await cancel_request(world.companion.gateway.flow, world.alice, approval_id)
-    made = await world.updated(message, "Withdrawn")
+    made = await world.updated(message, "**Withdrawn** by the person who asked. Nothing runs.")
     assert buttons(made)[0]["action_id"] == "open"
 
 

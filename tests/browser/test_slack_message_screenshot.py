@@ -1,9 +1,10 @@
 """A picture of a Slack approval message, drawn from the blocks the Slack fake received.
 
 Slack's own client cannot be driven here, so the test draws the Block Kit the server sent as Slack lays it out
-(header, sections, fields, context, buttons; bold, italics and quotes), in Chromium: once as the approver first sees
-it, once after they approved it from Slack. With ``COMPANION_SCREENSHOTS=docs/screenshots`` it renews the picture
-in the docs, and the blocks beside it as ``slack-approval.json``; in the suite both go to a scratch folder.
+(header, rich text with its bold and italic elements, quotes, lists and dates, context, buttons), in Chromium: once
+as the approver first sees it, once after they approved it from Slack. With
+``COMPANION_SCREENSHOTS=docs/screenshots`` it renews the picture in the docs, and the blocks beside it as
+``slack-approval.json``; in the suite both go to a scratch folder.
 """
 
 from __future__ import annotations
@@ -37,7 +38,10 @@ h2 { font-size: 12px; font-weight: 700; text-transform: uppercase; letter-spacin
 .section { margin: 6px 0; white-space: pre-wrap; overflow-wrap: anywhere; }
 .fields { display: grid; grid-template-columns: 1fr 1fr; gap: 8px 16px; margin: 8px 0; }
 .fields div { white-space: pre-wrap; }
-.quote { display: inline-block; border-left: 4px solid #dddddd; padding-left: 10px; }
+.rich { margin: 6px 0; }
+.rich > div { white-space: pre-wrap; overflow-wrap: anywhere; }
+.quote { border-left: 4px solid #dddddd; padding-left: 10px; margin: 2px 0; }
+.rich ul { margin: 2px 0; padding-left: 22px; }
 .context { color: #616061; font-size: 13px; margin: 6px 0; }
 .actions { display: flex; gap: 8px; margin-top: 10px; }
 .button { border: 1px solid #bbbabb; border-radius: 4px; padding: 0 12px; height: 28px; display: inline-flex;
@@ -50,20 +54,46 @@ DATE = re.compile(r"<!date\^\d+\^[^|>]*\|([^>]*)>")
 
 
 def shown(mrkdwn: str) -> str:
-    """What Slack shows for mrkdwn: dates by their fallback, entities as characters, *bold* in bold, _italics_ in
-    italics, and a line after ">" as a quote."""
-    lines = []
-    for line in DATE.sub(r"\1", mrkdwn).split("\n"):
-        quoted = line.startswith(">")
-        text = html.escape(html.unescape(line[1:] if quoted else line), quote=False)
-        text = re.sub(r"\*([^*\n]+)\*", r"<b>\1</b>", text)
-        text = re.sub(r"(?<!\w)_([^_\n]+)_(?!\w)", r"<i>\1</i>", text)
-        lines.append(f'<span class="quote">{text}</span>' if quoted else text)
-    return "\n".join(lines)
+    """What Slack shows for mrkdwn (Companion's own words only): dates by their fallback, entities as characters,
+    *bold* in bold, _italics_ in italics."""
+    text = html.escape(html.unescape(DATE.sub(r"\1", mrkdwn)), quote=False)
+    text = re.sub(r"\*([^*\n]+)\*", r"<b>\1</b>", text)
+    return re.sub(r"(?<!\w)_([^_\n]+)_(?!\w)", r"<i>\1</i>", text)
 
 
 def text_of(text: dict[str, Any]) -> str:
     return shown(text["text"]) if text["type"] == "mrkdwn" else html.escape(text["text"])
+
+
+def runs_html(elements: list[dict[str, Any]]) -> str:
+    """A rich text section's elements: each text element's characters as they are, in its style; a date by its
+    fallback."""
+    drawn = ""
+    for element in elements:
+        if element["type"] == "date":
+            drawn += html.escape(element["fallback"])
+            continue
+        assert element["type"] == "text", f"a rich text element the picture does not draw: {element['type']}"
+        text, style = html.escape(element["text"], quote=False), element.get("style", {})
+        text = f"<b>{text}</b>" if style.get("bold") else text
+        drawn += f"<i>{text}</i>" if style.get("italic") else text
+    return drawn
+
+
+def rich_html(block: dict[str, Any]) -> str:
+    parts = []
+    for element in block["elements"]:
+        kind = element["type"]
+        if kind == "rich_text_section":
+            parts.append(f"<div>{runs_html(element['elements'])}</div>")
+        elif kind == "rich_text_quote":
+            parts.append(f'<div class="quote">{runs_html(element["elements"])}</div>')
+        elif kind == "rich_text_list":
+            items = "".join(f"<li>{runs_html(item['elements'])}</li>" for item in element["elements"])
+            parts.append(f"<ul>{items}</ul>")
+        else:
+            raise AssertionError(f"a rich text object the picture does not draw: {kind}")
+    return '<div class="rich">' + "".join(parts) + "</div>"
 
 
 def block_html(block: dict[str, Any]) -> str:
@@ -77,6 +107,8 @@ def block_html(block: dict[str, Any]) -> str:
                 '<div class="fields">' + "".join(f"<div>{text_of(f)}</div>" for f in block["fields"]) + "</div>"
             )
         return "".join(parts)
+    if kind == "rich_text":
+        return rich_html(block)
     if kind == "context":
         return '<div class="context">' + " ".join(text_of(e) for e in block["elements"]) + "</div>"
     if kind == "actions":
@@ -119,7 +151,7 @@ async def test_a_slack_approval_message_as_the_approver_sees_it(settings, regist
             ASK,
             {
                 "meeting_id": world.meeting,
-                "text": "Send Carol the pricing sheet <!channel>\nand the signed NDA",
+                "text": "Send Carol the *final* pricing sheet <!channel>\nand the signed_NDA_v2 ~today~",
                 "assignee_email": "alice@acme.test",
                 "due_date": "2026-12-11",
             },
@@ -138,8 +170,10 @@ async def test_a_slack_approval_message_as_the_approver_sees_it(settings, regist
     try:
         tab = await context.new_page()
         await tab.set_content(drawn)
-        # The argument's mention shows as text, as Slack shows it; the meeting by its title; why it asks.
-        assert await tab.get_by_text("<!channel>").count() >= 1
+        # The argument shows character for character, its mention and its marks as text, as Slack shows rich text;
+        # the meeting by its title; why it asks.
+        assert await tab.get_by_text("*final* pricing sheet <!channel>").count() >= 1
+        assert await tab.get_by_text("signed_NDA_v2 ~today~").count() >= 1
         assert await tab.get_by_text(f"“{title}”").count() >= 1
         assert await tab.get_by_text("Why it asks").count() == 2
         await tab.screenshot(path=str(shots / "slack-approval.png"), full_page=True)

@@ -8,7 +8,10 @@ messages, and the interaction requests Slack sends the app when someone presses 
 - ``views.open``: a modal opened with a ``trigger_id`` from an interaction, usable once and for 3 seconds
   (``expired_trigger_id``, ``invalid_trigger_id``);
 - a ``response_url`` (``https://hooks.slack.com/actions/…``), where an app answers the person who pressed.
-Blocks are held to Block Kit's documented limits (``invalid_blocks`` otherwise), so what passes here fits Slack.
+Blocks are held to Block Kit's documented shapes and limits (``invalid_blocks`` otherwise), ``rich_text`` blocks
+included, and a message's blocks to 12,000 characters of text in all (``msg_blocks_too_long``: Slack does not
+document it, but refuses messages past about that, slackapi/bolt-js issues 2509 and 2867), so what passes here fits
+Slack.
 
 The interactions are built as Slack builds them (``block_actions`` and ``view_submission`` payloads, posted as a
 form field ``payload``) and signed as Slack signs them: ``v0=`` HMAC-SHA256 of ``v0:<timestamp>:<body>`` under the
@@ -33,6 +36,11 @@ from tests.fakes.slack import APP_ID, BOT_ID, BOT_USER, TEAM, SlackFake, _error,
 
 RESPONSE_ORIGIN = "https://hooks.slack.com"
 TRIGGER_SECONDS = 3.0
+#: The text a message's blocks may hold in all, as far as Slack has been seen to take it.
+MESSAGE_BLOCKS_CHARS = 12_000
+#: The styles a rich text element may have, and the list styles.
+RICH_STYLES = {"bold", "italic", "strike", "code", "highlight", "client_highlight", "underline", "unlink"}
+LIST_STYLES = {"bullet", "ordered"}
 
 
 def member(user_id: str, name: str, email: str, **fields: Any) -> dict[str, Any]:
@@ -87,6 +95,72 @@ def _element_problems(where: str, element: Any) -> list[str]:
     return [f"{where}: unsupported element type {element.get('type')!r}"]
 
 
+def _leaf_problems(where: str, leaf: Any) -> list[str]:
+    """A rich text element inside a section, quote or list item: the ``text`` and ``date`` elements Companion
+    sends."""
+    if not isinstance(leaf, dict):
+        return [f"{where}: must be an object"]
+    problems = []
+    style = leaf.get("style", {})
+    if not isinstance(style, dict) or not set(style) <= RICH_STYLES or not all(v is True for v in style.values()):
+        problems.append(f"{where}.style: must be an object of boolean styles")
+    if leaf.get("type") == "text":
+        if not isinstance(leaf.get("text"), str) or not leaf["text"]:
+            problems.append(f"{where}.text: must be a non-empty string")
+        return problems
+    if leaf.get("type") == "date":
+        if not isinstance(leaf.get("timestamp"), int) or not isinstance(leaf.get("format"), str):
+            problems.append(f"{where}: a date needs a timestamp and a format")
+        return problems
+    return [f"{where}: unsupported rich text element {leaf.get('type')!r}"]
+
+
+def _run_problems(where: str, element: Any) -> list[str]:
+    """A rich_text_section or rich_text_quote: a non-empty array of rich text elements."""
+    elements = element.get("elements") if isinstance(element, dict) else None
+    if not isinstance(elements, list) or not elements:
+        return [f"{where}.elements: must be a non-empty array"]
+    return [p for m, leaf in enumerate(elements) for p in _leaf_problems(f"{where}.elements[{m}]", leaf)]
+
+
+def _rich_text_problems(where: str, block: dict[str, Any]) -> list[str]:
+    """https://docs.slack.dev/reference/block-kit/blocks/rich-text-block"""
+    elements = block.get("elements")
+    if not isinstance(elements, list) or not elements:
+        return [f"{where}.elements: must be a non-empty array"]
+    problems: list[str] = []
+    for n, element in enumerate(elements):
+        at = f"{where}.elements[{n}]"
+        kind = element.get("type") if isinstance(element, dict) else None
+        if kind in ("rich_text_section", "rich_text_quote", "rich_text_preformatted"):
+            problems += _run_problems(at, element)
+        elif kind == "rich_text_list":
+            if element.get("style") not in LIST_STYLES:
+                problems.append(f"{at}.style: must be bullet or ordered")
+            items = element.get("elements")
+            if not isinstance(items, list) or not items:
+                problems.append(f"{at}.elements: must be a non-empty array")
+                continue
+            for m, item in enumerate(items):
+                if not isinstance(item, dict) or item.get("type") != "rich_text_section":
+                    problems.append(f"{at}.elements[{m}]: must be a rich_text_section")
+                else:
+                    problems += _run_problems(f"{at}.elements[{m}]", item)
+        else:
+            problems.append(f"{at}: unsupported rich text object {kind!r}")
+    return problems
+
+
+def text_characters(value: Any) -> int:
+    """The characters of text anywhere in ``value``: text objects and rich text elements alike."""
+    if isinstance(value, dict):
+        own = len(value["text"]) if isinstance(value.get("text"), str) else 0
+        return own + sum(text_characters(v) for v in value.values())
+    if isinstance(value, list):
+        return sum(text_characters(v) for v in value)
+    return 0
+
+
 def block_problems(blocks: Any, *, most: int) -> list[str]:
     """What Slack would refuse in ``blocks``, in its words; empty if it takes them."""
     if not isinstance(blocks, list) or not blocks:
@@ -130,6 +204,8 @@ def block_problems(blocks: Any, *, most: int) -> list[str]:
                 problems.append(f"{where}.elements: action_id must be unique")
             for m, element in enumerate(elements):
                 problems += _element_problems(f"{where}.elements[{m}]", element)
+        elif kind == "rich_text":
+            problems += _rich_text_problems(where, block)
         elif kind == "input":
             problems += _text_problems(f"{where}.label", block.get("label"), 2000, plain_only=True)
             problems += _element_problems(f"{where}.element", block.get("element"))
@@ -196,6 +272,8 @@ class SlackWebFake(SlackFake):
         blocks = self._blocks(arguments)
         if blocks is not None and (problems := block_problems(blocks, most=50)):
             return _invalid_blocks(problems)
+        if text_characters(blocks) > MESSAGE_BLOCKS_CHARS:
+            return _error("msg_blocks_too_long")
         if not arguments.get("text") and not blocks:
             return _error("no_text")
         channel = "D" + to[1:]
@@ -226,6 +304,8 @@ class SlackWebFake(SlackFake):
         blocks = self._blocks(arguments)
         if blocks is not None and (problems := block_problems(blocks, most=50)):
             return _invalid_blocks(problems)
+        if text_characters(blocks) > MESSAGE_BLOCKS_CHARS:
+            return _error("msg_blocks_too_long")
         message["text"] = str(arguments.get("text") or message["text"])
         if blocks is not None:
             message["blocks"] = blocks

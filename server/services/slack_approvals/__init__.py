@@ -3,7 +3,7 @@ through the workspace's Slack connection; the message is kept true once the appr
 
 - ``channel``: the notices channel that sends the messages, and the sweep that updates them;
 - ``interactions``: Slack's signed button presses and the Deny form, decided as the approver;
-- ``message``: the Block Kit the messages are made of, everything the assistant chose escaped;
+- ``message``: the Block Kit the messages are made of, everything the assistant chose in rich text, as it is;
 - ``signing``: Slack's request signatures; ``web_api``: the bot's Web API calls.
 
 The front end that takes Slack's requests is ``server.slack``; docs/slack-approvals.md says how to set it up.

@@ -8,21 +8,23 @@ and the approver chose Slack in their settings. The approver is found in Slack b
 (``server.services.cards``), made as the approver it is sent to reads it: names are read as the person who asked,
 and what the approver may see is what the console would show them.
 
-Each message is kept as an ``ApprovalNotice``. When the approval is decided anywhere (the console, the API,
-another channel, Slack itself) or its time is up, the message is updated: at once where the decision was made
-in Slack, and otherwise by a sweep every few seconds on every replica, which claims each message with a
-conditional update so that only one replica updates it.
+Each message is kept as an ``ApprovalNotice``, with whether it offers Approve. When the approval is decided
+anywhere (the console, the API, another channel, Slack itself) or its time is up, the message is updated by a
+sweep every few seconds on every replica, woken at once where the decision was made in Slack; it claims each
+message with a conditional update so that only one replica updates it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from datetime import timedelta
 
 import httpx
 from sqlalchemy import select, true
 
+from approvals import lifecycle
 from server.services.approval_flow import ApprovalFlow
 from server.services.cards import Cards
 from server.services.notices import Notice
@@ -78,6 +80,7 @@ class SlackChannel:
         self.cards = cards
         self.every = every
         self._slack_ids: SharedCache[tuple[str, str], str | None] = SharedCache(IDENTITY_SECONDS)
+        self._woken = asyncio.Event()
 
     @property
     def configured(self) -> bool:
@@ -133,14 +136,17 @@ class SlackChannel:
         if slack_id is None:
             log.info("approval %s: %s has no Slack account with their e-mail address", approval.id, approver.id)
             return
-        channel, ts = await bot.post(slack_id, message.waiting(await self.card(approval, viewer)))
+        sent = message.waiting(await self.card(approval, viewer))
+        channel, ts = await bot.post(slack_id, sent.payload())
         async with self.db.transaction() as session:
+            # Whether it offers Approve is kept with it: a press is judged by what the message showed, at once,
+            # without making the card again (which reads through the app, longer than Slack waits).
             await approval_notices.record(
                 session,
                 approval_id=approval.id,
                 user_id=approver.id,
                 channel=CHANNEL,
-                ref={"channel": channel, "ts": ts, "user": slack_id},
+                ref={"channel": channel, "ts": ts, "user": slack_id, "approve": sent.approve},
             )
 
     async def slack_id(self, bot: SlackBot, email: str) -> str | None:
@@ -164,7 +170,9 @@ class SlackChannel:
     async def _show(self, notice: ApprovalNotice, shows: str) -> int:
         was = notice.shown_status
         async with self.db.transaction() as session:
-            if not await approval_notices.claim(session, notice.id, was=was, shows=shows):
+            # An updated message offers no Approve: it says so from now on, even if Slack does not take the update.
+            settled_ref = {**notice.ref, "approve": False}
+            if not await approval_notices.claim(session, notice.id, was=was, shows=shows, ref=settled_ref):
                 return 0  # another replica has it
             approval = await session.get(Approval, notice.approval_id)
             viewer = (
@@ -184,7 +192,9 @@ class SlackChannel:
                 log.info("approval %s: its Slack message cannot be updated: no working Slack connection", approval.id)
                 return 0
             card, outcome = await self._settled_card(approval, shows, viewer)
-            await bot.update(str(notice.ref["channel"]), str(notice.ref["ts"]), message.settled(card, outcome))
+            await bot.update(
+                str(notice.ref["channel"]), str(notice.ref["ts"]), message.settled(card, outcome).payload()
+            )
         except SlackError as exc:
             if exc.transient:
                 async with self.db.transaction() as session:
@@ -192,6 +202,14 @@ class SlackChannel:
             log.warning("approval %s: its Slack message was not updated: %s", notice.approval_id, exc.error)
             return 0
         return 1
+
+    def denial(self, approval: Approval) -> message.Denial:
+        """What the Deny form shows: the approval's own summary, made without reading through the app."""
+        tool = self.registry.tools.get(approval.tool)
+        if tool is None:
+            return message.Denial(approval.app, approval.tool)
+        summary = self.flow.summary(approval, tool, lifecycle.arguments_of(self.box, approval))
+        return message.Denial(tool.manifest.name, summary)
 
     async def card(self, approval: Approval, viewer: Principal) -> message.Card:
         """The approval as its message shows it to ``viewer``, the approver it is sent to: its card."""
@@ -226,11 +244,18 @@ class SlackChannel:
         async with self.db.transaction() as session:
             await seen_requests.forget_before(session, utcnow() - timedelta(seconds=2 * WINDOW_SECONDS))
 
+    def wake(self) -> None:
+        """Sweep now rather than at the next round: something was decided in Slack. The person who pressed is
+        answered first; their message is updated (which reads through the app) by the sweep."""
+        self._woken.set()
+
     async def forever(self) -> None:
-        """The sweep, every ``every`` seconds, for as long as the server runs (its lifespan)."""
+        """The sweep, every ``every`` seconds or when woken, for as long as the server runs (its lifespan)."""
         while True:
+            self._woken.clear()
             try:
                 await self.sweep()
             except Exception:  # the next round tries again; a failure here must not end the sweeping
                 log.exception("the Slack approvals sweep failed")
-            await asyncio.sleep(self.every)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._woken.wait(), self.every)

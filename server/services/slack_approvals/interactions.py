@@ -10,6 +10,11 @@ else is told so, only them, and nothing is decided.
 The decision is then made as that person, through the same use case as the console's (``decide_elsewhere``,
 ``via="slack"``): every rule of who may decide holds, and the approval runs once whatever else decides it. No
 assistant's credential is involved: the assistant never sees Slack's requests, nor the signing secret.
+
+Slack wants its answer within three seconds, and a ``trigger_id`` opens the Deny form only within three seconds of
+the press. Nothing here reads through the app, which a card may take five seconds a read to do: Approve is honoured
+only on a message that offered it, as kept when it was sent (``channel``); the Deny form shows the summary kept with
+the approval; and the messages are updated afterwards, by the sweep this wakes.
 """
 
 from __future__ import annotations
@@ -36,6 +41,10 @@ NOT_YOURS = (
 )
 COUNTED = "Your word is counted. The request still waits for the other approvers it needs."
 SLACK_OFF = "Slack approvals are off in this workspace. Open the request to decide it in the console."
+NOT_OFFERED = (
+    "This message does not show all of the request, so it cannot approve it. Nothing was decided: open the request "
+    "to read all of it and approve it there."
+)
 
 
 @dataclass(frozen=True)
@@ -70,6 +79,7 @@ class _Approver:
     principal: Principal
     bot: SlackBot
     approval: Approval
+    notice: ApprovalNotice
 
 
 class SlackInteractions:
@@ -102,11 +112,13 @@ class SlackInteractions:
         said: str | None = None
         try:
             approver = await self._approver(press.slack_user, press.approval_id, press.channel, press.ts)
+            shown = approval_notices.shown_as(approver.approval)
+            if shown != approval_notices.PENDING:
+                raise Refused(f"Nothing was decided: this request is already {shown}.")
             if press.action == message.APPROVE:
-                # Checked here too, not only by leaving the button out: a message's buttons are the client's to send.
-                card = await self.channel.card(approver.approval, approver.principal)
-                if not message.shows_in_full(card):
-                    raise Refused("This request is too long to show in Slack in full: open it to approve it.")
+                # Checked here, not only by leaving the button out: a message's buttons are the client's to send.
+                if approver.notice.ref.get("approve") is not True:
+                    raise Refused(NOT_OFFERED)
                 said = await self._decide(approver, approve=True, reason=None)
             else:
                 await self._ask_why(approver, press)
@@ -114,7 +126,7 @@ class SlackInteractions:
             said = str(exc)
         if said is not None:
             await respond_ephemeral(self.channel.http, self.channel.keeper, press.response_url, said)
-        await self.channel.refresh(press.approval_id)
+        self.channel.wake()
 
     async def deny(self, form: DenyForm) -> str | None:
         """The Deny form: deny with its reason. What to show in the form instead, if it was not done."""
@@ -130,7 +142,7 @@ class SlackInteractions:
         except Refused as exc:
             return str(exc)
         finally:
-            await self.channel.refresh(approval_id)
+            self.channel.wake()
 
     async def _approver(self, slack_user: str, approval_id: str, channel: str, ts: str) -> _Approver:
         """The person who may decide this approval from this message, if the Slack account that pressed is theirs."""
@@ -158,7 +170,7 @@ class SlackInteractions:
             raise Refused("Slack could not confirm who you are just now. Nothing was decided; try again.") from None
         if holder != slack_user:
             raise Refused(NOT_YOURS)
-        return _Approver(principal, bot, approval)
+        return _Approver(principal, bot, approval, notice)
 
     async def _decide(self, approver: _Approver, *, approve: bool, reason: str | None) -> str | None:
         """Decide as the approver; what to tell them if their word was one of several the approval still waits
@@ -185,13 +197,9 @@ class SlackInteractions:
     async def _ask_why(self, approver: _Approver, press: Press) -> None:
         """Open the Deny form; nothing is decided until it is sent."""
         approval = approver.approval
-        shown = approval_notices.shown_as(approval)
-        if shown != approval_notices.PENDING:
-            raise Refused(f"Nothing was decided: this request is already {shown}.")
-        card = await self.channel.card(approval, approver.principal)
         metadata = json.dumps({"approval": approval.id, "channel": press.channel, "ts": press.ts})
         try:
-            await approver.bot.open_view(press.trigger_id, message.deny_form(card, metadata))
+            await approver.bot.open_view(press.trigger_id, message.deny_form(self.channel.denial(approval), metadata))
         except SlackError as exc:
             log.warning("approval %s: the Deny form did not open: %s", approval.id, exc.error)
             raise Refused("The Deny form did not open in time. Nothing was decided; press Deny again.") from None

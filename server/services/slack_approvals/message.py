@@ -1,21 +1,25 @@
 """What a Slack approval message says, in Block Kit: the whole story of the call as its card tells it
-(``server.services.cards``, set out as text by ``server.services.card_text``), who asked through which assistant,
-the expiry, and the buttons; once decided, what became of it instead of the buttons.
+(``server.services.cards``, set out by ``server.services.card_text``), who asked through which assistant, the
+expiry, and the buttons; once decided, what became of it instead of the buttons.
 
-Everything the assistant chose (its arguments, the names read for its ids, its own name) is escaped for Slack's
-mrkdwn: ``&``, ``<`` and ``>`` become entities, so no argument can write a mention (``<!channel>``), a link
-(``<https://evil|click>``) or a user reference; and the text is ``verbatim``, so Slack does not turn a bare
-address or ``#channel`` into a link either. What shows is what the text says.
+Everything the assistant chose (its arguments, the names read for its ids, the summary's quoted values, its own
+name) is a ``text`` element of a ``rich_text`` block, which Slack shows character for character. mrkdwn would not
+do: it has no escape for ``*``, ``_``, ``~`` or a backtick, so ``evil_corp_@x.test`` would read there as an italic
+``evilcorp@x.test``. Nor can a text element write a mention, a link or a date: those are elements of their own.
+Companion's own words are set apart by the elements' style (its labels bold, its notes italic), never by
+characters, so no value can pass for a label. mrkdwn carries only Companion's own words, and the notification
+``text`` names no more than the app.
 
 A message offers Approve only when it shows the whole request: every recipient, every argument, the message as it
-will be sent, why it asks. Slack holds 50 blocks of at most 3,000 characters; a request longer than that shows its
-start and a note to open it, and no Approve.
+will be sent, why it asks. Slack documents 50 blocks a message and no limit for a ``rich_text`` block, but refuses
+a message whose blocks hold much more than 12,000 characters in all (``msg_blocks_too_long``, slackapi/bolt-js
+issues 2509 and 2867). A request is given ``REQUEST_CHARS`` of them; a longer one shows its start and a note to
+open it, and no Approve.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -23,16 +27,16 @@ from server.services import card_text, cards
 from server.services.card_text import Entry, Part
 from store import approval_notices
 
-#: Slack's limits: characters in a section's text, fields in a section, blocks in a message.
-SECTION_CHARS = 3000
-SECTION_FIELDS = 10
-MESSAGE_BLOCKS = 50
-#: The blocks a message has besides the request: the header, who asked, the note or the outcome, the buttons.
-AROUND = 4
-#: A value longer than this is quoted below its label rather than beside it, and an argument's label and value
-#: longer than this go across the message rather than in a column (Slack's own limit for a field is 2,000).
-SHORT = 300
-TOO_LONG = "_The rest of this request is too long for Slack: open it to read all of it._"
+#: The characters of text a request may take in a message; with all around it (who asked, the outcome and its
+#: reason, the buttons: at most about 2,200) a message stays well under the 12,000 Slack takes.
+REQUEST_CHARS = 7000
+#: Slack's limit for a header's text.
+HEADER_CHARS = 150
+#: The assistant's name and the person it acts for, beyond which the message says no more of them.
+ASKED_CHARS = 1000
+TOO_LONG = "The rest of this request is too long for Slack: open it to read all of it."
+#: Said, in Companion's italics, for a value that has no characters at all.
+EMPTY = "(empty)"
 
 APPROVE, DENY, OPEN = "approve", "deny", "open"
 DENY_FORM = "deny"
@@ -50,7 +54,8 @@ WHERE = {
 
 
 def mrkdwn(text: str) -> str:
-    """``text`` as Slack's mrkdwn shows it literally: its three control characters as entities."""
+    """``text`` with mrkdwn's three control characters as entities, for Companion's own words (an app's name):
+    nothing else can be escaped in mrkdwn, so nothing the assistant chose is put there."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
@@ -66,141 +71,132 @@ class Card:
 
 
 @dataclass(frozen=True)
-class _Line:
-    """A line of a section: Companion's markup (``lead``), then text already escaped. A line too long for one
-    section goes on in the next after ``again``: a quoted line stays quoted, any other says it goes on."""
+class Message:
+    """A message as ``chat.postMessage`` and ``chat.update`` take it, and whether it offers Approve."""
 
-    lead: str
     text: str
-    again: str = "…"
+    blocks: list[dict[str, Any]] = field(default_factory=list)
+    approve: bool = False
+
+    def payload(self) -> dict[str, Any]:
+        return {"text": self.text, "blocks": self.blocks}
 
 
-def _text(text: str) -> dict[str, Any]:
-    return {"type": "mrkdwn", "text": text, "verbatim": True}
+# -- rich text: the assistant's characters as they are, Companion's words by their style ------------------------
+
+
+def _run(text: str, *, bold: bool = False, italic: bool = False) -> dict[str, Any]:
+    run: dict[str, Any] = {"type": "text", "text": text}
+    style = {name: True for name, on in (("bold", bold), ("italic", italic)) if on}
+    return {**run, "style": style} if style else run
+
+
+def _value(text: str) -> dict[str, Any]:
+    """A value as it is; an empty one said so (a text element holds at least one character)."""
+    return _run(text) if text else _run(EMPTY, italic=True)
+
+
+def _section(*runs: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "rich_text_section", "elements": list(runs)}
+
+
+def _date(at: datetime) -> dict[str, Any]:
+    """A time every reader sees in their own time zone, with UTC for clients that cannot."""
+    return {
+        "type": "date",
+        "timestamp": int(at.timestamp()),
+        "format": "{date_short_pretty} at {time}",
+        "fallback": at.strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+def _rich(elements: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"type": "rich_text", "elements": elements}
 
 
 def _plain(text: str) -> dict[str, Any]:
     return {"type": "plain_text", "text": text, "emoji": False}
 
 
-def _lines(entry: Entry) -> list[_Line]:
-    """An entry across the message: ``*Label:* value``, or ``*Label*`` with each line of a text quoted below it,
-    or each item of a list."""
-    value, quoted = mrkdwn(entry.value), [mrkdwn(line) for line in entry.lines]
-    if entry.label is not None and len(value) > SHORT:
-        # Quoted below the label, a long value stays marked as the value's in every section it runs into.
-        value, quoted = "", [value, *quoted]
-    note = f"_{mrkdwn(entry.note)}_" if entry.note else ""
-    said = " ".join(part for part in (value, note) if part)
-    label = ""
-    if entry.label is not None:
-        # Beside its value a label ends with a colon; above a value's lines it stands alone, as in a column.
-        label = f"*{mrkdwn(entry.label)}:* " if said else f"*{mrkdwn(entry.label)}*"
-    head = [_Line(label, said)] if label or said else []
-    return [
-        *head,
-        *(_Line(">", line, again=">") for line in quoted),
-        *(_Line("• ", mrkdwn(item)) for item in entry.items),
-    ]
+def _mrkdwn(text: str) -> dict[str, Any]:
+    return {"type": "mrkdwn", "text": text, "verbatim": True}
 
 
-def _column(entry: Entry) -> str | None:
-    """An argument as a field of a section (Slack sets two side by side), or None if it is too long for one."""
-    if entry.label is None or entry.lines:
-        return None
-    value = [mrkdwn(entry.value)] if entry.value else []
-    note = f" _{mrkdwn(entry.note)}_" if entry.note else ""
-    text = "\n".join([f"*{mrkdwn(entry.label)}*", *value, *(f"• {mrkdwn(item)}" for item in entry.items)]) + note
-    return text if len(text) <= SHORT else None
+def _chars(element: dict[str, Any]) -> int:
+    """The characters of text a rich text element holds."""
+    if "elements" in element:
+        return sum(_chars(inner) for inner in element["elements"])
+    return len(element.get("text", ""))
 
 
-def _cut(line: _Line) -> list[str]:
-    """The line as pieces that each fit a section; an entity is never split between two."""
-    pieces, lead, rest = [], line.lead, line.text
-    if len(lead) > SECTION_CHARS // 2:
-        # A label as long as a section (an argument's name may be the assistant's) is cut as the text is.
-        lead, rest = "", lead + rest
-    while len(lead) + len(rest) > SECTION_CHARS:
-        at = SECTION_CHARS - len(lead)
-        # Every "&" in escaped text begins an entity, of at most five characters.
-        entity = rest.rfind("&", at - 4, at)
-        if entity != -1 and rest.find(";", entity) >= at:
-            at = entity
-        pieces.append(lead + rest[:at])
-        lead, rest = line.again, rest[at:]
-    return [*pieces, lead + rest]
-
-
-def _sections(lines: Sequence[_Line]) -> list[dict[str, Any]]:
-    """The lines in as few sections as hold them, each line whole where it fits in one."""
-    texts: list[str] = []
-    for line in lines:
-        for piece in _cut(line):
-            if texts and len(texts[-1]) + 1 + len(piece) <= SECTION_CHARS:
-                texts[-1] += "\n" + piece
-            else:
-                texts.append(piece)
-    return [{"type": "section", "text": _text(text)} for text in texts]
-
-
-def _arguments(entries: Sequence[Entry]) -> list[dict[str, Any]]:
-    """The arguments in their order: short ones in columns, ten to a section, longer ones across the message."""
-    blocks: list[dict[str, Any]] = []
-    lines: list[_Line] = []
-    columns: list[str] = []
-    for entry in entries:
-        column = _column(entry)
-        if column is None:
-            blocks += _fields(columns)
-            columns = []
-            lines += _lines(entry)
+def _leading(elements: list[dict[str, Any]], room: int) -> list[dict[str, Any]]:
+    """The elements' first ``room`` characters of text, as they are set out: the element the end falls in is cut
+    there."""
+    kept: list[dict[str, Any]] = []
+    for element in elements:
+        if room <= 0:
+            break
+        size = _chars(element)
+        if size <= room:
+            kept.append(element)
+            room -= size
+            continue
+        if "elements" in element:
+            inner = _leading(element["elements"], room)
+            if inner:
+                kept.append({**element, "elements": inner})
         else:
-            blocks += _sections(lines)
-            lines = []
-            columns.append(column)
-    return [*blocks, *_sections(lines), *_fields(columns)]
+            kept.append({**element, "text": element["text"][:room]})
+        break
+    return kept
 
 
-def _fields(columns: Sequence[str]) -> list[dict[str, Any]]:
-    return [
-        {"type": "section", "fields": [_text(c) for c in columns[start : start + SECTION_FIELDS]]}
-        for start in range(0, len(columns), SECTION_FIELDS)
-    ]
+# -- the request ------------------------------------------------------------------------------------------------
 
 
-def _titled(title: str, blocks: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The part's title in bold above its first block: in that block where it fits."""
-    head = f"*{mrkdwn(title)}*"
-    first, rest = blocks[0], blocks[1:]
-    if "text" not in first:
-        return [{"type": "section", "text": _text(head), "fields": first["fields"]}, *rest]
-    if len(head) + 1 + len(first["text"]["text"]) <= SECTION_CHARS:
-        return [{"type": "section", "text": _text(f"{head}\n{first['text']['text']}")}, *rest]
-    return [{"type": "section", "text": _text(head)}, *blocks]
+def _rows(entry: Entry) -> list[dict[str, Any]]:
+    """An entry as rich text: ``Label: value`` on a line, or the label with a text's lines quoted below it, or a
+    list's items as bullets; a line the card says as it is, as it is."""
+    below = bool(entry.lines or entry.items)
+    if entry.label is None:
+        head = [_run(entry.value)] if entry.value else []
+    elif below:
+        head = [_run(entry.label, bold=True)]
+    else:
+        head = [_run(f"{entry.label}: ", bold=True), _value(entry.value)]
+    note = [_run(f" {entry.note}" if head else entry.note, italic=True)] if entry.note else []
+    rows = [_section(*head, *note)] if head or note else []
+    if entry.lines:
+        # Every line of the value inside one quote: none of them can pass for a line of Companion's.
+        rows.append({"type": "rich_text_quote", "elements": [_value("\n".join(entry.lines))]})
+    if entry.items:
+        rows.append(
+            {"type": "rich_text_list", "style": "bullet", "elements": [_section(_value(i)) for i in entry.items]}
+        )
+    return rows
 
 
 def _part(part: Part) -> list[dict[str, Any]]:
-    if part.arguments:
-        blocks = _arguments(part.entries)
-    else:
-        blocks = _sections([line for entry in part.entries for line in _lines(entry)])
-    return _titled(part.title, blocks) if part.title and blocks else blocks
+    rows = [row for entry in part.entries for row in _rows(entry)]
+    return [_section(_run(part.title, bold=True)), *rows] if part.title and rows else rows
 
 
 def _request(card: Card) -> tuple[list[dict[str, Any]], bool]:
-    """The request's blocks, as many as a message holds beside the blocks around them, and whether they are all
-    of it."""
-    blocks = [block for part in card_text.parts(card.story) for block in _part(part)]
-    room = MESSAGE_BLOCKS - AROUND
-    if len(blocks) <= room:
-        return blocks, True
-    return [*blocks[: room - 1], {"type": "section", "text": _text(TOO_LONG)}], False
+    """The request's blocks, a rich text block a part, and whether they are all of it: a request longer than
+    ``REQUEST_CHARS`` shows its start, then says it goes on."""
+    parts = [rows for part in card_text.parts(card.story) if (rows := _part(part))]
+    if sum(_chars(row) for rows in parts for row in rows) <= REQUEST_CHARS:
+        return [_rich(rows) for rows in parts], True
+    blocks, room = [], REQUEST_CHARS
+    for rows in parts:
+        kept = _leading(rows, room)
+        if kept:
+            blocks.append(_rich(kept))
+        room -= sum(_chars(row) for row in kept)
+    return [*blocks, _rich([_section(_run(TOO_LONG, italic=True))])], False
 
 
-def shows_in_full(card: Card) -> bool:
-    """Whether a message can show the whole request. Approve is offered only then: a request cut short could hide
-    the very recipient or argument at its end (the assistant chooses how long the rest is)."""
-    return _request(card)[1]
+# -- around the request -----------------------------------------------------------------------------------------
 
 
 def _button(action_id: str, label: str, value: str, *, style: str) -> dict[str, Any]:
@@ -218,27 +214,23 @@ def _open(card: Card) -> dict[str, Any]:
     }
 
 
-def _date(at: datetime) -> str:
-    """A time every reader sees in their own time zone, with UTC for clients that cannot."""
-    fallback = at.strftime("%Y-%m-%d %H:%M UTC")
-    return f"<!date^{int(at.timestamp())}^{{date_short_pretty}} at {{time}}|{fallback}>"
-
-
 def _asked(card: Card) -> dict[str, Any]:
     """Who asked through which assistant, and until when it waits."""
     asked_by = card.story.asked_by
-    asked_by = asked_by if len(asked_by) <= 1000 else asked_by[:999] + "…"
-    return {
-        "type": "section",
-        "fields": [_text(f"*Asked by*\n{mrkdwn(asked_by)}"), _text(f"*Expires*\n{_date(card.expires_at)}")],
-    }
+    asked_by = asked_by if len(asked_by) <= ASKED_CHARS else asked_by[: ASKED_CHARS - 1] + "…"
+    return _rich(
+        [
+            _section(_run("Asked by: ", bold=True), _value(asked_by)),
+            _section(_run("Expires: ", bold=True), _date(card.expires_at)),
+        ]
+    )
 
 
 def _header(card: Card) -> dict[str, Any]:
-    return {"type": "header", "text": _plain(f"Approval request: {card.app_name}"[:150])}
+    return {"type": "header", "text": _plain(f"Approval request: {card.app_name}"[:HEADER_CHARS])}
 
 
-def waiting(card: Card) -> dict[str, Any]:
+def waiting(card: Card) -> Message:
     """The message while the approval waits: ``text`` for notifications, ``blocks`` for the message itself."""
     request, whole = _request(card)
     buttons = [
@@ -251,10 +243,10 @@ def waiting(card: Card) -> dict[str, Any]:
         _header(card),
         _asked(card),
         *request,
-        {"type": "context", "elements": [_text(note)]},
+        {"type": "context", "elements": [_mrkdwn(note)]},
         {"type": "actions", "block_id": "decide", "elements": buttons},
     ]
-    return {"text": mrkdwn(f"Approval waiting in {card.app_name}: {card.story.headline}"), "blocks": blocks}
+    return Message(f"An approval is waiting for you in {mrkdwn(card.app_name)}.", blocks, approve=whole)
 
 
 @dataclass(frozen=True)
@@ -269,48 +261,61 @@ class Outcome:
     edited: bool = False
 
 
-def outcome_line(outcome: Outcome) -> str:
-    """The outcome in words, escaped (a reason is the decider's own text)."""
-    by = mrkdwn(outcome.decided_by) if outcome.decided_by else None
-    how = ", ".join(
-        part
-        for part in (
-            WHERE.get(outcome.via, f"via {mrkdwn(outcome.via)}") if outcome.via else "",
-            _date(outcome.decided_at) if outcome.decided_at else "",
-        )
-        if part
-    )
-    how = f" {how}" if how else ""
+def outcome_rows(outcome: Outcome) -> list[dict[str, Any]]:
+    """The outcome as rich text: the decider's address and reason as they are (a reason is their own words)."""
+    by = outcome.decided_by
+    how = [_run(f" {WHERE.get(outcome.via, f'via {outcome.via}')}")] if outcome.via else []
+    if outcome.decided_at:
+        how += [_run(", " if how else " "), _date(outcome.decided_at)]
     if outcome.shown == approval_notices.APPROVED:
         verb = "Approved with changes" if outcome.edited else "Approved"
-        return f"*{verb} by {by or 'a rule'}*{how}."
+        return [_section(_run(f"{verb} by {by or 'a rule'}", bold=True), *how, _run("."))]
     if outcome.shown == approval_notices.DENIED:
-        because = f": {mrkdwn(outcome.reason)}" if outcome.reason else "."
-        return f"*Denied by {by or 'a person'}*{how}{because}"
+        said = _section(_run(f"Denied by {by or 'a person'}", bold=True), *how, _run(":" if outcome.reason else "."))
+        reason = outcome.reason[:REASON_CHARS] if outcome.reason else ""
+        return [said, {"type": "rich_text_quote", "elements": [_run(reason)]}] if reason else [said]
     if outcome.shown == approval_notices.WITHDRAWN:
-        return "*Withdrawn* by the person who asked. Nothing runs."
+        return [_section(_run("Withdrawn", bold=True), _run(" by the person who asked. Nothing runs."))]
     if by is not None:
-        return f"*Expired.* Approved by {by}{how}, but the call did not run before its time was up."
-    return "*Expired.* Nobody decided in time, so the call did not run."
+        return [
+            _section(
+                _run("Expired.", bold=True),
+                _run(f" Approved by {by}"),
+                *how,
+                _run(", but the call did not run before its time was up."),
+            )
+        ]
+    return [_section(_run("Expired.", bold=True), _run(" Nobody decided in time, so the call did not run."))]
 
 
-def settled(card: Card, outcome: Outcome) -> dict[str, Any]:
+def settled(card: Card, outcome: Outcome) -> Message:
     """The message once the approval is decided anywhere, or expired: the same request, the outcome instead of the
     buttons, and a link to the approval page."""
-    line = outcome_line(outcome)
     blocks = [
         _header(card),
         _asked(card),
         *_request(card)[0],
-        {"type": "section", "text": _text(line)},
+        _rich(outcome_rows(outcome)),
         {"type": "actions", "block_id": "settled", "elements": [_open(card)]},
     ]
-    return {"text": mrkdwn(f"{card.app_name}: ") + line, "blocks": blocks}
+    return Message(f"Approval request in {mrkdwn(card.app_name)}: {outcome.shown}.", blocks)
 
 
-def deny_form(card: Card, metadata: str) -> dict[str, Any]:
-    """The modal Deny opens: the request again, as the message shows it, and the reason, which the assistant is
-    told."""
+@dataclass(frozen=True)
+class Denial:
+    """What the Deny form shows: the one summary every channel shows (``tools.summary``), kept with the approval,
+    so the form is made without reading through the app and opens within Slack's three seconds."""
+
+    app_name: str
+    summary: str
+
+
+def deny_form(denial: Denial, metadata: str) -> dict[str, Any]:
+    """The modal Deny opens: the request's summary, and the reason, which the assistant is told."""
+    lines = [_section(_run(line)) for line in denial.summary.split("\n") if line]
+    shown = _leading(lines, REQUEST_CHARS)
+    if shown != lines:
+        shown.append(_section(_run(TOO_LONG, italic=True)))
     return {
         "type": "modal",
         "callback_id": DENY_FORM,
@@ -319,7 +324,7 @@ def deny_form(card: Card, metadata: str) -> dict[str, Any]:
         "submit": _plain("Deny"),
         "close": _plain("Cancel"),
         "blocks": [
-            *_request(card)[0],
+            _rich([_section(_run(f"What the assistant asks in {denial.app_name}", bold=True)), *shown]),
             {
                 "type": "input",
                 "block_id": REASON,
