@@ -125,6 +125,18 @@ def test_escapes_leave_no_character_that_could_break_or_hide_a_line():
     )
 
 
+def test_a_stack_of_combining_marks_is_kept_to_what_writing_needs_and_the_rest_is_shown_as_escapes():
+    """A tower of marks on one letter is drawn over the lines above it (a Bcc line, say); real writing stacks a
+    few, which are left alone."""
+    assert escape("Vie\u0323\u0302t") == "Vie\u0323\u0302t"
+    tower = "Q" + "\u0301\u0300\u0302" * 50
+    shown = escape(tower)
+    assert shown.startswith("Q\u0301\u0300\u0302\u0301\\u0300\\u0302\\u0301")
+    assert shown.count("\\u") == 146, "every mark past the fourth"
+    assert escape("a\u0301" * 3) == "a\u0301" * 3, "each letter has its own stack"
+    assert escape("plain ascii, kept as it is") == "plain ascii, kept as it is"
+
+
 def test_the_full_arguments_are_ascii_json_that_reads_back_the_same():
     arguments = {"to": ["ana@acme.test"], "subject": "Hi\u200b", "body_text": "a\nb\u2028c\x7f\u00e9"}
     text = full_arguments(arguments)

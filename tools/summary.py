@@ -44,6 +44,11 @@ SENDER_FIELDS = ("from_address", "account_email", "account")
 
 _NAMED_ESCAPES = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
+#: Combining marks kept on one character; more in a row are shown as escapes. Real writing stacks a few (a
+#: Vietnamese vowel carries two, pointed Hebrew three or four); a stack of dozens is only there to draw over
+#: the lines above and below it.
+MARKS_IN_A_ROW = 4
+
 #: Letters and symbols that draw as blank space though Unicode does not file them as spaces (Hangul fillers,
 #: the Braille blank, Khmer's inherent vowels, the combining grapheme joiner): escaped like invisible ones.
 _BLANK_LOOKING = frozenset("\u034f\u115f\u1160\u17b4\u17b5\u180e\u2800\u3164\uffa0")
@@ -52,9 +57,22 @@ _BLANK_LOOKING = frozenset("\u034f\u115f\u1160\u17b4\u17b5\u180e\u2800\u3164\uff
 def escape(text: str) -> str:
     """Text that shows every character it holds on one line: breaks, controls and invisible ones as escapes.
 
-    A backslash is doubled, so an escape in the output can only come from the character it stands for.
+    A backslash is doubled, so an escape in the output can only come from the character it stands for. Combining
+    marks past ``MARKS_IN_A_ROW`` on one character are escapes too: a screen stacks them above (or below) the
+    letter, and a tall enough stack is drawn over the lines around it, a recipient's among them.
     """
-    return "".join(_escaped(char) for char in text)
+    if text.isascii() and text.isprintable() and "\\" not in text:
+        return text  # nothing to escape: most values, kept off the slow path below
+    shown: list[str] = []
+    marks = 0
+    for char in text:
+        if unicodedata.category(char) in ("Mn", "Me"):
+            marks += 1
+            shown.append(_code(char) if marks > MARKS_IN_A_ROW else _escaped(char))
+        else:
+            marks = 0
+            shown.append(_escaped(char))
+    return "".join(shown)
 
 
 def _escaped(char: str) -> str:
@@ -62,9 +80,13 @@ def _escaped(char: str) -> str:
         return _NAMED_ESCAPES[char]
     category = unicodedata.category(char)
     if category[0] == "C" or (category[0] == "Z" and char != " ") or char in _BLANK_LOOKING:
-        code = ord(char)
-        return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
+        return _code(char)
     return char
+
+
+def _code(char: str) -> str:
+    code = ord(char)
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
 
 
 def render(tool: RegisteredTool, arguments: dict[str, Any], connection: ConnectionView | None) -> str:
