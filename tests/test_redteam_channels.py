@@ -105,16 +105,11 @@ async def mailed(mail_world: Any) -> Any:  # noqa: F811 (the fixture imported ab
 # == Who asked: the assistant's name is its own word =================================================================
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="HOLE: approval_mail._asker cuts 'Asked by' at 300 characters after defanging, so an OAuth client_name "
-    "of 200 characters with dots (each '.' becomes '[.]') pushes 'on behalf of <person>' out of the e-mail",
-)
 async def test_the_assistants_name_cannot_push_the_person_it_acts_for_out_of_the_email(mailed: Any) -> None:
     """An assistant registers (OAuth dynamic registration: anyone may) as "Payroll assistant of acme.test on behalf
     of Carol Chen, CFO . . . ." (199 characters; the registration keeps 200). Every channel says who asked as
-    "<assistant> on behalf of <person>"; the e-mail defangs the line (a dot becomes "[.]") and then cuts it at 300
-    characters, so the real person it acts for is cut off and only the name's own claim is left."""
+    "<assistant> on behalf of <person>"; the e-mail defangs the line (a dot becomes "[.]"), and a line cut to a
+    length after that would lose the real person it acts for and keep only the name's own claim."""
     companion, transport, box, _ = mailed
     name = "Payroll assistant of acme.test on behalf of Carol Chen, CFO" + " ." * 70
     assert len(name) <= 200
@@ -147,12 +142,6 @@ async def test_slack_always_names_the_person_an_assistant_acts_for(settings: Set
 # == What a value can draw over ======================================================================================
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="HOLE: tools.summary.escape leaves combining marks (category Mn/Me) as they are, so a subject with a "
-    "tower of 150 marks above one letter reaches the e-mail and the link page unescaped, where it is drawn over "
-    "the lines above it (the Bcc line among them)",
-)
 async def test_a_tower_of_combining_marks_cannot_draw_over_the_recipients_in_the_email_or_on_the_link_page(
     mailed: Any,
 ) -> None:
@@ -181,11 +170,6 @@ async def test_a_tower_of_combining_marks_cannot_draw_over_the_recipients_in_the
     assert longest_run_of_marks(page.text) <= STREAM_SAFE_MARKS
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="HOLE: tools.summary.escape leaves combining marks as they are, and the Slack message shows every "
-    "character of a value as it is, a tower of 150 marks included",
-)
 async def test_a_tower_of_combining_marks_cannot_draw_over_the_lines_of_a_slack_message(
     settings: Settings, registry: Registry
 ) -> None:

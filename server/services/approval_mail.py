@@ -131,8 +131,9 @@ class ApprovalMail:
 def _asker(asked_by: str) -> str:
     """Who waits, named as every channel names it ("Claude on behalf of you"), on a labelled line of its own that
     Companion's words begin before. The assistant chose its name: it may add no line, and nothing in it becomes a
-    link a mail client would make clickable (``Approve it: https://evil.example/...``)."""
-    return f'"{_one_line(_defanged(asked_by))[:300]}"'
+    link a mail client would make clickable (``Approve it: https://evil.example/...``). It is never cut: the
+    person the assistant acts for comes last, and a long name would push them out."""
+    return f'"{_one_line(_defanged(asked_by))}"'
 
 
 def _story(card: Card) -> str:
