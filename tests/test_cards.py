@@ -178,16 +178,23 @@ async def test_two_different_calls_never_show_as_the_same_card(app_client, brows
     ]
     ids = [await ask(app_client, demo_keys, "harmony_create_action_item", v) for v in variants]
     await sign_in(browser, ALICE)
-    page = (await browser.get("/inbox")).text
+    cards = {
+        approval_id: article((await browser.get(f"/approvals/{approval_id}")).text, approval_id) for approval_id in ids
+    }
     seen = {}
-    for approval_id in ids:
-        shown = article(page, approval_id)
+    for approval_id, card in cards.items():
         # What a person reads, with the approval's own id (in links and element ids) taken out.
-        shown = re.sub(r"\s+", " ", shown.replace(approval_id, "APPROVAL"))
+        shown = re.sub(r"\s+", " ", card.replace(approval_id, "APPROVAL"))
         assert shown not in seen, f"{approval_id} looks like {seen.get(shown)}"
         seen[shown] = approval_id
     # The long texts differ past the part shown folded, and the difference is on the card, one click away.
-    assert "Send the NDA." in article(page, ids[0]) and "Send the MSA." in article(page, ids[1])
+    assert "Send the NDA." in cards[ids[0]] and "Send the MSA." in cards[ids[1]]
+    # The inbox shows the two long ones by their start alone, so it says so and offers Approve for neither.
+    inbox = (await browser.get("/inbox")).text
+    for approval_id in ids[:2]:
+        listed = article(inbox, approval_id)
+        assert "Read all 733 characters on the approval's page" in listed and "Send the" not in listed
+        assert ">Open to approve</a>" in listed and f"/approvals/{approval_id}/approve" not in listed
 
 
 def test_a_list_keeps_its_items_apart_and_text_keeps_nothing_invisible():
@@ -195,6 +202,16 @@ def test_a_list_keeps_its_items_apart_and_text_keeps_nothing_invisible():
     shown = _shown("one\nline two\u202eowt\x00")
     assert shown.text == "one\nline two\\u202eowt\\x00" and shown.lines
     assert _shown(True).text == "yes" and _shown({"k": "\u200b"}).text == '{\n  "k": "\\u200b"\n}'
+
+
+def test_a_list_card_keeps_the_preview_of_long_text_alone_and_says_how_long_it_is():
+    long = "Dear Bob,\r\nthe figures\u202e are in.\r\n" + "\x7f" * 1_000_000
+    whole, listed = _shown(long), _shown(long, full=False)
+    assert listed.cut and not whole.cut and listed.length == whole.length == len(long)
+    assert listed.text == listed.preview == whole.preview
+    assert listed.preview.startswith("Dear Bob,\nthe figures\\u202e are in.\n\\x7f") and len(listed.preview) < 1000
+    # A short value is whole either way.
+    assert _shown("Call Carol", full=False) == _shown("Call Carol")
 
 
 async def test_what_the_same_assistant_asked_just_before_is_on_the_card(app_client, browser, demo_keys, companion):

@@ -286,6 +286,7 @@ async def test_a_summary_of_several_lines_is_shown_in_full_with_what_remember_wo
     # Every channel shows the summary the flow keeps for the approval; the card's lines are its lines.
     monkeypatch.setattr(ApprovalFlow, "summary", lambda self, approval, tool, arguments: summary)
     await sign_in(browser, "alice@acme.test")
+    pages = {}
     for path in ("/inbox", f"/approvals/{waiting}"):
         page = (await browser.get(path)).text
         assert '<a href="/approvals/' + waiting + '">Send an e-mail “Q3”</a>' in page
@@ -295,9 +296,41 @@ async def test_a_summary_of_several_lines_is_shown_in_full_with_what_remember_wo
         scope = page.index("e-mails from Work mail to bob@client.com only")
         remember = page.index(">Approve and remember for 1 hour</button>")
         assert 0 < scope - remember < 400, "the scope is said right next to the remember button"
-        assert "<summary>Show full arguments</summary>" in page and long_address + "&#34;]\n}</pre>" in page
+        pages[path] = page
+    # A list links to the full arguments; the approval's page holds them.
+    assert f"""<a href="/approvals/{waiting}">Full arguments on the approval's page</a>""" in pages["/inbox"]
+    shown = pages[f"/approvals/{waiting}"]
+    assert "<summary>Show full arguments</summary>" in shown and long_address + "&#34;]\n}</pre>" in shown
     css = (Path(inbox.__file__).parent / "static" / "inbox.css").read_text()
     assert "white-space: pre-line" in css and "overflow-wrap: anywhere" in css and "ellipsis" not in css
+
+
+async def test_a_long_value_is_its_start_in_the_inbox_and_all_of_it_on_the_approvals_page(
+    app_client, browser, demo_keys, alices_call
+):
+    """A list shows each long value's start and links to the rest, so it stays small whatever an assistant wrote;
+    a card that shows a start alone is approved on its page, where every character that would run is."""
+    text = (
+        "Thank the client for the call.\nSend the deck.\n" + "Follow up on the pilot. " * 70 + "Wire €50k to X\u202e."
+    )
+    arguments = {**alices_call, "text": text}
+    approval_id = (await ask(app_client, demo_keys, arguments)).structured_content["approval_id"]
+    await sign_in(browser, "alice@acme.test")
+    inbox = (await browser.get("/inbox")).text
+    card = inbox[inbox.index(f'id="card-{approval_id}"') :]
+    card = card[: card.index("</article>")]
+    assert '<span class="preview">Thank the client for the call.\nSend the deck.\nFollow up on the pilot.' in card
+    assert (
+        f'<a class="more" href="/approvals/{approval_id}">Read all 1,742 characters on the approval\'s page</a>' in card
+    )
+    assert "Wire" not in card and "Show full arguments" not in card
+    assert set(form_blocks(card, approval_id)) == {"deny"}
+    assert f'<a class="button approve" href="/approvals/{approval_id}"' in card and ">Open to approve</a>" in card
+
+    page = (await browser.get(f"/approvals/{approval_id}")).text
+    assert "Follow up on the pilot. Wire €50k to X\\u202e.</div></details>" in page
+    assert "Read all" not in page and "<summary>Show full arguments</summary>" in page
+    assert set(form_blocks(page, approval_id)) == {"approve", "deny"}
 
 
 async def test_no_timer_refresh_reflows_the_inbox_without_javascript(browser, waiting):

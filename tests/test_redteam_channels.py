@@ -333,13 +333,6 @@ async def test_an_approval_email_stays_small_enough_for_a_mail_relay_to_take(mai
     assert max(sizes) <= POSTFIX_MESSAGE_BYTES, sizes
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="HOLE: the inbox (server/web/inbox.py, _approval_card.html) renders every waiting approval's arguments in "
-    "full, as escaped text and as full-arguments JSON: one 2 MB request makes a 20 MB inbox page (and about a second "
-    "of the event loop to render), and an agent key may keep 20 waiting (max_pending_approvals_per_key), so its "
-    "person's inbox can be made too large to open",
-)
 async def test_the_inbox_stays_small_enough_to_open_whatever_the_assistant_asks(
     app_client: Any, companion: Companion, demo_keys: Any
 ) -> None:

@@ -8,6 +8,8 @@ the one summary (``tools/summary.py``) a card says:
 - every argument as a labelled field, in full (long text folded, one click away), with an id said by the name of
   what it stands for where the manifest says how (``shown_as``), and, for an update, the current value beside the
   new one where the manifest names a read that gives it (``current``);
+- or, for a list of cards (``full=False``), long text as its preview alone, marked ``cut``: only the preview is
+  escaped, so a list costs the same whatever an assistant wrote, and the whole text is on the approval's page;
 - for a message, a preview as its recipient will see it: the headers and the body as text, never as HTML;
 - why it asks, in plain words (``why_asked``).
 
@@ -30,6 +32,7 @@ from typing import Any, Literal
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import load_only
 
 from approvals import lifecycle
 from approvals.audit import Event, Outcome
@@ -56,6 +59,7 @@ LONG_CHARACTERS = 280
 LONG_LINES = 6
 PREVIEW_CHARACTERS = 180
 PREVIEW_LINES = 3
+_LINE_BREAK = re.compile(r"\r?\n")
 #: Where the summary's own list of argument values begins: the card's fields say them instead.
 SUMMARY_DETAILS = ("Details:", "Also set (see the full arguments): ")
 #: Words a label spells otherwise than its argument's name does.
@@ -74,7 +78,8 @@ class Shown:
     """A value as a person reads it: escaped (nothing invisible, no line it did not have), and in full.
 
     A list keeps its items apart, so ``["a, b"]`` never reads as ``["a", "b"]``. Long text has a ``preview``, its
-    first lines, shown before the person unfolds the rest; ``lines`` says its line breaks are kept.
+    first lines, shown before the person unfolds the rest; ``lines`` says its line breaks are kept. A ``cut`` value
+    is not in full: its ``text`` is the preview alone, and it must be said to be longer.
     """
 
     text: str
@@ -82,6 +87,7 @@ class Shown:
     lines: bool = False
     preview: str | None = None
     length: int = 0
+    cut: bool = False
 
 
 @dataclass(frozen=True)
@@ -98,7 +104,12 @@ class ArgumentField:
 
     @property
     def unchanged(self) -> bool:
-        return self.current is not None and self.current.text == self.value.text
+        # Two previews that match say nothing of the rest.
+        return self.current is not None and not self.cut and self.current.text == self.value.text
+
+    @property
+    def cut(self) -> bool:
+        return self.value.cut or (self.current is not None and self.current.cut)
 
 
 @dataclass(frozen=True)
@@ -140,6 +151,12 @@ class Card:
     why: tuple[str, ...]
     earlier: tuple[EarlierCall, ...] = field(default=())
 
+    @property
+    def cut(self) -> bool:
+        """Whether some value is shown as its preview alone: this card does not show all that would run."""
+        body = self.message.body if self.message else None
+        return any(f.cut for f in self.fields) or (body is not None and body.cut)
+
 
 class Cards:
     """Makes cards, reading names and current values through the gateway as each call's asker."""
@@ -148,8 +165,17 @@ class Cards:
         self.gateway = gateway
         self._answers: SharedCache[tuple[str, ...], dict[str, Any] | None] = SharedCache(cache_seconds)
 
-    async def cards(self, viewer: Principal, approvals: Sequence[Approval]) -> dict[str, Card]:
-        """A card for each approval, by id, as ``viewer`` (who may see them all) reads it."""
+    async def cards(
+        self,
+        viewer: Principal,
+        approvals: Sequence[Approval],
+        *,
+        full: bool = True,
+        opened: Mapping[str, dict[str, Any]] | None = None,
+    ) -> dict[str, Card]:
+        """A card for each approval, by id, as ``viewer`` (who may see them all) reads it; ``full`` False cuts long
+        text to its preview, for a list of cards. ``opened``: arguments the caller has unsealed already, by approval
+        id, so a list of large calls opens each once."""
         if not approvals:
             return {}
         async with self.gateway.db.session() as session:
@@ -168,7 +194,15 @@ class Cards:
             }
         made = await asyncio.gather(
             *(
-                self._card(viewer, a, askers.get(a.user_id), principals.get((a.workspace_id, a.user_id)), rules)
+                self._card(
+                    viewer,
+                    a,
+                    (opened or {}).get(a.id),
+                    askers.get(a.user_id),
+                    principals.get((a.workspace_id, a.user_id)),
+                    rules,
+                    full,
+                )
                 for a in approvals
             )
         )
@@ -178,12 +212,14 @@ class Cards:
         self,
         viewer: Principal,
         approval: Approval,
+        opened: dict[str, Any] | None,
         asker: tuple[str, str] | None,
         principal: Principal | None,
         rules: Mapping[str, RuleFacts],
+        full: bool,
     ) -> Card:
         tool = self.gateway.registry.tools.get(approval.tool)
-        arguments = lifecycle.arguments_of(self.gateway.box, approval)
+        arguments = opened if opened is not None else lifecycle.arguments_of(self.gateway.box, approval)
         yours = approval.user_id == viewer.user_id
         name, email = asker or ("", "")
         person = "you" if yours else name or email or "someone who left"
@@ -206,14 +242,14 @@ class Cards:
         if tool is not None:
             # An app removed since the call was asked: its arguments are still shown, by their names.
             names, current = await self._reads(principal, approval, tool, arguments)
-            message, in_message = _message(tool, arguments, approval.account)
+            message, in_message = _message(tool, arguments, approval.account, full)
         fields = tuple(
             ArgumentField(
                 n,
                 _label(n, _schema_of(tool, n) if tool else {}, tool is not None and n in tool.spec.shown_as),
-                _shown(arguments[n]),
+                _shown(arguments[n], full),
                 escape(names[n]) if n in names else None,
-                _shown(current[n]) if n in current else None,
+                _shown(current[n], full) if n in current else None,
             )
             for n in (_ordered(tool, arguments) if tool else sorted(arguments))
             if n not in in_message
@@ -329,7 +365,9 @@ class Cards:
         asked = {i for _, _, _, i in rows if i}
         headlines: dict[str, str] = {}
         if asked:
-            for other in await session.scalars(select(Approval).where(Approval.id.in_(asked))):
+            # The columns a headline needs, not each call's sealed arguments, which may be megabytes.
+            needed = load_only(Approval.id, Approval.user_id, Approval.admin_may_approve, Approval.sealed_summary)
+            for other in await session.scalars(select(Approval).options(needed).where(Approval.id.in_(asked))):
                 # Another call's own words only to whoever may see that call.
                 if other.user_id == viewer.user_id or (viewer.is_admin and other.admin_may_approve):
                     summary = lifecycle.summary_of(self.gateway.box, other)
@@ -391,9 +429,9 @@ def _label(name: str, schema: Mapping[str, Any], named: bool) -> str:
     return escape(text[:1].upper() + text[1:])
 
 
-def _shown(value: Any) -> Shown:
+def _shown(value: Any, full: bool = True) -> Shown:
     if isinstance(value, str):
-        return _text(value)
+        return _text(value, full=full)
     if isinstance(value, bool):
         return Shown("yes" if value else "no")
     if value is None:
@@ -404,22 +442,30 @@ def _shown(value: Any) -> Shown:
         items = tuple(_shown(v).text for v in value)
         return Shown(", ".join(items) if items else "none", items=items)
     # Anything deeper reads as JSON in ASCII, so nothing invisible survives.
-    return _text(json.dumps(value, ensure_ascii=True, indent=2).replace("\x7f", "\\u007f"), escaped=True)
+    text = json.dumps(value, ensure_ascii=True, indent=2).replace("\x7f", "\\u007f")
+    return _text(text, escaped=True, full=full)
 
 
-def _text(value: str, *, escaped: bool = False) -> Shown:
-    """Text line by line, each line escaped (unless it already is: JSON in ASCII), folded when long."""
+def _text(value: str, *, escaped: bool = False, full: bool = True) -> Shown:
+    """Text line by line, each line escaped (unless it already is: JSON in ASCII), folded when long; not ``full``,
+    long text is its preview alone, and nothing past the preview is escaped."""
     show = (lambda line: line) if escaped else escape
-    lines = re.split(r"\r?\n", value)
-    preview = None
-    if len(value) > LONG_CHARACTERS or len(lines) > LONG_LINES:
-        head = "\n".join(lines[:PREVIEW_LINES])[:PREVIEW_CHARACTERS]
-        preview = "\n".join(show(line) for line in head.split("\n")) + "…"
-    return Shown("\n".join(show(line) for line in lines), lines=len(lines) > 1, preview=preview, length=len(value))
+    if len(value) <= LONG_CHARACTERS:
+        lines = _LINE_BREAK.split(value)
+        if len(lines) <= LONG_LINES:
+            return Shown("\n".join(show(line) for line in lines), lines=len(lines) > 1, length=len(value))
+    # Enough of the start for the preview's lines, whatever "\r\n" the split drops.
+    head = "\n".join(_LINE_BREAK.split(value[: 2 * PREVIEW_CHARACTERS])[:PREVIEW_LINES])[:PREVIEW_CHARACTERS]
+    preview = "\n".join(show(line) for line in head.split("\n")) + "…"
+    multiline = "\n" in value
+    if not full:
+        return Shown(preview, lines=multiline, preview=preview, length=len(value), cut=True)
+    text = "\n".join(show(line) for line in _LINE_BREAK.split(value))
+    return Shown(text, lines=multiline, preview=preview, length=len(value))
 
 
 def _message(
-    tool: RegisteredTool, arguments: Mapping[str, Any], sender: str | None
+    tool: RegisteredTool, arguments: Mapping[str, Any], sender: str | None, full: bool = True
 ) -> tuple[MessagePreview | None, set[str]]:
     """A preview of an e-mail (recipients in ``to`` and a subject) or of a chat message (a ``channel`` it goes to
     and its ``text``), and the arguments it shows, which the fields then leave out; (None, set()) for anything else.
@@ -436,10 +482,11 @@ def _message(
         shown = {"to", "cc", "bcc", "reply_to", "subject"}
         body, note = None, None
         if isinstance(text, str) and text:
-            body = _text(text)
+            body = _text(text, full=full)
             shown.add("body_text")
         elif isinstance(html, str) and html:
-            body, note = _text(html), "Only an HTML version was given: it is shown as its source, not as a page."
+            body = _text(html, full=full)
+            note = "Only an HTML version was given: it is shown as its source, not as a page."
             shown.add("body_html")
         subject = arguments.get("subject")
         preview = MessagePreview(
@@ -448,7 +495,7 @@ def _message(
         return preview, shown
     if "channel" in egress and isinstance(arguments.get("text"), str):
         channel = tuple(recipient(v) for v in _strings(arguments.get("channel")))
-        return MessagePreview("chat", sender, (("Channel", channel),), None, _text(arguments["text"])), {
+        return MessagePreview("chat", sender, (("Channel", channel),), None, _text(arguments["text"], full=full)), {
             "channel",
             "text",
         }

@@ -4,6 +4,11 @@ call (``server.services.cards``), and what this person may do about it now (``Tu
 The inbox, the approval page and the page an e-mailed link opens show this one card, so each tells the same
 story and offers only what deciding would accept: someone who has voted, or who may not vote, is told where
 things stand or why, never offered a button that would answer 409 or 403.
+
+A list of cards (the inbox, its history) shows each card ``listed``: long text as its preview, with a link to the
+approval's page, which alone holds the whole of it and the full arguments. A list's size and the work to make it
+so stay the same whatever an assistant wrote, and a listed card that shows a preview offers "Open to approve"
+instead of Approve: a person approves only where every value that would run is in front of them.
 """
 
 from __future__ import annotations
@@ -118,14 +123,21 @@ def until(moment: datetime) -> str:
 
 
 async def card_views(
-    services: ConsoleServices, viewer: Principal, approvals: Sequence[Approval], *, earlier: bool = True
+    services: ConsoleServices,
+    viewer: Principal,
+    approvals: Sequence[Approval],
+    *,
+    earlier: bool = True,
+    listed: bool = False,
 ) -> list[dict[str, Any]]:
     """Each approval as its card shows it to ``viewer``; ``earlier`` False leaves out what the same assistant
-    asked before (the link page shows it to whoever holds the link, not to a signed-in person)."""
-    stories = await services.cards.cards(viewer, approvals)
+    asked before (the link page shows it to whoever holds the link, not to a signed-in person); ``listed`` makes
+    the cards for a list."""
+    views = [approval_view(services.flow, services.registry.tools, approval) for approval in approvals]
+    opened = {approval.id: view["arguments"] for approval, view in zip(approvals, views, strict=True)}
+    stories = await services.cards.cards(viewer, approvals, full=not listed, opened=opened)
     cards = []
-    for approval in approvals:
-        view = approval_view(services.flow, services.registry.tools, approval)
+    for approval, view in zip(approvals, views, strict=True):
         story = stories[approval.id]
         view["story"] = story if earlier else replace(story, earlier=())
         view["requester"] = "you" if approval.user_id == viewer.user_id else None
@@ -133,5 +145,6 @@ async def card_views(
         view["asked_ago"] = ago(approval.created_at)
         view["expires_in"] = until(approval.expires_at)
         view["turn"] = turn_of(approval, viewer)
+        view["listed"] = listed
         cards.append(view)
     return cards

@@ -53,14 +53,14 @@ async def _pending_ids(db: Database, actor: Principal) -> tuple[str, ...]:
         return tuple(rows)
 
 
-async def _cards(request: Request, viewer: Viewer, approvals: list[Approval]) -> list[dict[str, Any]]:
-    return await card_views(services_of(request), viewer.principal, approvals)
+async def _cards(request: Request, viewer: Viewer, approvals: list[Approval], *, listed: bool) -> list[dict[str, Any]]:
+    return await card_views(services_of(request), viewer.principal, approvals, listed=listed)
 
 
 async def _pending(request: Request, viewer: Viewer) -> list[dict[str, Any]]:
     services = services_of(request)
     approvals = await approvals_for(services.flow, viewer.principal, WAITING)
-    return await _cards(request, viewer, approvals)
+    return await _cards(request, viewer, approvals, listed=True)
 
 
 @page
@@ -130,7 +130,7 @@ async def history(request: Request, viewer: Viewer) -> Response:
         "inbox.html",
         viewer,
         tab="history",
-        cards=await _cards(request, viewer, approvals),
+        cards=await _cards(request, viewer, approvals, listed=True),
         page=number,
         has_more=number * HISTORY_PAGE < total,
         total=total,
@@ -154,7 +154,7 @@ async def _approval(request: Request, viewer: Viewer) -> Approval:
 @page
 async def approval_page(request: Request, viewer: Viewer) -> Response:
     approval = await _approval(request, viewer)
-    (card,) = await _cards(request, viewer, [approval])
+    (card,) = await _cards(request, viewer, [approval], listed=False)
     return render(request, "approval.html", viewer, card=card)
 
 
@@ -206,7 +206,9 @@ async def decide(request: Request, viewer: Viewer) -> Response:
     if action == "approve" and approval.status is ApprovalStatus.PENDING:
         message = VOTED  # one vote among several: the call still waits
     if is_htmx(request):
-        (card,) = await _cards(request, viewer, [approval])
+        # The card replaces the one decided: in full on the approval's own page, as listed anywhere else.
+        listed = form.get("next") != f"/approvals/{approval.id}"
+        (card,) = await _cards(request, viewer, [approval], listed=listed)
         return render(request, "_approval_card.html", viewer, card=card, done=message)
     flash(request, message)
     return redirect(safe_next(str(form.get("next") or ""), f"/approvals/{approval.id}"))
