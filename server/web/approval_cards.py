@@ -18,6 +18,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
+import anyio
+
 from approvals import group, lifecycle
 from server.services.approval_flow import approval_view, visible_to
 from server.services.cards import ago
@@ -133,7 +135,11 @@ async def card_views(
     """Each approval as its card shows it to ``viewer``; ``earlier`` False leaves out what the same assistant
     asked before (the link page shows it to whoever holds the link, not to a signed-in person); ``listed`` makes
     the cards for a list."""
-    views = [approval_view(services.flow, services.registry.tools, approval) for approval in approvals]
+    # Unsealing and rendering what the assistants asked is work in proportion to what they sent (megabytes, at
+    # worst, for each of a list's calls): it runs beside the event loop, which goes on serving everyone else.
+    views = await anyio.to_thread.run_sync(
+        lambda: [approval_view(services.flow, services.registry.tools, approval) for approval in approvals]
+    )
     opened = {approval.id: view["arguments"] for approval, view in zip(approvals, views, strict=True)}
     stories = await services.cards.cards(viewer, approvals, full=not listed, opened=opened)
     cards = []
