@@ -115,6 +115,10 @@ async def test_the_console_groups_identical_calls_and_decides_the_selection(
         assert page.status_code == 200
         assert page.text.count('name="ids"') == 2, "the identical pair is one row"
         assert "2 identical requests" in page.text
+        named = re.findall(r'class="meta muted small"[^>]*>([^<]*)', page.text)
+        assert any("demo agent key" in meta and "second assistant" in meta for meta in named), (
+            "the one row names both assistants that asked"
+        )
         pair = re.search(r'name="ids" value="([^"]+,[^"]+)"', page.text)
         assert pair is not None and set(pair.group(1).split(",")) == set(ids[:2])
         done = await browser.post(

@@ -85,6 +85,12 @@ class Group:
     def ids(self) -> list[str]:
         return [approval.id for approval in self.approvals]
 
+    @property
+    def assistants(self) -> list[str]:
+        """Every assistant that asked for this call, by name: the same call from two assistants is one row, which
+        must not name only one of them."""
+        return list(dict.fromkeys(approval.assistant for approval in self.approvals if approval.assistant))
+
 
 def identical(approvals: Iterable[Approval]) -> list[Group]:
     """Group approvals of the same call asked in the same person's name (tool, connection, account and argument

@@ -38,6 +38,7 @@ async def _rows(request: Request, viewer: Viewer) -> list[dict[str, Any]]:
                 "details": "\n".join(lines[1:]),
                 "view": view,
                 "mine": group.first.user_id == viewer.principal.user_id,
+                "assistants": group.assistants,
             }
         )
     return rows
