@@ -16,8 +16,8 @@ from sqlalchemy import select, update
 from server.services.approval_mail import INDENT, QUOTED
 from store.models import Meeting, User
 from tests.conftest import alices_meeting
+from tests.mailboxes import connect_mailbox
 from tests.test_console_settings import mailing, postbox  # noqa: F401 (fixtures)
-from tests.test_slack_approvals import connect_mailbox
 
 pytestmark = pytest.mark.anyio
 

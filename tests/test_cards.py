@@ -20,6 +20,7 @@ from store.models import Approval, Meeting, TeamMember, User
 from tests.conftest import alices_meeting, mcp_client
 from tests.console import sign_in
 from tests.fakes.linear import LinearFake
+from tests.mailboxes import connect_mailbox
 from tests.providers import connected
 from tools.manifest import Manifest
 
@@ -125,16 +126,7 @@ async def test_a_read_the_askers_rules_would_not_run_unasked_is_not_run_for_a_ca
 async def test_an_email_card_previews_the_message_as_text_says_why_in_words_and_what_remember_covers(
     app_client, browser, demo_keys, companion
 ):
-    async with companion.db.transaction() as session:
-        workspace = await workspace_by_slug(session, "acme")
-        alice = await user_by_email(session, ALICE)
-        actor = await member_principal(session, workspace.id, alice.id, acting_as="test")
-    assert actor is not None
-    await companion.integrations.connect(
-        actor, "email", scope="personal", method="smtp", label="Work mail",
-        setup={"host": "smtp.acme.test", "port": 587, "security": "starttls", "username": ALICE,
-               "password": "app-password", "from_address": ALICE},
-    )  # fmt: skip
+    await connect_mailbox(companion, ALICE)
     waiting = await ask(
         app_client,
         demo_keys,

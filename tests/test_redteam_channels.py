@@ -24,13 +24,14 @@ from server.settings import Settings
 from store.models import Approval, ApprovalStatus, Meeting, User, utcnow
 from tests.conftest import alices_meeting, mcp_client
 from tests.console import csrf_of, sign_in
+from tests.mailboxes import connect_mailbox
 from tests.memo_calls import ask_rule, asked
 from tests.oauth_flow import code_for, exchange, register
 from tests.people import ADMIN, ALICE, BOB, DORA, ERIN, agent_key, approval_team, with_own_memo
 from tests.test_console_settings import mailing, postbox  # noqa: F401 (fixtures)
 from tests.test_redteam_approvers import bodies, mail_world, mailed_links  # noqa: F401 (mail_world is a fixture)
 from tests.test_slack_approvals import ALICE as ALICE_IN_SLACK
-from tests.test_slack_approvals import SEND, buttons, connect_mailbox, slack_world
+from tests.test_slack_approvals import SEND, buttons, slack_world
 from tools.registry import Registry
 
 pytestmark = pytest.mark.anyio

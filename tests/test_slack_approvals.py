@@ -55,6 +55,7 @@ from tests.console import form_post, sign_in
 from tests.fakes.base import serve
 from tests.fakes.linear import LinearFake
 from tests.fakes.slack_web import SlackWebFake, signed, text_characters
+from tests.mailboxes import connect_mailbox
 from tests.providers import provider_settings
 from tools.registry import Registry
 from tools.tokens import credentials_from_token
@@ -138,20 +139,6 @@ class World:
     async def action_items(self, text: str) -> int:
         async with self.companion.db.session() as session:
             return int(await session.scalar(select(func.count()).where(ActionItem.text == text)) or 0)
-
-
-async def connect_mailbox(companion: Companion, email: str = "alice@acme.test") -> None:
-    """The person connects their own mailbox over SMTP, sending as ``email``; nothing is sent while a send waits."""
-    async with companion.db.session() as session:
-        workspace = await workspace_by_slug(session, "acme")
-        user = await user_by_email(session, email)
-        actor = await member_principal(session, workspace.id, user.id, acting_as="test")
-    assert actor is not None
-    await companion.integrations.connect(
-        actor, "email", scope="personal", method="smtp", label="Work mail",
-        setup={"host": "smtp.acme.test", "port": 587, "security": "starttls", "username": email,
-               "password": "app-password", "from_address": email},
-    )  # fmt: skip
 
 
 @asynccontextmanager
