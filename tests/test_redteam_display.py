@@ -66,6 +66,12 @@ def test_a_stack_of_marks_keeps_four_on_its_letter_and_shows_the_rest_as_escapes
     assert shown.count("\\u") + shown.count("\\U") == len(marks) - MARKS_IN_A_ROW
 
 
+@pytest.mark.parametrize("blank", ["\u3164", "\u115f", "\u1160", "\uffa0", "\u2800", "\u180e"])
+def test_letters_that_draw_as_nothing_are_escapes(blank: str) -> None:
+    """A blank-looking letter is not a mark, so it would restart the count unseen; it is an escape instead."""
+    assert escape(f"a{ACUTE * 4}{blank}{ACUTE * 4}") == f"a{ACUTE * 4}\\u{ord(blank):04x}{ACUTE * 4}"
+
+
 @pytest.mark.parametrize("splitter", ["\u200d", "\u200b", "\x00", "\u2028", "\u061c", "\u2066"])
 def test_an_invisible_splitter_restarts_the_count_only_by_showing_itself(splitter: str) -> None:
     """A joiner (or a control) between two stacks is an escape of its own: the second stack stands on its
@@ -189,6 +195,18 @@ def test_objects_and_long_lists_are_never_cut_silently() -> None:
     many = [f"item {i} " + "y" * 300 for i in range(40)]
     shown = _shown(many, full=False)
     assert shown.items is not None and list(shown.items) == many
+
+
+@pytest.mark.anyio
+async def test_numbers_strings_and_booleans_in_an_object_read_apart(companion: Any) -> None:
+    """Salesforce's ``fields`` takes any scalar: 1, 1.0, "1" and true are four calls, and read as four."""
+    tool = companion.gateway.registry.tools["salesforce_update_record"]
+    values: list[Any] = [1, 1.0, "1", True, None, "null"]
+    cards_shown = {_shown({"N": v}, full=False).text for v in values}
+    summaries = {
+        render(tool, {"object": "Contact", "id": "003Dn00000AbCdEIAV", "fields": {"N": v}}, None) for v in values
+    }
+    assert len(cards_shown) == len(summaries) == len(values)
 
 
 @pytest.mark.xfail(
