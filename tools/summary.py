@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -63,16 +63,24 @@ def escape(text: str) -> str:
     """
     if text.isascii() and text.isprintable() and "\\" not in text:
         return text  # nothing to escape: most values, kept off the slow path below
-    shown: list[str] = []
+    return _each(text, _escaped, _code)
+
+
+def _each(text: str, shown: Callable[[str], str], past_marks: Callable[[str], str]) -> str:
+    """``text`` with each character as ``shown`` shows it, and each mark past ``MARKS_IN_A_ROW`` on one character
+    as ``past_marks`` does. A mark is a combining one (Mn, Me) or any character with a combining class: a
+    spacing mark with one (U+1D165) is reordered among the others when text is normalized or drawn, so it must
+    not start a new stack."""
+    out: list[str] = []
     marks = 0
     for char in text:
-        if unicodedata.category(char) in ("Mn", "Me"):
+        if unicodedata.combining(char) or unicodedata.category(char) in ("Mn", "Me"):
             marks += 1
-            shown.append(_code(char) if marks > MARKS_IN_A_ROW else _escaped(char))
+            out.append(past_marks(char) if marks > MARKS_IN_A_ROW else shown(char))
         else:
             marks = 0
-            shown.append(_escaped(char))
-    return "".join(shown)
+            out.append(shown(char))
+    return "".join(out)
 
 
 def _escaped(char: str) -> str:
@@ -174,8 +182,11 @@ def _shortened(value: Any, limit: int) -> str:
 def _json(value: Any) -> str:
     """A structured value as compact JSON, with anything invisible escaped as JSON escapes it."""
     text = json.dumps(value, ensure_ascii=False)
-    # JSON has escaped its own backslashes and line breaks already; what is left unsafe gets a JSON escape.
-    return "".join(char if char == "\\" or _escaped(char) == char else _json_escape(char) for char in text)
+    # JSON has escaped its own backslashes and line breaks already; what is left unsafe gets a JSON escape, and
+    # so does a stack of marks, as in any other value.
+    return _each(
+        text, lambda char: char if char == "\\" or _escaped(char) == char else _json_escape(char), _json_escape
+    )
 
 
 def _json_escape(char: str) -> str:
