@@ -439,7 +439,8 @@ def _shown(value: Any, full: bool = True) -> Shown:
     if isinstance(value, int | float):
         return Shown(str(value))
     if isinstance(value, list) and all(isinstance(v, str | int | float | bool) for v in value):
-        items = tuple(_shown(v).text for v in value)
+        # An item is shown whole on one line: a line break in it is an escape, never a break that reads as a space.
+        items = tuple(escape(v) if isinstance(v, str) else _shown(v).text for v in value)
         return Shown(", ".join(items) if items else "none", items=items)
     # Anything deeper reads as JSON in ASCII, so nothing invisible survives.
     text = json.dumps(value, ensure_ascii=True, indent=2).replace("\x7f", "\\u007f")
