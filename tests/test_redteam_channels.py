@@ -10,7 +10,6 @@ repeated here.
 
 from __future__ import annotations
 
-import unicodedata
 from datetime import timedelta
 from typing import Any
 
@@ -25,6 +24,7 @@ from store.models import Approval, ApprovalStatus, Meeting, User, utcnow
 from tests.conftest import alices_meeting, mcp_client
 from tests.console import csrf_of, sign_in
 from tests.mailboxes import connect_mailbox
+from tests.marks import longest_run_of_marks
 from tests.memo_calls import ask_rule, asked
 from tests.oauth_flow import code_for, exchange, register
 from tests.people import ADMIN, ALICE, BOB, DORA, ERIN, agent_key, approval_team, with_own_memo
@@ -45,15 +45,6 @@ POSTFIX_MESSAGE_BYTES = 10_240_000
 SLACK_BLOCKS, SLACK_HEADER, SLACK_CHARS = 50, 150, 12_000
 #: Marks drawn above a letter; stacked on one, they tower over the lines printed above it.
 ABOVE = "".join(chr(code) for code in (*range(0x0300, 0x0315), *range(0x033D, 0x0345), 0x0346, 0x034A, 0x034B))
-
-
-def longest_run_of_marks(text: str) -> int:
-    """The most combining marks stacked in a row on one character anywhere in ``text``."""
-    longest = run = 0
-    for char in text:
-        run = run + 1 if unicodedata.category(char) in ("Mn", "Me") else 0
-        longest = max(longest, run)
-    return longest
 
 
 def tower(base: str, marks: int) -> str:

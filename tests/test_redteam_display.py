@@ -22,6 +22,7 @@ from server.services.slack_approvals import message as slack_message
 from server.web import approval_cards
 from store.models import Approval, utcnow
 from tests.conftest import alices_meeting
+from tests.marks import longest_run_of_marks
 from tests.test_approval_mail import mailed  # noqa: F401 (a fixture)
 from tests.test_console_settings import mailing, postbox  # noqa: F401 (fixtures mailed needs)
 from tools.summary import MARKS_IN_A_ROW, escape, render
@@ -29,15 +30,6 @@ from tools.summary import MARKS_IN_A_ROW, escape, render
 ACUTE = "\u0301"  # combining acute accent: Mn, canonical combining class 230 (above)
 STEM = "\U0001d165"  # musical symbol combining stem: Mc, yet canonical combining class 216
 INBOX_CSS = Path(approval_cards.__file__).parent / "static" / "inbox.css"
-
-
-def tower(text: str) -> int:
-    """The most combining marks (Mn, Me) in a row: how high a stack on one letter may be drawn."""
-    best = run = 0
-    for char in text:
-        run = run + 1 if unicodedata.category(char) in ("Mn", "Me") else 0
-        best = max(best, run)
-    return best
 
 
 def seen_in_html(text: str) -> str:
@@ -62,7 +54,7 @@ def seen_in_html(text: str) -> str:
 )
 def test_a_stack_of_marks_keeps_four_on_its_letter_and_shows_the_rest_as_escapes(marks: str) -> None:
     shown = escape("a" + marks)
-    assert tower(shown) == MARKS_IN_A_ROW
+    assert longest_run_of_marks(shown) == MARKS_IN_A_ROW
     assert shown.count("\\u") + shown.count("\\U") == len(marks) - MARKS_IN_A_ROW
 
 
@@ -77,14 +69,14 @@ def test_an_invisible_splitter_restarts_the_count_only_by_showing_itself(splitte
     """A joiner (or a control) between two stacks is an escape of its own: the second stack stands on its
     visible last letter, not on the first stack."""
     shown = escape("a" + (ACUTE * 4 + splitter) * 10)
-    assert splitter not in shown and tower(shown) == MARKS_IN_A_ROW
+    assert splitter not in shown and longest_run_of_marks(shown) == MARKS_IN_A_ROW
     assert re.fullmatch(r"a(\u0301{4}\\(x|u)[0-9a-f]+)+", shown)
 
 
 def test_precomposed_letters_carry_their_own_marks_only() -> None:
     """NFC letters (ǘ is u with two marks) add at most what one letter carries, not a stack."""
     shown = escape("\u01d8" + ACUTE * 20)
-    assert tower(unicodedata.normalize("NFD", shown)) <= MARKS_IN_A_ROW + 2
+    assert longest_run_of_marks(unicodedata.normalize("NFD", shown)) <= MARKS_IN_A_ROW + 2
 
 
 def test_a_tower_cannot_be_rebuilt_from_short_stacks_by_canonical_reordering() -> None:
@@ -98,7 +90,7 @@ def test_a_tower_cannot_be_rebuilt_from_short_stacks_by_canonical_reordering() -
     (``unicodedata.combining(char) == 0 and category[0] != "M"``), and count every character with a non-zero
     class (the 25 Mc of them) as a mark."""
     shown = escape("a" + (ACUTE * 4 + STEM) * 10)
-    assert tower(unicodedata.normalize("NFC", shown)) <= MARKS_IN_A_ROW
+    assert longest_run_of_marks(unicodedata.normalize("NFC", shown)) <= MARKS_IN_A_ROW
 
 
 @pytest.mark.anyio
@@ -116,7 +108,7 @@ async def test_a_tower_inside_an_object_is_escaped_in_the_summary(companion: Any
     tool = companion.gateway.registry.tools["salesforce_update_record"]
     arguments = {"object": "Contact", "id": "003Dn00000AbCdEIAV", "fields": {"Description": "a" + "\u0316" * 150}}
     summary = render(tool, arguments, None)
-    assert tower(summary) <= MARKS_IN_A_ROW
+    assert longest_run_of_marks(summary) <= MARKS_IN_A_ROW
 
 
 @pytest.mark.anyio
@@ -125,7 +117,7 @@ async def test_the_rebuilt_tower_reaches_the_email_body(mailed: Any) -> None:  #
     companion, ask = mailed
     meeting = await alices_meeting(companion)
     body = await ask("harmony_create_action_item", {"meeting_id": meeting, "text": "a" + (ACUTE * 4 + STEM) * 10})
-    assert tower(unicodedata.normalize("NFC", body)) <= MARKS_IN_A_ROW
+    assert longest_run_of_marks(unicodedata.normalize("NFC", body)) <= MARKS_IN_A_ROW
 
 
 @pytest.mark.anyio
@@ -133,7 +125,7 @@ async def test_a_plain_tower_reaches_the_email_body_as_escapes(mailed: Any) -> N
     companion, ask = mailed
     meeting = await alices_meeting(companion)
     body = await ask("harmony_create_action_item", {"meeting_id": meeting, "text": "Call Bob" + ACUTE * 200})
-    assert tower(unicodedata.normalize("NFC", body)) <= MARKS_IN_A_ROW and "\\u0301" in body
+    assert longest_run_of_marks(unicodedata.normalize("NFC", body)) <= MARKS_IN_A_ROW and "\\u0301" in body
 
 
 def slack_text(value: str) -> str:
@@ -154,11 +146,13 @@ def texts_in(node: Any) -> list[str]:
 
 
 def test_a_plain_tower_reaches_slack_as_escapes() -> None:
-    assert tower(unicodedata.normalize("NFC", slack_text("Call Bob" + ACUTE * 200))) <= MARKS_IN_A_ROW
+    assert longest_run_of_marks(unicodedata.normalize("NFC", slack_text("Call Bob" + ACUTE * 200))) <= MARKS_IN_A_ROW
 
 
 def test_the_rebuilt_tower_reaches_slack_as_escapes() -> None:
-    assert tower(unicodedata.normalize("NFC", slack_text("a" + (ACUTE * 4 + STEM) * 10))) <= MARKS_IN_A_ROW
+    assert (
+        longest_run_of_marks(unicodedata.normalize("NFC", slack_text("a" + (ACUTE * 4 + STEM) * 10))) <= MARKS_IN_A_ROW
+    )
 
 
 # -- 2. the inbox's cut cards ---------------------------------------------------------------------------------
