@@ -347,8 +347,11 @@ class AuditLog:
             await self._wake.wait()
             if len(self._queue) < MAX_BATCH and not self._hurry.is_set():
                 # Linger a moment so rows from calls made one after another share a commit.
+                # asyncio.timeout, not wait_for, which before Python 3.12 can swallow the cancellation of
+                # aclose when it meets a hurry.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._hurry.wait(), self.linger_seconds)
+                    async with asyncio.timeout(self.linger_seconds):
+                        await self._hurry.wait()
             self._wake.clear()
             self._hurry.clear()
             self._outbox_waiting = False

@@ -190,3 +190,22 @@ async def test_rows_wait_while_the_database_is_away_and_land_in_order_when_it_is
         tools = (await session.scalars(select(AuditEntry.tool).order_by(AuditEntry.id))).all()
     assert tools == ["memo_0", "memo_1", "memo_2"]
     await log.aclose()
+
+
+async def test_the_writer_stops_when_cancelled_even_as_it_is_hurried(companion):
+    """Stopping the writer while it lingers, in the same moment as a hurry, stops it. (``asyncio.wait_for`` before
+    Python 3.12 swallows such a cancellation, and the writer would then wait forever.)"""
+    log = AuditLog(companion.db, linger_seconds=3600)
+    log.append(record("memo_lingering"))
+    for _ in range(3):
+        await asyncio.sleep(0)  # the writer starts and lingers for more rows
+    writer = log._writer
+    assert writer is not None and not writer.done()
+    log._hurry.set()
+    writer.cancel()
+    async with asyncio.timeout(5):
+        await asyncio.gather(writer, return_exceptions=True)
+    assert writer.cancelled()
+    log._writer = None
+    log._queue.clear()
+    await log.aclose()

@@ -888,3 +888,27 @@ async def test_an_update_slack_could_not_take_is_tried_again(settings, registry)
         assert world.slack.updates == []
         assert await world.companion.slack.channel.refresh() == 1
         await world.updated(message, "Expired")
+
+
+async def test_the_sweep_stops_with_the_server_even_when_woken_at_that_moment(world):
+    """A press wakes the sweep; the server stopping just then must still stop it. (``asyncio.wait_for`` before
+    Python 3.12 swallows a cancellation that meets the awaited thing finishing, and the server's shutdown then
+    waited for this sweep forever.)"""
+    one = world.companion.slack.channel
+    channel = SlackChannel(one.settings, one.db, one.box, one.registry, one.http, one.keeper, one.flow, one.cards)
+    channel.every = 3600
+    swept = asyncio.Event()
+    sweep = channel.sweep
+
+    async def sweep_and_say() -> None:
+        await sweep()
+        swept.set()
+
+    channel.sweep = sweep_and_say  # type: ignore[method-assign]
+    sweeping = asyncio.create_task(channel.forever())
+    await swept.wait()  # it is now waiting for the next round
+    channel.wake()
+    sweeping.cancel()
+    async with asyncio.timeout(5):
+        await asyncio.gather(sweeping, return_exceptions=True)
+    assert sweeping.cancelled()

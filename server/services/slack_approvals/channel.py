@@ -257,5 +257,8 @@ class SlackChannel:
                 await self.sweep()
             except Exception:  # the next round tries again; a failure here must not end the sweeping
                 log.exception("the Slack approvals sweep failed")
+            # Not asyncio.wait_for: before Python 3.12 it swallows a cancellation that meets the wake-up, and
+            # the server's shutdown would wait for this loop forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._woken.wait(), self.every)
+                async with asyncio.timeout(self.every):
+                    await self._woken.wait()
