@@ -1,8 +1,9 @@
 """Red team: what an adversarial assistant can make the approval display show, with only its agent key and the
 arguments it sends (tools/summary.py ``escape``, the inbox's cut cards, the batch page's grouping).
 
-Passing tests are defences that held. A strict xfail whose reason starts "HOLE:" is a way an assistant makes a
-person read something other than what would run; its docstring says how, what it does, where, and the fix.
+Each test is a defence. Where the red team first found a hole, the docstring says how it was made and what
+fixed it. A strict xfail whose reason starts "ACCEPTED:" is a difference left visible only on the approval page,
+for the reason it gives.
 """
 
 from __future__ import annotations
@@ -80,31 +81,21 @@ def test_precomposed_letters_carry_their_own_marks_only() -> None:
 
 
 def test_a_tower_cannot_be_rebuilt_from_short_stacks_by_canonical_reordering() -> None:
-    """Steps: send any shown string value such as ``"a" + ("\\u0301" * 4 + "\\U0001d165") * 10``. ``escape``
-    counts only Mn/Me, so each U+1D165 (Mc, yet combining class 216) restarts the count and every acute stays
-    raw. Canonical ordering sorts a run of non-zero-class marks by class, so U+1D165 (216) moves ahead of the
-    acutes (230): the text in NFC, and as HarfBuzz lays it out (it reorders marks by class), is one letter with
-    39 acutes. Impact: the tower the rule was made against, drawn over the lines above it (a Bcc line) in the
-    e-mail, the console card and Slack. Location: tools/summary.py ``escape`` (``marks = 0`` on any character
-    that is not Mn/Me). Fix: restart the count only on a character with combining class 0 that is not a mark
-    (``unicodedata.combining(char) == 0 and category[0] != "M"``), and count every character with a non-zero
-    class (the 25 Mc of them) as a mark."""
+    """Once a hole: ``"a" + ("\\u0301" * 4 + "\\U0001d165") * 10``. When ``escape`` counted only Mn/Me, each
+    U+1D165 (Mc, yet combining class 216) restarted the count and every acute stayed raw. Canonical ordering
+    sorts a run of non-zero-class marks by class, so U+1D165 moves ahead of the acutes (230): in NFC, and as
+    HarfBuzz lays it out, one letter with 39 acutes, drawn over the Bcc line above it in every channel. Now every
+    character with a combining class counts as a mark (tools/summary.py ``_each``)."""
     shown = escape("a" + (ACUTE * 4 + STEM) * 10)
     assert longest_run_of_marks(unicodedata.normalize("NFC", shown)) <= MARKS_IN_A_ROW
 
 
 @pytest.mark.anyio
 async def test_a_tower_inside_an_object_is_escaped_in_the_summary(companion: Any) -> None:
-    """Steps: ``salesforce_update_record`` with ``fields={"Description": "a" + "\\u0316" * 150}`` (any object or
-    list argument; a non-string recipient item goes the same way). ``_shortened`` renders a non-string with
-    ``_json``, which runs ``_escaped`` on each character: marks are not controls, so all 150 stay raw, and the
-    summary's first line (the manifest's ``{fields}``, cut at 80 characters: still 62 marks) carries a tower.
-    Impact: that first line is the card's headline in the inbox, on the approval page, in the e-mail and in Slack,
-    and the whole summary is the batch page's row and the in-chat approval: marks below the letter (class 220)
-    draw down over the recipient and risk lines under it, and over the next row of a list. Location:
-    tools/summary.py ``_json`` (used by ``_shortened`` and ``_headline``). Fix: apply the marks rule there too
-    (count marks as ``escape`` does and JSON-escape the surplus), or render objects with ``ensure_ascii=True`` as
-    the card's fields already do."""
+    """Once a hole: ``salesforce_update_record`` with ``fields={"Description": "a" + "\\u0316" * 150}`` (any
+    object or list argument). The summary renders a non-string with ``_json``, which escaped only controls, so
+    all 150 marks stayed raw in the headline of every channel, the batch row and the in-chat approval, drawn down
+    over the lines under it. ``_json`` now applies the same marks rule as ``escape`` (``_each``)."""
     tool = companion.gateway.registry.tools["salesforce_update_record"]
     arguments = {"object": "Contact", "id": "003Dn00000AbCdEIAV", "fields": {"Description": "a" + "\u0316" * 150}}
     summary = render(tool, arguments, None)
@@ -113,7 +104,7 @@ async def test_a_tower_inside_an_object_is_escaped_in_the_summary(companion: Any
 
 @pytest.mark.anyio
 async def test_the_rebuilt_tower_reaches_the_email_body(mailed: Any) -> None:  # noqa: F811 (the fixture)
-    """The same hole, measured where Alice reads it: the e-mail body holds the acutes raw, one tower in NFC."""
+    """The rebuilt tower, measured where Alice reads it: the e-mail body holds no stack of more than four."""
     companion, ask = mailed
     meeting = await alices_meeting(companion)
     body = await ask("harmony_create_action_item", {"meeting_id": meeting, "text": "a" + (ACUTE * 4 + STEM) * 10})
@@ -192,13 +183,9 @@ async def test_numbers_strings_and_booleans_in_an_object_read_apart(companion: A
 
 
 def test_a_list_item_with_a_line_break_does_not_look_like_one_with_a_space() -> None:
-    """Steps: send a string-list argument (Linear's ``labels``, any ``type: array`` of strings) with an item
-    ``"urgent\\nsecurity"``, and another call with ``"urgent security"``. ``_shown`` builds each item with
-    ``_text``, which keeps a raw "\\n"; the card puts it in ``<li>``, and inbox.css gives ``.items li`` no
-    ``white-space: pre-wrap``: both cards read "urgent security", both offer Approve. Impact: low (two different
-    calls, one card; a line break a person cannot see). Location: server/services/cards.py ``_shown`` (list
-    branch) with server/web/static/inbox.css ``.approval .items li``. Fix: escape the item's line breaks (``escape``
-    it whole, so "\\n" reads as an escape) or give ``.items li`` ``white-space: pre-wrap``."""
+    """Once a hole: a string-list argument (Linear's ``labels``) with the item ``"urgent\\nsecurity"`` drew, in an
+    ``<li>`` without ``pre-wrap``, as "urgent security": two calls, one card. Now the item is escaped whole
+    (server/services/cards.py ``_shown``) and ``.items li`` keeps its blanks (inbox.css)."""
     css = INBOX_CSS.read_text()
     items_rule = re.search(r"\.approval \.items li \{[^}]*\}", css)
     pre = items_rule is not None and "pre" in items_rule.group(0)
@@ -208,12 +195,8 @@ def test_a_list_item_with_a_line_break_does_not_look_like_one_with_a_space() -> 
 
 
 def test_a_one_line_value_keeps_its_spaces() -> None:
-    """Steps: two calls, ``text`` ``"Pay Bob  100"`` and ``"Pay Bob 100"`` (or ``" Pay"`` and ``"Pay"``). A one-line
-    value is ``<span class="text">`` and only ``.text.lines`` is ``pre-wrap``, so the inbox and the approval page
-    draw both the same, each with Approve. Impact: low (spacing, a leading or trailing space: a value that differs
-    from what runs only in blanks). Location: server/web/static/inbox.css ``.approval .text.lines`` and the
-    template's ``value`` macro. Fix: ``white-space: pre-wrap`` on every ``.text`` (or show doubled and edge spaces
-    as escapes)."""
+    """Once a hole: ``"Pay Bob  100"`` and ``"Pay Bob 100"`` (or ``" Pay"`` and ``"Pay"``) drew the same while
+    only multi-line values were ``pre-wrap``. Now every ``.text`` is (inbox.css)."""
     css = INBOX_CSS.read_text()
     assert re.search(r"\.approval \.text[ ,{][^}]*pre-wrap", css) or (
         seen_in_html(_shown("Pay Bob  100").text) != seen_in_html(_shown("Pay Bob 100").text)
